@@ -1,0 +1,60 @@
+"""The UFM objective (Guo et al., eq. 10) and its loss term phi (Appendix E, eq. 40).
+
+``L(W, H, b) = phi(W, H, b) + lam_W/2 ||W||_F^2 + lam_H/2 ||H||_F^2 + lam_b/2 ||b||^2``
+with ``phi = (1/N) sum_i loss(W^T h_i + b, k(i))``. Shapes: ``W: (d, K)``,
+``H: (d, N)``, ``b: (K,)``; labels ``(N,)`` class-major.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+from ufm.losses import label_smoothing
+
+
+class Params(NamedTuple):
+    """Free variables of the UFM: ``W: (d, K)``, ``H: (d, N)``, ``b: (K,)``."""
+
+    W: jnp.ndarray
+    H: jnp.ndarray
+    b: jnp.ndarray
+
+
+class Weights(NamedTuple):
+    """The scalars of the objective that may vary between runs of one shape (traced, vmappable)."""
+
+    delta: jnp.ndarray
+    lam_W: jnp.ndarray
+    lam_H: jnp.ndarray
+    lam_b: jnp.ndarray
+
+
+def class_major_labels(K: int, n: int) -> jnp.ndarray:
+    """Labels ``(N,)``: ``[0]*n + [1]*n + ... + [K-1]*n`` (THEORY.md ordering)."""
+    return jnp.repeat(jnp.arange(K), n)
+
+
+def logits(params: Params) -> jnp.ndarray:
+    """``Z = W^T H + b 1_N^T``, shape ``(K, N)``."""
+    return params.W.T @ params.H + params.b[:, None]
+
+
+def loss_term(params: Params, labels, weights: Weights) -> jnp.ndarray:
+    """phi: the mean per-sample loss, without regularization (eq. 40 plus the bias)."""
+    return jnp.mean(label_smoothing(logits(params), labels, weights.delta))
+
+
+def regularization(params: Params, weights: Weights) -> jnp.ndarray:
+    """``lam_W/2 ||W||^2 + lam_H/2 ||H||^2 + lam_b/2 ||b||^2``."""
+    return 0.5 * (
+        weights.lam_W * jnp.sum(params.W**2)
+        + weights.lam_H * jnp.sum(params.H**2)
+        + weights.lam_b * jnp.sum(params.b**2)
+    )
+
+
+def objective(params: Params, labels, weights: Weights) -> jnp.ndarray:
+    """The full regularized objective L (eq. 10)."""
+    return loss_term(params, labels, weights) + regularization(params, weights)
