@@ -1,5 +1,26 @@
-"""JAX solver for the unconstrained feature model (UFM)."""
+"""JAX solver for the unconstrained feature model (UFM) and its checks against :mod:`theory`.
 
+``ufm.solve(problem, method=...)`` runs the compiled solver (see :mod:`ufm.solver`);
+``python -m ufm.solve`` is the command line over the same call.
+"""
+
+from ufm.solver import solve as solve
+from ufm.compare import Comparison as Comparison
+from ufm.compare import Row as Row
+from ufm.compare import compare as compare
+from ufm.hessian import BlockEigenvalues as BlockEigenvalues
+from ufm.hessian import block_eigenvalues as block_eigenvalues
+from ufm.hessian import distinct_eigenvalues as distinct_eigenvalues
+from ufm.hessian import extreme_eigenvalues as extreme_eigenvalues
+from ufm.hessian import hessian_vector_product as hessian_vector_product
+from ufm.hessian import logit_hessians as logit_hessians
+from ufm.hessian import nonzero_condition_number as nonzero_condition_number
+from ufm.metrics import Collapse as Collapse
+from ufm.metrics import class_means as class_means
+from ufm.metrics import collapse as collapse
+from ufm.metrics import nc1 as nc1
+from ufm.metrics import nc2 as nc2
+from ufm.metrics import nc3 as nc3
 from ufm.objective import Params as Params
 from ufm.objective import Weights as Weights
 from ufm.objective import class_major_labels as class_major_labels
@@ -7,5 +28,13 @@ from ufm.objective import logits as logits
 from ufm.objective import loss_term as loss_term
 from ufm.objective import objective as objective
 from ufm.objective import regularization as regularization
+from ufm.problem import Problem as Problem
+from ufm.solver import METHODS as METHODS
+from ufm.solver import Result as Result
 
-__all__ = ["Params", "Weights", "class_major_labels", "logits", "loss_term", "objective", "regularization"]
+__all__ = [
+    "METHODS", "BlockEigenvalues", "Collapse", "Comparison", "Params", "Problem", "Result", "Row", "Weights",
+    "block_eigenvalues", "class_major_labels", "class_means", "collapse", "compare", "distinct_eigenvalues",
+    "extreme_eigenvalues", "hessian_vector_product", "logit_hessians", "logits", "loss_term", "nc1", "nc2", "nc3",
+    "nonzero_condition_number", "objective", "regularization", "solve",
+]

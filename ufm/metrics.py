@@ -1,0 +1,71 @@
+"""Neural-collapse metrics NC1-NC3 and norms (Guo et al., eqs. 4-6 / Appendix B.1, eqs. 16-17).
+
+Pure jax.numpy functions of ``W: (d, K)``, ``H: (d, N)`` and integer
+``labels: (N,)``; they run inside the compiled solver loop and on numpy input.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Collapse(NamedTuple):
+    """NC1-NC3 and the mean norms of ``w_k`` and of ``hbar_k - h_G``."""
+
+    nc1: jnp.ndarray
+    nc2: jnp.ndarray
+    nc3: jnp.ndarray
+    w_norm: jnp.ndarray
+    h_norm: jnp.ndarray
+
+
+def class_means(H, labels, K: int):
+    """``(hbar_1, ..., hbar_K)`` as columns, shape ``(d, K)``."""
+    onehot = jax.nn.one_hot(labels, K, dtype=H.dtype)
+    return (H @ onehot) / jnp.sum(onehot, axis=0)
+
+
+def centred_class_means(H, labels, K: int):
+    """``Hbar = [hbar_k - h_G]``, shape ``(d, K)``; h_G is the global mean of all N features."""
+    return class_means(H, labels, K) - jnp.mean(H, axis=1, keepdims=True)
+
+
+def nc1(H, labels, K: int):
+    """``NC1 = trace(Sigma_W Sigma_B^+) / K`` with Sigma_W over all N samples (1/N) and Sigma_B over classes (1/K)."""
+    means = class_means(H, labels, K)
+    within = H - means[:, labels]
+    sigma_W = within @ within.T / H.shape[1]
+    centred = means - jnp.mean(H, axis=1, keepdims=True)
+    sigma_B = centred @ centred.T / K
+    return jnp.trace(sigma_W @ jnp.linalg.pinv(sigma_B, hermitian=True)) / K
+
+
+def _unit(x):
+    norm = jnp.linalg.norm(x)
+    return x / jnp.where(norm > 0, norm, 1.0)
+
+
+def nc2(W, H, labels, K: int):
+    """``NC2 = || W^T Hbar / ||W^T Hbar||_F - M / sqrt(K-1) ||_F`` (eq. 16), ``M = I - 11^T/K``."""
+    M = jnp.eye(K, dtype=W.dtype) - 1.0 / K
+    return jnp.linalg.norm(_unit(W.T @ centred_class_means(H, labels, K)) - M / jnp.sqrt(K - 1.0))
+
+
+def nc3(W, H, labels, K: int):
+    """``NC3 = || W/||W||_F - Hbar/||Hbar||_F ||_F`` (eq. 17)."""
+    return jnp.linalg.norm(_unit(W) - _unit(centred_class_means(H, labels, K)))
+
+
+def collapse(W, H, labels, K: int) -> Collapse:
+    """All metrics at once (the solver records this every ``record_every`` iterations)."""
+    centred = centred_class_means(H, labels, K)
+    return Collapse(
+        nc1(H, labels, K),
+        nc2(W, H, labels, K),
+        nc3(W, H, labels, K),
+        jnp.mean(jnp.linalg.norm(W, axis=0)),
+        jnp.mean(jnp.linalg.norm(centred, axis=0)),
+    )

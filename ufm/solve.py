@@ -1,0 +1,249 @@
+"""Command line: ``python -m ufm.solve --K 10 --n 500 --delta 0.1`` (also ``ufm-solve``).
+
+argv -> Problem -> solve -> compare -> report (text, optional JSON) -> exit code:
+0 when every applicable prediction agrees within ``--rtol``, 1 when one does
+not (or the solver did not converge), 2 for bad arguments.
+
+The module is also callable: ``ufm.solve(problem, ...)`` is :func:`ufm.solver.solve`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import types
+from importlib import metadata
+
+import jax
+
+from ufm import _io
+from ufm.problem import Problem
+from ufm.solver import DEFAULT_LR, DEFAULT_METHOD, METHODS
+from ufm.solver import solve as _solve
+
+PROG = "python -m ufm.solve"
+
+
+def _number(name: str, low: float, high: float | None = None, *, low_open: bool = True, high_open: bool = True):
+    interval = ("(" if low_open else "[") + f"{low:g}, " + ("inf)" if high is None else f"{high:g}" + (")" if high_open else "]"))
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number in {interval}, got {text!r}") from None
+        if not math.isfinite(value) or (value <= low if low_open else value < low) or (
+                high is not None and (value >= high if high_open else value > high)):
+            raise argparse.ArgumentTypeError(f"{name} must be in {interval}, got {text}")
+        return value
+
+    return parse
+
+
+def _integer(name: str, low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Solve the unconstrained feature model numerically and compare it, number by number, "
+                    "with the closed forms of Guo et al. (Theorems 4.1 and 4.2).")
+    problem = parser.add_argument_group("problem")
+    problem.add_argument("--K", type=_integer("--K", 2), default=10, help="classes (>= 2; default 10)")
+    problem.add_argument("--n", type=_integer("--n", 1), default=500, help="samples per class (>= 1; default 500)")
+    problem.add_argument("--d", type=_integer("--d", 1), default=None, help="feature dimension (default K)")
+    problem.add_argument("--delta", type=_number("--delta", 0.0, 1.0, low_open=False), default=0.0,
+                         help="label smoothing in [0, 1) (0 = cross entropy; default 0)")
+    problem.add_argument("--lam", type=_number("--lam", 0.0), default=5e-4,
+                         help="lam_W = lam_H = lam_b (> 0; default 5e-4)")
+    problem.add_argument("--lam-W", type=_number("--lam-W", 0.0), default=None, help="lam_W (> 0; default --lam)")
+    problem.add_argument("--lam-H", type=_number("--lam-H", 0.0), default=None, help="lam_H (> 0; default --lam)")
+    problem.add_argument("--lam-b", type=_number("--lam-b", 0.0, low_open=False), default=None,
+                         help="lam_b (>= 0; default --lam)")
+    problem.add_argument("--seed", type=_integer("--seed", 0), default=0, help="initialisation seed (default 0)")
+    problem.add_argument("--float32", action="store_true",
+                         help="solve in float32 (faster on accelerators; agreement then ~1e-4, see README)")
+    solver = parser.add_argument_group("solver")
+    solver.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                        help=f"optimizer (default {DEFAULT_METHOD}; gd is the papers' plain gradient descent)")
+    solver.add_argument("--lr", type=_number("--lr", 0.0), default=None,
+                        help="step size for gd/momentum/nesterov (default: "
+                             + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items() if v) + "); ignored by lbfgs")
+    solver.add_argument("--tol", type=_number("--tol", 0.0, 1.0), default=None,
+                        help="stop when |grad L| <= tol |grad L(x0)| (default 1e-10 in float64, 1e-5 in float32)")
+    solver.add_argument("--max-iters", type=_integer("--max-iters", 1), default=None,
+                        help="iteration cap (default 2000 for lbfgs, 100000 otherwise)")
+    report = parser.add_argument_group("report")
+    report.add_argument("--rtol", type=_number("--rtol", 0.0, 1.0), default=None,
+                        help="agreement tolerance of the verdict (default 1e-6 in float64, 1e-3 in float32)")
+    report.add_argument("--no-hessian", action="store_true", help="skip the Hessian spectra")
+    report.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
+    report.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    report.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return parser
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and (value != value or abs(value) == float("inf")):
+        return str(value)
+    return f"{value:.10g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.4e}"
+
+
+def _report_text(problem, prediction, result, comparison, rtol) -> str:
+    p = problem
+    lines = [
+        f"UFM problem: K = {p.K}, n = {p.n} (N = {p.N}), d = {p.d}, delta = {p.delta:g}, "
+        f"lam_W = {p.lam_W:g}, lam_H = {p.lam_H:g}, lam_b = {p.lam_b:g}, {p.dtype}, seed = {p.seed}",
+        "",
+        "Theory (Guo et al., Theorem 4.1, eq. 14, Theorem 4.2):",
+        f"  c = sqrt(KN) lam_Z + delta = {prediction['c']:.10g}   "
+        f"({'collapsed phase: W = H = 0' if prediction['collapsed'] else 'c < 1: non-zero minimizer'}; "
+        f"boundary delta* = {prediction['delta_star']:.6g})",
+        f"  a^delta = {prediction['a_delta']:.12g}   p_t = {prediction['p_t']:.12g}   p_n = {prediction['p_n']:.12g}",
+        f"  kappa = K p_t = {_fmt(prediction['kappa'])}   mean ||w_k|| = {prediction['w_norm']:.12g}   "
+        f"mean ||hbar_k - h_G|| = {prediction['h_norm']:.12g}",
+    ]
+    for reason in comparison.not_applicable:
+        lines.append(f"  does not apply: {reason}")
+    lines += [
+        "",
+        f"Solver: {result.method}" + (f" (lr = {result.lr:g})" if result.lr is not None else " (line search)")
+        + f", {result.iterations} iterations, {result.seconds:.2f} s (+ {result.compile_seconds:.2f} s compile), "
+        f"on {jax.devices()[0].platform}",
+        f"  {result.message}",
+        f"  L = {result.objective:.15g}",
+        "",
+        f"{'quantity':34s} {'theory':>18s} {'solver':>18s} {'error':>15s}  check",
+    ]
+    for row in comparison.rows:
+        kind = "rel" if row.relative else "abs"
+        check = ("ok" if row.ok else "MISMATCH") if row.applies else "n/a"
+        error = "-" if row.error is None else f"{row.error:.2e} {kind}"
+        lines.append(f"{row.quantity:34s} {_fmt(row.theory):>18s} {_fmt(row.measured):>18s} {error:>15s}  {check}")
+    for block, info in comparison.spectra.items():
+        lines.append("")
+        lines.append(f"{block}-block spectrum of the loss term ({info['method']}); distinct eigenvalue x multiplicity:")
+        measured = ", ".join(f"{_fmt(v)} x{m}" for v, m in zip(info["measured_values"], info["measured_multiplicities"]))
+        lines.append(f"  measured:  {measured}")
+        if "predicted_values" in info:
+            predicted = ", ".join(f"{_fmt(v)} x{m}"
+                                  for v, m in zip(info["predicted_values"], info["predicted_multiplicities"]))
+            lines.append(f"  predicted: {predicted}")
+    lines.append("")
+    if comparison.ok:
+        judged = sum(row.applies for row in comparison.rows)
+        lines.append(f"VERDICT: agrees — all {judged} applicable checks within {rtol:g}")
+    elif not comparison.converged:
+        lines.append(f"VERDICT: not verified — the solver did not converge ({result.status})")
+    else:
+        names = ", ".join(row.quantity for row in comparison.failures)
+        lines.append(f"VERDICT: MISMATCH beyond {rtol:g} in: {names}")
+    return "\n".join(lines)
+
+
+def _prediction(problem):
+    import theory
+
+    where = theory.phase(problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H)
+    p_t, p_n = theory.probabilities(problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H)
+    norms = theory.norms(problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H)
+    kappa = None if where.collapsed else theory.condition_number(
+        problem.K, problem.delta, problem.lam_W, n=problem.n, lam_H=problem.lam_H)
+    return {"c": where.c, "delta_star": where.delta_star, "collapsed": where.collapsed,
+            "a_delta": theory.a_delta(problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H),
+            "p_t": p_t, "p_n": p_n, "kappa": kappa, "w_norm": norms.w, "h_norm": norms.h}
+
+
+def _record(problem, prediction, result, comparison, rtol) -> dict:
+    try:
+        version = metadata.version("ufm-collapse")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {
+        "package_version": version,
+        "jax_version": jax.__version__,
+        "device": str(jax.devices()[0]),
+        "problem": {"K": problem.K, "n": problem.n, "N": problem.N, "d": problem.d, "delta": problem.delta,
+                    "lam_W": problem.lam_W, "lam_H": problem.lam_H, "lam_b": problem.lam_b, "loss": problem.loss,
+                    "seed": problem.seed, "dtype": problem.dtype, "init_scale": problem.init_scale},
+        "theory": prediction,
+        "solver": {"method": result.method, "lr": result.lr, "tol": result.tol, "iterations": result.iterations,
+                   "status": result.status, "converged": result.converged, "message": result.message,
+                   "objective": result.objective, "grad_norm": result.grad_norm,
+                   "initial_grad_norm": result.initial_grad_norm},
+        "comparison": [{"quantity": r.quantity, "theory": r.theory, "measured": r.measured, "error": r.error,
+                        "relative": r.relative, "tolerance": r.tolerance, "applies": r.applies, "ok": r.ok,
+                        "note": r.note} for r in comparison.rows],
+        "not_applicable": list(comparison.not_applicable),
+        "spectra": comparison.spectra,
+        "rtol": rtol,
+        "verdict": "agrees" if comparison.ok else ("not converged" if not comparison.converged else "mismatch"),
+    }
+
+
+def main(argv=None) -> int:
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    from ufm.compare import compare
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    jax.config.update("jax_enable_x64", True)
+    float32 = args.float32
+    try:
+        problem = Problem(
+            K=args.K, n=args.n, d=args.d, delta=args.delta,
+            lam_W=args.lam if args.lam_W is None else args.lam_W,
+            lam_H=args.lam if args.lam_H is None else args.lam_H,
+            lam_b=args.lam if args.lam_b is None else args.lam_b,
+            seed=args.seed, dtype="float32" if float32 else "float64")
+        if args.json:
+            _io.check_writable(args.json, overwrite=args.force)
+    except (ValueError, OSError) as error:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    tol = args.tol if args.tol is not None else (1e-5 if float32 else 1e-10)
+    rtol = args.rtol if args.rtol is not None else (1e-3 if float32 else 1e-6)
+    max_iters = args.max_iters if args.max_iters is not None else (2_000 if args.method == "lbfgs" else 100_000)
+    progress_every = 0 if args.quiet else (100 if args.method == "lbfgs" else 2_000)
+    if not args.quiet:
+        print(f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {args.method} ...", file=sys.stderr)
+    result = _solve(problem, args.method, lr=args.lr, tol=tol, max_iters=max_iters,
+                    record_every=max(1, max_iters // 1000), progress_every=progress_every)
+    comparison = compare(result, rtol=rtol, spectra=not args.no_hessian)
+    prediction = _prediction(problem)
+    print(_report_text(problem, prediction, result, comparison, rtol))
+    if args.json:
+        _io.write_json(args.json, _record(problem, prediction, result, comparison, rtol))
+        if not args.quiet:
+            print(f"wrote {args.json}", file=sys.stderr)
+    return 0 if comparison.ok else 1
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``ufm.solve(problem, ...)`` call the solver although ``ufm.solve`` is also this CLI module."""
+
+    def __call__(self, *args, **kwargs):
+        return _solve(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+if __name__ == "__main__":
+    sys.exit(main())

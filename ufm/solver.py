@@ -1,0 +1,239 @@
+"""Gradient methods on the free variables (W, H, b) behind one compiled loop.
+
+``solve(problem, method=...)`` runs a ``jax.lax.while_loop`` that is compiled
+once per problem shape and method; there is no Python work per iteration.
+Methods: ``"gd"`` (plain full-batch gradient descent, the papers' method and
+the reference), ``"momentum"`` and ``"nesterov"`` (heavy ball / Nesterov, optax
+``sgd`` with momentum 0.9) and ``"lbfgs"`` (``optax.lbfgs`` with a zoom line
+search; the default).
+
+Stopping rule: ``||grad L|| <= tol * ||grad L(x_0)||`` (converged), or
+``max_iters`` steps, or divergence: a non-finite objective or gradient, or an
+objective above ``DIVERGENCE_FACTOR * max(|L(x_0)|, 1)``. The ``message`` of the
+:class:`Result` says which.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ufm import metrics
+from ufm.objective import Params, objective
+from ufm.problem import Problem, require_dtype_enabled
+
+METHODS = ("lbfgs", "gd", "momentum", "nesterov")
+DEFAULT_METHOD = "lbfgs"
+#: Step sizes used when ``lr`` is not given (L-BFGS takes its step from the line search).
+#: Measured on the CLI default problem (K=10, n=500, delta=0.1, lam=5e-4): see README.
+DEFAULT_LR = {"gd": 50.0, "momentum": 5.0, "nesterov": 5.0, "lbfgs": None}
+DIVERGENCE_FACTOR = 100.0
+HISTORY_FIELDS = ("iteration", "objective", "grad_norm", "nc1", "nc2", "nc3", "w_norm", "h_norm")
+
+_RUNNING, _CONVERGED, _MAX_ITERS, _DIVERGED = 0, 1, 2, 3
+STATUS_NAMES = {_CONVERGED: "converged", _MAX_ITERS: "max_iters", _DIVERGED: "diverged"}
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outcome of :func:`solve` (numpy arrays; like scipy's ``OptimizeResult``).
+
+    Attributes:
+        problem, method, lr, tol: what was run (lr None for L-BFGS: line search).
+        W ``(d, K)``, H ``(d, N)``, b ``(K,)``: the final iterate (the last finite one if diverged).
+        objective: L at the final iterate. grad_norm / initial_grad_norm: ||grad L|| there and at x_0.
+        iterations: steps taken. status: ``"converged"``, ``"max_iters"`` or ``"diverged"``.
+        converged: ``status == "converged"``. message: one readable sentence.
+        history: dict of arrays over recorded iterations, keys ``HISTORY_FIELDS``.
+        seconds: wall time of the compiled run; compile_seconds: tracing + compilation.
+    """
+
+    problem: Problem
+    method: str
+    lr: float | None
+    tol: float
+    W: np.ndarray
+    H: np.ndarray
+    b: np.ndarray
+    objective: float
+    grad_norm: float
+    initial_grad_norm: float
+    iterations: int
+    status: str
+    message: str
+    history: dict[str, np.ndarray]
+    seconds: float
+    compile_seconds: float
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
+
+    @property
+    def params(self) -> Params:
+        return Params(jnp.asarray(self.W), jnp.asarray(self.H), jnp.asarray(self.b))
+
+
+def _tree_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def _optimizer(method: str, lr):
+    if method == "gd":
+        return optax.sgd(lr)
+    if method == "momentum":
+        return optax.sgd(lr, momentum=0.9)
+    if method == "nesterov":
+        return optax.sgd(lr, momentum=0.9, nesterov=True)
+    return optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=40))
+
+
+def _print_progress(iteration, value, grad_ratio):
+    print(f"  iter {int(iteration):>8d}   L = {float(value):.12e}   |g|/|g0| = {float(grad_ratio):.3e}",
+          file=sys.stderr, flush=True)
+
+
+def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, progress_every):
+    """The compiled loop. Returns (params, value, grad_norm, g0, iterations, status, history, count)."""
+    K = params0.W.shape[1]
+    f = lambda p: objective(p, labels, weights)
+    opt = _optimizer(method, lr)
+    value_and_grad = optax.value_and_grad_from_state(f) if method == "lbfgs" else None
+
+    value0, grad0 = jax.value_and_grad(f)(params0)
+    g0 = _tree_norm(grad0)
+    blowup = DIVERGENCE_FACTOR * jnp.maximum(jnp.abs(value0), 1.0)
+    n_records = max_iters // record_every + 2
+
+    def record(history, count, i, params, value, gnorm):
+        nc = metrics.collapse(params.W, params.H, labels, K)
+        row = jnp.stack([jnp.asarray(i, value.dtype), value, gnorm, *nc]).astype(history.dtype)
+        return history.at[count].set(row), count + 1
+
+    history = jnp.full((n_records, len(HISTORY_FIELDS)), jnp.nan, dtype=value0.dtype)
+    history, count = record(history, 0, 0, params0, value0, g0)
+    status0 = jnp.where(g0 == 0, _CONVERGED, jnp.where(max_iters == 0, _MAX_ITERS, _RUNNING))
+    init = (0, params0, opt.init(params0), value0, grad0, g0, status0, history, count)
+
+    def body(state):
+        i, params, opt_state, value, grad, _, _, history, count = state
+        updates, new_opt_state = opt.update(grad, opt_state, params, value=value, grad=grad, value_fn=f)
+        new_params = optax.apply_updates(params, updates)
+        if value_and_grad is None:
+            new_value, new_grad = jax.value_and_grad(f)(new_params)
+        else:
+            new_value, new_grad = value_and_grad(new_params, state=new_opt_state)
+        i = i + 1
+        gnorm = _tree_norm(new_grad)
+        diverged = ~jnp.isfinite(new_value) | ~jnp.isfinite(gnorm) | (new_value > blowup)
+        status = jnp.where(diverged, _DIVERGED,
+                           jnp.where(gnorm <= tol * g0, _CONVERGED,
+                                     jnp.where(i >= max_iters, _MAX_ITERS, _RUNNING)))
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(diverged, b, a), new, old)
+        new_params = keep(new_params, params)
+        new_value, new_grad = keep(new_value, value), keep(new_grad, grad)
+        gnorm = jnp.where(diverged, _tree_norm(grad), gnorm)
+        history, count = jax.lax.cond(
+            (i % record_every == 0) | (status != _RUNNING),
+            lambda h, c: record(h, c, i, new_params, new_value, gnorm),
+            lambda h, c: (h, c),
+            history, count,
+        )
+        if progress_every:
+            jax.lax.cond(i % progress_every == 0,
+                         lambda: jax.debug.callback(_print_progress, i, new_value, gnorm / g0),
+                         lambda: None)
+        return (i, new_params, new_opt_state, new_value, new_grad, gnorm, status, history, count)
+
+    i, params, _, value, _, gnorm, status, history, count = jax.lax.while_loop(
+        lambda state: state[6] == _RUNNING, body, init)
+    return params, value, gnorm, g0, i, status, history, count
+
+
+_COMPILED: dict[Any, Any] = {}
+
+
+def _compiled(args, statics):
+    shapes = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(args))
+    key = (shapes, tuple(sorted(statics.items())))
+    if key not in _COMPILED:
+        start = time.perf_counter()
+        lowered = jax.jit(_run, static_argnames=tuple(statics)).lower(*args, **statics)
+        _COMPILED[key] = (lowered.compile(), time.perf_counter() - start)
+        return _COMPILED[key]
+    return _COMPILED[key][0], 0.0
+
+
+def _message(status: str, iterations: int, ratio: float, tol: float, method: str, lr) -> str:
+    if status == "converged":
+        return f"converged: |grad L| / |grad L(x0)| = {ratio:.2e} <= tol = {tol:.1e} after {iterations} iterations"
+    if status == "max_iters":
+        return (f"stopped at max_iters = {iterations} with |grad L| / |grad L(x0)| = {ratio:.2e} > tol = {tol:.1e}; "
+                "raise --max-iters or use --method lbfgs")
+    advice = "reduce --lr (e.g. by 10x)" if lr is not None else "try --method gd with a small --lr"
+    return (f"diverged at iteration {iterations + 1} ({method}, lr = {lr}): the objective became non-finite or "
+            f"exceeded {DIVERGENCE_FACTOR:g}x its initial value; {advice}")
+
+
+def solve(problem: Problem, method: str = DEFAULT_METHOD, *, lr: float | None = None, tol: float = 1e-10,
+          max_iters: int = 20_000, record_every: int = 10, progress_every: int = 0,
+          init: Params | None = None) -> Result:
+    """Minimise the UFM objective of ``problem`` from its seeded initialisation.
+
+    Args:
+        problem: the :class:`~ufm.problem.Problem`.
+        method: one of ``METHODS``.
+        lr: step size (default ``DEFAULT_LR[method]``; unused by ``"lbfgs"``).
+        tol: relative gradient-norm tolerance, in (0, 1).
+        max_iters: iteration cap (>= 1).
+        record_every: record objective, gradient norm and NC1-NC3 every this many iterations (>= 1).
+        progress_every: print a progress line to stderr every this many iterations (0: never).
+        init: optional starting point instead of ``problem.init()``.
+
+    Returns:
+        :class:`Result`. Divergence is reported in the result, never raised.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not (isinstance(tol, (int, float)) and 0.0 < tol < 1.0):
+        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+    for name, value, low in (("max_iters", max_iters, 1), ("record_every", record_every, 1),
+                             ("progress_every", progress_every, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if method == "lbfgs":
+        lr = None
+    else:
+        lr = DEFAULT_LR[method] if lr is None else lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        lr = float(lr)
+    require_dtype_enabled(problem.dtype)
+    params0 = problem.init() if init is None else Params(*(jnp.asarray(x, problem.jnp_dtype) for x in init))
+    dt = problem.jnp_dtype
+    args = (params0, problem.labels(), problem.weights(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
+    statics = dict(method=method, max_iters=max_iters, record_every=record_every, progress_every=progress_every)
+    compiled, compile_seconds = _compiled(args, statics)
+    start = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    seconds = time.perf_counter() - start
+    params, value, gnorm, g0, iterations, status, history, count = out
+    status = STATUS_NAMES[int(status)]
+    history = np.asarray(history)[: int(count)]
+    ratio = float(gnorm) / float(g0) if float(g0) > 0 else 0.0
+    return Result(
+        problem=problem, method=method, lr=lr, tol=tol,
+        W=np.asarray(params.W), H=np.asarray(params.H), b=np.asarray(params.b),
+        objective=float(value), grad_norm=float(gnorm), initial_grad_norm=float(g0),
+        iterations=int(iterations), status=status,
+        message=_message(status, int(iterations), ratio, tol, method, lr),
+        history={name: history[:, j] for j, name in enumerate(HISTORY_FIELDS)},
+        seconds=seconds, compile_seconds=compile_seconds,
+    )
