@@ -88,6 +88,7 @@ def test_target_probability_is_linear_in_c(setting):
 @given(settings_below_boundary(), st.floats(1e-4, 0.5))
 def test_condition_number_decreases_strictly_in_delta(setting, gap):
     K, n, _, delta, lam_W, lam_H = setting
+    assume(K >= 3)  # for K = 2 kappa is identically 1 (one non-zero eigenvalue per block)
     delta_star = theory.phase(K, n, delta, lam_W, lam_H).delta_star
     assume(delta + gap < delta_star)
     low = theory.condition_number(K, delta, lam_W, n=n, lam_H=lam_H)
@@ -224,6 +225,11 @@ def test_bad_inputs_raise_named_errors(override, message):
 def test_underflowing_regularization_is_an_overflow_error(call):
     with pytest.raises(OverflowError, match="lam_W \\* lam_H"):
         call()
+
+
+def test_two_classes_condition_number_is_one():
+    assert theory.condition_number(2, np.array([0.0, 0.3]), 1e-3).tolist() == [1.0, 1.0]
+    assert theory.hessian_spectrum(2, 1, 2, 0.3, 1e-3, 1e-3).W.condition_number() == 1.0
 
 
 def test_condition_number_notebook_call():

@@ -194,7 +194,10 @@ def condition_number(K, delta, lam, *, n=1, lam_H=None, beyond_boundary="raise")
     only through the product ``n lam_W lam_H`` (via ``c = K sqrt(n lam_W lam_H) + delta``).
     ``delta`` and ``lam`` may be arrays (broadcast).
 
-    Valid for c < 1, where ``1 <= kappa < K``; kappa decreases strictly in delta.
+    Valid for c < 1, where ``1 <= kappa < K``; for K >= 3 kappa decreases strictly
+    in delta. For K = 2 each block has a single non-zero eigenvalue (see
+    :func:`hessian_spectrum`), so the condition number is exactly 1, not K p_t;
+    this function returns 1.0 there (the paper states eq. 15 without excluding K = 2).
     Beyond the boundary (c >= 1) the minimizer is zero, both blocks vanish and
     kappa is undefined: by default a :class:`ValueError` names the boundary;
     with ``beyond_boundary="nan"`` those entries are NaN instead (for sweeps
@@ -216,7 +219,7 @@ def condition_number(K, delta, lam, *, n=1, lam_H=None, beyond_boundary="raise")
     lam_H = lam if lam_H is None else lam_H
     where = phase(K, n, delta, lam, lam_H)
     p_t, _ = probabilities(K, n, delta, lam, lam_H)
-    kappa = int(K) * np.asarray(p_t)
+    kappa = int(K) * np.asarray(p_t) if int(K) >= 3 else np.ones_like(np.asarray(p_t))
     collapsed = np.asarray(where.collapsed)
     if np.any(collapsed):
         if beyond_boundary == "raise":

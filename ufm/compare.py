@@ -141,7 +141,7 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
 
     spectra_info = {}
     if spectra:
-        kappa = float(K * p_t)
+        kappa = float(theory.condition_number(K, p.delta, p.lam_W, n=n, lam_H=p.lam_H, beyond_boundary="nan"))
         predicted = theory.hessian_spectrum(K, n, d, p.delta, p.lam_W, p.lam_H) if general else None
         for block in ("W", "H"):
             measured = hessian.block_eigenvalues(result.params, labels, p.weights(), block)

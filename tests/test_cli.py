@@ -1,0 +1,99 @@
+"""The CLI end to end: in-process through main(argv) and once in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ufm.solve import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_problem_agrees_to_1e_6(tmp_path, capsys):
+    """The issue's acceptance run: K = 10, n = 500, delta = 0.1, everything within 1e-6."""
+    out = tmp_path / "report.json"
+    assert main(["--K", "10", "--n", "500", "--delta", "0.1", "--json", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "VERDICT: agrees" in text
+    record = json.loads(out.read_text())
+    assert record["verdict"] == "agrees" and record["solver"]["converged"]
+    rows = {row["quantity"]: row for row in record["comparison"]}
+    for name in ("mean ||w_k||", "mean ||hbar_k - h_G||", "logits W^T Hbar + b (Frobenius)",
+                 "kappa_W (loss block)", "kappa_H (loss block)", "p_t", "p_n"):
+        assert rows[name]["applies"] and rows[name]["error"] <= 1e-6, name
+    assert record["problem"] == {"K": 10, "n": 500, "N": 5000, "d": 10, "delta": 0.1, "lam_W": 5e-4,
+                                 "lam_H": 5e-4, "lam_b": 5e-4, "loss": "ls", "seed": 0, "dtype": "float64",
+                                 "init_scale": 0.1}
+    for key in ("package_version", "jax_version", "device"):
+        assert record[key]
+    assert record["theory"]["kappa"] == pytest.approx(10 * record["theory"]["p_t"], rel=1e-15)
+
+
+@pytest.mark.parametrize("argv,flag,allowed", [
+    (["--delta", "1.5"], "--delta", "[0, 1)"),
+    (["--K", "1"], "--K", ">= 2"),
+    (["--K", "ten"], "--K", "integer"),
+    (["--lam", "-0.001"], "--lam", "(0, inf)"),
+    (["--lam-W", "nan"], "--lam-W", "(0, inf)"),
+    (["--tol", "2"], "--tol", "(0, 1)"),
+    (["--method", "adam"], "--method", "choose from"),
+])
+def test_bad_flags_exit_2_naming_the_flag(argv, flag, allowed, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert flag in err and allowed in err and "Traceback" not in err
+
+
+def test_existing_json_is_not_overwritten_without_force(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    out.write_text("keep me")
+    assert main(["--K", "3", "--n", "2", "--json", str(out), "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_text() == "keep me"
+    assert main(["--K", "3", "--n", "2", "--json", str(out), "--quiet", "--force"]) == 0
+    assert json.loads(out.read_text())["problem"]["K"] == 3
+
+
+def test_unconverged_run_exits_1(capsys):
+    assert main(["--K", "3", "--n", "4", "--max-iters", "2", "--quiet"]) == 1
+    assert "not verified" in capsys.readouterr().out
+
+
+def test_divergence_exits_1_with_advice(capsys):
+    assert main(["--K", "4", "--n", "10", "--method", "gd", "--lr", "1e6", "--quiet", "--no-hessian"]) == 1
+    out = capsys.readouterr().out
+    assert "diverged at iteration" in out and "reduce --lr" in out
+
+
+def test_beyond_boundary_says_what_does_not_apply(capsys):
+    assert main(["--K", "4", "--n", "10", "--delta", "0.95", "--lam", "1e-2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "collapsed phase" in out and "does not apply: c =" in out and "VERDICT: agrees" in out
+
+
+def test_d_below_K_is_not_judged(capsys):
+    assert main(["--K", "4", "--n", "3", "--d", "2", "--lam", "1e-2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "does not apply: d = 2 < K = 4" in out
+
+
+def test_same_seed_gives_identical_json(tmp_path):
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path in paths:
+        assert main(["--K", "3", "--n", "4", "--delta", "0.2", "--seed", "5", "--json", str(path), "--quiet"]) == 0
+    assert paths[0].read_text() == paths[1].read_text()
+
+
+def test_module_entry_point_in_subprocess():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    run = subprocess.run([sys.executable, "-m", "ufm.solve", "--K", "3", "--n", "2", "--delta", "0.1"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "VERDICT: agrees" in run.stdout and "iter" in run.stderr  # progress goes to stderr
+    assert "RuntimeWarning" not in run.stderr
+    bad = subprocess.run([sys.executable, "-m", "ufm.solve", "--delta", "-0.5"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--delta" in bad.stderr and "Traceback" not in bad.stderr
