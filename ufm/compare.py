@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import theory
 from ufm import hessian, metrics
+from ufm.objective import Params, Weights
 from ufm.solver import Result
 
 DEFAULT_RTOL = 1e-6
@@ -143,10 +145,18 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
     if spectra:
         kappa = float(theory.condition_number(K, p.delta, p.lam_W, n=n, lam_H=p.lam_H, beyond_boundary="nan"))
         predicted = theory.hessian_spectrum(K, n, d, p.delta, p.lam_W, p.lam_H) if general else None
+        # Spectra in float64 whenever JAX allows it, also at a float32 solution: the
+        # zero threshold (1e-8 of the largest) needs float64 rounding in the Hessian.
+        if jax.config.jax_enable_x64:
+            point = Params(*(jnp.asarray(x, jnp.float64) for x in (result.W, result.H, result.b)))
+            weights = Weights(*(jnp.asarray(x, jnp.float64) for x in p.weights()))
+        else:
+            point, weights = result.params, p.weights()
         for block in ("W", "H"):
-            measured = hessian.block_eigenvalues(result.params, labels, p.weights(), block)
+            measured = hessian.block_eigenvalues(point, labels, weights, block)
             kappa_meas = hessian.nonzero_condition_number(measured.values)
-            values, counts = hessian.distinct_eigenvalues(measured.values)
+            # clusters: eigenvalues closer than rtol x the largest count as one distinct value
+            values, counts = hessian.distinct_eigenvalues(measured.values, rtol=rtol)
             rows.append(_relative(f"kappa_{block} (loss block)", kappa, kappa_meas, rtol, inside,
                                   "non-zero eigenvalues above 1e-8 of the largest"))
             info = {"method": measured.method, "measured_values": values.tolist(),
