@@ -97,3 +97,10 @@ def test_module_entry_point_in_subprocess():
     bad = subprocess.run([sys.executable, "-m", "ufm.solve", "--delta", "-0.5"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--delta" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_float32_run_agrees_at_its_tolerance(capsys):
+    # float32 solve, float64 Hessian at that point; judged at the documented 1e-3
+    assert main(["--K", "10", "--n", "500", "--delta", "0.1", "--float32", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "float32" in out and "VERDICT: agrees" in out and "within 0.001" in out
