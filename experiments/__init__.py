@@ -1,0 +1,1 @@
+"""Reproductions of the papers' UFM claims: each module is ``python -m experiments.<name>``."""

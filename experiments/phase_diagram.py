@@ -1,0 +1,56 @@
+"""Experiment 5: the phase diagram of Theorem 4.1 in the (delta, sqrt(KN) lam_Z) plane.
+
+Theory: p_t as an image with the boundary c = delta + sqrt(KN) lam_Z = 1 (above
+it everything collapses to zero and p_t = 1/K). Solver points on top, coloured
+by the p_t they reach.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import theory
+import ufm
+from experiments._common import run
+
+NAME = "phase_diagram"
+
+
+def body(args, outputs):
+    K, n = 4, 5
+    deltas = np.linspace(0.0, 0.99, 300)
+    scales = np.linspace(0.01, 1.5, 300)  # sqrt(K N) lam_Z = K sqrt(n) lam for lam_W = lam_H = lam
+    lam = scales[:, None] / (K * np.sqrt(n))
+    p_t, _ = theory.probabilities(K, n, deltas[None, :], lam, lam)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    image = ax.pcolormesh(deltas, scales, p_t, shading="auto", cmap="viridis", vmin=1 / K, vmax=1)
+    ax.plot(deltas, 1 - deltas, "w--", lw=1.5, label="c = 1")
+    rows = []
+    point_deltas = np.linspace(0.05, 0.95, 4 if args.quick else 10)
+    point_scales = np.linspace(0.05, 1.4, 4 if args.quick else 10)
+    for delta in point_deltas:
+        for scale in point_scales:
+            lam_point = float(scale / (K * np.sqrt(n)))
+            problem = ufm.Problem(K=K, n=n, delta=float(delta), lam_W=lam_point, lam_H=lam_point, lam_b=1e-2)
+            result = ufm.solve(problem, tol=1e-11, max_iters=5000)
+            comparison = ufm.compare(result, spectra=False)
+            row = {r.quantity: r for r in comparison.rows}["p_t"]
+            rows.append(dict(delta=float(delta), scale=float(scale), c=float(delta + scale), status=result.status,
+                             p_t_theory=row.theory, p_t_solver=row.measured, error=row.error))
+    ax.scatter([r["delta"] for r in rows], [r["scale"] for r in rows], c=[r["p_t_solver"] for r in rows],
+               cmap="viridis", vmin=1 / K, vmax=1, edgecolors="red", s=50, label="solver")
+    fig.colorbar(image, ax=ax, label="p_t")
+    ax.set(xlabel="delta", ylabel="sqrt(KN) lam_Z", title=f"Phase diagram (K={K}, n={n})")
+    ax.legend(loc="upper right", fontsize=8)
+    outputs.csv("phase_diagram.csv", rows)
+    outputs.figure("phase_diagram.png", fig)
+    print(f"worst relative p_t error over {len(rows)} solver points: {max(r['error'] for r in rows):.2e}")
+
+
+def main(argv=None) -> int:
+    return run(body, NAME, __doc__.splitlines()[0], argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

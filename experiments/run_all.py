@@ -1,0 +1,34 @@
+"""Run every experiment: ``python -m experiments.run_all [--quick] [--out ROOT] [--force]``.
+
+Each experiment writes to ``ROOT/<name>/`` (default ``results/<name>/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from experiments import condition_number, norms_vs_delta, phase_diagram
+
+EXPERIMENTS = {"norms_vs_delta": norms_vs_delta, "condition_number": condition_number,
+               "phase_diagram": phase_diagram}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.run_all", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results", help="root folder (default results)")
+    parser.add_argument("--quick", action="store_true", help="small settings (minutes on 2 CPU cores)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    args = parser.parse_args(argv)
+    worst = 0
+    for name, module in EXPERIMENTS.items():
+        start = time.perf_counter()
+        argv_one = ["--out", f"{args.out}/{name}"] + ["--quick"] * args.quick + ["--force"] * args.force
+        code = module.main(argv_one)
+        print(f"[{name}] exit {code} in {time.perf_counter() - start:.1f} s")
+        worst = max(worst, code)
+    return worst
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
