@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from experiments import condition_number, norms_vs_delta, phase_diagram
+from experiments import condition_number, convergence, norms_vs_delta, phase_diagram, speed_vs_kappa
 
-EXPERIMENTS = {"norms_vs_delta": norms_vs_delta, "condition_number": condition_number,
-               "phase_diagram": phase_diagram}
+#: in the order of issue 4 (experiments 1-5)
+EXPERIMENTS = {"norms_vs_delta": norms_vs_delta, "convergence": convergence, "condition_number": condition_number,
+               "speed_vs_kappa": speed_vs_kappa, "phase_diagram": phase_diagram}
 
 
 def main(argv=None) -> int:

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,7 +67,35 @@ def test_unconverged_run_exits_1(capsys):
 def test_divergence_exits_1_with_advice(capsys):
     assert main(["--K", "4", "--n", "10", "--method", "gd", "--lr", "1e6", "--quiet", "--no-hessian"]) == 1
     out = capsys.readouterr().out
-    assert "diverged at iteration" in out and "reduce --lr" in out
+    assert "diverged at iteration" in out and "locally stable only for lr <" in out and "try --lr" in out
+
+
+def test_interrupt_exits_130_and_writes_nothing(tmp_path):
+    """SIGINT during a long compiled solve: exit 130 at once, one readable line, no (partial) JSON."""
+    out = tmp_path / "report.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    process = subprocess.Popen([sys.executable, "-m", "ufm.solve", "--K", "10", "--n", "2000", "--method", "gd",
+                                "--lr", "1", "--max-iters", "100000000", "--quiet", "--json", str(out)],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(8)  # inside compilation or the compiled loop: both hold the main thread
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted by SIGINT" in stderr and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []  # neither the JSON nor a temporary file
+
+
+def test_main_restores_the_signal_handling(capsys):
+    before = (signal.getsignal(signal.SIGINT), signal.set_wakeup_fd(-1))
+    signal.set_wakeup_fd(before[1])
+    assert main(["--K", "3", "--n", "2", "--quiet", "--no-hessian"]) == 0
+    after = (signal.getsignal(signal.SIGINT), signal.set_wakeup_fd(-1))
+    signal.set_wakeup_fd(after[1])
+    assert after == before
 
 
 def test_beyond_boundary_says_what_does_not_apply(capsys):

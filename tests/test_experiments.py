@@ -20,6 +20,32 @@ def test_quick_run_writes_outputs(name, tmp_path):
         _check_norms_agree_below_the_boundary(rows)
     if name == "condition_number":
         assert max(max(float(r["error_W"]), float(r["error_H"])) for r in rows) <= 1e-6
+    if name == "convergence":
+        _check_convergence_table(rows, list(csv.DictReader(open(tmp_path / "curves.csv"))))
+    if name == "speed_vs_kappa":
+        _check_rates_and_fits(rows, list(csv.DictReader(open(tmp_path / "fits.csv"))))
+
+
+def _check_convergence_table(rows, curves):
+    """Every delta reaches the closed-form logits; the counts to looser tolerances come first."""
+    for row in rows:
+        counts = [int(row[f"iterations_logit_{tol}"]) for tol in ("0.01", "0.0001", "1e-06")]
+        assert counts == sorted(counts)
+        last = [c for c in curves if c["delta"] == row["delta"]][-1]
+        assert float(last["logit_error"]) <= 1e-6
+        assert float(last["nc1"]) <= 1e-12 and float(last["train_error"]) == 0.0
+
+
+def _check_rates_and_fits(rows, fits):
+    """GD's measured asymptotic rate is the linearised rate -log(1 - lr mu) of the joint Hessian.
+
+    5%: the rate is a slope fitted to recorded points of a finite run (observed <= 2.1e-2).
+    """
+    for row in rows:
+        assert abs(float(row["rate_measured"]) / float(row["rate_predicted"]) - 1) <= 0.05
+        assert int(row["symmetry_zeros"]) == int(row["K"]) * (int(row["K"]) - 1) // 2  # dim O(K), d = K
+    assert {f["quantity"] for f in fits} == {"K_p_t", "kappa_W_reg", "kappa_H_reg", "kappa_joint", "kappa_step"}
+    assert all(0.0 <= float(f[key]) <= 1.0 for f in fits for key in ("r2", "r2_within_lam"))
 
 
 def _check_norms_agree_below_the_boundary(rows):

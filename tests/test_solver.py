@@ -103,8 +103,13 @@ def test_divergence_is_reported_not_raised():
     problem = Problem(K=4, n=10, delta=0.0, lam_W=1e-3, lam_H=1e-3, init_scale=1.0)
     result = ufm.solve(problem, "gd", lr=1e5, max_iters=1000)
     assert result.status == "diverged" and not result.converged
-    assert "diverged at iteration" in result.message and "reduce --lr" in result.message
+    assert "diverged at iteration" in result.message and "locally stable only for lr <" in result.message
     assert np.all(np.isfinite(result.W)) and np.all(np.isfinite(result.H))
+    # the suggested step 1 / lambda_max (joint Hessian at the start and the last finite point) is reported ...
+    assert f"try --lr {result.suggested_lr:.3g}" in result.message
+    # ... and works: the same run with it converges
+    retry = ufm.solve(problem, "gd", lr=result.suggested_lr, max_iters=200_000, tol=1e-8)
+    assert retry.converged, retry.message
 
 
 def test_max_iters_is_reported():

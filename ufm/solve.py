@@ -18,6 +18,7 @@ from importlib import metadata
 import jax
 
 from ufm import _io
+from ufm._interrupt import exit_on_interrupt
 from ufm.problem import Problem
 from ufm.solver import DEFAULT_LR, DEFAULT_METHOD, METHODS
 from ufm.solver import solve as _solve
@@ -222,17 +223,19 @@ def main(argv=None) -> int:
     rtol = args.rtol if args.rtol is not None else (1e-3 if float32 else 1e-6)
     max_iters = args.max_iters if args.max_iters is not None else (2_000 if args.method == "lbfgs" else 100_000)
     progress_every = 0 if args.quiet else (100 if args.method == "lbfgs" else 2_000)
-    if not args.quiet:
-        print(f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {args.method} ...", file=sys.stderr)
-    result = _solve(problem, args.method, lr=args.lr, tol=tol, max_iters=max_iters,
-                    record_every=max(1, max_iters // 1000), progress_every=progress_every)
-    comparison = compare(result, rtol=rtol, spectra=not args.no_hessian)
-    prediction = _prediction(problem)
-    print(_report_text(problem, prediction, result, comparison, rtol))
-    if args.json:
-        _io.write_json(args.json, _record(problem, prediction, result, comparison, rtol))
+    with exit_on_interrupt(PROG):  # Ctrl-C: exit 130 at once, even inside the compiled loop
         if not args.quiet:
-            print(f"wrote {args.json}", file=sys.stderr)
+            print(f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {args.method} ...",
+                  file=sys.stderr, flush=True)
+        result = _solve(problem, args.method, lr=args.lr, tol=tol, max_iters=max_iters,
+                        record_every=max(1, max_iters // 1000), progress_every=progress_every)
+        comparison = compare(result, rtol=rtol, spectra=not args.no_hessian)
+        prediction = _prediction(problem)
+        print(_report_text(problem, prediction, result, comparison, rtol), flush=True)
+        if args.json:
+            _io.write_json(args.json, _record(problem, prediction, result, comparison, rtol))
+            if not args.quiet:
+                print(f"wrote {args.json}", file=sys.stderr)
     return 0 if comparison.ok else 1
 
 

@@ -55,6 +55,9 @@ class Result:
         converged: ``status == "converged"``. message: one readable sentence.
         history: dict of arrays over recorded iterations, keys ``HISTORY_FIELDS``.
         seconds: wall time of the compiled run; compile_seconds: tracing + compilation.
+        suggested_lr: after a divergence only, ``1 / lambda_max`` with lambda_max the largest
+            eigenvalue of the joint Hessian of L at the start and at the last finite iterate
+            (:mod:`ufm.curvature`); GD is locally stable only for ``lr < 2 / lambda_max``.
     """
 
     problem: Problem
@@ -73,6 +76,7 @@ class Result:
     history: dict[str, np.ndarray]
     seconds: float
     compile_seconds: float
+    suggested_lr: float | None = None
 
     @property
     def converged(self) -> bool:
@@ -173,13 +177,29 @@ def _compiled(args, statics):
     return _COMPILED[key][0], 0.0
 
 
-def _message(status: str, iterations: int, ratio: float, tol: float, method: str, lr) -> str:
+def _stable_step(problem: Problem, points) -> tuple[float, float] | None:
+    """(lambda_max, 1 / lambda_max) over ``points``; None if no finite positive curvature is found."""
+    from ufm import curvature
+
+    try:
+        top = max(curvature.largest_curvature(p, problem.labels(), problem.weights()) for p in points)
+    except (ArithmeticError, ValueError, RuntimeError):  # ARPACK failure on a pathological point
+        return None
+    return (top, 1.0 / top) if np.isfinite(top) and top > 0 else None
+
+
+def _message(status: str, iterations: int, ratio: float, tol: float, method: str, lr, step=None) -> str:
     if status == "converged":
         return f"converged: |grad L| / |grad L(x0)| = {ratio:.2e} <= tol = {tol:.1e} after {iterations} iterations"
     if status == "max_iters":
         return (f"stopped at max_iters = {iterations} with |grad L| / |grad L(x0)| = {ratio:.2e} > tol = {tol:.1e}; "
                 "raise --max-iters or use --method lbfgs")
-    advice = "reduce --lr (e.g. by 10x)" if lr is not None else "try --method gd with a small --lr"
+    if step is not None:
+        top, safe = step
+        advice = (f"the largest Hessian eigenvalue of L (start and last finite iterate) is {top:.4g}: gradient "
+                  f"descent is locally stable only for lr < 2 / {top:.4g} = {2 * safe:.4g}; try --lr {safe:.3g}")
+    else:
+        advice = "reduce --lr (e.g. by 10x)" if lr is not None else "try --method gd with a small --lr"
     return (f"diverged at iteration {iterations + 1} ({method}, lr = {lr}): the objective became non-finite or "
             f"exceeded {DIVERGENCE_FACTOR:g}x its initial value; {advice}")
 
@@ -230,12 +250,13 @@ def solve(problem: Problem, method: str = DEFAULT_METHOD, *, lr: float | None = 
     status = STATUS_NAMES[int(status)]
     history = np.asarray(history)[: int(count)]
     ratio = float(gnorm) / float(g0) if float(g0) > 0 else 0.0
+    step = _stable_step(problem, (params0, params)) if status == "diverged" else None
     return Result(
         problem=problem, method=method, lr=lr, tol=tol,
         W=np.asarray(params.W), H=np.asarray(params.H), b=np.asarray(params.b),
         objective=float(value), grad_norm=float(gnorm), initial_grad_norm=float(g0),
         iterations=int(iterations), status=status,
-        message=_message(status, int(iterations), ratio, tol, method, lr),
+        message=_message(status, int(iterations), ratio, tol, method, lr, step),
         history={name: history[:, j] for j, name in enumerate(HISTORY_FIELDS)},
-        seconds=seconds, compile_seconds=compile_seconds,
+        seconds=seconds, compile_seconds=compile_seconds, suggested_lr=None if step is None else step[1],
     )
