@@ -220,11 +220,25 @@ def test_bad_inputs_raise_named_errors(override, message):
 
 
 @pytest.mark.parametrize("call", [
-    lambda: theory.a_delta(10, 5, 0.1, 1e-200, 1e-200),
+    lambda: theory.a_delta(10, 5, 0.0, 5e-324, 5e-324),
+    lambda: theory.norms(3, 1, 0.0, 5e-324, 1e-300),
 ])
 def test_underflowing_regularization_is_an_overflow_error(call):
+    """K / c overflows float64 (c ~ 1e-322): e^a is not representable."""
     with pytest.raises(OverflowError, match="lam_W \\* lam_H"):
         call()
+
+
+@pytest.mark.parametrize("K,n,delta,lam_W,lam_H", [(10, 5, 0.0, 1e-200, 1e-200), (3, 7, 0.0, 1e-300, 1e-3),
+                                                    (10, 5, 0.1, 1e-200, 1e-200)])
+def test_tiny_products_of_lambdas_are_exact(K, n, delta, lam_W, lam_H):
+    """n lam_W lam_H underflows float64 here, but c and a^delta do not: compare with 50-digit mpmath."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    c = K * mpmath.sqrt(n * mpmath.mpf(lam_W) * mpmath.mpf(lam_H)) + mpmath.mpf(delta)
+    expected = float(mpmath.log(K / c - K + 1))
+    assert theory.a_delta(K, n, delta, lam_W, lam_H) == pytest.approx(expected, rel=1e-14)  # a few ulp
 
 
 def test_two_classes_condition_number_is_one():

@@ -8,6 +8,7 @@ boundary of the library instead of deep inside numpy.
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
@@ -84,3 +85,26 @@ def dimension(d, K: int) -> int:
             f"d must be an integer >= K = {K} (Theorem 4.1 needs d >= K), got {d_int}"
         )
     return d_int
+
+
+def _free_bytes() -> int:
+    """Memory the OS can give this process now (MemAvailable on Linux, else free pages)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def allocation(what: str, floats: float, sizes: str) -> None:
+    """Refuse, before allocating, a result of ``floats`` float64 numbers larger than free memory.
+
+    ``sizes`` names the parameters responsible (e.g. ``"K = 100000, n = 5"``).
+    """
+    needed, free = 8.0 * float(floats), _free_bytes()
+    if needed > free:
+        raise ValueError(f"{what} for {sizes} needs {needed / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB "
+                         "of free memory; reduce these sizes")

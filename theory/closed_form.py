@@ -57,13 +57,30 @@ class Norms(NamedTuple):
 
 def _regularization_scale(K: int, n: int, lam_W, lam_H):
     """``sqrt(K N) lam_Z = K sqrt(n lam_W lam_H)``, checked for underflow."""
-    scale = K * np.sqrt(n * np.asarray(lam_W) * np.asarray(lam_H))
-    if np.any(scale <= 0.0):
+    # sqrt of each factor: n lam_W lam_H itself can overflow (or underflow) where the scale does not
+    scale = K * np.sqrt(float(n)) * np.sqrt(np.asarray(lam_W, dtype=np.float64)) \
+        * np.sqrt(np.asarray(lam_H, dtype=np.float64))
+    if not np.all(np.isfinite(scale)):
+        raise OverflowError("K sqrt(n lam_W lam_H) overflows float64 (n, lam_W, lam_H too large); such a "
+                            "setting is far beyond the phase boundary c = 1, where the minimizer is 0")
+    with np.errstate(divide="ignore", over="ignore"):
+        too_small = ~np.isfinite(K / scale)  # then K/c - K + 1, hence e^a, overflows
+    if np.any(too_small):
         raise OverflowError(
-            "lam_W * lam_H is so small that sqrt(K N lam_W lam_H) underflows to 0 "
-            "and a^delta = log(K/c - K + 1) overflows; use lam_W * lam_H > 1e-300"
+            "lam_W * lam_H is so small that K / sqrt(K N lam_W lam_H) overflows float64 "
+            "and so does e^a = K/c - K + 1; use lam_W * lam_H > 1e-600 (e.g. both > 1e-300)"
         )
     return scale
+
+
+def balance(n: int, lam_W, lam_H):
+    """``(n lam_H / lam_W)^{1/4}``, the factor between ||w_k|| and ||hbar_k - h_G|| (eqs. 11-12).
+
+    Taken as a product of fourth roots, so it is finite and non-zero for every
+    positive finite lam_W, lam_H (the ratio itself may overflow).
+    """
+    return (float(n) ** 0.25) * np.asarray(lam_H, dtype=np.float64) ** 0.25 \
+        / np.asarray(lam_W, dtype=np.float64) ** 0.25
 
 
 def phase(K, n, delta, lam_W, lam_H) -> Phase:
@@ -153,7 +170,7 @@ def norms(K, n, delta, lam_W, lam_H) -> Norms:
     """
     a = np.asarray(a_delta(K, n, delta, lam_W, lam_H))
     K, n = int(K), int(n)
-    ratio = (n * np.asarray(lam_H, dtype=np.float64) / np.asarray(lam_W, dtype=np.float64)) ** 0.25
+    ratio = balance(n, lam_W, lam_H)
     base = np.sqrt((K - 1) * a / K)
     w, h = base * ratio, base / ratio
     if w.ndim == 0:
@@ -164,12 +181,14 @@ def norms(K, n, delta, lam_W, lam_H) -> Norms:
 def simplex_projector(K) -> np.ndarray:
     """``M = I_K - 1 1^T / K``, shape ``(K, K)``: the centring projector of Theorem 4.1."""
     K = _checks.integer("K", K, 2)
+    _checks.allocation("the K x K simplex projector", 2.0 * K * K, f"K = {K}")
     return np.eye(K) - np.full((K, K), 1.0 / K)
 
 
 def label_matrix(K, n) -> np.ndarray:
     """Hard labels ``Y = [e_1 1_n^T, ..., e_K 1_n^T]``, shape ``(K, N)``, class-major."""
     K, n = _checks.classes_and_samples(K, n)
+    _checks.allocation("the K x nK label matrix", float(K) * K * (n + 1), f"K = {K}, n = {n}")
     return np.repeat(np.eye(K), n, axis=1)
 
 
@@ -190,6 +209,7 @@ def random_semi_orthogonal(d, K, seed=0) -> np.ndarray:
     K = _checks.integer("K", K, 2)
     d = _checks.dimension(d, K)
     seed = _checks.integer("seed", seed, 0)
+    _checks.allocation("a random d x K semi-orthogonal matrix", 4.0 * d * K, f"d = {d}, K = {K}")
     gaussian = np.random.default_rng(seed).standard_normal((d, K))
     q, r = np.linalg.qr(gaussian)
     return q * np.where(np.diag(r) < 0, -1.0, 1.0)
@@ -234,8 +254,10 @@ def global_minimizer(K, n, d, delta, lam_W, lam_H, P=None, seed=0):
     a = a_delta(K, n, delta, lam_W, lam_H)
     if np.ndim(a) != 0:
         raise ValueError("global_minimizer takes scalar delta, lam_W, lam_H (got arrays)")
+    _checks.allocation("the global minimizer (W, H)", float(d) * K * (n + 4) + float(K) * K * (n + 1),
+                       f"K = {K}, n = {n}, d = {d}")
     P = random_semi_orthogonal(d, K, seed) if P is None else _check_semi_orthogonal(P, d, K)
-    ratio = (n * float(lam_H) / float(lam_W)) ** 0.25
+    ratio = float(balance(n, lam_W, lam_H))
     ETF = np.sqrt(a) * (P @ simplex_projector(K))
     W = ratio * ETF
     H = (ETF / ratio) @ label_matrix(K, n)

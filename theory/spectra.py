@@ -52,7 +52,7 @@ from typing import NamedTuple
 import numpy as np
 
 from theory import _checks
-from theory.closed_form import a_delta, phase, probabilities
+from theory.closed_form import a_delta, balance, phase, probabilities
 
 _MERGE_RTOL = 1e-12
 
@@ -164,10 +164,17 @@ def hessian_spectrum(K, n, d, delta, lam_W, lam_H, *, lam_b=None, regularized=Fa
         raise ValueError("hessian_spectrum takes scalar delta, lam_W, lam_H (got arrays)")
     if lam_b is not None:
         lam_b = _checks.positive("lam_b", lam_b)
-    p_t, p_n = probabilities(K, n, delta, lam_W, lam_H)
     N = n * K
-    s_W = a * np.sqrt(lam_W / (n * lam_H)) / K
-    s_H = a * np.sqrt(n * lam_H / lam_W) / N
+    if d * N >= 2**62:
+        raise ValueError(f"the H block would have d N = {d} * {N} rows, too many for 64-bit multiplicities; "
+                         "reduce d or n")
+    p_t, p_n = probabilities(K, n, delta, lam_W, lam_H)
+    ratio = float(balance(n, lam_W, lam_H))  # (n lam_H / lam_W)^{1/4}, never overflows
+    s_W = (a / ratio) / ratio / K
+    s_H = (a * ratio) * ratio / N
+    if not (np.isfinite(s_W) and np.isfinite(s_H)):
+        raise OverflowError(f"the Hessian scales overflow float64: n lam_H / lam_W = {n} * {lam_H!r} / {lam_W!r} "
+                            "is too extreme")
     top = K * p_t * p_n
     if K == 2:
         w_pairs = [(s_W * top, 1), (0.0, d * K - 1)]

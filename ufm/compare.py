@@ -28,6 +28,8 @@ class Row:
 
     ``error`` is relative (``|measured - theory| / |theory|``) when ``relative``
     else absolute; the row passes when it does not apply or ``error <= tolerance``.
+    ``error`` is None when the two sides cannot be compared (e.g. different numbers
+    of distinct eigenvalues); an applicable row then fails.
     """
 
     quantity: str
@@ -92,6 +94,8 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
     absolutely, NC metrics and kappa do not apply. For d < K Theorem 4.1 does not
     apply at all: the rows are shown but not judged.
     """
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0.0 < rtol < 1.0:
+        raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
     p = result.problem
     K, n, d = p.K, p.n, p.d
     labels = p.labels()
@@ -170,12 +174,12 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
                     error = float(np.max(np.abs(values - block_pred.values)) / scale)
                     match = counts.tolist() == block_pred.multiplicities.tolist()
                     rows.append(Row(f"{block}-block eigenvalues", float(scale), float(values.max()),
-                                    error if match else float("inf"), True, rtol, True,
+                                    error if match else None, True, rtol, True,
                                     "max |measured - predicted| / largest; multiplicities "
                                     + ("match" if match else f"differ: {counts.tolist()}")))
                 elif inside:
                     rows.append(Row(f"{block}-block eigenvalues", float(len(block_pred.values)), float(len(values)),
-                                    float("inf"), True, rtol, True,
+                                    None, True, rtol, True,
                                     "number of distinct eigenvalues differs (theory vs measured)"))
             spectra_info[block] = info
     return Comparison(tuple(rows), result.converged, tuple(reasons), spectra_info)

@@ -20,6 +20,8 @@ import numpy as np
 import scipy.sparse.linalg
 from jax.flatten_util import ravel_pytree
 
+from ufm import _memory
+from ufm.hessian import eigenvalue_array, positive_integer
 from ufm.objective import Params, objective
 
 VARIABLES = ("W", "H", "b")
@@ -36,8 +38,12 @@ def _flat_objective(params: Params, labels, weights, variables):
 
 
 def _check_variables(variables) -> tuple:
-    variables = tuple(variables)
-    if not variables or any(v not in VARIABLES for v in variables) or len(set(variables)) != len(variables):
+    try:
+        variables = tuple(variables) if not isinstance(variables, (str, bytes)) else (variables,)
+    except TypeError:
+        raise ValueError(f"variables must be distinct names from {VARIABLES}, got {variables!r}") from None
+    if not variables or any(not isinstance(v, str) or v not in VARIABLES for v in variables) \
+            or len(set(variables)) != len(variables):
         raise ValueError(f"variables must be distinct names from {VARIABLES}, got {variables!r}")
     return variables
 
@@ -63,10 +69,13 @@ def joint_eigenvalues(params: Params, labels, weights, variables=VARIABLES, *,
             entries (the message gives its size; use :func:`largest_curvature` instead).
     """
     variables = _check_variables(variables)
+    max_dense_entries = positive_integer("max_dense_entries", max_dense_entries)
     size = sum(int(np.size(getattr(params, v))) for v in variables)
     if size**2 > max_dense_entries:
         raise ValueError(f"the joint Hessian over {variables} has {size}^2 = {size**2:.3g} entries > "
                          f"max_dense_entries = {max_dense_entries:.3g}; use largest_curvature (Lanczos) instead")
+    _memory.require(3 * 8.0 * size**2, "the dense joint Hessian", f"{size} variables",
+                    "use largest_curvature (Lanczos) instead")
     params = Params(*(jnp.asarray(x) for x in params))
     return np.linalg.eigvalsh(np.asarray(_joint_hessian(params, labels, weights, variables)))
 
@@ -103,9 +112,13 @@ def nonzero_range(values: np.ndarray) -> tuple[float, float, int]:
     Raises:
         ValueError: a clearly negative eigenvalue (the point is not a minimizer).
     """
-    values = np.asarray(values)
+    values = eigenvalue_array(values)
+    if values.size == 0:
+        raise ValueError("values must hold at least one eigenvalue, got an empty array")
     top = float(values.max())
     if values.min() < -SYMMETRY_RTOL * top:
         raise ValueError(f"joint Hessian has a negative eigenvalue {values.min():.3e}: not a minimizer")
     nonzero = values[np.abs(values) > SYMMETRY_RTOL * top]
+    if nonzero.size == 0:
+        raise ValueError("values has no non-zero eigenvalue: the point is a zero of the Hessian")
     return top, float(nonzero.min()), int(values.size - nonzero.size)

@@ -43,6 +43,7 @@ MAX_DENSE_ENTRIES = 100_000_000
 #: non-zero one of Theorem 4.2 is 1/(K p_t) > 1/K of it).
 NONZERO_RTOL = 1e-8
 _RANK_RTOL = 1e-8
+_WHICH = ("LA", "SA", "LM", "SM", "BE")
 
 
 class BlockEigenvalues(NamedTuple):
@@ -130,6 +131,7 @@ def block_eigenvalues(params: Params, labels, weights: Weights, block: str, *, r
         raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
     if method not in ("auto", "dense", "structured"):
         raise ValueError(f"method must be 'auto', 'dense' or 'structured', got {method!r}")
+    max_dense_entries = positive_integer("max_dense_entries", max_dense_entries)
     entries = _block_size(params, block) ** 2
     if method == "auto":
         method = "dense" if entries <= max_dense_entries else "structured"
@@ -159,8 +161,16 @@ def extreme_eigenvalues(params: Params, labels, weights: Weights, block: str, *,
     ``which="LA"``: largest algebraic (e.g. the largest curvature, for a safe GD step
     ``< 2 / lambda_max``). Never forms the block; memory O(block size).
     """
-    hvp = hessian_vector_product(params, labels, weights, block, regularized=regularized)
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
     size = _block_size(params, block)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < size:
+        raise ValueError(f"k must be an integer in [1, {size - 1}] (the {block} block has size {size}), got {k!r}")
+    if which not in _WHICH:
+        raise ValueError(f"which must be one of {_WHICH}, got {which!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 <= tol < 1.0:
+        raise ValueError(f"tol must be a number in [0, 1), got {tol!r}")
+    hvp = hessian_vector_product(params, labels, weights, block, regularized=regularized)
     dtype = np.dtype(getattr(params, block).dtype)
     operator = scipy.sparse.linalg.LinearOperator(
         (size, size), matvec=lambda v: np.asarray(hvp(jnp.asarray(v, dtype=dtype))), dtype=dtype)
@@ -169,9 +179,37 @@ def extreme_eigenvalues(params: Params, labels, weights: Weights, block: str, *,
     return np.sort(values)
 
 
+def eigenvalue_array(values) -> np.ndarray:
+    """``values`` as a 1-D float64 array of finite real numbers, or a ``ValueError`` naming ``values``."""
+    if isinstance(values, (str, bytes)) or values is None:
+        raise ValueError(f"values must be a 1-D array of finite real numbers, got {values!r}")
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"values must be a 1-D array of finite real numbers, got {type(values).__name__}") from None
+    if array.ndim != 1 or not np.all(np.isfinite(array)):
+        raise ValueError(f"values must be a 1-D array of finite real numbers, got shape {array.shape}"
+                         + ("" if np.all(np.isfinite(array)) else " with nan/inf"))
+    return array
+
+
+def positive_integer(name: str, value) -> int:
+    """``value`` as an int >= 1, or a ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _fraction(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
 def nonzero_condition_number(values: np.ndarray, rtol: float = NONZERO_RTOL) -> float:
     """Largest over smallest eigenvalue among those ``> rtol * max`` (NaN when none is positive)."""
-    values = np.asarray(values)
+    values = eigenvalue_array(values)
+    rtol = _fraction("rtol", rtol)
     top = values.max() if values.size else 0.0
     if not top > 0:
         return float("nan")
@@ -184,7 +222,10 @@ def distinct_eigenvalues(values: np.ndarray, rtol: float = 1e-6) -> tuple[np.nda
 
     Values below ``NONZERO_RTOL * max`` are reported as exact zeros.
     """
-    values = np.sort(np.asarray(values, dtype=np.float64))
+    values = np.sort(eigenvalue_array(values))
+    rtol = _fraction("rtol", rtol)
+    if values.size == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
     scale = np.max(np.abs(values)) if values.size else 0.0
     values = np.where(np.abs(values) <= NONZERO_RTOL * scale, 0.0, values)
     breaks = np.flatnonzero(np.diff(values) > rtol * scale) + 1

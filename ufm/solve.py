@@ -227,8 +227,12 @@ def main(argv=None) -> int:
         if not args.quiet:
             print(f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {args.method} ...",
                   file=sys.stderr, flush=True)
-        result = _solve(problem, args.method, lr=args.lr, tol=tol, max_iters=max_iters,
-                        record_every=max(1, max_iters // 1000), progress_every=progress_every)
+        try:
+            result = _solve(problem, args.method, lr=args.lr, tol=tol, max_iters=max_iters,
+                            record_every=max(1, max_iters // 1000), progress_every=progress_every)
+        except ValueError as error:  # e.g. not enough memory: one readable line, exit 2
+            print(f"{PROG}: error: {error}", file=sys.stderr)
+            return 2
         comparison = compare(result, rtol=rtol, spectra=not args.no_hessian)
         prediction = _prediction(problem)
         print(_report_text(problem, prediction, result, comparison, rtol), flush=True)

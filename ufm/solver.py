@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ufm import metrics
+from ufm import _memory, metrics
 from ufm.objective import Params, objective
 from ufm.problem import Problem, require_dtype_enabled
 
@@ -204,6 +204,20 @@ def _message(status: str, iterations: int, ratio: float, tol: float, method: str
             f"exceeded {DIVERGENCE_FACTOR:g}x its initial value; {advice}")
 
 
+def _check_init(problem: Problem, init) -> Params:
+    shapes = {"W": (problem.d, problem.K), "H": (problem.d, problem.N), "b": (problem.K,)}
+    expected = "a triple (W, H, b) of finite real arrays of shapes " + ", ".join(map(str, shapes.values()))
+    try:
+        parts = [np.asarray(x, dtype=np.float64) for x in init]
+    except (TypeError, ValueError):
+        raise ValueError(f"init must be {expected}, got {type(init).__name__}") from None
+    if len(parts) != 3 or any(p.shape != shape for p, shape in zip(parts, shapes.values())):
+        raise ValueError(f"init must be {expected}, got shapes {[p.shape for p in parts]}")
+    if not all(np.all(np.isfinite(p)) for p in parts):
+        raise ValueError("init must be finite (it contains nan or inf)")
+    return Params(*(jnp.asarray(p, problem.jnp_dtype) for p in parts))
+
+
 def solve(problem: Problem, method: str = DEFAULT_METHOD, *, lr: float | None = None, tol: float = 1e-10,
           max_iters: int = 20_000, record_every: int = 10, progress_every: int = 0,
           init: Params | None = None) -> Result:
@@ -238,7 +252,11 @@ def solve(problem: Problem, method: str = DEFAULT_METHOD, *, lr: float | None = 
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         lr = float(lr)
     require_dtype_enabled(problem.dtype)
-    params0 = problem.init() if init is None else Params(*(jnp.asarray(x, problem.jnp_dtype) for x in init))
+    _memory.require(_memory.solve_bytes(problem.K, problem.N, problem.d, np.dtype(problem.dtype).itemsize, method),
+                    f"solving with {method}", f"K = {problem.K}, n = {problem.n}, d = {problem.d}",
+                    "reduce n or d, use dtype='float32' (half the memory), --method gd (fewest copies), "
+                    "or shard over several devices")
+    params0 = problem.init() if init is None else _check_init(problem, init)
     dt = problem.jnp_dtype
     args = (params0, problem.labels(), problem.weights(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
     statics = dict(method=method, max_iters=max_iters, record_every=record_every, progress_every=progress_every)

@@ -1,0 +1,59 @@
+"""Fuzzing the command line: any argv gives exit 0, 1 or 2, never a traceback.
+
+Exit 2 comes with exactly one ``error:`` line on stderr that names the offending flag (or the
+unrecognised argument). Free memory is reported as 64 MiB: a valid but large problem is refused
+with exit 2 by the memory guard instead of being solved.
+"""
+
+import contextlib
+import io
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ufm import _memory
+from ufm.solve import main
+
+HOSTILE_TEXT = st.one_of(
+    st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1e400", "1e-400", "abc", "", "1.5", "2", "-0", "0x10",
+                     "1_0", " 3", "3 ", "None", "True", "1e308", "5e-324"]),
+    st.text(max_size=4))
+
+VALID = {"--K": ["2", "3"], "--n": ["1", "2"], "--d": ["2", "4"], "--delta": ["0", "0.1", "0.99"],
+         "--lam": ["1e-2", "0.5"], "--lam-W": ["1e-2"], "--lam-H": ["1e-3"], "--lam-b": ["0", "1e-2"],
+         "--seed": ["0", "7"], "--method": ["lbfgs", "gd", "momentum", "nesterov"], "--lr": ["0.5", "1e6"],
+         "--tol": ["1e-6"], "--max-iters": ["4"], "--rtol": ["1e-3"]}
+SWITCHES = ["--float32", "--no-hessian", "--quiet", "--force", "--help-me", "-x"]
+
+
+def _option(flag):
+    return st.tuples(st.just(flag), st.one_of(st.sampled_from(VALID[flag]), HOSTILE_TEXT))
+
+
+#: --no-hessian: the spectra paths are fuzzed directly in test_fuzz_ufm.py (and cost a compilation per run)
+arguments = st.lists(
+    st.one_of(st.sampled_from(list(VALID)).flatmap(_option), st.sampled_from(SWITCHES).map(lambda s: (s,)),
+              HOSTILE_TEXT.map(lambda s: (s,))),
+    max_size=6).map(lambda parts: ["--quiet", "--no-hessian", "--max-iters", "4"] + [token for part in parts for token in part])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _small_memory():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_memory, "free_bytes", lambda device=None: 64 * 2**20)
+        yield
+
+
+@given(arguments)
+def test_any_argv_exits_cleanly(argv):
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(argv)
+    assert code in (0, 1, 2), (argv, code)
+    errors = [line for line in stderr.getvalue().splitlines() if "error:" in line]
+    if code == 2:
+        assert len(errors) == 1, (argv, stderr.getvalue())
+        assert "Traceback" not in stderr.getvalue()
+    else:
+        assert not errors and "VERDICT" in stdout.getvalue(), (argv, stderr.getvalue())

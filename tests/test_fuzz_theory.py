@@ -1,0 +1,60 @@
+"""Fuzzing every public function of ``theory`` with hostile inputs (see ``tests/_hostile.py``).
+
+``HYPOTHESIS_PROFILE=fuzz python -m pytest tests/test_fuzz_*.py`` runs 10,000 examples per test.
+Free memory is reported as 32 MiB here so that every allocation the fuzzer asks for is either
+small or refused by the memory guard (which is itself part of the contract).
+"""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import theory
+from theory import _checks
+from tests._hostile import check_contract, hostile, maybe
+
+K_ = maybe(st.integers(2, 12))
+n_ = maybe(st.integers(1, 50))
+d_ = maybe(st.integers(1, 16))
+delta_ = maybe(st.floats(0, 1, exclude_max=True))
+lam_ = maybe(st.floats(1e-12, 10))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _small_memory():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_checks, "_free_bytes", lambda: 32 * 2**20)
+        yield
+
+
+@given(K_, n_, delta_, lam_, lam_)
+def test_scalar_closed_forms(K, n, delta, lam_W, lam_H):
+    names = ("K", "n", "delta", "lam_W", "lam_H")
+    for function in (theory.phase, theory.a_delta, theory.probabilities, theory.norms, theory.logit_matrix):
+        check_contract(lambda: function(K, n, delta, lam_W, lam_H), names)
+
+
+@given(K_, n_, d_, delta_, lam_, lam_, maybe(st.integers(0, 2**32)), st.one_of(st.none(), hostile))
+def test_global_minimizer(K, n, d, delta, lam_W, lam_H, seed, P):
+    check_contract(lambda: theory.global_minimizer(K, n, d, delta, lam_W, lam_H, P=P, seed=seed),
+                   ("K", "n", "d", "delta", "lam_W", "lam_H", "seed", "P"))
+
+
+@given(K_, n_, d_, maybe(st.integers(0, 2**32)))
+def test_matrices(K, n, d, seed):
+    check_contract(lambda: theory.simplex_projector(K), ("K",))
+    check_contract(lambda: theory.label_matrix(K, n), ("K", "n"))
+    check_contract(lambda: theory.random_semi_orthogonal(d, K, seed), ("d", "K", "seed"))
+
+
+@given(K_, n_, d_, delta_, lam_, lam_, st.one_of(st.none(), lam_), st.booleans())
+def test_hessian_spectrum(K, n, d, delta, lam_W, lam_H, lam_b, regularized):
+    check_contract(lambda: theory.hessian_spectrum(K, n, d, delta, lam_W, lam_H, lam_b=lam_b,
+                                                   regularized=regularized),
+                   ("K", "n", "d", "delta", "lam_W", "lam_H", "lam_b", "regularized"))
+
+
+@given(K_, delta_, lam_, n_, st.one_of(st.none(), lam_), maybe(st.just("raise")))
+def test_condition_number(K, delta, lam, n, lam_H, beyond_boundary):
+    check_contract(lambda: theory.condition_number(K, delta, lam, n=n, lam_H=lam_H, beyond_boundary=beyond_boundary),
+                   ("K", "delta", "lam", "n", "lam_H", "lam_W", "beyond_boundary"))
