@@ -111,10 +111,18 @@ def test_d_below_K_is_not_judged(capsys):
 
 
 def test_same_seed_gives_identical_json(tmp_path):
+    """Two separate processes, same command and seed: byte-identical JSON (no timings, no paths in it)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
     for path in paths:
-        assert main(["--K", "3", "--n", "4", "--delta", "0.2", "--seed", "5", "--json", str(path), "--quiet"]) == 0
+        run = subprocess.run([sys.executable, "-m", "ufm.solve", "--K", "3", "--n", "4", "--delta", "0.2", "--seed",
+                              "5", "--json", str(path), "--quiet"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
     assert paths[0].read_text() == paths[1].read_text()
+    record = json.loads(paths[0].read_text())
+    assert record["problem"]["seed"] == 5 and record["problem"]["dtype"] == "float64"
+    assert record["jax_version"] and record["device"] and record["package_version"]
 
 
 def test_module_entry_point_in_subprocess():
