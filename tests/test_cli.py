@@ -105,3 +105,46 @@ def test_float32_run_agrees_at_its_tolerance(capsys):
     assert main(["--K", "10", "--n", "500", "--delta", "0.1", "--float32", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "float32" in out and "VERDICT: agrees" in out and "within 0.001" in out
+
+
+@pytest.mark.parametrize("flags", [["--loss", "ce"], ["--loss", "focal", "--gamma", "2"],
+                                   ["--loss", "mse", "--mse-kappa", "3", "--mse-beta", "2"],
+                                   ["--loss", "ls", "--delta", "0.2", "--nonnegative", "--K", "4", "--n", "3",
+                                    "--d", "12"]])
+def test_every_loss_reports_and_writes_json(flags, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    # (K = 3, d = 9, seed 0 with H >= 0 stops at a spurious KKT point: experiments/landscape.py)
+    assert main(["--K", "3", "--n", "2", "--lam", "1e-2", *flags, "--json", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "VERDICT: agrees" in text and f"loss {flags[1]}" in text
+    record = json.loads(out.read_text())
+    assert record["verdict"] == "agrees" and record["problem"]["loss"] == flags[1]
+    rows = {row["quantity"]: row for row in record["comparison"]}
+    assert rows["mean ||w_k||"]["applies"] and rows["mean ||w_k||"]["error"] <= 1e-6
+    assert record["theory"]["a"] > 0
+    if "--nonnegative" in flags:
+        assert record["solver"]["method"] == "momentum" and rows["orthogonal-frame defect"]["ok"]
+    else:
+        assert record["theory"]["kappa"] == pytest.approx(rows["kappa_W (loss block)"]["measured"], rel=1e-6)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--loss", "focal", "--gamma", "-1"], "--gamma must be in [0, inf)"),
+    (["--loss", "hinge"], "invalid choice"),
+    (["--loss", "focal", "--delta", "0.1"], "delta must be 0 for loss='focal'"),
+    (["--gamma", "1"], "gamma must be 0 for loss='ls'"),
+    (["--loss", "mse", "--mse-kappa", "0"], "--mse-kappa must be in (0, inf)"),
+    (["--label-noise", "1"], "--label-noise must be in [0, 1)"),
+    (["--nonnegative", "--K", "5", "--d", "3"], "nonnegative=True needs d >= K = 5"),
+    (["--nonnegative", "--method", "lbfgs"], "--method lbfgs does not support --nonnegative"),
+])
+def test_bad_loss_flags_exit_2(argv, needle, capsys):
+    assert main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_label_noise_run_is_reported_but_not_judged(capsys):
+    assert main(["--K", "3", "--n", "4", "--label-noise", "0.25", "--noise-seed", "2", "--quiet", "--no-hessian"]) == 0
+    out = capsys.readouterr().out
+    assert "label noise 0.25 (seed 2)" in out and "does not apply: label_noise = 0.25" in out
