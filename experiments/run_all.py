@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from experiments import condition_number, norms_vs_delta, phase_diagram
+from experiments import condition_number, label_noise, landscape, norms_vs_delta, phase_diagram
 
 EXPERIMENTS = {"norms_vs_delta": norms_vs_delta, "condition_number": condition_number,
-               "phase_diagram": phase_diagram}
+               "phase_diagram": phase_diagram, "landscape": landscape, "label_noise": label_noise}
 
 
 def main(argv=None) -> int:

@@ -20,6 +20,26 @@ def test_quick_run_writes_outputs(name, tmp_path):
         _check_norms_agree_below_the_boundary(rows)
     if name == "condition_number":
         assert max(max(float(r["error_W"]), float(r["error_H"])) for r in rows) <= 1e-6
+    if name == "landscape":
+        _check_landscape(rows)
+    if name == "label_noise":
+        _check_label_noise(rows)
+
+
+def _check_landscape(rows):
+    """Every unconstrained run reaches the prediction within 1e-6; H >= 0 may stop at spurious KKT points."""
+    free = [r for r in rows if "H >= 0" not in r["case"]]
+    assert {r["case"].split()[0] for r in free} == {"ce", "ls", "focal", "mse"}
+    assert all(r["reached"] == "True" and float(r["worst_error"]) <= 1e-6 for r in free)
+    assert any(r["reached"] == "True" for r in rows if "H >= 0" in r["case"])
+
+
+def _check_label_noise(rows):
+    """The UFM memorizes every corrupted label: observed-label NC1 ~ 0, corrupted samples ~ one
+    class-mean distance from their true class, whatever the loss."""
+    noisy = [r for r in rows if int(r["corrupted"]) > 0]
+    assert noisy and all(float(r["nc1_observed"]) <= 1e-12 for r in rows)
+    assert all(abs(float(r["dilation"]) - 1.0) <= 0.02 for r in noisy)
 
 
 def _check_norms_agree_below_the_boundary(rows):

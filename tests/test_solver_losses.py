@@ -134,3 +134,21 @@ def test_label_noise_makes_the_comparison_not_applicable():
     comparison = compare(result, spectra=False)
     assert any("label_noise" in reason for reason in comparison.not_applicable)
     assert not any(row.applies for row in comparison.rows if row.quantity != "min H (>= 0)")
+
+
+def test_dilation_of_a_memorized_sample_is_one_and_nc1_splits_by_class():
+    K, n = 3, 4
+    means = 2.0 * np.eye(K)
+    true = np.repeat(np.arange(K), n)
+    H = means[:, true].copy()
+    corrupted = np.zeros(K * n, dtype=bool)
+    corrupted[0] = True
+    H[:, 0] = means[:, 1]  # a class-0 sample memorized at class 1's mean
+    measured = ufm.metrics.dilation(H, true, corrupted, K)
+    assert measured.dilation == pytest.approx(1.0, rel=1e-14)  # all class means are equidistant
+    assert float(measured.nc1_true[0]) > 0 and np.allclose(np.asarray(measured.nc1_true[1:]), 0.0)
+    clean = ufm.metrics.dilation(np.random.default_rng(0).normal(size=(5, K * n)), true, np.zeros(K * n, bool), K)
+    assert np.isnan(clean.dilation)
+    H5 = np.random.default_rng(1).normal(size=(5, K * n))
+    total = ufm.metrics.dilation(H5, true, np.zeros(K * n, bool), K).nc1_true.sum()
+    assert float(total) == pytest.approx(float(ufm.nc1(jnp.asarray(H5), jnp.asarray(true), K)), rel=1e-10)
