@@ -107,23 +107,28 @@ def _weights(loss, lam_W, lam_H, lam_b, delta=0.0, gamma=0.0, mse_kappa=1.0, mse
                                                mse_beta)))
 
 
+@jax.jit
+def _gradient_and_dense_blocks(W, H, b, labels, weights):
+    """grad L and the dense W, H, b blocks of the loss term; weights are traced, so every loss shares
+    one compilation per shape."""
+    f = lambda W_, H_, b_: loss_term(Params(W_, H_, b_), labels, weights)
+    grad = jax.grad(objective)(Params(W, H, b), labels, weights)
+    return grad, tuple(jax.hessian(f, argnums=i)(W, H, b) for i in range(3))
+
+
 @pytest.mark.parametrize("loss,params", LOSS_CASES)
 @pytest.mark.parametrize("K,d", [(4, 6), (2, 3)])
 def test_predicted_point_is_stationary_and_spectra_match_dense_hessian(loss, params, K, d):
     n, lam_W, lam_H, lam_b = 2, 5e-3, 2e-2, 1e-2
     pred = theory.predict(K, n, d, lam_W, lam_H, lam_b, loss=loss, **params)
     assert pred.a > 0
-    W, H, b = (jnp.asarray(x) for x in pred.minimizer(seed=3))
-    labels = class_major_labels(K, n)
-    weights = _weights(loss, lam_W, lam_H, lam_b, **params)
-    grad = jax.grad(objective)(Params(W, H, b), labels, weights)
+    point = tuple(jnp.asarray(x) for x in pred.minimizer(seed=3))
+    grad, dense = _gradient_and_dense_blocks(*point, class_major_labels(K, n),
+                                             _weights(loss, lam_W, lam_H, lam_b, **params))
     # stationarity of L: every gradient entry is rounding-level relative to the O(1) loss gradient
     assert max(float(jnp.max(jnp.abs(g))) for g in grad) <= 1e-12
-    blocks = {"W": W, "H": H, "b": b}
-    for name, x in blocks.items():
-        f = lambda y: loss_term(Params(**{**blocks, name: y}), labels, weights)
-        dense = np.asarray(jax.hessian(f)(x)).reshape(x.size, x.size)
-        measured = np.linalg.eigvalsh(dense)
+    for name, x, block in zip("WHb", point, dense):
+        measured = np.linalg.eigvalsh(np.asarray(block).reshape(x.size, x.size))
         expected = getattr(pred.spectra, name).expanded()
         scale = np.max(np.abs(expected))
         np.testing.assert_allclose(measured, expected, rtol=EIGEN_RTOL, atol=EIGEN_RTOL * scale)
