@@ -148,3 +148,15 @@ def test_label_noise_run_is_reported_but_not_judged(capsys):
     assert main(["--K", "3", "--n", "4", "--label-noise", "0.25", "--noise-seed", "2", "--quiet", "--no-hessian"]) == 0
     out = capsys.readouterr().out
     assert "label noise 0.25 (seed 2)" in out and "does not apply: label_noise = 0.25" in out
+
+
+@pytest.mark.parametrize("flags", [["--loss", "ce"], ["--loss", "focal", "--gamma", "2"], ["--loss", "mse"],
+                                   ["--loss", "mse", "--mse-kappa", "3", "--mse-beta", "2"]])
+def test_default_problem_every_loss_agrees_to_1e_6(flags, tmp_path):
+    """Issue 6 acceptance on K = 10, n = 500, d = 10, lam = 5e-4 (the solver compiles once for every loss:
+    the loss is a traced switch), norms within 1e-6."""
+    out = tmp_path / "r.json"
+    assert main([*flags, "--json", str(out), "--quiet", "--no-hessian"]) == 0
+    rows = {row["quantity"]: row for row in json.loads(out.read_text())["comparison"]}
+    for name in ("mean ||w_k||", "mean ||hbar_k - h_G||", "logits W^T Hbar + b (Frobenius)", "max |b_k - b_pred|"):
+        assert rows[name]["applies"] and rows[name]["error"] <= 1e-6, name

@@ -38,6 +38,11 @@ softmax only) and commutes with permutations fixing k, so it is
 * ``mu1`` from ``v = e_i - e_j`` (i, j != k): LS ``mu1 = p_n``; FL ``mu1 = -l'(a)/(K-1)``
   (``grad p_k . v = 0`` and ``v^T grad^2 p_k v = -2 p_k p_n``).
 
+Signs for FL: away from the optimum ``l''`` (so ``mu2``) can be negative, but at a minimizer
+``a* > 0`` of ``f``, ``f'(a*) = 0`` gives ``mu1 = -l'(a*)/(K-1) = lam_Z sqrt(n) > 0`` and the
+second-order condition ``f''(a*) = l''(a*) >= 0`` gives ``mu2 >= 0``: the predicted blocks are
+positive semidefinite for every loss (the condition number still uses absolute values).
+
 Non-negative features. With ``H >= 0`` the class means form an orthogonal
 frame ``hbar_k = rho q_k`` (``Q^T Q = I``, ``Q >= 0``) and ``w_k = C (hbar_k - h_G)``
 (Nguyen et al. Thm 3.2 / Def. 3.1). Then ``W^T hbar_k = C rho^2 (e_k - 1/K)``, so
