@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from experiments import condition_number, convergence, norms_vs_delta, phase_diagram, speed_vs_kappa
+from experiments import (condition_number, convergence, label_noise, landscape, norms_vs_delta, phase_diagram,
+                         speed_vs_kappa)
 
-#: in the order of issue 4 (experiments 1-5)
+#: experiments 1-5 of issue 4, then those of issue 6
 EXPERIMENTS = {"norms_vs_delta": norms_vs_delta, "convergence": convergence, "condition_number": condition_number,
-               "speed_vs_kappa": speed_vs_kappa, "phase_diagram": phase_diagram}
+               "speed_vs_kappa": speed_vs_kappa, "phase_diagram": phase_diagram, "landscape": landscape,
+               "label_noise": label_noise}
 
 
 def main(argv=None) -> int:

@@ -29,7 +29,8 @@ def test_default_problem_agrees_to_1e_6(tmp_path, capsys):
         assert rows[name]["applies"] and rows[name]["error"] <= 1e-6, name
     assert record["problem"] == {"K": 10, "n": 500, "N": 5000, "d": 10, "delta": 0.1, "lam_W": 5e-4,
                                  "lam_H": 5e-4, "lam_b": 5e-4, "loss": "ls", "seed": 0, "dtype": "float64",
-                                 "init_scale": 0.1}
+                                 "init_scale": 0.1, "gamma": 0.0, "mse_kappa": 1.0, "mse_beta": 1.0,
+                                 "nonnegative": False, "label_noise": 0.0, "noise_seed": 0}
     for key in ("package_version", "jax_version", "device"):
         assert record[key]
     assert record["theory"]["kappa"] == pytest.approx(10 * record["theory"]["p_t"], rel=1e-15)
@@ -142,3 +143,58 @@ def test_float32_run_agrees_at_its_tolerance(capsys):
     assert main(["--K", "10", "--n", "500", "--delta", "0.1", "--float32", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "float32" in out and "VERDICT: agrees" in out and "within 0.001" in out
+
+
+@pytest.mark.parametrize("flags", [["--loss", "ce"], ["--loss", "focal", "--gamma", "2"],
+                                   ["--loss", "mse", "--mse-kappa", "3", "--mse-beta", "2"],
+                                   ["--loss", "ls", "--delta", "0.2", "--nonnegative", "--K", "4", "--n", "3",
+                                    "--d", "12"]])
+def test_every_loss_reports_and_writes_json(flags, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    # (K = 3, d = 9, seed 0 with H >= 0 stops at a spurious KKT point: experiments/landscape.py)
+    assert main(["--K", "3", "--n", "2", "--lam", "1e-2", *flags, "--json", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "VERDICT: agrees" in text and f"loss {flags[1]}" in text
+    record = json.loads(out.read_text())
+    assert record["verdict"] == "agrees" and record["problem"]["loss"] == flags[1]
+    rows = {row["quantity"]: row for row in record["comparison"]}
+    assert rows["mean ||w_k||"]["applies"] and rows["mean ||w_k||"]["error"] <= 1e-6
+    assert record["theory"]["a"] > 0
+    if "--nonnegative" in flags:
+        assert record["solver"]["method"] == "momentum" and rows["orthogonal-frame defect"]["ok"]
+    else:
+        assert record["theory"]["kappa"] == pytest.approx(rows["kappa_W (loss block)"]["measured"], rel=1e-6)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--loss", "focal", "--gamma", "-1"], "--gamma must be in [0, inf)"),
+    (["--loss", "hinge"], "invalid choice"),
+    (["--loss", "focal", "--delta", "0.1"], "delta must be 0 for loss='focal'"),
+    (["--gamma", "1"], "gamma must be 0 for loss='ls'"),
+    (["--loss", "mse", "--mse-kappa", "0"], "--mse-kappa must be in (0, inf)"),
+    (["--label-noise", "1"], "--label-noise must be in [0, 1)"),
+    (["--nonnegative", "--K", "5", "--d", "3"], "nonnegative=True needs d >= K = 5"),
+    (["--nonnegative", "--method", "lbfgs"], "--method lbfgs does not support --nonnegative"),
+])
+def test_bad_loss_flags_exit_2(argv, needle, capsys):
+    assert main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_label_noise_run_is_reported_but_not_judged(capsys):
+    assert main(["--K", "3", "--n", "4", "--label-noise", "0.25", "--noise-seed", "2", "--quiet", "--no-hessian"]) == 0
+    out = capsys.readouterr().out
+    assert "label noise 0.25 (seed 2)" in out and "does not apply: label_noise = 0.25" in out
+
+
+@pytest.mark.parametrize("flags", [["--loss", "ce"], ["--loss", "focal", "--gamma", "2"], ["--loss", "mse"],
+                                   ["--loss", "mse", "--mse-kappa", "3", "--mse-beta", "2"]])
+def test_default_problem_every_loss_agrees_to_1e_6(flags, tmp_path):
+    """Issue 6 acceptance on K = 10, n = 500, d = 10, lam = 5e-4 (the solver compiles once for every loss:
+    the loss is a traced switch), norms within 1e-6."""
+    out = tmp_path / "r.json"
+    assert main([*flags, "--json", str(out), "--quiet", "--no-hessian"]) == 0
+    rows = {row["quantity"]: row for row in json.loads(out.read_text())["comparison"]}
+    for name in ("mean ||w_k||", "mean ||hbar_k - h_G||", "logits W^T Hbar + b (Frobenius)", "max |b_k - b_pred|"):
+        assert rows[name]["applies"] and rows[name]["error"] <= 1e-6, name

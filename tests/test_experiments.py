@@ -24,6 +24,10 @@ def test_quick_run_writes_outputs(name, tmp_path):
         _check_convergence_table(rows, list(csv.DictReader(open(tmp_path / "curves.csv"))))
     if name == "speed_vs_kappa":
         _check_rates_and_fits(rows, list(csv.DictReader(open(tmp_path / "fits.csv"))))
+    if name == "landscape":
+        _check_landscape(rows)
+    if name == "label_noise":
+        _check_label_noise(rows)
 
 
 def _check_convergence_table(rows, curves):
@@ -46,6 +50,22 @@ def _check_rates_and_fits(rows, fits):
         assert int(row["symmetry_zeros"]) == int(row["K"]) * (int(row["K"]) - 1) // 2  # dim O(K), d = K
     assert {f["quantity"] for f in fits} == {"K_p_t", "kappa_W_reg", "kappa_H_reg", "kappa_joint", "kappa_step"}
     assert all(0.0 <= float(f[key]) <= 1.0 for f in fits for key in ("r2", "r2_within_lam"))
+
+
+def _check_landscape(rows):
+    """Every unconstrained run reaches the prediction within 1e-6; H >= 0 may stop at spurious KKT points."""
+    free = [r for r in rows if "H >= 0" not in r["case"]]
+    assert {r["case"].split()[0] for r in free} == {"ce", "ls", "focal", "mse"}
+    assert all(r["reached"] == "True" and float(r["worst_error"]) <= 1e-6 for r in free)
+    assert any(r["reached"] == "True" for r in rows if "H >= 0" in r["case"])
+
+
+def _check_label_noise(rows):
+    """The UFM memorizes every corrupted label: observed-label NC1 ~ 0, corrupted samples ~ one
+    class-mean distance from their true class, whatever the loss."""
+    noisy = [r for r in rows if int(r["corrupted"]) > 0]
+    assert noisy and all(float(r["nc1_observed"]) <= 1e-12 for r in rows)
+    assert all(abs(float(r["dilation"]) - 1.0) <= 0.02 for r in noisy)
 
 
 def _check_norms_agree_below_the_boundary(rows):

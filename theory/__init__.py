@@ -3,7 +3,9 @@
 Guo et al., "Cross Entropy versus Label Smoothing: A Neural Collapse
 Perspective": the global minimizer (Theorem 4.1), the predicted probabilities
 (eq. 14), norms (Appendix B.6) and the Hessian spectra and condition number
-at the minimizer (Theorem 4.2). numpy, float64. Conventions: ``THEORY.md``
+at the minimizer (Theorem 4.2); for every loss (CE, LS, focal, rescaled MSE) and for
+non-negative features, the 1-D reduction and the prediction built on it
+(:mod:`theory.scalar_reduction`, :mod:`theory.prediction`). numpy, float64. Conventions: ``THEORY.md``
 (``W: (d, K)``, ``H: (d, N)`` class-major, ``b: (K,)``, loss averaged over N).
 """
 
@@ -18,12 +20,30 @@ from theory.closed_form import phase as phase
 from theory.closed_form import probabilities as probabilities
 from theory.closed_form import random_semi_orthogonal as random_semi_orthogonal
 from theory.closed_form import simplex_projector as simplex_projector
+from theory.prediction import Prediction as Prediction
+from theory.prediction import nonnegative_boundary as nonnegative_boundary
+from theory.prediction import predict as predict
+from theory.scalar_reduction import LOSSES as LOSSES
+from theory.scalar_reduction import logit_curvatures as logit_curvatures
+from theory.scalar_reduction import loss_derivatives as loss_derivatives
+from theory.scalar_reduction import mse_optimum as mse_optimum
+from theory.scalar_reduction import optimal_scale as optimal_scale
 from theory.spectra import BlockSpectrum as BlockSpectrum
 from theory.spectra import HessianSpectrum as HessianSpectrum
 from theory.spectra import condition_number as condition_number
+from theory.spectra import curvature_spectrum as curvature_spectrum
 from theory.spectra import hessian_spectrum as hessian_spectrum
 
 __all__ = [
+    "LOSSES",
+    "Prediction",
+    "curvature_spectrum",
+    "logit_curvatures",
+    "loss_derivatives",
+    "mse_optimum",
+    "nonnegative_boundary",
+    "optimal_scale",
+    "predict",
     "BlockSpectrum",
     "HessianSpectrum",
     "Norms",

@@ -83,7 +83,7 @@ class BlockSpectrum:
         return self.values[self.values != 0.0]
 
     def condition_number(self) -> float:
-        """Largest over smallest non-zero eigenvalue.
+        """Largest over smallest non-zero eigenvalue, in absolute value (focal loss may curve negatively).
 
         Raises:
             ValueError: the block has no non-zero eigenvalue (e.g. beyond the phase boundary).
@@ -91,7 +91,8 @@ class BlockSpectrum:
         nonzero = self.nonzero()
         if nonzero.size == 0:
             raise ValueError("the block has no non-zero eigenvalue; its condition number is undefined")
-        return float(nonzero.max() / nonzero.min())
+        magnitudes = np.abs(nonzero)
+        return float(magnitudes.max() / magnitudes.min())
 
 
 class HessianSpectrum(NamedTuple):
@@ -121,8 +122,57 @@ def _block(pairs, shift: float = 0.0) -> BlockSpectrum:
     return BlockSpectrum(np.array(values, dtype=np.float64), np.array(counts, dtype=np.int64))
 
 
+def curvature_spectrum(K: int, n: int, d: int, a: float, lam_W: float, lam_H: float, mu1: float, mu2: float, *,
+                       centred_loss: bool = True, lam_b=None, regularized: bool = False) -> HessianSpectrum:
+    """Block spectra at an ETF point of scale ``a`` from the two logit curvatures ``(mu1, mu2)``.
+
+    For a loss whose per-sample logit Hessian ``S_k`` kills ``1`` (``centred_loss``: CE, LS, FL)
+    and equals ``mu2`` on ``u = e_k - 1/K`` and ``mu1`` on the rest of ``1^perp``
+    (``theory.scalar_reduction.logit_curvatures``), the derivation of the module docstring
+    generalises with ``X = M G M``, ``Q = (alpha_H^2/K)[mu1 ||X||^2 + (mu2 - mu1) K/(K-1) sum X_kk^2]``:
+
+    * W: ``s_W mu2`` (x1), ``s_W (mu1 + (K-2) mu2)/(K-1)`` (x K-1), ``s_W mu1`` (x (K-1)^2 - K),
+      0 (x dK - (K-1)^2);
+    * H: ``s_H mu2`` (x N), ``s_H mu1`` (x N(K-2)), 0 (x N(d-K+1));
+    * b: ``(mu1 (K-2) + mu2)/(K-1)`` (x K-1), 0 (x1).
+
+    For LS (``mu1 = p_n``, ``mu2 = K p_t p_n``) these are the values of :func:`hessian_spectrum`.
+    The rescaled MSE (``centred_loss=False``, ``S_k = 2(I + (kappa-1) e_k e_k^T)``, class means
+    centred, ``mu1 = 2``, ``mu2 = 2(1 + (kappa-1)(K-1)/K)``): ``X = G M`` is only right-centred
+    (dimension K(K-1)) and ``sum_k X_kk^2`` has eigenvalue ``1 - 1/K`` on the K diagonal
+    directions, so W: ``s_W mu2`` (x K), ``s_W mu1`` (x K(K-2)), 0 (x dK - K(K-1)); H as above;
+    b: ``mu1 + (mu2 - mu1)/(K-1) = 2(1 + (kappa-1)/K)`` (x K).
+    ``s_W = a sqrt(lam_W/(n lam_H))/K``, ``s_H = a sqrt(n lam_H/lam_W)/N``.
+    """
+    N = n * K
+    if d * N >= 2**62:
+        raise ValueError(f"the H block would have d N = {d} * {N} rows, too many for 64-bit multiplicities; "
+                         "reduce d or n")
+    ratio = float(balance(n, lam_W, lam_H))  # (n lam_H / lam_W)^{1/4}, never overflows
+    s_W = (a / ratio) / ratio / K
+    s_H = (a * ratio) * ratio / N
+    if not (np.isfinite(s_W) and np.isfinite(s_H)):
+        raise OverflowError(f"the Hessian scales overflow float64: n lam_H / lam_W = {n} * {lam_H!r} / {lam_W!r} "
+                            "is too extreme")
+    if centred_loss:
+        if K == 2:
+            w_pairs = [(s_W * mu2, 1), (0.0, d * K - 1)]
+        else:
+            w_pairs = [(s_W * mu2, 1), (s_W * (mu1 + (K - 2) * mu2) / (K - 1), K - 1),
+                       (s_W * mu1, (K - 1) ** 2 - K), (0.0, d * K - (K - 1) ** 2)]
+        b_pairs = [((mu1 * (K - 2) + mu2) / (K - 1), K - 1), (0.0, 1)]
+    else:
+        w_pairs = [(s_W * mu2, K), (s_W * mu1, K * (K - 2)), (0.0, d * K - K * (K - 1))]
+        b_pairs = [(mu1 + (mu2 - mu1) / (K - 1), K)]
+    h_pairs = [(s_H * mu2, N), (s_H * mu1, N * (K - 2)), (0.0, N * (d - K + 1))]
+    if not regularized:
+        return HessianSpectrum(_block(w_pairs), _block(h_pairs), _block(b_pairs))
+    b_block = None if lam_b is None else _block(b_pairs, float(lam_b))
+    return HessianSpectrum(_block(w_pairs, float(lam_W)), _block(h_pairs, float(lam_H)), b_block)
+
+
 def hessian_spectrum(K, n, d, delta, lam_W, lam_H, *, lam_b=None, regularized=False) -> HessianSpectrum:
-    """Full predicted spectra of the W, H and b Hessian blocks at the minimizer.
+    """Full predicted spectra of the W, H and b Hessian blocks at the minimizer (label smoothing / CE).
 
     Theorem 4.2 (eq. 15) states ``kappa(grad^2_W phi) = kappa(grad^2_H phi) = K p_t``
     over the non-zero eigenvalues; this function gives every distinct eigenvalue
@@ -147,6 +197,7 @@ def hessian_spectrum(K, n, d, delta, lam_W, lam_H, *, lam_b=None, regularized=Fa
     ``p_n`` eigenvalue). With ``regularized=True`` the blocks are those of the full
     objective L: every eigenvalue is shifted by lam_W, lam_H, lam_b respectively.
     Beyond the phase boundary (c >= 1) a = 0, the W and H blocks of phi vanish.
+    Other losses: :func:`theory.prediction.predict` (same formulas via :func:`curvature_spectrum`).
 
     Args:
         K, n, d: classes (>= 2), samples per class (>= 1), feature dimension (>= K).
@@ -164,33 +215,9 @@ def hessian_spectrum(K, n, d, delta, lam_W, lam_H, *, lam_b=None, regularized=Fa
         raise ValueError("hessian_spectrum takes scalar delta, lam_W, lam_H (got arrays)")
     if lam_b is not None:
         lam_b = _checks.positive("lam_b", lam_b)
-    N = n * K
-    if d * N >= 2**62:
-        raise ValueError(f"the H block would have d N = {d} * {N} rows, too many for 64-bit multiplicities; "
-                         "reduce d or n")
     p_t, p_n = probabilities(K, n, delta, lam_W, lam_H)
-    ratio = float(balance(n, lam_W, lam_H))  # (n lam_H / lam_W)^{1/4}, never overflows
-    s_W = (a / ratio) / ratio / K
-    s_H = (a * ratio) * ratio / N
-    if not (np.isfinite(s_W) and np.isfinite(s_H)):
-        raise OverflowError(f"the Hessian scales overflow float64: n lam_H / lam_W = {n} * {lam_H!r} / {lam_W!r} "
-                            "is too extreme")
-    top = K * p_t * p_n
-    if K == 2:
-        w_pairs = [(s_W * top, 1), (0.0, d * K - 1)]
-    else:
-        w_pairs = [
-            (s_W * top, 1),
-            (s_W * p_n * ((K - 1) * p_t + p_n), K - 1),
-            (s_W * p_n, (K - 1) ** 2 - K),
-            (0.0, d * K - (K - 1) ** 2),
-        ]
-    h_pairs = [(s_H * top, N), (s_H * p_n, N * (K - 2)), (0.0, N * (d - K + 1))]
-    b_pairs = [((1.0 - (p_t - p_n) ** 2) / K, K - 1), (0.0, 1)]
-    if not regularized:
-        return HessianSpectrum(_block(w_pairs), _block(h_pairs), _block(b_pairs))
-    b_block = None if lam_b is None else _block(b_pairs, float(lam_b))
-    return HessianSpectrum(_block(w_pairs, float(lam_W)), _block(h_pairs, float(lam_H)), b_block)
+    return curvature_spectrum(K, n, d, a, float(lam_W), float(lam_H), p_n, K * p_t * p_n,
+                              lam_b=lam_b, regularized=regularized)
 
 
 def condition_number(K, delta, lam, *, n=1, lam_H=None, beyond_boundary="raise"):

@@ -16,6 +16,8 @@ from ufm.hessian import hessian_vector_product as hessian_vector_product
 from ufm.hessian import logit_hessians as logit_hessians
 from ufm.hessian import nonzero_condition_number as nonzero_condition_number
 from ufm.metrics import Collapse as Collapse
+from ufm.metrics import Dilation as Dilation
+from ufm.metrics import dilation as dilation
 from ufm.metrics import class_means as class_means
 from ufm.metrics import collapse as collapse
 from ufm.metrics import nc1 as nc1
@@ -33,7 +35,7 @@ from ufm.solver import METHODS as METHODS
 from ufm.solver import Result as Result
 
 __all__ = [
-    "METHODS", "BlockEigenvalues", "Collapse", "Comparison", "Params", "Problem", "Result", "Row", "Weights",
+    "METHODS", "BlockEigenvalues", "Collapse", "Comparison", "Dilation", "dilation", "Params", "Problem", "Result", "Row", "Weights",
     "block_eigenvalues", "class_major_labels", "class_means", "collapse", "compare", "distinct_eigenvalues",
     "extreme_eigenvalues", "hessian_vector_product", "logit_hessians", "logits", "loss_term", "nc1", "nc2", "nc3",
     "nonzero_condition_number", "objective", "regularization", "solve",

@@ -85,70 +85,119 @@ def _measured_probabilities(result: Result):
     return float(np.mean(target)), float(np.mean(p_n))
 
 
-def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True) -> Comparison:
-    """Compare a solver :class:`~ufm.solver.Result` with Theorems 4.1 and 4.2.
+def predict(problem) -> theory.Prediction:
+    """Theory's :class:`theory.Prediction` for a :class:`~ufm.problem.Problem` (d >= K)."""
+    return theory.predict(problem.K, problem.n, max(problem.d, problem.K), problem.lam_W, problem.lam_H,
+                          problem.lam_b, loss=problem.loss, delta=problem.delta, gamma=problem.gamma,
+                          mse_kappa=problem.mse_kappa, mse_beta=problem.mse_beta,
+                          nonnegative=problem.nonnegative and problem.loss != "mse")
 
-    Relative tolerance ``rtol`` for norms, logits, p_t, p_n and kappa; absolute
-    ``rtol`` for NC1-NC3 and b (predicted 0). Beyond the phase boundary (c >= 1)
-    the prediction is the zero solution: norms and logits are compared
-    absolutely, NC metrics and kappa do not apply. For d < K Theorem 4.1 does not
-    apply at all: the rows are shown but not judged.
+
+def _reasons(p) -> list[str]:
+    reasons = []
+    if p.d < p.K:
+        reasons.append(f"d = {p.d} < K = {p.K}: the theorems need d >= K")
+    if p.label_noise > 0:
+        reasons.append(f"label_noise = {p.label_noise:g}: the theorems assume clean, balanced labels")
+    if p.nonnegative and p.loss == "mse":
+        reasons.append("nonnegative features with loss 'mse': no prediction derived")
+    return reasons
+
+
+def orthogonal_frame_metrics(H, labels, K: int) -> dict:
+    """What separates an orthogonal frame (H >= 0, Nguyen et al. Def. 3.1) from a simplex ETF.
+
+    ``frame_defect = || G/||G||_F - I/sqrt(K) ||_F`` with ``G`` the Gram matrix of the
+    *uncentred* class means (0 for an equal-norm orthogonal frame; ``sqrt(2 - 2 sqrt((K-1)/K))``
+    for a simplex ETF, ``G ~ M``), ``mean_ratio = ||h_G|| / mean ||hbar_k||``
+    (``1/sqrt(K)`` for an orthogonal frame, 0 for an ETF) and ``min_H``.
+    """
+    means = np.asarray(metrics.class_means(H, labels, K))
+    gram = means.T @ means
+    scale = np.linalg.norm(gram)
+    defect = np.linalg.norm(gram / scale - np.eye(K) / np.sqrt(K)) if scale > 0 else float("nan")
+    ratio = np.linalg.norm(np.asarray(H).mean(axis=1)) / np.mean(np.linalg.norm(means, axis=0))
+    return {"frame_defect": float(defect), "mean_ratio": float(ratio), "min_H": float(np.min(H))}
+
+
+def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True) -> Comparison:
+    """Compare a solver :class:`~ufm.solver.Result` with theory's prediction for its loss.
+
+    CE/LS: Guo et al. Theorems 4.1, 4.2; FL: Zhou et al. Theorem 1 with the scale of the
+    1-D reduction; MSE: :func:`theory.scalar_reduction.mse_optimum`; H >= 0: Nguyen et al.
+    Theorem 3.2 (:mod:`theory.prediction`). Relative tolerance ``rtol`` for norms, logits,
+    p_t, p_n and kappa; absolute ``rtol`` for NC1-NC3, the bias and (H >= 0) the
+    orthogonal-frame defect. When the minimizer is zero the norms and logits are compared
+    absolutely and NC metrics and kappa do not apply. For d < K, label noise, or H >= 0
+    with MSE, the rows are shown but not judged.
     """
     if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0.0 < rtol < 1.0:
         raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
     p = result.problem
     K, n, d = p.K, p.n, p.d
     labels = p.labels()
-    reasons = []
-    if d < K:
-        reasons.append(f"d = {d} < K = {K}: Theorems 4.1 and 4.2 need d >= K")
-    if p.loss != "ls":
-        reasons.append(f"loss {p.loss!r}: the closed form is for cross entropy / label smoothing")
+    reasons = _reasons(p)
     general = not reasons
-    where = theory.phase(K, n, p.delta, p.lam_W, p.lam_H)
-    inside = general and not where.collapsed
-    if general and where.collapsed:
-        reasons.append(f"c = {where.c:.6g} >= 1: the minimizer is zero; NC1-NC3 and kappa are undefined there")
+    prediction = predict(p)
+    inside = general and not prediction.collapsed
+    if general and prediction.collapsed:
+        if p.loss in ("ce", "ls") and not p.nonnegative:
+            c = theory.phase(K, n, p.delta, p.lam_W, p.lam_H).c
+            reasons.append(f"c = {c:.6g} >= 1: the minimizer is zero; NC1-NC3 and kappa are undefined there")
+        else:
+            reasons.append("a = 0 (past the phase boundary): W = H = 0 at the minimizer; "
+                           "NC1-NC3 and kappa are undefined there")
 
     nc = metrics.collapse(result.W, result.H, labels, K)
-    predicted_norms = theory.norms(K, n, p.delta, p.lam_W, p.lam_H)
-    Zbar_pred = theory.logit_matrix(K, n, p.delta, p.lam_W, p.lam_H)
     means = np.asarray(metrics.class_means(result.H, labels, K))
     Zbar = result.W.T @ means + result.b[:, None]
-    p_t, p_n = theory.probabilities(K, n, p.delta, p.lam_W, p.lam_H)
+    Zbar_pred = prediction.zbar
     p_t_meas, p_n_meas = _measured_probabilities(result)
     logit_scale = np.linalg.norm(Zbar_pred)
 
     if inside:
         norm_rows = [
-            _relative("mean ||w_k||", predicted_norms.w, nc.w_norm, rtol, True),
-            _relative("mean ||hbar_k - h_G||", predicted_norms.h, nc.h_norm, rtol, True),
+            _relative("mean ||w_k||", prediction.w_norm, nc.w_norm, rtol, True),
+            _relative("mean ||hbar_k - h_G||", prediction.h_norm, nc.h_norm, rtol, True),
         ]
         logit_error = np.linalg.norm(Zbar - Zbar_pred) / logit_scale
         logit_row = Row("logits W^T Hbar + b (Frobenius)", float(logit_scale), float(np.linalg.norm(Zbar)),
-                        float(logit_error), True, rtol, True, "error = ||Z - a M||_F / ||a M||_F")
+                        float(logit_error), True, rtol, True, "error = ||Z - Zpred||_F / ||Zpred||_F")
     else:
         norm_rows = [
-            _absolute("mean ||w_k||", predicted_norms.w, nc.w_norm, rtol, general),
-            _absolute("mean ||hbar_k - h_G||", predicted_norms.h, nc.h_norm, rtol, general),
+            _absolute("mean ||w_k||", prediction.w_norm, nc.w_norm, rtol, general),
+            _absolute("mean ||hbar_k - h_G||", prediction.h_norm, nc.h_norm, rtol, general),
         ]
         logit_row = _absolute("logits W^T Hbar + b (max abs)", 0.0, np.max(np.abs(Zbar - Zbar_pred)), rtol,
                               general)
     rows = [
         *norm_rows,
         logit_row,
-        _relative("p_t", p_t, p_t_meas, rtol, general),
-        _relative("p_n", p_n, p_n_meas, rtol, general),
+        _relative("p_t", prediction.p_t, p_t_meas, rtol, general),
+        _relative("p_n", prediction.p_n, p_n_meas, rtol, general),
         _absolute("NC1", 0.0, nc.nc1, rtol, inside),
         _absolute("NC2", 0.0, nc.nc2, rtol, inside),
         _absolute("NC3", 0.0, nc.nc3, rtol, inside),
-        _absolute("max |b_k|", 0.0, np.max(np.abs(result.b)), rtol, general),
+        Row("max |b_k - b_pred|", prediction.bias, float(np.max(np.abs(result.b))),
+            float(np.max(np.abs(result.b - prediction.bias))), False, rtol, general,
+            "predicted b = bias * 1"),
     ]
+    if p.nonnegative:
+        frame = orthogonal_frame_metrics(result.H, labels, K)
+        rows += [
+            _relative("mean ||hbar_k|| (uncentred)", prediction.class_mean_norm,
+                      float(np.mean(np.linalg.norm(means, axis=0))), rtol, inside),
+            _absolute("orthogonal-frame defect", 0.0, frame["frame_defect"], rtol, inside,
+                      "|| G/||G|| - I/sqrt(K) ||_F, G = Gram of uncentred class means"),
+            _relative("||h_G|| / mean ||hbar_k||", 1.0 / np.sqrt(K), frame["mean_ratio"], rtol, inside,
+                      "1/sqrt(K) for an orthogonal frame, 0 for an ETF"),
+            _absolute("min H (>= 0)", 0.0, max(0.0, -frame["min_H"]), 0.0, True, "error = max(0, -min H)"),
+        ]
 
     spectra_info = {}
     if spectra:
-        kappa = float(theory.condition_number(K, p.delta, p.lam_W, n=n, lam_H=p.lam_H, beyond_boundary="nan"))
-        predicted = theory.hessian_spectrum(K, n, d, p.delta, p.lam_W, p.lam_H) if general else None
+        predicted = prediction.spectra if general else None
+        kappas = {"W": prediction.kappa_W, "H": prediction.kappa_H}
         # Spectra in float64 whenever JAX allows it, also at a float32 solution: the
         # zero threshold (1e-8 of the largest) needs float64 rounding in the Hessian.
         if jax.config.jax_enable_x64:
@@ -161,7 +210,8 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
             kappa_meas = hessian.nonzero_condition_number(measured.values)
             # clusters: eigenvalues closer than rtol x the largest count as one distinct value
             values, counts = hessian.distinct_eigenvalues(measured.values, rtol=rtol)
-            rows.append(_relative(f"kappa_{block} (loss block)", kappa, kappa_meas, rtol, inside,
+            rows.append(_relative(f"kappa_{block} (loss block)", kappas[block], kappa_meas, rtol,
+                                  inside and predicted is not None,
                                   "non-zero eigenvalues above 1e-8 of the largest"))
             info = {"method": measured.method, "measured_values": values.tolist(),
                     "measured_multiplicities": counts.tolist(), "condition_number": kappa_meas}
@@ -170,10 +220,10 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
                 info["predicted_values"] = block_pred.values.tolist()
                 info["predicted_multiplicities"] = block_pred.multiplicities.tolist()
                 if inside and len(values) == len(block_pred.values):
-                    scale = block_pred.values.max()
+                    scale = np.abs(block_pred.values).max()
                     error = float(np.max(np.abs(values - block_pred.values)) / scale)
                     match = counts.tolist() == block_pred.multiplicities.tolist()
-                    rows.append(Row(f"{block}-block eigenvalues", float(scale), float(values.max()),
+                    rows.append(Row(f"{block}-block eigenvalues", float(scale), float(np.abs(values).max()),
                                     error if match else None, True, rtol, True,
                                     "max |measured - predicted| / largest; multiplicities "
                                     + ("match" if match else f"differ: {counts.tolist()}")))

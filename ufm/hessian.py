@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse.linalg
 
-from ufm.losses import label_smoothing
+from ufm.losses import per_sample_loss
 from ufm.objective import Params, Weights, logits, loss_term, objective
 
 BLOCKS = ("W", "H", "b")
@@ -78,7 +78,7 @@ def logit_hessians(params: Params, labels, weights: Weights) -> jnp.ndarray:
     For cross entropy / label smoothing ``S_i = diag(p_i) - p_i p_i^T`` whatever delta.
     """
     def per_sample(z, label):
-        return label_smoothing(z[:, None], label[None], weights.delta)[0]
+        return per_sample_loss(z[:, None], label[None], weights)[0]
 
     return jax.vmap(jax.hessian(per_sample), in_axes=(1, 0))(logits(params), labels)
 

@@ -69,3 +69,40 @@ def collapse(W, H, labels, K: int) -> Collapse:
         jnp.mean(jnp.linalg.norm(W, axis=0)),
         jnp.mean(jnp.linalg.norm(centred, axis=0)),
     )
+
+
+class Dilation(NamedTuple):
+    """Memorization-dilation measurements under label noise (Nguyen et al. 2023, Sec. 4.1).
+
+    Attributes:
+        dilation: mean over corrupted samples of ``||h_i - mu_{k(i)}|| / D``, with ``mu_k`` the mean of
+            the *clean* samples of true class k and ``D`` the mean pairwise distance between the ``mu_k``
+            (NaN without corrupted samples). 1 means a corrupted sample sits as far from its true
+            class as two class means are from each other.
+        nc1_true: ``(K,)`` per-class NC1 with the true labels: ``trace(Sigma_W^k Sigma_B^+) / K``,
+            ``Sigma_W^k`` the covariance of every sample of true class k around ``mu_k`` (weighted by
+            ``1/N``), ``Sigma_B`` that of the ``mu_k``; they sum to the usual NC1 when nothing is corrupted.
+    """
+
+    dilation: float
+    nc1_true: jnp.ndarray
+
+
+def dilation(H, true_labels, corrupted, K: int) -> Dilation:
+    """:class:`Dilation` of features ``H: (d, N)`` given true labels ``(N,)`` and the corrupted mask ``(N,)``."""
+    H = jnp.asarray(H)
+    true_labels = jnp.asarray(true_labels)
+    clean = ~jnp.asarray(corrupted)
+    onehot = jax.nn.one_hot(true_labels, K, dtype=H.dtype) * clean[:, None]
+    mu = (H @ onehot) / jnp.sum(onehot, axis=0)
+    pair = jnp.linalg.norm(mu[:, :, None] - mu[:, None, :], axis=0)
+    scale = jnp.sum(pair) / (K * (K - 1))
+    distances = jnp.linalg.norm(H - mu[:, true_labels], axis=0) / scale
+    n_bad = jnp.sum(~clean)
+    mean_dilation = jnp.where(n_bad > 0, jnp.sum(jnp.where(clean, 0.0, distances)) / jnp.maximum(n_bad, 1), jnp.nan)
+    centred = mu - jnp.mean(mu, axis=1, keepdims=True)
+    pinv_B = jnp.linalg.pinv(centred @ centred.T / K, hermitian=True)
+    within = H - mu[:, true_labels]
+    per_sample = jnp.einsum("ai,ab,bi->i", within, pinv_B, within) / (H.shape[1] * K)
+    nc1_true = jax.ops.segment_sum(per_sample, true_labels, num_segments=K)
+    return Dilation(float(mean_dilation), nc1_true)

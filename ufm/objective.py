@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from ufm.losses import label_smoothing
+from ufm.losses import per_sample_loss
 
 
 class Params(NamedTuple):
@@ -23,12 +23,21 @@ class Params(NamedTuple):
 
 
 class Weights(NamedTuple):
-    """The scalars of the objective that may vary between runs of one shape (traced, vmappable)."""
+    """The scalars of the objective that may vary between runs of one shape (traced, vmappable).
+
+    ``loss_id`` selects the loss (:data:`ufm.losses.LOSS_IDS`; default 0, label smoothing),
+    ``gamma`` is the focal parameter, ``mse_kappa`` and ``mse_beta`` those of the rescaled MSE.
+    The last four have defaults so that ``Weights(delta, lam_W, lam_H, lam_b)`` is label smoothing.
+    """
 
     delta: jnp.ndarray
     lam_W: jnp.ndarray
     lam_H: jnp.ndarray
     lam_b: jnp.ndarray
+    loss_id: jnp.ndarray = 0
+    gamma: jnp.ndarray = 0.0
+    mse_kappa: jnp.ndarray = 1.0
+    mse_beta: jnp.ndarray = 1.0
 
 
 def class_major_labels(K: int, n: int) -> jnp.ndarray:
@@ -42,8 +51,8 @@ def logits(params: Params) -> jnp.ndarray:
 
 
 def loss_term(params: Params, labels, weights: Weights) -> jnp.ndarray:
-    """phi: the mean per-sample loss, without regularization (eq. 40 plus the bias)."""
-    return jnp.mean(label_smoothing(logits(params), labels, weights.delta))
+    """phi: the mean per-sample loss (selected by ``weights.loss_id``), without regularization (eq. 40)."""
+    return jnp.mean(per_sample_loss(logits(params), labels, weights))
 
 
 def regularization(params: Params, weights: Weights) -> jnp.ndarray:

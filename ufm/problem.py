@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from ufm.losses import LOSS_IDS
 from ufm.objective import Params, Weights, class_major_labels
 
-LOSSES = ("ls",)
+LOSSES = ("ce", "ls", "focal", "mse")
 DTYPES = ("float64", "float32")
 
 
@@ -41,9 +43,17 @@ class Problem:
     Attributes:
         K: classes (>= 2). n: samples per class (>= 1). d: feature dimension
             (>= 1; defaults to K; Theorem 4.1 needs d >= K, the solver does not).
-        delta: label smoothing, 0 <= delta < 1 (0 is cross entropy).
+        delta: label smoothing, 0 <= delta < 1 (0 is cross entropy); only with ``loss="ls"``.
         lam_W, lam_H: regularization of W and H (> 0). lam_b: of b (>= 0).
-        loss: per-sample loss; ``"ls"`` (cross entropy with smoothed labels).
+        loss: per-sample loss (:mod:`ufm.losses`): ``"ls"`` (cross entropy with smoothed labels),
+            ``"ce"`` (the same with delta = 0; a non-zero delta is rejected), ``"focal"``
+            (Zhou et al. eq. 4) or ``"mse"`` (rescaled MSE, eq. 6).
+        gamma: focal parameter (>= 0; only with ``loss="focal"``).
+        mse_kappa, mse_beta: rescaled-MSE parameters (> 0; used by ``loss="mse"`` only).
+        nonnegative: constrain ``H >= 0`` (projected gradient in the solver; needs d >= K).
+        label_noise: fraction eta in [0, 1) of labels replaced by a different class
+            (``round(eta N)`` samples, uniformly among the other K - 1 classes; seeded by ``noise_seed``).
+        noise_seed: seed of the corruption (>= 0).
         seed: seed of the random initialisation (>= 0).
         dtype: ``"float64"`` (verification; needs ``jax_enable_x64``) or ``"float32"``.
         init_scale: standard deviation of the Gaussian initial W and H (> 0); b starts at 0.
@@ -62,6 +72,12 @@ class Problem:
     seed: int = 0
     dtype: str = "float64"
     init_scale: float = 0.1
+    gamma: float = 0.0
+    mse_kappa: float = 1.0
+    mse_beta: float = 1.0
+    nonnegative: bool = False
+    label_noise: float = 0.0
+    noise_seed: int = 0
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)
@@ -76,6 +92,21 @@ class Problem:
         set_("seed", _integer("seed", self.seed, 0))
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        set_("gamma", _real("gamma", self.gamma, 0.0, None, low_open=False))
+        set_("mse_kappa", _real("mse_kappa", self.mse_kappa, 0.0, None, low_open=True))
+        set_("mse_beta", _real("mse_beta", self.mse_beta, 0.0, None, low_open=True))
+        set_("label_noise", _real("label_noise", self.label_noise, 0.0, 1.0, low_open=False))
+        set_("noise_seed", _integer("noise_seed", self.noise_seed, 0))
+        if self.delta != 0.0 and self.loss != "ls":
+            raise ValueError(f"delta must be 0 for loss={self.loss!r} (label smoothing is loss='ls'), got {self.delta!r}")
+        if self.gamma != 0.0 and self.loss != "focal":
+            raise ValueError(f"gamma must be 0 for loss={self.loss!r} (it is the focal-loss parameter), got {self.gamma!r}")
+        if not isinstance(self.nonnegative, (bool, np.bool_)):
+            raise ValueError(f"nonnegative must be True or False, got {self.nonnegative!r}")
+        set_("nonnegative", bool(self.nonnegative))
+        if self.nonnegative and self.d < self.K:
+            raise ValueError(f"nonnegative=True needs d >= K = {self.K} (K orthogonal non-negative class means), "
+                             f"got d = {self.d}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
 
@@ -88,23 +119,46 @@ class Problem:
     def jnp_dtype(self):
         return jnp.float64 if self.dtype == "float64" else jnp.float32
 
-    def labels(self) -> jnp.ndarray:
-        """Class-major labels ``(N,)``."""
+    def true_labels(self) -> jnp.ndarray:
+        """Class-major labels ``(N,)`` before any corruption."""
         return class_major_labels(self.K, self.n)
 
+    def corrupted(self) -> np.ndarray:
+        """Boolean mask ``(N,)`` of the ``round(label_noise N)`` corrupted samples (seeded by ``noise_seed``)."""
+        count = int(round(self.label_noise * self.N))
+        mask = np.zeros(self.N, dtype=bool)
+        mask[np.random.default_rng([self.noise_seed, 0]).choice(self.N, size=count, replace=False)] = True
+        return mask
+
+    def labels(self) -> jnp.ndarray:
+        """The observed labels ``(N,)`` the objective sees: class-major, with the corrupted
+        samples moved to a uniformly drawn *different* class (:meth:`corrupted`)."""
+        clean = self.true_labels()
+        if self.label_noise == 0.0:
+            return clean
+        mask = self.corrupted()
+        # an independent stream for the new classes: 1..K-1 added modulo K, never the true class
+        offsets = np.random.default_rng([self.noise_seed, 1]).integers(1, self.K, size=self.N)
+        noisy = np.where(mask, (np.asarray(clean) + offsets) % self.K, np.asarray(clean))
+        return jnp.asarray(noisy, dtype=clean.dtype)
+
     def weights(self) -> Weights:
-        """The traced scalars (delta, lam_W, lam_H, lam_b) in the problem's dtype."""
+        """The traced scalars (delta, lambdas, loss id and loss parameters) in the problem's dtype."""
         dt = self.jnp_dtype
-        return Weights(*(jnp.asarray(x, dtype=dt) for x in (self.delta, self.lam_W, self.lam_H, self.lam_b)))
+        values = (self.delta, self.lam_W, self.lam_H, self.lam_b, LOSS_IDS[self.loss], self.gamma,
+                  self.mse_kappa, self.mse_beta)
+        return Weights(*(jnp.asarray(x, dtype=dt) for x in values))
 
     def init(self) -> Params:
-        """Seeded Gaussian initialisation: ``W, H ~ N(0, init_scale^2)``, ``b = 0``."""
+        """Seeded Gaussian initialisation: ``W, H ~ N(0, init_scale^2)``, ``b = 0``
+        (``|H|`` when ``nonnegative``, so the start is feasible)."""
         require_dtype_enabled(self.dtype)
         key_W, key_H = jax.random.split(jax.random.key(self.seed))
         dt = self.jnp_dtype
+        H = self.init_scale * jax.random.normal(key_H, (self.d, self.N), dtype=dt)
         return Params(
             self.init_scale * jax.random.normal(key_W, (self.d, self.K), dtype=dt),
-            self.init_scale * jax.random.normal(key_H, (self.d, self.N), dtype=dt),
+            jnp.abs(H) if self.nonnegative else H,
             jnp.zeros((self.K,), dtype=dt),
         )
 

@@ -19,7 +19,7 @@ import jax
 
 from ufm import _io
 from ufm._interrupt import exit_on_interrupt
-from ufm.problem import Problem
+from ufm.problem import LOSSES, Problem
 from ufm.solver import DEFAULT_LR, DEFAULT_METHOD, METHODS
 from ufm.solver import solve as _solve
 
@@ -59,13 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Solve the unconstrained feature model numerically and compare it, number by number, "
-                    "with the closed forms of Guo et al. (Theorems 4.1 and 4.2).")
+                    "with theory: Guo et al. Theorems 4.1 and 4.2 (CE/LS), the 1-D reduction of Zhou et al. "
+                    "Theorem 1 (focal), the derived rescaled-MSE optimum, and Nguyen et al. Theorem 3.2 (H >= 0).")
     problem = parser.add_argument_group("problem")
     problem.add_argument("--K", type=_integer("--K", 2), default=10, help="classes (>= 2; default 10)")
     problem.add_argument("--n", type=_integer("--n", 1), default=500, help="samples per class (>= 1; default 500)")
     problem.add_argument("--d", type=_integer("--d", 1), default=None, help="feature dimension (default K)")
+    problem.add_argument("--loss", choices=LOSSES, default="ls",
+                         help="per-sample loss (default ls; ce = ls with delta 0; focal needs --gamma; "
+                              "mse uses --mse-kappa, --mse-beta)")
     problem.add_argument("--delta", type=_number("--delta", 0.0, 1.0, low_open=False), default=0.0,
-                         help="label smoothing in [0, 1) (0 = cross entropy; default 0)")
+                         help="label smoothing in [0, 1) (0 = cross entropy; default 0; --loss ls only)")
+    problem.add_argument("--gamma", type=_number("--gamma", 0.0, low_open=False), default=0.0,
+                         help="focal-loss parameter in [0, inf) (default 0; --loss focal only)")
+    problem.add_argument("--mse-kappa", type=_number("--mse-kappa", 0.0), default=1.0,
+                         help="rescaled MSE: weight of the target logit, > 0 (default 1)")
+    problem.add_argument("--mse-beta", type=_number("--mse-beta", 0.0), default=1.0,
+                         help="rescaled MSE: target value of the target logit, > 0 (default 1)")
+    problem.add_argument("--nonnegative", action="store_true",
+                         help="constrain H >= 0 (projected gradient; needs d >= K; default method momentum)")
+    problem.add_argument("--label-noise", type=_number("--label-noise", 0.0, 1.0, low_open=False), default=0.0,
+                         help="fraction of labels moved to another class, in [0, 1) (default 0; theory then n/a)")
+    problem.add_argument("--noise-seed", type=_integer("--noise-seed", 0), default=0,
+                         help="seed of the label corruption (default 0)")
     problem.add_argument("--lam", type=_number("--lam", 0.0), default=5e-4,
                          help="lam_W = lam_H = lam_b (> 0; default 5e-4)")
     problem.add_argument("--lam-W", type=_number("--lam-W", 0.0), default=None, help="lam_W (> 0; default --lam)")
@@ -76,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     problem.add_argument("--float32", action="store_true",
                          help="solve in float32 (faster on accelerators; agreement then ~1e-4, see README)")
     solver = parser.add_argument_group("solver")
-    solver.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
-                        help=f"optimizer (default {DEFAULT_METHOD}; gd is the papers' plain gradient descent)")
+    solver.add_argument("--method", choices=METHODS, default=None,
+                        help=f"optimizer (default {DEFAULT_METHOD}, or momentum with --nonnegative; "
+                             "gd is the papers' plain gradient descent)")
     solver.add_argument("--lr", type=_number("--lr", 0.0), default=None,
                         help="step size for gd/momentum/nesterov (default: "
                              + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items() if v) + "); ignored by lbfgs")
@@ -103,18 +120,35 @@ def _fmt(value) -> str:
     return f"{value:.10g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.4e}"
 
 
+_SOURCES = {"ce": "Guo et al. Thm 4.1, eq. 14, Thm 4.2", "ls": "Guo et al. Thm 4.1, eq. 14, Thm 4.2",
+            "focal": "Zhou et al. Thm 1 + 1-D reduction, derived spectra",
+            "mse": "rescaled MSE, derived optimum with bias and spectra"}
+
+
 def _report_text(problem, prediction, result, comparison, rtol) -> str:
     p = problem
+    loss = {"ls": f"ls (delta = {p.delta:g})", "focal": f"focal (gamma = {p.gamma:g})",
+            "mse": f"mse (kappa = {p.mse_kappa:g}, beta = {p.mse_beta:g})", "ce": "ce"}[p.loss]
+    extras = (", H >= 0" if p.nonnegative else "") + (
+        f", label noise {p.label_noise:g} (seed {p.noise_seed})" if p.label_noise else "")
+    source = "Nguyen et al. Thm 3.2 + 1-D reduction" if p.nonnegative else _SOURCES[p.loss]
     lines = [
-        f"UFM problem: K = {p.K}, n = {p.n} (N = {p.N}), d = {p.d}, delta = {p.delta:g}, "
+        f"UFM problem: K = {p.K}, n = {p.n} (N = {p.N}), d = {p.d}, loss {loss}{extras}, "
         f"lam_W = {p.lam_W:g}, lam_H = {p.lam_H:g}, lam_b = {p.lam_b:g}, {p.dtype}, seed = {p.seed}",
         "",
-        "Theory (Guo et al., Theorem 4.1, eq. 14, Theorem 4.2):",
-        f"  c = sqrt(KN) lam_Z + delta = {prediction['c']:.10g}   "
-        f"({'collapsed phase: W = H = 0' if prediction['collapsed'] else 'c < 1: non-zero minimizer'}; "
-        f"boundary delta* = {prediction['delta_star']:.6g})",
-        f"  a^delta = {prediction['a_delta']:.12g}   p_t = {prediction['p_t']:.12g}   p_n = {prediction['p_n']:.12g}",
-        f"  kappa = K p_t = {_fmt(prediction['kappa'])}   mean ||w_k|| = {prediction['w_norm']:.12g}   "
+        f"Theory ({source}):",
+    ]
+    if prediction["c"] is not None:
+        lines.append(
+            f"  c = sqrt(KN) lam_Z + delta = {prediction['c']:.10g}   "
+            f"({'collapsed phase: W = H = 0' if prediction['collapsed'] else 'c < 1: non-zero minimizer'}; "
+            f"boundary delta* = {prediction['delta_star']:.6g})")
+    elif prediction["collapsed"]:
+        lines.append("  a = 0: collapsed phase, W = H = 0")
+    lines += [
+        f"  a = {prediction['a']:.12g}   p_t = {prediction['p_t']:.12g}   p_n = {prediction['p_n']:.12g}"
+        + (f"   b = {prediction['bias']:.12g} * 1" if p.loss == "mse" else ""),
+        f"  kappa = {_fmt(prediction['kappa'])}   mean ||w_k|| = {prediction['w_norm']:.12g}   "
         f"mean ||hbar_k - h_G|| = {prediction['h_norm']:.12g}",
     ]
     for reason in comparison.not_applicable:
@@ -158,14 +192,17 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
 def _prediction(problem):
     import theory
 
-    where = theory.phase(problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H)
-    p_t, p_n = theory.probabilities(problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H)
-    norms = theory.norms(problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H)
-    kappa = None if where.collapsed else theory.condition_number(
-        problem.K, problem.delta, problem.lam_W, n=problem.n, lam_H=problem.lam_H)
-    return {"c": where.c, "delta_star": where.delta_star, "collapsed": where.collapsed,
-            "a_delta": theory.a_delta(problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H),
-            "p_t": p_t, "p_n": p_n, "kappa": kappa, "w_norm": norms.w, "h_norm": norms.h}
+    from ufm.compare import predict
+
+    pred = predict(problem)
+    classic = problem.loss in ("ce", "ls") and not problem.nonnegative
+    where = theory.phase(problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H) if classic else None
+    kappa = None if pred.collapsed or math.isnan(pred.kappa_W) else pred.kappa_W
+    return {"c": where.c if classic else None, "delta_star": where.delta_star if classic else None,
+            "collapsed": pred.collapsed, "a_delta": pred.a, "a": pred.a, "p_t": pred.p_t, "p_n": pred.p_n,
+            "kappa": kappa, "kappa_W": pred.kappa_W, "kappa_H": pred.kappa_H, "mu1": pred.mu1, "mu2": pred.mu2,
+            "w_norm": pred.w_norm, "h_norm": pred.h_norm, "class_mean_norm": pred.class_mean_norm,
+            "bias": pred.bias, "feature_shift": pred.feature_shift}
 
 
 def _record(problem, prediction, result, comparison, rtol) -> dict:
@@ -179,7 +216,10 @@ def _record(problem, prediction, result, comparison, rtol) -> dict:
         "device": str(jax.devices()[0]),
         "problem": {"K": problem.K, "n": problem.n, "N": problem.N, "d": problem.d, "delta": problem.delta,
                     "lam_W": problem.lam_W, "lam_H": problem.lam_H, "lam_b": problem.lam_b, "loss": problem.loss,
-                    "seed": problem.seed, "dtype": problem.dtype, "init_scale": problem.init_scale},
+                    "seed": problem.seed, "dtype": problem.dtype, "init_scale": problem.init_scale,
+                    "gamma": problem.gamma, "mse_kappa": problem.mse_kappa, "mse_beta": problem.mse_beta,
+                    "nonnegative": problem.nonnegative, "label_noise": problem.label_noise,
+                    "noise_seed": problem.noise_seed},
         "theory": prediction,
         "solver": {"method": result.method, "lr": result.lr, "tol": result.tol, "iterations": result.iterations,
                    "status": result.status, "converged": result.converged, "message": result.message,
@@ -212,7 +252,13 @@ def main(argv=None) -> int:
             lam_W=args.lam if args.lam_W is None else args.lam_W,
             lam_H=args.lam if args.lam_H is None else args.lam_H,
             lam_b=args.lam if args.lam_b is None else args.lam_b,
-            seed=args.seed, dtype="float32" if float32 else "float64")
+            seed=args.seed, dtype="float32" if float32 else "float64", loss=args.loss, gamma=args.gamma,
+            mse_kappa=args.mse_kappa, mse_beta=args.mse_beta, nonnegative=args.nonnegative,
+            label_noise=args.label_noise, noise_seed=args.noise_seed)
+        method = args.method or ("momentum" if problem.nonnegative else DEFAULT_METHOD)
+        if problem.nonnegative and method == "lbfgs":
+            raise ValueError("--method lbfgs does not support --nonnegative (projected gradient only); "
+                             "use --method gd, momentum or nesterov")
         if args.json:
             _io.check_writable(args.json, overwrite=args.force)
     except (ValueError, OSError) as error:
@@ -221,14 +267,14 @@ def main(argv=None) -> int:
         return 2
     tol = args.tol if args.tol is not None else (1e-5 if float32 else 1e-10)
     rtol = args.rtol if args.rtol is not None else (1e-3 if float32 else 1e-6)
-    max_iters = args.max_iters if args.max_iters is not None else (2_000 if args.method == "lbfgs" else 100_000)
-    progress_every = 0 if args.quiet else (100 if args.method == "lbfgs" else 2_000)
+    max_iters = args.max_iters if args.max_iters is not None else (2_000 if method == "lbfgs" else 100_000)
+    progress_every = 0 if args.quiet else (100 if method == "lbfgs" else 2_000)
     with exit_on_interrupt(PROG):  # Ctrl-C: exit 130 at once, even inside the compiled loop
         if not args.quiet:
-            print(f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {args.method} ...",
+            print(f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {method} ...",
                   file=sys.stderr, flush=True)
         try:
-            result = _solve(problem, args.method, lr=args.lr, tol=tol, max_iters=max_iters,
+            result = _solve(problem, method, lr=args.lr, tol=tol, max_iters=max_iters,
                             record_every=max(1, max_iters // 1000), progress_every=progress_every)
         except ValueError as error:  # e.g. not enough memory: one readable line, exit 2
             print(f"{PROG}: error: {error}", file=sys.stderr)

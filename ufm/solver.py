@@ -7,6 +7,11 @@ the reference), ``"momentum"`` and ``"nesterov"`` (heavy ball / Nesterov, optax
 ``sgd`` with momentum 0.9) and ``"lbfgs"`` (``optax.lbfgs`` with a zoom line
 search; the default).
 
+Non-negative features (``problem.nonnegative``): projected gradient, ``H <- max(H, 0)``
+after every step of gd/momentum/nesterov, and the stopping rule uses the projected
+gradient (entries of H at 0 whose gradient pushes them negative count as 0). L-BFGS
+is rejected there: its line search and curvature pairs assume an unconstrained problem.
+
 Stopping rule: ``||grad L|| <= tol * ||grad L(x_0)||`` (converged), or
 ``max_iters`` steps, or divergence: a non-finite objective or gradient, or an
 objective above ``DIVERGENCE_FACTOR * max(|L(x_0)|, 1)``. The ``message`` of the
@@ -106,7 +111,15 @@ def _print_progress(iteration, value, grad_ratio):
           file=sys.stderr, flush=True)
 
 
-def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, progress_every):
+def _project(params, grad, nonnegative: bool):
+    """(params with H clipped at 0, gradient with the H entries blocked by the bound zeroed)."""
+    if not nonnegative:
+        return params, grad
+    H = jnp.maximum(params.H, 0.0)
+    return params._replace(H=H), grad._replace(H=jnp.where((H > 0) | (grad.H < 0), grad.H, 0.0))
+
+
+def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, progress_every, nonnegative=False):
     """The compiled loop. Returns (params, value, grad_norm, g0, iterations, status, history, count)."""
     K = params0.W.shape[1]
     f = lambda p: objective(p, labels, weights)
@@ -114,7 +127,7 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
     value_and_grad = optax.value_and_grad_from_state(f) if method == "lbfgs" else None
 
     value0, grad0 = jax.value_and_grad(f)(params0)
-    g0 = _tree_norm(grad0)
+    g0 = _tree_norm(_project(params0, grad0, nonnegative)[1])
     blowup = DIVERGENCE_FACTOR * jnp.maximum(jnp.abs(value0), 1.0)
     n_records = max_iters // record_every + 2
 
@@ -131,13 +144,13 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
     def body(state):
         i, params, opt_state, value, grad, _, _, history, count = state
         updates, new_opt_state = opt.update(grad, opt_state, params, value=value, grad=grad, value_fn=f)
-        new_params = optax.apply_updates(params, updates)
+        new_params = _project(optax.apply_updates(params, updates), grad, nonnegative)[0]
         if value_and_grad is None:
             new_value, new_grad = jax.value_and_grad(f)(new_params)
         else:
             new_value, new_grad = value_and_grad(new_params, state=new_opt_state)
         i = i + 1
-        gnorm = _tree_norm(new_grad)
+        gnorm = _tree_norm(_project(new_params, new_grad, nonnegative)[1])
         diverged = ~jnp.isfinite(new_value) | ~jnp.isfinite(gnorm) | (new_value > blowup)
         status = jnp.where(diverged, _DIVERGED,
                            jnp.where(gnorm <= tol * g0, _CONVERGED,
@@ -145,7 +158,7 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(diverged, b, a), new, old)
         new_params = keep(new_params, params)
         new_value, new_grad = keep(new_value, value), keep(new_grad, grad)
-        gnorm = jnp.where(diverged, _tree_norm(grad), gnorm)
+        gnorm = jnp.where(diverged, _tree_norm(_project(params, grad, nonnegative)[1]), gnorm)
         history, count = jax.lax.cond(
             (i % record_every == 0) | (status != _RUNNING),
             lambda h, c: record(h, c, i, new_params, new_value, gnorm),
@@ -238,6 +251,9 @@ def solve(problem: Problem, method: str = DEFAULT_METHOD, *, lr: float | None = 
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if problem.nonnegative and method == "lbfgs":
+        raise ValueError("method 'lbfgs' does not support nonnegative=True (projected gradient only); "
+                         "use method 'gd', 'momentum' or 'nesterov'")
     if not (isinstance(tol, (int, float)) and 0.0 < tol < 1.0):
         raise ValueError(f"tol must be in (0, 1), got {tol!r}")
     for name, value, low in (("max_iters", max_iters, 1), ("record_every", record_every, 1),
@@ -257,9 +273,12 @@ def solve(problem: Problem, method: str = DEFAULT_METHOD, *, lr: float | None = 
                     "reduce n or d, use dtype='float32' (half the memory), --method gd (fewest copies), "
                     "or shard over several devices")
     params0 = problem.init() if init is None else _check_init(problem, init)
+    if problem.nonnegative:
+        params0 = params0._replace(H=jnp.maximum(params0.H, 0.0))
     dt = problem.jnp_dtype
     args = (params0, problem.labels(), problem.weights(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
-    statics = dict(method=method, max_iters=max_iters, record_every=record_every, progress_every=progress_every)
+    statics = dict(method=method, max_iters=max_iters, record_every=record_every, progress_every=progress_every,
+                   nonnegative=problem.nonnegative)
     compiled, compile_seconds = _compiled(args, statics)
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
