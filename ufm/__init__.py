@@ -9,7 +9,9 @@ from ufm.compare import Comparison as Comparison
 from ufm.compare import Row as Row
 from ufm.compare import compare as compare
 from ufm.hessian import BlockEigenvalues as BlockEigenvalues
+from ufm.hessian import EigenvalueCounts as EigenvalueCounts
 from ufm.hessian import block_eigenvalues as block_eigenvalues
+from ufm.hessian import block_spectrum as block_spectrum
 from ufm.hessian import distinct_eigenvalues as distinct_eigenvalues
 from ufm.hessian import extreme_eigenvalues as extreme_eigenvalues
 from ufm.hessian import hessian_vector_product as hessian_vector_product
@@ -33,8 +35,8 @@ from ufm.solver import METHODS as METHODS
 from ufm.solver import Result as Result
 
 __all__ = [
-    "METHODS", "BlockEigenvalues", "Collapse", "Comparison", "Params", "Problem", "Result", "Row", "Weights",
-    "block_eigenvalues", "class_major_labels", "class_means", "collapse", "compare", "distinct_eigenvalues",
+    "METHODS", "BlockEigenvalues", "EigenvalueCounts", "Collapse", "Comparison", "Params", "Problem", "Result", "Row", "Weights",
+    "block_eigenvalues", "block_spectrum", "class_major_labels", "class_means", "collapse", "compare", "distinct_eigenvalues",
     "extreme_eigenvalues", "hessian_vector_product", "logit_hessians", "logits", "loss_term", "nc1", "nc2", "nc3",
     "nonzero_condition_number", "objective", "regularization", "solve",
 ]
