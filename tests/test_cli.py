@@ -89,7 +89,8 @@ def test_same_seed_gives_identical_json(tmp_path):
 
 def test_module_entry_point_in_subprocess():
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    run = subprocess.run([sys.executable, "-m", "ufm.solve", "--K", "3", "--n", "2", "--delta", "0.1"],
+    run = subprocess.run([sys.executable, "-m", "ufm.solve", "--K", "3", "--n", "2", "--delta", "0.1",
+                              "--method", "lbfgs"],  # the default (reduced) stops before a progress line
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "VERDICT: agrees" in run.stdout and "iter" in run.stderr  # progress goes to stderr

@@ -1,7 +1,8 @@
 """JAX solver for the unconstrained feature model (UFM) and its checks against :mod:`theory`.
 
 ``ufm.solve(problem, method=...)`` runs the compiled solver (see :mod:`ufm.solver`);
-``python -m ufm.solve`` is the command line over the same call.
+``python -m ufm.solve`` is the command line over the same call; ``ufm.sweep(problems)``
+(and ``python -m ufm.sweep``) solves a grid of same-shape configurations in one vmapped call.
 """
 
 from ufm.solver import solve as solve
@@ -35,8 +36,19 @@ from ufm.solver import METHODS as METHODS
 from ufm.solver import Result as Result
 
 __all__ = [
-    "METHODS", "BlockEigenvalues", "EigenvalueCounts", "Collapse", "Comparison", "Params", "Problem", "Result", "Row", "Weights",
+    "METHODS", "BlockEigenvalues", "EigenvalueCounts", "Collapse", "Comparison", "Params", "Problem", "Result", "Row", "SweepResult", "Weights",
     "block_eigenvalues", "block_spectrum", "class_major_labels", "class_means", "collapse", "compare", "distinct_eigenvalues",
-    "extreme_eigenvalues", "hessian_vector_product", "logit_hessians", "logits", "loss_term", "nc1", "nc2", "nc3",
-    "nonzero_condition_number", "objective", "regularization", "solve",
+    "extreme_eigenvalues", "grid", "hessian_vector_product", "logit_hessians", "logits", "loss_term", "nc1", "nc2", "nc3",
+    "nonzero_condition_number", "objective", "regularization", "solve", "sweep",
 ]
+
+
+def __getattr__(name):
+    """``ufm.sweep`` (the module, callable as ``ufm.sweep(problems, ...)``), ``ufm.grid`` and
+    ``ufm.SweepResult`` load on first use, so ``python -m ufm.sweep`` does not import itself twice."""
+    if name in ("sweep", "grid", "SweepResult"):
+        import importlib
+
+        module = importlib.import_module("ufm.sweep")
+        return module if name == "sweep" else getattr(module, name)
+    raise AttributeError(f"module 'ufm' has no attribute {name!r}")

@@ -127,22 +127,27 @@ def _merge(values, counts, rtol):
 def _distinct_columns(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exactly equal columns of ``H: (d, N)`` grouped: (representatives ``(d, G)``, counts ``(G,)``).
 
-    Columns are sorted by a random projection and adjacent ones compared for exact
-    equality, so the grouping is always exact (a tie between different columns or a
-    rounding difference between equal ones only splits a group; it never merges
-    unequal columns). O(dN log N) time, one ``(d, N)`` copy.
+    Columns are keyed by their entries in up to 8 evenly spread rows (exact values, no
+    rounding, so equal columns share a key); every column is then compared entry by entry
+    with the first column of its key, and a column that differs (a key collision) becomes a
+    group of its own. So the grouping is always exact: unequal columns are never merged.
+    O(dN) time in contiguous chunks plus a sort of N short keys, O(dG) extra memory.
     """
     d, N = H.shape
-    key = np.random.default_rng(0).standard_normal(d) @ H
-    order = np.argsort(key, kind="stable")
-    sorted_H = H[:, order]
-    new = np.ones(N, dtype=bool)
-    for lo in range(1, N, 65536):  # chunked so the boolean temporary stays small
+    rows = np.unique(np.linspace(0, d - 1, min(d, 8)).astype(int))
+    _, first, inverse = np.unique(np.ascontiguousarray(H[rows].T), axis=0, return_index=True,
+                                  return_inverse=True)
+    inverse = inverse.ravel()
+    representatives = H[:, first]
+    differs = np.zeros(N, dtype=bool)
+    for lo in range(0, N, 65536):
         hi = min(N, lo + 65536)
-        new[lo:hi] = np.any(sorted_H[:, lo:hi] != sorted_H[:, lo - 1:hi - 1], axis=0)
-    starts = np.flatnonzero(new)
-    counts = np.diff(np.append(starts, N))
-    return np.ascontiguousarray(sorted_H[:, starts]), counts
+        differs[lo:hi] = np.any(H[:, lo:hi] != representatives[:, inverse[lo:hi]], axis=0)
+    counts = np.bincount(inverse[~differs], minlength=first.size)
+    keep = counts > 0
+    singles = np.flatnonzero(differs)
+    return (np.concatenate([representatives[:, keep], H[:, singles]], axis=1),
+            np.concatenate([counts[keep], np.ones(singles.size, np.int64)]))
 
 
 def _softmax_columns(Z: np.ndarray) -> np.ndarray:
@@ -176,8 +181,10 @@ def _w_block_counts(Hg, P, counts, N, cluster_rtol) -> tuple[np.ndarray, np.ndar
     ``c_g = m_g / N``), and F has G columns ``sqrt(c_g) (p_g kron x_g)``. With
     ``D = Q Lambda Q^T`` (K eigh of r x r), eigenvalues of D that agree to ``cluster_rtol``
     are merged into one value lambda_j (eigenvector block Q_j, size m_j); any vector of
-    span(Q_j) orthogonal to ``Q_j^T F`` is an eigenvector of A with eigenvalue lambda_j,
-    which leaves a ``T x T`` matrix ``diag(lambda_j) - B B^T`` with ``T = sum_j min(m_j, G)``.
+    span(Q_j) orthogonal to ``F_j = Q_j^T F`` is an eigenvector of A with eigenvalue lambda_j.
+    With ``F_j = U_j R_j`` (thin QR, U_j spans a t_j = min(m_j, G)-dimensional space containing
+    range(F_j)) the rest is the ``T x T`` matrix ``diag(lambda_j I_{t_j}) - B B^T``, B the
+    stacked R_j, ``T = sum_j min(m_j, G)``.
     At a collapsed point (G = K groups) D has two clusters and T <= 2K instead of rK.
     Returns (values, counts, extra zeros (d - r) K, error bound = largest merge shift).
     """
@@ -199,12 +206,12 @@ def _w_block_counts(Hg, P, counts, N, cluster_rtol) -> tuple[np.ndarray, np.ndar
     for members in np.split(order, cuts):
         level = lam[members].mean()
         bound = max(bound, float(np.max(np.abs(lam[members] - level))))
-        Uj, sj, Vt = np.linalg.svd(F[members], full_matrices=False)
-        t = sj.size
+        Rj = np.linalg.qr(F[members], mode="r")                    # F_j = U_j R_j, U_j: (m_j, t)
+        t = Rj.shape[0]
         values.append(level)
         mults.append(members.size - t)
         diag.append(np.full(t, level))
-        rows.append(sj[:, None] * Vt)                              # B_j = U_j^T F_j
+        rows.append(Rj)                                            # B_j = U_j^T F_j = R_j
     B = np.concatenate(rows)
     small = np.linalg.eigvalsh(np.diag(np.concatenate(diag)) - B @ B.T)
     values = np.concatenate([np.array(values), small])
