@@ -68,6 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--methods", default="gd,momentum,nesterov,lbfgs,reduced")
     parser.add_argument("--record-every", type=int, default=10, help="history stride of solve (default 10)")
+    parser.add_argument("--max-iters", type=int, default=200_000, help="iteration cap of each run")
     args = parser.parse_args(argv)
     problem = ufm.Problem(K=10, n=500, d=10, delta=args.delta, lam_W=5e-4, lam_H=5e-4, lam_b=5e-4,
                           dtype="float32" if args.float32 else "float64")
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     rows, baseline = [], None
     for method in args.methods.split(","):
         tol, iters, seconds, compile_s, error = time_to_target(problem, method, args.target,
-                                                                 record_every=args.record_every)
+                                                                 record_every=args.record_every, max_iters=args.max_iters)
         if method == "gd":
             baseline = seconds
         ratio = baseline / seconds if baseline and seconds == seconds else float("nan")

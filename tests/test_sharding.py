@@ -19,7 +19,7 @@ from ufm import solver
 
 assert jax.device_count() == 4, jax.devices()
 problem = ufm.Problem(K=4, n=6, delta=0.1)            # N = 24 samples, 6 per device
-for method in ("lbfgs", "gd", "reduced"):
+for method in ("lbfgs", "reduced"):
     kwargs = dict(tol=1e-12, max_iters=100_000)
     single = ufm.solve(problem, method, **kwargs)
     sharded = ufm.solve(problem, method, shard=True, **kwargs)

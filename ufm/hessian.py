@@ -8,17 +8,20 @@ Three ways to get them:
 
 * ``dense``: ``jax.hessian`` of the block, reshaped, then ``eigh``; only when
   the block has at most ``max_dense_entries`` entries (default 1e8).
-* ``structured``: exact, without the dense block. With ``S_i`` the logit
-  Hessian of sample i (``vmap`` of ``jax.hessian`` of the per-sample loss):
+* ``structured``: exact, without the dense block (:func:`block_spectrum` returns the
+  eigenvalues with multiplicities, so blocks of any size fit in memory). Equal columns of H
+  are grouped exactly (G groups of m_g samples; G = K at a collapsed point) and each group's
+  logit Hessian ``S_g = diag(p_g) - p_g p_g^T`` is built from the softmax (for CE / label
+  smoothing it does not depend on delta or the label):
 
   - H block = blockdiag_i ``(1/N) W S_i W^T``. With ``W = Q R`` (thin QR,
-    ``R: (K, K)``) each block has the eigenvalues of ``(1/N) R S_i R^T`` plus
-    ``d - K`` zeros (for d <= K the d x d blocks are used directly).
-  - W block = ``(1/N) sum_i (h_i h_i^T) kron S_i``. With ``H = U Sigma V^T``
-    truncated at rank r (singular values below ``1e-8 sigma_max`` dropped;
-    they would contribute eigenvalues below ``1e-16`` of the largest), it has the
-    eigenvalues of the ``rK x rK`` matrix ``(1/N) sum_i (g_i g_i^T) kron S_i``
-    with ``g_i = U_r^T h_i``, plus ``(d - r) K`` zeros.
+    ``R: (K, K)``) each block has the eigenvalues of ``(1/N) R S_g R^T`` (each m_g times)
+    plus ``d - K`` zeros (for d <= K the d x d blocks are used directly).
+  - W block = ``(1/N) sum_g m_g (h_g h_g^T) kron S_g``. In the rank-r range of H (singular
+    values below ``1e-8 sigma_max`` dropped) it is ``D - F F^T`` with D block diagonal over
+    the classes (K blocks r x r) and F of rank <= G; D's (clustered) eigenspaces deflate
+    it to a ``T x T`` matrix, T <= 2K at a collapsed point (see ``_w_block_counts``), plus
+    ``(d - r) K`` zeros.
 * ``lanczos``: extreme eigenvalues only, from Hessian-vector products
   (forward-over-reverse ``jax.jvp`` of ``jax.grad``) and
   ``scipy.sparse.linalg.eigsh``; memory O(size of the block).

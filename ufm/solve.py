@@ -19,7 +19,7 @@ import jax
 
 from ufm import _io
 from ufm.problem import Problem
-from ufm.solver import DEFAULT_LR, DEFAULT_METHOD, METHODS
+from ufm.solver import DEFAULT_LR, METHODS, default_method
 from ufm.solver import solve as _solve
 
 PROG = "python -m ufm.solve"
@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     problem.add_argument("--float32", action="store_true",
                          help="solve in float32 (faster on accelerators; agreement then ~1e-4, see README)")
     solver = parser.add_argument_group("solver")
-    solver.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
-                        help=f"optimizer (default {DEFAULT_METHOD}; gd is the papers' plain gradient descent)")
+    solver.add_argument("--method", choices=METHODS, default=None,
+                        help="optimizer (default reduced in float64, lbfgs in float32; "
+                             "gd is the papers' plain gradient descent)")
     solver.add_argument("--lr", type=_number("--lr", 0.0), default=None,
                         help="step size for gd/momentum/nesterov (default: "
                              + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items() if v) + "); ignored by lbfgs and reduced")
@@ -224,13 +225,14 @@ def main(argv=None) -> int:
         return 2
     tol = args.tol if args.tol is not None else (1e-5 if float32 else 1e-10)
     rtol = args.rtol if args.rtol is not None else (1e-3 if float32 else 1e-6)
-    line_search = args.method in ("lbfgs", "reduced")
+    method = default_method(problem.dtype) if args.method is None else args.method
+    line_search = method in ("lbfgs", "reduced")
     max_iters = args.max_iters if args.max_iters is not None else {"lbfgs": 2_000, "reduced": 20_000}.get(
-        args.method, 100_000)
+        method, 100_000)
     progress_every = 0 if args.quiet else (100 if line_search else 2_000)
     if not args.quiet:
-        print(f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {args.method} ...", file=sys.stderr)
-    result = _solve(problem, args.method, lr=args.lr, tol=tol, max_iters=max_iters,
+        print(f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {method} ...", file=sys.stderr)
+    result = _solve(problem, method, lr=args.lr, tol=tol, max_iters=max_iters,
                     record_every=max(1, max_iters // 1000), progress_every=progress_every, shard=args.shard)
     comparison = compare(result, rtol=rtol, spectra=not args.no_hessian)
     prediction = _prediction(problem)

@@ -36,7 +36,7 @@ import numpy as np
 from ufm import _io, metrics
 from ufm.objective import Weights
 from ufm.problem import Problem, initial_params, require_dtype_enabled
-from ufm.solver import DEFAULT_METHOD, METHODS, STATUS_NAMES, _run, check_options
+from ufm.solver import METHODS, STATUS_NAMES, _run, check_options, default_method
 
 PROG = "python -m ufm.sweep"
 #: Per-configuration columns of :meth:`SweepResult.rows` besides the problem's scalars.
@@ -150,7 +150,7 @@ def _compiled(args, statics):
     return _COMPILED[key], 0.0
 
 
-def sweep(problems: Sequence[Problem], method: str = DEFAULT_METHOD, *, lr: float | None = None,
+def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float | None = None,
           tol: float = 1e-10, max_iters: int = 20_000, batch_size: int | None = None) -> SweepResult:
     """Solve every configuration of ``problems`` (same K, n, d, loss, dtype) in vmapped, compiled calls.
 
@@ -176,6 +176,7 @@ def sweep(problems: Sequence[Problem], method: str = DEFAULT_METHOD, *, lr: floa
         if len(values) > 1:
             raise ValueError(f"every problem of a sweep must have the same {field}; got {sorted(map(str, values))}")
     M = len(problems)
+    method = default_method(first.dtype) if method is None else method
     batch_size = M if batch_size is None else batch_size
     lr = check_options(method, lr, tol, dict(max_iters=(max_iters, 1), batch_size=(batch_size, 1)))
     require_dtype_enabled(first.dtype)
@@ -241,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=_list("--seeds", int), default=[0],
                         help="comma-separated seeds or a range LO:HI (default 0)")
     parser.add_argument("--float32", action="store_true", help="solve in float32")
-    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=f"default {DEFAULT_METHOD}")
+    parser.add_argument("--method", choices=METHODS, default=None,
+                        help="optimizer (default reduced in float64, lbfgs in float32)")
     parser.add_argument("--lr", type=float, default=None, help="step size of gd/momentum/nesterov")
     parser.add_argument("--tol", type=float, default=None, help="relative gradient tolerance (default 1e-10; "
                                                                  "1e-5 in float32)")
