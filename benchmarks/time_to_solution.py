@@ -77,8 +77,8 @@ def main(argv=None) -> int:
           f"record_every={args.record_every}")
     rows, baseline = [], None
     for method in args.methods.split(","):
-        tol, iters, seconds, compile_s, error = time_to_target(problem, method, args.target,
-                                                                 record_every=args.record_every, max_iters=args.max_iters)
+        tol, iters, seconds, compile_s, error = time_to_target(
+            problem, method, args.target, record_every=args.record_every, max_iters=args.max_iters)
         if method == "gd":
             baseline = seconds
         ratio = baseline / seconds if baseline and seconds == seconds else float("nan")

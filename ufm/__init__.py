@@ -36,10 +36,11 @@ from ufm.solver import METHODS as METHODS
 from ufm.solver import Result as Result
 
 __all__ = [
-    "METHODS", "BlockEigenvalues", "EigenvalueCounts", "Collapse", "Comparison", "Params", "Problem", "Result", "Row", "SweepResult", "Weights",
-    "block_eigenvalues", "block_spectrum", "class_major_labels", "class_means", "collapse", "compare", "distinct_eigenvalues",
-    "extreme_eigenvalues", "grid", "hessian_vector_product", "logit_hessians", "logits", "loss_term", "nc1", "nc2", "nc3",
-    "nonzero_condition_number", "objective", "regularization", "solve", "sweep",
+    "METHODS", "BlockEigenvalues", "Collapse", "Comparison", "EigenvalueCounts", "Params", "Problem", "Result",
+    "Row", "SweepResult", "Weights", "block_eigenvalues", "block_spectrum", "class_major_labels", "class_means",
+    "collapse", "compare", "distinct_eigenvalues", "extreme_eigenvalues", "grid", "hessian_vector_product",
+    "logit_hessians", "logits", "loss_term", "nc1", "nc2", "nc3", "nonzero_condition_number", "objective",
+    "regularization", "solve", "sweep",
 ]
 
 

@@ -17,9 +17,10 @@ form ``(W, Hbar Y, b)`` with ``(W, Hbar, b)`` minimizing L_red. A point ``(W, Hb
 has ``grad_W L = grad_W L_red``, ``grad_b L = grad_b L_red`` and H-columns
 ``grad_hbar_k L_red / n``; in the variables ``Htilde = sqrt(n) Hbar`` (which balance the
 scales of W and H) ``||grad L(W, Hbar Y, b)|| = ||grad_(W, Htilde, b) L_red||``, so the
-stopping rule below is applied to the exact gradient of the full L. Costs ``K/N`` of a full iteration. The history starts at the given x_0
-(NC1 > 0) and is collapsed (NC1 = 0) from the first step on: use ``"gd"`` or
-``"lbfgs"`` to study the training dynamics, ``"reduced"`` for the minimizer.
+stopping rule below is applied to the exact gradient of the full L. An iteration costs
+``K/N`` of a full one. Needs the class-major, balanced labels of :class:`Problem`. The
+history starts at the given x_0 (NC1 > 0) and is collapsed (NC1 = 0) from the first step
+on: use ``"gd"`` or ``"lbfgs"`` to study the training dynamics, ``"reduced"`` for the minimizer.
 
 Stopping rule: ``||grad L|| <= tol * ||grad L(x_0)||`` (converged), or
 ``max_iters`` steps, or divergence: a non-finite objective or gradient, or an
@@ -54,6 +55,8 @@ DEFAULT_METHOD_FLOAT32 = "lbfgs"
 def default_method(dtype: str) -> str:
     """The method used when none is given: ``DEFAULT_METHOD`` in float64, ``DEFAULT_METHOD_FLOAT32`` in float32."""
     return DEFAULT_METHOD if dtype == "float64" else DEFAULT_METHOD_FLOAT32
+
+
 #: Step sizes used when ``lr`` is not given (L-BFGS takes its step from the line search).
 #: Measured on the CLI default problem (K=10, n=500, delta=0.1, lam=5e-4, float64): GD is
 #: stable up to lr ~ 30 and cycles at 100; these defaults keep a margin (GD: 2169 iterations
@@ -203,7 +206,8 @@ _COMPILED: dict[Any, Any] = {}
 
 
 def _compiled(args, statics):
-    shapes = tuple((x.shape, str(x.dtype), str(getattr(x, "sharding", None))) for x in jax.tree_util.tree_leaves(args))
+    shapes = tuple((x.shape, str(x.dtype), str(getattr(x, "sharding", None)))
+                   for x in jax.tree_util.tree_leaves(args))
     key = (shapes, tuple(sorted(statics.items())))
     if key not in _COMPILED:
         start = time.perf_counter()

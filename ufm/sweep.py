@@ -219,8 +219,9 @@ def _list(name: str, kind):
             else:
                 values = [kind(x) for x in text.split(",") if x.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a comma-separated list of numbers"
-                                             + (" or a range LO:HI" if kind is int else "") + f", got {text!r}") from None
+            also = " or a range LO:HI" if kind is int else ""
+            raise argparse.ArgumentTypeError(f"{name} must be a comma-separated list of numbers{also}, "
+                                             f"got {text!r}") from None
         if not values:
             raise argparse.ArgumentTypeError(f"{name} must list at least one value, got {text!r}")
         return values
