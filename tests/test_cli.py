@@ -128,7 +128,8 @@ def test_same_seed_gives_identical_json(tmp_path):
 
 def test_module_entry_point_in_subprocess():
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    run = subprocess.run([sys.executable, "-m", "ufm.solve", "--K", "3", "--n", "2", "--delta", "0.1"],
+    run = subprocess.run([sys.executable, "-m", "ufm.solve", "--K", "3", "--n", "2", "--delta", "0.1",
+                              "--method", "lbfgs"],  # the default (reduced) stops before a progress line
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "VERDICT: agrees" in run.stdout and "iter" in run.stderr  # progress goes to stderr
@@ -174,7 +175,7 @@ def test_every_loss_reports_and_writes_json(flags, tmp_path, capsys):
     (["--loss", "mse", "--mse-kappa", "0"], "--mse-kappa must be in (0, inf)"),
     (["--label-noise", "1"], "--label-noise must be in [0, 1)"),
     (["--nonnegative", "--K", "5", "--d", "3"], "nonnegative=True needs d >= K = 5"),
-    (["--nonnegative", "--method", "lbfgs"], "--method lbfgs does not support --nonnegative"),
+    (["--nonnegative", "--method", "lbfgs"], "method 'lbfgs' does not support nonnegative=True"),
 ])
 def test_bad_loss_flags_exit_2(argv, needle, capsys):
     assert main(argv + ["--quiet"]) == 2

@@ -74,3 +74,65 @@ def test_condition_number_and_grouping_helpers():
     means, counts = hessian.distinct_eigenvalues(values)
     assert means.tolist() == pytest.approx([0.0, 0.5, 2.0], abs=1e-8) and counts.tolist() == [2, 2, 2]
     assert np.isnan(hessian.nonzero_condition_number(np.zeros(4)))
+
+
+# --- block_spectrum: values with multiplicities, grouping of equal columns, W-block deflation ---
+
+def _duplicated_point(K, n, d, G, seed):
+    """A random (non-collapsed) point whose N = nK feature columns take only G distinct values."""
+    params, labels, weights = _random_point(K, n, d, seed)
+    rng = np.random.default_rng(seed + 1)
+    H = params.H[:, :G][:, rng.integers(0, G, size=n * K)]
+    return params._replace(H=H), labels, weights
+
+
+def _collapsed_point(K, n, d, delta=0.1, lam=5e-3):
+    import theory
+    W, H, b = theory.global_minimizer(K, n, d, delta, lam, lam)
+    weights = Weights(*(jnp.float64(x) for x in (delta, lam, lam, lam)))
+    return Params(jnp.asarray(W), jnp.asarray(H), jnp.asarray(b)), class_major_labels(K, n), weights
+
+
+@pytest.mark.parametrize("where", ["random", "duplicated", "collapsed"])
+@pytest.mark.parametrize("block", ["W", "H"])
+def test_block_spectrum_equals_dense(where, block):
+    K, n, d = 4, 3, 6
+    params, labels, weights = {"random": lambda: _random_point(K, n, d, seed=7),
+                               "duplicated": lambda: _duplicated_point(K, n, d, G=5, seed=8),
+                               "collapsed": lambda: _collapsed_point(K, n, d)}[where]()
+    dense = hessian.block_eigenvalues(params, labels, weights, block, method="dense").values
+    spectrum = ufm.block_spectrum(params, labels, weights, block, method="structured")
+    assert spectrum.size == dense.size
+    scale = np.max(np.abs(dense))
+    # float64 eigen-solvers on matrices of norm `scale`, plus the reported merge shift (Weyl)
+    np.testing.assert_allclose(spectrum.expanded(), dense, rtol=0, atol=1e-12 * scale + spectrum.error_bound)
+    assert spectrum.error_bound <= 1e-10 * scale
+
+
+def test_block_spectrum_matches_theory_at_the_minimizer():
+    import theory
+    K, n, d = 6, 40, 9
+    params, labels, weights = _collapsed_point(K, n, d)
+    predicted = theory.hessian_spectrum(K, n, d, 0.1, 5e-3, 5e-3)
+    for block in ("W", "H"):
+        spectrum = ufm.block_spectrum(params, labels, weights, block, method="structured")
+        values, counts = spectrum.distinct()
+        expected = getattr(predicted, block)
+        assert counts.tolist() == expected.multiplicities.tolist()
+        # closed form vs float64 eigen-solvers: rounding ~1e-15 of the largest eigenvalue
+        np.testing.assert_allclose(values, expected.values, rtol=0, atol=1e-12 * expected.values.max())
+
+
+def test_block_spectrum_groups_collapsed_columns():
+    params, _, _ = _collapsed_point(5, 7, 6)
+    representatives, counts = hessian._distinct_columns(np.asarray(params.H))
+    assert representatives.shape == (6, 5) and counts.tolist() == [7] * 5
+
+
+def test_block_spectrum_regularized_and_bad_cluster_rtol():
+    params, labels, weights = _random_point(3, 2, 4, seed=3)
+    plain = ufm.block_spectrum(params, labels, weights, "W", method="structured")
+    shifted = ufm.block_spectrum(params, labels, weights, "W", method="structured", regularized=True)
+    np.testing.assert_allclose(shifted.values, plain.values + float(weights.lam_W), rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="cluster_rtol must be in"):
+        ufm.block_spectrum(params, labels, weights, "W", cluster_rtol=0.1)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import theory
 import ufm
+from ufm.solver import default_method
 from ufm.compare import compare, orthogonal_frame_metrics
 from ufm.objective import objective
 from ufm.problem import Problem
@@ -88,9 +89,22 @@ def test_projection_keeps_H_nonnegative_and_blocks_only_outward_gradients(H, g):
     assert _project(params, grad, False) == (params, grad)
 
 
-def test_lbfgs_is_rejected_with_nonnegative():
-    with pytest.raises(ValueError, match="method 'lbfgs' does not support nonnegative"):
-        ufm.solve(Problem(K=3, n=2, nonnegative=True))
+@pytest.mark.parametrize("method", ["lbfgs", "reduced"])
+def test_line_search_methods_are_rejected_with_nonnegative(method):
+    with pytest.raises(ValueError, match=f"method '{method}' does not support nonnegative"):
+        ufm.solve(Problem(K=3, n=2, nonnegative=True), method)
+
+
+@pytest.mark.parametrize("kwargs,default", [
+    (dict(loss="ls", delta=0.1), "reduced"), (dict(loss="mse"), "reduced"), (dict(loss="focal", gamma=2.0), "lbfgs"),
+    (dict(label_noise=0.2), "lbfgs"), (dict(nonnegative=True), "momentum"), (dict(dtype="float32"), "lbfgs")])
+def test_default_method_follows_what_the_reduction_covers(kwargs, default):
+    """The class-mean reduction is exact only for convex losses with clean, balanced labels."""
+    problem = Problem(K=3, n=2, **kwargs)
+    assert default_method(problem) == default
+    if problem.loss == "focal" or problem.label_noise:  # allowed, not default, in float32
+        with pytest.raises(ValueError, match="method 'reduced' is exact only"):
+            ufm.solve(problem, "reduced")
 
 
 @given(K=st.integers(2, 6), n=st.integers(1, 30), eta=st.floats(0.0, 0.99), seed=st.integers(0, 10**6))

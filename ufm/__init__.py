@@ -1,7 +1,8 @@
 """JAX solver for the unconstrained feature model (UFM) and its checks against :mod:`theory`.
 
 ``ufm.solve(problem, method=...)`` runs the compiled solver (see :mod:`ufm.solver`);
-``python -m ufm.solve`` is the command line over the same call.
+``python -m ufm.solve`` is the command line over the same call; ``ufm.sweep(problems)``
+(and ``python -m ufm.sweep``) solves a grid of same-shape configurations in one vmapped call.
 """
 
 from ufm.solver import solve as solve
@@ -9,7 +10,9 @@ from ufm.compare import Comparison as Comparison
 from ufm.compare import Row as Row
 from ufm.compare import compare as compare
 from ufm.hessian import BlockEigenvalues as BlockEigenvalues
+from ufm.hessian import EigenvalueCounts as EigenvalueCounts
 from ufm.hessian import block_eigenvalues as block_eigenvalues
+from ufm.hessian import block_spectrum as block_spectrum
 from ufm.hessian import distinct_eigenvalues as distinct_eigenvalues
 from ufm.hessian import extreme_eigenvalues as extreme_eigenvalues
 from ufm.hessian import hessian_vector_product as hessian_vector_product
@@ -35,8 +38,20 @@ from ufm.solver import METHODS as METHODS
 from ufm.solver import Result as Result
 
 __all__ = [
-    "METHODS", "BlockEigenvalues", "Collapse", "Comparison", "Dilation", "dilation", "Params", "Problem", "Result", "Row", "Weights",
-    "block_eigenvalues", "class_major_labels", "class_means", "collapse", "compare", "distinct_eigenvalues",
-    "extreme_eigenvalues", "hessian_vector_product", "logit_hessians", "logits", "loss_term", "nc1", "nc2", "nc3",
-    "nonzero_condition_number", "objective", "regularization", "solve",
+    "METHODS", "BlockEigenvalues", "Collapse", "Comparison", "Dilation", "EigenvalueCounts", "Params", "Problem",
+    "Result", "Row", "SweepResult", "Weights", "block_eigenvalues", "block_spectrum", "class_major_labels",
+    "class_means", "collapse", "compare", "dilation", "distinct_eigenvalues", "extreme_eigenvalues", "grid",
+    "hessian_vector_product", "logit_hessians", "logits", "loss_term", "nc1", "nc2", "nc3",
+    "nonzero_condition_number", "objective", "regularization", "solve", "sweep",
 ]
+
+
+def __getattr__(name):
+    """``ufm.sweep`` (the module, callable as ``ufm.sweep(problems, ...)``), ``ufm.grid`` and
+    ``ufm.SweepResult`` load on first use, so ``python -m ufm.sweep`` does not import itself twice."""
+    if name in ("sweep", "grid", "SweepResult"):
+        import importlib
+
+        module = importlib.import_module("ufm.sweep")
+        return module if name == "sweep" else getattr(module, name)
+    raise AttributeError(f"module 'ufm' has no attribute {name!r}")

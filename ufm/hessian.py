@@ -8,17 +8,20 @@ Three ways to get them:
 
 * ``dense``: ``jax.hessian`` of the block, reshaped, then ``eigh``; only when
   the block has at most ``max_dense_entries`` entries (default 1e8).
-* ``structured``: exact, without the dense block. With ``S_i`` the logit
-  Hessian of sample i (``vmap`` of ``jax.hessian`` of the per-sample loss):
+* ``structured``: exact, without the dense block (:func:`block_spectrum` returns the
+  eigenvalues with multiplicities, so blocks of any size fit in memory). Equal columns of H
+  are grouped exactly (G groups of m_g samples; G = K at a collapsed point) and each group's
+  logit Hessian ``S_g = diag(p_g) - p_g p_g^T`` is built from the softmax (for CE / label
+  smoothing it does not depend on delta or the label):
 
   - H block = blockdiag_i ``(1/N) W S_i W^T``. With ``W = Q R`` (thin QR,
-    ``R: (K, K)``) each block has the eigenvalues of ``(1/N) R S_i R^T`` plus
-    ``d - K`` zeros (for d <= K the d x d blocks are used directly).
-  - W block = ``(1/N) sum_i (h_i h_i^T) kron S_i``. With ``H = U Sigma V^T``
-    truncated at rank r (singular values below ``1e-8 sigma_max`` dropped;
-    they would contribute eigenvalues below ``1e-16`` of the largest), it has the
-    eigenvalues of the ``rK x rK`` matrix ``(1/N) sum_i (g_i g_i^T) kron S_i``
-    with ``g_i = U_r^T h_i``, plus ``(d - r) K`` zeros.
+    ``R: (K, K)``) each block has the eigenvalues of ``(1/N) R S_g R^T`` (each m_g times)
+    plus ``d - K`` zeros (for d <= K the d x d blocks are used directly).
+  - W block = ``(1/N) sum_g m_g (h_g h_g^T) kron S_g``. In the rank-r range of H (singular
+    values below ``1e-8 sigma_max`` dropped) it is ``D - F F^T`` with D block diagonal over
+    the classes (K blocks r x r) and F of rank <= G; D's (clustered) eigenspaces deflate
+    it to a ``T x T`` matrix, T <= 2K at a collapsed point (see ``_w_block_counts``), plus
+    ``(d - r) K`` zeros.
 * ``lanczos``: extreme eigenvalues only, from Hessian-vector products
   (forward-over-reverse ``jax.jvp`` of ``jax.grad``) and
   ``scipy.sparse.linalg.eigsh``; memory O(size of the block).
@@ -76,6 +79,8 @@ def logit_hessians(params: Params, labels, weights: Weights) -> jnp.ndarray:
     """Per-sample Hessians ``S_i`` of the loss w.r.t. the logits, shape ``(N, K, K)``.
 
     For cross entropy / label smoothing ``S_i = diag(p_i) - p_i p_i^T`` whatever delta.
+    Materialises ``N K^2`` numbers: for large N use :func:`block_spectrum`, which
+    never does.
     """
     def per_sample(z, label):
         return per_sample_loss(z[:, None], label[None], weights)[0]
@@ -83,31 +88,239 @@ def logit_hessians(params: Params, labels, weights: Weights) -> jnp.ndarray:
     return jax.vmap(jax.hessian(per_sample), in_axes=(1, 0))(logits(params), labels)
 
 
-def _structured(params, labels, weights, block, regularized) -> np.ndarray:
+class EigenvalueCounts(NamedTuple):
+    """Eigenvalues of one block with multiplicities: the block has ``counts[j]`` eigenvalues equal
+    to ``values[j]`` (ascending; equal values may appear in more than one entry).
+
+    ``error_bound``: a bound on how far each eigenvalue may be from the exact one beyond the
+    float64 rounding of the eigen-solvers (non-zero only when nearly equal intermediate
+    eigenvalues were merged, see :func:`block_spectrum`).
+    """
+
+    values: np.ndarray
+    counts: np.ndarray
+    method: str
+    error_bound: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return int(np.sum(self.counts))
+
+    def expanded(self) -> np.ndarray:
+        """All ``size`` eigenvalues with repetition, ascending."""
+        return np.repeat(self.values, self.counts)
+
+    def distinct(self, rtol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+        """Merge values closer than ``rtol * max|values|`` (like :func:`distinct_eigenvalues`): (means, counts)."""
+        return _merge(self.values, self.counts, rtol)
+
+
+def _merge(values, counts, rtol):
+    order = np.argsort(values, kind="stable")
+    values, counts = np.asarray(values, np.float64)[order], np.asarray(counts, np.int64)[order]
+    keep = counts > 0
+    values, counts = values[keep], counts[keep]
+    scale = np.max(np.abs(values)) if values.size else 0.0
+    values = np.where(np.abs(values) <= NONZERO_RTOL * scale, 0.0, values)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(values) > rtol * scale) + 1])
+    totals = np.add.reduceat(counts, starts) if values.size else counts
+    means = np.add.reduceat(values * counts, starts) / totals if values.size else values
+    return means, totals
+
+
+def _distinct_columns(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly equal columns of ``H: (d, N)`` grouped: (representatives ``(d, G)``, counts ``(G,)``).
+
+    Columns are keyed by their entries in up to 8 evenly spread rows (exact values, no
+    rounding, so equal columns share a key); every column is then compared entry by entry
+    with the first column of its key, and a column that differs (a key collision) becomes a
+    group of its own. So the grouping is always exact: unequal columns are never merged.
+    O(dN) time in contiguous chunks plus a sort of N short keys, O(dG) extra memory.
+    """
+    d, N = H.shape
+    rows = np.unique(np.linspace(0, d - 1, min(d, 8)).astype(int))
+    _, first, inverse = np.unique(np.ascontiguousarray(H[rows].T), axis=0, return_index=True,
+                                  return_inverse=True)
+    inverse = inverse.ravel()
+    representatives = H[:, first]
+    differs = np.zeros(N, dtype=bool)
+    for lo in range(0, N, 65536):
+        hi = min(N, lo + 65536)
+        differs[lo:hi] = np.any(H[:, lo:hi] != representatives[:, inverse[lo:hi]], axis=0)
+    counts = np.bincount(inverse[~differs], minlength=first.size)
+    keep = counts > 0
+    singles = np.flatnonzero(differs)
+    return (np.concatenate([representatives[:, keep], H[:, singles]], axis=1),
+            np.concatenate([counts[keep], np.ones(singles.size, np.int64)]))
+
+
+def _softmax_columns(Z: np.ndarray) -> np.ndarray:
+    E = np.exp(Z - Z.max(axis=0))
+    return E / E.sum(axis=0)
+
+
+def _h_block_counts(W, P, counts, N, chunk=4096) -> tuple[np.ndarray, np.ndarray, int]:
+    """H block: per group g, the eigenvalues of ``(1/N) R S_g R^T`` (``W = QR``) or, for d <= K,
+    of ``(1/N) W S_g W^T``, each ``counts[g]`` times; plus the number of extra zeros."""
+    d, K = W.shape
+    R = np.linalg.qr(W, mode="r") if d > K else W
+    values = []
+    for lo in range(0, P.shape[1], chunk):
+        p = P[:, lo:lo + chunk]                                   # (K, c)
+        RP = R[None, :, :] * p.T[:, None, :]                      # R diag(p_g): (c, m, K)
+        Rp = np.einsum("ak,kc->ca", R, p)                         # R p_g: (c, m)
+        blocks = np.einsum("cak,bk->cab", RP, R) - Rp[:, :, None] * Rp[:, None, :]
+        values.append(np.linalg.eigvalsh(blocks / N))
+    values = np.concatenate(values)                               # (G, m)
+    extra_zeros = N * (d - K) if d > K else 0
+    return values.ravel(), np.repeat(counts, values.shape[1]), extra_zeros
+
+
+def _w_block_counts(Hg, P, counts, N, cluster_rtol) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """W block ``(1/N) sum_g m_g (h_g h_g^T) kron S_g`` without forming it (``dK x dK``).
+
+    In the rank-r range of H (coordinates ``x_g = U_r^T h_g``) and with
+    ``S_g = diag(p_g) - p_g p_g^T`` the reduced ``rK x rK`` block is
+    ``A = D - F F^T``: ``D = blockdiag_k D_k``, ``D_k = sum_g c_g p_gk x_g x_g^T`` (r x r,
+    ``c_g = m_g / N``), and F has G columns ``sqrt(c_g) (p_g kron x_g)``. With
+    ``D = Q Lambda Q^T`` (K eigh of r x r), eigenvalues of D that agree to ``cluster_rtol``
+    are merged into one value lambda_j (eigenvector block Q_j, size m_j); any vector of
+    span(Q_j) orthogonal to ``F_j = Q_j^T F`` is an eigenvector of A with eigenvalue lambda_j.
+    With ``F_j = U_j R_j`` (thin QR, U_j spans a t_j = min(m_j, G)-dimensional space containing
+    range(F_j)) the rest is the ``T x T`` matrix ``diag(lambda_j I_{t_j}) - B B^T``, B the
+    stacked R_j, ``T = sum_j min(m_j, G)``.
+    At a collapsed point (G = K groups) D has two clusters and T <= 2K instead of rK.
+    Returns (values, counts, extra zeros (d - r) K, error bound = largest merge shift).
+    """
+    d, K = Hg.shape[0], P.shape[0]
+    c = counts / N
+    U, sigma, _ = np.linalg.svd(Hg * np.sqrt(c), full_matrices=False)
+    r = int(np.sum(sigma > _RANK_RTOL * sigma[0])) if sigma.size and sigma[0] > 0 else 0
+    if r == 0:
+        return np.zeros(0), np.zeros(0, np.int64), d * K, 0.0
+    X = U[:, :r].T @ Hg                                            # (r, G)
+    D = np.einsum("ag,g,kg,bg->kab", X, c, P, X, optimize=True)   # (K, r, r)
+    lam, Q = np.linalg.eigh(D)                                    # (K, r), (K, r, r)
+    F = np.einsum("kab,ag,g,kg->kbg", Q, X, np.sqrt(c), P, optimize=True).reshape(K * r, -1)
+    lam = lam.ravel()
+    order = np.argsort(lam, kind="stable")
+    scale = max(np.max(np.abs(lam)), np.finfo(np.float64).tiny)
+    cuts = np.flatnonzero(np.diff(lam[order]) > cluster_rtol * scale) + 1
+    values, mults, diag, rows, bound = [], [], [], [], 0.0
+    for members in np.split(order, cuts):
+        level = lam[members].mean()
+        bound = max(bound, float(np.max(np.abs(lam[members] - level))))
+        Rj = np.linalg.qr(F[members], mode="r")                    # F_j = U_j R_j, U_j: (m_j, t)
+        t = Rj.shape[0]
+        values.append(level)
+        mults.append(members.size - t)
+        diag.append(np.full(t, level))
+        rows.append(Rj)                                            # B_j = U_j^T F_j = R_j
+    B = np.concatenate(rows)
+    small = np.linalg.eigvalsh(np.diag(np.concatenate(diag)) - B @ B.T)
+    values = np.concatenate([np.array(values), small])
+    counts_out = np.concatenate([np.array(mults, np.int64), np.ones(small.size, np.int64)])
+    return values, counts_out, (d - r) * K, bound
+
+
+def _softmax_covariance(weights) -> bool:
+    """True when every per-sample logit Hessian is ``diag(p) - p p^T`` (CE / label smoothing, loss_id 0)."""
+    return int(np.asarray(weights.loss_id)) == 0
+
+
+def _structured_per_sample(params, labels, weights, block, regularized) -> EigenvalueCounts:
+    """Any loss: per-sample logit Hessians ``S_i`` by ``jax.hessian`` (O(N K^2) memory).
+
+    H block: eigenvalues of ``(1/N) R S_i R^T`` (``W = QR``; ``W S_i W^T`` for d <= K) plus
+    ``N (d - K)`` zeros. W block: in the rank-r range of H (``g_i = U_r^T h_i``), the
+    ``rK x rK`` matrix ``(1/N) sum_i (g_i g_i^T) kron S_i`` plus ``(d - r) K`` zeros.
+    """
     d, K = params.W.shape
     N = params.H.shape[1]
-    if block == "b":
-        return _dense(params, labels, weights, block, regularized)
-    S = logit_hessians(params, labels, weights)
+    S = np.asarray(logit_hessians(params, labels, weights))
+    W, H = np.asarray(params.W, np.float64), np.asarray(params.H, np.float64)
     if block == "H":
-        if d <= K:
-            blocks = jnp.einsum("ak,ikl,bl->iab", params.W, S, params.W) / N
-            per_sample, zeros = jnp.linalg.eigvalsh(blocks), 0
-        else:
-            _, R = jnp.linalg.qr(params.W)
-            blocks = jnp.einsum("ak,ikl,bl->iab", R, S, R) / N
-            per_sample, zeros = jnp.linalg.eigvalsh(blocks), N * (d - K)
-        values = np.concatenate([np.asarray(per_sample).ravel(), np.zeros(zeros)])
-        shift = weights.lam_H
+        R = np.linalg.qr(W, mode="r") if d > K else W
+        values = np.linalg.eigvalsh(np.einsum("ak,ikl,bl->iab", R, S, R) / N).ravel()
+        zeros, shift = (N * (d - K) if d > K else 0), weights.lam_H
     else:
-        U, sigma, _ = jnp.linalg.svd(params.H, full_matrices=False)
-        r = int(jnp.sum(sigma > _RANK_RTOL * sigma[0])) if float(sigma[0]) > 0 else 0
-        G = U[:, :r].T @ params.H
-        reduced = jnp.einsum("ai,bi,ikl->akbl", G, G, S).reshape(r * K, r * K) / N
-        values = np.concatenate([np.asarray(jnp.linalg.eigvalsh(reduced)), np.zeros((d - r) * K)])
+        U, sigma, _ = np.linalg.svd(H, full_matrices=False)
+        r = int(np.sum(sigma > _RANK_RTOL * sigma[0])) if sigma.size and sigma[0] > 0 else 0
+        G = U[:, :r].T @ H
+        reduced = np.einsum("ai,bi,ikl->akbl", G, G, S).reshape(r * K, r * K) / N
+        values, zeros, shift = np.linalg.eigvalsh(reduced), (d - r) * K, weights.lam_W
+    values = np.sort(np.append(values, np.zeros(zeros)))
+    if regularized:
+        values = values + float(shift)
+    return EigenvalueCounts(values, np.ones(values.size, np.int64), "structured")
+
+
+def _structured(params, labels, weights, block, regularized, cluster_rtol=1e-10) -> EigenvalueCounts:
+    if block == "b":
+        values = _dense(params, labels, weights, block, regularized)
+        return EigenvalueCounts(values, np.ones(values.size, np.int64), "structured")
+    if not _softmax_covariance(weights):
+        return _structured_per_sample(params, labels, weights, block, regularized)
+    W, H, b = (np.asarray(x, np.float64) for x in params)
+    N = H.shape[1]
+    Hg, counts = _distinct_columns(H)
+    P = _softmax_columns(W.T @ Hg + b[:, None])                    # (K, G): S_g = diag(p_g) - p_g p_g^T
+    if block == "H":
+        values, mults, zeros = _h_block_counts(W, P, counts, N)
+        bound, shift = 0.0, weights.lam_H
+    else:
+        values, mults, zeros, bound = _w_block_counts(Hg, P, counts, N, cluster_rtol)
         shift = weights.lam_W
-    values = np.sort(values)
-    return values + float(shift) if regularized else values
+    values = np.append(values, 0.0)
+    mults = np.append(mults, zeros)
+    keep = mults > 0
+    values, mults = values[keep], mults[keep]
+    order = np.argsort(values, kind="stable")
+    values, mults = values[order], mults[order]
+    if regularized:
+        values = values + float(shift)
+    return EigenvalueCounts(values, mults, "structured", bound)
+
+
+def block_spectrum(params: Params, labels, weights: Weights, block: str, *, regularized: bool = False,
+                   method: str = "auto", max_dense_entries: int = MAX_DENSE_ENTRIES,
+                   cluster_rtol: float = 1e-10) -> EigenvalueCounts:
+    """Every eigenvalue of one Hessian block, as values with multiplicities (for blocks too
+    large to list, e.g. the ``dN = 2.56e8``-dimensional H block at CIFAR-100 size).
+
+    Same arguments as :func:`block_eigenvalues`; ``cluster_rtol`` (in [0, 1e-6]) is the
+    relative gap below which intermediate eigenvalues of the W-block reduction are merged
+    (the resulting shift is reported as ``error_bound``; 0 disables merging, exact but slow
+    at collapsed points). Cost of ``"structured"``: O(dN log N) to group equal columns of H
+    (G distinct ones), then O(G K^3) for the H block and O(G K r^2 + K r^3 + T^3) for the
+    W block (r = rank H <= min(d, G), T as in ``_w_block_counts``).
+    """
+    _check_block_and_method(block, method)
+    if not (isinstance(cluster_rtol, (int, float)) and 0.0 <= cluster_rtol <= 1e-6):
+        raise ValueError(f"cluster_rtol must be in [0, 1e-6], got {cluster_rtol!r}")
+    method = _choose(params, block, method, max_dense_entries)
+    if method == "dense":
+        values = _dense(params, labels, weights, block, regularized)
+        return EigenvalueCounts(values, np.ones(values.size, np.int64), "dense")
+    return _structured(params, labels, weights, block, regularized, cluster_rtol)
+
+
+def _check_block_and_method(block, method):
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
+    if method not in ("auto", "dense", "structured"):
+        raise ValueError(f"method must be 'auto', 'dense' or 'structured', got {method!r}")
+
+
+def _choose(params, block, method, max_dense_entries):
+    max_dense_entries = positive_integer("max_dense_entries", max_dense_entries)
+    entries = _block_size(params, block) ** 2
+    if method == "auto":
+        method = "dense" if entries <= max_dense_entries else "structured"
+    if method == "dense" and entries > max_dense_entries:
+        raise ValueError(f"the dense {block} block would have {entries:.3g} entries > max_dense_entries = "
+                         f"{max_dense_entries:.3g}; use method='structured'")
+    return method
 
 
 def block_eigenvalues(params: Params, labels, weights: Weights, block: str, *, regularized: bool = False,
@@ -127,19 +340,12 @@ def block_eigenvalues(params: Params, labels, weights: Weights, block: str, *, r
             larger than ``max_dense_entries`` (with the size, and the advice to
             use ``"structured"``).
     """
-    if block not in BLOCKS:
-        raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
-    if method not in ("auto", "dense", "structured"):
-        raise ValueError(f"method must be 'auto', 'dense' or 'structured', got {method!r}")
-    max_dense_entries = positive_integer("max_dense_entries", max_dense_entries)
-    entries = _block_size(params, block) ** 2
-    if method == "auto":
-        method = "dense" if entries <= max_dense_entries else "structured"
-    if method == "dense" and entries > max_dense_entries:
-        raise ValueError(f"the dense {block} block would have {entries:.3g} entries > max_dense_entries = "
-                         f"{max_dense_entries:.3g}; use method='structured'")
-    compute = _dense if method == "dense" else _structured
-    return BlockEigenvalues(compute(params, labels, weights, block, regularized), method)
+    _check_block_and_method(block, method)
+    method = _choose(params, block, method, max_dense_entries)
+    if method == "dense":
+        return BlockEigenvalues(_dense(params, labels, weights, block, regularized), method)
+    spectrum = _structured(params, labels, weights, block, regularized, cluster_rtol=0.0)
+    return BlockEigenvalues(spectrum.expanded(), method)
 
 
 def hessian_vector_product(params: Params, labels, weights: Weights, block: str, *, regularized: bool = False):

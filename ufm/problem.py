@@ -153,14 +153,22 @@ class Problem:
         """Seeded Gaussian initialisation: ``W, H ~ N(0, init_scale^2)``, ``b = 0``
         (``|H|`` when ``nonnegative``, so the start is feasible)."""
         require_dtype_enabled(self.dtype)
-        key_W, key_H = jax.random.split(jax.random.key(self.seed))
-        dt = self.jnp_dtype
-        H = self.init_scale * jax.random.normal(key_H, (self.d, self.N), dtype=dt)
-        return Params(
-            self.init_scale * jax.random.normal(key_W, (self.d, self.K), dtype=dt),
-            jnp.abs(H) if self.nonnegative else H,
-            jnp.zeros((self.K,), dtype=dt),
-        )
+        params = initial_params(self.seed, self.init_scale, self.d, self.K, self.N, self.jnp_dtype)
+        return params._replace(H=jnp.abs(params.H)) if self.nonnegative else params
+
+
+def initial_params(seed, scale, d: int, K: int, N: int, dtype) -> Params:
+    """``W: (d, K)``, ``H: (d, N)`` ~ ``N(0, scale^2)`` from ``jax.random.key(seed)``, ``b = 0``.
+
+    ``seed`` and ``scale`` may be traced, so ``jax.vmap`` over them gives the same
+    arrays as :meth:`Problem.init` of each configuration (used by :mod:`ufm.sweep`).
+    """
+    key_W, key_H = jax.random.split(jax.random.key(seed))
+    return Params(
+        scale * jax.random.normal(key_W, (d, K), dtype=dtype),
+        scale * jax.random.normal(key_H, (d, N), dtype=dtype),
+        jnp.zeros((K,), dtype=dtype),
+    )
 
 
 def require_dtype_enabled(dtype: str) -> None:

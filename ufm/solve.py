@@ -20,7 +20,7 @@ import jax
 from ufm import _io
 from ufm._interrupt import exit_on_interrupt
 from ufm.problem import LOSSES, Problem
-from ufm.solver import DEFAULT_LR, DEFAULT_METHOD, METHODS
+from ufm.solver import DEFAULT_LR, METHODS, check_method_fits, default_method
 from ufm.solver import solve as _solve
 
 PROG = "python -m ufm.solve"
@@ -93,15 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="solve in float32 (faster on accelerators; agreement then ~1e-4, see README)")
     solver = parser.add_argument_group("solver")
     solver.add_argument("--method", choices=METHODS, default=None,
-                        help=f"optimizer (default {DEFAULT_METHOD}, or momentum with --nonnegative; "
+                        help="optimizer (default: reduced in float64 for ce/ls/mse, lbfgs in float32, for focal "
+                             "loss and with label noise, momentum with --nonnegative; "
                              "gd is the papers' plain gradient descent)")
     solver.add_argument("--lr", type=_number("--lr", 0.0), default=None,
                         help="step size for gd/momentum/nesterov (default: "
-                             + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items() if v) + "); ignored by lbfgs")
+                             + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items() if v) + "); ignored by lbfgs and reduced")
     solver.add_argument("--tol", type=_number("--tol", 0.0, 1.0), default=None,
                         help="stop when |grad L| <= tol |grad L(x0)| (default 1e-10 in float64, 1e-5 in float32)")
     solver.add_argument("--max-iters", type=_integer("--max-iters", 1), default=None,
-                        help="iteration cap (default 2000 for lbfgs, 100000 otherwise)")
+                        help="iteration cap (default 2000 for lbfgs, 20000 for reduced, 100000 otherwise)")
     report = parser.add_argument_group("report")
     report.add_argument("--rtol", type=_number("--rtol", 0.0, 1.0), default=None,
                         help="agreement tolerance of the verdict (default 1e-6 in float64, 1e-3 in float32)")
@@ -109,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
     report.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     report.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    solver.add_argument("--shard", action="store_true",
+                        help="split H and the samples over all JAX devices (multi-GPU; see README)")
     return parser
 
 
@@ -255,27 +258,30 @@ def main(argv=None) -> int:
             seed=args.seed, dtype="float32" if float32 else "float64", loss=args.loss, gamma=args.gamma,
             mse_kappa=args.mse_kappa, mse_beta=args.mse_beta, nonnegative=args.nonnegative,
             label_noise=args.label_noise, noise_seed=args.noise_seed)
-        method = args.method or ("momentum" if problem.nonnegative else DEFAULT_METHOD)
-        if problem.nonnegative and method == "lbfgs":
-            raise ValueError("--method lbfgs does not support --nonnegative (projected gradient only); "
-                             "use --method gd, momentum or nesterov")
+        method = default_method(problem) if args.method is None else args.method
+        check_method_fits(problem, method)
         if args.json:
             _io.check_writable(args.json, overwrite=args.force)
+        if args.shard and problem.N % jax.device_count():
+            raise ValueError(f"--shard needs N = n K = {problem.N} divisible by the {jax.device_count()} devices")
     except (ValueError, OSError) as error:
         parser.print_usage(sys.stderr)
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     tol = args.tol if args.tol is not None else (1e-5 if float32 else 1e-10)
     rtol = args.rtol if args.rtol is not None else (1e-3 if float32 else 1e-6)
-    max_iters = args.max_iters if args.max_iters is not None else (2_000 if method == "lbfgs" else 100_000)
-    progress_every = 0 if args.quiet else (100 if method == "lbfgs" else 2_000)
+    line_search = method in ("lbfgs", "reduced")
+    max_iters = args.max_iters if args.max_iters is not None else {"lbfgs": 2_000, "reduced": 20_000}.get(
+        method, 100_000)
+    progress_every = 0 if args.quiet else (100 if line_search else 2_000)
     with exit_on_interrupt(PROG):  # Ctrl-C: exit 130 at once, even inside the compiled loop
         if not args.quiet:
             print(f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {method} ...",
                   file=sys.stderr, flush=True)
         try:
             result = _solve(problem, method, lr=args.lr, tol=tol, max_iters=max_iters,
-                            record_every=max(1, max_iters // 1000), progress_every=progress_every)
+                            record_every=max(1, max_iters // 1000), progress_every=progress_every,
+                            shard=args.shard)
         except ValueError as error:  # e.g. not enough memory: one readable line, exit 2
             print(f"{PROG}: error: {error}", file=sys.stderr)
             return 2

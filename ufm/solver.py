@@ -4,8 +4,23 @@
 once per problem shape and method; there is no Python work per iteration.
 Methods: ``"gd"`` (plain full-batch gradient descent, the papers' method and
 the reference), ``"momentum"`` and ``"nesterov"`` (heavy ball / Nesterov, optax
-``sgd`` with momentum 0.9) and ``"lbfgs"`` (``optax.lbfgs`` with a zoom line
-search; the default).
+``sgd`` with momentum 0.9), ``"lbfgs"`` (``optax.lbfgs`` with a zoom line
+search) and ``"reduced"`` (the default: L-BFGS on the class-mean reduction below).
+
+``"reduced"``: replace H by its class means, ``H -> Hbar Y`` (Hbar: (d, K)), then run
+L-BFGS on ``L_red(W, Hbar, b) = (1/K) sum_k loss(W^T hbar_k + b, k) + lam_W/2 ||W||^2
++ n lam_H/2 ||Hbar||^2 + lam_b/2 ||b||^2``, which equals ``L(W, Hbar Y, b)``. Exact for a
+loss convex in the logits (CE / label smoothing): by Jensen the projection never
+increases L, and for fixed (W, b) the H-problem splits into strictly convex per-sample
+problems whose solution depends only on the label, so every minimizer of L is of the
+form ``(W, Hbar Y, b)`` with ``(W, Hbar, b)`` minimizing L_red. A point ``(W, Hbar Y, b)``
+has ``grad_W L = grad_W L_red``, ``grad_b L = grad_b L_red`` and H-columns
+``grad_hbar_k L_red / n``; in the variables ``Htilde = sqrt(n) Hbar`` (which balance the
+scales of W and H) ``||grad L(W, Hbar Y, b)|| = ||grad_(W, Htilde, b) L_red||``, so the
+stopping rule below is applied to the exact gradient of the full L. An iteration costs
+``K/N`` of a full one. Needs the class-major, balanced labels of :class:`Problem`. The
+history starts at the given x_0 (NC1 > 0) and is collapsed (NC1 = 0) from the first step
+on: use ``"gd"`` or ``"lbfgs"`` to study the training dynamics, ``"reduced"`` for the minimizer.
 
 Non-negative features (``problem.nonnegative``): projected gradient, ``H <- max(H, 0)``
 after every step of gd/momentum/nesterov, and the stopping rule uses the projected
@@ -34,13 +49,51 @@ from ufm import _memory, metrics
 from ufm.objective import Params, objective
 from ufm.problem import Problem, require_dtype_enabled
 
-METHODS = ("lbfgs", "gd", "momentum", "nesterov")
-DEFAULT_METHOD = "lbfgs"
+METHODS = ("reduced", "lbfgs", "gd", "momentum", "nesterov")
+DEFAULT_METHOD = "reduced"
+#: The default in float32: ``reduced`` stalls at ~2e-5 relative error there (its K-sample gradient
+#: carries the float32 cancellation in 1 - p_t, which the N-sample full gradient averages out);
+#: full L-BFGS reaches 5e-6 (README "Performance").
+DEFAULT_METHOD_FLOAT32 = "lbfgs"
+
+
+def _reduction_is_exact(problem: Problem) -> bool:
+    """The class-mean reduction of ``"reduced"`` is exact for a loss convex in the logits (CE, LS, MSE),
+    free features and balanced class-major labels (no label noise)."""
+    return problem.loss in ("ce", "ls", "mse") and not problem.nonnegative and problem.label_noise == 0
+
+
+def default_method(problem: Problem) -> str:
+    """The method used when none is given.
+
+    ``"momentum"`` (projected) for H >= 0; ``DEFAULT_METHOD`` (``"reduced"``) in float64 where the
+    class-mean reduction is exact; otherwise ``DEFAULT_METHOD_FLOAT32`` (``"lbfgs"``): in float32
+    the reduced gradient stalls near 2e-5 relative error, and focal loss (not convex) and noisy
+    labels (unbalanced observed classes) fall outside the reduction.
+    """
+    if problem.nonnegative:
+        return "momentum"
+    if problem.dtype == "float64" and _reduction_is_exact(problem):
+        return DEFAULT_METHOD
+    return DEFAULT_METHOD_FLOAT32
+
+
+def check_method_fits(problem: Problem, method: str) -> None:
+    """Refuse a method that cannot solve ``problem`` (names the method and what to use instead)."""
+    if problem.nonnegative and method in _LINE_SEARCH_METHODS:
+        raise ValueError(f"method {method!r} does not support nonnegative=True (projected gradient only); "
+                         "use method 'gd', 'momentum' or 'nesterov'")
+    if method == "reduced" and not _reduction_is_exact(problem):
+        raise ValueError(f"method 'reduced' is exact only for loss ce/ls/mse without label noise (got loss = "
+                         f"{problem.loss!r}, label_noise = {problem.label_noise:g}); use method 'lbfgs'")
+
+
 #: Step sizes used when ``lr`` is not given (L-BFGS takes its step from the line search).
 #: Measured on the CLI default problem (K=10, n=500, delta=0.1, lam=5e-4, float64): GD is
 #: stable up to lr ~ 30 and cycles at 100; these defaults keep a margin (GD: 2169 iterations
 #: to tol 1e-10, momentum/Nesterov: ~1240; L-BFGS: 200).
-DEFAULT_LR = {"gd": 20.0, "momentum": 3.0, "nesterov": 3.0, "lbfgs": None}
+DEFAULT_LR = {"gd": 20.0, "momentum": 3.0, "nesterov": 3.0, "lbfgs": None, "reduced": None}
+_LINE_SEARCH_METHODS = ("lbfgs", "reduced")
 DIVERGENCE_FACTOR = 100.0
 HISTORY_FIELDS = ("iteration", "objective", "grad_norm", "nc1", "nc2", "nc3", "w_norm", "h_norm")
 
@@ -119,27 +172,43 @@ def _project(params, grad, nonnegative: bool):
     return params._replace(H=H), grad._replace(H=jnp.where((H > 0) | (grad.H < 0), grad.H, 0.0))
 
 
-def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, progress_every, nonnegative=False):
-    """The compiled loop. Returns (params, value, grad_norm, g0, iterations, status, history, count)."""
+def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, progress_every, nonnegative=False,
+         with_history=True):
+    """The compiled loop. Returns (params, value, grad_norm, g0, iterations, status, history, count).
+
+    ``nonnegative``: project H onto H >= 0 after each step (gd/momentum/nesterov only); the stopping
+    rule then uses the projected gradient. ``with_history=False`` skips the history (one row at x_0
+    only): under ``jax.vmap`` (:mod:`ufm.sweep`) the recording ``cond`` would become a ``select`` and
+    compute NC1-NC3 at every iteration.
+    """
     K = params0.W.shape[1]
-    f = lambda p: objective(p, labels, weights)
+    start, start_labels = params0, labels
+    start_value, start_grad = jax.value_and_grad(lambda p: objective(p, labels, weights))(params0)
+    n = params0.H.shape[1] // K
+    view = lambda p: p                     # the iterate as (W, H, b) of the objective optimised
+    if method == "reduced":   # see the module docstring; optimise over Htilde = sqrt(n) Hbar (balanced scales)
+        params0 = params0._replace(H=jnp.sqrt(n) * metrics.class_means(params0.H, labels, K))
+        labels, weights = jnp.arange(K), weights._replace(lam_H=n * weights.lam_H)
+        view = lambda p: p._replace(H=p.H / jnp.sqrt(n))
+    f = lambda p: objective(view(p), labels, weights)
     opt = _optimizer(method, lr)
-    value_and_grad = optax.value_and_grad_from_state(f) if method == "lbfgs" else None
+    value_and_grad = optax.value_and_grad_from_state(f) if method in _LINE_SEARCH_METHODS else None
 
     value0, grad0 = jax.value_and_grad(f)(params0)
-    g0 = _tree_norm(_project(params0, grad0, nonnegative)[1])
+    g0 = _tree_norm(_project(start, start_grad, nonnegative)[1])  # ||grad L(x_0)|| of the given x_0
     blowup = DIVERGENCE_FACTOR * jnp.maximum(jnp.abs(value0), 1.0)
     n_records = max_iters // record_every + 2
 
-    def record(history, count, i, params, value, gnorm):
+    def record(history, count, i, params, value, gnorm, labels=labels):
         nc = metrics.collapse(params.W, params.H, labels, K)
         row = jnp.stack([jnp.asarray(i, value.dtype), value, gnorm, *nc]).astype(history.dtype)
         return history.at[count].set(row), count + 1
 
     history = jnp.full((n_records, len(HISTORY_FIELDS)), jnp.nan, dtype=value0.dtype)
-    history, count = record(history, 0, 0, params0, value0, g0)
-    status0 = jnp.where(g0 == 0, _CONVERGED, jnp.where(max_iters == 0, _MAX_ITERS, _RUNNING))
-    init = (0, params0, opt.init(params0), value0, grad0, g0, status0, history, count)
+    history, count = record(history, 0, 0, start, start_value, g0, start_labels)
+    gnorm0 = _tree_norm(grad0)
+    status0 = jnp.where(gnorm0 <= tol * g0, _CONVERGED, jnp.where(max_iters == 0, _MAX_ITERS, _RUNNING))
+    init = (0, params0, opt.init(params0), value0, grad0, gnorm0, status0, history, count)
 
     def body(state):
         i, params, opt_state, value, grad, _, _, history, count = state
@@ -159,12 +228,13 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
         new_params = keep(new_params, params)
         new_value, new_grad = keep(new_value, value), keep(new_grad, grad)
         gnorm = jnp.where(diverged, _tree_norm(_project(params, grad, nonnegative)[1]), gnorm)
-        history, count = jax.lax.cond(
-            (i % record_every == 0) | (status != _RUNNING),
-            lambda h, c: record(h, c, i, new_params, new_value, gnorm),
-            lambda h, c: (h, c),
-            history, count,
-        )
+        if with_history:
+            history, count = jax.lax.cond(
+                (i % record_every == 0) | (status != _RUNNING),
+                lambda h, c: record(h, c, i, view(new_params), new_value, gnorm),
+                lambda h, c: (h, c),
+                history, count,
+            )
         if progress_every:
             jax.lax.cond(i % progress_every == 0,
                          lambda: jax.debug.callback(_print_progress, i, new_value, gnorm / g0),
@@ -173,6 +243,8 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
 
     i, params, _, value, _, gnorm, status, history, count = jax.lax.while_loop(
         lambda state: state[6] == _RUNNING, body, init)
+    if method == "reduced":
+        params = params._replace(H=jnp.repeat(view(params).H, n, axis=1))   # class-major Hbar Y
     return params, value, gnorm, g0, i, status, history, count
 
 
@@ -180,7 +252,8 @@ _COMPILED: dict[Any, Any] = {}
 
 
 def _compiled(args, statics):
-    shapes = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(args))
+    shapes = tuple((x.shape, str(x.dtype), str(getattr(x, "sharding", None)))
+                   for x in jax.tree_util.tree_leaves(args))
     key = (shapes, tuple(sorted(statics.items())))
     if key not in _COMPILED:
         start = time.perf_counter()
@@ -231,42 +304,70 @@ def _check_init(problem: Problem, init) -> Params:
     return Params(*(jnp.asarray(p, problem.jnp_dtype) for p in parts))
 
 
-def solve(problem: Problem, method: str = DEFAULT_METHOD, *, lr: float | None = None, tol: float = 1e-10,
+
+
+def check_options(method: str, lr, tol, integers: dict) -> float | None:
+    """Validate the solver options (also used by :mod:`ufm.sweep`); returns the step size to use
+    (None for L-BFGS). ``integers`` maps a name to ``(value, lowest allowed)``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not (isinstance(tol, (int, float)) and 0.0 < tol < 1.0):
+        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+    for name, (value, low) in integers.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if method in _LINE_SEARCH_METHODS:
+        return None
+    lr = DEFAULT_LR[method] if lr is None else lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    return float(lr)
+
+
+def _shard_samples(params: Params, labels):
+    """Place H (and the labels) split along N over a 1-D mesh of all devices; W, b replicated."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.devices()
+    N = params.H.shape[1]
+    if N % len(devices):
+        raise ValueError(f"shard=True needs N = n K divisible by the number of devices ({len(devices)}), got N = {N}")
+    mesh = Mesh(np.array(devices), ("data",))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return (Params(jax.device_put(params.W, replicated),
+                   jax.device_put(params.H, NamedSharding(mesh, PartitionSpec(None, "data"))),
+                   jax.device_put(params.b, replicated)),
+            jax.device_put(labels, NamedSharding(mesh, PartitionSpec("data"))))
+
+
+def solve(problem: Problem, method: str | None = None, *, lr: float | None = None, tol: float = 1e-10,
           max_iters: int = 20_000, record_every: int = 10, progress_every: int = 0,
-          init: Params | None = None) -> Result:
+          init: Params | None = None, shard: bool = False) -> Result:
     """Minimise the UFM objective of ``problem`` from its seeded initialisation.
 
     Args:
         problem: the :class:`~ufm.problem.Problem`.
-        method: one of ``METHODS``.
+        method: one of ``METHODS``; default :func:`default_method` of the problem's dtype.
         lr: step size (default ``DEFAULT_LR[method]``; unused by ``"lbfgs"``).
         tol: relative gradient-norm tolerance, in (0, 1).
         max_iters: iteration cap (>= 1).
         record_every: record objective, gradient norm and NC1-NC3 every this many iterations (>= 1).
         progress_every: print a progress line to stderr every this many iterations (0: never).
         init: optional starting point instead of ``problem.init()``.
+        shard: split H ``(d, N)`` and the labels along the sample axis N over all
+            ``jax.devices()`` (a 1-D ``Mesh`` named ``"data"``, ``NamedSharding``
+            ``P(None, "data")``; W and b replicated). XLA then computes the logits and
+            gradients of each device's samples locally and all-reduces the sums (gradient of
+            W, b and the scalars). N must be divisible by the number of devices. Same result
+            as ``shard=False`` up to the order of floating-point sums.
 
     Returns:
         :class:`Result`. Divergence is reported in the result, never raised.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if problem.nonnegative and method == "lbfgs":
-        raise ValueError("method 'lbfgs' does not support nonnegative=True (projected gradient only); "
-                         "use method 'gd', 'momentum' or 'nesterov'")
-    if not (isinstance(tol, (int, float)) and 0.0 < tol < 1.0):
-        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
-    for name, value, low in (("max_iters", max_iters, 1), ("record_every", record_every, 1),
-                             ("progress_every", progress_every, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if method == "lbfgs":
-        lr = None
-    else:
-        lr = DEFAULT_LR[method] if lr is None else lr
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        lr = float(lr)
+    method = default_method(problem) if method is None else method
+    lr = check_options(method, lr, tol, dict(max_iters=(max_iters, 1), record_every=(record_every, 1),
+                                             progress_every=(progress_every, 0)))
+    check_method_fits(problem, method)
     require_dtype_enabled(problem.dtype)
     _memory.require(_memory.solve_bytes(problem.K, problem.N, problem.d, np.dtype(problem.dtype).itemsize, method),
                     f"solving with {method}", f"K = {problem.K}, n = {problem.n}, d = {problem.d}",
@@ -276,7 +377,10 @@ def solve(problem: Problem, method: str = DEFAULT_METHOD, *, lr: float | None = 
     if problem.nonnegative:
         params0 = params0._replace(H=jnp.maximum(params0.H, 0.0))
     dt = problem.jnp_dtype
-    args = (params0, problem.labels(), problem.weights(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
+    labels = problem.labels()
+    if shard:
+        params0, labels = _shard_samples(params0, labels)
+    args = (params0, labels, problem.weights(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
     statics = dict(method=method, max_iters=max_iters, record_every=record_every, progress_every=progress_every,
                    nonnegative=problem.nonnegative)
     compiled, compile_seconds = _compiled(args, statics)

@@ -1,0 +1,94 @@
+"""ufm.sweep: the vmapped grid gives ufm.solve's results, configuration by configuration; CLI."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import ufm
+from ufm import sweep as sweep_module
+from ufm.sweep import grid, sweep
+
+BASE = ufm.Problem(K=4, n=5)
+# delta = 0 (CE) and 0.1, a lam beyond nothing and a larger one, two seeds: 8 configurations, one compile
+GRID = dict(delta=[0.0, 0.1], lam=[5e-4, 1e-2], seed=[0, 1])
+# both sides stop at |grad| <= TOL |grad_0|: the end points are within ~TOL |grad_0| / lam of the minimizer
+# set, so a tight TOL makes "the same result to 1e-10" a statement about the methods, not the tolerance
+TOL = 1e-12
+
+
+@pytest.fixture(scope="module")
+def swept():
+    return sweep(grid(BASE, **GRID), tol=TOL)
+
+
+def test_grid_order_and_values():
+    problems = grid(BASE, **GRID)
+    assert len(problems) == 8
+    assert [(p.delta, p.lam_W, p.seed) for p in problems[:3]] == [(0.0, 5e-4, 0), (0.0, 5e-4, 1), (0.0, 1e-2, 0)]
+    assert all(p.lam_H == p.lam_W == p.lam_b for p in problems)
+
+
+def test_sweep_equals_a_loop_over_solve(swept):
+    assert swept.converged.all()
+    for j, problem in enumerate(swept.problems):
+        single = ufm.solve(problem, tol=TOL)
+        # same stopping rule; rounding differences of the batched linear algebra can move the step at
+        # which |grad| first drops below tol by a few iterations
+        assert abs(int(swept.iterations[j]) - single.iterations) <= 0.1 * single.iterations
+        # W and H are defined only up to a rotation of the feature space (W -> QW, H -> QH), so rounding
+        # differences of the batched linear algebra may move the end point along that orbit: compare the
+        # invariants (objective, norms, logits).
+        assert swept.objective[j] == pytest.approx(single.objective, rel=1e-10)
+        collapse = ufm.collapse(single.W, single.H, problem.labels(), problem.K)
+        assert swept.w_norm[j] == pytest.approx(float(collapse.w_norm), rel=1e-10)
+        assert swept.h_norm[j] == pytest.approx(float(collapse.h_norm), rel=1e-10)
+        Z_sweep = swept.W[j].T @ swept.H[j] + swept.b[j][:, None]
+        Z_single = single.W.T @ single.H + single.b[:, None]
+        np.testing.assert_allclose(Z_sweep, Z_single, rtol=0, atol=1e-10 * np.abs(Z_single).max())
+
+
+def test_frozen_configurations_stop_at_their_own_iteration(swept):
+    # the grid mixes fast and slow configurations; each keeps its own count
+    assert len(set(swept.iterations.tolist())) > 1
+    assert swept.iterations.max() < 20_000
+
+
+def test_batch_size_gives_the_same_result(swept):
+    # 11 configurations in chunks of 8 (the compiled shape of the fixture): the second chunk is padded
+    problems = grid(BASE, **GRID) + grid(BASE, **GRID)[:3]
+    chunked = sweep(problems, batch_size=8, tol=TOL)
+    assert len(chunked) == 11
+    np.testing.assert_array_equal(chunked.iterations[8:], swept.iterations[:3])
+    np.testing.assert_allclose(chunked.objective[8:], swept.objective[:3], rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(problems=[]), "non-empty"),
+    (dict(problems=[BASE, ufm.Problem(K=4, n=6)]), "same n"),
+    (dict(method="newton"), "method must be"),
+    (dict(tol=2.0), "tol must be"),
+    (dict(batch_size=0), "batch_size must be"),
+    (dict(method="gd", lr=-1.0), "lr must be"),
+])
+def test_bad_arguments(bad, message):
+    args = dict(problems=[BASE])
+    args.update(bad)
+    problems = args.pop("problems")
+    with pytest.raises(ValueError, match=message):
+        sweep(problems, **args)
+
+
+def test_cli_writes_csv_and_json_and_refuses_to_overwrite(tmp_path, capsys):
+    argv = ["--K", "4", "--n", "5", "--delta", "0,0.1", "--lam", "5e-4,1e-2", "--seeds", "0:2"]
+    out = tmp_path / "sweep.csv"
+    assert sweep_module.main(argv + ["--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 8 and rows[0]["status"] == "converged" and float(rows[-1]["delta"]) == 0.1
+    assert sweep_module.main(argv + ["--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    out_json = tmp_path / "sweep.json"
+    assert sweep_module.main(argv + ["--out", str(out_json)]) == 0
+    assert len(json.loads(out_json.read_text())["rows"]) == 8
+    assert sweep_module.main(["--K", "1"]) == 2
