@@ -124,7 +124,8 @@ def _merge(values, counts, rtol):
     values = np.where(np.abs(values) <= NONZERO_RTOL * scale, 0.0, values)
     starts = np.concatenate([[0], np.flatnonzero(np.diff(values) > rtol * scale) + 1])
     totals = np.add.reduceat(counts, starts) if values.size else counts
-    means = np.add.reduceat(values * counts, starts) / totals if values.size else values
+    unit = scale if scale > 0 else 1.0  # weighted means of values / scale: no overflow near 1e308
+    means = unit * (np.add.reduceat(values / unit * counts, starts) / totals) if values.size else values
     return means, totals
 
 
@@ -436,4 +437,5 @@ def distinct_eigenvalues(values: np.ndarray, rtol: float = 1e-6) -> tuple[np.nda
     values = np.where(np.abs(values) <= NONZERO_RTOL * scale, 0.0, values)
     breaks = np.flatnonzero(np.diff(values) > rtol * scale) + 1
     groups = np.split(values, breaks)
-    return np.array([g.mean() for g in groups]), np.array([g.size for g in groups])
+    unit = scale if scale > 0 else 1.0  # means of values / scale: no overflow near 1e308
+    return np.array([unit * np.mean(g / unit) for g in groups]), np.array([g.size for g in groups])

@@ -108,11 +108,19 @@ def grid(base: Problem, *, delta: Sequence[float] | None = None, lam: Sequence[f
     ``lam`` sets ``lam_W = lam_H = lam_b`` (like ``--lam`` of ``python -m ufm.solve``); an
     omitted axis keeps ``base``'s value. Each configuration is validated by :class:`Problem`.
     """
+    if not isinstance(base, Problem):
+        raise ValueError(f"base must be a ufm.Problem, got {type(base).__name__}")
     axes = [("delta", delta), ("lam", lam), ("seed", seed)]
-    values = [list(v) if v is not None else [None] for _, v in axes]
-    for (name, _), v in zip(axes, values):
+    values = []
+    for name, v in axes:
+        if v is None:
+            values.append([None])
+            continue
+        if isinstance(v, (str, bytes)) or not isinstance(v, (Sequence, range, np.ndarray)):
+            raise ValueError(f"{name} must be a sequence of values (a list, range or 1-D array), got {v!r}")
         if len(v) == 0:
             raise ValueError(f"{name} must list at least one value")
+        values.append(list(v))
     problems = []
     for d_, l_, s_ in itertools.product(*values):
         changes = {}
