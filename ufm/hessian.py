@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse.linalg
 
+from ufm import _memory
 from ufm.losses import per_sample_loss
 from ufm.objective import Params, Weights, logits, loss_term, objective
 
@@ -70,6 +71,9 @@ def _block_function(params: Params, labels, weights: Weights, block: str, regula
 
 
 def _dense(params, labels, weights, block, regularized) -> np.ndarray:
+    size = _block_size(params, block)
+    _memory.require(3 * 8.0 * size**2, f"the dense {block} block", f"{size} variables",
+                    "use method='structured'")
     f, x = _block_function(params, labels, weights, block, regularized)
     hess = jax.jit(jax.hessian(f))(x)
     return np.linalg.eigvalsh(np.asarray(hess).reshape(x.size, x.size))
@@ -238,6 +242,10 @@ def _structured_per_sample(params, labels, weights, block, regularized) -> Eigen
     """
     d, K = params.W.shape
     N = params.H.shape[1]
+    r = min(d, N)
+    _memory.require(8.0 * (4 * N * K * K + (3 * (r * K) ** 2 if block == "W" else 0)),
+                    f"the structured {block} block for this loss (per-sample logit Hessians)",
+                    f"N = {N}, K = {K}, d = {d}", "reduce n; the grouped path covers ce/ls only")
     S = np.asarray(logit_hessians(params, labels, weights))
     W, H = np.asarray(params.W, np.float64), np.asarray(params.H, np.float64)
     if block == "H":
