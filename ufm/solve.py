@@ -264,7 +264,8 @@ def main(argv=None) -> int:
             _io.check_writable(args.json, overwrite=args.force)
         if args.shard and problem.N % jax.device_count():
             raise ValueError(f"--shard needs N = n K = {problem.N} divisible by the {jax.device_count()} devices")
-    except (ValueError, OSError) as error:
+        prediction = _prediction(problem)  # before solving: a setting the theory cannot represent fails now
+    except (ValueError, OverflowError, OSError) as error:
         parser.print_usage(sys.stderr)
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
@@ -282,11 +283,10 @@ def main(argv=None) -> int:
             result = _solve(problem, method, lr=args.lr, tol=tol, max_iters=max_iters,
                             record_every=max(1, max_iters // 1000), progress_every=progress_every,
                             shard=args.shard)
-        except ValueError as error:  # e.g. not enough memory: one readable line, exit 2
+            comparison = compare(result, rtol=rtol, spectra=not args.no_hessian)
+        except (ValueError, OverflowError) as error:  # e.g. not enough memory: one readable line, exit 2
             print(f"{PROG}: error: {error}", file=sys.stderr)
             return 2
-        comparison = compare(result, rtol=rtol, spectra=not args.no_hessian)
-        prediction = _prediction(problem)
         print(_report_text(problem, prediction, result, comparison, rtol), flush=True)
         if args.json:
             _io.write_json(args.json, _record(problem, prediction, result, comparison, rtol))
