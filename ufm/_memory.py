@@ -41,10 +41,11 @@ def require(needed_bytes: float, what: str, sizes: str, advice: str) -> None:
 
 
 #: float-sized arrays of the parameter size P = d(K + N) + K held per method:
-#: parameters, gradient, candidate and its gradient, optimizer state (L-BFGS keeps 10 pairs).
+#: parameters, gradient, candidate and its gradient, optimizer state (L-BFGS keeps 10 pairs; "reduced"
+#: holds only x_0, its full gradient and the lifted result at full size).
 #: Calibrated on CPU, K = 10, n = 1e5, d = 10, float64: peak RSS grew by 1.00 GB (gd; estimate
-#: 1.19 GiB) and 3.0 GB (lbfgs; estimate 2.98 GiB).
-_COPIES = {"gd": 8, "momentum": 10, "nesterov": 10, "lbfgs": 32}
+#: 1.19 GiB), 3.0 GB (lbfgs; estimate 2.98 GiB) and 0.97 GB (reduced; estimate 1.04 GiB).
+_COPIES = {"gd": 8, "momentum": 10, "nesterov": 10, "lbfgs": 32, "reduced": 6}
 
 
 def solve_bytes(K: int, N: int, d: int, itemsize: int, method: str) -> float:
