@@ -108,3 +108,11 @@ def allocation(what: str, floats: float, sizes: str) -> None:
     if needed > free:
         raise ValueError(f"{what} for {sizes} needs {needed / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB "
                          "of free memory; reduce these sizes")
+
+
+def positive_scalar(name: str, value) -> float:
+    """A single finite number ``> 0`` (arrays are refused)."""
+    checked = positive(name, value)
+    if np.ndim(checked) != 0:
+        raise ValueError(f"{name} must be a single number > 0, got {_describe(value)}")
+    return float(checked)

@@ -135,8 +135,8 @@ def predict(K, n, d, lam_W, lam_H, lam_b=None, *, loss="ls", delta=0.0, gamma=0.
     d = _checks.dimension(d, K)
     lam_W = float(_checks.positive("lam_W", lam_W))
     lam_H = float(_checks.positive("lam_H", lam_H))
-    mse_kappa = float(_checks.positive("mse_kappa", mse_kappa))
-    mse_beta = float(_checks.positive("mse_beta", mse_beta))
+    mse_kappa = _checks.positive_scalar("mse_kappa", mse_kappa)
+    mse_beta = _checks.positive_scalar("mse_beta", mse_beta)
     if lam_b is not None:
         lam_b = sr._nonnegative_real("lam_b", lam_b)
     M = simplex_projector(K)
@@ -183,6 +183,7 @@ def nonnegative_boundary(K, n, lam_W, lam_H) -> dict:
     Ours: ``p_t(0) = 1/K < y_t - r`` with ``r = sqrt(K (K-1) n lam_W lam_H)``, i.e.
     ``delta < 1 - K r / (K-1)``. Theirs (mapped, module docstring): ``delta < K (1 - sqrt((K-1) n lam_W lam_H)) / (K-1)``.
     """
-    r = sr.regularization_slope(K, n, lam_W, lam_H, nonnegative=True)
-    theirs = K * (1.0 - np.sqrt((K - 1) * n * lam_W * lam_H)) / (K - 1)
+    r = sr.regularization_slope(K, n, lam_W, lam_H, nonnegative=True)  # validates K, n, lam_W, lam_H
+    K = int(K)
+    theirs = K * (1.0 - r / np.sqrt(float(K))) / (K - 1)  # sqrt((K-1) n lam_W lam_H) = r / sqrt(K)
     return {"delta_star_ours": 1.0 - K * r / (K - 1), "delta_star_nguyen": float(theirs)}

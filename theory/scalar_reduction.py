@@ -109,9 +109,12 @@ def loss_derivatives(loss: str, K, a, *, delta=0.0, gamma=0.0):
     """
     loss, delta, gamma = loss_parameters(loss, delta, gamma)
     if loss == "mse":
-        raise ValueError("loss_derivatives is for the contrastive losses ('ce', 'ls', 'focal'); see mse_optimum")
+        raise ValueError("loss must be a contrastive loss ('ce', 'ls', 'focal') for loss_derivatives, got 'mse'; "
+                         "see mse_optimum")
     K = _checks.integer("K", K, 2)
-    a = np.asarray(a, dtype=np.float64)
+    a = _checks._real_array("a", a, "a >= 0")
+    if np.any(a < 0):
+        raise ValueError(f"a must be >= 0, got {a.ravel()[np.argmax(a.ravel() < 0)]!r}")
     p, q, _, log_p = _pq(K, a)
     if loss in ("ce", "ls"):
         smooth = delta * (K - 1) / K  # 1 - y_t, exact: l' = p - y_t = smooth - q keeps q's relative accuracy
@@ -134,7 +137,8 @@ def logit_curvatures(loss: str, K, a, *, delta=0.0, gamma=0.0, mse_kappa=1.0):
     loss = _check_loss(loss)
     K = _checks.integer("K", K, 2)
     if loss == "mse":
-        return 2.0, 2.0 * (1.0 + (float(mse_kappa) - 1.0) * (K - 1) / K)
+        kappa = _checks.positive_scalar("mse_kappa", mse_kappa)
+        return 2.0, 2.0 * (1.0 + (kappa - 1.0) * (K - 1) / K)
     _, first, second = loss_derivatives(loss, K, a, delta=delta, gamma=gamma)
     mu2 = K * second / (K - 1)
     if loss == "focal":
@@ -149,9 +153,12 @@ def regularization_slope(K, n, lam_W, lam_H, *, nonnegative=False) -> float:
     K, n = _checks.classes_and_samples(K, n)
     lam_W = _checks.positive("lam_W", lam_W)
     lam_H = _checks.positive("lam_H", lam_H)
-    R = np.sqrt(n * float(lam_W) * float(lam_H))
-    if R <= 0.0:
-        raise OverflowError("n lam_W lam_H underflows to 0; use lam_W * lam_H > 1e-300")
+    if np.ndim(lam_W) or np.ndim(lam_H):
+        raise ValueError("lam_W and lam_H must be scalars here (got an array)")
+    R = np.sqrt(float(n)) * np.sqrt(float(lam_W)) * np.sqrt(float(lam_H))  # no overflow of n lam_W lam_H
+    if not (np.isfinite(R) and R > 0.0):
+        raise OverflowError(f"sqrt(n lam_W lam_H) = {R!r} is not a positive finite float64; "
+                            "use lam_W * lam_H between 1e-600 and 1e300")
     return float(R * (np.sqrt(K * (K - 1.0)) if nonnegative else (K - 1.0)))
 
 
@@ -266,8 +273,8 @@ def mse_optimum(K, n, lam_W, lam_H, lam_b, *, mse_kappa=1.0, mse_beta=1.0) -> MS
     """
     K, n = _checks.classes_and_samples(K, n)
     R = regularization_slope(K, n, lam_W, lam_H) / (K - 1)
-    kappa = _checks.positive("mse_kappa", mse_kappa)
-    beta = _checks.positive("mse_beta", mse_beta)
+    kappa = _checks.positive_scalar("mse_kappa", mse_kappa)
+    beta = _checks.positive_scalar("mse_beta", mse_beta)
     lam_b = _nonnegative_real("lam_b", lam_b)
 
     def solve_G(t0, c1):
