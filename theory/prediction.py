@@ -133,8 +133,8 @@ def predict(K, n, d, lam_W, lam_H, lam_b=None, *, loss="ls", delta=0.0, gamma=0.
     loss, delta, gamma = sr.loss_parameters(loss, delta, gamma)
     K, n = _checks.classes_and_samples(K, n)
     d = _checks.dimension(d, K)
-    lam_W = float(_checks.positive("lam_W", lam_W))
-    lam_H = float(_checks.positive("lam_H", lam_H))
+    lam_W = _checks.positive_scalar("lam_W", lam_W)
+    lam_H = _checks.positive_scalar("lam_H", lam_H)
     mse_kappa = _checks.positive_scalar("mse_kappa", mse_kappa)
     mse_beta = _checks.positive_scalar("mse_beta", mse_beta)
     if lam_b is not None:
