@@ -295,7 +295,11 @@ def mse_optimum(K, n, lam_W, lam_H, lam_b, *, mse_kappa=1.0, mse_beta=1.0) -> MS
         G = solve_G(kappa * beta / denom, K / (2.0 * denom))
         t = (kappa * beta - K * G / 2.0) / denom
     s_bias = t if lam_b == 0.0 else float(np.clip(t, -R / lam_b, R / lam_b))
-    return MSEOptimum(float(a), float(t - s_bias), float(s_bias), float(a * (K - 1) / K + t), float(t - a / K))
+    optimum = MSEOptimum(float(a), float(t - s_bias), float(s_bias), float(a * (K - 1) / K + t), float(t - a / K))
+    if not all(np.isfinite(optimum)):
+        raise OverflowError(f"the MSE optimum overflows float64 for mse_kappa = {kappa!r}, mse_beta = {beta!r}, "
+                            f"lam_b = {lam_b!r}; use moderate values")
+    return optimum
 
 
 def mse_objective(K, n, lam_W, lam_H, lam_b, a, s_feature, s_bias, *, mse_kappa=1.0, mse_beta=1.0) -> float:
