@@ -84,6 +84,8 @@ def loss_parameters(loss: str, delta=0.0, gamma=0.0):
     """Validate ``(loss, delta, gamma)``: delta only for ``"ls"``, gamma >= 0 only for ``"focal"``."""
     loss = _check_loss(loss)
     delta = _checks.delta(delta)
+    if np.ndim(delta) != 0:
+        raise ValueError(f"delta must be a single number in [0, 1), got {_checks._describe(delta)}")
     gamma = _nonnegative_real("gamma", gamma)
     if loss != "ls" and delta != 0.0:
         raise ValueError(f"delta must be 0 for loss={loss!r} (label smoothing is loss='ls'), got {delta!r}")
@@ -159,7 +161,10 @@ def regularization_slope(K, n, lam_W, lam_H, *, nonnegative=False) -> float:
     if not (np.isfinite(R) and R > 0.0):
         raise OverflowError(f"sqrt(n lam_W lam_H) = {R!r} is not a positive finite float64; "
                             "use lam_W * lam_H between 1e-600 and 1e300")
-    return float(R * (np.sqrt(K * (K - 1.0)) if nonnegative else (K - 1.0)))
+    slope = float(R * (np.sqrt(K * (K - 1.0)) if nonnegative else (K - 1.0)))
+    if not np.isfinite(slope):
+        raise OverflowError(f"the regularization slope overflows float64 for K = {K}, n = {n}; reduce K or n")
+    return slope
 
 
 def _newton_root(fprime, fsecond, lo: float, hi: float) -> float:
