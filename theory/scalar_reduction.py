@@ -140,7 +140,7 @@ def logit_curvatures(loss: str, K, a, *, delta=0.0, gamma=0.0, mse_kappa=1.0):
     K = _checks.integer("K", K, 2)
     if loss == "mse":
         kappa = _checks.positive_scalar("mse_kappa", mse_kappa)
-        return 2.0, 2.0 * (1.0 + (kappa - 1.0) * (K - 1) / K)
+        return 2.0, 2.0 * (1.0 + (kappa - 1.0) * (1.0 - 1.0 / K))  # (K-1)/K without overflowing K - 1
     _, first, second = loss_derivatives(loss, K, a, delta=delta, gamma=gamma)
     mu2 = K * second / (K - 1)
     if loss == "focal":
