@@ -194,7 +194,8 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
     opt = _optimizer(method, lr)
     value_and_grad = optax.value_and_grad_from_state(f) if method in _LINE_SEARCH_METHODS else None
 
-    value0, grad0 = jax.value_and_grad(f)(params0)
+    # the optimised objective at its start: the full L of x_0 already computed above, unless reduced
+    value0, grad0 = jax.value_and_grad(f)(params0) if method == "reduced" else (start_value, start_grad)
     g0 = _tree_norm(_project(start, start_grad, nonnegative)[1])  # ||grad L(x_0)|| of the given x_0
     blowup = DIVERGENCE_FACTOR * jnp.maximum(jnp.abs(value0), 1.0)
     n_records = max_iters // record_every + 2
