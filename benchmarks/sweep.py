@@ -1,6 +1,6 @@
 """Batched sweep vs a Python loop over ``ufm.solve`` (1,000 configurations, K = 10, n = 50).
 
-``python benchmarks/sweep.py [--method reduced] [--loop-subset 50]``: a grid of 10 deltas x
+``python benchmarks/sweep.py [--method reduced] [--loop-subset 100] [--lanes 16]``: a grid of 10 deltas x
 10 lambdas x 10 seeds (float64) solved by ``ufm.sweep`` in one vmapped, compiled call, and
 by a Python loop over ``ufm.solve`` on the first ``--loop-subset`` configurations (a
 deterministic subset spread over the grid), whose time is extrapolated linearly to all
@@ -33,7 +33,8 @@ from ufm.sweep import grid, sweep  # noqa: E402
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="reduced")
-    parser.add_argument("--loop-subset", type=int, default=50)
+    parser.add_argument("--loop-subset", type=int, default=100)
+    parser.add_argument("--lanes", type=int, default=None, help="batch_size of ufm.sweep (default: its default)")
     parser.add_argument("--configs-per-axis", type=int, default=10)
     args = parser.parse_args(argv)
     m = args.configs_per_axis
@@ -43,9 +44,9 @@ def main(argv=None) -> int:
     M = len(problems)
     print(f"machine: {machine()}")
     print(f"{M} configurations, K=10 n=50 d=10 float64, method {args.method}, tol 1e-10")
-    swept = sweep(problems, args.method)                      # compiles
+    swept = sweep(problems, args.method, batch_size=args.lanes)     # compiles
     start = time.perf_counter()
-    swept = sweep(problems, args.method)
+    swept = sweep(problems, args.method, batch_size=args.lanes)
     sweep_seconds = time.perf_counter() - start
     subset = problems[:: max(1, M // args.loop_subset)][: args.loop_subset]
     index = {id(p): j for j, p in enumerate(problems)}

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ufm import _memory, metrics
+from ufm import _lbfgs, _memory, metrics
 from ufm.objective import Params, objective
 from ufm.problem import Problem, require_dtype_enabled
 
@@ -97,8 +97,8 @@ _LINE_SEARCH_METHODS = ("lbfgs", "reduced")
 DIVERGENCE_FACTOR = 100.0
 HISTORY_FIELDS = ("iteration", "objective", "grad_norm", "nc1", "nc2", "nc3", "w_norm", "h_norm")
 
-_RUNNING, _CONVERGED, _MAX_ITERS, _DIVERGED = 0, 1, 2, 3
-STATUS_NAMES = {_CONVERGED: "converged", _MAX_ITERS: "max_iters", _DIVERGED: "diverged"}
+_RUNNING, _CONVERGED, _MAX_ITERS, _DIVERGED, _STALLED = 0, 1, 2, 3, 4
+STATUS_NAMES = {_CONVERGED: "converged", _MAX_ITERS: "max_iters", _DIVERGED: "diverged", _STALLED: "stalled"}
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,8 @@ class Result:
         problem, method, lr, tol: what was run (lr None for L-BFGS: line search).
         W ``(d, K)``, H ``(d, N)``, b ``(K,)``: the final iterate (the last finite one if diverged).
         objective: L at the final iterate. grad_norm / initial_grad_norm: ||grad L|| there and at x_0.
-        iterations: steps taken. status: ``"converged"``, ``"max_iters"`` or ``"diverged"``.
+        iterations: steps taken. status: ``"converged"``, ``"max_iters"``, ``"diverged"`` or ``"stalled"``
+            (``"reduced"`` only: its line search can no longer decrease L, as when tol is below rounding).
         converged: ``status == "converged"``. message: one readable sentence.
         history: dict of arrays over recorded iterations, keys ``HISTORY_FIELDS``.
         seconds: wall time of the compiled run; compile_seconds: tracing + compilation.
@@ -172,6 +173,37 @@ def _project(params, grad, nonnegative: bool):
     return params._replace(H=H), grad._replace(H=jnp.where((H > 0) | (grad.H < 0), grad.H, 0.0))
 
 
+def _status(i, value, gnorm, g0, tol, blowup, max_iters, stalled=False):
+    """The stopping rule after step ``i`` (also used by :mod:`ufm.sweep`): diverged, converged,
+    stalled (the line search of ``"reduced"`` cannot decrease L), max_iters, or still running."""
+    diverged = ~jnp.isfinite(value) | ~jnp.isfinite(gnorm) | (value > blowup)
+    return jnp.where(diverged, _DIVERGED,
+                     jnp.where(gnorm <= tol * g0, _CONVERGED,
+                               jnp.where(stalled, _STALLED,
+                                         jnp.where(i >= max_iters, _MAX_ITERS, _RUNNING))))
+
+
+def reduced_point(params: Params, labels) -> jnp.ndarray:
+    """The flat start ``x = (vec W, vec Htilde, b)``, ``Htilde = sqrt(n) Hbar``, of ``"reduced"`` (module
+    docstring) from a full point ``params`` (W: (d, K), H: (d, N), b: (K,)); shape ``(2 d K + K,)``."""
+    K = params.W.shape[1]
+    n = params.H.shape[1] // K
+    Htilde = jnp.sqrt(n) * metrics.class_means(params.H, labels, K)
+    return jnp.concatenate([params.W.ravel(), Htilde.ravel(), params.b])
+
+
+def reduced_params(x, d: int, K: int, n: int) -> Params:
+    """``(W: (d, K), Hbar: (d, K), b: (K,))`` of a flat reduced point ``x`` (inverse of :func:`reduced_point`)."""
+    W = x[: d * K].reshape(d, K)
+    Hbar = x[d * K: 2 * d * K].reshape(d, K) / jnp.sqrt(n)
+    return Params(W, Hbar, x[2 * d * K:])
+
+
+def reduced_objective(x, weights, d: int, K: int, n: int):
+    """``L_red`` (module docstring) at the flat point ``x``: ``L(W, Hbar Y, b)`` for the full ``weights``."""
+    return objective(reduced_params(x, d, K, n), jnp.arange(K), weights._replace(lam_H=n * weights.lam_H))
+
+
 def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, progress_every, nonnegative=False,
          with_history=True):
     """The compiled loop. Returns (params, value, grad_norm, g0, iterations, status, history, count).
@@ -185,18 +217,40 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
     start, start_labels = params0, labels
     start_value, start_grad = jax.value_and_grad(lambda p: objective(p, labels, weights))(params0)
     n = params0.H.shape[1] // K
-    view = lambda p: p                     # the iterate as (W, H, b) of the objective optimised
-    if method == "reduced":   # see the module docstring; optimise over Htilde = sqrt(n) Hbar (balanced scales)
-        params0 = params0._replace(H=jnp.sqrt(n) * metrics.class_means(params0.H, labels, K))
-        labels, weights = jnp.arange(K), weights._replace(lam_H=n * weights.lam_H)
-        view = lambda p: p._replace(H=p.H / jnp.sqrt(n))
-    f = lambda p: objective(view(p), labels, weights)
-    opt = _optimizer(method, lr)
-    value_and_grad = optax.value_and_grad_from_state(f) if method in _LINE_SEARCH_METHODS else None
-
-    # the optimised objective at its start: the full L of x_0 already computed above, unless reduced
-    value0, grad0 = jax.value_and_grad(f)(params0) if method == "reduced" else (start_value, start_grad)
     g0 = _tree_norm(_project(start, start_grad, nonnegative)[1])  # ||grad L(x_0)|| of the given x_0
+
+    if method == "reduced":   # see the module docstring; L-BFGS of ufm._lbfgs on the flat (W, Htilde, b)
+        d = params0.W.shape[0]
+        flat0 = reduced_point(params0, labels)
+        value_and_grad = jax.value_and_grad(lambda x: reduced_objective(x, weights, d, K, n))
+        value0, flat_grad0 = value_and_grad(flat0)
+        view = lambda state: reduced_params(state.x, d, K, n)   # the optimiser state -> (W, Hbar, b)
+        state0 = _lbfgs.init(flat0, value0, flat_grad0)
+        gnorm0 = jnp.linalg.norm(flat_grad0)    # = ||grad L(W, Hbar Y, b)|| (module docstring)
+
+        def advance(state):
+            new, failed = _lbfgs.step(state, value_and_grad)
+            return new, new.value, jnp.linalg.norm(new.grad), failed & ~jnp.any(state.valid)
+    else:
+        f = lambda p: objective(p, labels, weights)
+        opt = _optimizer(method, lr)
+        line_search_value_and_grad = optax.value_and_grad_from_state(f) if method == "lbfgs" else None
+        view = lambda state: state[0]
+        value0 = start_value
+        state0 = (params0, opt.init(params0), start_value, start_grad)
+        gnorm0 = g0
+
+        def advance(state):
+            params, opt_state, value, grad = state
+            updates, new_opt_state = opt.update(grad, opt_state, params, value=value, grad=grad, value_fn=f)
+            new_params = _project(optax.apply_updates(params, updates), grad, nonnegative)[0]
+            if line_search_value_and_grad is None:
+                new_value, new_grad = jax.value_and_grad(f)(new_params)
+            else:
+                new_value, new_grad = line_search_value_and_grad(new_params, state=new_opt_state)
+            gnorm = _tree_norm(_project(new_params, new_grad, nonnegative)[1])
+            return (new_params, new_opt_state, new_value, new_grad), new_value, gnorm, False
+
     blowup = DIVERGENCE_FACTOR * jnp.maximum(jnp.abs(value0), 1.0)
     n_records = max_iters // record_every + 2
 
@@ -207,45 +261,37 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
 
     history = jnp.full((n_records, len(HISTORY_FIELDS)), jnp.nan, dtype=value0.dtype)
     history, count = record(history, 0, 0, start, start_value, g0, start_labels)
-    gnorm0 = _tree_norm(grad0)
     status0 = jnp.where(gnorm0 <= tol * g0, _CONVERGED, jnp.where(max_iters == 0, _MAX_ITERS, _RUNNING))
-    init = (0, params0, opt.init(params0), value0, grad0, gnorm0, status0, history, count)
+    init = (0, state0, value0, gnorm0, status0, history, count)
+    reduced_labels = jnp.arange(K)
 
-    def body(state):
-        i, params, opt_state, value, grad, _, _, history, count = state
-        updates, new_opt_state = opt.update(grad, opt_state, params, value=value, grad=grad, value_fn=f)
-        new_params = _project(optax.apply_updates(params, updates), grad, nonnegative)[0]
-        if value_and_grad is None:
-            new_value, new_grad = jax.value_and_grad(f)(new_params)
-        else:
-            new_value, new_grad = value_and_grad(new_params, state=new_opt_state)
+    def body(loop):
+        i, state, value, gnorm, _, history, count = loop
+        new_state, new_value, new_gnorm, stalled = advance(state)
         i = i + 1
-        gnorm = _tree_norm(_project(new_params, new_grad, nonnegative)[1])
-        diverged = ~jnp.isfinite(new_value) | ~jnp.isfinite(gnorm) | (new_value > blowup)
-        status = jnp.where(diverged, _DIVERGED,
-                           jnp.where(gnorm <= tol * g0, _CONVERGED,
-                                     jnp.where(i >= max_iters, _MAX_ITERS, _RUNNING)))
+        status = _status(i, new_value, new_gnorm, g0, tol, blowup, max_iters, stalled)
+        diverged = status == _DIVERGED     # keep the last finite iterate
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(diverged, b, a), new, old)
-        new_params = keep(new_params, params)
-        new_value, new_grad = keep(new_value, value), keep(new_grad, grad)
-        gnorm = jnp.where(diverged, _tree_norm(_project(params, grad, nonnegative)[1]), gnorm)
+        new_state, new_value, new_gnorm = keep((new_state, new_value, new_gnorm), (state, value, gnorm))
         if with_history:
             history, count = jax.lax.cond(
                 (i % record_every == 0) | (status != _RUNNING),
-                lambda h, c: record(h, c, i, view(new_params), new_value, gnorm),
+                lambda h, c: record(h, c, i, view(new_state), new_value, new_gnorm,
+                                    reduced_labels if method == "reduced" else labels),
                 lambda h, c: (h, c),
                 history, count,
             )
         if progress_every:
             jax.lax.cond(i % progress_every == 0,
-                         lambda: jax.debug.callback(_print_progress, i, new_value, gnorm / g0),
+                         lambda: jax.debug.callback(_print_progress, i, new_value, new_gnorm / g0),
                          lambda: None)
-        return (i, new_params, new_opt_state, new_value, new_grad, gnorm, status, history, count)
+        return (i, new_state, new_value, new_gnorm, status, history, count)
 
-    i, params, _, value, _, gnorm, status, history, count = jax.lax.while_loop(
-        lambda state: state[6] == _RUNNING, body, init)
+    i, state, value, gnorm, status, history, count = jax.lax.while_loop(
+        lambda loop: loop[4] == _RUNNING, body, init)
+    params = view(state)
     if method == "reduced":
-        params = params._replace(H=jnp.repeat(view(params).H, n, axis=1))   # class-major Hbar Y
+        params = params._replace(H=jnp.repeat(params.H, n, axis=1))   # class-major Hbar Y
     return params, value, gnorm, g0, i, status, history, count
 
 
@@ -278,6 +324,10 @@ def _stable_step(problem: Problem, points) -> tuple[float, float] | None:
 def _message(status: str, iterations: int, ratio: float, tol: float, method: str, lr, step=None) -> str:
     if status == "converged":
         return f"converged: |grad L| / |grad L(x0)| = {ratio:.2e} <= tol = {tol:.1e} after {iterations} iterations"
+    if status == "stalled":
+        return (f"stalled after {iterations} iterations at |grad L| / |grad L(x0)| = {ratio:.2e} > tol = {tol:.1e}: "
+                "the line search found no decrease of L even along -grad L, so tol is below what rounding in this "
+                "precision resolves; raise --tol")
     if status == "max_iters":
         return (f"stopped at max_iters = {iterations} with |grad L| / |grad L(x0)| = {ratio:.2e} > tol = {tol:.1e}; "
                 "raise --max-iters or use --method lbfgs")

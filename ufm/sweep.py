@@ -1,13 +1,18 @@
 """Batched sweeps: many (delta, lambda, seed) configurations of one shape in one compiled call.
 
-``sweep(problems)`` stacks the configurations' initial points and scalars and runs
-the solver's compiled loop (:func:`ufm.solver._run`) under ``jax.vmap``: one
-``jit``-compiled call for the whole grid instead of one Python call per
-configuration. Under ``vmap`` the ``while_loop`` runs until every configuration
-has stopped; a configuration that has stopped is frozen (``vmap`` of a
-``while_loop`` with a per-configuration predicate keeps the carry of finished
-members unchanged), so each one stops by exactly the rule of :func:`ufm.solve`
-and ends at the same point, up to rounding of the batched linear algebra.
+``sweep(problems)`` solves the whole grid in one ``jit``-compiled call instead of one
+Python call per configuration, with the iteration and stopping rule of :func:`ufm.solve`,
+so each configuration ends at the same point up to rounding of the batched linear algebra.
+
+- ``"reduced"`` (the default where :func:`ufm.solve` uses it): a work queue. ``batch_size``
+  lanes run :func:`ufm._lbfgs.step` under ``jax.vmap``; when a lane's configuration stops,
+  the lane stores its result and loads the next configuration. The work is the sum of the
+  configurations' iterations (a ``vmap`` over all of them would run each one as long as the
+  slowest), and a lane's arrays stay small.
+- the other methods: the solver's compiled loop (:func:`ufm.solver._run`) under ``jax.vmap``
+  over chunks of ``batch_size`` configurations. The ``while_loop`` runs until every
+  configuration of the chunk has stopped; one that has stopped is frozen (``vmap`` of a
+  ``while_loop`` with a per-configuration predicate keeps the carry of finished members).
 
 ``python -m ufm.sweep --K 10 --n 50 --delta 0,0.05,0.1 --lam 5e-4,1e-3 --seeds 0:10 --out sweep.csv``
 writes one row per configuration (CSV or JSON by the suffix, atomically, never
@@ -27,18 +32,24 @@ import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm import _io, metrics
-from ufm.objective import Weights
+from ufm import _io, _lbfgs, metrics, solver
+from ufm.losses import LOSS_IDS
+from ufm.objective import Weights, objective
 from ufm.problem import Problem, initial_params, require_dtype_enabled
-from ufm.solver import METHODS, STATUS_NAMES, _run, check_method_fits, check_options, default_method
+from ufm.solver import (METHODS, STATUS_NAMES, _run, check_method_fits, check_options, default_method,
+                        reduced_objective, reduced_params, reduced_point)
 
 PROG = "python -m ufm.sweep"
+#: Default lanes (configurations in flight) of the ``"reduced"`` work queue; measured in
+#: ``benchmarks/sweep.py`` (K = 10, n = 50): fewer lanes pay XLA's per-operation overhead more
+#: often, more lanes spill the L-BFGS buffers out of the cache.
+REDUCED_LANES = 16
 #: Per-configuration columns of :meth:`SweepResult.rows` besides the problem's scalars.
 ROW_FIELDS = ("status", "iterations", "objective", "grad_ratio", "w_norm", "h_norm", "nc1", "nc2", "nc3")
 _SHAPE_FIELDS = ("K", "n", "d", "loss", "dtype")
@@ -144,15 +155,103 @@ def _batched_run(seeds, scales, weights, labels, lr, tol, *, d, K, N, dtype, met
     return params, value, gnorm, g0, iterations, status, collapse
 
 
+class _Lane(NamedTuple):
+    """One lane of the reduced sweep's work queue: the configuration it solves (``M`` when idle)
+    and that configuration's L-BFGS state, weights, ``||grad L(x_0)||``, blow-up level, steps, status."""
+
+    config: jnp.ndarray
+    state: _lbfgs.State
+    weights: Weights
+    g0: jnp.ndarray
+    blowup: jnp.ndarray
+    iteration: jnp.ndarray
+    status: jnp.ndarray
+
+
+def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_id, lanes, max_iters):
+    """Method ``"reduced"`` for M configurations as a work queue over ``lanes`` vmapped L-BFGS lanes.
+
+    Every iteration advances each busy lane by one step of :func:`ufm._lbfgs.step` (the step of
+    :func:`ufm.solver._run`, with the same stopping rule :func:`ufm.solver._status`); a lane whose
+    configuration has stopped stores its result and loads the next configuration. So the work is
+    the sum of the configurations' iterations, not M times the slowest one (a plain ``vmap`` of the
+    loop), and the lanes' arrays stay small enough for the cache.
+    Returns ``(x (M, P), value, grad_norm, g0, iterations, status)``.
+    """
+    M = seeds.shape[0]
+    n = N // K
+    concrete = lambda w: w._replace(loss_id=loss_id)   # a Python int: no lax.switch over the losses
+
+    def start(seed, scale, w):        # the full L at the seeded x_0, as in _run: ||grad L(x_0)|| and x_0 reduced
+        params0 = initial_params(seed, scale, d, K, N, dtype)
+        grad = jax.grad(objective)(params0, labels, concrete(w))
+        return reduced_point(params0, labels), solver._tree_norm(grad)
+
+    x0s, g0s = jax.lax.map(lambda a: start(*a), (seeds, scales, weights), batch_size=lanes)
+    value_and_grad = jax.value_and_grad(lambda x, w: reduced_objective(x, concrete(w), d, K, n))
+
+    def load(j):
+        w = jax.tree_util.tree_map(lambda a: a[j], weights)
+        value, grad = value_and_grad(x0s[j], w)
+        gnorm = jnp.linalg.norm(grad)
+        status = jnp.where(gnorm <= tol * g0s[j], solver._CONVERGED,
+                           jnp.where(max_iters == 0, solver._MAX_ITERS, solver._RUNNING))
+        return _Lane(j, _lbfgs.init(x0s[j], value, grad), w, g0s[j],
+                     solver.DIVERGENCE_FACTOR * jnp.maximum(jnp.abs(value), 1.0), 0, status)
+
+    def advance(lane):
+        running = lane.status == solver._RUNNING
+        new, failed = _lbfgs.step(lane.state, lambda x: value_and_grad(x, lane.weights), active=running)
+        iteration = lane.iteration + running
+        status = solver._status(iteration, new.value, jnp.linalg.norm(new.grad), lane.g0, tol, lane.blowup,
+                                max_iters, failed & ~jnp.any(lane.state.valid))
+        keep = status == solver._DIVERGED          # keep the last finite iterate
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, b, a), new, lane.state)
+        return lane._replace(state=new, iteration=iteration, status=jnp.where(running, status, lane.status))
+
+    first = jnp.arange(lanes)
+    queue = jax.vmap(load)(jnp.minimum(first, M - 1))
+    queue = queue._replace(config=jnp.where(first < M, first, M))
+    P = x0s.shape[1]
+    results = (jnp.zeros((M, P), dtype), jnp.zeros((M,), dtype), jnp.zeros((M,), dtype),
+               jnp.zeros((M,), jnp.int32), jnp.zeros((M,), jnp.int32))
+
+    def store_and_refill(queue, finished, next_config, results):
+        where = jnp.where(finished, queue.config, M)          # index M: dropped
+        gnorm = jnp.linalg.norm(queue.state.grad, axis=1)
+        results = tuple(r.at[where].set(v.astype(r.dtype), mode="drop") for r, v in zip(
+            results, (queue.state.x, queue.state.value, gnorm, queue.iteration, queue.status)))
+        wanted = next_config + jnp.cumsum(finished) - 1
+        take = finished & (wanted < M)
+        loaded = jax.vmap(load)(jnp.minimum(wanted, M - 1))
+        queue = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(take.reshape((-1,) + (1,) * (old.ndim - 1)), new, old), loaded, queue)
+        config = jnp.where(take, wanted, jnp.where(finished, M, queue.config))
+        return queue._replace(config=config), jnp.minimum(next_config + jnp.sum(finished), M), results
+
+    def body(loop):
+        queue, next_config, results = loop
+        queue = jax.vmap(advance)(queue)
+        finished = (queue.config < M) & (queue.status != solver._RUNNING)
+        return jax.lax.cond(jnp.any(finished), store_and_refill, lambda q, f, c, r: (q, c, r),
+                            queue, finished, next_config, results)
+
+    _, _, (x, value, gnorm, iterations, status) = jax.lax.while_loop(
+        lambda loop: jnp.any(loop[0].config < M), body, (queue, jnp.minimum(lanes, M), results))
+    final = jax.vmap(lambda x: reduced_params(x, d, K, n))(x)       # (W, Hbar, b): NC metrics of Hbar Y
+    collapse = jax.vmap(metrics.collapse, in_axes=(0, 0, None, None))(final.W, final.H, jnp.arange(K), K)
+    return x, value, gnorm, g0s, iterations, status, collapse
+
+
 _COMPILED: dict[Any, Any] = {}
 
 
-def _compiled(args, statics):
+def _compiled(function, args, statics):
     shapes = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(args))
-    key = (shapes, tuple(sorted((k, str(v)) for k, v in statics.items())))
+    key = (function.__name__, shapes, tuple(sorted((k, str(v)) for k, v in statics.items())))
     if key not in _COMPILED:
         start = time.perf_counter()
-        lowered = jax.jit(_batched_run, static_argnames=tuple(statics)).lower(*args, **statics)
+        lowered = jax.jit(function, static_argnames=tuple(statics)).lower(*args, **statics)
         _COMPILED[key] = lowered.compile()
         return _COMPILED[key], time.perf_counter() - start
     return _COMPILED[key], 0.0
@@ -169,8 +268,10 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
         problems: M >= 1 :class:`Problem` of one shape; delta, the lambdas, seed and
             init_scale may differ. See :func:`grid`.
         method, lr, tol, max_iters: as in :func:`ufm.solve`.
-        batch_size: configurations per compiled call (default: all M at once). Memory grows
-            linearly with it (L-BFGS keeps 10 pairs of parameter-sized vectors per configuration).
+        batch_size: configurations in flight at once: the lanes of the ``"reduced"`` queue
+            (default ``REDUCED_LANES``), or the configurations per compiled call of the other
+            methods (default all M). Memory grows linearly with it (L-BFGS keeps 10 pairs of
+            parameter-sized vectors per configuration).
 
     Returns:
         :class:`SweepResult`.
@@ -190,21 +291,20 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
     M = len(problems)
     method = default_method(first) if method is None else method
     check_method_fits(first, method)
-    batch_size = M if batch_size is None else batch_size
+    if batch_size is None:
+        batch_size = min(M, REDUCED_LANES) if method == "reduced" else M
     lr = check_options(method, lr, tol, dict(max_iters=(max_iters, 1), batch_size=(batch_size, 1)))
     require_dtype_enabled(first.dtype)
     dt = first.jnp_dtype
+    if method == "reduced":
+        return _sweep_reduced(problems, tol, max_iters, min(batch_size, M))
     statics = dict(d=first.d, K=first.K, N=first.N, dtype=dt, method=method, max_iters=max_iters)
     outs, seconds, compile_seconds = [], 0.0, 0.0
     for lo in range(0, M, batch_size):
         chunk = problems[lo:lo + batch_size]
         pad = chunk + (chunk[-1],) * (batch_size - len(chunk))     # one compiled shape for every chunk
-        args = (jnp.asarray([p.seed for p in pad], dtype=jnp.uint32),
-                jnp.asarray([p.init_scale for p in pad], dtype=dt),
-                Weights(*(jnp.stack([jnp.asarray(getattr(p.weights(), f)) for p in pad])
-                          for f in Weights._fields)),
-                first.labels(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
-        compiled, compile_time = _compiled(args, statics)
+        args = (*_stacked(pad, dt), first.labels(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
+        compiled, compile_time = _compiled(_batched_run, args, statics)
         compile_seconds += compile_time
         start = time.perf_counter()
         out = jax.block_until_ready(compiled(*args))
@@ -217,6 +317,42 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
         W=params.W, H=params.H, b=params.b, objective=value, grad_norm=gnorm, initial_grad_norm=g0,
         iterations=iterations.astype(np.int64), status=tuple(STATUS_NAMES[int(s)] for s in status),
         w_norm=collapse.w_norm, h_norm=collapse.h_norm, nc1=collapse.nc1, nc2=collapse.nc2, nc3=collapse.nc3,
+        seconds=seconds, compile_seconds=compile_seconds,
+    )
+
+
+def _stacked(problems, dt):
+    """The configurations' seeds ``(M,)``, init scales ``(M,)`` and :class:`Weights` of ``(M,)`` arrays
+    (built in numpy: one ``Problem.weights()`` per configuration would cost ~0.5 ms each)."""
+    first = problems[0].weights()
+    columns = {f: np.array([getattr(p, f) for p in problems]) for f in ("delta", "lam_W", "lam_H", "lam_b",
+                                                                        "gamma", "mse_kappa", "mse_beta")}
+    columns["loss_id"] = np.full(len(problems), int(first.loss_id))
+    return (jnp.asarray(np.array([p.seed for p in problems]), dtype=jnp.uint32),
+            jnp.asarray(np.array([p.init_scale for p in problems]), dtype=dt),
+            Weights(**{f: jnp.asarray(columns[f], dtype=getattr(first, f).dtype) for f in Weights._fields}))
+
+
+def _sweep_reduced(problems, tol, max_iters, lanes) -> SweepResult:
+    first = problems[0]
+    M, d, K, n = len(problems), first.d, first.K, first.n
+    dt = first.jnp_dtype
+    args = (*_stacked(problems, dt), first.labels(), jnp.asarray(tol, dt))
+    statics = dict(d=d, K=K, N=first.N, dtype=dt, loss_id=int(LOSS_IDS[first.loss]), lanes=lanes,
+                   max_iters=max_iters)
+    compiled, compile_seconds = _compiled(_reduced_queue, args, statics)
+    start = time.perf_counter()
+    x, value, gnorm, g0, iterations, status, collapse = jax.block_until_ready(compiled(*args))
+    seconds = time.perf_counter() - start
+    x = np.asarray(x)
+    W = x[:, : d * K].reshape(M, d, K)
+    Hbar = x[:, d * K: 2 * d * K].reshape(M, d, K) / np.sqrt(n)
+    return SweepResult(
+        problems=problems, method="reduced", lr=None, tol=tol, max_iters=max_iters,
+        W=W, H=np.repeat(Hbar, n, axis=2), b=x[:, 2 * d * K:], objective=np.asarray(value),
+        grad_norm=np.asarray(gnorm), initial_grad_norm=np.asarray(g0),
+        iterations=np.asarray(iterations).astype(np.int64), status=tuple(STATUS_NAMES[int(s)] for s in status),
+        **{name: np.asarray(getattr(collapse, name)) for name in ("w_norm", "h_norm", "nc1", "nc2", "nc3")},
         seconds=seconds, compile_seconds=compile_seconds,
     )
 
