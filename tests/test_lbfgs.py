@@ -94,7 +94,7 @@ def test_an_inactive_lane_is_left_unchanged():
     value_and_grad = jax.value_and_grad(lambda x: jnp.sum((x - 1.0) ** 2))
     x = jnp.asarray([3.0, -1.0])
     state = _lbfgs.init(x, *value_and_grad(x))
-    after, failed = _lbfgs.step(state, value_and_grad, active=False)
-    assert not bool(failed)
+    after, completed, failed = _lbfgs.evaluate(state, value_and_grad, active=False)
+    assert not bool(completed) and not bool(failed)
     for before, now in zip(state, after):
         np.testing.assert_array_equal(np.asarray(now), np.asarray(before))

@@ -1,8 +1,8 @@
 """L-BFGS for the class-mean reduction (method ``"reduced"``), built to stay cheap under ``jax.vmap``.
 
-One iteration: the two-loop recursion (Nocedal & Wright, Algorithm 7.4) over the last
-``memory`` pairs, then a backtracking line search from the unit step that halves the step
-until it accepts. Acceptance is Armijo, ``f(x + t d) <= f(x) + c1 t g.d``, or the
+One iteration: the L-BFGS direction over the last ``memory`` pairs, then a backtracking line
+search from the unit step that halves the step until it accepts, one evaluation per call of
+:func:`evaluate`. Acceptance is Armijo, ``f(x + t d) <= f(x) + c1 t g.d``, or the
 approximate Wolfe condition of Hager & Zhang (2005, eq. 23),
 ``g(x + t d).d <= (2 c1 - 1) g.d`` with ``f(x + t d) <= f(x) + eps |f(x)|``, which is
 Armijo evaluated from slopes and stays decidable once the decrease of f is below its
@@ -19,7 +19,8 @@ step in almost every iteration, so one iteration costs one evaluation of f and i
 Under ``vmap`` (:mod:`ufm.sweep`) the cost of an iteration is set by the number of XLA
 operations and the passes over the pair buffer, not by the arithmetic, so the direction uses
 the compact representation (two products with the buffer) rather than the two-loop
-recursion (4 m dependent vector operations), and the buffer is circular (no copies).
+recursion (4 m dependent vector operations), the buffer is circular (one row written per
+iteration) and the m x m products are updated from one product of the buffer with the new gradient.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-MEMORY = 10
+MEMORY = 5
 ARMIJO_C1 = 1e-4
 #: Relative increase of f tolerated by the approximate Wolfe condition (rounding of f in float64).
 APPROXIMATE_EPS = 1e-12
@@ -42,8 +43,11 @@ class State(NamedTuple):
 
     ``x, grad (P,)``, ``value ()``; ``pairs (2, m, P)``: the steps s (``pairs[0]``) and gradient
     differences y (``pairs[1]``) in a circular buffer; ``sy (m, m)`` with ``sy[i, j] = s_i . y_j``
-    and ``yy (m, m)`` with ``yy[i, j] = y_i . y_j`` (updated one row and column per stored pair);
+    and ``yy (m, m)`` with ``yy[i, j] = y_i . y_j``; ``sg, yg (m,)``: ``s_i . grad`` and ``y_i . grad``;
     ``age (m,)``: 0 for the newest pair, increasing with age; ``valid (m,)``: the pairs in use.
+    Entries of rows that are not valid are stale and never read unmasked. The line search in
+    progress: ``direction (P,)``, ``y_direction = Y^T direction (m,)``, ``slope = grad . direction``,
+    the last trial step ``t``, ``halvings`` so far and ``searching`` (a line search is under way).
     """
 
     x: jnp.ndarray
@@ -52,16 +56,25 @@ class State(NamedTuple):
     pairs: jnp.ndarray
     sy: jnp.ndarray
     yy: jnp.ndarray
+    sg: jnp.ndarray
+    yg: jnp.ndarray
     age: jnp.ndarray
     valid: jnp.ndarray
+    direction: jnp.ndarray
+    y_direction: jnp.ndarray
+    slope: jnp.ndarray
+    t: jnp.ndarray
+    halvings: jnp.ndarray
+    searching: jnp.ndarray
 
 
 def init(x, value, grad, memory: int = MEMORY) -> State:
     """The state at ``x`` with ``value = f(x)``, ``grad = grad f(x)`` and an empty memory."""
     P, dt = x.shape[0], x.dtype
-    return State(x, value, grad, jnp.zeros((2, memory, P), dt), jnp.zeros((memory, memory), dt),
-                 jnp.zeros((memory, memory), dt), jnp.arange(memory, dtype=jnp.int32),
-                 jnp.zeros((memory,), bool))
+    zeros = lambda *shape: jnp.zeros(shape, dt)
+    return State(x, value, grad, zeros(2, memory, P), zeros(memory, memory), zeros(memory, memory),
+                 zeros(memory), zeros(memory), jnp.arange(memory, dtype=jnp.int32), jnp.zeros((memory,), bool),
+                 zeros(P), zeros(memory), zeros(), zeros(), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
 
 
 def _nilpotent_inverse(N):
@@ -75,15 +88,9 @@ def _nilpotent_inverse(N):
     return inverse
 
 
-def direction(state: State) -> jnp.ndarray:
-    """``-H g``: H the L-BFGS inverse-Hessian model in the compact form of Byrd, Nocedal & Schnabel
-    (1994, eq. 3.13), ``H = gamma I + [S  gamma Y] [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]]
-    [S  gamma Y]^T`` with ``R`` the upper triangle (in the pairs' chronological order) of ``S^T Y``,
-    ``D`` its diagonal and ``gamma = s.y / y.y`` of the newest pair (``1 / max(|g|, 1)`` with no pair).
-    The same H as the two-loop recursion (Nocedal & Wright, Algorithm 7.4; tested), but two products
-    with the buffer and a few m x m operations instead of 4 m vector operations.
-    R^-1 is exact: ``R = D (I + N)`` with N nilpotent (strictly upper triangular in age order).
-    """
+def _direction(state: State):
+    """``(d, Y d)``: the direction of :func:`direction` and its products with the stored y (from
+    the m x m quantities, without reading the buffer)."""
     valid = state.valid
     dt = state.x.dtype
     both = valid[:, None] & valid[None, :]
@@ -97,67 +104,106 @@ def direction(state: State) -> jnp.ndarray:
     have_pair = valid[newest]
     gamma = jnp.where(have_pair, sy[newest, newest] / jnp.where(have_pair, yy[newest, newest], 1.0),
                       1.0 / jnp.maximum(jnp.linalg.norm(state.grad), 1.0)).astype(dt)
-    u, v = jnp.where(valid, state.pairs @ state.grad, 0.0)        # S^T g, Y^T g
+    u, v = jnp.where(valid, state.sg, 0.0), jnp.where(valid, state.yg, 0.0)   # S^T g, Y^T g
     t = inverse @ (u / diagonal)                                  # R^-1 S^T g
     p = (inverse.T @ (diagonal * t + gamma * (yy @ t) - gamma * v)) / diagonal
     Hg = gamma * state.grad + jnp.einsum("km,kmp->p", jnp.stack([p, -gamma * t]), state.pairs)
-    return -Hg
+    YHg = gamma * v + sy.T @ p - gamma * (yy @ t)                 # Y^T H g (valid rows)
+    return -Hg, -YHg
 
 
-def step(state: State, value_and_grad: Callable, active=True) -> tuple[State, jnp.ndarray]:
-    """One L-BFGS iteration. Returns ``(new_state, failed)``.
-
-    ``failed`` is True when no step of ``MAX_HALVINGS`` halvings was accepted; the state then
-    keeps x and forgets its memory (the next iteration is a steepest-descent step). A failure
-    with an empty memory means f cannot be decreased at this precision. ``active=False``
-    leaves the state unchanged (one evaluation of f; no line search): the lanes of a batched
-    sweep that have no problem to solve.
+def direction(state: State) -> jnp.ndarray:
+    """``-H g``: H the L-BFGS inverse-Hessian model in the compact form of Byrd, Nocedal & Schnabel
+    (1994, eq. 3.13), ``H = gamma I + [S  gamma Y] [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]]
+    [S  gamma Y]^T`` with ``R`` the upper triangle (in the pairs' chronological order) of ``S^T Y``,
+    ``D`` its diagonal and ``gamma = s.y / y.y`` of the newest pair (``1 / max(|g|, 1)`` with no pair).
+    The same H as the two-loop recursion (Nocedal & Wright, Algorithm 7.4; tested), but one pass
+    over the buffer and a few m x m operations instead of 4 m dependent vector operations.
+    R^-1 is exact: ``R = D (I + N)`` with N nilpotent (strictly upper triangular in age order).
     """
-    d = direction(state)
-    slope = jnp.dot(state.grad, d)
-    uphill = ~(slope < 0)                      # not a descent direction (or nan): steepest descent
-    d = jnp.where(uphill, -state.grad, d)
-    slope = jnp.where(uphill, -jnp.dot(state.grad, state.grad), slope)
-    one = jnp.ones((), state.value.dtype)
+    return _direction(state)[0]
 
-    def accepted(t, value, grad):
-        armijo = value <= state.value + ARMIJO_C1 * t * slope
-        approximate = (jnp.dot(grad, d) <= (2 * ARMIJO_C1 - 1) * slope) & (
-            value <= state.value + APPROXIMATE_EPS * jnp.abs(state.value))
-        return armijo | approximate        # False for a nan value or gradient
 
-    def searching(carry):
-        t, value, grad, halvings = carry
-        return active & ~accepted(t, value, grad) & (halvings < MAX_HALVINGS)
+def evaluate(state: State, value_and_grad: Callable, active=True):
+    """One evaluation of f and its gradient: the unit step along a new direction, or, while a line
+    search is under way, half the previous trial step. Returns ``(new_state, completed, failed)``.
 
-    def halve(carry):
-        t, _, _, halvings = carry
-        t = 0.5 * t
-        value, grad = value_and_grad(state.x + t * d)
-        return t, value, grad, halvings + 1
+    ``completed``: an iteration ended: a step was accepted (x, the memory and the products move
+    on), or ``MAX_HALVINGS`` halvings were refused (``failed``: x stays and the memory is
+    forgotten, so the next iteration is a steepest-descent step; a failure with an empty memory
+    means f cannot be decreased at this precision). ``active=False`` leaves the state unchanged.
 
-    value1, grad1 = value_and_grad(state.x + d)
-    t, value, grad, _ = jax.lax.while_loop(searching, halve, (one, value1, grad1, 0))
-    ok = active & accepted(t, value, grad)
-    failed = active & ~ok
+    One evaluation per call, with no inner loop: under ``vmap`` each lane makes progress at every
+    call, whether it is starting an iteration or backtracking (a ``while_loop`` line search would
+    make every lane wait for the one that backtracks longest).
+
+    The buffer is read twice per accepted step (the direction, and ``S^T g, Y^T g`` at the new
+    gradient) and written once (the new pair); the new row and column of ``S^T Y`` and ``Y^T Y``
+    follow from those products: ``S^T y = S^T g_new - S^T g``, ``Y^T y = Y^T g_new - Y^T g`` and
+    ``Y^T s = t Y^T d`` with ``Y^T d`` from :func:`_direction`.
+    """
+    fresh, fresh_y = _direction(state)
+    fresh_slope = jnp.dot(state.grad, fresh)
+    uphill = ~(fresh_slope < 0)                # not a descent direction (or nan): steepest descent
+    fresh = jnp.where(uphill, -state.grad, fresh)
+    fresh_y = jnp.where(uphill, -state.yg, fresh_y)
+    fresh_slope = jnp.where(uphill, -jnp.dot(state.grad, state.grad), fresh_slope)
+    searching = state.searching
+    d = jnp.where(searching, state.direction, fresh)
+    Yd = jnp.where(searching, state.y_direction, fresh_y)
+    slope = jnp.where(searching, state.slope, fresh_slope)
+    t = jnp.where(searching, 0.5 * state.t, jnp.ones((), state.value.dtype))
+    halvings = jnp.where(searching, state.halvings + 1, 0)
+    value, grad = value_and_grad(state.x + t * d)
+    armijo = value <= state.value + ARMIJO_C1 * t * slope
+    approximate = (jnp.dot(grad, d) <= (2 * ARMIJO_C1 - 1) * slope) & (
+        value <= state.value + APPROXIMATE_EPS * jnp.abs(state.value))
+    ok = active & (armijo | approximate)       # False for a nan value or gradient
+    failed = active & ~ok & (halvings >= MAX_HALVINGS)
+    completed = ok | failed
+
+    grad = jnp.where(ok, grad, state.grad)
     s = t * d
     y = grad - state.grad
-    sy = jnp.dot(s, y)
-    store = ok & (sy > 1e-10 * jnp.dot(y, y))
-    oldest = jnp.argmax(state.age)
-    slot = (jnp.arange(state.age.shape[0]) == oldest) & store
-    pairs = jnp.where(slot[None, :, None], jnp.stack([s, y])[:, None, :], state.pairs)
-    products = pairs @ jnp.stack([s, y], axis=1)                  # (2, m, 2): S.s, S.y, Y.s, Y.y
-    s_y, y_s, y_y = products[0, :, 1], products[1, :, 0], products[1, :, 1]
-    row, column = slot[:, None], slot[None, :]
+    sy_new = jnp.dot(s, y)
+    store = ok & (sy_new > 1e-10 * jnp.dot(y, y))
+    sg, yg = state.pairs @ grad                                   # old buffer, new gradient
+    Sy, Yy, Ys = sg - state.sg, yg - state.yg, t * Yd
+    slot = jnp.argmax(state.age)                                  # the oldest pair makes room
+    at = (jnp.arange(state.age.shape[0]) == slot) & store
+    row, column = at[:, None], at[None, :]
+    sy = jnp.where(row, Ys[None, :], jnp.where(column, Sy[:, None], state.sy))
+    yy = jnp.where(row, Yy[None, :], jnp.where(column, Yy[:, None], state.yy))
+    keep = lambda new, old: jnp.where(active, new, old)
     new = State(
         x=jnp.where(ok, state.x + s, state.x),
         value=jnp.where(ok, value, state.value),
-        grad=jnp.where(ok, grad, state.grad),
-        pairs=pairs,
-        sy=jnp.where(row, y_s[None, :], jnp.where(column, s_y[:, None], state.sy)),
-        yy=jnp.where(row, y_y[None, :], jnp.where(column, y_y[:, None], state.yy)),
-        age=jnp.where(store, jnp.where(slot, 0, state.age + 1), state.age),
-        valid=jnp.where(failed, False, state.valid | slot),         # a failure forgets every pair
+        grad=grad,
+        pairs=state.pairs.at[:, slot].set(jnp.where(store, jnp.stack([s, y]), state.pairs[:, slot])),
+        sy=jnp.where(row & column, sy_new, sy),
+        yy=jnp.where(row & column, jnp.dot(y, y), yy),
+        sg=jnp.where(at, jnp.dot(s, grad), jnp.where(ok, sg, state.sg)),
+        yg=jnp.where(at, jnp.dot(y, grad), jnp.where(ok, yg, state.yg)),
+        age=jnp.where(store, jnp.where(at, 0, state.age + 1), state.age),
+        valid=jnp.where(failed, False, state.valid | at),          # a failure forgets every pair
+        direction=keep(d, state.direction),
+        y_direction=keep(Yd, state.y_direction),
+        slope=keep(slope, state.slope),
+        t=keep(t, state.t),
+        halvings=keep(halvings, state.halvings),
+        searching=active & ~completed,
     )
+    return new, completed, failed
+
+
+def step(state: State, value_and_grad: Callable) -> tuple[State, jnp.ndarray]:
+    """One whole iteration: :func:`evaluate` until it completes. Returns ``(new_state, failed)``."""
+    def running(carry):
+        return ~carry[1]
+
+    def body(carry):
+        new, _, _ = carry
+        return evaluate(new, value_and_grad)
+
+    new, _, failed = jax.lax.while_loop(running, body, evaluate(state, value_and_grad))
     return new, failed

@@ -228,9 +228,9 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
         state0 = _lbfgs.init(flat0, value0, flat_grad0)
         gnorm0 = jnp.linalg.norm(flat_grad0)    # = ||grad L(W, Hbar Y, b)|| (module docstring)
 
-        def advance(state):
-            new, failed = _lbfgs.step(state, value_and_grad)
-            return new, new.value, jnp.linalg.norm(new.grad), failed & ~jnp.any(state.valid)
+        def advance(state):        # one evaluation; an iteration ends when the line search does
+            new, completed, failed = _lbfgs.evaluate(state, value_and_grad)
+            return new, new.value, jnp.linalg.norm(new.grad), failed & ~jnp.any(state.valid), completed
     else:
         f = lambda p: objective(p, labels, weights)
         opt = _optimizer(method, lr)
@@ -249,7 +249,7 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
             else:
                 new_value, new_grad = line_search_value_and_grad(new_params, state=new_opt_state)
             gnorm = _tree_norm(_project(new_params, new_grad, nonnegative)[1])
-            return (new_params, new_opt_state, new_value, new_grad), new_value, gnorm, False
+            return (new_params, new_opt_state, new_value, new_grad), new_value, gnorm, False, True
 
     blowup = DIVERGENCE_FACTOR * jnp.maximum(jnp.abs(value0), 1.0)
     n_records = max_iters // record_every + 2
@@ -267,22 +267,22 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
 
     def body(loop):
         i, state, value, gnorm, _, history, count = loop
-        new_state, new_value, new_gnorm, stalled = advance(state)
-        i = i + 1
-        status = _status(i, new_value, new_gnorm, g0, tol, blowup, max_iters, stalled)
+        new_state, new_value, new_gnorm, stalled, completed = advance(state)
+        i = i + completed
+        status = jnp.where(completed, _status(i, new_value, new_gnorm, g0, tol, blowup, max_iters, stalled), _RUNNING)
         diverged = status == _DIVERGED     # keep the last finite iterate
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(diverged, b, a), new, old)
         new_state, new_value, new_gnorm = keep((new_state, new_value, new_gnorm), (state, value, gnorm))
         if with_history:
             history, count = jax.lax.cond(
-                (i % record_every == 0) | (status != _RUNNING),
+                completed & ((i % record_every == 0) | (status != _RUNNING)),
                 lambda h, c: record(h, c, i, view(new_state), new_value, new_gnorm,
                                     reduced_labels if method == "reduced" else labels),
                 lambda h, c: (h, c),
                 history, count,
             )
         if progress_every:
-            jax.lax.cond(i % progress_every == 0,
+            jax.lax.cond(completed & (i % progress_every == 0),
                          lambda: jax.debug.callback(_print_progress, i, new_value, new_gnorm / g0),
                          lambda: None)
         return (i, new_state, new_value, new_gnorm, status, history, count)

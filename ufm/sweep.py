@@ -98,6 +98,23 @@ class SweepResult:
         """``(M,)`` bool: which configurations met the gradient tolerance."""
         return np.array([s == "converged" for s in self.status])
 
+    def result(self, j: int) -> solver.Result:
+        """Configuration ``j`` as a :class:`ufm.Result` (for :func:`ufm.compare`): no history, and
+        ``seconds`` an equal share of the sweep's compiled time."""
+        if isinstance(j, bool) or not isinstance(j, (int, np.integer)) or not -len(self) <= j < len(self):
+            raise ValueError(f"j must be an integer index in [-{len(self)}, {len(self)}), got {j!r}")
+        j = int(j) % len(self)
+        ratio = float(self.grad_norm[j]) / float(self.initial_grad_norm[j]) if self.initial_grad_norm[j] > 0 else 0.0
+        return solver.Result(
+            problem=self.problems[j], method=self.method, lr=self.lr, tol=self.tol,
+            W=self.W[j], H=self.H[j], b=self.b[j], objective=float(self.objective[j]),
+            grad_norm=float(self.grad_norm[j]), initial_grad_norm=float(self.initial_grad_norm[j]),
+            iterations=int(self.iterations[j]), status=self.status[j],
+            message=solver._message(self.status[j], int(self.iterations[j]), ratio, self.tol, self.method, self.lr),
+            history={name: np.zeros(0) for name in solver.HISTORY_FIELDS},
+            seconds=self.seconds / len(self), compile_seconds=0.0,
+        )
+
     def rows(self) -> list[dict[str, Any]]:
         """One dict per configuration: its scalars (delta, lam_W, lam_H, lam_b, seed) and ``ROW_FIELDS``."""
         ratio = np.where(self.initial_grad_norm > 0, self.grad_norm / np.where(self.initial_grad_norm > 0,
@@ -168,6 +185,10 @@ class _Lane(NamedTuple):
     status: jnp.ndarray
 
 
+def _without_pairs(lanes: _Lane) -> _Lane:
+    return lanes._replace(state=lanes.state._replace(pairs=None))
+
+
 def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_id, lanes, max_iters):
     """Method ``"reduced"`` for M configurations as a work queue over ``lanes`` vmapped L-BFGS lanes.
 
@@ -201,12 +222,14 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
 
     def advance(lane):
         running = lane.status == solver._RUNNING
-        new, failed = _lbfgs.step(lane.state, lambda x: value_and_grad(x, lane.weights), active=running)
-        iteration = lane.iteration + running
-        status = solver._status(iteration, new.value, jnp.linalg.norm(new.grad), lane.g0, tol, lane.blowup,
-                                max_iters, failed & ~jnp.any(lane.state.valid))
-        keep = status == solver._DIVERGED          # keep the last finite iterate
-        new = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, b, a), new, lane.state)
+        new, completed, failed = _lbfgs.evaluate(lane.state, lambda x: value_and_grad(x, lane.weights),
+                                                 active=running)
+        iteration = lane.iteration + completed
+        status = jnp.where(completed, solver._status(iteration, new.value, jnp.linalg.norm(new.grad), lane.g0, tol,
+                                                     lane.blowup, max_iters, failed & ~jnp.any(lane.state.valid)),
+                           solver._RUNNING)
+        keep = status == solver._DIVERGED          # keep the last finite iterate (the memory no longer matters)
+        new = new._replace(**{f: jnp.where(keep, getattr(lane.state, f), getattr(new, f)) for f in ("x", "value", "grad")})
         return lane._replace(state=new, iteration=iteration, status=jnp.where(running, status, lane.status))
 
     first = jnp.arange(lanes)
@@ -223,7 +246,7 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
             results, (queue.state.x, queue.state.value, gnorm, queue.iteration, queue.status)))
         wanted = next_config + jnp.cumsum(finished) - 1
         take = finished & (wanted < M)
-        loaded = jax.vmap(load)(jnp.minimum(wanted, M - 1))
+        loaded = _without_pairs(jax.vmap(load)(jnp.minimum(wanted, M - 1)))
         queue = jax.tree_util.tree_map(
             lambda new, old: jnp.where(take.reshape((-1,) + (1,) * (old.ndim - 1)), new, old), loaded, queue)
         config = jnp.where(take, wanted, jnp.where(finished, M, queue.config))
@@ -233,8 +256,14 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
         queue, next_config, results = loop
         queue = jax.vmap(advance)(queue)
         finished = (queue.config < M) & (queue.status != solver._RUNNING)
-        return jax.lax.cond(jnp.any(finished), store_and_refill, lambda q, f, c, r: (q, c, r),
-                            queue, finished, next_config, results)
+        # the pair buffers stay out of the cond (passing them through it costs a copy per
+        # iteration): a loaded lane keeps the stale pairs of its previous configuration, which
+        # its empty memory (valid = False) masks out
+        pairs = queue.state.pairs
+        light, next_config, results = jax.lax.cond(jnp.any(finished), store_and_refill,
+                                                   lambda q, f, c, r: (q, c, r),
+                                                   _without_pairs(queue), finished, next_config, results)
+        return light._replace(state=light.state._replace(pairs=pairs)), next_config, results
 
     _, _, (x, value, gnorm, iterations, status) = jax.lax.while_loop(
         lambda loop: jnp.any(loop[0].config < M), body, (queue, jnp.minimum(lanes, M), results))
