@@ -299,8 +299,8 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
         method, lr, tol, max_iters: as in :func:`ufm.solve`.
         batch_size: configurations in flight at once: the lanes of the ``"reduced"`` queue
             (default ``REDUCED_LANES``), or the configurations per compiled call of the other
-            methods (default all M). Memory grows linearly with it (L-BFGS keeps 10 pairs of
-            parameter-sized vectors per configuration).
+            methods (default all M). Memory grows linearly with it (L-BFGS keeps 5 (reduced)
+            or 10 (lbfgs) pairs of parameter-sized vectors per configuration).
 
     Returns:
         :class:`SweepResult`.
