@@ -119,6 +119,18 @@ def test_max_iters_is_reported():
     assert "max_iters" in result.message and "--max-iters" in result.message
 
 
+def test_a_tolerance_below_rounding_stalls_with_advice():
+    # lam = 1e-8: the b direction has curvature ~1e-8, and |grad| stops falling near 1e-13 |grad_0|
+    # (observed: the line search of "reduced" fails twice at iteration 226 and stops)
+    problem = Problem(K=10, n=50, lam_W=1e-8, lam_H=1e-8, lam_b=1e-8)
+    result = ufm.solve(problem, "reduced", tol=1e-14, max_iters=5000)
+    assert result.status in ("stalled", "converged"), result.message
+    if result.status == "stalled":
+        assert result.grad_norm > 1e-14 * result.initial_grad_norm
+        assert "raise --tol" in result.message and result.iterations < 5000
+        assert np.all(np.isfinite(result.W)) and np.isfinite(result.objective)
+
+
 def test_float32_path_reaches_its_documented_accuracy():
     problem = Problem(K=10, n=500, delta=0.1, dtype="float32")
     result = ufm.solve(problem, tol=1e-5, max_iters=2000)
