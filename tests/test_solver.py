@@ -131,6 +131,13 @@ def test_a_tolerance_below_rounding_stalls_with_advice():
         assert np.all(np.isfinite(result.W)) and np.isfinite(result.objective)
 
 
+def test_a_tolerance_at_rounding_level_points_to_tol():
+    # tol 1e-16: |grad| stops falling near 5e-15 |grad_0|; either way the message names --tol
+    result = ufm.solve(Problem(K=4, n=5, delta=0.1), "reduced", tol=1e-16, max_iters=400)
+    assert result.status in ("max_iters", "stalled"), result.message
+    assert "--tol" in result.message
+
+
 def test_float32_path_reaches_its_documented_accuracy():
     problem = Problem(K=10, n=500, delta=0.1, dtype="float32")
     result = ufm.solve(problem, tol=1e-5, max_iters=2000)

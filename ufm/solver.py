@@ -329,8 +329,10 @@ def _message(status: str, iterations: int, ratio: float, tol: float, method: str
                 "the line search found no decrease of L even along -grad L, so tol is below what rounding in this "
                 "precision resolves; raise --tol")
     if status == "max_iters":
+        advice = ("raise --max-iters, or --tol if the ratio has stopped falling (rounding)"
+                  if method in _LINE_SEARCH_METHODS else "raise --max-iters or use --method lbfgs")
         return (f"stopped at max_iters = {iterations} with |grad L| / |grad L(x0)| = {ratio:.2e} > tol = {tol:.1e}; "
-                "raise --max-iters or use --method lbfgs")
+                + advice)
     if step is not None:
         top, safe = step
         advice = (f"the largest Hessian eigenvalue of L (start and last finite iterate) is {top:.4g}: gradient "
