@@ -2,7 +2,7 @@
 
 ``ufm.solve(problem, method=...)`` runs the compiled solver (see :mod:`ufm.solver`);
 ``python -m ufm.solve`` is the command line over the same call; ``ufm.sweep(problems)``
-(and ``python -m ufm.sweep``) solves a grid of same-shape configurations in one vmapped call.
+(and ``python -m ufm.sweep``) solves a grid of same-shape configurations in one compiled call.
 """
 
 from ufm.solver import solve as solve
