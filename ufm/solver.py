@@ -173,14 +173,16 @@ def _project(params, grad, nonnegative: bool):
     return params._replace(H=H), grad._replace(H=jnp.where((H > 0) | (grad.H < 0), grad.H, 0.0))
 
 
-def _status(i, value, gnorm, g0, tol, blowup, max_iters, stalled=False):
+def _status(i, value, gnorm, g0, tol, blowup, max_iters, stalled=False, completed=True):
     """The stopping rule after step ``i`` (also used by :mod:`ufm.sweep`): diverged, converged,
-    stalled (the line search of ``"reduced"`` cannot decrease L), max_iters, or still running."""
+    stalled (the line search of ``"reduced"`` cannot decrease L), max_iters, or still running.
+    ``completed=False`` (a line search of ``"reduced"`` still under way) is always running."""
     diverged = ~jnp.isfinite(value) | ~jnp.isfinite(gnorm) | (value > blowup)
-    return jnp.where(diverged, _DIVERGED,
-                     jnp.where(gnorm <= tol * g0, _CONVERGED,
-                               jnp.where(stalled, _STALLED,
-                                         jnp.where(i >= max_iters, _MAX_ITERS, _RUNNING))))
+    status = jnp.where(diverged, _DIVERGED,
+                       jnp.where(gnorm <= tol * g0, _CONVERGED,
+                                 jnp.where(stalled, _STALLED,
+                                           jnp.where(i >= max_iters, _MAX_ITERS, _RUNNING))))
+    return jnp.where(completed, status, _RUNNING)
 
 
 def reduced_point(params: Params, labels) -> jnp.ndarray:
@@ -269,7 +271,7 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
         i, state, value, gnorm, _, history, count = loop
         new_state, new_value, new_gnorm, stalled, completed = advance(state)
         i = i + completed
-        status = jnp.where(completed, _status(i, new_value, new_gnorm, g0, tol, blowup, max_iters, stalled), _RUNNING)
+        status = _status(i, new_value, new_gnorm, g0, tol, blowup, max_iters, stalled, completed)
         diverged = status == _DIVERGED     # keep the last finite iterate
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(diverged, b, a), new, old)
         new_state, new_value, new_gnorm = keep((new_state, new_value, new_gnorm), (state, value, gnorm))
@@ -298,13 +300,16 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
 _COMPILED: dict[Any, Any] = {}
 
 
-def _compiled(args, statics):
+def _compiled(function, args, statics):
+    """``(compiled, compile seconds)`` of ``jit(function)`` for these argument shapes, dtypes and
+    shardings and these static arguments; compiled once per key (seconds 0.0 afterwards).
+    Also used by :mod:`ufm.sweep`."""
     shapes = tuple((x.shape, str(x.dtype), str(getattr(x, "sharding", None)))
                    for x in jax.tree_util.tree_leaves(args))
-    key = (shapes, tuple(sorted(statics.items())))
+    key = (function, shapes, tuple(sorted((k, str(v)) for k, v in statics.items())))
     if key not in _COMPILED:
         start = time.perf_counter()
-        lowered = jax.jit(_run, static_argnames=tuple(statics)).lower(*args, **statics)
+        lowered = jax.jit(function, static_argnames=tuple(statics)).lower(*args, **statics)
         _COMPILED[key] = (lowered.compile(), time.perf_counter() - start)
         return _COMPILED[key]
     return _COMPILED[key][0], 0.0
@@ -436,7 +441,7 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
     args = (params0, labels, problem.weights(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
     statics = dict(method=method, max_iters=max_iters, record_every=record_every, progress_every=progress_every,
                    nonnegative=problem.nonnegative)
-    compiled, compile_seconds = _compiled(args, statics)
+    compiled, compile_seconds = _compiled(_run, args, statics)
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
     seconds = time.perf_counter() - start

@@ -197,7 +197,7 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
     configuration has stopped stores its result and loads the next configuration. So the work is
     the sum of the configurations' iterations, not M times the slowest one (a plain ``vmap`` of the
     loop), and the lanes' arrays stay small enough for the cache.
-    Returns ``(x (M, P), value, grad_norm, g0, iterations, status)``.
+    Returns ``(Params of (W, Hbar, b) over M, value, grad_norm, g0, iterations, status, collapse)``.
     """
     M = seeds.shape[0]
     n = N // K
@@ -225,9 +225,8 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
         new, completed, failed = _lbfgs.evaluate(lane.state, lambda x: value_and_grad(x, lane.weights),
                                                  active=running)
         iteration = lane.iteration + completed
-        status = jnp.where(completed, solver._status(iteration, new.value, jnp.linalg.norm(new.grad), lane.g0, tol,
-                                                     lane.blowup, max_iters, failed & ~jnp.any(lane.state.valid)),
-                           solver._RUNNING)
+        status = solver._status(iteration, new.value, jnp.linalg.norm(new.grad), lane.g0, tol, lane.blowup, max_iters,
+                                failed & ~jnp.any(lane.state.valid), completed)
         keep = status == solver._DIVERGED          # keep the last finite iterate (the memory no longer matters)
         new = new._replace(**{f: jnp.where(keep, getattr(lane.state, f), getattr(new, f)) for f in ("x", "value", "grad")})
         return lane._replace(state=new, iteration=iteration, status=jnp.where(running, status, lane.status))
@@ -269,21 +268,7 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
         lambda loop: jnp.any(loop[0].config < M), body, (queue, jnp.minimum(lanes, M), results))
     final = jax.vmap(lambda x: reduced_params(x, d, K, n))(x)       # (W, Hbar, b): NC metrics of Hbar Y
     collapse = jax.vmap(metrics.collapse, in_axes=(0, 0, None, None))(final.W, final.H, jnp.arange(K), K)
-    return x, value, gnorm, g0s, iterations, status, collapse
-
-
-_COMPILED: dict[Any, Any] = {}
-
-
-def _compiled(function, args, statics):
-    shapes = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(args))
-    key = (function.__name__, shapes, tuple(sorted((k, str(v)) for k, v in statics.items())))
-    if key not in _COMPILED:
-        start = time.perf_counter()
-        lowered = jax.jit(function, static_argnames=tuple(statics)).lower(*args, **statics)
-        _COMPILED[key] = lowered.compile()
-        return _COMPILED[key], time.perf_counter() - start
-    return _COMPILED[key], 0.0
+    return final, value, gnorm, g0s, iterations, status, collapse
 
 
 def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float | None = None,
@@ -333,7 +318,7 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
         chunk = problems[lo:lo + batch_size]
         pad = chunk + (chunk[-1],) * (batch_size - len(chunk))     # one compiled shape for every chunk
         args = (*_stacked(pad, dt), first.labels(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
-        compiled, compile_time = _compiled(_batched_run, args, statics)
+        compiled, compile_time = solver._compiled(_batched_run, args, statics)
         compile_seconds += compile_time
         start = time.perf_counter()
         out = jax.block_until_ready(compiled(*args))
@@ -354,8 +339,8 @@ def _stacked(problems, dt):
     """The configurations' seeds ``(M,)``, init scales ``(M,)`` and :class:`Weights` of ``(M,)`` arrays
     (built in numpy: one ``Problem.weights()`` per configuration would cost ~0.5 ms each)."""
     first = problems[0].weights()
-    columns = {f: np.array([getattr(p, f) for p in problems]) for f in ("delta", "lam_W", "lam_H", "lam_b",
-                                                                        "gamma", "mse_kappa", "mse_beta")}
+    # every field of Weights but loss_id is the Problem attribute of the same name; the loss is shared
+    columns = {f: np.array([getattr(p, f) for p in problems]) for f in Weights._fields if f != "loss_id"}
     columns["loss_id"] = np.full(len(problems), int(first.loss_id))
     return (jnp.asarray(np.array([p.seed for p in problems]), dtype=jnp.uint32),
             jnp.asarray(np.array([p.init_scale for p in problems]), dtype=dt),
@@ -364,21 +349,18 @@ def _stacked(problems, dt):
 
 def _sweep_reduced(problems, tol, max_iters, lanes) -> SweepResult:
     first = problems[0]
-    M, d, K, n = len(problems), first.d, first.K, first.n
     dt = first.jnp_dtype
     args = (*_stacked(problems, dt), first.labels(), jnp.asarray(tol, dt))
-    statics = dict(d=d, K=K, N=first.N, dtype=dt, loss_id=int(LOSS_IDS[first.loss]), lanes=lanes,
+    statics = dict(d=first.d, K=first.K, N=first.N, dtype=dt, loss_id=int(LOSS_IDS[first.loss]), lanes=lanes,
                    max_iters=max_iters)
-    compiled, compile_seconds = _compiled(_reduced_queue, args, statics)
+    compiled, compile_seconds = solver._compiled(_reduced_queue, args, statics)
     start = time.perf_counter()
-    x, value, gnorm, g0, iterations, status, collapse = jax.block_until_ready(compiled(*args))
+    final, value, gnorm, g0, iterations, status, collapse = jax.block_until_ready(compiled(*args))
     seconds = time.perf_counter() - start
-    x = np.asarray(x)
-    W = x[:, : d * K].reshape(M, d, K)
-    Hbar = x[:, d * K: 2 * d * K].reshape(M, d, K) / np.sqrt(n)
     return SweepResult(
         problems=problems, method="reduced", lr=None, tol=tol, max_iters=max_iters,
-        W=W, H=np.repeat(Hbar, n, axis=2), b=x[:, 2 * d * K:], objective=np.asarray(value),
+        W=np.asarray(final.W), H=np.repeat(np.asarray(final.H), first.n, axis=2), b=np.asarray(final.b),
+        objective=np.asarray(value),
         grad_norm=np.asarray(gnorm), initial_grad_norm=np.asarray(g0),
         iterations=np.asarray(iterations).astype(np.int64), status=tuple(STATUS_NAMES[int(s)] for s in status),
         **{name: np.asarray(getattr(collapse, name)) for name in ("w_norm", "h_norm", "nc1", "nc2", "nc3")},
