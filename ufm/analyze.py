@@ -1,0 +1,247 @@
+"""Command line: ``python -m ufm.analyze last_layer.npz --loss ls --delta 0.1 --lam-W 1e-3 --lam-H 1e-6``
+(also ``ufm-analyze``).
+
+Input: one ``.npz`` with keys ``features (N, d)``, ``labels (N,)``, ``weight (K, d)`` and optionally
+``bias (K,)`` (the layout of ``torch.nn.Linear``), or separate ``.npy`` files (``--features
+--labels --weight [--bias]``; features are memory-mapped and streamed, so they need not fit in
+memory twice). Optional training setup (``--loss --delta --gamma --lam-W --lam-H --lam-b``)
+adds the UFM prediction and its errors. Prints a report; ``--json PATH`` writes top-level
+``measured``, ``predicted``, ``error`` (and context) atomically. Exit 0 on success, 2 for bad
+arguments or bad files (one ``error:`` line naming the key), 130 on Ctrl-C.
+
+The library is :func:`ufm.last_layer.analyze`. This module is also callable:
+``ufm.analyze(...)`` is that function whether or not this CLI module has been imported
+(importing it rebinds the package attribute ``ufm.analyze`` to this module, hence
+``__call__``; see :mod:`ufm.last_layer` for why the two live apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import types
+import zipfile
+from importlib import metadata
+
+import jax
+import numpy as np
+
+from ufm import _cache, _io
+from ufm._interrupt import exit_on_interrupt
+from ufm.last_layer import LOSSES, SOURCES, Analysis, analyze
+
+PROG = "python -m ufm.analyze"
+KEYS = ("features", "labels", "weight", "bias")
+
+
+class InputError(ValueError):
+    """A bad input file (reported as one ``error:`` line, exit 2)."""
+
+
+def _number(name: str, low: float, high: float | None = None, *, low_open: bool = True):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        bad_low = value <= low if low_open else value < low
+        if not math.isfinite(value) or bad_low or (high is not None and value >= high):
+            interval = ("(" if low_open else "[") + f"{low:g}, " + ("inf)" if high is None else f"{high:g})")
+            raise argparse.ArgumentTypeError(f"{name} must be in {interval}, got {text}")
+        return value + 0.0  # -0.0 is 0.0 (reports and JSON never show "-0")
+
+    return parse
+
+
+def _chunk_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--chunk-size must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--chunk-size must be an integer >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Neural-collapse analysis of a trained network's last layer (NC1-NC3 as Guo et al. "
+                    "eqs. 4-6, their common variants, norms, logit scale, p_t/p_n, accuracy) and, given the "
+                    "training setup, the unconstrained-feature-model prediction with relative errors.")
+    data = parser.add_argument_group("input (one .npz, or .npy files)")
+    data.add_argument("npz", nargs="?", default=None,
+                      help=".npz with keys features (N, d), labels (N,), weight (K, d) and optionally bias (K,)")
+    for key, shape in zip(KEYS, ("(N, d), memory-mapped", "(N,) integers", "(K, d)", "(K,), optional")):
+        data.add_argument(f"--{key}", metavar="NPY", default=None, help=f".npy file with {key} {shape}")
+    setup = parser.add_argument_group("training setup (for the prediction)")
+    setup.add_argument("--loss", choices=LOSSES, default="ce", help="training loss (default ce)")
+    setup.add_argument("--delta", type=_number("--delta", 0.0, 1.0, low_open=False), default=0.0,
+                       help="label smoothing in [0, 1) (--loss ls)")
+    setup.add_argument("--gamma", type=_number("--gamma", 0.0, low_open=False), default=0.0,
+                       help="focal-loss parameter >= 0 (--loss focal)")
+    setup.add_argument("--mse-kappa", type=_number("--mse-kappa", 0.0), default=1.0, help="rescaled MSE kappa > 0")
+    setup.add_argument("--mse-beta", type=_number("--mse-beta", 0.0), default=1.0, help="rescaled MSE beta > 0")
+    setup.add_argument("--lam-W", type=_number("--lam-W", 0.0), default=None,
+                       help="lam_W/2 ||W||^2 during training (> 0; with --lam-H switches the prediction on)")
+    setup.add_argument("--lam-H", type=_number("--lam-H", 0.0), default=None,
+                       help="lam_H/2 ||H||^2 on the training features (> 0)")
+    setup.add_argument("--lam-b", type=_number("--lam-b", 0.0, low_open=False), default=None,
+                       help="lam_b/2 ||b||^2 (>= 0; needed for --loss mse)")
+    run = parser.add_argument_group("computation and output")
+    run.add_argument("--chunk-size", type=_chunk_size, default=None,
+                     help="rows per chunk of the streaming passes (default: ~64 MB of float64 work)")
+    run.add_argument("--spectra", choices=("auto", "on", "off"), default="auto",
+                     help="loss-term Hessian blocks: auto = only for small d N (default), on, off")
+    run.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
+    run.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _cache.add_argument(parser)
+    return parser
+
+
+def _load_npy(path: str, key: str, mmap: bool):
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise InputError(f"{key}: cannot read {path} as .npy ({error})") from None
+
+
+def load_inputs(args) -> dict:
+    """The arrays named by the arguments: from the .npz (keys checked) or the .npy files."""
+    separate = [key for key in KEYS if getattr(args, key)]
+    if args.npz and separate:
+        raise InputError(f"give either an .npz or --{'/--'.join(separate)} .npy files, not both")
+    if args.npz:
+        try:
+            archive = np.load(args.npz, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise InputError(f"cannot read {args.npz} as .npz ({error})") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise InputError(f"{args.npz} is a single array, not an .npz with keys {', '.join(KEYS)}")
+        for key in KEYS[:3]:
+            if key not in archive.files:
+                raise InputError(f"{key}: missing key {key!r} in {args.npz} (has {sorted(archive.files)}; "
+                                 "needs features, labels, weight, optionally bias)")
+        try:
+            return {key: archive[key] for key in KEYS if key in archive.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise InputError(f"cannot read the arrays of {args.npz} ({error})") from None
+    missing = [key for key in KEYS[:3] if not getattr(args, key)]
+    if missing:
+        raise InputError(f"{missing[0]}: no input: give an .npz or --features, --labels and --weight .npy files")
+    return {key: _load_npy(getattr(args, key), key, key == "features") for key in KEYS if getattr(args, key)}
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{value:.8g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.4e}"
+
+
+def report_text(result: Analysis) -> str:
+    """The text report: data, table of measured / predicted / error, reasons, Hessian blocks."""
+    counts = result.counts
+    lines = [f"Last layer: N = {result.N}, d = {result.d}, K = {result.K}; samples per class "
+             + (f"{counts[0]} (balanced)" if result.balanced else f"{min(counts)} to {max(counts)} (imbalanced)")]
+    if result.setup:
+        s = result.setup
+        lines.append("Setup: loss " + s["loss"] + (f" (delta = {s['delta']:g})" if s["loss"] == "ls" else "")
+                     + (f" (gamma = {s['gamma']:g})" if s["loss"] == "focal" else "")
+                     + f", lam_W = {s['lam_W']:g}, lam_H = {s['lam_H']:g}"
+                     + ("" if s["lam_b"] is None else f", lam_b = {s['lam_b']:g}"))
+    else:
+        lines.append("Setup: not given (pass --lam-W and --lam-H, and the loss, for the UFM prediction)")
+    lines += ["", f"{'quantity':14s} {'measured':>14s} {'UFM':>14s} {'error':>14s}  source"]
+    for name, value in result.measured.items():
+        predicted = result.predicted.get(name)
+        error = result.error.get(name)
+        kind = "" if error is None else (" rel" if result.relative.get(name) else " abs")
+        lines.append(f"{name:14s} {_fmt(value):>14s} {_fmt(predicted):>14s} "
+                     f"{('-' if error is None else f'{error:.2e}{kind}'):>14s}  {SOURCES.get(name, '')}")
+    if "bias" in result.error:
+        lines.append(f"{'':14s} {'':14s} {'':14s} {'':14s}  bias error = max_k |b_k - b_pred| = "
+                     f"{result.error['bias']:.3e}")
+    for reason in result.not_applicable:
+        lines.append(f"does not apply: {reason}")
+    if result.setup and result.applies and not result.not_applicable:
+        lines.append("the theorem's hypotheses hold for this setup (balanced classes, d >= K)")
+    spectra = result.spectra
+    if "skipped" in spectra:
+        lines.append(f"\nHessian blocks: skipped ({spectra['skipped']})")
+    else:
+        lines.append(f"\nLoss-term Hessian blocks ({spectra.get('dtype')}); K p_t = {_fmt(spectra.get('K_p_t'))}:")
+        for block in ("W", "H"):
+            info = spectra.get(block, {})
+            if "skipped" in info:
+                lines.append(f"  {block}: skipped ({info['skipped']})")
+                continue
+            text = f"  {block}: {info['method']}, lambda_max = {_fmt(info['lambda_max'])}, kappa = {_fmt(info['kappa'])}"
+            if "values" in info and len(info["values"]) <= 8:
+                text += "; " + ", ".join(f"{_fmt(v)} x{m}" for v, m in zip(info["values"], info["multiplicities"]))
+            lines.append(text)
+    return "\n".join(lines)
+
+
+def _record(result: Analysis, args) -> dict:
+    try:
+        version = metadata.version("ufm-collapse")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    record = result.to_json()
+    record["package_version"] = version
+    record["inputs"] = {key: getattr(args, key) for key in ("npz", *KEYS) if getattr(args, key)}
+    return record
+
+
+def main(argv=None) -> int:
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    with exit_on_interrupt(PROG):  # SIGINT / SIGTERM: one line and exit at once, never a partial file
+        return _main(argv)
+
+
+def _main(argv) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    jax.config.update("jax_enable_x64", True)
+    _cache.configure(args, PROG)
+    try:
+        if args.json:
+            _io.check_writable(args.json, overwrite=args.force)
+        arrays = load_inputs(args)
+        if not args.quiet:
+            features = arrays["features"]
+            print(f"analysing {getattr(features, 'shape', '?')} features ...", file=sys.stderr, flush=True)
+        result = analyze(arrays["features"], arrays["labels"], arrays["weight"], arrays.get("bias"),
+                         loss=args.loss, delta=args.delta, gamma=args.gamma, mse_kappa=args.mse_kappa,
+                         mse_beta=args.mse_beta, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
+                         chunk_size=args.chunk_size, spectra={"auto": "auto", "on": True, "off": False}[args.spectra])
+    except (ValueError, OSError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    print(report_text(result), flush=True)
+    if args.json:
+        _io.write_json(args.json, _record(result, args))
+        if not args.quiet:
+            print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``ufm.analyze(features, labels, weight, ...)`` call the library although ``ufm.analyze``
+    is also this CLI module."""
+
+    def __call__(self, *args, **kwargs):
+        return analyze(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+if __name__ == "__main__":
+    sys.exit(main())

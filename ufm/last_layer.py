@@ -1,0 +1,595 @@
+"""Neural-collapse analysis of a trained network's last layer, and the UFM prediction next to it.
+
+``analyze(features, labels, weight, bias=None, *, loss=..., lam_W=..., lam_H=..., ...) -> Analysis``.
+
+Layout: the one frameworks use, **not** the solver's. ``features: (N, d)`` (row i = the
+penultimate-layer feature h_i of training sample i), ``labels: (N,)`` integers in ``[0, K)``,
+``weight: (K, d)`` (as ``torch.nn.Linear`` stores it: row k = classifier w_k), ``bias: (K,)``
+(zeros when None). In the solver's notation (``W: (d, K)``, ``H: (d, N)``, THEORY.md)
+``W = weight.T`` and ``H = features.T``; logits ``z_i = weight h_i + bias``.
+
+Why a module of its own: ``python -m ufm.analyze`` is the command line (:mod:`ufm.analyze`) and
+``ufm.analyze(...)`` must be this function; ``ufm/__init__.py`` exports it from here, so the
+package never imports the CLI module (``python -m`` would otherwise run it twice), and the CLI
+module, once imported, replaces the package attribute with itself made callable (as
+:mod:`ufm.solve` does), so ``ufm.analyze(...)`` calls this function either way.
+
+Streaming: two passes over chunks of rows (``chunk_size`` rows at a time, float64 copies of
+one chunk only; float32/float16/integer input is accumulated in float64). Pass 1: exact
+per-class counts and sums, the classifier's predictions, finiteness. Pass 2, with the class
+means known: the within-class scatter ``sum_i (h_i - hbar_y)(h_i - hbar_y)^T`` (centred, so
+no cancellation near collapse), per-class variances and the nearest-class-mean predictions.
+A memory-mapped array (``np.load(..., mmap_mode="r")``) is read chunk by chunk and each chunk's
+pages are handed back to the kernel after use, so resident memory stays at one chunk.
+
+Measured quantities (``Analysis.measured``; sources in :data:`SOURCES`):
+
+* ``nc1``, ``nc2``, ``nc3``: Guo et al. eqs. 4-6 (16-17), exactly the functions of
+  :mod:`ufm.metrics`: ``NC1 = trace(Sigma_W Sigma_B^+)/K`` with ``Sigma_W`` over all N samples
+  (1/N), ``Sigma_B`` over the K centred class means (1/K), centred by the global mean h_G of all
+  N features (with imbalanced classes h_G is not the mean of the class means); the
+  pseudo-inverse keeps eigenvalues above ``10 d eps`` of the largest, as ``jnp.linalg.pinv``.
+* ``nc1_trace``: ``trace(Sigma_W Sigma_B^+)`` (= K nc1), the normalisation of the LS paper's
+  public code. ``cdnv``: class-distance normalised variance (Galanti et al. 2022), mean over
+  pairs k < l of ``(sigma_k^2 + sigma_l^2) / (2 ||hbar_k - hbar_l||^2)``,
+  ``sigma_k^2 = mean ||h_i - hbar_k||^2`` over class k.
+* ``ncc_agreement``: fraction of samples whose nearest class mean (Euclidean) is the class the
+  classifier predicts (``argmax z_i``); ``ncc_accuracy``: nearest class mean = label; ``accuracy``:
+  training accuracy of the classifier. Ties go to the lowest class index.
+* ``w_norm``, ``h_norm``: mean ``||w_k||`` and mean ``||hbar_k - h_G||``; ``w_norm_cv``,
+  ``h_norm_cv``: their coefficients of variation (population std / mean; Papyan et al. 2020's
+  equinorm). ``w_cos_std``, ``h_cos_std``: std of the K(K-1) off-diagonal cosines (equiangularity),
+  ``w_cos_shift``, ``h_cos_shift``: mean of ``|cos + 1/(K-1)|`` (maximal angle), Papyan et al. 2020.
+* ``a``: fitted logit scale, least squares of the column-centred class-mean logits
+  ``Zbar = weight hbar_k + bias`` on ``a M``: ``a = trace(M Zbar)/(K-1)``, ``M = I - 11^T/K``;
+  ``a_residual = ||M Zbar - a M||_F / ||M Zbar||_F``. ``p_t``, ``p_n``: softmax of each column of
+  ``Zbar``, target and mean non-target probability, averaged over classes.
+  ``bias``: mean b_k, ``bias_spread``: max |b_k - mean b|.
+* ``kappa_W``, ``kappa_H``, ``K_p_t``: condition numbers (non-zero eigenvalues) of the loss-term
+  Hessian blocks (Guo et al. Thm 4.2 predicts both = K p_t at the optimum), when computed.
+
+Prediction (when ``lam_W`` and ``lam_H`` are given): :func:`ufm.compare.predict` of the UFM
+``Problem`` with the same K, ``n = N/K``, d, loss and lambdas (objective
+``(1/N) sum loss + lam_W/2 ||W||^2 + lam_H/2 ||H||^2 + lam_b/2 ||b||^2``, Guo et al. eq. 10,
+i.e. the network trained with those penalties on its last layer, "simulated UFM", App. B.2).
+Errors: relative where the prediction is non-zero, absolute for the zeros (NC1-NC3) and the bias
+(``max_k |b_k - b_pred|``). Reasons the theory does not apply are listed: imbalanced class
+counts (prediction shown for ``n = round(N/K)``, not judged), ``d < K``, or past the phase
+boundary (zero minimizer: NC metrics and kappa not predicted).
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+
+from ufm import _memory
+
+LOSSES = ("ce", "ls", "focal", "mse")
+SPECTRA = ("auto", True, False)
+#: bytes of float64 work per chunk targeted by the automatic chunk size
+CHUNK_BYTES = 64 * 2**20
+#: ``spectra="auto"`` computes Hessian blocks only when ``d N`` is at most this (they need H in memory)
+AUTO_SPECTRA_ENTRIES = 1_000_000
+#: dense Hessian blocks up to this many entries; the structured path up to ``STRUCTURED_BYTES``; else Lanczos
+DENSE_ENTRIES = 4_000_000
+STRUCTURED_BYTES = 2**28
+
+SOURCES = {
+    "nc1": "Guo et al. eq. 4",
+    "nc1_trace": "trace(Sigma_W Sigma_B^+) = K nc1 (LS paper's public code)",
+    "nc2": "Guo et al. eqs. 5, 16",
+    "nc3": "Guo et al. eqs. 6, 17",
+    "cdnv": "Galanti et al. 2022, mean over class pairs",
+    "ncc_agreement": "nearest class mean = classifier prediction",
+    "ncc_accuracy": "nearest class mean = label",
+    "accuracy": "training accuracy of argmax z",
+    "w_norm": "mean ||w_k||",
+    "h_norm": "mean ||hbar_k - h_G||",
+    "w_norm_cv": "std/mean ||w_k|| (Papyan et al. 2020)",
+    "h_norm_cv": "std/mean ||hbar_k - h_G|| (Papyan et al. 2020)",
+    "w_cos_std": "std of cos(w_k, w_l) (Papyan et al. 2020)",
+    "h_cos_std": "std of cos of centred means (Papyan et al. 2020)",
+    "w_cos_shift": "mean |cos(w_k, w_l) + 1/(K-1)| (Papyan et al. 2020)",
+    "h_cos_shift": "mean |cos + 1/(K-1)|, centred means (Papyan et al. 2020)",
+    "a": "logit scale: trace(M Zbar)/(K-1)",
+    "a_residual": "||M Zbar - a M|| / ||M Zbar||",
+    "p_t": "softmax of class-mean logits, target",
+    "p_n": "softmax of class-mean logits, non-target",
+    "bias": "mean b_k",
+    "bias_spread": "max |b_k - mean b|",
+    "kappa_W": "loss-term W block, Guo et al. Thm 4.2",
+    "kappa_H": "loss-term H block, Guo et al. Thm 4.2",
+    "K_p_t": "K p_t (Thm 4.2's kappa from measured p_t)",
+}
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Result of :func:`analyze`.
+
+    Attributes:
+        K, N, d: classes (rows of ``weight``), samples, feature dimension.
+        counts: samples per class, length K.
+        measured: name -> value (module docstring; keys of :data:`SOURCES`, kappa only when computed).
+        predicted: name -> UFM prediction (empty without ``lam_W``/``lam_H``).
+        error: name -> error of the measured value against the prediction; ``relative[name]`` says
+            whether it is relative (``|m - p| / |p|``) or absolute.
+        relative: name -> bool, as above.
+        applies: the theorem's hypotheses hold (balanced classes, d >= K); False when not given.
+        not_applicable: reasons a prediction does not apply (empty when everything applies).
+        setup: the training setup used for the prediction (loss, delta, gamma, lambdas), or {}.
+        spectra: per Hessian block ``"W"``/``"H"``: method, largest eigenvalue, kappa, distinct
+            eigenvalues with multiplicities (exact methods); ``{"skipped": reason}`` when not computed.
+    """
+
+    K: int
+    N: int
+    d: int
+    counts: tuple[int, ...]
+    measured: dict
+    predicted: dict = field(default_factory=dict)
+    error: dict = field(default_factory=dict)
+    relative: dict = field(default_factory=dict)
+    applies: bool = False
+    not_applicable: tuple[str, ...] = ()
+    setup: dict = field(default_factory=dict)
+    spectra: dict = field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        return min(self.counts) == max(self.counts)
+
+    def to_json(self) -> dict:
+        """Plain dict (JSON-ready): top-level ``measured``, ``predicted``, ``error`` plus context."""
+        return {
+            "data": {"K": self.K, "N": self.N, "d": self.d, "counts": list(self.counts),
+                     "balanced": self.balanced},
+            "measured": dict(self.measured),
+            "predicted": dict(self.predicted),
+            "error": dict(self.error),
+            "error_kind": {k: ("relative" if v else "absolute") for k, v in self.relative.items()},
+            "applies": self.applies,
+            "not_applicable": list(self.not_applicable),
+            "setup": dict(self.setup),
+            "spectra": self.spectra,
+            "sources": {k: SOURCES[k] for k in self.measured if k in SOURCES},
+        }
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _real_array(name: str, value, ndim: int) -> np.ndarray:
+    if value is None or isinstance(value, (str, bytes)):
+        raise ValueError(f"{name} must be a {ndim}-D array of real numbers, got {value!r}")
+    try:
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be a {ndim}-D array of real numbers ({error})") from None
+    if array.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {array.shape}")
+    return array
+
+
+def _finite(name: str, array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array, dtype=np.float64)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or inf (first at index {np.argwhere(~np.isfinite(array))[0].tolist()})")
+    return array
+
+
+def _labels(labels, N: int, K: int) -> np.ndarray:
+    array = _real_array("labels", labels, 1)
+    if array.shape[0] != N:
+        raise ValueError(f"labels must have one entry per row of features (N = {N}), got {array.shape[0]}")
+    if array.dtype.kind == "f":
+        values = np.asarray(array, np.float64)
+        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+            raise ValueError(f"labels must be integers, got non-integer values of dtype {array.dtype}")
+    out = np.asarray(array).astype(np.int64)
+    if N and (out.min() < 0 or out.max() >= K):
+        raise ValueError(f"labels must be in [0, K) = [0, {K}) (K = rows of weight), "
+                         f"got values in [{out.min()}, {out.max()}]")
+    return out
+
+
+def _number(name: str, value, low: float, *, low_open: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be a finite number {'>' if low_open else '>='} {low:g}, got {value!r}")
+    return float(value)
+
+
+def default_chunk_size(d: int, K: int) -> int:
+    """Rows per chunk so that one chunk's float64 work (features, centred copy, 2K scores) is ~CHUNK_BYTES."""
+    return max(1, CHUNK_BYTES // (8 * (2 * d + 2 * K)))
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+class _Pages:
+    """Hands the pages of a memory-mapped array back to the kernel after each chunk.
+
+    Reading a 2.6 GB ``np.load(mmap_mode="r")`` array through its mapping would otherwise leave
+    every page resident (counted in RSS) until the array is dropped; ``MADV_DONTNEED`` on a
+    read-only file mapping only unmaps (the data stay in the page cache, nothing is lost).
+    """
+
+    def __init__(self, array: np.ndarray):
+        self.mm = None
+        base = array
+        while base is not None and not isinstance(base, mmap.mmap):
+            base = getattr(base, "base", None)
+        if base is None or not array.flags.c_contiguous or not hasattr(base, "madvise") or array.size == 0:
+            return
+        try:
+            view = np.frombuffer(base, np.uint8)
+            self.offset = array.ctypes.data - view.ctypes.data
+            del view
+        except (TypeError, ValueError, BufferError):
+            return
+        self.mm, self.row = base, array.strides[0]
+
+    def release(self, lo: int, hi: int) -> None:
+        if self.mm is None:
+            return
+        start = self.offset + lo * self.row
+        end = min(len(self.mm), self.offset + hi * self.row)
+        start -= start % mmap.PAGESIZE
+        if end > start:
+            try:
+                self.mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+            except (OSError, ValueError):
+                self.mm = None
+
+
+def _chunk(features, lo: int, hi: int) -> np.ndarray:
+    return np.asarray(features[lo:hi], dtype=np.float64)
+
+
+def _add_by_class(out: np.ndarray, X: np.ndarray, y: np.ndarray) -> None:
+    """``out[k] += sum of rows of X with label k`` (sort, then contiguous segment sums)."""
+    order = np.argsort(y, kind="stable")
+    ys = y[order]
+    starts = np.flatnonzero(np.r_[True, ys[1:] != ys[:-1]])
+    out[ys[starts]] += np.add.reduceat(X[order], starts, axis=0)
+
+
+@dataclass(frozen=True)
+class _Moments:
+    counts: np.ndarray      # (K,)
+    means: np.ndarray       # (K, d) class means
+    global_mean: np.ndarray  # (d,)
+    scatter: np.ndarray     # (d, d) sum of centred within-class outer products
+    variances: np.ndarray   # (K,) mean squared distance to the class mean
+    accuracy: float
+    ncc_agreement: float
+    ncc_accuracy: float
+
+
+def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
+    N, d = features.shape
+    K = weight.shape[0]
+    pages = _Pages(features)
+    counts = np.zeros(K, np.int64)
+    sums = np.zeros((K, d))
+    predicted = np.empty(N, np.int32)
+    for lo in range(0, N, chunk):
+        hi = min(N, lo + chunk)
+        X = _chunk(features, lo, hi)
+        if not np.all(np.isfinite(X)):
+            row = lo + int(np.flatnonzero(~np.all(np.isfinite(X), axis=1))[0])
+            raise ValueError(f"features contains NaN or inf (first in row {row})")
+        y = labels[lo:hi]
+        counts += np.bincount(y, minlength=K)
+        _add_by_class(sums, X, y)
+        predicted[lo:hi] = np.argmax(X @ weight.T + bias, axis=1)
+        pages.release(lo, hi)
+    if np.any(counts == 0):
+        raise ValueError(f"labels: class {int(np.flatnonzero(counts == 0)[0])} has no samples "
+                         f"(every one of the K = {K} rows of weight needs at least one)")
+    means = sums / counts[:, None]
+    global_mean = sums.sum(axis=0) / N
+    centred = means - global_mean      # nearest-mean scores on centred coordinates (smaller numbers)
+    half_sq = 0.5 * np.sum(centred**2, axis=1)
+    scatter = np.zeros((d, d), order="F")
+    squared = np.zeros(K)
+    agree = correct = ncc_correct = 0
+    for lo in range(0, N, chunk):
+        hi = min(N, lo + chunk)
+        X = _chunk(features, lo, hi)
+        y = labels[lo:hi]
+        D = X - means[y]
+        # upper triangle of scatter += D^T D (BLAS syrk: half the flops of a product)
+        scatter = scipy.linalg.blas.dsyrk(1.0, D.T, beta=1.0, c=scatter, trans=0, lower=0, overwrite_c=1)
+        squared += np.bincount(y, weights=np.einsum("ij,ij->i", D, D), minlength=K)
+        nearest = np.argmax((X - global_mean) @ centred.T - half_sq, axis=1)
+        agree += int(np.sum(nearest == predicted[lo:hi]))
+        ncc_correct += int(np.sum(nearest == y))
+        correct += int(np.sum(predicted[lo:hi] == y))
+        pages.release(lo, hi)
+    scatter = np.triu(scatter) + np.triu(scatter, 1).T
+    return _Moments(counts, means, global_mean, scatter, squared / counts, correct / N, agree / N,
+                    ncc_correct / N)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _unit(x):
+    norm = np.linalg.norm(x)
+    return x / norm if norm > 0 else x
+
+
+def _pinv_trace(sigma_W: np.ndarray, sigma_B: np.ndarray) -> float:
+    """``trace(Sigma_W Sigma_B^+)`` with the cutoff of ``jnp.linalg.pinv(hermitian=True)``:
+    eigenvalues with ``|lambda| <= 10 d eps max|lambda|`` are dropped."""
+    lam, U = np.linalg.eigh(sigma_B)
+    s = np.abs(lam)
+    keep = s > 10.0 * sigma_B.shape[0] * np.finfo(np.float64).eps * s.max() if s.size else s > 0
+    U, lam = U[:, keep], lam[keep]
+    return float(np.sum(np.einsum("ij,ik,kj->j", U, sigma_W, U) / lam))
+
+
+def _cosines(columns: np.ndarray) -> tuple[float, float]:
+    """(std of the off-diagonal cosines, mean |cos + 1/(K-1)|) between the columns of ``(m, K)``."""
+    K = columns.shape[1]
+    norms = np.linalg.norm(columns, axis=0)
+    unit = columns / np.where(norms > 0, norms, 1.0)
+    cos = (unit.T @ unit)[~np.eye(K, dtype=bool)]
+    return float(np.std(cos)), float(np.mean(np.abs(cos + 1.0 / (K - 1))))
+
+
+def _metrics(mo: _Moments, weight: np.ndarray, bias: np.ndarray, N: int) -> dict:
+    K, d = weight.shape
+    W = weight.T                                   # (d, K), the solver's layout
+    Hbar = (mo.means - mo.global_mean).T           # (d, K) centred class means
+    sigma_W = mo.scatter / N
+    sigma_B = Hbar @ Hbar.T / K
+    trace = _pinv_trace(sigma_W, sigma_B)
+    M = np.eye(K) - 1.0 / K
+    nc2 = np.linalg.norm(_unit(W.T @ Hbar) - M / np.sqrt(K - 1.0))
+    nc3 = np.linalg.norm(_unit(W) - _unit(Hbar))
+    # pairwise squared distances of the means, from centred coordinates (less cancellation)
+    cgram = Hbar.T @ Hbar
+    csq = np.diag(cgram)
+    distance2 = np.maximum(csq[:, None] + csq[None, :] - 2.0 * cgram, 0.0)
+    upper = np.triu_indices(K, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cdnv = (mo.variances[:, None] + mo.variances[None, :])[upper] / (2.0 * distance2[upper])
+    w_norms = np.linalg.norm(weight, axis=1)
+    h_norms = np.linalg.norm(Hbar, axis=0)
+    Zbar = weight @ mo.means.T + bias[:, None]     # (K, K): column k = class-mean logits of class k
+    a = float(np.trace(M @ Zbar) / (K - 1))
+    centred_logits = M @ Zbar
+    residual = np.linalg.norm(centred_logits - a * M)
+    scale = np.linalg.norm(centred_logits)
+    E = np.exp(Zbar - Zbar.max(axis=0))
+    P = E / E.sum(axis=0)
+    p_t = float(np.mean(np.diag(P)))
+    p_n = float(np.mean(P[~np.eye(K, dtype=bool)]))
+    w_cos = _cosines(W)
+    h_cos = _cosines(Hbar)
+    out = {
+        "nc1": trace / K, "nc1_trace": trace, "nc2": float(nc2), "nc3": float(nc3),
+        "cdnv": float(np.mean(cdnv)),
+        "ncc_agreement": mo.ncc_agreement, "ncc_accuracy": mo.ncc_accuracy, "accuracy": mo.accuracy,
+        "w_norm": float(np.mean(w_norms)), "h_norm": float(np.mean(h_norms)),
+        "w_norm_cv": float(np.std(w_norms) / np.mean(w_norms)) if np.mean(w_norms) > 0 else math.nan,
+        "h_norm_cv": float(np.std(h_norms) / np.mean(h_norms)) if np.mean(h_norms) > 0 else math.nan,
+        "w_cos_std": w_cos[0], "h_cos_std": h_cos[0], "w_cos_shift": w_cos[1], "h_cos_shift": h_cos[1],
+        "a": a, "a_residual": float(residual / scale) if scale > 0 else math.nan,
+        "p_t": p_t, "p_n": p_n,
+        "bias": float(np.mean(bias)), "bias_spread": float(np.max(np.abs(bias - np.mean(bias)))),
+    }
+    return {k: float(v) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- theory
+
+
+def _problem(K, counts, d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H, lam_b):
+    from ufm.problem import Problem
+
+    n = max(1, int(round(sum(counts) / K)))
+    return Problem(K=K, n=n, d=d, delta=delta, lam_W=lam_W, lam_H=lam_H,
+                   lam_b=0.0 if lam_b is None else lam_b, loss=loss, gamma=gamma,
+                   mse_kappa=mse_kappa, mse_beta=mse_beta)
+
+
+def _prediction(problem, counts, measured, lam_b):
+    import theory
+    from ufm.compare import predict
+
+    K, n, d = problem.K, problem.n, problem.d
+    reasons = []
+    if min(counts) != max(counts):
+        reasons.append(f"class counts differ ({min(counts)} to {max(counts)} per class): the theorems assume "
+                       f"balanced classes; prediction shown for n = round(N/K) = {n}, not judged")
+    if d < K:
+        reasons.append(f"d = {d} < K = {K}: the theorems need d >= K (prediction computed for d = K)")
+    pred = predict(problem)
+    predicted = {"w_norm": pred.w_norm, "h_norm": pred.h_norm, "a": pred.a, "p_t": pred.p_t, "p_n": pred.p_n,
+                 "bias": pred.bias}
+    if pred.collapsed:
+        if problem.loss in ("ce", "ls"):
+            c = theory.phase(K, n, problem.delta, problem.lam_W, problem.lam_H).c
+            reasons.append(f"c = K sqrt(n lam_W lam_H) + delta = {c:.6g} >= 1 (beyond the phase boundary): "
+                           "the minimizer is W = H = 0; NC1-NC3 and kappa are not predicted")
+        else:
+            reasons.append("a = 0 (beyond the phase boundary): the minimizer is W = H = 0; "
+                           "NC1-NC3 and kappa are not predicted")
+    else:
+        predicted.update(nc1=0.0, nc2=0.0, nc3=0.0)
+        for block in ("W", "H"):
+            kappa = getattr(pred, f"kappa_{block}")
+            if math.isfinite(kappa):
+                predicted[f"kappa_{block}"] = float(kappa)
+    error, relative = {}, {}
+    for name, p in predicted.items():
+        if name == "bias" or name not in measured:
+            continue
+        m = measured[name]
+        relative[name] = p != 0.0 and not name.startswith("nc")
+        error[name] = abs(m - p) / abs(p) if relative[name] else abs(m - p)
+    applies = not any(r.startswith(("class counts", "d = ")) for r in reasons)
+    return {k: float(v) for k, v in predicted.items()}, error, relative, applies, reasons
+
+
+# ----------------------------------------------------------------------------- Hessians
+
+
+def _spectra(features, labels, weight, bias, problem_or_weights, mode, p_t):
+    """Loss-term Hessian blocks W and H (``ufm.hessian``): exact when small, else Lanczos lambda_max."""
+    import jax
+    import jax.numpy as jnp
+
+    from ufm import hessian
+    from ufm.objective import Params
+
+    N, d = features.shape
+    K = weight.shape[0]
+    if mode == "auto" and d * N > AUTO_SPECTRA_ENTRIES:
+        return {"skipped": f"d N = {d * N} > {AUTO_SPECTRA_ENTRIES} (pass spectra=True / --spectra on "
+                           "to compute them; they need H in memory as float64)"}
+    _memory.require(8.0 * 4 * d * N, "the features as float64 JAX arrays (Hessian blocks)",
+                    f"N = {N}, d = {d}", "pass spectra=False (--spectra off)")
+    x64 = bool(jax.config.jax_enable_x64)
+    dtype = jnp.float64 if x64 else jnp.float32
+    params = Params(jnp.asarray(weight.T, dtype), jnp.asarray(np.asarray(features, np.float64).T, dtype),
+                    jnp.asarray(bias, dtype))
+    weights = problem_or_weights
+    y = jnp.asarray(labels)
+    out = {"K_p_t": K * p_t, "dtype": "float64" if x64 else "float32 (enable jax_enable_x64 for float64)"}
+    softmax_loss = int(np.asarray(weights.loss_id)) == 0
+    for block in ("W", "H"):
+        size = d * K if block == "W" else d * N
+        if block == "W":
+            structured = 8.0 * 3 * K * min(d, N) * N + 8.0 * 3 * (K * min(d, N)) ** 2
+        else:
+            structured = 8.0 * 4 * N * K * K if softmax_loss else 8.0 * 4 * N * K * K + 8.0 * d * N
+        try:
+            if size**2 <= DENSE_ENTRIES or structured <= STRUCTURED_BYTES:
+                spectrum = hessian.block_spectrum(params, y, weights, block,
+                                                  method="dense" if size**2 <= DENSE_ENTRIES else "structured")
+                values, counts = spectrum.distinct(rtol=1e-6)
+                top = float(np.max(values)) if values.size else 0.0
+                positive = values > hessian.NONZERO_RTOL * top
+                kappa = float(values[positive].max() / values[positive].min()) if top > 0 else math.nan
+                out[block] = {"method": spectrum.method, "lambda_max": top, "kappa": kappa,
+                              "values": values.tolist(), "multiplicities": counts.tolist()}
+            else:
+                top = hessian.extreme_eigenvalues(params, y, weights, block, k=1, which="LA", tol=1e-8)
+                out[block] = {"method": "lanczos", "lambda_max": float(top[-1]), "kappa": None,
+                              "note": "block too large for the exact paths: largest eigenvalue only"}
+        except ValueError as error:  # e.g. not enough memory for this block
+            out[block] = {"skipped": str(error)}
+    return out
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def analyze(features, labels, weight, bias=None, *, loss: str = "ce", delta: float = 0.0, gamma: float = 0.0,
+            mse_kappa: float = 1.0, mse_beta: float = 1.0, lam_W: float | None = None,
+            lam_H: float | None = None, lam_b: float | None = None, chunk_size: int | None = None,
+            spectra="auto") -> Analysis:
+    """Neural-collapse metrics of a last layer and, given the training setup, the UFM prediction.
+
+    Args:
+        features: ``(N, d)`` penultimate-layer features (numpy, memory-mapped numpy or JAX; any real
+            dtype, accumulated in float64). Never copied whole: read ``chunk_size`` rows at a time.
+        labels: ``(N,)`` integer classes in ``[0, K)``; every class needs at least one sample.
+        weight: ``(K, d)`` classifier (row k = w_k, ``torch.nn.Linear.weight``). bias: ``(K,)`` or None (0).
+        loss, delta, gamma, mse_kappa, mse_beta: the training loss (``"ce"``, ``"ls"`` with smoothing
+            delta, ``"focal"`` with gamma, ``"mse"``), for the prediction and the Hessian blocks.
+        lam_W, lam_H, lam_b: the penalties ``lam/2 ||.||^2`` on the last layer's W, features and bias
+            during training; ``lam_W`` and ``lam_H`` (both or neither) switch the prediction on.
+        chunk_size: rows per chunk (default :func:`default_chunk_size`, ~64 MB of float64 work).
+        spectra: ``"auto"`` (loss-term Hessian blocks when ``d N <= AUTO_SPECTRA_ENTRIES``), True, False.
+
+    Returns:
+        :class:`Analysis`. Raises ``ValueError`` naming the argument for bad input (shapes, labels out
+        of range or non-integer, NaN/inf features, a class without samples, bad setup numbers).
+    """
+    features = _real_array("features", features, 2)
+    N, d = features.shape
+    weight = _finite("weight", _real_array("weight", weight, 2))
+    K = weight.shape[0]
+    if N < 1 or d < 1:
+        raise ValueError(f"features must have at least one row and one column, got shape {features.shape}")
+    if K < 2:
+        raise ValueError(f"weight must have K >= 2 rows (classes), got shape {weight.shape}")
+    if weight.shape[1] != d:
+        raise ValueError(f"weight must have shape (K, d) with d = {d} (columns of features), got {weight.shape}")
+    if bias is None:
+        bias = np.zeros(K)
+    else:
+        bias = _finite("bias", _real_array("bias", bias, 1))
+        if bias.shape != (K,):
+            raise ValueError(f"bias must have shape (K,) = ({K},) (K = rows of weight), got {bias.shape}")
+    labels = _labels(labels, N, K)
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if spectra not in SPECTRA or isinstance(spectra, (int, float)) and not isinstance(spectra, bool):
+        raise ValueError(f"spectra must be 'auto', True or False, got {spectra!r}")
+    if (lam_W is None) != (lam_H is None):
+        raise ValueError("lam_W and lam_H must be given together (both switch the UFM prediction on), got "
+                         f"lam_W = {lam_W!r}, lam_H = {lam_H!r}")
+    chunk = default_chunk_size(d, K) if chunk_size is None else chunk_size
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    chunk = int(min(chunk, N))
+    # the checks of the setup (delta only with ls, ranges) are Problem's: before streaming
+    setup, problem = {}, None
+    if lam_W is not None and loss == "mse" and lam_b is None:
+        raise ValueError("lam_b (>= 0) is needed for loss='mse': its optimum depends on the bias")
+    if lam_W is not None:
+        problem = _problem(K, [N / K], d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H, lam_b)
+        setup = {"loss": loss, "delta": problem.delta, "gamma": problem.gamma, "lam_W": problem.lam_W,
+                 "lam_H": problem.lam_H, "lam_b": lam_b if lam_b is None else _number("lam_b", lam_b, 0.0,
+                                                                                       low_open=False)}
+        if loss == "mse":
+            setup.update(mse_kappa=problem.mse_kappa, mse_beta=problem.mse_beta)
+    else:
+        problem = _problem(K, [N / K], d, loss, delta, gamma, mse_kappa, mse_beta, 1.0, 1.0, lam_b)
+    work = 8.0 * chunk * (2 * d + 2 * K + 4) + 8.0 * (2 * d * d + 3 * K * d) + 12.0 * N
+    _memory.require(work, "streaming the features", f"N = {N}, d = {d}, K = {K}, chunk_size = {chunk}",
+                    "pass a smaller chunk_size (--chunk-size)")
+
+    mo = _moments(features, labels, weight, bias, chunk)
+    counts = tuple(int(c) for c in mo.counts)
+    measured = _metrics(mo, weight, bias, N)
+
+    predicted, error, relative, applies, reasons = {}, {}, {}, False, []
+    if lam_W is not None:
+        problem = _problem(K, counts, d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H, lam_b)
+        predicted, error, relative, applies, reasons = _prediction(problem, counts, measured, lam_b)
+        error["bias"] = float(np.max(np.abs(bias - predicted["bias"])))
+        relative["bias"] = False
+
+    spectra_info = {}
+    if spectra is False:
+        spectra_info = {"skipped": "spectra=False"}
+    else:
+        spectra_info = _spectra(features, labels, weight, bias, problem.weights(), spectra, measured["p_t"])
+        measured["K_p_t"] = K * measured["p_t"]
+        for block in ("W", "H"):
+            kappa = spectra_info.get(block, {}).get("kappa")
+            if kappa is not None:
+                measured[f"kappa_{block}"] = kappa
+                if f"kappa_{block}" in predicted:
+                    p = predicted[f"kappa_{block}"]
+                    error[f"kappa_{block}"] = abs(kappa - p) / abs(p)
+                    relative[f"kappa_{block}"] = True
+    return Analysis(K, N, d, counts, measured, predicted, error, relative, applies, tuple(reasons), setup,
+                    spectra_info)
