@@ -1,9 +1,21 @@
-"""Suite-wide settings: float64 JAX for every verification (tolerances assume it)."""
+"""Suite-wide settings: float64 JAX for every verification (tolerances assume it), and one
+compilation cache shared by every test process.
+
+The cache is a temporary folder made once per run (by the controlling process when
+pytest-xdist runs workers, which inherit it through ``JAX_COMPILATION_CACHE_DIR``) and
+removed at the end: the CLI tests that start fresh Python processes load the solver's
+programs from it instead of compiling them again, and the user's own cache is never
+touched by the suite.
+"""
 
 import os
+import shutil
+import tempfile
 
 import jax
 from hypothesis import HealthCheck, settings
+
+from ufm import _cache
 
 jax.config.update("jax_enable_x64", True)
 
@@ -14,3 +26,18 @@ settings.register_profile(
     "fuzz", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+_OWNER_VAR = "UFM_SUITE_CACHE_OWNER"
+
+
+def pytest_configure(config):
+    if not os.environ.get(_OWNER_VAR):          # the first (controlling) process makes the folder
+        folder = tempfile.mkdtemp(prefix="ufm-suite-cache-")
+        os.environ[_cache.ENV_VAR] = folder
+        os.environ[_OWNER_VAR] = str(os.getpid())
+    _cache.enable_compilation_cache(os.environ[_cache.ENV_VAR])
+
+
+def pytest_unconfigure(config):
+    if os.environ.get(_OWNER_VAR) == str(os.getpid()):
+        shutil.rmtree(os.environ[_cache.ENV_VAR], ignore_errors=True)

@@ -1,0 +1,72 @@
+"""Whole-process time of the README's main command, with a cold and a warm compilation cache.
+
+``python benchmarks/startup.py [--repeats 5]``: runs ``python -m ufm.solve --K 10 --n 500
+--delta 0.1 --quiet`` (the default method) and the same with ``--method gd`` as fresh
+processes, timing each from start to exit (imports, tracing, compiling or loading from
+the cache, solving, the comparison with theory and its Hessian spectra, the report).
+
+- cold: an empty cache folder per run (every program is compiled, and written to the cache);
+- warm: a cache folder filled by one earlier run of the same command;
+- no cache: ``--no-cache`` (compiles, writes nothing).
+
+Prints the median and the range over ``--repeats`` runs of each, the load average
+(other processes on the machine slow every figure), and the machine line. Targets
+(issue 13): warm <= 1.5 s, cold <= 4 s on 2 CPU cores, default faster than gd in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import machine, print_table  # noqa: E402
+
+MAIN = ["-m", "ufm.solve", "--K", "10", "--n", "500", "--delta", "0.1", "--quiet"]
+
+
+def _run(argv: list[str], cache: str | None) -> float:
+    env = dict(os.environ)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    if cache is not None:
+        env["JAX_COMPILATION_CACHE_DIR"] = cache
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[-400:]}")
+    return seconds
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="runs per mode (default 5)")
+    args = parser.parse_args(argv)
+    rows = []
+    for label, extra in (("default (reduced)", []), ("--method gd", ["--method", "gd"])):
+        command = MAIN + extra
+        with tempfile.TemporaryDirectory() as root:
+            cold = []
+            for i in range(args.repeats):
+                cold.append(_run(command, os.path.join(root, f"cold{i}")))
+            warm_dir = os.path.join(root, "cold0")   # filled by the first cold run
+            warm = [_run(command, warm_dir) for _ in range(args.repeats)]
+            none = [_run(command + ["--no-cache"], None) for _ in range(args.repeats)]
+        for mode, times in (("cold cache", cold), ("warm cache", warm), ("--no-cache", none)):
+            rows.append([label, mode, statistics.median(times), min(times), max(times)])
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} at the end")
+    print(f"command: python {' '.join(MAIN)} [--method gd]")
+    print_table(["command", "mode", "median s", "min s", "max s"], rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
