@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import theory  # noqa: E402
 import ufm  # noqa: E402
-from ufm import _io  # noqa: E402
+from ufm import _cache, _io  # noqa: E402
 from ufm._interrupt import exit_on_interrupt  # noqa: E402
 
 
@@ -26,54 +25,89 @@ def parse_args(name: str, description: str, argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default=f"results/{name}", help=f"output folder (default results/{name})")
     parser.add_argument("--quick", action="store_true", help="small settings (seconds on 2 CPU cores)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
+    _cache.add_argument(parser)
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)  # experiments verify: float64
+    _cache.configure(args, f"python -m experiments.{name}")
     args.out = Path(args.out)
     return args
 
 
 class Outputs:
-    """Writes each output atomically, refusing to overwrite unless ``force``."""
+    """An experiment's outputs: held in memory while it computes, written together by :meth:`commit`.
+
+    Nothing reaches the folder before the experiment has finished, so a failed or interrupted
+    run leaves the folder as it was. :func:`preflight` has already checked, before computing,
+    that the folder can hold files and (without ``force``) holds none yet; so a refusal never
+    leaves old and new files mixed. Each file is written atomically and exclusively
+    (``ufm._io.write_bytes``): without ``force``, a file that another process created meanwhile
+    is kept and this result goes to a free sibling name, announced on stderr.
+    """
 
     def __init__(self, folder: Path, force: bool):
-        self.folder, self.force, self.written = Path(folder), force, []
+        self.folder, self.force = Path(folder), force
+        self.pending: dict[str, bytes] = {}
+        self.written: list[Path] = []
 
-    def _target(self, name: str) -> Path:
-        return _io.check_writable(self.folder / name, overwrite=self.force)
+    def _add(self, name: str, data: bytes) -> Path:
+        if name in self.pending:
+            raise ValueError(f"the output {name} is produced twice by this experiment")
+        self.pending[name] = data
+        return self.folder / name
 
     def csv(self, name: str, rows: list[dict]) -> Path:
-        path = self._target(name)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        self.written.append(_io.write_atomic(path, lambda handle: handle.write(buffer.getvalue().encode())))
-        return path
+        return self._add(name, _io.csv_bytes(rows))
 
     def figure(self, name: str, fig) -> Path:
-        path = self._target(name)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
-        self.written.append(_io.write_atomic(path, lambda handle: handle.write(buffer.getvalue())))
-        return path
+        return self._add(name, buffer.getvalue())
 
     def json(self, name: str, data) -> Path:
-        path = self._target(name)
-        self.written.append(_io.write_json(path, data))
-        return path
+        return self._add(name, _io.json_bytes(data))
+
+    def commit(self) -> list[Path]:
+        """Write every pending output; an interrupt waits until all are written (``WRITE_LOCK``)."""
+        with _io.WRITE_LOCK:
+            for name, data in self.pending.items():
+                self.written.append(_io.write_bytes(self.folder / name, data, overwrite=self.force))
+            self.pending.clear()
+        return self.written
+
+
+def preflight(folder: Path, force: bool) -> None:
+    """Before computing: ``folder`` can hold files and, unless ``force``, holds none yet (hidden
+    files aside). Raises ``OSError`` with one line naming the folder."""
+    folder = Path(folder)
+    _io.check_folder(folder)
+    if not force:
+        existing = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        if existing:
+            shown = ", ".join(existing[:3]) + (", ..." if len(existing) > 3 else "")
+            raise FileExistsError(f"{folder} already holds {shown}; pass --force to replace them "
+                                  "or choose an empty folder")
 
 
 def run(main_body, name: str, description: str, argv=None) -> int:
-    """Parse arguments, run ``main_body(args, outputs)``, report what was written."""
-    args = parse_args(name, description, argv)
-    outputs = Outputs(args.out, args.force)
-    try:
-        with exit_on_interrupt(f"python -m experiments.{name}"):
+    """Parse arguments, check the output folder, run ``main_body(args, outputs)``, write and report.
+
+    SIGINT / SIGTERM at any point: one line, exit 130 / 143, nothing written.
+    """
+    prog = f"python -m experiments.{name}"
+    with exit_on_interrupt(prog):
+        try:
+            args = parse_args(name, description, argv)
+        except SystemExit as exit_:
+            return int(exit_.code or 0)
+        outputs = Outputs(args.out, args.force)
+        try:
+            preflight(args.out, args.force)
             main_body(args, outputs)
-    except (FileExistsError, IsADirectoryError) as error:
-        print(f"python -m experiments.{name}: error: {error}", file=sys.stderr)
-        return 2
+            outputs.commit()
+        except OSError as error:
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            return 2
     for path in outputs.written:
         print(f"wrote {path}")
     return 0

@@ -6,10 +6,15 @@ Each experiment writes to ``ROOT/<name>/`` (default ``results/<name>/``).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 from experiments import (condition_number, convergence, label_noise, landscape, norms_vs_delta, phase_diagram,
                          speed_vs_kappa)
+from experiments._common import preflight
+from ufm import _cache
+from ufm._interrupt import exit_on_interrupt
 
 #: experiments 1-5 of issue 4, then those of issue 6
 EXPERIMENTS = {"norms_vs_delta": norms_vs_delta, "convergence": convergence, "condition_number": condition_number,
@@ -18,18 +23,32 @@ EXPERIMENTS = {"norms_vs_delta": norms_vs_delta, "convergence": convergence, "co
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.run_all", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results", help="root folder (default results)")
-    parser.add_argument("--quick", action="store_true", help="small settings (minutes on 2 CPU cores)")
-    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    args = parser.parse_args(argv)
-    worst = 0
-    for name, module in EXPERIMENTS.items():
-        start = time.perf_counter()
-        argv_one = ["--out", f"{args.out}/{name}"] + ["--quick"] * args.quick + ["--force"] * args.force
-        code = module.main(argv_one)
-        print(f"[{name}] exit {code} in {time.perf_counter() - start:.1f} s")
-        worst = max(worst, code)
+    """Check every output folder first (none may hold files unless ``--force``), then run each experiment."""
+    prog = "python -m experiments.run_all"
+    with exit_on_interrupt(prog):       # SIGINT / SIGTERM between experiments too: one line, 130 / 143
+        parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+        parser.add_argument("--out", default="results", help="root folder (default results)")
+        parser.add_argument("--quick", action="store_true", help="small settings (minutes on 2 CPU cores)")
+        parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+        _cache.add_argument(parser)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exit_:
+            return int(exit_.code or 0)
+        try:        # before any computation: a refusal leaves every folder as it was
+            for name in EXPERIMENTS:
+                preflight(Path(args.out) / name, args.force)
+        except OSError as error:
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            return 2
+        worst = 0
+        for name, module in EXPERIMENTS.items():
+            start = time.perf_counter()
+            argv_one = (["--out", str(Path(args.out) / name)] + ["--quick"] * args.quick + ["--force"] * args.force
+                        + ["--no-cache"] * args.no_cache)
+            code = module.main(argv_one)
+            print(f"[{name}] exit {code} in {time.perf_counter() - start:.1f} s")
+            worst = max(worst, code)
     return worst
 
 

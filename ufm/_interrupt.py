@@ -1,14 +1,21 @@
-"""Ctrl-C (SIGINT) that works while a compiled JAX loop holds the main thread.
+"""Ctrl-C (SIGINT) and SIGTERM that work while compiled JAX code holds the main thread.
 
 Python runs signal handlers only in the main thread, between bytecodes; during
-a long ``lax.while_loop`` the main thread sits inside XLA and a ``KeyboardInterrupt``
-would arrive only when the solve ends. Instead, the C-level handler's wake-up
-file descriptor (``signal.set_wakeup_fd``) is read by a watcher thread, which
-prints one line and exits the process with code 130 (128 + SIGINT) at once.
+compilation or a long ``lax.while_loop`` the main thread sits inside XLA and a
+``KeyboardInterrupt`` would arrive only when that ends (and, raised in the middle of a
+compilation, it has been seen to end in a segmentation fault at shutdown). Instead, the
+C-level handler's wake-up file descriptor (``signal.set_wakeup_fd``) is read by a watcher
+thread, which prints one line and ends the process at once with ``os._exit``: code 130
+(128 + SIGINT) or 143 (128 + SIGTERM). ``os._exit`` runs no finalizers, so XLA's threads
+are never torn down under a running compilation.
 
 Outputs stay whole: the watcher takes :data:`ufm._io.WRITE_LOCK` first, so an
-atomic write in progress finishes (or never starts) before the exit; nothing
-else writes files during a solve.
+atomic write in progress finishes (or never starts) before the exit, and the temporary
+file of a write that never started does not exist.
+
+Every CLI enters :func:`exit_on_interrupt` right after parsing its arguments, before any
+computation, compilation or heavy import. Blocks may nest (``run_all`` around each
+experiment): the inner block restores the outer one's handling when it ends.
 """
 
 from __future__ import annotations
@@ -22,12 +29,19 @@ from contextlib import contextmanager
 
 from ufm import _io
 
-EXIT_CODE = 128 + signal.SIGINT
+#: exit code of each handled signal: 128 + the signal number (the shell's convention)
+EXIT_CODES = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.SIGTERM}
+EXIT_CODE = EXIT_CODES[signal.SIGINT]
+_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
+
+
+def _ignore(signum, frame):
+    """Python-level handler: nothing (the watcher thread acts on the wake-up byte)."""
 
 
 @contextmanager
 def exit_on_interrupt(prog: str):
-    """Within the block, SIGINT exits the process with code 130 and a message naming ``prog``.
+    """Within the block, SIGINT / SIGTERM exit the process with code 130 / 143 and one line naming ``prog``.
 
     A no-op outside the main thread (where signals cannot be managed).
     """
@@ -38,7 +52,7 @@ def exit_on_interrupt(prog: str):
     reader.setblocking(True)
     writer.setblocking(False)
     old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    old_handler = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    old_handlers = {signum: signal.signal(signum, _ignore) for signum in EXIT_CODES}
 
     def watch():
         while True:
@@ -48,19 +62,21 @@ def exit_on_interrupt(prog: str):
                 return
             if not data:
                 return  # the block ended: socket closed
-            if signal.SIGINT in data:
-                with _io.WRITE_LOCK:
-                    print(f"{prog}: interrupted by SIGINT (Ctrl-C); stopped, no partial output written",
-                          file=sys.stderr, flush=True)
-                    os._exit(EXIT_CODE)
+            for signum, code in EXIT_CODES.items():
+                if signum in data:
+                    with _io.WRITE_LOCK:
+                        print(f"{prog}: interrupted by {_NAMES[signum]}; stopped, no partial output written",
+                              file=sys.stderr, flush=True)
+                        os._exit(code)
 
-    watcher = threading.Thread(target=watch, name="ufm-sigint-watcher", daemon=True)
+    watcher = threading.Thread(target=watch, name="ufm-signal-watcher", daemon=True)
     watcher.start()
     try:
         yield
     finally:
         signal.set_wakeup_fd(old_fd)
-        signal.signal(signal.SIGINT, old_handler)
+        for signum, handler in old_handlers.items():
+            signal.signal(signum, handler)
         writer.close()
         reader.shutdown(socket.SHUT_RDWR)
         watcher.join(timeout=1.0)

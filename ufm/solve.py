@@ -37,7 +37,7 @@ def _number(name: str, low: float, high: float | None = None, *, low_open: bool 
         if not math.isfinite(value) or (value <= low if low_open else value < low) or (
                 high is not None and (value >= high if high_open else value > high)):
             raise argparse.ArgumentTypeError(f"{name} must be in {interval}, got {text}")
-        return value
+        return value + 0.0  # -0.0 is 0.0 (reports and JSON never show "-0")
 
     return parse
 
@@ -240,6 +240,11 @@ def _record(problem, prediction, result, comparison, rtol) -> dict:
 
 def main(argv=None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    with exit_on_interrupt(PROG):  # SIGINT / SIGTERM: one line, exit 130 / 143 at once, compilation included
+        return _main(argv)
+
+
+def _main(argv) -> int:
     from ufm.compare import compare
 
     parser = build_parser()
@@ -260,7 +265,7 @@ def main(argv=None) -> int:
             label_noise=args.label_noise, noise_seed=args.noise_seed)
         method = default_method(problem) if args.method is None else args.method
         check_method_fits(problem, method)
-        if args.json:
+        if args.json is not None:
             _io.check_writable(args.json, overwrite=args.force)
         if args.shard and problem.N % jax.device_count():
             raise ValueError(f"--shard needs N = n K = {problem.N} divisible by the {jax.device_count()} devices")
@@ -275,23 +280,23 @@ def main(argv=None) -> int:
     max_iters = args.max_iters if args.max_iters is not None else {"lbfgs": 2_000, "reduced": 20_000}.get(
         method, 100_000)
     progress_every = 0 if args.quiet else (100 if line_search else 2_000)
-    with exit_on_interrupt(PROG):  # Ctrl-C: exit 130 at once, even inside the compiled loop
+    if not args.quiet:
+        print(f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {method} ...",
+              file=sys.stderr, flush=True)
+    try:
+        result = _solve(problem, method, lr=args.lr, tol=tol, max_iters=max_iters,
+                        record_every=max(1, max_iters // 1000), progress_every=progress_every,
+                        shard=args.shard)
+        comparison = compare(result, rtol=rtol, spectra=not args.no_hessian)
+    except (ValueError, OverflowError) as error:  # e.g. not enough memory: one readable line, exit 2
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    print(_report_text(problem, prediction, result, comparison, rtol), flush=True)
+    if args.json is not None:
+        written = _io.write_json(args.json, _record(problem, prediction, result, comparison, rtol),
+                                 overwrite=args.force)
         if not args.quiet:
-            print(f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {method} ...",
-                  file=sys.stderr, flush=True)
-        try:
-            result = _solve(problem, method, lr=args.lr, tol=tol, max_iters=max_iters,
-                            record_every=max(1, max_iters // 1000), progress_every=progress_every,
-                            shard=args.shard)
-            comparison = compare(result, rtol=rtol, spectra=not args.no_hessian)
-        except (ValueError, OverflowError) as error:  # e.g. not enough memory: one readable line, exit 2
-            print(f"{PROG}: error: {error}", file=sys.stderr)
-            return 2
-        print(_report_text(problem, prediction, result, comparison, rtol), flush=True)
-        if args.json:
-            _io.write_json(args.json, _record(problem, prediction, result, comparison, rtol))
-            if not args.quiet:
-                print(f"wrote {args.json}", file=sys.stderr)
+            print(f"wrote {written}", file=sys.stderr)
     return 0 if comparison.ok else 1
 
 

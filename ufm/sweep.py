@@ -16,15 +16,15 @@ so each configuration ends at the same point up to rounding of the batched linea
 
 ``python -m ufm.sweep --K 10 --n 50 --delta 0,0.05,0.1 --lam 5e-4,1e-3 --seeds 0:10 --out sweep.csv``
 writes one row per configuration (CSV or JSON by the suffix, atomically, never
-overwriting without ``--force``).
+overwriting without ``--force``; see ``ufm._io``). The file holds no timings, so identical runs
+write identical bytes; the wall and compile times are printed on stdout. SIGINT / SIGTERM stop
+it at once with one line and exit code 130 / 143.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import itertools
 import sys
 import time
@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ufm import _io, _lbfgs, metrics, solver
+from ufm._interrupt import exit_on_interrupt
 from ufm.losses import LOSS_IDS
 from ufm.objective import Weights, objective
 from ufm.problem import Problem, initial_params, require_dtype_enabled
@@ -377,7 +378,7 @@ def _list(name: str, kind):
                 lo, hi = (int(x) for x in text.split(":"))
                 values = list(range(lo, hi))
             else:
-                values = [kind(x) for x in text.split(",") if x.strip()]
+                values = [kind(x) + kind(0) for x in text.split(",") if x.strip()]   # + 0: -0.0 is 0.0
         except ValueError:
             also = " or a range LO:HI" if kind is int else ""
             raise argparse.ArgumentTypeError(f"{name} must be a comma-separated list of numbers{also}, "
@@ -415,23 +416,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write(path, result: SweepResult, extra: dict) -> None:
+def _write(path, result: SweepResult, extra: dict, *, overwrite: bool):
+    """The rows as CSV or JSON (by the suffix), atomically; returns the path written (see ``ufm._io``)."""
     rows = result.rows()
     if str(path).endswith(".json"):
-        _io.write_json(path, {**extra, "rows": rows})
-        return
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    _io.write_atomic(path, lambda handle: handle.write(buffer.getvalue().encode()))
+        return _io.write_json(path, {**extra, "rows": rows}, overwrite=overwrite)
+    return _io.write_bytes(path, _io.csv_bytes(rows, lineterminator="\n"), overwrite=overwrite)
+
+
+def _refuse_inapplicable(args, method: str) -> None:
+    """Flags that mean nothing for the chosen method are refused (exit 2), never silently ignored."""
+    if args.lr is not None and method in ("lbfgs", "reduced"):
+        raise ValueError(f"--lr does not apply to --method {method} (it takes its step from a line search); "
+                         "drop --lr or use --method gd, momentum or nesterov")
+    if method == "reduced" and args.float32:
+        raise ValueError("--method reduced does not converge with --float32 (its gradient stalls near 2e-5 "
+                         "relative error); use --method lbfgs (the float32 default) or drop --float32")
 
 
 def main(argv=None) -> int:
     """Run the sweep CLI on ``argv`` (default ``sys.argv[1:]``). Exit code 0 when every
-    configuration converged, 1 otherwise, 2 for bad arguments (or an existing --out without --force)."""
+    configuration converged, 1 otherwise, 2 for bad arguments (or an existing --out without --force),
+    130 / 143 when interrupted by SIGINT / SIGTERM."""
+    with exit_on_interrupt(PROG):  # one line and exit 130 / 143 at once, compilation included
+        return _main(argv)
+
+
+def _main(argv) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
     dtype = "float32" if args.float32 else "float64"
     if dtype == "float64":
         jax.config.update("jax_enable_x64", True)   # the CLI owns its process, as in ufm.solve
@@ -443,19 +459,22 @@ def main(argv=None) -> int:
             _io.check_writable(args.out, overwrite=args.force)
         base = Problem(K=args.K, n=args.n, d=args.d, dtype=dtype)
         problems = grid(base, delta=args.delta, lam=args.lam, seed=args.seeds)
+        _refuse_inapplicable(args, default_method(base) if args.method is None else args.method)
         result = sweep(problems, args.method, lr=args.lr, tol=tol, max_iters=args.max_iters,
                        batch_size=args.batch_size)
-    except (ValueError, FileExistsError, IsADirectoryError) as error:
+    except (ValueError, OSError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     done = int(np.sum(result.converged))
     print(f"{len(result)} configurations (K = {base.K}, n = {base.n}, d = {base.d}, {dtype}, {result.method}): "
+    # wall times go to stdout only: the --out file is byte-identical across identical runs
           f"{done} converged, {result.seconds:.2f} s (+ {result.compile_seconds:.2f} s compile), "
           f"{int(result.iterations.max())} iterations at most")
     if args.out is not None:
-        _write(args.out, result, {"K": base.K, "n": base.n, "d": base.d, "dtype": dtype, "method": result.method,
-                                  "tol": tol, "seconds": result.seconds, "jax_version": jax.__version__})
-        print(f"wrote {args.out}")
+        written = _write(args.out, result, {"K": base.K, "n": base.n, "d": base.d, "dtype": dtype,
+                                            "method": result.method, "tol": tol, "jax_version": jax.__version__},
+                         overwrite=args.force)
+        print(f"wrote {written}")
     return 0 if done == len(result) else 1
 
 
