@@ -1,0 +1,306 @@
+"""ufm.analyze (library in ufm/last_layer.py, CLI in ufm/analyze.py) against the solver's metrics,
+theory, an independent brute-force implementation, itself in chunks, and bad files."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import theory
+import ufm
+from ufm import last_layer, metrics
+from ufm.analyze import main
+from ufm.compare import predict
+
+NC_NAMES = ("nc1", "nc2", "nc3", "w_norm", "h_norm")
+_collapse = jax.jit(metrics.collapse, static_argnums=3)  # one compile per shape instead of one per op
+
+
+def _imbalanced(K=4, d=6, counts=(3, 7, 1, 5), seed=0, scale=0.5, dtype=np.float64):
+    """Random features around well-separated class means, shuffled labels; weight near the means."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.repeat(np.arange(K), counts))
+    centres = 3.0 * rng.normal(size=(K, d))
+    features = (centres[labels] + scale * rng.normal(size=(labels.size, d))).astype(dtype)
+    weight = centres + 0.3 * rng.normal(size=(K, d))
+    bias = 0.1 * rng.normal(size=K)
+    return features, labels, weight, bias
+
+
+# --------------------------------------------------------------------------- UFM solutions
+
+
+@pytest.fixture(scope="module")
+def solved():
+    problem = ufm.Problem(K=4, n=5, d=6, loss="ls", delta=0.1, lam_W=1e-2, lam_H=1e-3, lam_b=1e-2)
+    return problem, ufm.solve(problem)
+
+
+def test_ufm_solution_agrees_with_solver_metrics_and_theory(solved):
+    problem, result = solved
+    assert result.converged
+    W, H, b = (np.asarray(x) for x in (result.W, result.H, result.b))
+    labels = np.asarray(problem.labels())
+    out = ufm.analyze(H.T, labels, W.T, b, loss="ls", delta=0.1, lam_W=1e-2, lam_H=1e-3, lam_b=1e-2)
+    solver = _collapse(W, H, labels, problem.K)
+    # the same formulas on the same float64 numbers: equal to rounding (NC values at collapse are
+    # themselves rounding-sized, ~1e-11, so absolute 1e-13; norms O(1), relative 1e-13)
+    for name, value in zip(NC_NAMES, solver):
+        assert out.measured[name] == pytest.approx(float(value), rel=1e-13, abs=1e-13), name
+    # theory: the solver stops at |grad| <= 1e-10 |grad0|, which leaves ~1e-10 relative in the point
+    pred = predict(problem)
+    assert out.applies and out.not_applicable == ()
+    for name in ("w_norm", "h_norm", "a", "p_t", "p_n", "kappa_W", "kappa_H"):
+        assert out.predicted[name] == getattr(pred, name), name   # the same prediction function
+        assert out.relative[name] and out.error[name] < 1e-8, (name, out.error[name])
+    for name in ("nc1", "nc2", "nc3"):
+        assert out.predicted[name] == 0.0 and not out.relative[name] and out.error[name] < 1e-8
+    # Theorem 4.2 measured on the blocks: kappa = K p_t (measured p_t), to the solver's accuracy
+    assert out.measured["kappa_W"] == pytest.approx(out.measured["K_p_t"], rel=1e-8)
+    assert out.measured["kappa_H"] == pytest.approx(out.measured["K_p_t"], rel=1e-8)
+    assert out.measured["accuracy"] == out.measured["ncc_agreement"] == 1.0
+
+
+def test_closed_form_minimizer_balanced_and_phase_boundary():
+    K, n, d, delta, lam_W, lam_H = 5, 3, 7, 0.2, 1e-3, 1e-2
+    W, H, b = theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=1)
+    labels = np.repeat(np.arange(K), n)
+    out = ufm.analyze(H.T, labels, W.T, b, loss="ls", delta=delta, lam_W=lam_W, lam_H=lam_H, spectra=False)
+    # exact minimizer: only float64 rounding of O(1) numbers separates measured from predicted
+    for name in ("w_norm", "h_norm", "a", "p_t", "p_n"):
+        assert out.error[name] < 1e-12, (name, out.error[name])
+    assert out.measured["a_residual"] < 1e-13 and out.measured["w_norm_cv"] < 1e-13
+    # the same last layer judged against a setup past the phase boundary (c >= 1): zero predicted
+    lam = 1.0 / (K * np.sqrt(n)) * 1.1  # K sqrt(n lam^2) = 1.1 > 1
+    past = ufm.analyze(H.T, labels, W.T, b, loss="ce", lam_W=lam, lam_H=lam, spectra=False)
+    assert past.predicted["w_norm"] == 0.0 and "nc1" not in past.predicted
+    assert any("phase boundary" in reason for reason in past.not_applicable)
+    assert not past.relative["w_norm"] and past.error["w_norm"] == pytest.approx(out.measured["w_norm"])
+
+
+# --------------------------------------------------------------------------- brute force
+
+
+def _brute_force(features, labels, weight, bias):
+    """Every metric from its definition, with explicit loops over classes and samples."""
+    N, d = features.shape
+    K = weight.shape[0]
+    means = np.array([features[labels == k].mean(axis=0) for k in range(K)])
+    h_G = features.mean(axis=0)
+    sigma_W = sum(np.outer(h - means[y], h - means[y]) for h, y in zip(features, labels)) / N
+    sigma_B = sum(np.outer(m - h_G, m - h_G) for m in means) / K
+    nc1 = np.trace(sigma_W @ np.linalg.pinv(sigma_B, rcond=1e-10)) / K
+    Hbar = (means - h_G).T
+    G = weight @ Hbar
+    M = np.eye(K) - np.ones((K, K)) / K
+    nc2 = np.linalg.norm(G / np.linalg.norm(G) - M / np.sqrt(K - 1))
+    nc3 = np.linalg.norm(weight.T / np.linalg.norm(weight) - Hbar / np.linalg.norm(Hbar))
+    var = [np.mean([np.sum((h - means[k]) ** 2) for h in features[labels == k]]) for k in range(K)]
+    cdnv = np.mean([(var[k] + var[l]) / (2 * np.sum((means[k] - means[l]) ** 2))
+                    for k in range(K) for l in range(k + 1, K)])
+    pred = [int(np.argmax(weight @ h + bias)) for h in features]
+    nearest = [int(np.argmin([np.linalg.norm(h - m) for m in means])) for h in features]
+    Zbar = np.array([weight @ m + bias for m in means]).T
+    a = np.linalg.lstsq(M.reshape(-1, 1), (M @ Zbar).reshape(-1), rcond=None)[0][0]
+    P = np.exp(Zbar) / np.exp(Zbar).sum(axis=0)
+    cos = lambda V: [V[:, k] @ V[:, l] / np.linalg.norm(V[:, k]) / np.linalg.norm(V[:, l])
+                     for k in range(K) for l in range(K) if k != l]
+    wn, hn = np.linalg.norm(weight, axis=1), np.linalg.norm(Hbar, axis=0)
+    return {
+        "nc1": nc1, "nc1_trace": K * nc1, "nc2": nc2, "nc3": nc3, "cdnv": cdnv,
+        "accuracy": np.mean(np.array(pred) == labels), "ncc_accuracy": np.mean(np.array(nearest) == labels),
+        "ncc_agreement": np.mean(np.array(nearest) == np.array(pred)),
+        "w_norm": wn.mean(), "h_norm": hn.mean(), "w_norm_cv": wn.std() / wn.mean(), "h_norm_cv": hn.std() / hn.mean(),
+        "w_cos_std": np.std(cos(weight.T)), "h_cos_std": np.std(cos(Hbar)),
+        "w_cos_shift": np.mean(np.abs(np.array(cos(weight.T)) + 1 / (K - 1))),
+        "h_cos_shift": np.mean(np.abs(np.array(cos(Hbar)) + 1 / (K - 1))),
+        "a": a, "p_t": np.mean(np.diag(P)), "p_n": np.mean(P[~np.eye(K, dtype=bool)]),
+        "bias": bias.mean(), "bias_spread": np.max(np.abs(bias - bias.mean())),
+    }
+
+
+@pytest.mark.parametrize("K,d,counts,scale", [(4, 6, (3, 7, 1, 5), 0.5), (3, 2, (10, 2, 4), 2.0),
+                                              (5, 9, (4, 4, 9, 2, 6), 3.0)])
+def test_imbalanced_against_brute_force_and_solver_metrics(K, d, counts, scale):
+    features, labels, weight, bias = _imbalanced(K, d, counts, seed=K + d, scale=scale)
+    out = ufm.analyze(features, labels, weight, bias, spectra=False)
+    assert out.counts == counts and not out.balanced
+    expected = _brute_force(features, labels, weight, bias)
+    for name, value in expected.items():
+        # different summation orders and a different pseudo-inverse route (SVD vs eigh): O(1e-13) relative;
+        # counts-based fractions are exact
+        assert out.measured[name] == pytest.approx(value, rel=1e-10, abs=1e-13), name
+    solver = _collapse(weight.T, features.T, labels, K)
+    for name, value in zip(NC_NAMES, solver):
+        assert out.measured[name] == pytest.approx(float(value), rel=1e-12, abs=1e-14), name
+
+
+def test_imbalanced_and_narrow_features_are_not_judged():
+    features, labels, weight, bias = _imbalanced(K=3, d=2, counts=(10, 2, 4))
+    out = ufm.analyze(features, labels, weight, bias, loss="ce", lam_W=1e-3, lam_H=1e-3, spectra=False)
+    assert not out.applies
+    assert any(r.startswith("class counts differ (2 to 10") for r in out.not_applicable)
+    assert any(r.startswith("d = 2 < K = 3") for r in out.not_applicable)
+    assert out.predicted["w_norm"] == predict(ufm.Problem(K=3, n=5, d=2, lam_W=1e-3, lam_H=1e-3, loss="ce")).w_norm
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 64, 16])
+def test_chunked_equals_in_memory(chunk_size):
+    features, labels, weight, bias = _imbalanced(K=4, d=6, counts=(3, 7, 1, 5), scale=2.0)
+    whole = ufm.analyze(features, labels, weight, bias, chunk_size=features.shape[0], spectra=False)
+    parts = ufm.analyze(features, labels, weight, bias, chunk_size=chunk_size, spectra=False)
+    assert parts.counts == whole.counts
+    for name, value in whole.measured.items():
+        # sums in another order: rounding only
+        assert parts.measured[name] == pytest.approx(value, rel=1e-12, abs=1e-15), name
+
+
+def test_float32_and_memory_mapped_input(tmp_path):
+    features, labels, weight, bias = _imbalanced(K=4, d=6, counts=(30, 70, 10, 50), scale=2.0, dtype=np.float32)
+    reference = ufm.analyze(features.astype(np.float64), labels, weight, bias, spectra=False)
+    np.save(tmp_path / "f.npy", features)
+    mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
+    for given in (features, mapped):
+        out = ufm.analyze(given, labels, weight, bias, chunk_size=16, spectra=False)
+        for name, value in reference.measured.items():
+            # float32 -> float64 is exact, so only the summation order differs
+            assert out.measured[name] == pytest.approx(value, rel=1e-12, abs=1e-15), name
+    assert np.array_equal(np.load(tmp_path / "f.npy"), features)  # the file is read, never written
+
+
+def test_input_arrays_are_not_modified():
+    features, labels, weight, bias = _imbalanced()
+    copies = [x.copy() for x in (features, labels, weight, bias)]
+    ufm.analyze(features, labels, weight, bias, chunk_size=5, spectra=False)
+    assert all(np.array_equal(x, y) for x, y in zip((features, labels, weight, bias), copies))
+
+
+# --------------------------------------------------------------------------- spectra
+
+
+def test_lanczos_largest_eigenvalue_matches_exact(monkeypatch):
+    features, labels, weight, bias = _imbalanced(K=3, d=4, counts=(4, 5, 3))
+    exact = ufm.analyze(features, labels, weight, bias, spectra=True)
+    monkeypatch.setattr(last_layer, "DENSE_ENTRIES", 0)
+    monkeypatch.setattr(last_layer, "STRUCTURED_BYTES", 0)
+    lanczos = ufm.analyze(features, labels, weight, bias, spectra=True)
+    for block in ("W", "H"):
+        assert exact.spectra[block]["method"] == "dense" and lanczos.spectra[block]["method"] == "lanczos"
+        # eigsh tol 1e-8 on a well-separated top eigenvalue
+        assert lanczos.spectra[block]["lambda_max"] == pytest.approx(exact.spectra[block]["lambda_max"], rel=1e-7)
+        assert lanczos.spectra[block]["kappa"] is None and f"kappa_{block}" not in lanczos.measured
+    assert "skipped" in ufm.analyze(features, labels, weight, bias, spectra=False).spectra
+
+
+# --------------------------------------------------------------------------- API contracts
+
+
+@pytest.mark.parametrize("change,name", [
+    (lambda a: a.update(features=a["features"][:, :, None]), "features"),
+    (lambda a: a.update(features=np.where(np.arange(16)[:, None] == 9, np.nan, a["features"])), "features"),
+    (lambda a: a.update(labels=a["labels"][:-1]), "labels"),
+    (lambda a: a.update(labels=a["labels"] + 0.5), "labels"),
+    (lambda a: a.update(labels=a["labels"] + 1), "labels"),
+    (lambda a: a.update(labels=np.minimum(a["labels"], 2)), "labels"),   # class 3 without samples
+    (lambda a: a.update(weight=a["weight"][:, :-1]), "weight"),
+    (lambda a: a.update(weight=a["weight"][:1]), "weight"),
+    (lambda a: a.update(bias=a["bias"][:-1]), "bias"),
+    (lambda a: a.update(bias=np.full(4, np.inf)), "bias"),
+    (lambda a: a.update(lam_W=1e-3), "lam_W"),
+    (lambda a: a.update(lam_W=-1.0, lam_H=1.0), "lam_W"),
+    (lambda a: a.update(loss="ce", delta=0.1, lam_W=1.0, lam_H=1.0), "delta"),
+    (lambda a: a.update(chunk_size=0), "chunk_size"),
+    (lambda a: a.update(spectra="yes"), "spectra"),
+    (lambda a: a.update(loss="hinge"), "loss"),
+])
+def test_bad_arguments_name_the_argument(change, name):
+    features, labels, weight, bias = _imbalanced()
+    kwargs = dict(features=features, labels=labels, weight=weight, bias=bias)
+    change(kwargs)
+    with pytest.raises(ValueError, match=name):
+        ufm.analyze(**kwargs)
+
+
+def test_callable_module_and_json_keys():
+    import ufm.analyze as cli_module  # rebinds ufm.analyze to the (callable) CLI module
+
+    features, labels, weight, bias = _imbalanced()
+    out = ufm.analyze(features, labels, weight, bias, spectra=False)
+    assert isinstance(out, ufm.Analysis) and ufm.analyze is cli_module
+    record = out.to_json()
+    assert {"measured", "predicted", "error"} <= set(record)
+    assert {"nc1", "nc2", "nc3", "w_norm", "h_norm"} <= set(record["measured"])
+    json.dumps(record)  # plain types only
+    with pytest.raises(Exception):
+        out.K = 3  # frozen
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@pytest.fixture()
+def npz(tmp_path):
+    features, labels, weight, bias = _imbalanced(K=4, d=6, counts=(4, 4, 4, 4))
+    path = tmp_path / "layer.npz"
+    np.savez(path, features=features, labels=labels, weight=weight, bias=bias)
+    return path, (features, labels, weight, bias)
+
+
+def test_cli_npz_and_npy_files_agree_with_library(npz, tmp_path, capsys):
+    path, (features, labels, weight, bias) = npz
+    out = tmp_path / "out.json"
+    setup = ["--loss", "ls", "--delta", "0.1", "--lam-W", "1e-3", "--lam-H", "1e-3", "--lam-b", "1e-3"]
+    assert main([str(path), "--json", str(out), "--quiet", "--spectra", "off", "--no-cache", *setup]) == 0
+    record = json.loads(out.read_text())
+    expected = ufm.analyze(features, labels, weight, bias, loss="ls", delta=0.1, lam_W=1e-3, lam_H=1e-3,
+                           lam_b=1e-3, spectra=False)
+    assert record["measured"] == pytest.approx(expected.measured, rel=1e-15)
+    assert record["predicted"] == pytest.approx(expected.predicted) and set(record["error"]) == set(expected.error)
+    assert record["applies"] is True and "nc1" in capsys.readouterr().out
+    for key, array in zip(("features", "labels", "weight", "bias"), (features, labels, weight, bias)):
+        np.save(tmp_path / f"{key}.npy", array)
+    again = tmp_path / "again.json"
+    argv = [f"--{k}={tmp_path / f'{k}.npy'}" for k in ("features", "labels", "weight", "bias")]
+    assert main([*argv, "--json", str(again), "--quiet", "--spectra", "off", "--no-cache", *setup]) == 0
+    assert json.loads(again.read_text())["measured"] == record["measured"]
+    # no clobber without --force, checked before computing
+    assert main([str(path), "--json", str(out), "--quiet", "--no-cache"]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit,key", [
+    (lambda a: a.pop("labels"), "labels"),
+    (lambda a: a.pop("weight"), "weight"),
+    (lambda a: a.update(weight=a["weight"][:, :5]), "weight"),
+    (lambda a: a.update(features=a["features"][0]), "features"),
+    (lambda a: a.update(labels=a["labels"] + 4), "labels"),
+    (lambda a: a.update(labels=a["labels"] * 0.5), "labels"),
+    (lambda a: a.update(features=np.where(a["features"] > 2, np.nan, a["features"])), "features"),
+    (lambda a: a.update(bias=np.zeros(3)), "bias"),
+])
+def test_cli_bad_files_one_error_line_naming_the_key(npz, tmp_path, capsys, edit, key):
+    _, (features, labels, weight, bias) = npz
+    arrays = dict(features=features, labels=labels, weight=weight, bias=bias)
+    edit(arrays)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    assert main([str(bad), "--quiet", "--no-cache", "--json", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("python -m ufm.analyze: error: ") and key in err[0], err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_cli_unreadable_and_mixed_inputs(tmp_path, capsys, npz):
+    path, _ = npz
+    junk = tmp_path / "junk.npz"
+    junk.write_text("not an archive")
+    assert main([str(junk), "--quiet", "--no-cache"]) == 2
+    assert main(["--features", str(junk), "--labels", str(junk), "--weight", str(junk), "--quiet", "--no-cache"]) == 2
+    assert main([str(path), "--features", str(junk), "--quiet", "--no-cache"]) == 2
+    assert main(["--quiet", "--no-cache"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4 and all(": error: " in line for line in lines)
