@@ -106,3 +106,21 @@ def dilation(H, true_labels, corrupted, K: int) -> Dilation:
     per_sample = jnp.einsum("ai,ab,bi->i", within, pinv_B, within) / (H.shape[1] * K)
     nc1_true = jax.ops.segment_sum(per_sample, true_labels, num_segments=K)
     return Dilation(float(mean_dilation), nc1_true)
+
+
+def nc1_nguyen(H, labels, K: int):
+    """NC1 as Nguyen et al. (2023) define it, their eq. (2): ``trace(Sigma_W Sigma_B^+) / K``.
+
+    ``H: (d, N)`` features, ``labels: (N,)`` in 0..K-1 (every class present; their N classes are our
+    K). ``Sigma_W`` is the within-class scatter averaged over all N samples (their ``1/(NK)`` sum)
+    and ``Sigma_B = (1/K) sum_k (hbar_k - h)(hbar_k - h)^T`` is centred at ``h``, the *mean of the
+    class means* (their ``(1/N) sum_n h_n``). On a balanced set this is exactly :func:`nc1` (Guo et
+    al., eq. 4, centred at the global mean h_G of all samples); on an imbalanced one (a test split)
+    the two differ through that centre. Nguyen et al. call NC1 on test features the *dilation*.
+    """
+    means = class_means(H, labels, K)
+    spread = means - jnp.mean(means, axis=1, keepdims=True)
+    pinv_B = jnp.linalg.pinv(spread @ spread.T / K, hermitian=True)
+    deviations = H - means[:, labels]
+    # trace(Sigma_W Sigma_B^+) = (1/N) sum_i (h_i - hbar_k(i))^T Sigma_B^+ (h_i - hbar_k(i))
+    return jnp.einsum("ai,ab,bi->", deviations, pinv_B, deviations) / (H.shape[1] * K)
