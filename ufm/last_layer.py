@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
+import scipy.sparse
 
 from ufm import _memory
 
@@ -257,11 +258,9 @@ def _chunk(features, lo: int, hi: int) -> np.ndarray:
 
 
 def _add_by_class(out: np.ndarray, X: np.ndarray, y: np.ndarray) -> None:
-    """``out[k] += sum of rows of X with label k`` (sort, then contiguous segment sums)."""
-    order = np.argsort(y, kind="stable")
-    ys = y[order]
-    starts = np.flatnonzero(np.r_[True, ys[1:] != ys[:-1]])
-    out[ys[starts]] += np.add.reduceat(X[order], starts, axis=0)
+    """``out[k] += sum of the rows of X with label k``: a sparse (K x rows) one-hot product, O(rows d)."""
+    onehot = scipy.sparse.csr_matrix((np.ones(y.size), (y, np.arange(y.size))), shape=(out.shape[0], y.size))
+    out += onehot @ X
 
 
 @dataclass(frozen=True)
@@ -330,14 +329,17 @@ def _unit(x):
     return x / norm if norm > 0 else x
 
 
-def _pinv_trace(sigma_W: np.ndarray, sigma_B: np.ndarray) -> float:
-    """``trace(Sigma_W Sigma_B^+)`` with the cutoff of ``jnp.linalg.pinv(hermitian=True)``:
-    eigenvalues with ``|lambda| <= 10 d eps max|lambda|`` are dropped."""
-    lam, U = np.linalg.eigh(sigma_B)
-    s = np.abs(lam)
-    keep = s > 10.0 * sigma_B.shape[0] * np.finfo(np.float64).eps * s.max() if s.size else s > 0
+def _pinv_trace(sigma_W: np.ndarray, Hbar: np.ndarray) -> float:
+    """``trace(Sigma_W Sigma_B^+)`` for ``Sigma_B = Hbar Hbar^T / K`` (``Hbar: (d, K)``), with the cutoff of
+    ``jnp.linalg.pinv(Sigma_B, hermitian=True)`` (as :func:`ufm.metrics.nc1`): eigenvalues at most
+    ``10 d eps`` of the largest are dropped. The eigenpairs come from the thin SVD of Hbar
+    (``lambda_j = s_j^2 / K``): O(d K min(d, K)) instead of a d x d eigendecomposition."""
+    d, K = Hbar.shape
+    U, s, _ = np.linalg.svd(Hbar, full_matrices=False)
+    lam = s**2 / K
+    keep = lam > 10.0 * d * np.finfo(np.float64).eps * lam.max() if lam.size and lam.max() > 0 else lam > 0
     U, lam = U[:, keep], lam[keep]
-    return float(np.sum(np.einsum("ij,ik,kj->j", U, sigma_W, U) / lam))
+    return float(np.sum(np.sum(U * (sigma_W @ U), axis=0) / lam))
 
 
 def _cosines(columns: np.ndarray) -> tuple[float, float]:
@@ -353,9 +355,7 @@ def _metrics(mo: _Moments, weight: np.ndarray, bias: np.ndarray, N: int) -> dict
     K, d = weight.shape
     W = weight.T                                   # (d, K), the solver's layout
     Hbar = (mo.means - mo.global_mean).T           # (d, K) centred class means
-    sigma_W = mo.scatter / N
-    sigma_B = Hbar @ Hbar.T / K
-    trace = _pinv_trace(sigma_W, sigma_B)
+    trace = _pinv_trace(mo.scatter / N, Hbar)
     M = np.eye(K) - 1.0 / K
     nc2 = np.linalg.norm(_unit(W.T @ Hbar) - M / np.sqrt(K - 1.0))
     nc3 = np.linalg.norm(_unit(W) - _unit(Hbar))
