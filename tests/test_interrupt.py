@@ -1,0 +1,146 @@
+"""SIGINT / SIGTERM: every command line stops at once with one line, exit 130 / 143, no file left.
+
+Each case runs the real command in a subprocess and sends the signal at a known moment, found
+in JAX's own compile log (``JAX_LOG_COMPILES=1``): inside XLA compilation (where a
+KeyboardInterrupt used to end in a segmentation fault) or inside the compiled loop.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ufm._interrupt import EXIT_CODES, exit_on_interrupt
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPILED = "Finished XLA compilation of jit({})"
+COMPILING = "Finished jaxpr to MLIR module conversion jit({})"   # XLA compilation starts next
+
+
+def _signal_at(argv, pattern: str, signum, cwd: Path, delay: float = 0.5):
+    """Run ``python argv`` in ``cwd``, send ``signum`` ``delay`` s after a stderr line containing
+    ``pattern``; returns (exit code, stderr without JAX's compile log, seconds from signal to exit)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_LOG_COMPILES="1", PYTHONPATH=str(ROOT))
+    process = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    lines, seen = [], threading.Event()
+
+    def read():
+        for line in process.stderr:
+            lines.append(line)
+            if pattern in line:
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert seen.wait(120), "".join(lines)[-3000:]
+        time.sleep(delay)
+        assert process.poll() is None, "".join(lines)[-3000:]
+        process.send_signal(signum)
+        sent = time.perf_counter()
+        process.stdout.read()
+        process.wait(timeout=30)
+        elapsed = time.perf_counter() - sent
+        reader.join(timeout=5)
+    finally:
+        process.kill()
+        process.wait()
+    log = ("Compiling ", "Finished ", "  ")          # JAX's compile log, not the program's own output
+    own = [line for line in lines if not line.startswith(log)]
+    return process.returncode, "".join(own), elapsed
+
+
+def _check(code, stderr, elapsed, signum, prog):
+    name = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}[signum]
+    assert code == EXIT_CODES[signum], stderr
+    assert stderr.strip().splitlines()[-1].startswith(f"{prog}: interrupted by {name}"), stderr
+    assert "Traceback" not in stderr and "Segmentation" not in stderr
+    assert elapsed < 5.0      # "at once": compilation alone takes several seconds more
+
+
+@pytest.mark.parametrize("method,compiled,signum", [("reduced", "_reduced_queue", signal.SIGINT),
+                                                     ("gd", "_batched_run", signal.SIGTERM)])
+def test_sweep_stops_during_compilation(tmp_path, method, compiled, signum):
+    """Signalled while XLA compiles the sweep (~8 s on 2 cores): a KeyboardInterrupt there used to
+    end in a traceback and a segmentation fault (exit 139), a gd sweep ignored Ctrl-C to its end."""
+    argv = ["-m", "ufm.sweep", "--K", "3", "--n", "10", "--seeds", "0:4", "--method", method,
+            "--no-cache", "--out", "s.json"]
+    code, stderr, elapsed = _signal_at(argv, COMPILING.format(compiled), signum, tmp_path)
+    _check(code, stderr, elapsed, signum, "python -m ufm.sweep")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_solve_stops_inside_the_compiled_loop(tmp_path):
+    argv = ["-m", "ufm.solve", "--K", "3", "--n", "10", "--method", "gd", "--lr", "1", "--tol", "1e-300",
+            "--max-iters", "100000000", "--no-cache", "--quiet", "--json", "r.json"]
+    code, stderr, elapsed = _signal_at(argv, COMPILED.format("_run"), signal.SIGINT, tmp_path, delay=0.5)
+    _check(code, stderr, elapsed, signal.SIGINT, "python -m ufm.solve")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_all_stops_and_leaves_no_file(tmp_path):
+    argv = ["-m", "experiments.run_all", "--quick", "--out", "out"]
+    code, stderr, elapsed = _signal_at(argv, "Compiling jit(", signal.SIGTERM, tmp_path, delay=0.5)
+    _check(code, stderr, elapsed, signal.SIGTERM, "python -m experiments.norms_vs_delta")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []   # the checked folders hold nothing
+
+
+WRITER = """
+import sys, time
+from ufm import _io
+from ufm._interrupt import exit_on_interrupt
+
+def slow(handle):
+    print("writing", file=sys.stderr, flush=True)
+    handle.write(b'{"part": 1, ')
+    time.sleep(1.0)
+    handle.write(b'"whole": true}')
+
+with exit_on_interrupt("writer"):
+    _io.write_atomic("r.json", slow)
+    print("wrote", file=sys.stderr, flush=True)
+    time.sleep(30)
+"""
+
+
+def test_a_write_in_progress_finishes_before_the_exit(tmp_path):
+    code, stderr, elapsed = _signal_at(["-c", WRITER], "writing", signal.SIGTERM, tmp_path, delay=0.1)
+    assert code == 143 and "writer: interrupted by SIGTERM" in stderr, stderr
+    assert 0.5 < elapsed < 5.0                                   # it waited for the write, not for the sleep
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    assert (tmp_path / "r.json").read_text() == '{"part": 1, "whole": true}'
+
+
+def test_blocks_nest_and_restore_the_handling():
+    def state():
+        fd = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(fd)
+        return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), fd
+
+    before = state()
+    with exit_on_interrupt("outer"):
+        outer = state()
+        assert outer != before
+        with exit_on_interrupt("inner"):
+            assert state() not in (before, outer)
+        assert state() == outer
+    assert state() == before
+
+
+def test_outside_the_main_thread_it_does_nothing():
+    seen = []
+
+    def run():
+        with exit_on_interrupt("thread"):
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == [signal.getsignal(signal.SIGTERM)]
