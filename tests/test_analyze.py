@@ -304,3 +304,16 @@ def test_cli_unreadable_and_mixed_inputs(tmp_path, capsys, npz):
     assert main(["--quiet", "--no-cache"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 4 and all(": error: " in line for line in lines)
+
+
+def test_float32_scores_decide_near_ties_as_float64():
+    # two classifier rows 1e-9 apart: float32 cannot tell them apart, the float64 recheck must
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 16))
+    A = rng.normal(size=(5, 16))
+    A[1] = A[0] + 1e-9 * rng.normal(size=16)
+    c = np.array([0.0, 0.0, -50.0, -50.0, -50.0])
+    expected = np.argmax(X @ A.T + c, axis=1)
+    float32_only = np.argmax(X.astype(np.float32) @ A.astype(np.float32).T + c.astype(np.float32), axis=1)
+    assert np.any(float32_only != expected)  # the case needs the recheck
+    assert np.array_equal(last_layer._Scores(A, c).argmax(X), expected)

@@ -162,9 +162,6 @@ def report_text(result: Analysis) -> str:
         kind = "" if error is None else (" rel" if result.relative.get(name) else " abs")
         lines.append(f"{name:14s} {_fmt(value):>14s} {_fmt(predicted):>14s} "
                      f"{('-' if error is None else f'{error:.2e}{kind}'):>14s}  {SOURCES.get(name, '')}")
-    if "bias" in result.error:
-        lines.append(f"{'':14s} {'':14s} {'':14s} {'':14s}  bias error = max_k |b_k - b_pred| = "
-                     f"{result.error['bias']:.3e}")
     for reason in result.not_applicable:
         lines.append(f"does not apply: {reason}")
     if result.setup and result.applies and not result.not_applicable:
