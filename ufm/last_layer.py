@@ -19,7 +19,9 @@ one chunk only; float32/float16/integer input is accumulated in float64). Pass 1
 per-class counts and sums, the classifier's predictions, finiteness. Pass 2, with the class
 means known: the within-class scatter ``sum_i (h_i - hbar_y)(h_i - hbar_y)^T`` (centred, so
 no cancellation near collapse), per-class variances and the nearest-class-mean predictions.
-A memory-mapped array (``np.load(..., mmap_mode="r")``) is read chunk by chunk and each chunk's
+The two K-wide products (logits, nearest-mean scores) run in float32 BLAS and every row whose
+top two scores are within a rounding bound is recomputed in float64 (``_Scores``), so the
+predictions are float64's. A memory-mapped array (``np.load(..., mmap_mode="r")``) is read chunk by chunk and each chunk's
 pages are handed back to the kernel after use, so resident memory stays at one chunk.
 
 Measured quantities (``Analysis.measured``; sources in :data:`SOURCES`):
