@@ -20,6 +20,11 @@ from theory.closed_form import phase as phase
 from theory.closed_form import probabilities as probabilities
 from theory.closed_form import random_semi_orthogonal as random_semi_orthogonal
 from theory.closed_form import simplex_projector as simplex_projector
+from theory.memorization_dilation import AssumptionCheck as AssumptionCheck
+from theory.memorization_dilation import NCConfiguration as NCConfiguration
+from theory.memorization_dilation import assumption_4_2 as assumption_4_2
+from theory.memorization_dilation import md_law as md_law
+from theory.memorization_dilation import nc_configuration as nc_configuration
 from theory.prediction import Prediction as Prediction
 from theory.prediction import nonnegative_boundary as nonnegative_boundary
 from theory.prediction import predict as predict
@@ -35,6 +40,11 @@ from theory.spectra import curvature_spectrum as curvature_spectrum
 from theory.spectra import hessian_spectrum as hessian_spectrum
 
 __all__ = [
+    "AssumptionCheck",
+    "NCConfiguration",
+    "assumption_4_2",
+    "md_law",
+    "nc_configuration",
     "LOSSES",
     "Prediction",
     "curvature_spectrum",

@@ -43,6 +43,7 @@ __all__ = [
     "class_means", "collapse", "compare", "dilation", "distinct_eigenvalues", "extreme_eigenvalues", "grid",
     "hessian_vector_product", "logit_hessians", "logits", "loss_term", "nc1", "nc2", "nc3",
     "nonzero_condition_number", "objective", "regularization", "solve", "sweep",
+    "MDResult", "md_profile", "solve_md",
 ]
 
 
@@ -54,4 +55,8 @@ def __getattr__(name):
 
         module = importlib.import_module("ufm.sweep")
         return module if name == "sweep" else getattr(module, name)
+    if name in ("solve_md", "md_profile", "MDResult"):  # lazy too: python -m ufm.md must not import itself twice
+        import importlib
+
+        return getattr(importlib.import_module("ufm.md"), name)
     raise AttributeError(f"module 'ufm' has no attribute {name!r}")

@@ -268,9 +268,11 @@ def md_profile(r, W, H, offsets, weights, *, lam, alpha, eta, c_md) -> dict:
     bucket = 1 << max(1, (V.shape[0] - 1).bit_length())  # node counts padded to a power of two (zero weight):
     V = np.vstack([V, np.zeros((bucket - V.shape[0], V.shape[1]))])  # one compiled program per bucket, not per m
     w = np.concatenate([w, np.zeros(bucket - w.size)])
-    out = _profile(jnp.asarray(r), jnp.asarray(W), jnp.asarray(H), jnp.asarray(V), jnp.asarray(w), lam, alpha, eta,
-                   c_md)
-    return {key: np.asarray(value) for key, value in out.items()}
+    size = 1 << max(3, (r.size - 1).bit_length())  # radii padded likewise (repeating the last one)
+    padded = np.concatenate([r, np.full(size - r.size, r[-1])])
+    out = _profile(jnp.asarray(padded), jnp.asarray(W), jnp.asarray(H), jnp.asarray(V), jnp.asarray(w), lam, alpha,
+                   eta, c_md)
+    return {key: np.asarray(value)[:r.size] for key, value in out.items()}
 
 
 def _require_x64():
@@ -278,7 +280,7 @@ def _require_x64():
         raise ValueError("ufm.md needs float64: call jax.config.update('jax_enable_x64', True) before solving")
 
 
-def solve_md(W, H, offsets, weights, *, lam, alpha, eta, c_md, grid=129) -> MDResult:
+def solve_md(W, H, offsets, weights, *, lam, alpha, eta, c_md, grid=128) -> MDResult:
     """Solve the MD problem (Definition 4.1) globally over ``r in [0, r_max]``, U exactly for each r.
 
     Args:
@@ -287,7 +289,8 @@ def solve_md(W, H, offsets, weights, *, lam, alpha, eta, c_md, grid=129) -> MDRe
         offsets: ``(m, M)`` unit-radius offsets of ``mu_r`` (mean zero under ``weights``), weights ``(m,)``.
         lam: regularization ``lam`` of F and G (``lam_H``); alpha: LS parameter in ``[0, 1)`` (0 = CE);
         eta: noise level > 0; c_md: memorization-dilation slope > 0.
-        grid: points of the global grid and of each refinement round (>= 5).
+        grid: points of the global grid and of each refinement round (>= 5; a power of two avoids padding:
+            radii and law nodes are padded to powers of two so that few programs are compiled).
 
     Returns:
         :class:`MDResult`. Raises ``ValueError`` naming the parameter for bad input.
@@ -324,10 +327,8 @@ def solve_md(W, H, offsets, weights, *, lam, alpha, eta, c_md, grid=129) -> MDRe
         candidates.append(_refine(profile, r0[i], r0[i + 1], dR0[i], dR0[i + 1], grid, rmax))
     if not candidates:
         return _failed(alpha, lam, eta, c_md, rmax, gap, W, grid, "no minimum bracketed on the r grid")
-    padded = np.full(max(grid, len(candidates)), candidates[0])  # the grid's shape: no second compilation
-    padded[:len(candidates)] = candidates
-    final = profile(np.clip(padded, 0.0, rmax))
-    best = int(np.argmin(final["R"][:len(candidates)]))
+    final = profile(np.clip(np.array(candidates), 0.0, rmax))
+    best = int(np.argmin(final["R"]))
     r_star = float(np.clip(candidates[best], 0.0, rmax))
     pick = {key: value[best] for key, value in final.items()}
     U = pick["U"]
@@ -429,8 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     problem.add_argument("--distribution", choices=("two-point", "circle"), default="two-point",
                          help="law mu_r of the clean features: +-r u (default) or uniform on a circle of radius r")
     solver = parser.add_argument_group("solver")
-    solver.add_argument("--grid", type=_flag("--grid", int, _at_least("grid", 5)), default=129,
-                        help="r-grid points per round (>= 5; default 129)")
+    solver.add_argument("--grid", type=_flag("--grid", int, _at_least("grid", 5)), default=128,
+                        help="r-grid points per round (>= 5; default 128)")
     report = parser.add_argument_group("report")
     report.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
     report.add_argument("--force", action="store_true", help="overwrite an existing --json file")
