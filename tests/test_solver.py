@@ -161,9 +161,9 @@ def test_float64_without_x64_fails_loudly():
 @pytest.mark.parametrize("kwargs,message", [
     (dict(method="adam"), "method must be one of"),
     (dict(tol=0.0), "tol must be in"),
-    (dict(max_iters=0), "max_iters must be an integer >= 1"),
+    (dict(max_iters=0), r"max_iters must be an integer in \[1, "),
     (dict(method="gd", lr=-1.0), "lr must be a finite number > 0"),
-    (dict(record_every=0), "record_every must be an integer >= 1"),
+    (dict(record_every=0), r"record_every must be an integer in \[1, "),
 ])
 def test_bad_solver_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -180,7 +180,7 @@ def test_bad_solver_arguments(kwargs, message):
     (dict(lam_b=-1.0), r"lam_b must be in \[0, inf\)"),
     (dict(dtype="float16"), "dtype must be one of"),
     (dict(loss="hinge"), "loss must be one of"),
-    (dict(seed=-1), "seed must be an integer >= 0"),
+    (dict(seed=-1), r"seed must be an integer in \[0, "),
 ])
 def test_bad_problems(kwargs, message):
     args = dict(K=3, n=2)

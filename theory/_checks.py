@@ -28,7 +28,12 @@ def integer(name: str, value, minimum: int) -> int:
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {_describe(value)}")
-    as_float = float(value)
+    try:
+        as_float = float(value)
+    except OverflowError:  # a Python int beyond float64: the formulas compute with float(value)
+        digits = len(str(abs(int(value))))
+        raise ValueError(f"{name} must be an integer >= {minimum} and below 2**1024 (the formulas use it as a "
+                         f"float64), got an integer of {digits} digits") from None
     if not np.isfinite(as_float) or not as_float.is_integer():
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     as_int = int(value)

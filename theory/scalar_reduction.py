@@ -80,6 +80,10 @@ def _nonnegative_real(name: str, value) -> float:
     return float(arr)
 
 
+#: Largest focal parameter: the second derivative of the focal loss holds ``gamma**2``.
+MAX_GAMMA = 1e150
+
+
 def loss_parameters(loss: str, delta=0.0, gamma=0.0):
     """Validate ``(loss, delta, gamma)``: delta only for ``"ls"``, gamma >= 0 only for ``"focal"``."""
     loss = _check_loss(loss)
@@ -87,6 +91,9 @@ def loss_parameters(loss: str, delta=0.0, gamma=0.0):
     if np.ndim(delta) != 0:
         raise ValueError(f"delta must be a single number in [0, 1), got {_checks._describe(delta)}")
     gamma = _nonnegative_real("gamma", gamma)
+    if gamma > MAX_GAMMA:
+        raise ValueError(f"gamma must be at most {MAX_GAMMA:g} (the focal derivatives hold gamma^2 in float64), "
+                         f"got {gamma!r}")
     if loss != "ls" and delta != 0.0:
         raise ValueError(f"delta must be 0 for loss={loss!r} (label smoothing is loss='ls'), got {delta!r}")
     if loss != "focal" and gamma != 0.0:
@@ -223,9 +230,16 @@ def optimal_scale(loss: str, K, n, lam_W, lam_H, *, delta=0.0, gamma=0.0, nonneg
     fprime = lambda x: float(derivs(x)[1] + r)
     fsecond = lambda x: float(derivs(x)[2])
     # beyond A, f' > 0: FL |l'| <= (1 + gamma) q and LS l' + r >= r - q, with q <= (K - 1) e^{-a}
-    A = max(np.log((1.0 + gamma) * (K - 1) / r), 0.0) + 2.0
+    if not r > 0.0:
+        raise ValueError(f"lam_W * lam_H is too small: the slope r of the 1-D problem underflows to {r!r} "
+                         f"(lam_W = {lam_W!r}, lam_H = {lam_H!r}), so f(a) has no finite minimizer in float64; "
+                         "use lam_W * lam_H > 1e-600 (e.g. both > 1e-300)")
+    A = max(np.log1p(gamma) + np.log(K - 1) - np.log(r), 0.0) + 2.0   # in logs: (1 + gamma)(K - 1) may overflow
     while fprime(A) <= 0.0:
         A *= 2.0
+        if A > 1e300:
+            raise ValueError(f"no minimizer of the 1-D problem below a = 1e300 for loss {loss!r} (gamma = {gamma!r}, "
+                             f"lam_W = {lam_W!r}, lam_H = {lam_H!r}): the parameters are beyond float64's range")
     grid = np.linspace(0.0, A, _GRID)
     slopes = derivs(grid)[1] + r
     candidates = [0.0] if slopes[0] >= 0.0 else []

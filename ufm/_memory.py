@@ -32,12 +32,41 @@ def free_bytes(device=None) -> int:
     return _host_free_bytes()
 
 
-def require(needed_bytes: float, what: str, sizes: str, advice: str) -> None:
-    """Raise ``ValueError`` if ``needed_bytes`` exceeds the free memory of the default device."""
+def fits(needed_bytes: float) -> bool:
+    """Whether ``needed_bytes`` fits in the free memory of the default device now."""
+    return needed_bytes <= free_bytes()
+
+
+def gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB"
+
+
+def require(needed_bytes: float, what: str, sizes: str, advice) -> None:
+    """Raise ``ValueError`` if ``needed_bytes`` exceeds the free memory of the default device.
+
+    ``advice``: a sentence, or a list (or a function returning it, called only on refusal) of ``(alternative, its estimated bytes)``; then only the
+    alternatives that fit are offered (each with its estimate), and the last entry, which should
+    always fit (e.g. a smaller size computed to fit), stands alone when none of the others does.
+    """
     free = free_bytes()
     if needed_bytes > free:
-        raise ValueError(f"not enough memory: {what} for {sizes} needs about {needed_bytes / 2**30:.3g} GiB "
-                         f"but {free / 2**30:.3g} GiB are free on {jax.devices()[0].platform}; {advice}")
+        advice = advice() if callable(advice) else advice
+        if not isinstance(advice, str):
+            fitting = [f"{text} (about {gib(nbytes)})" for text, nbytes in advice if nbytes <= free]
+            advice = ("instead: " + "; or ".join(fitting)) if fitting else "reduce the sizes"
+        raise ValueError(f"not enough memory: {what} for {sizes} needs about {gib(needed_bytes)} "
+                         f"but {gib(free)} are free on {jax.devices()[0].platform}; {advice}")
+
+
+def largest_fitting(low: int, high: int, needed) -> int | None:
+    """The largest integer ``m`` in ``[low, high]`` with ``fits(needed(m))`` (``needed`` increasing), or None."""
+    free = free_bytes()
+    if needed(low) > free:
+        return None
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if needed(middle) <= free else (low, middle - 1)
+    return low
 
 
 #: float-sized arrays of the parameter size P = d(K + N) + K held per method:
@@ -48,7 +77,33 @@ def require(needed_bytes: float, what: str, sizes: str, advice: str) -> None:
 _COPIES = {"gd": 8, "momentum": 10, "nesterov": 10, "lbfgs": 32, "reduced": 6}
 
 
-def solve_bytes(K: int, N: int, d: int, itemsize: int, method: str) -> float:
-    """Estimated peak bytes of ``ufm.solve``: the copies of (W, H, b) plus ~8 K x N logit-sized temporaries."""
+def solve_bytes(K: int, N: int, d: int, itemsize: int, method: str, history_rows: int = 0) -> float:
+    """Estimated peak bytes of ``ufm.solve``: the copies of (W, H, b) plus ~8 K x N logit-sized temporaries
+    and the recorded history (``history_rows`` rows of 8 numbers)."""
     parameters = float(d) * (K + N) + K
-    return itemsize * (_COPIES.get(method, 32) * parameters + 8.0 * K * N)
+    return itemsize * (_COPIES.get(method, 32) * parameters + 8.0 * K * N + 8.0 * history_rows)
+
+
+#: Numbers held per Hessian-vector product of the objective, in units of the logits (K x N) and of the
+#: parameters P = d(K + N) + K: the forward-over-reverse pass keeps the logits, the softmax, their
+#: tangents and the cotangents. Calibrated on CPU (float64, K = 10, d = 10, n = 2000, a W-block
+#: Hessian of 100 columns computed in one batch): peak RSS grew by ~1.9 GB for 100 products,
+#: estimate 2.0 GiB (``tests/test_reliability_memory.py`` keeps the estimate above the measurement).
+HVP_LOGIT_COPIES = 24
+HVP_PARAMETER_COPIES = 6
+
+
+def hvp_bytes(K: int, N: int, d: int, itemsize: int = 8) -> float:
+    """Bytes of one Hessian-vector product of L (any block or all variables jointly)."""
+    return itemsize * (HVP_LOGIT_COPIES * float(K) * N + HVP_PARAMETER_COPIES * (float(d) * (K + N) + K))
+
+
+def dense_hessian_bytes(size: int, K: int, N: int, d: int, batch: int = 1, itemsize: int = 8) -> float:
+    """A dense ``size x size`` Hessian built from ``batch`` Hessian-vector products at a time, then
+    ``eigvalsh`` (the matrix, its host copy and LAPACK's workspace: 3 copies)."""
+    return 3.0 * itemsize * float(size) ** 2 + batch * hvp_bytes(K, N, d, itemsize)
+
+
+def lanczos_bytes(size: int, K: int, N: int, d: int, ncv: int = 20, itemsize: int = 8) -> float:
+    """ARPACK's ``eigsh`` on Hessian-vector products: ``ncv`` Lanczos vectors of the block plus one product."""
+    return itemsize * (ncv + 4.0) * size + hvp_bytes(K, N, d, itemsize)

@@ -131,8 +131,15 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
     absolutely and NC metrics and kappa do not apply. For d < K, label noise, or H >= 0
     with MSE, the rows are shown but not judged.
     """
-    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0.0 < rtol < 1.0:
+    if not isinstance(result, Result):
+        raise ValueError(f"result must be a ufm.Result (from ufm.solve, or SweepResult.result(j)), "
+                         f"got {type(result).__name__}")
+    if isinstance(rtol, (bool, np.bool_)) or not isinstance(rtol, (int, float, np.integer, np.floating)) \
+            or not 0.0 < rtol < 1.0:
         raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
+    if not np.isfinite(result.objective) or not np.isfinite(result.grad_norm):
+        raise ValueError(f"result has a non-finite objective or gradient (status {result.status!r}): "
+                         "there is nothing to compare")
     p = result.problem
     K, n, d = p.K, p.n, p.d
     labels = p.labels()

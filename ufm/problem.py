@@ -17,16 +17,38 @@ LOSSES = ("ce", "ls", "focal", "mse")
 DTYPES = ("float64", "float32")
 
 
-def _integer(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or not float(value).is_integer() or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+#: Largest seed: ``jax.random.key`` holds a signed 64-bit integer (without 64-bit JAX, only seeds
+#: below 2**32 give distinct keys; :func:`check_seed` refuses the others there).
+MAX_SEED = 2**63 - 1
+#: Most numbers W and H together may hold: arrays are indexed with signed 64-bit integers
+#: (a problem anywhere near this is refused by the memory estimate of the solver first).
+MAX_ENTRIES = 2**62
+
+
+def _integer(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an int in ``[minimum, maximum]``; numpy integers and integral floats accepted,
+    Python ints of any size compared exactly (never converted to float, which overflows past 1e308)."""
+    bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
+    if not isinstance(value, numbers.Integral):
+        if not math.isfinite(value) or not float(value).is_integer():
+            raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be an integer {bound}, got {_show(value)}")
+    return value
+
+
+def _show(value: int) -> str:
+    """An integer for a message: in full up to 30 digits, else its order of magnitude."""
+    text = str(value)
+    return text if len(text) <= 30 else f"{text[:4]}... ({len(text.lstrip('-'))} digits)"
 
 
 def _real(name: str, value, low: float, high: float | None, *, low_open: bool, high_open: bool = True) -> float:
     interval = ("(" if low_open else "[") + f"{low:g}, " + ("inf)" if high is None else f"{high:g}" + (")" if high_open else "]"))
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not _finite_real(value):
         raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
     value = float(value)
     too_low = value <= low if low_open else value < low
@@ -34,6 +56,13 @@ def _real(name: str, value, low: float, high: float | None, *, low_open: bool, h
     if too_low or too_high:
         raise ValueError(f"{name} must be in {interval}, got {value!r}")
     return value
+
+
+def _finite_real(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:          # a Python int beyond float range
+        return False
 
 
 @dataclass(frozen=True)
@@ -89,7 +118,7 @@ class Problem:
         set_("lam_H", _real("lam_H", self.lam_H, 0.0, None, low_open=True))
         set_("lam_b", _real("lam_b", self.lam_b, 0.0, None, low_open=False))
         set_("init_scale", _real("init_scale", self.init_scale, 0.0, None, low_open=True))
-        set_("seed", _integer("seed", self.seed, 0))
+        set_("seed", _integer("seed", self.seed, 0, MAX_SEED))
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         set_("gamma", _real("gamma", self.gamma, 0.0, None, low_open=False))
@@ -109,6 +138,7 @@ class Problem:
                              f"got d = {self.d}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        _check_start_scale(self)
 
     @property
     def N(self) -> int:
@@ -153,6 +183,7 @@ class Problem:
         """Seeded Gaussian initialisation: ``W, H ~ N(0, init_scale^2)``, ``b = 0``
         (``|H|`` when ``nonnegative``, so the start is feasible)."""
         require_dtype_enabled(self.dtype)
+        check_seed(self.seed)
         params = initial_params(self.seed, self.init_scale, self.d, self.K, self.N, self.jnp_dtype)
         return params._replace(H=jnp.abs(params.H)) if self.nonnegative else params
 
@@ -178,3 +209,64 @@ def require_dtype_enabled(dtype: str) -> None:
             "dtype='float64' needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
             "before solving (the CLI does), or use dtype='float32'"
         )
+
+
+def check_seed(seed: int) -> None:
+    """Without 64-bit JAX a key holds 32 bits: seeds from 2**32 on would repeat smaller ones."""
+    if seed >= 2**32 and not jax.config.jax_enable_x64:
+        raise ValueError(f"seed must be < 2**32 = {2**32} without 64-bit JAX (a larger one repeats the key of "
+                         f"seed mod 2**32), got {seed}; call jax.config.update('jax_enable_x64', True) for seeds "
+                         f"up to {MAX_SEED}")
+
+
+def _round_down(x: float) -> str:
+    """``x`` to 3 significant digits, never rounded up (an advised largest value must itself pass)."""
+    text = f"{x:.2e}"
+    return text if float(text) <= x else f"{float(text) - 10.0 ** (math.floor(math.log10(x)) - 2):.2e}"
+
+
+def _log10(x: float) -> float:
+    return math.log10(x) if x > 0 else -math.inf
+
+
+def _check_start_scale(p: Problem) -> None:
+    """Refuse a problem whose objective or gradient overflows at the seeded start (so that no solve
+    begins from inf or nan), naming the parameter and the largest value that fits.
+
+    Typical sizes at the start, from the initialisation (``W, H ~ N(0, s^2)``, ``b = 0``):
+    ``||W0||^2 ~ s^2 d K``, ``||H0||^2 ~ s^2 d N``, logits ``|z| ~ s^2 sqrt(d)`` (a few times that at most),
+    so ``L(x0) ~ lam_W/2 ||W0||^2 + lam_H/2 ||H0||^2 + loss`` and ``||grad L(x0)||^2 ~ lam_W^2 ||W0||^2 +
+    lam_H^2 ||H0||^2 + ||grad loss||^2``; MSE adds ``kappa (beta + |z|)^2`` to the loss and
+    ``(2 kappa (beta + |z|))^2 / K`` (the bias) to the squared gradient. Each term must stay 10x below
+    the largest number of the dtype (the factor covers the spread of the random start); a problem
+    closer than that is still caught by the solver, which reports status ``"nonfinite"``.
+    """
+    if p.d * p.K * (p.n + 1) > MAX_ENTRIES:
+        raise ValueError(f"K, n, d too large: W and H would hold d K (n + 1) = {_show(p.d * p.K * (p.n + 1))} "
+                         f"numbers, more than {MAX_ENTRIES:.3g} (the 64-bit index range); reduce K, n or d")
+    limit = math.log10(float(np.finfo(p.dtype).max)) - 1.0
+    log_s = _log10(p.init_scale)
+    log_W = log_s + 0.5 * math.log10(p.d * p.K)            # log10 ||W0||
+    log_H = log_s + 0.5 * math.log10(p.d) + 0.5 * math.log10(p.K) + 0.5 * math.log10(p.n)
+    log_z = 2 * log_s + 0.5 * math.log10(p.d) + math.log10(4.0)   # a large logit at the start
+    terms = [  # (log10 of the term, what it is, parameter, log10 of that parameter's largest fitting value)
+        (2 * log_W, "||W0||^2", "init_scale", log_s + (limit - 2 * log_W) / 2),
+        (2 * log_H, "||H0||^2", "init_scale", log_s + (limit - 2 * log_H) / 2),
+        (2 * (_log10(p.lam_W) + log_W), "lam_W^2 ||W0||^2 (in |grad L(x0)|^2)", "lam_W", limit / 2 - log_W),
+        (2 * (_log10(p.lam_H) + log_H), "lam_H^2 ||H0||^2 (in |grad L(x0)|^2)", "lam_H", limit / 2 - log_H),
+        (2 * log_z + math.log10(p.K), "the squared logits", "init_scale",
+         log_s + (limit - math.log10(p.K) - 2 * log_z) / 4),
+    ]
+    if p.loss == "mse":
+        log_target = math.log10(p.mse_beta + 10.0 ** min(log_z, 300.0))
+        log_grad = math.log10(2.0) + _log10(p.mse_kappa) + log_target - 0.5 * math.log10(p.K)
+        terms += [(_log10(p.mse_kappa) + 2 * log_target, "mse_kappa (mse_beta + |z|)^2 (in L(x0))", "mse_kappa",
+                   limit - 2 * log_target),
+                  (2 * log_grad, "(2 mse_kappa (mse_beta + |z|))^2 / K (in |grad L(x0)|^2)", "mse_kappa",
+                   _log10(p.mse_kappa) + (limit - 2 * log_grad) / 2)]
+    for size, what, name, _ in terms:
+        if size > limit:
+            largest = min(bound for _, _, other, bound in terms if other == name)   # every term must fit
+            raise ValueError(f"{name} = {getattr(p, name):g} is too large for {p.dtype}: {what} at the seeded start "
+                             f"is about 1e{size:.0f}, which overflows (inf/nan before the first step); use "
+                             f"{name} <= {_round_down(10.0 ** largest)} for K = {p.K}, n = {p.n}, d = {p.d}")

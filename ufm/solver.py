@@ -88,6 +88,11 @@ def check_method_fits(problem: Problem, method: str) -> None:
                          f"{problem.loss!r}, label_noise = {problem.label_noise:g}); use method 'lbfgs'")
 
 
+def default_lr(problem: Problem, method: str) -> float | None:
+    """The step of ``method`` when ``lr`` is not given (None for the line-search methods)."""
+    return DEFAULT_LR[method]
+
+
 #: Step sizes used when ``lr`` is not given (L-BFGS takes its step from the line search).
 #: Measured on the CLI default problem (K=10, n=500, delta=0.1, lam=5e-4, float64): GD is
 #: stable up to lr ~ 30 and cycles at 100; these defaults keep a margin (GD: 2169 iterations
@@ -97,8 +102,11 @@ _LINE_SEARCH_METHODS = ("lbfgs", "reduced")
 DIVERGENCE_FACTOR = 100.0
 HISTORY_FIELDS = ("iteration", "objective", "grad_norm", "nc1", "nc2", "nc3", "w_norm", "h_norm")
 
-_RUNNING, _CONVERGED, _MAX_ITERS, _DIVERGED, _STALLED = 0, 1, 2, 3, 4
-STATUS_NAMES = {_CONVERGED: "converged", _MAX_ITERS: "max_iters", _DIVERGED: "diverged", _STALLED: "stalled"}
+_RUNNING, _CONVERGED, _MAX_ITERS, _DIVERGED, _STALLED, _NONFINITE = 0, 1, 2, 3, 4, 5
+STATUS_NAMES = {_CONVERGED: "converged", _MAX_ITERS: "max_iters", _DIVERGED: "diverged", _STALLED: "stalled",
+                _NONFINITE: "nonfinite"}
+#: Largest ``max_iters`` (and ``record_every``, ``progress_every``): the iteration counters are int32.
+MAX_ITERS_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -171,6 +179,15 @@ def _project(params, grad, nonnegative: bool):
         return params, grad
     H = jnp.maximum(params.H, 0.0)
     return params._replace(H=H), grad._replace(H=jnp.where((H > 0) | (grad.H < 0), grad.H, 0.0))
+
+
+def _start_status(value0, gnorm0, g0, tol, max_iters):
+    """The status before the first step (also used by :mod:`ufm.sweep`): ``nonfinite`` when L(x_0),
+    its gradient norm or ``||grad L(x_0)||`` is nan or inf (then ``gnorm0 <= tol * g0`` could read
+    ``inf <= inf`` as converged), converged when x_0 already meets the tolerance, else running."""
+    finite = jnp.isfinite(value0) & jnp.isfinite(gnorm0) & jnp.isfinite(g0)
+    return jnp.where(~finite, _NONFINITE,
+                     jnp.where(gnorm0 <= tol * g0, _CONVERGED, jnp.where(max_iters == 0, _MAX_ITERS, _RUNNING)))
 
 
 def _status(i, value, gnorm, g0, tol, blowup, max_iters, stalled=False, completed=True):
@@ -263,7 +280,7 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
 
     history = jnp.full((n_records, len(HISTORY_FIELDS)), jnp.nan, dtype=value0.dtype)
     history, count = record(history, 0, 0, start, start_value, g0, start_labels)
-    status0 = jnp.where(gnorm0 <= tol * g0, _CONVERGED, jnp.where(max_iters == 0, _MAX_ITERS, _RUNNING))
+    status0 = _start_status(value0, gnorm0, g0, tol, max_iters)
     init = (0, state0, value0, gnorm0, status0, history, count)
     reduced_labels = jnp.arange(K)
 
@@ -333,6 +350,9 @@ def _message(status: str, iterations: int, ratio: float, tol: float, method: str
         return (f"stalled after {iterations} iterations at |grad L| / |grad L(x0)| = {ratio:.2e} > tol = {tol:.1e}: "
                 "the line search found no decrease of L even along -grad L, so tol is below what rounding in this "
                 "precision resolves; raise --tol")
+    if status == "nonfinite":
+        return ("nonfinite: the objective or its gradient at the start is nan or inf (overflow), so no step was "
+                "taken; reduce the lambdas, init_scale or the loss parameters")
     if status == "max_iters":
         advice = ("raise --max-iters, or --tol if the ratio has stopped falling (rounding)"
                   if method in _LINE_SEARCH_METHODS else "raise --max-iters or use --method lbfgs")
@@ -346,6 +366,60 @@ def _message(status: str, iterations: int, ratio: float, tol: float, method: str
         advice = "reduce --lr (e.g. by 10x)" if lr is not None else "try --method gd with a small --lr"
     return (f"diverged at iteration {iterations + 1} ({method}, lr = {lr}): the objective became non-finite or "
             f"exceeded {DIVERGENCE_FACTOR:g}x its initial value; {advice}")
+
+
+def solve_bytes(problem: Problem, method: str, history_rows: int = 1) -> float:
+    """Estimated peak bytes of :func:`solve` (:func:`ufm._memory.solve_bytes`)."""
+    return _memory.solve_bytes(problem.K, problem.N, problem.d, np.dtype(problem.dtype).itemsize, method,
+                               history_rows)
+
+
+def memory_advice(problem: Problem, method: str, history_rows: int = 1) -> list[tuple[str, float]]:
+    """What else could be run when ``method`` does not fit: ``(option, estimated bytes)``, each a real
+    alternative (never the method already chosen; ``"reduced"`` is not offered in float32, where it
+    stalls), for :func:`ufm._memory.require` to offer only those that fit; the last one is the largest
+    ``n`` that fits with the chosen method."""
+    single = lambda m: _memory.solve_bytes(problem.K, problem.N, problem.d, 4, m, history_rows)
+    options = []
+    if method != "gd":
+        options.append(("--method gd (fewest copies)", solve_bytes(problem, "gd", history_rows)))
+    if problem.dtype == "float64":
+        float32_method = method if method != "reduced" else DEFAULT_METHOD_FLOAT32
+        options.append((f"--float32 --method {float32_method}", single(float32_method)))
+        if float32_method != "gd":
+            options.append(("--float32 --method gd", single("gd")))
+    if history_rows > 2:
+        options.append(("fewer history rows (larger record_every)", solve_bytes(problem, method, 1)))
+    needed = lambda n: _memory.solve_bytes(problem.K, n * problem.K, problem.d, np.dtype(problem.dtype).itemsize,
+                                           method, history_rows)
+    n_max = _memory.largest_fitting(1, problem.n - 1, needed) if problem.n > 1 else None
+    if n_max is not None:
+        options.append((f"n <= {n_max} with {method}", needed(n_max)))
+    return options
+
+
+def _nonfinite_message(problem: Problem, params0: Params, value: float, g0: float, given_init: bool) -> str:
+    """Why L(x_0) or its gradient is not finite: the largest of the start's terms, by name."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        W, H = (np.asarray(x, np.float64) for x in (params0.W, params0.H))
+        log = lambda x: float(np.log10(x)) if x > 0 else -np.inf
+        norm = lambda A: np.max(np.abs(A)) * np.linalg.norm(A / np.max(np.abs(A))) if np.any(A) else 0.0
+        norm_W, norm_H = log(norm(W)), log(norm(H))
+        terms = {"lam_W": 2 * (log(problem.lam_W) + norm_W), "lam_H": 2 * (log(problem.lam_H) + norm_H),
+                 "init_scale": 2 * max(norm_W, norm_H)}
+        if problem.loss == "mse":
+            terms["mse_kappa"] = 2 * (log(2 * problem.mse_kappa * problem.mse_beta))
+        if problem.loss == "focal":
+            terms["gamma"] = log(problem.gamma)
+    cause = max(terms, key=terms.get)
+    if given_init:
+        return (f"nonfinite: at the given init L(x0) = {value:g} and |grad L(x0)| = {g0:g} in {problem.dtype} "
+                f"(|W0| = {norm(W):.3g}, |H0| = {norm(H):.3g}), so no step was taken; "
+                "use a smaller init")
+    return (f"nonfinite: at the start L(x0) = {value:g} and |grad L(x0)| = {g0:g} in {problem.dtype}, so no step "
+            f"was taken; the largest term is set by {cause} = {getattr(problem, cause):g} (|grad L|^2 ~ 1e"
+            f"{terms[cause]:.0f} against the largest {problem.dtype} {float(np.finfo(problem.dtype).max):.3g}); "
+            f"reduce {cause}")
 
 
 def _check_init(problem: Problem, init) -> Params:
@@ -364,20 +438,29 @@ def _check_init(problem: Problem, init) -> Params:
 
 
 
-def check_options(method: str, lr, tol, integers: dict) -> float | None:
+def _is_number(value) -> bool:
+    """A real Python or numpy scalar (not a bool, not an array)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_options(method: str, lr, tol, integers: dict, problem: Problem | None = None) -> float | None:
     """Validate the solver options (also used by :mod:`ufm.sweep`); returns the step size to use
-    (None for L-BFGS). ``integers`` maps a name to ``(value, lowest allowed)``."""
-    if method not in METHODS:
+    (None for L-BFGS). ``integers`` maps a name to ``(value, lowest allowed)``; each must also be at
+    most ``MAX_ITERS_LIMIT`` (int32 counters). Numpy scalars are accepted like Python numbers.
+    ``problem``: for the default step of ``"gd"``/``"momentum"``/``"nesterov"`` (:func:`default_lr`)."""
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not (isinstance(tol, (int, float)) and 0.0 < tol < 1.0):
+    if not (_is_number(tol) and 0.0 < float(tol) < 1.0):
         raise ValueError(f"tol must be in (0, 1), got {tol!r}")
     for name, (value, low) in integers.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) \
+                or not low <= int(value) <= MAX_ITERS_LIMIT:
+            raise ValueError(f"{name} must be an integer in [{low}, {MAX_ITERS_LIMIT}] (2**31 - 1: the counters "
+                             f"are int32), got {value!r}")
     if method in _LINE_SEARCH_METHODS:
         return None
-    lr = DEFAULT_LR[method] if lr is None else lr
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
+    lr = (DEFAULT_LR[method] if problem is None else default_lr(problem, method)) if lr is None else lr
+    if not _is_number(lr) or not np.isfinite(float(lr)) or float(lr) <= 0:
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     return float(lr)
 
@@ -424,13 +507,14 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
     """
     method = default_method(problem) if method is None else method
     lr = check_options(method, lr, tol, dict(max_iters=(max_iters, 1), record_every=(record_every, 1),
-                                             progress_every=(progress_every, 0)))
+                                             progress_every=(progress_every, 0)), problem)
     check_method_fits(problem, method)
     require_dtype_enabled(problem.dtype)
-    _memory.require(_memory.solve_bytes(problem.K, problem.N, problem.d, np.dtype(problem.dtype).itemsize, method),
-                    f"solving with {method}", f"K = {problem.K}, n = {problem.n}, d = {problem.d}",
-                    "reduce n or d, use dtype='float32' (half the memory), --method gd (fewest copies), "
-                    "or shard over several devices")
+    max_iters, record_every, progress_every = int(max_iters), int(record_every), int(progress_every)
+    rows = max_iters // record_every + 2
+    _memory.require(solve_bytes(problem, method, rows), f"solving with {method}",
+                    f"K = {problem.K}, n = {problem.n}, d = {problem.d}" + (f", {rows} history rows" if rows > 1 else ""),
+                    lambda: memory_advice(problem, method, rows))
     params0 = problem.init() if init is None else _check_init(problem, init)
     if problem.nonnegative:
         params0 = params0._replace(H=jnp.maximum(params0.H, 0.0))
@@ -450,6 +534,9 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
     history = np.asarray(history)[: int(count)]
     ratio = float(gnorm) / float(g0) if float(g0) > 0 else 0.0
     step = _stable_step(problem, (params0, params)) if status == "diverged" else None
+    message = _message(status, int(iterations), ratio, tol, method, lr, step)
+    if status == "nonfinite":
+        message = _nonfinite_message(problem, params0, float(value), float(g0), init is not None)
     return Result(
         problem=problem, method=method, lr=lr, tol=tol,
         W=np.asarray(params.W), H=np.asarray(params.H), b=np.asarray(params.b),

@@ -216,8 +216,7 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
         w = jax.tree_util.tree_map(lambda a: a[j], weights)
         value, grad = value_and_grad(x0s[j], w)
         gnorm = jnp.linalg.norm(grad)
-        status = jnp.where(gnorm <= tol * g0s[j], solver._CONVERGED,
-                           jnp.where(max_iters == 0, solver._MAX_ITERS, solver._RUNNING))
+        status = solver._start_status(value, gnorm, g0s[j], tol, max_iters)   # nan / inf: "nonfinite"
         return _Lane(j, _lbfgs.init(x0s[j], value, grad), w, g0s[j],
                      solver.DIVERGENCE_FACTOR * jnp.maximum(jnp.abs(value), 1.0), 0, status)
 
