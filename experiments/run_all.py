@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from experiments import (condition_number, convergence, label_noise, landscape, norms_vs_delta, phase_diagram,
-                         speed_vs_kappa)
+from experiments import (condition_number, convergence, label_noise, landscape, md_model, norms_vs_delta,
+                         phase_diagram, speed_vs_kappa)
 from experiments._common import preflight
 from ufm import _cache
 from ufm._interrupt import exit_on_interrupt
@@ -19,7 +19,7 @@ from ufm._interrupt import exit_on_interrupt
 #: experiments 1-5 of issue 4, then those of issue 6
 EXPERIMENTS = {"norms_vs_delta": norms_vs_delta, "convergence": convergence, "condition_number": condition_number,
                "speed_vs_kappa": speed_vs_kappa, "phase_diagram": phase_diagram, "landscape": landscape,
-               "label_noise": label_noise}
+               "label_noise": label_noise, "md_model": md_model}
 
 
 def main(argv=None) -> int:

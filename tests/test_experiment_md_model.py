@@ -1,0 +1,40 @@
+"""Experiment 8a (experiments/md_model.py) in quick mode: outputs, and what its tables must show."""
+
+import csv
+
+import pytest
+
+from experiments import md_model
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    out = tmp_path_factory.mktemp("md_model")
+    assert md_model.main(["--quick", "--out", str(out)]) == 0
+    assert (out / "md_model.png").stat().st_size > 10_000
+    assert md_model.main(["--quick", "--out", str(out)]) == 2  # never overwritten without --force
+    read = lambda name: list(csv.DictReader(open(out / name)))  # noqa: E731
+    return read("md_model.csv"), read("map.csv")
+
+
+def test_every_solve_converged_and_r_star_below_r_max(tables):
+    rows, grid = tables
+    for row in rows + grid:
+        assert row["status"] == "converged" and float(row["kkt"]) <= 1e-9
+        assert 0 < float(row["r_over_rmax_ce"]) < 1 and 0 < float(row["r_over_rmax_ls"]) < 1
+
+
+def test_theorem_4_3_holds_inside_assumption_4_2(tables):
+    rows, grid = tables
+    inside = [r for r in rows + grid if r["inside"] == "True"]
+    assert inside and all(r["holds"] == "True" and float(r["ratio"]) > 1 for r in inside)
+    assert any(r["inside"] == "False" for r in grid)  # the map also covers the outside
+
+
+def test_low_noise_ratio_tends_to_gamma(tables):
+    """As eta -> 0, r* -> r_max for both losses (Lemma C.6), so dilation_CE / dilation_LS -> gamma:
+    within 1% at eta = 1e-4 (r*/r_max >= 0.99 there)."""
+    rows, _ = tables
+    for row in rows:
+        if float(row["eta"]) == 1e-4:
+            assert float(row["ratio"]) == pytest.approx(float(row["gamma"]), rel=1e-2)
