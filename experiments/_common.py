@@ -76,17 +76,20 @@ class Outputs:
         return self.written
 
 
-def preflight(folder: Path, force: bool) -> None:
-    """Before computing: ``folder`` can hold files and, unless ``force``, holds none yet (hidden
-    files aside). Raises ``OSError`` with one line naming the folder."""
-    folder = Path(folder)
-    _io.check_folder(folder)
-    if not force:
-        existing = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+def preflight(folders, force: bool) -> None:
+    """Before computing: every folder of ``folders`` can hold files and, unless ``force``, holds none
+    yet (hidden files aside). All are checked for old files before any is created, so a refusal
+    changes nothing. Raises ``OSError`` with one line naming the folder."""
+    folders = [Path(folder) for folder in folders]
+    for folder in folders:
+        existing = [] if force or not folder.is_dir() else sorted(
+            p.name for p in folder.iterdir() if not p.name.startswith("."))
         if existing:
             shown = ", ".join(existing[:3]) + (", ..." if len(existing) > 3 else "")
-            raise FileExistsError(f"{folder} already holds {shown}; pass --force to replace them "
+            raise FileExistsError(f"--out {folder} already holds {shown}; pass --force to replace them "
                                   "or choose an empty folder")
+    for folder in folders:
+        _io.check_folder(folder, what="--out")
 
 
 def run(main_body, name: str, description: str, argv=None) -> int:
@@ -102,7 +105,7 @@ def run(main_body, name: str, description: str, argv=None) -> int:
             return int(exit_.code or 0)
         outputs = Outputs(args.out, args.force)
         try:
-            preflight(args.out, args.force)
+            preflight([args.out], args.force)
             main_body(args, outputs)
             outputs.commit()
         except OSError as error:

@@ -86,9 +86,12 @@ def test_beyond_boundary_says_what_does_not_apply(capsys):
 
 
 def test_d_below_K_is_not_judged(capsys):
-    assert main(["--K", "4", "--n", "3", "--d", "2", "--lam", "1e-2", "--quiet"]) == 0
+    """No prediction applies: its own verdict and exit 3, never "agrees" (0 checks verify nothing)."""
+    assert main(["--K", "4", "--n", "3", "--d", "2", "--lam", "1e-2", "--quiet"]) == 3
     out = capsys.readouterr().out
-    assert "does not apply: d = 2 < K = 4" in out
+    assert "does not apply: d = 2 < K = 4" in out and "agrees" not in out
+    assert out.splitlines()[-1] == ("VERDICT: not verified — no prediction applies because "
+                                    "d = 2 < K = 4: the theorems need d >= K")
 
 
 def test_same_seed_gives_identical_json(tmp_path):
@@ -150,8 +153,8 @@ def test_every_loss_reports_and_writes_json(flags, tmp_path, capsys):
 @pytest.mark.parametrize("argv,needle", [
     (["--loss", "focal", "--gamma", "-1"], "--gamma must be in [0, inf)"),
     (["--loss", "hinge"], "invalid choice"),
-    (["--loss", "focal", "--delta", "0.1"], "delta must be 0 for loss='focal'"),
-    (["--gamma", "1"], "gamma must be 0 for loss='ls'"),
+    (["--loss", "focal", "--delta", "0.1"], "--delta does not apply to --loss focal"),
+    (["--gamma", "1"], "--gamma does not apply to --loss ls"),
     (["--loss", "mse", "--mse-kappa", "0"], "--mse-kappa must be in (0, inf)"),
     (["--label-noise", "1"], "--label-noise must be in [0, 1)"),
     (["--nonnegative", "--K", "5", "--d", "3"], "nonnegative=True needs d >= K = 5"),
@@ -164,9 +167,10 @@ def test_bad_loss_flags_exit_2(argv, needle, capsys):
 
 
 def test_label_noise_run_is_reported_but_not_judged(capsys):
-    assert main(["--K", "3", "--n", "4", "--label-noise", "0.25", "--noise-seed", "2", "--quiet", "--no-hessian"]) == 0
+    assert main(["--K", "3", "--n", "4", "--label-noise", "0.25", "--noise-seed", "2", "--quiet", "--no-hessian"]) == 3
     out = capsys.readouterr().out
     assert "label noise 0.25 (seed 2)" in out and "does not apply: label_noise = 0.25" in out
+    assert "VERDICT: not verified — no prediction applies because label_noise = 0.25" in out
 
 
 @pytest.mark.parametrize("flags", [["--loss", "ce"], ["--loss", "focal", "--gamma", "2"], ["--loss", "mse"],

@@ -132,8 +132,8 @@ def _bad_locations(tmp_path):
     (tmp_path / "file").write_text("x")
     (tmp_path / "exists.json").write_text("x")
     return [
-        ("/proc/self/x.json", PermissionError, "cannot write in /proc/self"),
-        ("", ValueError, "must be a file name"),
+        ("/proc/self/x.json", PermissionError, "output: cannot write in /proc/self"),
+        ("", ValueError, "output must be a file name"),
         ("   ", ValueError, "must be a file name"),
         (str(tmp_path), IsADirectoryError, "is a directory"),
         (str(tmp_path / "file" / "r.json"), NotADirectoryError, "is a file, not a folder"),

@@ -35,41 +35,42 @@ from pathlib import Path
 WRITE_LOCK = threading.RLock()
 
 
-def check_writable(path, *, overwrite: bool) -> Path:
+def check_writable(path, *, overwrite: bool, what: str = "output") -> Path:
     """Make sure a file can be written at ``path`` before any computation; returns ``Path(path)``.
 
     Raises ``ValueError`` for an empty name, ``IsADirectoryError`` for a directory,
-    ``FileExistsError`` for an existing file unless ``overwrite``, and ``PermissionError``
-    (one line naming the folder) where no file can be created. Creates missing parent folders.
+    ``FileExistsError`` for an existing file unless ``overwrite``, and ``NotADirectoryError`` /
+    ``PermissionError`` where no file can be created. Each message is one line that starts with
+    ``what`` (the flag, e.g. ``"--json"``) and names the path. Creates missing parent folders.
     """
     text = os.fspath(path)
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"the output path must be a file name, got {text!r}")
+        raise ValueError(f"{what} must be a file name, got {text!r}")
     path = Path(text)
     if path.is_dir() or text.endswith(os.sep):
-        raise IsADirectoryError(f"{text} is a directory, not a file path")
+        raise IsADirectoryError(f"{what} {text} is a directory, not a file path")
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --force to overwrite it")
-    check_folder(path.parent)
+        raise FileExistsError(f"{what} {path} already exists; pass --force to overwrite it")
+    check_folder(path.parent, what=what)
     return path
 
 
-def check_folder(folder) -> Path:
+def check_folder(folder, *, what: str = "output") -> Path:
     """Create ``folder`` if needed and prove a file can be created in it (a probe file, removed).
 
-    Raises ``NotADirectoryError`` / ``PermissionError`` with one line naming the folder.
+    Raises ``NotADirectoryError`` / ``PermissionError`` with one line starting with ``what``.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"{folder} is a file, not a folder; choose another output location")
+        raise NotADirectoryError(f"{what}: {folder} is a file, not a folder; choose another output location")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise PermissionError(f"cannot create the folder {folder}: {error.strerror or error}") from None
+        raise PermissionError(f"{what}: cannot create the folder {folder}: {error.strerror or error}") from None
     try:
         fd, probe = _create_temporary(folder, ".ufm-write-probe")
     except OSError as error:
-        raise PermissionError(f"cannot write in {folder}: {error.strerror or error}") from None
+        raise PermissionError(f"{what}: cannot write in {folder}: {error.strerror or error}") from None
     os.close(fd)
     os.unlink(probe)
     return folder

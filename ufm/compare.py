@@ -63,6 +63,12 @@ class Comparison:
     def ok(self) -> bool:
         return self.converged and not self.failures
 
+    @property
+    def verified(self) -> bool:
+        """Whether any row was judged: False when no prediction applies (see ``not_applicable``);
+        ``ok`` is then vacuous and verifies nothing."""
+        return any(row.applies for row in self.rows)
+
 
 def _relative(quantity, predicted, measured, rtol, applies, note=""):
     predicted, measured = float(predicted), float(measured)

@@ -1,8 +1,14 @@
 """Command line: ``python -m ufm.solve --K 10 --n 500 --delta 0.1`` (also ``ufm-solve``).
 
 argv -> Problem -> solve -> compare -> report (text, optional JSON) -> exit code:
-0 when every applicable prediction agrees within ``--rtol``, 1 when one does
-not (or the solver did not converge), 2 for bad arguments.
+
+- 0: every applicable prediction agrees within ``--rtol``;
+- 1: one does not, or the solver did not converge;
+- 2: bad arguments (one ``error:`` line naming the flag), including flags that do not apply to
+  the chosen loss or method, or an output that cannot be written (checked before solving);
+- 3: not verified: the run converged but no prediction applies (d < K, label noise, ...), so
+  nothing was checked; the report says why;
+- 130 / 143: interrupted by SIGINT (Ctrl-C) / SIGTERM; one line, no file written.
 
 The module is also callable: ``ufm.solve(problem, ...)`` is :func:`ufm.solver.solve`.
 """
@@ -24,6 +30,8 @@ from ufm.solver import DEFAULT_LR, METHODS, check_method_fits, default_method
 from ufm.solver import solve as _solve
 
 PROG = "python -m ufm.solve"
+#: exit code of a run where no prediction applies (d < K, label noise, ...): nothing was verified
+EXIT_NOT_VERIFIED = 3
 
 
 def _number(name: str, low: float, high: float | None = None, *, low_open: bool = True, high_open: bool = True):
@@ -68,20 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     problem.add_argument("--loss", choices=LOSSES, default="ls",
                          help="per-sample loss (default ls; ce = ls with delta 0; focal needs --gamma; "
                               "mse uses --mse-kappa, --mse-beta)")
-    problem.add_argument("--delta", type=_number("--delta", 0.0, 1.0, low_open=False), default=0.0,
+    problem.add_argument("--delta", type=_number("--delta", 0.0, 1.0, low_open=False), default=None,
                          help="label smoothing in [0, 1) (0 = cross entropy; default 0; --loss ls only)")
-    problem.add_argument("--gamma", type=_number("--gamma", 0.0, low_open=False), default=0.0,
+    problem.add_argument("--gamma", type=_number("--gamma", 0.0, low_open=False), default=None,
                          help="focal-loss parameter in [0, inf) (default 0; --loss focal only)")
-    problem.add_argument("--mse-kappa", type=_number("--mse-kappa", 0.0), default=1.0,
-                         help="rescaled MSE: weight of the target logit, > 0 (default 1)")
-    problem.add_argument("--mse-beta", type=_number("--mse-beta", 0.0), default=1.0,
-                         help="rescaled MSE: target value of the target logit, > 0 (default 1)")
+    problem.add_argument("--mse-kappa", type=_number("--mse-kappa", 0.0), default=None,
+                         help="rescaled MSE: weight of the target logit, > 0 (default 1; --loss mse only)")
+    problem.add_argument("--mse-beta", type=_number("--mse-beta", 0.0), default=None,
+                         help="rescaled MSE: target value of the target logit, > 0 (default 1; --loss mse only)")
     problem.add_argument("--nonnegative", action="store_true",
                          help="constrain H >= 0 (projected gradient; needs d >= K; default method momentum)")
     problem.add_argument("--label-noise", type=_number("--label-noise", 0.0, 1.0, low_open=False), default=0.0,
                          help="fraction of labels moved to another class, in [0, 1) (default 0; theory then n/a)")
-    problem.add_argument("--noise-seed", type=_integer("--noise-seed", 0), default=0,
-                         help="seed of the label corruption (default 0)")
+    problem.add_argument("--noise-seed", type=_integer("--noise-seed", 0), default=None,
+                         help="seed of the label corruption (default 0; with --label-noise only)")
     problem.add_argument("--lam", type=_number("--lam", 0.0), default=5e-4,
                          help="lam_W = lam_H = lam_b (> 0; default 5e-4)")
     problem.add_argument("--lam-W", type=_number("--lam-W", 0.0), default=None, help="lam_W (> 0; default --lam)")
@@ -98,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "gd is the papers' plain gradient descent)")
     solver.add_argument("--lr", type=_number("--lr", 0.0), default=None,
                         help="step size for gd/momentum/nesterov (default: "
-                             + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items() if v) + "); ignored by lbfgs and reduced")
+                             + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items() if v) + "); refused with lbfgs and reduced (line search)")
     solver.add_argument("--tol", type=_number("--tol", 0.0, 1.0), default=None,
                         help="stop when |grad L| <= tol |grad L(x0)| (default 1e-10 in float64, 1e-5 in float32)")
     solver.add_argument("--max-iters", type=_integer("--max-iters", 1), default=None,
@@ -181,9 +189,12 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
                                   for v, m in zip(info["predicted_values"], info["predicted_multiplicities"]))
             lines.append(f"  predicted: {predicted}")
     lines.append("")
-    if comparison.ok:
+    if comparison.ok and comparison.verified:
         judged = sum(row.applies for row in comparison.rows)
         lines.append(f"VERDICT: agrees — all {judged} applicable checks within {rtol:g}")
+    elif comparison.ok:
+        lines.append("VERDICT: not verified — no prediction applies because "
+                     + "; ".join(comparison.not_applicable or ["no row could be judged"]))
     elif not comparison.converged:
         lines.append(f"VERDICT: not verified — the solver did not converge ({result.status})")
     else:
@@ -206,6 +217,18 @@ def _prediction(problem):
             "kappa": kappa, "kappa_W": pred.kappa_W, "kappa_H": pred.kappa_H, "mu1": pred.mu1, "mu2": pred.mu2,
             "w_norm": pred.w_norm, "h_norm": pred.h_norm, "class_mean_norm": pred.class_mean_norm,
             "bias": pred.bias, "feature_shift": pred.feature_shift}
+
+
+def _verdict(comparison) -> str:
+    if comparison.ok:
+        return "agrees" if comparison.verified else "no prediction applies"
+    return "not converged" if not comparison.converged else "mismatch"
+
+
+def _exit_code(comparison) -> int:
+    if comparison.ok:
+        return 0 if comparison.verified else EXIT_NOT_VERIFIED
+    return 1
 
 
 def _record(problem, prediction, result, comparison, rtol) -> dict:
@@ -234,7 +257,7 @@ def _record(problem, prediction, result, comparison, rtol) -> dict:
         "not_applicable": list(comparison.not_applicable),
         "spectra": comparison.spectra,
         "rtol": rtol,
-        "verdict": "agrees" if comparison.ok else ("not converged" if not comparison.converged else "mismatch"),
+        "verdict": _verdict(comparison),
     }
 
 
@@ -242,6 +265,37 @@ def main(argv=None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     with exit_on_interrupt(PROG):  # SIGINT / SIGTERM: one line, exit 130 / 143 at once, compilation included
         return _main(argv)
+
+
+#: loss parameters: flag -> (attribute, default, the loss it belongs to)
+_LOSS_FLAGS = {"--delta": ("delta", 0.0, "ls"), "--gamma": ("gamma", 0.0, "focal"),
+               "--mse-kappa": ("mse_kappa", 1.0, "mse"), "--mse-beta": ("mse_beta", 1.0, "mse")}
+
+
+def _check_loss_flags(args) -> None:
+    """Refuse a loss parameter given for another loss (never ignore it silently); fill the defaults."""
+    for flag, (name, default, loss) in _LOSS_FLAGS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+        elif args.loss != loss:
+            raise ValueError(f"{flag} does not apply to --loss {args.loss} (it is a parameter of --loss {loss})")
+    if args.noise_seed is None:
+        args.noise_seed = 0
+    elif not args.label_noise:
+        raise ValueError("--noise-seed does not apply without --label-noise > 0")
+
+
+def _check_method_flags(args, method: str) -> None:
+    """Refuse flags that do not apply to ``method`` (exit 2 naming the flag), with what to use instead."""
+    if args.lr is not None and method in ("lbfgs", "reduced"):
+        raise ValueError(f"--lr does not apply to --method {method} (it takes its step from a line search); "
+                         "drop --lr or use --method gd, momentum or nesterov")
+    if args.shard and method == "reduced":
+        raise ValueError("--shard does not apply to --method reduced (it solves the K class means, nothing to "
+                         "split over devices); use --method lbfgs with --shard")
+    if args.float32 and method == "reduced":
+        raise ValueError("--method reduced does not converge with --float32 (its gradient stalls near 2e-5 "
+                         "relative error); use --method lbfgs (the float32 default) or drop --float32")
 
 
 def _main(argv) -> int:
@@ -255,6 +309,7 @@ def _main(argv) -> int:
     jax.config.update("jax_enable_x64", True)
     float32 = args.float32
     try:
+        _check_loss_flags(args)
         problem = Problem(
             K=args.K, n=args.n, d=args.d, delta=args.delta,
             lam_W=args.lam if args.lam_W is None else args.lam_W,
@@ -265,8 +320,9 @@ def _main(argv) -> int:
             label_noise=args.label_noise, noise_seed=args.noise_seed)
         method = default_method(problem) if args.method is None else args.method
         check_method_fits(problem, method)
+        _check_method_flags(args, method)
         if args.json is not None:
-            _io.check_writable(args.json, overwrite=args.force)
+            _io.check_writable(args.json, overwrite=args.force, what="--json")
         if args.shard and problem.N % jax.device_count():
             raise ValueError(f"--shard needs N = n K = {problem.N} divisible by the {jax.device_count()} devices")
         prediction = _prediction(problem)  # before solving: a setting the theory cannot represent fails now
@@ -297,7 +353,7 @@ def _main(argv) -> int:
                                  overwrite=args.force)
         if not args.quiet:
             print(f"wrote {written}", file=sys.stderr)
-    return 0 if comparison.ok else 1
+    return _exit_code(comparison)
 
 
 class _CallableModule(types.ModuleType):

@@ -455,7 +455,7 @@ def _main(argv) -> int:
         if args.out is not None:
             if not str(args.out).endswith((".csv", ".json")):
                 raise ValueError(f"--out must end in .csv or .json, got {args.out!r}")
-            _io.check_writable(args.out, overwrite=args.force)
+            _io.check_writable(args.out, overwrite=args.force, what="--out")
         base = Problem(K=args.K, n=args.n, d=args.d, dtype=dtype)
         problems = grid(base, delta=args.delta, lam=args.lam, seed=args.seeds)
         _refuse_inapplicable(args, default_method(base) if args.method is None else args.method)
