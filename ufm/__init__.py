@@ -6,9 +6,11 @@
 """
 
 from ufm.solver import solve as solve
+from ufm._cache import enable_compilation_cache as enable_compilation_cache
 from ufm.compare import Comparison as Comparison
 from ufm.compare import Row as Row
 from ufm.compare import compare as compare
+from ufm.last_layer import Analysis as Analysis, analyze as analyze
 from ufm.hessian import BlockEigenvalues as BlockEigenvalues
 from ufm.hessian import EigenvalueCounts as EigenvalueCounts
 from ufm.hessian import block_eigenvalues as block_eigenvalues
@@ -24,6 +26,7 @@ from ufm.metrics import dilation as dilation
 from ufm.metrics import class_means as class_means
 from ufm.metrics import collapse as collapse
 from ufm.metrics import nc1 as nc1
+from ufm.metrics import nc1_nguyen as nc1_nguyen
 from ufm.metrics import nc2 as nc2
 from ufm.metrics import nc3 as nc3
 from ufm.objective import Params as Params
@@ -38,12 +41,12 @@ from ufm.solver import METHODS as METHODS
 from ufm.solver import Result as Result
 
 __all__ = [
-    "METHODS", "BlockEigenvalues", "Collapse", "Comparison", "Dilation", "EigenvalueCounts", "Params", "Problem",
-    "Result", "Row", "SweepResult", "Weights", "block_eigenvalues", "block_spectrum", "class_major_labels",
-    "class_means", "collapse", "compare", "dilation", "distinct_eigenvalues", "extreme_eigenvalues", "grid",
-    "hessian_vector_product", "logit_hessians", "logits", "loss_term", "nc1", "nc2", "nc3",
-    "nonzero_condition_number", "objective", "regularization", "solve", "sweep",
-    "MDResult", "md_profile", "solve_md",
+    "Analysis", "analyze", "METHODS", "BlockEigenvalues", "Collapse", "Comparison", "Dilation",
+    "EigenvalueCounts", "Params", "Problem", "Result", "Row", "SweepResult", "Weights", "block_eigenvalues",
+    "block_spectrum", "class_major_labels", "class_means", "collapse", "compare", "dilation",
+    "distinct_eigenvalues", "enable_compilation_cache", "extreme_eigenvalues", "grid", "hessian_vector_product",
+    "logit_hessians", "logits", "loss_term", "nc1", "nc1_nguyen", "nc2", "nc3", "nonzero_condition_number",
+    "objective", "regularization", "solve", "sweep", "MDResult", "md_profile", "solve_md",
 ]
 
 
