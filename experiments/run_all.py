@@ -36,8 +36,7 @@ def main(argv=None) -> int:
         except SystemExit as exit_:
             return int(exit_.code or 0)
         try:        # before any computation: a refusal leaves every folder as it was
-            for name in EXPERIMENTS:
-                preflight(Path(args.out) / name, args.force)
+            preflight([Path(args.out) / name for name in EXPERIMENTS], args.force)
         except OSError as error:
             print(f"{prog}: error: {error}", file=sys.stderr)
             return 2
