@@ -270,6 +270,10 @@ def test_cli_npz_and_npy_files_agree_with_library(npz, tmp_path, capsys):
     # no clobber without --force, checked before computing
     assert main([str(path), "--json", str(out), "--quiet", "--no-cache"]) == 2
     assert "--force" in capsys.readouterr().err
+    # --force replaces the file in place (no sibling name)
+    assert main([str(path), "--json", str(out), "--quiet", "--spectra", "off", "--no-cache", "--force"]) == 0
+    assert json.loads(out.read_text())["setup"] != record["setup"]
+    assert sorted(p.name for p in tmp_path.glob("out*.json")) == ["out.json"]
 
 
 @pytest.mark.parametrize("edit,key", [

@@ -210,7 +210,7 @@ def _main(argv) -> int:
     _cache.configure(args, PROG)
     try:
         if args.json:
-            _io.check_writable(args.json, overwrite=args.force)
+            _io.check_writable(args.json, overwrite=args.force, what="--json")
         arrays = load_inputs(args)
         if not args.quiet:
             features = arrays["features"]
@@ -224,9 +224,9 @@ def _main(argv) -> int:
         return 2
     print(report_text(result), flush=True)
     if args.json:
-        _io.write_json(args.json, _record(result, args))
+        written = _io.write_json(args.json, _record(result, args), overwrite=args.force)
         if not args.quiet:
-            print(f"wrote {args.json}", file=sys.stderr)
+            print(f"wrote {written}", file=sys.stderr)
     return 0
 
 

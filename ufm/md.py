@@ -492,7 +492,7 @@ def _main(argv) -> int:
     _cache.configure(args, PROG)
     try:
         if args.json is not None:
-            _io.check_writable(args.json, overwrite=args.force)
+            _io.check_writable(args.json, overwrite=args.force, what="--json")
         configs = {"CE": tmd.nc_configuration(args.M, args.lam_W, args.lam_H, 0.0),
                    "LS": tmd.nc_configuration(args.M, args.lam_W, args.lam_H, args.alpha)}
         check = tmd.assumption_4_2(args.lam_W, args.lam_H, args.alpha, args.eta, args.c_md)
