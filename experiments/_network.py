@@ -37,8 +37,9 @@ Losses (``TrainSpec.loss_id``): 0 = cross entropy against ``(1 - delta) e_k + de
 (label smoothing; ``delta = 0`` is CE; Guo eq. 3), 1 = squared error ``||z - e_k||^2`` (Nguyen
 et al.'s MSE; the package's rescaled MSE with kappa = beta = 1).
 
-Training (:func:`train`): full batch, Adam for ``adam_steps`` steps and then L-BFGS (optax,
-zoom line search) for at most ``lbfgs_steps`` iterations; each segment of ``every`` steps is one
+Training (:func:`train`): full batch, Adam (optionally with a step decay) for at most
+``adam_steps`` steps and then L-BFGS (optax, zoom line search) for at most ``lbfgs_steps``
+iterations, until every lane passes a stopping test (gradient norm or objective decrease); each segment of ``every`` steps is one
 compiled ``lax.scan``; all lanes (a leading axis on the models, labels and specs: several deltas,
 noise levels or seeds) run together under ``jax.vmap``. Seeded: the same arguments give
 identical arrays.
@@ -61,6 +62,8 @@ from ufm import _memory
 #: pixel values of load_digits are integers 0..16
 _PIXEL_MAX = 16.0
 LOSS_IDS = {"ce": 0, "ls": 0, "mse": 1}
+#: hidden-layer activations (``nonnegative`` needs one with values >= 0: relu or softplus)
+ACTIVATIONS = {"relu": jax.nn.relu, "softplus": jax.nn.softplus, "gelu": jax.nn.gelu, "tanh": jnp.tanh}
 
 
 @dataclass(frozen=True)
@@ -129,28 +132,35 @@ class MLP(eqx.Module):
     feature: eqx.nn.Linear
     classifier: eqx.nn.Linear
     nonnegative: bool = eqx.field(static=True)
+    activation: str = eqx.field(static=True, default="relu")
 
     def features(self, x):
         """Last-layer features of a batch ``x: (B, 64)``, shape ``(B, d)``."""
+        act = ACTIVATIONS[self.activation]
         for layer in self.hidden:
-            x = jax.nn.relu(x @ layer.weight.T + layer.bias)
+            x = act(x @ layer.weight.T + layer.bias)
         h = x @ self.feature.weight.T + self.feature.bias
-        return jax.nn.relu(h) if self.nonnegative else h
+        return act(h) if self.nonnegative else h
 
     def logits_of(self, h):
         """Logits ``(B, K)`` of features ``h: (B, d)``."""
         return h @ self.classifier.weight.T + self.classifier.bias
 
 
-def make_mlp(seed: int, widths, d: int, K: int, *, inputs: int = 64, nonnegative: bool = False) -> MLP:
+def make_mlp(seed: int, widths, d: int, K: int, *, inputs: int = 64, nonnegative: bool = False,
+             activation: str = "relu") -> MLP:
     """Seeded :class:`MLP` (equinox's default uniform initialisation, float64 when x64 is on)."""
     widths = tuple(int(w) for w in widths)
     if any(w < 1 for w in widths) or d < 1 or K < 2:
         raise ValueError(f"widths and d must be positive and K >= 2, got widths={widths}, d={d}, K={K}")
+    if activation not in ACTIVATIONS or (nonnegative and activation not in ("relu", "softplus")):
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} (relu or softplus with "
+                         f"nonnegative=True), got {activation!r}")
     keys = jax.random.split(jax.random.PRNGKey(int(seed)), len(widths) + 2)
     sizes = (inputs,) + widths
     hidden = tuple(eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys))
-    return MLP(hidden, eqx.nn.Linear(sizes[-1], d, key=keys[-2]), eqx.nn.Linear(d, K, key=keys[-1]), nonnegative)
+    return MLP(hidden, eqx.nn.Linear(sizes[-1], d, key=keys[-2]), eqx.nn.Linear(d, K, key=keys[-1]), nonnegative,
+               activation)
 
 
 def stack(models):
@@ -224,14 +234,17 @@ class Record(NamedTuple):
 class Trained:
     """Result of :func:`train`: the stacked final models, the history, and per-lane status.
 
-    ``status[j]`` is ``"converged"`` when lane j's gradient norm is at most ``tol``,
-    ``"max_steps"`` when the budget ran out first, ``"non-finite"`` when the objective or
-    gradient stopped being finite (the model is then the last finite one).
+    ``status[j]`` is ``"converged"`` when lane j met a stopping test at the end (``reason[j]``:
+    ``"gradient"``, its gradient norm is at most ``gtol``; ``"objective"``, its objective fell by
+    at most ``ftol * max(|L|, 1)`` per step over the last segment, the test of L-BFGS-B's
+    ``factr``), ``"max_steps"`` when the budget ran out first, ``"non-finite"`` when the objective
+    or gradient is not finite (the iterate is then the last finite one).
     """
 
     models: MLP
     history: Record
     status: tuple
+    reason: tuple
     steps: int
 
 
@@ -248,8 +261,20 @@ def _guarded(new, old, ok):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
+def _reasons(records, every: int, gtol: float, ftol: float) -> np.ndarray:
+    """Per lane: "gradient", "objective" or "" (no stopping test met) at the last record."""
+    grad = records[-1][2]
+    if len(records) < 2:
+        return np.where(grad <= gtol, "gradient", "")
+    before, after = records[-2][1], records[-1][1]
+    flat = np.abs(before - after) <= ftol * every * np.maximum(np.maximum(np.abs(before), np.abs(after)), 1.0)
+    flat &= ftol > 0
+    return np.where(grad <= gtol, "gradient", np.where(flat, "objective", ""))
+
+
 def train(models: MLP, x, labels, specs: TrainSpec, *, adam_steps: int, lbfgs_steps: int, every: int,
-          adam_lr: float = 1e-3, tol: float = 1e-10, memory: int = 20, stop=None) -> Trained:
+          adam_lr: float = 1e-3, decay_every: int | None = None, gtol: float = 1e-10, ftol: float = 0.0,
+          stop_early: bool = True, memory: int = 20, stop=None) -> Trained:
     """Full-batch training of L lanes at once (see the module docstring).
 
     Args:
@@ -258,7 +283,11 @@ def train(models: MLP, x, labels, specs: TrainSpec, *, adam_steps: int, lbfgs_st
         specs: :class:`TrainSpec` of ``(L,)`` arrays.
         adam_steps, lbfgs_steps: step budgets (multiples of ``every``), Adam first.
         every: steps per compiled segment and between two records.
-        tol: L-BFGS stops early once every lane's gradient norm is at most ``tol``.
+        adam_lr: Adam's step, multiplied by 0.1 every ``decay_every`` steps (None: constant).
+        gtol, ftol: stopping tests (see :class:`Trained`; ``ftol = 0`` switches the objective test
+            off); training ends once every lane meets one, checked after each segment of the last
+            phase that has steps (L-BFGS, or Adam when ``lbfgs_steps = 0``); with ``stop_early=False``
+            the whole budget runs and the tests only set the final status.
         stop: optional callable ``(step, Record-so-far) -> bool`` to end early (checked per segment).
     """
     labels = jnp.asarray(labels)
@@ -280,7 +309,9 @@ def train(models: MLP, x, labels, specs: TrainSpec, *, adam_steps: int, lbfgs_st
     def measure(params, lab, spec):
         return _measure(eqx.combine(params, static), x, lab, spec, K)
 
-    adam = optax.adam(adam_lr)
+    schedule = adam_lr if decay_every is None else optax.exponential_decay(adam_lr, decay_every, 0.1,
+                                                                            staircase=True)
+    adam = optax.adam(schedule)
     lbfgs = optax.lbfgs(memory_size=memory)
 
     def adam_segment(params, state, lab, spec):
@@ -312,38 +343,35 @@ def train(models: MLP, x, labels, specs: TrainSpec, *, adam_steps: int, lbfgs_st
         (params, state), _ = jax.lax.scan(step, (params, state), None, length=every)
         return params, state, measure(params, lab, spec)
 
-    run_adam = jax.jit(jax.vmap(adam_segment))
-    run_lbfgs = jax.jit(jax.vmap(lbfgs_segment))
     params = arrays
     records, step = [], 0
 
-    def add(step_, measured):
+    def add(step_, measured, last_phase=False):
         value, grad_norm, error, nc = measured
         records.append((step_, np.asarray(value), np.asarray(grad_norm), np.asarray(error))
                        + tuple(np.asarray(v) for v in nc))
+        done = stop_early and last_phase and np.all(_reasons(records, every, gtol, ftol) != "")
+        return done or (stop is not None and stop(step_, _history(records)))
 
     add(0, jax.jit(jax.vmap(measure))(params, labels, specs))
-    state = jax.vmap(adam.init)(params)
-    for _ in range(adam_steps // every):
-        params, state, measured = run_adam(params, state, labels, specs)
-        step += every
-        add(step, measured)
-        if stop is not None and stop(step, _history(records)):
-            break
-    state = jax.vmap(lbfgs.init)(params)
-    for _ in range(lbfgs_steps // every):
-        if np.all(records[-1][2] <= tol):
-            break
-        params, state, measured = run_lbfgs(params, state, labels, specs)
-        step += every
-        add(step, measured)
-        if stop is not None and stop(step, _history(records)):
-            break
+    done = False
+    phases = ((adam_segment, adam.init, adam_steps, lbfgs_steps == 0), (lbfgs_segment, lbfgs.init, lbfgs_steps, True))
+    for segment, init, steps, last_phase in phases:
+        if done or steps == 0:
+            continue
+        run_segment, state = jax.jit(jax.vmap(segment)), jax.vmap(init)(params)
+        for _ in range(steps // every):
+            params, state, measured = run_segment(params, state, labels, specs)
+            step += every
+            if add(step, measured, last_phase):
+                done = True
+                break
     history = _history(records)
+    reason = _reasons(records, every, gtol, ftol)
     finite = np.isfinite(history.objective[-1]) & np.isfinite(history.grad_norm[-1])
-    status = tuple("non-finite" if not ok else "converged" if g <= tol else "max_steps"
-                   for ok, g in zip(finite, history.grad_norm[-1]))
-    return Trained(eqx.combine(params, static), history, status, step)
+    status = tuple("non-finite" if not ok else "converged" if r else "max_steps" for ok, r in zip(finite, reason))
+    return Trained(eqx.combine(params, static), history, status,
+                   tuple(r if ok else "" for ok, r in zip(finite, reason)), step)
 
 
 def _history(records) -> Record:
@@ -356,11 +384,20 @@ def digits_per_class_counts(labels, K: int) -> np.ndarray:
     return np.bincount(np.asarray(labels), minlength=K)
 
 
+def last_change(history: Record, j: int) -> float:
+    """Lane j's objective change per step over the last segment, relative to ``max(|L|, 1)`` (the ftol test)."""
+    if len(history.step) < 2:
+        return float("nan")
+    before, after = history.objective[-2, j], history.objective[-1, j]
+    per_step = abs(before - after) / (history.step[-1] - history.step[-2])
+    return float(per_step / max(abs(before), abs(after), 1.0))
+
+
 def rel_error(measured, predicted) -> float:
     """``|measured - predicted| / |predicted|`` (absolute when the prediction is 0)."""
     return float(abs(measured - predicted) / abs(predicted)) if predicted != 0 else float(abs(measured))
 
 
-__all__ = ["DigitsSplit", "LOSS_IDS", "MLP", "Record", "TrainSpec", "Trained", "digits_per_class_counts",
+__all__ = ["DigitsSplit", "LOSS_IDS", "MLP", "Record", "TrainSpec", "Trained", "digits_per_class_counts", "last_change",
            "last_layer", "lane", "load_digits_split", "make_mlp", "penalized_loss", "rel_error", "stack",
            "train"]
