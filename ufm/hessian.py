@@ -70,10 +70,17 @@ def _block_function(params: Params, labels, weights: Weights, block: str, regula
     return of_block, getattr(params, block)
 
 
+def _dense_bytes(params, block) -> float:
+    """``jax.hessian`` of a block: ``size`` Hessian-vector products at once (vmapped) plus the matrix."""
+    size = _block_size(params, block)
+    d, K = params.W.shape
+    return _memory.dense_hessian_bytes(size, K, params.H.shape[1], d, batch=size)
+
+
 def _dense(params, labels, weights, block, regularized) -> np.ndarray:
     size = _block_size(params, block)
-    _memory.require(3 * 8.0 * size**2, f"the dense {block} block", f"{size} variables",
-                    "use method='structured'")
+    _memory.require(_dense_bytes(params, block), f"the dense {block} block",
+                    f"{size} variables (K = {params.W.shape[1]}, N = {params.H.shape[1]})", "use method='structured'")
     f, x = _block_function(params, labels, weights, block, regularized)
     hess = jax.jit(jax.hessian(f))(x)
     return np.linalg.eigvalsh(np.asarray(hess).reshape(x.size, x.size))
@@ -169,6 +176,10 @@ def _h_block_counts(W, P, counts, N, chunk=4096) -> tuple[np.ndarray, np.ndarray
     of ``(1/N) W S_g W^T``, each ``counts[g]`` times; plus the number of extra zeros."""
     d, K = W.shape
     R = np.linalg.qr(W, mode="r") if d > K else W
+    m = R.shape[0]
+    _memory.require(8.0 * (P.shape[1] * m * 2 + 4 * m * m), "the structured H block", f"G = {P.shape[1]} groups, K = {K}",
+                    "reduce K or n, or skip the Hessian (compare(..., spectra=False), --no-hessian)")
+    chunk = max(1, min(chunk, int(_memory.free_bytes() // (4 * 8.0 * (m * m + 2 * m * K)) // 2)))
     values = []
     for lo in range(0, P.shape[1], chunk):
         p = P[:, lo:lo + chunk]                                   # (K, c)
@@ -203,6 +214,10 @@ def _w_block_counts(Hg, P, counts, N, cluster_rtol) -> tuple[np.ndarray, np.ndar
     r = int(np.sum(sigma > _RANK_RTOL * sigma[0])) if sigma.size and sigma[0] > 0 else 0
     if r == 0:
         return np.zeros(0), np.zeros(0, np.int64), d * K, 0.0
+    G = Hg.shape[1]
+    _memory.require(8.0 * (2 * K * r * G + 3 * K * r * r + 2 * r * G), "the structured W block",
+                    f"K = {K}, rank r = {r}, G = {G} distinct feature columns",
+                    "reduce K or n, or skip the Hessian (compare(..., spectra=False), --no-hessian)")
     X = U[:, :r].T @ Hg                                            # (r, G)
     D = np.einsum("ag,g,kg,bg->kab", X, c, P, X, optimize=True)   # (K, r, r)
     lam, Q = np.linalg.eigh(D)                                    # (K, r), (K, r, r)
@@ -221,6 +236,10 @@ def _w_block_counts(Hg, P, counts, N, cluster_rtol) -> tuple[np.ndarray, np.ndar
         mults.append(members.size - t)
         diag.append(np.full(t, level))
         rows.append(Rj)                                            # B_j = U_j^T F_j = R_j
+    T = sum(block.shape[0] for block in rows)
+    _memory.require(8.0 * 4 * T * T, "the deflated W block", f"T = {T} (K = {K}, r = {r}, G = {G})",
+                    "merge nearly equal eigenvalues (a larger cluster_rtol), reduce K, or skip the Hessian "
+                    "(--no-hessian)")
     B = np.concatenate(rows)
     small = np.linalg.eigvalsh(np.diag(np.concatenate(diag)) - B @ B.T)
     values = np.concatenate([np.array(values), small])
@@ -324,8 +343,9 @@ def _check_block_and_method(block, method):
 def _choose(params, block, method, max_dense_entries):
     max_dense_entries = positive_integer("max_dense_entries", max_dense_entries)
     entries = _block_size(params, block) ** 2
-    if method == "auto":
-        method = "dense" if entries <= max_dense_entries else "structured"
+    if method == "auto":   # dense only where it fits in memory (jax.hessian holds `size` products at once)
+        method = "dense" if entries <= max_dense_entries and _memory.fits(_dense_bytes(params, block)) \
+            else "structured"
     if method == "dense" and entries > max_dense_entries:
         raise ValueError(f"the dense {block} block would have {entries:.3g} entries > max_dense_entries = "
                          f"{max_dense_entries:.3g}; use method='structured'")
@@ -447,3 +467,18 @@ def distinct_eigenvalues(values: np.ndarray, rtol: float = 1e-6) -> tuple[np.nda
     groups = np.split(values, breaks)
     unit = scale if scale > 0 else 1.0  # means of values / scale: no overflow near 1e308
     return np.array([unit * np.mean(g / unit) for g in groups]), np.array([g.size for g in groups])
+
+
+def spectrum_bytes(K: int, N: int, d: int, groups: int, loss: str = "ls") -> float:
+    """Estimated peak bytes of :func:`block_spectrum` for the W and H blocks of the ``"auto"`` choice
+    (structured; ``groups`` distinct feature columns: K at a ``"reduced"`` solution, N otherwise) at a
+    near-collapsed point, with the deflated W block at its worst case ``T = r K`` (at K = 200 a reduced
+    solution to tol 1e-10 left T = rK = 40000, not the 2K of an exact collapse).
+    Focal and MSE use the per-sample path: ``4 N K^2`` plus ``3 (r K)^2`` for the W block."""
+    r, m = min(d, groups), min(d, K)
+    if loss in ("focal", "mse"):
+        return 8.0 * (4.0 * N * K * K + 3.0 * (r * K) ** 2 + float(d) * N)
+    T = r * K   # the deflation may leave up to min(m_j, G) per cluster: measured T = rK at K = 200 (tol 1e-10)
+    w_block = 8.0 * (2.0 * K * r * groups + 3.0 * K * r * r + 2.0 * r * groups + 4.0 * T * T)
+    h_block = 8.0 * (2.0 * groups * m + 4.0 * m * m)
+    return max(w_block, h_block) + 8.0 * (float(d) * N + groups)      # + the float64 copy of H and the grouping

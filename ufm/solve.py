@@ -325,6 +325,12 @@ def _main(argv) -> int:
             _io.check_writable(args.json, overwrite=args.force, what="--json")
         if args.shard and problem.N % jax.device_count():
             raise ValueError(f"--shard needs N = n K = {problem.N} divisible by the {jax.device_count()} devices")
+        if not args.no_hessian:   # the Hessian check's memory, before solving (it runs after)
+            from ufm import _memory
+            from ufm.compare import spectra_bytes
+            _memory.require(spectra_bytes(problem, method), "the Hessian check (spectra)",
+                            f"K = {problem.K}, n = {problem.n}, d = {problem.d}, {method}",
+                            [("--no-hessian (the solve alone was checked to fit)", 0.0)])
         prediction = _prediction(problem)  # before solving: a setting the theory cannot represent fails now
     except (ValueError, OverflowError, OSError) as error:
         parser.print_usage(sys.stderr)

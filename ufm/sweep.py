@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm import _io, _lbfgs, metrics, solver
+from ufm import _io, _lbfgs, _memory, metrics, solver
 from ufm._interrupt import exit_on_interrupt
 from ufm.losses import LOSS_IDS
 from ufm.objective import Weights, objective
@@ -149,7 +149,17 @@ def grid(base: Problem, *, delta: Sequence[float] | None = None, lam: Sequence[f
             raise ValueError(f"{name} must be a sequence of values (a list, range or 1-D array), got {v!r}")
         if len(v) == 0:
             raise ValueError(f"{name} must list at least one value")
-        values.append(list(v))
+        values.append(v)
+    count = 1
+    for v in values:
+        count *= len(v)       # len of a range is O(1): nothing is built before the check
+    _memory.require(count * _memory.SWEEP_BYTES_PER_CONFIGURATION + 8.0 * count * (base.d * (base.K + base.N) + base.K),
+                    "a sweep grid", f"{count} configurations (K = {base.K}, n = {base.n}, d = {base.d})",
+                    lambda: [(f"at most {m} configurations", m * _memory.SWEEP_BYTES_PER_CONFIGURATION)
+                             for m in [_memory.largest_fitting(
+                                 1, count, lambda m: m * (_memory.SWEEP_BYTES_PER_CONFIGURATION
+                                                          + 8.0 * (base.d * (base.K + base.N) + base.K)))] if m])
+    values = [list(v) for v in values]
     problems = []
     for d_, l_, s_ in itertools.product(*values):
         changes = {}
@@ -309,6 +319,16 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
         batch_size = min(M, REDUCED_LANES) if method == "reduced" else M
     lr = check_options(method, lr, tol, dict(max_iters=(max_iters, 1), batch_size=(batch_size, 1)))
     require_dtype_enabled(first.dtype)
+    itemsize = np.dtype(first.dtype).itemsize
+    lanes = min(batch_size, M)
+    # the results of all M (W, H, b), twice (device and host), plus the configurations in flight
+    needed = 2.0 * itemsize * M * (first.d * (first.K + first.N) + first.K) \
+        + lanes * _memory.solve_bytes(first.K, first.N, first.d, itemsize, method)
+    _memory.require(needed, f"a sweep with {method}", f"M = {M} configurations of K = {first.K}, n = {first.n}, "
+                    f"d = {first.d}, {lanes} at a time",
+                    "use fewer configurations, a smaller batch_size (--batch-size), or reduce n")
+    if not jax.config.jax_enable_x64 and any(p.seed >= 2**32 for p in problems):
+        raise ValueError("seed must be < 2**32 without 64-bit JAX (larger seeds repeat smaller ones)")
     dt = first.jnp_dtype
     if method == "reduced":
         return _sweep_reduced(problems, tol, max_iters, min(batch_size, M))
@@ -342,7 +362,8 @@ def _stacked(problems, dt):
     # every field of Weights but loss_id is the Problem attribute of the same name; the loss is shared
     columns = {f: np.array([getattr(p, f) for p in problems]) for f in Weights._fields if f != "loss_id"}
     columns["loss_id"] = np.full(len(problems), int(first.loss_id))
-    return (jnp.asarray(np.array([p.seed for p in problems]), dtype=jnp.uint32),
+    seed_dtype = jnp.uint64 if jax.config.jax_enable_x64 else jnp.uint32   # the key of ufm.solve's seed, bit for bit
+    return (jnp.asarray(np.array([p.seed for p in problems], dtype=np.uint64), dtype=seed_dtype),
             jnp.asarray(np.array([p.init_scale for p in problems]), dtype=dt),
             Weights(**{f: jnp.asarray(columns[f], dtype=getattr(first, f).dtype) for f in Weights._fields}))
 
@@ -375,7 +396,7 @@ def _list(name: str, kind):
         try:
             if kind is int and ":" in text:
                 lo, hi = (int(x) for x in text.split(":"))
-                values = list(range(lo, hi))
+                values = range(lo, hi)     # not listed: grid() checks its size first
             else:
                 values = [kind(x) + kind(0) for x in text.split(",") if x.strip()]   # + 0: -0.0 is 0.0
         except ValueError:
