@@ -12,6 +12,7 @@ from pathlib import Path
 
 from experiments import (condition_number, convergence, label_noise, landscape, md_model, norms_vs_delta,
                          phase_diagram, speed_vs_kappa)
+from experiments import imbalance
 from experiments._common import preflight
 from ufm import _cache
 from ufm._interrupt import exit_on_interrupt
@@ -20,6 +21,7 @@ from ufm._interrupt import exit_on_interrupt
 EXPERIMENTS = {"norms_vs_delta": norms_vs_delta, "convergence": convergence, "condition_number": condition_number,
                "speed_vs_kappa": speed_vs_kappa, "phase_diagram": phase_diagram, "landscape": landscape,
                "label_noise": label_noise, "md_model": md_model}
+EXPERIMENTS["imbalance"] = imbalance     # issue 16
 
 
 def main(argv=None) -> int:

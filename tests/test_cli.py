@@ -29,7 +29,7 @@ def test_default_problem_agrees_to_1e_6(tmp_path, capsys):
     assert record["problem"] == {"K": 10, "n": 500, "N": 5000, "d": 10, "delta": 0.1, "lam_W": 5e-4,
                                  "lam_H": 5e-4, "lam_b": 5e-4, "loss": "ls", "seed": 0, "dtype": "float64",
                                  "init_scale": 0.1, "gamma": 0.0, "mse_kappa": 1.0, "mse_beta": 1.0,
-                                 "nonnegative": False, "label_noise": 0.0, "noise_seed": 0}
+                                 "nonnegative": False, "label_noise": 0.0, "noise_seed": 0, "class_sizes": None}
     for key in ("package_version", "jax_version", "device"):
         assert record[key]
     assert record["theory"]["kappa"] == pytest.approx(10 * record["theory"]["p_t"], rel=1e-15)

@@ -8,6 +8,7 @@ the experiments and the tests all read it.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 
 import jax
@@ -69,6 +70,49 @@ class Comparison:
         ``ok`` is then vacuous and verifies nothing."""
         return any(row.applies for row in self.rows)
 
+    def table_rows(self) -> list[tuple[str, str, str, str, str]]:
+        """``(quantity, theory, measured, error, check)`` as text, one tuple per row (see :data:`LEGEND`)."""
+        out = []
+        for row in self.rows:
+            error = "-" if row.error is None else f"{row.error:.2e} {'rel' if row.relative else 'abs'}"
+            check = ("ok" if row.ok else "MISMATCH") if row.applies else "n/a"
+            out.append((row.quantity, format_number(row.theory), format_number(row.measured), error, check))
+        return out
+
+    def __str__(self) -> str:
+        """The comparison as a fixed-width table with its legend and the reasons a prediction does not apply."""
+        header = ("quantity", "theory", "measured", "error", "check")
+        body = self.table_rows()
+        widths = [max(len(r[j]) for r in (header, *body)) for j in range(5)]
+        line = lambda r: "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths)))
+        lines = [line(header), *(line(r) for r in body), LEGEND]
+        lines += [f"does not apply: {reason}" for reason in self.not_applicable]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The same table for notebooks."""
+        cells = lambda r, tag: "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in r)
+        head = cells(("quantity", "theory", "measured", "error", "check"), "th")
+        body = "".join(f"<tr>{cells(r, 'td')}</tr>" for r in self.table_rows())
+        notes = "".join(f"<br>does not apply: {html.escape(reason)}" for reason in self.not_applicable)
+        return (f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+                f"<small>{html.escape(LEGEND)}{notes}</small>")
+
+
+#: what the error column means (printed under every comparison table)
+LEGEND = ("error: rel = |solver - theory| / |theory|, abs = |solver - theory|; check: ok when the error is "
+          "within the tolerance, n/a when the prediction does not apply")
+
+
+def format_number(value) -> str:
+    """One format for every reported number: 10 significant digits (``-`` for none, ``nan``/``inf`` as such)."""
+    if value is None:
+        return "-"
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    return f"{value:.10g}"
+
 
 def _relative(quantity, predicted, measured, rtol, applies, note=""):
     predicted, measured = float(predicted), float(measured)
@@ -81,10 +125,17 @@ def _absolute(quantity, predicted, measured, tol, applies, note=""):
                applies, note)
 
 
+#: NC1-NC3 and class means as single compiled programs (one compilation or cache read each, instead of
+#: some twenty small eager ones); K is static
+_collapse = jax.jit(metrics.collapse, static_argnums=3)
+_class_means = jax.jit(metrics.class_means, static_argnums=2)
+
+
 def _measured_probabilities(result: Result):
     problem = result.problem
     Z = result.W.T @ result.H + result.b[:, None]
-    p = np.asarray(jax.nn.softmax(Z, axis=0))
+    shifted = np.exp(Z - Z.max(axis=0, keepdims=True))   # softmax over classes, in numpy (nothing to compile)
+    p = shifted / shifted.sum(axis=0, keepdims=True)
     labels = np.asarray(problem.labels())
     target = p[labels, np.arange(problem.N)]
     p_n = (1.0 - target) / (problem.K - 1)  # mean over the K - 1 non-target classes
@@ -107,7 +158,52 @@ def _reasons(p) -> list[str]:
         reasons.append(f"label_noise = {p.label_noise:g}: the theorems assume clean, balanced labels")
     if p.nonnegative and p.loss == "mse":
         reasons.append("nonnegative features with loss 'mse': no prediction derived")
+    if not p.balanced:
+        reasons.append(f"imbalanced classes (class_sizes = {p.class_sizes}): the closed forms assume n samples "
+                       "in every class; compared with the numerical optimum instead where it is exact")
     return reasons
+
+
+#: Largest d N for which an imbalanced ``"reduced"`` result is checked against full-problem L-BFGS
+_FULL_REFERENCE_SIZE = 200_000
+
+
+def _numerical_rows(result: Result, rtol: float) -> list[Row]:
+    """Imbalanced classes: the result against an independent numerical optimum of the same problem
+    (``"reduced"`` for a full-problem result; full ``"lbfgs"`` for a ``"reduced"`` one while d N is at most
+    ``_FULL_REFERENCE_SIZE``), plus NC1 = 0, which holds at every minimizer for any class sizes (solver
+    module docstring). Only for ce/ls/mse with free features and clean labels, where the minimizer's
+    norms, logits and L are unique; otherwise no rows."""
+    from ufm.solver import check_method_fits, solve
+
+    p = result.problem
+    try:
+        check_method_fits(p, "reduced")
+    except ValueError:
+        return []
+    labels = p.labels()
+    nc = _collapse(result.W, result.H, labels, p.K)
+    rows = [_absolute("NC1 (any class sizes)", 0.0, nc.nc1, rtol, True, "every minimizer is class-collapsed")]
+    if result.method != "reduced":
+        reference = solve(p, "reduced", tol=1e-12, history=False)
+    elif p.d * p.N <= _FULL_REFERENCE_SIZE:
+        reference = solve(p, "lbfgs", tol=1e-12, max_iters=20_000, history=False)
+    else:
+        return rows
+    note = f"numerical optimum ({reference.method}, {reference.status}), not a closed form"
+    ref = _collapse(reference.W, reference.H, labels, p.K)
+    logits = lambda r: r.W.T @ np.asarray(_class_means(r.H, labels, p.K)) + r.b[:, None]
+    Z, Z_ref = logits(result), logits(reference)
+    scale = float(np.linalg.norm(Z_ref)) or 1.0     # W = H = 0 past the phase boundary: absolute
+    rows += [
+        _relative("mean ||w_k|| (numerical)", ref.w_norm, nc.w_norm, rtol, reference.converged, note),
+        _relative("mean ||hbar_k - h_G|| (numerical)", ref.h_norm, nc.h_norm, rtol, reference.converged, note),
+        Row("logits W^T hbar_k + b (numerical)", float(np.linalg.norm(Z_ref)), float(np.linalg.norm(Z)),
+            float(np.linalg.norm(Z - Z_ref) / scale), True, rtol, reference.converged,
+            "error = ||Z - Zref||_F / ||Zref||_F; " + note),
+        _relative("objective L (numerical)", reference.objective, result.objective, rtol, reference.converged, note),
+    ]
+    return rows
 
 
 def orthogonal_frame_metrics(H, labels, K: int) -> dict:
@@ -161,8 +257,8 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
             reasons.append("a = 0 (past the phase boundary): W = H = 0 at the minimizer; "
                            "NC1-NC3 and kappa are undefined there")
 
-    nc = metrics.collapse(result.W, result.H, labels, K)
-    means = np.asarray(metrics.class_means(result.H, labels, K))
+    nc = _collapse(result.W, result.H, labels, K)
+    means = np.asarray(_class_means(result.H, labels, K))
     Zbar = result.W.T @ means + result.b[:, None]
     Zbar_pred = prediction.zbar
     p_t_meas, p_n_meas = _measured_probabilities(result)
@@ -206,6 +302,8 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
                       "1/sqrt(K) for an orthogonal frame, 0 for an ETF"),
             _absolute("min H (>= 0)", 0.0, max(0.0, -frame["min_H"]), 0.0, True, "error = max(0, -min H)"),
         ]
+    if not p.balanced:
+        rows += _numerical_rows(result, rtol)
 
     spectra_info = {}
     if spectra:

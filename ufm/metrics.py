@@ -2,6 +2,13 @@
 
 Pure jax.numpy functions of ``W: (d, K)``, ``H: (d, N)`` and integer
 ``labels: (N,)``; they run inside the compiled solver loop and on numpy input.
+
+Unequal class sizes (``Problem.class_sizes``): class means are one-hot averages, Sigma_W averages
+over all N samples (class k weighted by n_k / N) and Sigma_B is the unweighted average over the K
+centred means, centred at the global mean h_G of all samples, i.e. Papyan et al.'s NC1 as written,
+which is how the imbalanced-UFM papers (Thrampoulidis et al. 2022; Hong & Ling 2024) use NC1 (not
+checked against their text here). NC2/NC3 measure the distance to a simplex ETF, which is *not* the
+imbalanced minimizer; :mod:`ufm.imbalance` measures the SELI geometry and minority collapse instead.
 """
 
 from __future__ import annotations

@@ -72,6 +72,12 @@ class Problem:
     Attributes:
         K: classes (>= 2). n: samples per class (>= 1). d: feature dimension
             (>= 1; defaults to K; Theorem 4.1 needs d >= K, the solver does not).
+        class_sizes: ``None`` (balanced: n samples in every class, today's problem bit for bit) or
+            K integers ``(n_1, ..., n_K)``, each >= 1: class k has ``n_k`` samples, still in class-major
+            order, ``N = sum_k n_k``. Then ``n`` is the *largest* class size (the majority size of
+            the usual "K_A classes of n, K_B classes of n/R" setting): omit it, or give exactly
+            ``max(class_sizes)``. Equal sizes give the same labels as ``class_sizes=None``.
+            Only the full N-sample problem changes: the closed forms of :mod:`theory` assume balance.
         delta: label smoothing, 0 <= delta < 1 (0 is cross entropy); only with ``loss="ls"``.
         lam_W, lam_H: regularization of W and H (> 0). lam_b: of b (>= 0).
         loss: per-sample loss (:mod:`ufm.losses`): ``"ls"`` (cross entropy with smoothed labels),
@@ -91,7 +97,7 @@ class Problem:
     """
 
     K: int
-    n: int
+    n: int | None = None
     d: int | None = None
     delta: float = 0.0
     lam_W: float = 5e-4
@@ -107,11 +113,13 @@ class Problem:
     nonnegative: bool = False
     label_noise: float = 0.0
     noise_seed: int = 0
+    class_sizes: tuple[int, ...] | None = None
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)
         set_("K", _integer("K", self.K, 2))
-        set_("n", _integer("n", self.n, 1))
+        set_("class_sizes", _class_sizes(self.class_sizes, self.K))
+        set_("n", _samples_per_class(self.n, self.class_sizes))
         set_("d", self.K if self.d is None else _integer("d", self.d, 1))
         set_("delta", _real("delta", self.delta, 0.0, 1.0, low_open=False))
         set_("lam_W", _real("lam_W", self.lam_W, 0.0, None, low_open=True))
@@ -142,16 +150,28 @@ class Problem:
 
     @property
     def N(self) -> int:
-        """Total number of samples ``n K``."""
-        return self.n * self.K
+        """Total number of samples: ``n K``, or ``sum(class_sizes)``."""
+        return self.n * self.K if self.class_sizes is None else sum(self.class_sizes)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The K class sizes ``(n_1, ..., n_K)`` (``(n,) * K`` when balanced)."""
+        return (self.n,) * self.K if self.class_sizes is None else self.class_sizes
+
+    @property
+    def balanced(self) -> bool:
+        """Every class has the same number of samples."""
+        return len(set(self.sizes)) == 1
 
     @property
     def jnp_dtype(self):
         return jnp.float64 if self.dtype == "float64" else jnp.float32
 
     def true_labels(self) -> jnp.ndarray:
-        """Class-major labels ``(N,)`` before any corruption."""
-        return class_major_labels(self.K, self.n)
+        """Class-major labels ``(N,)`` before any corruption: ``n_k`` copies of class k, k = 0..K-1."""
+        if self.balanced:
+            return class_major_labels(self.K, self.n)
+        return jnp.repeat(jnp.arange(self.K), np.asarray(self.sizes), total_repeat_length=self.N)
 
     def corrupted(self) -> np.ndarray:
         """Boolean mask ``(N,)`` of the ``round(label_noise N)`` corrupted samples (seeded by ``noise_seed``)."""
@@ -184,8 +204,34 @@ class Problem:
         (``|H|`` when ``nonnegative``, so the start is feasible)."""
         require_dtype_enabled(self.dtype)
         check_seed(self.seed)
-        params = initial_params(self.seed, self.init_scale, self.d, self.K, self.N, self.jnp_dtype)
+        params = _initial_params_compiled(self.seed, self.init_scale, self.d, self.K, self.N, self.jnp_dtype)
         return params._replace(H=jnp.abs(params.H)) if self.nonnegative else params
+
+
+def _class_sizes(value, K: int) -> tuple[int, ...] | None:
+    """``class_sizes`` validated: None, or K integers >= 1 (numpy integers and integral floats accepted)."""
+    if value is None:
+        return None
+    what = f"class_sizes must be None or a sequence of K = {K} integers >= 1"
+    if isinstance(value, (str, bytes, numbers.Number, np.bool_)) or not hasattr(value, "__len__"):
+        raise ValueError(f"{what}, got {value!r}")
+    entries = list(np.asarray(value, dtype=object).ravel()) if isinstance(value, np.ndarray) else list(value)
+    if isinstance(value, np.ndarray) and value.ndim != 1:
+        raise ValueError(f"{what}, got an array of shape {value.shape}")
+    if len(entries) != K:
+        raise ValueError(f"class_sizes must have K = {K} entries (one size per class), got {len(entries)}")
+    return tuple(_integer(f"class_sizes[{k}]", size, 1) for k, size in enumerate(entries))
+
+
+def _samples_per_class(n, class_sizes) -> int:
+    """``n``: required (>= 1) when balanced; with ``class_sizes`` omitted or ``max(class_sizes)``."""
+    if class_sizes is None:
+        return _integer("n", n, 1)
+    largest = max(class_sizes)
+    if n is not None and _integer("n", n, 1) != largest:
+        raise ValueError(f"n must be omitted or equal the largest class size max(class_sizes) = {largest} when "
+                         f"class_sizes is given, got {n!r}")
+    return largest
 
 
 def initial_params(seed, scale, d: int, K: int, N: int, dtype) -> Params:
@@ -200,6 +246,11 @@ def initial_params(seed, scale, d: int, K: int, N: int, dtype) -> Params:
         scale * jax.random.normal(key_H, (d, N), dtype=dtype),
         jnp.zeros((K,), dtype=dtype),
     )
+
+
+#: :func:`initial_params` as one compiled program (one compilation, or one cache read, instead of
+#: the ~10 small programs of the eager random calls); the same arrays bit for bit (tests/test_problem.py)
+_initial_params_compiled = jax.jit(initial_params, static_argnums=(2, 3, 4, 5))
 
 
 def require_dtype_enabled(dtype: str) -> None:

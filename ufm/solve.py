@@ -23,7 +23,7 @@ from importlib import metadata
 
 import jax
 
-from ufm import _io
+from ufm import _cache, _io
 from ufm._interrupt import exit_on_interrupt
 from ufm.problem import LOSSES, Problem
 from ufm.solver import DEFAULT_LR, METHODS, check_method_fits, default_method
@@ -63,6 +63,40 @@ def _integer(name: str, low: int):
     return parse
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    try:
+        sizes = tuple(int(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--class-sizes must be comma-separated integers >= 1, got {text!r}") from None
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"--class-sizes must be comma-separated integers >= 1, got {text!r}")
+    return sizes
+
+
+def _class_sizes_of(args) -> tuple[tuple[int, ...] | None, int | None]:
+    """``(class_sizes, n)`` for :class:`Problem` from ``--n``, ``--class-sizes`` or ``--imbalance R
+    --minority-classes K_B`` (K - K_B classes of n, K_B of ``floor(n/R + 1/2)``); ValueError naming the flag."""
+    if args.imbalance is None and args.minority_classes is not None:
+        raise ValueError("--minority-classes needs --imbalance R")
+    if args.imbalance is None:
+        if args.class_sizes is not None and len(args.class_sizes) != args.K:
+            raise ValueError(f"--class-sizes must give K = {args.K} sizes, got {len(args.class_sizes)}")
+        return args.class_sizes, (500 if args.n is None and args.class_sizes is None else args.n)
+    if args.class_sizes is not None:
+        raise ValueError("--class-sizes and --imbalance exclude each other")
+    if args.minority_classes is None:
+        raise ValueError("--imbalance needs --minority-classes K_B (the number of minority classes)")
+    if not 1 <= args.minority_classes <= args.K - 1:
+        raise ValueError(f"--minority-classes must be in [1, K - 1] = [1, {args.K - 1}], got {args.minority_classes}")
+    n = 500 if args.n is None else args.n
+    small = math.floor(n / args.imbalance + 0.5)
+    if small < 1:
+        raise ValueError(f"--imbalance {args.imbalance:g} leaves round(n / R) = round({n} / {args.imbalance:g}) = 0 "
+                         f"samples per minority class; use R <= {2 * n:g} or a larger --n")
+    return (n,) * (args.K - args.minority_classes) + (small,) * args.minority_classes, n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -71,7 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "Theorem 1 (focal), the derived rescaled-MSE optimum, and Nguyen et al. Theorem 3.2 (H >= 0).")
     problem = parser.add_argument_group("problem")
     problem.add_argument("--K", type=_integer("--K", 2), default=10, help="classes (>= 2; default 10)")
-    problem.add_argument("--n", type=_integer("--n", 1), default=500, help="samples per class (>= 1; default 500)")
+    problem.add_argument("--n", type=_integer("--n", 1), default=None,
+                         help="samples per class (>= 1; default 500); with --class-sizes the largest class "
+                              "(omit it or give max of the sizes)")
+    problem.add_argument("--class-sizes", type=_sizes, default=None, metavar="N1,N2,...",
+                         help="unequal classes: K comma-separated sizes, class-major (theory then n/a; "
+                              "compared with the numerical optimum)")
+    problem.add_argument("--imbalance", type=_number("--imbalance", 1.0, low_open=False), default=None,
+                         metavar="R", help="shorthand: K - K_B majority classes of n and K_B minority classes "
+                                           "of n/R (rounded half up; refused if that is 0); needs --minority-classes")
+    problem.add_argument("--minority-classes", type=_integer("--minority-classes", 1), default=None,
+                         metavar="K_B", help="number of minority classes for --imbalance, in [1, K - 1]")
     problem.add_argument("--d", type=_integer("--d", 1), default=None, help="feature dimension (default K)")
     problem.add_argument("--loss", choices=LOSSES, default="ls",
                          help="per-sample loss (default ls; ce = ls with delta 0; focal needs --gamma; "
@@ -120,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     solver.add_argument("--shard", action="store_true",
                         help="split H and the samples over all JAX devices (multi-GPU; see README)")
+    _cache.add_argument(parser)
     return parser
 
 
@@ -140,7 +185,8 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
     p = problem
     loss = {"ls": f"ls (delta = {p.delta:g})", "focal": f"focal (gamma = {p.gamma:g})",
             "mse": f"mse (kappa = {p.mse_kappa:g}, beta = {p.mse_beta:g})", "ce": "ce"}[p.loss]
-    extras = (", H >= 0" if p.nonnegative else "") + (
+    extras = (f", class sizes {','.join(map(str, p.class_sizes))}" if p.class_sizes else "") + (
+        ", H >= 0" if p.nonnegative else "") + (
         f", label noise {p.label_noise:g} (seed {p.noise_seed})" if p.label_noise else "")
     source = "Nguyen et al. Thm 3.2 + 1-D reduction" if p.nonnegative else _SOURCES[p.loss]
     lines = [
@@ -245,7 +291,8 @@ def _record(problem, prediction, result, comparison, rtol) -> dict:
                     "seed": problem.seed, "dtype": problem.dtype, "init_scale": problem.init_scale,
                     "gamma": problem.gamma, "mse_kappa": problem.mse_kappa, "mse_beta": problem.mse_beta,
                     "nonnegative": problem.nonnegative, "label_noise": problem.label_noise,
-                    "noise_seed": problem.noise_seed},
+                    "noise_seed": problem.noise_seed,
+                    "class_sizes": None if problem.class_sizes is None else list(problem.class_sizes)},
         "theory": prediction,
         "solver": {"method": result.method, "lr": result.lr, "tol": result.tol, "iterations": result.iterations,
                    "status": result.status, "converged": result.converged, "message": result.message,
@@ -307,17 +354,19 @@ def _main(argv) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     jax.config.update("jax_enable_x64", True)
+    _cache.configure(args, PROG)
     float32 = args.float32
     try:
         _check_loss_flags(args)
+        class_sizes, n = _class_sizes_of(args)
         problem = Problem(
-            K=args.K, n=args.n, d=args.d, delta=args.delta,
+            K=args.K, n=n, d=args.d, delta=args.delta,
             lam_W=args.lam if args.lam_W is None else args.lam_W,
             lam_H=args.lam if args.lam_H is None else args.lam_H,
             lam_b=args.lam if args.lam_b is None else args.lam_b,
             seed=args.seed, dtype="float32" if float32 else "float64", loss=args.loss, gamma=args.gamma,
             mse_kappa=args.mse_kappa, mse_beta=args.mse_beta, nonnegative=args.nonnegative,
-            label_noise=args.label_noise, noise_seed=args.noise_seed)
+            label_noise=args.label_noise, noise_seed=args.noise_seed, class_sizes=class_sizes)
         method = default_method(problem) if args.method is None else args.method
         check_method_fits(problem, method)
         _check_method_flags(args, method)
@@ -348,7 +397,7 @@ def _main(argv) -> int:
     try:
         result = _solve(problem, method, lr=args.lr, tol=tol, max_iters=max_iters,
                         record_every=max(1, max_iters // 1000), progress_every=progress_every,
-                        shard=args.shard)
+                        shard=args.shard, history=False)
         comparison = compare(result, rtol=rtol, spectra=not args.no_hessian)
     except (ValueError, OverflowError) as error:  # e.g. not enough memory: one readable line, exit 2
         print(f"{PROG}: error: {error}", file=sys.stderr)

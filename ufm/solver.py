@@ -18,9 +18,28 @@ has ``grad_W L = grad_W L_red``, ``grad_b L = grad_b L_red`` and H-columns
 ``grad_hbar_k L_red / n``; in the variables ``Htilde = sqrt(n) Hbar`` (which balance the
 scales of W and H) ``||grad L(W, Hbar Y, b)|| = ||grad_(W, Htilde, b) L_red||``, so the
 stopping rule below is applied to the exact gradient of the full L. An iteration costs
-``K/N`` of a full one. Needs the class-major, balanced labels of :class:`Problem`. The
+``K/N`` of a full one. Needs the class-major labels of :class:`Problem`. The
 history starts at the given x_0 (NC1 > 0) and is collapsed (NC1 = 0) from the first step
 on: use ``"gd"`` or ``"lbfgs"`` to study the training dynamics, ``"reduced"`` for the minimizer.
+
+Unequal class sizes (``problem.class_sizes = (n_1, ..., n_K)``, ``N = sum_k n_k``). The same two
+facts hold (Jensen per class; strictly convex per-sample H-problems), so every minimizer is again
+``(W, Hbar Y, b)``. At such a point the loss term is ``(1/N) sum_k n_k loss(W^T hbar_k + b, k)`` and
+``||H||^2 = sum_k n_k ||hbar_k||^2``, hence ``L(W, Hbar Y, b) = L_red`` with (Y the K x N one-hot labels)
+
+    L_red(W, Hbar, b) = sum_k (n_k/N) loss(W^T hbar_k + b, k) + lam_W/2 ||W||^2
+                        + sum_k n_k lam_H/2 ||hbar_k||^2 + lam_b/2 ||b||^2
+
+(n_k = n gives the balanced form above). Gradients: ``grad_W L = sum_k (n_k/N) hbar_k g_k^T + lam_W W
+= grad_W L_red`` (g_k the gradient of loss(., k) at the logits of class k), likewise for b; each
+of the ``n_k`` H-columns of class k of ``grad_H L`` is ``u_k = W g_k / N + lam_H hbar_k``, while
+``grad_hbar_k L_red = n_k u_k``. So ``||grad_H L||^2 = sum_k n_k ||u_k||^2``, and with
+``Htilde_k = sqrt(n_k) hbar_k`` (column-wise) ``grad_Htilde_k L_red = grad_hbar_k L_red / sqrt(n_k)
+= sqrt(n_k) u_k``: the identity ``||grad L(W, Hbar Y, b)|| = ||grad_(W, Htilde, b) L_red||`` holds for
+any class sizes, and in these variables the feature penalty is simply ``lam_H/2 ||Htilde||^2``.
+The reduced functions below take ``n`` as an int (balanced: the original code path, bit for bit)
+or as the ``(K,)`` class sizes (which may even be real numbers: L_red depends on them only
+through ``n_k/N`` and ``n_k lam_H``; :mod:`ufm.imbalance` uses that for continuous ratios).
 
 Non-negative features (``problem.nonnegative``): projected gradient, ``H <- max(H, 0)``
 after every step of gd/momentum/nesterov, and the stopping rule uses the projected
@@ -46,7 +65,9 @@ import numpy as np
 import optax
 
 from ufm import _lbfgs, _memory, metrics
-from ufm.objective import Params, objective
+from ufm.losses import LOSS_IDS
+from ufm.losses import per_sample_loss
+from ufm.objective import Params, objective, regularization
 from ufm.problem import Problem, require_dtype_enabled
 
 METHODS = ("reduced", "lbfgs", "gd", "momentum", "nesterov")
@@ -202,45 +223,62 @@ def _status(i, value, gnorm, g0, tol, blowup, max_iters, stalled=False, complete
     return jnp.where(completed, status, _RUNNING)
 
 
-def reduced_point(params: Params, labels) -> jnp.ndarray:
+def reduced_point(params: Params, labels, sizes=None) -> jnp.ndarray:
     """The flat start ``x = (vec W, vec Htilde, b)``, ``Htilde = sqrt(n) Hbar``, of ``"reduced"`` (module
-    docstring) from a full point ``params`` (W: (d, K), H: (d, N), b: (K,)); shape ``(2 d K + K,)``."""
+    docstring) from a full point ``params`` (W: (d, K), H: (d, N), b: (K,)); shape ``(2 d K + K,)``.
+    ``sizes``: the ``(K,)`` class sizes of unequal classes (``Htilde_k = sqrt(n_k) hbar_k``); None: balanced."""
     K = params.W.shape[1]
-    n = params.H.shape[1] // K
-    Htilde = jnp.sqrt(n) * metrics.class_means(params.H, labels, K)
+    n = params.H.shape[1] // K if sizes is None else sizes
+    Htilde = metrics.class_means(params.H, labels, K)
+    Htilde = jnp.sqrt(n) * Htilde if sizes is None else Htilde * jnp.sqrt(sizes)
     return jnp.concatenate([params.W.ravel(), Htilde.ravel(), params.b])
 
 
-def reduced_params(x, d: int, K: int, n: int) -> Params:
-    """``(W: (d, K), Hbar: (d, K), b: (K,))`` of a flat reduced point ``x`` (inverse of :func:`reduced_point`)."""
+def reduced_params(x, d: int, K: int, n) -> Params:
+    """``(W: (d, K), Hbar: (d, K), b: (K,))`` of a flat reduced point ``x`` (inverse of :func:`reduced_point`);
+    ``n``: samples per class, or the ``(K,)`` class sizes (column k divided by ``sqrt(n_k)``)."""
     W = x[: d * K].reshape(d, K)
     Hbar = x[d * K: 2 * d * K].reshape(d, K) / jnp.sqrt(n)
     return Params(W, Hbar, x[2 * d * K:])
 
 
-def reduced_objective(x, weights, d: int, K: int, n: int):
-    """``L_red`` (module docstring) at the flat point ``x``: ``L(W, Hbar Y, b)`` for the full ``weights``."""
+def reduced_objective(x, weights, d: int, K: int, n):
+    """``L_red`` (module docstring) at the flat point ``x``: ``L(W, Hbar Y, b)`` for the full ``weights``.
+    ``n``: an int (balanced), or the ``(K,)`` class sizes ``n_k`` (class k weighted by ``n_k / N``, feature
+    penalty ``lam_H/2 ||Htilde||^2 = sum_k n_k lam_H/2 ||hbar_k||^2``)."""
+    if jnp.ndim(n) > 0:
+        W, Hbar, b = reduced_params(x, d, K, n)
+        losses = per_sample_loss(W.T @ Hbar + b[:, None], jnp.arange(K), weights)
+        Htilde = x[d * K: 2 * d * K]
+        return jnp.sum(n * losses) / jnp.sum(n) + regularization(Params(W, Htilde, b), weights)
     return objective(reduced_params(x, d, K, n), jnp.arange(K), weights._replace(lam_H=n * weights.lam_H))
 
 
 def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, progress_every, nonnegative=False,
-         with_history=True):
+         with_history=True, loss_id=None, balanced=True):
     """The compiled loop. Returns (params, value, grad_norm, g0, iterations, status, history, count).
 
     ``nonnegative``: project H onto H >= 0 after each step (gd/momentum/nesterov only); the stopping
     rule then uses the projected gradient. ``with_history=False`` skips the history (one row at x_0
     only): under ``jax.vmap`` (:mod:`ufm.sweep`) the recording ``cond`` would become a ``select`` and
-    compute NC1-NC3 at every iteration.
+    compute NC1-NC3 at every iteration. ``loss_id`` (static): the loss branch, fixed at compile time, so
+    only that loss is traced and compiled (``None``: the traced ``weights.loss_id`` picks it, as in sweeps
+    that mix losses). ``balanced=False`` (static): unequal class sizes, counted from ``labels``; only
+    ``"reduced"`` needs them (weighted L_red, module docstring).
     """
+    if loss_id is not None:
+        weights = weights._replace(loss_id=loss_id)
     K = params0.W.shape[1]
     start, start_labels = params0, labels
     start_value, start_grad = jax.value_and_grad(lambda p: objective(p, labels, weights))(params0)
     n = params0.H.shape[1] // K
+    if not balanced:       # the (K,) class sizes n_k in the working dtype (exact integers)
+        n = jnp.bincount(labels, length=K).astype(start_value.dtype)
     g0 = _tree_norm(_project(start, start_grad, nonnegative)[1])  # ||grad L(x_0)|| of the given x_0
 
     if method == "reduced":   # see the module docstring; L-BFGS of ufm._lbfgs on the flat (W, Htilde, b)
         d = params0.W.shape[0]
-        flat0 = reduced_point(params0, labels)
+        flat0 = reduced_point(params0, labels, None if balanced else n)
         value_and_grad = jax.value_and_grad(lambda x: reduced_objective(x, weights, d, K, n))
         value0, flat_grad0 = value_and_grad(flat0)
         view = lambda state: reduced_params(state.x, d, K, n)   # the optimiser state -> (W, Hbar, b)
@@ -284,6 +322,12 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
     init = (0, state0, value0, gnorm0, status0, history, count)
     reduced_labels = jnp.arange(K)
 
+    # what the history measures: the K class means of "reduced" as they are when balanced (same NC
+    # metrics as Hbar Y), else the full class-major Hbar Y (h_G then weights class k by n_k / N)
+    expand = (lambda params: params._replace(H=params.H[:, labels])) if method == "reduced" and not balanced \
+        else (lambda params: params)
+    record_labels = reduced_labels if method == "reduced" and balanced else labels
+
     def body(loop):
         i, state, value, gnorm, _, history, count = loop
         new_state, new_value, new_gnorm, stalled, completed = advance(state)
@@ -295,8 +339,7 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
         if with_history:
             history, count = jax.lax.cond(
                 completed & ((i % record_every == 0) | (status != _RUNNING)),
-                lambda h, c: record(h, c, i, view(new_state), new_value, new_gnorm,
-                                    reduced_labels if method == "reduced" else labels),
+                lambda h, c: record(h, c, i, expand(view(new_state)), new_value, new_gnorm, record_labels),
                 lambda h, c: (h, c),
                 history, count,
             )
@@ -309,8 +352,8 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
     i, state, value, gnorm, status, history, count = jax.lax.while_loop(
         lambda loop: loop[4] == _RUNNING, body, init)
     params = view(state)
-    if method == "reduced":
-        params = params._replace(H=jnp.repeat(params.H, n, axis=1))   # class-major Hbar Y
+    if method == "reduced":   # class-major Hbar Y
+        params = params._replace(H=jnp.repeat(params.H, n, axis=1) if balanced else params.H[:, labels])
     return params, value, gnorm, g0, i, status, history, count
 
 
@@ -483,7 +526,7 @@ def _shard_samples(params: Params, labels):
 
 def solve(problem: Problem, method: str | None = None, *, lr: float | None = None, tol: float = 1e-10,
           max_iters: int = 20_000, record_every: int = 10, progress_every: int = 0,
-          init: Params | None = None, shard: bool = False) -> Result:
+          init: Params | None = None, shard: bool = False, history: bool = True) -> Result:
     """Minimise the UFM objective of ``problem`` from its seeded initialisation.
 
     Args:
@@ -493,6 +536,8 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
         tol: relative gradient-norm tolerance, in (0, 1).
         max_iters: iteration cap (>= 1).
         record_every: record objective, gradient norm and NC1-NC3 every this many iterations (>= 1).
+        history: record at all; ``False`` keeps only the row at x_0 in ``Result.history`` and compiles
+            a smaller program (no NC1-NC3 inside the loop; the CLI's choice, about 0.5 s less to compile).
         progress_every: print a progress line to stderr every this many iterations (0: never).
         init: optional starting point instead of ``problem.init()``.
         shard: split H ``(d, N)`` and the labels along the sample axis N over all
@@ -511,7 +556,7 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
     check_method_fits(problem, method)
     require_dtype_enabled(problem.dtype)
     max_iters, record_every, progress_every = int(max_iters), int(record_every), int(progress_every)
-    rows = max_iters // record_every + 2
+    rows = max_iters // record_every + 2 if history else 1
     _memory.require(solve_bytes(problem, method, rows), f"solving with {method}",
                     f"K = {problem.K}, n = {problem.n}, d = {problem.d}" + (f", {rows} history rows" if rows > 1 else ""),
                     lambda: memory_advice(problem, method, rows))
@@ -524,7 +569,8 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
         params0, labels = _shard_samples(params0, labels)
     args = (params0, labels, problem.weights(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
     statics = dict(method=method, max_iters=max_iters, record_every=record_every, progress_every=progress_every,
-                   nonnegative=problem.nonnegative)
+                   nonnegative=problem.nonnegative, with_history=bool(history), loss_id=LOSS_IDS[problem.loss],
+                   balanced=problem.balanced)
     compiled, compile_seconds = _compiled(_run, args, statics)
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
@@ -542,7 +588,7 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
         W=np.asarray(params.W), H=np.asarray(params.H), b=np.asarray(params.b),
         objective=float(value), grad_norm=float(gnorm), initial_grad_norm=float(g0),
         iterations=int(iterations), status=status,
-        message=_message(status, int(iterations), ratio, tol, method, lr, step),
+        message=message,
         history={name: history[:, j] for j, name in enumerate(HISTORY_FIELDS)},
         seconds=seconds, compile_seconds=compile_seconds, suggested_lr=None if step is None else step[1],
     )

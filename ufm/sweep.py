@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm import _io, _lbfgs, _memory, metrics, solver
+from ufm import _cache, _io, _lbfgs, _memory, metrics, solver
 from ufm._interrupt import exit_on_interrupt
 from ufm.losses import LOSS_IDS
 from ufm.objective import Weights, objective
@@ -63,7 +63,7 @@ class SweepResult:
     Attributes:
         problems: the M configurations, in order. method, lr, tol, max_iters: what was run.
         W ``(M, d, K)``, H ``(M, d, N)``, b ``(M, K)``: final iterates.
-        objective, grad_norm, initial_grad_norm ``(M,)``; iterations ``(M,)`` int;
+        objective, grad_norm, initial_grad_norm: ``(M,)`` each. iterations: ``(M,)`` int.
         status: tuple of ``"converged"`` / ``"max_iters"`` / ``"diverged"``.
         w_norm, h_norm, nc1, nc2, nc3 ``(M,)``: mean ||w_k||, mean ||hbar_k - h_G|| and NC1-NC3
         at the final iterate (:func:`ufm.metrics.collapse`).
@@ -312,6 +312,10 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
         if p.nonnegative or p.label_noise:
             raise ValueError("problems with nonnegative=True or label_noise > 0 are not supported by sweep "
                              "(their constraint / labels differ per run); loop over ufm.solve instead")
+        if not p.balanced:
+            raise ValueError(f"problems with unequal class_sizes are not supported by sweep (got class_sizes = "
+                             f"{p.class_sizes}); loop over ufm.solve, or ufm.imbalance.solve_reduced for the "
+                             "class-mean problem")
     M = len(problems)
     method = default_method(first) if method is None else method
     check_method_fits(first, method)
@@ -433,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, help="configurations per compiled call")
     parser.add_argument("--out", metavar="PATH", default=None, help="write the rows to PATH (.csv or .json)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    _cache.add_argument(parser)
     return parser
 
 
@@ -471,6 +476,7 @@ def _main(argv) -> int:
     dtype = "float32" if args.float32 else "float64"
     if dtype == "float64":
         jax.config.update("jax_enable_x64", True)   # the CLI owns its process, as in ufm.solve
+    _cache.configure(args, PROG)
     tol = args.tol if args.tol is not None else (1e-5 if args.float32 else 1e-10)
     try:
         if args.out is not None:
@@ -478,16 +484,16 @@ def _main(argv) -> int:
                 raise ValueError(f"--out must end in .csv or .json, got {args.out!r}")
             _io.check_writable(args.out, overwrite=args.force, what="--out")
         base = Problem(K=args.K, n=args.n, d=args.d, dtype=dtype)
-        problems = grid(base, delta=args.delta, lam=args.lam, seed=args.seeds)
         _refuse_inapplicable(args, default_method(base) if args.method is None else args.method)
+        problems = grid(base, delta=args.delta, lam=args.lam, seed=args.seeds)
         result = sweep(problems, args.method, lr=args.lr, tol=tol, max_iters=args.max_iters,
                        batch_size=args.batch_size)
     except (ValueError, OSError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     done = int(np.sum(result.converged))
-    print(f"{len(result)} configurations (K = {base.K}, n = {base.n}, d = {base.d}, {dtype}, {result.method}): "
     # wall times go to stdout only: the --out file is byte-identical across identical runs
+    print(f"{len(result)} configurations (K = {base.K}, n = {base.n}, d = {base.d}, {dtype}, {result.method}): "
           f"{done} converged, {result.seconds:.2f} s (+ {result.compile_seconds:.2f} s compile), "
           f"{int(result.iterations.max())} iterations at most")
     if args.out is not None:

@@ -1,0 +1,190 @@
+"""Experiment: class imbalance: minority collapse, its threshold vs lambda, CE vs LS, and the SELI geometry.
+
+Setting (Fang et al., PNAS 2021; Hong & Ling, JMLR 2024): K_A majority classes of n_A samples and
+K_B minority classes of n_A / R. Every solve is the exact class-mean reduction with class sizes
+(``ufm.imbalance.solve_reduced``, L-BFGS to a gradient ratio of 1e-12, float64), which lets R vary
+continuously. Normalisation: n_A = 1 and lam_W = lam_H = lam_b = lam; the reduction depends on the
+sizes only through n_k / N and n_k lam_H, so a problem with n_A samples per majority class is the one
+here with lam_H = lam / n_A (lam_W, lam_b unchanged).
+
+(a) Minority collapse. Against R: the angle between the two minority classifiers w_k, between the
+    centred minority class means, and ||w_B|| / ||w_A||. The threshold R* where the minority
+    classifiers become equal (``max ||w_i - w_j|| <= 1e-6 ||w_A||`` over minority pairs) is found by
+    bisection to an interval of width 1e-6 in R, and checked by an independent estimate: near R*
+    the distance behaves like sqrt(R* - R) (a pitchfork), so a line through the squared distances at
+    R* (1 - 1e-2) and R* (1 - 2e-2) extrapolates to zero at R_ext. Also located: R_0, where the
+    minority classifiers vanish (``||w_B|| <= 1e-6 ||w_A||``).
+(b) SELI (Thrampoulidis et al., NeurIPS 2022): distance of the normalised logits, W^T W and H^T H from
+    the SVD factors of Zhat = Y - (1/K) 1 1^T (``ufm.imbalance``), as lam -> 0, for integer sizes with
+    several ratios, CE and LS, bias penalised like W and H (lam_b = lam) or pinned (lam_b = 10).
+(c) CE vs LS: R* for delta = 0, 0.1, 0.3 at the same lambdas.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from experiments._common import run
+from ufm import imbalance as im
+
+NAME = "imbalance"
+#: Relative distance below which the minority classifiers count as equal (resp. as zero).
+EQUAL = 1e-6
+#: Width of the final bisection interval in R.
+R_TOL = 1e-6
+
+
+def _solve(K_A, K_B, ratio, lam, delta=0.0):
+    loss = "ce" if delta == 0 else "ls"
+    return im.solve_reduced(im.two_group_sizes(K_A, K_B, ratio), lam_W=lam, lam_H=lam, lam_b=lam, loss=loss,
+                            delta=delta, tol=1e-12)
+
+
+def minority_measures(solution, K_A: int) -> dict:
+    """Angles (degrees) and distances of the minority classifiers / class means of a solution."""
+    W, sizes = solution.W, solution.sizes
+    minority = list(range(K_A, len(sizes)))
+    majority_norm = float(np.mean(np.linalg.norm(W[:, :K_A], axis=0)))
+    i, j = np.triu_indices(len(minority), k=1)
+    Wb = W[:, minority]
+    spread = float(np.max(np.linalg.norm(Wb[:, i] - Wb[:, j], axis=0))) / majority_norm
+    return dict(angle_w=float(np.degrees(np.min(im.angles(W, minority)))),
+                angle_h=float(np.degrees(np.min(im.angles(im.centred_means(solution.Hbar, sizes), minority)))),
+                minority_norm_ratio=float(np.mean(np.linalg.norm(Wb, axis=0))) / majority_norm,
+                spread=spread)
+
+
+def bisect(predicate, low: float, high: float, width: float = R_TOL) -> tuple[float, float, int]:
+    """Shrink ``[low, high]`` with ``predicate(low)`` False and ``predicate(high)`` True to ``width``."""
+    if predicate(low) or not predicate(high):
+        raise ValueError(f"no sign change of the predicate on [{low:g}, {high:g}]")
+    steps = 0
+    while high - low > width:
+        middle = 0.5 * (low + high)
+        low, high = (low, middle) if predicate(middle) else (middle, high)
+        steps += 1
+    return low, high, steps
+
+
+def thresholds(K_A, K_B, lam, delta, grid) -> dict:
+    """R* (minority classifiers equal), its pitchfork extrapolation R_ext, and R_0 (they vanish)."""
+    statuses = []
+
+    def measure(R):
+        solution = _solve(K_A, K_B, R, lam, delta)
+        statuses.append(solution.status)
+        return minority_measures(solution, K_A)
+
+    equal = lambda R: measure(R)["spread"] <= EQUAL
+    vanished = lambda R: measure(R)["minority_norm_ratio"] <= EQUAL
+    out = dict(K_A=K_A, K_B=K_B, lam=lam, delta=delta, loss="ce" if delta == 0 else "ls")
+    flags = [equal(R) for R in grid]
+    if not any(flags):
+        out.update(R_star=np.nan, R_ext=np.nan, R_zero=np.nan, bisection_steps=0)
+    else:
+        first = flags.index(True)
+        if first == 0:
+            raise ValueError(f"minority classifiers already equal at the smallest R = {grid[0]:g}")
+        low, high, steps = bisect(equal, grid[first - 1], grid[first])
+        R_star = 0.5 * (low + high)
+        r1, r2 = R_star * (1 - 1e-2), R_star * (1 - 2e-2)
+        s1, s2 = measure(r1)["spread"] ** 2, measure(r2)["spread"] ** 2
+        R_ext = r1 + s1 * (r1 - r2) / (s2 - s1)
+        gone = [vanished(R) for R in grid]
+        R_zero = np.nan
+        if any(gone) and gone.index(True) > 0:
+            k = gone.index(True)
+            lo0, hi0, _ = bisect(vanished, grid[k - 1], grid[k], width=1e-3 * grid[k])
+            R_zero = 0.5 * (lo0 + hi0)
+        out.update(R_star=R_star, R_star_width=high - low, R_ext=R_ext, R_zero=R_zero, bisection_steps=steps)
+    out["status"] = "converged" if all(s == "converged" for s in statuses) else \
+        ",".join(sorted(set(s for s in statuses if s != "converged")))
+    return out
+
+
+def body(args, outputs):
+    quick = args.quick
+    groups = [(2, 2)] if quick else [(2, 2), (3, 2), (2, 4)]
+    lams = (0.05, 0.1, 0.2) if quick else (0.03, 0.05, 0.07, 0.1, 0.15, 0.2)
+    deltas = (0.0, 0.1) if quick else (0.0, 0.1, 0.3)
+    grid = list(np.geomspace(1.0, 1e4, 13 if quick else 41))
+
+    curves = []
+    for K_A, K_B in groups:
+        for lam in lams:
+            for R in grid:
+                solution = _solve(K_A, K_B, R, lam)
+                curves.append(dict(K_A=K_A, K_B=K_B, lam=lam, R=R, status=solution.status,
+                                   **minority_measures(solution, K_A)))
+    table = [thresholds(K_A, K_B, lam, delta, grid) for K_A, K_B in groups for lam in lams for delta in deltas
+             if delta == 0 or (K_A, K_B) == groups[0]]
+
+    seli_rows = []
+    # lam = 0.1 is past the phase boundary for these sizes (W = H = 0 when balanced: c = sqrt(K N) lam > 1)
+    seli_lams = (1e-2, 1e-3, 1e-4, 1e-5) if quick else tuple(10.0 ** -np.arange(2, 6.5, 0.5))
+    for sizes in [(20, 20, 20, 20), (20, 20, 4, 4), (20, 20, 1, 1)]:
+        for delta in (0.0, 0.1):
+            for lam_b in ("lam", 10.0):
+                for lam in seli_lams:
+                    s = im.solve_reduced(sizes, lam_W=lam, lam_H=lam, lam_b=lam if lam_b == "lam" else lam_b,
+                                         loss="ce" if delta == 0 else "ls", delta=delta, tol=1e-12)
+                    distances = im.seli_distances(s.W, s.Hbar, s.b, sizes)
+                    seli_rows.append(dict(sizes="-".join(map(str, sizes)), R=sizes[0] / sizes[-1],
+                                          loss="ce" if delta == 0 else "ls", delta=delta,
+                                          lam_b="lam" if lam_b == "lam" else lam_b, lam=lam, status=s.status,
+                                          **{f"seli_{k}": v for k, v in distances.items()}))
+
+    outputs.csv(f"{NAME}.csv", table)
+    outputs.csv("curves.csv", curves)
+    outputs.csv("seli.csv", seli_rows)
+    _figure(outputs, curves, table, seli_rows, groups[0])
+    for row in table:
+        print(f"K_A={row['K_A']} K_B={row['K_B']} lam={row['lam']:g} {row['loss']} delta={row['delta']:g}: "
+              f"R* = {row['R_star']:.7f} (extrapolated {row['R_ext']:.5f}), minority w = 0 from R_0 = "
+              f"{row['R_zero']:.4g}")
+    for row in seli_rows:
+        if row["lam"] == min(seli_lams):
+            print(f"SELI {row['sizes']} {row['loss']} lam_b={row['lam_b']} lam={row['lam']:g}: logits "
+                  f"{row['seli_logits']:.4f}, W^TW {row['seli_WW']:.4f}, H^TH {row['seli_HH']:.4f}")
+
+
+def _figure(outputs, curves, table, seli_rows, group):
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
+    for lam in sorted({c["lam"] for c in curves}):
+        sub = [c for c in curves if c["lam"] == lam and (c["K_A"], c["K_B"]) == group]
+        R = [c["R"] for c in sub]
+        line, = axes[0].semilogx(R, [c["angle_w"] if c["minority_norm_ratio"] > EQUAL else np.nan for c in sub],
+                                 "o-", ms=3, label=f"w, lam={lam:g}")
+        axes[0].semilogx(R, [c["angle_h"] if c["minority_norm_ratio"] > EQUAL else np.nan for c in sub], "--",
+                         color=line.get_color(), label=f"centred hbar, lam={lam:g}")   # both cut at R_0 (w_B = 0)
+    axes[0].set(xlabel="imbalance ratio R = n_A / n_B", ylabel="angle between minority classes (deg)",
+                title=f"minority collapse, K_A={group[0]}, K_B={group[1]}, CE (n_A = 1)")
+    axes[0].legend(fontsize=7)
+    for delta in sorted({r["delta"] for r in table}):
+        sub = [r for r in table if r["delta"] == delta and (r["K_A"], r["K_B"]) == group]
+        axes[1].loglog([r["lam"] for r in sub], [r["R_star"] for r in sub], "o-",
+                       label="CE" if delta == 0 else f"LS delta={delta:g}")
+    for K_A, K_B in sorted({(r["K_A"], r["K_B"]) for r in table} - {group}):
+        sub = [r for r in table if (r["K_A"], r["K_B"]) == (K_A, K_B)]
+        axes[1].loglog([r["lam"] for r in sub], [r["R_star"] for r in sub], "s:", label=f"CE K_A={K_A}, K_B={K_B}")
+    axes[1].set(xlabel="lam (= lam_W = lam_H = lam_b, n_A = 1)", ylabel="threshold R*",
+                title="minority-collapse threshold (bisection to 1e-6)")
+    axes[1].legend(fontsize=7)
+    for key in sorted({(r["sizes"], r["loss"]) for r in seli_rows}):
+        sub = [r for r in seli_rows if (r["sizes"], r["loss"]) == key and r["lam_b"] != "lam"]
+        axes[2].loglog([r["lam"] for r in sub], [max(r["seli_HH"], 1e-16) for r in sub], "o-", ms=3,
+                       label=f"{key[1]} sizes {key[0]}")
+    axes[2].set(xlabel="lam (lam_b = 10: bias pinned)", ylabel="distance of H^T H from SELI",
+                title="SELI geometry as lam -> 0 (balanced: 0 at every lam)")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    outputs.figure(f"{NAME}.png", fig)
+
+
+def main(argv=None) -> int:
+    return run(body, NAME, __doc__.splitlines()[0], argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
