@@ -206,3 +206,31 @@ def test_reduced_method_reports_the_full_gradient_and_starts_from_x0():
     assert history["nc1"][0] > 1e-3 and np.all(history["nc1"][1:] < 1e-12)
     # Jensen: the class-mean projection does not increase L, and the line search keeps it decreasing
     assert np.all(np.diff(history["objective"]) <= 1e-15)
+
+
+@pytest.mark.parametrize("kwargs", [dict(K=3, n=4, seed=7), dict(K=4, n=2, d=6, seed=0, nonnegative=True),
+                                    dict(K=3, n=2, seed=1, dtype="float32")])
+def test_compiled_initialisation_matches_the_eager_one(kwargs):
+    """Problem.init runs one compiled program; it gives the op-by-op arrays to within 2 units in the last
+    place (XLA fuses the scaling into the sampler, which may round differently), and is deterministic."""
+    from ufm.problem import initial_params
+
+    problem = ufm.Problem(**kwargs)
+    eager = initial_params(problem.seed, problem.init_scale, problem.d, problem.K, problem.N, problem.jnp_dtype)
+    compiled = problem.init()
+    H = np.abs(np.asarray(eager.H)) if problem.nonnegative else np.asarray(eager.H)
+    for got, want in zip(compiled, (eager.W, H, eager.b)):
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+        np.testing.assert_array_max_ulp(np.asarray(got), np.asarray(want), maxulp=2)   # fused rounding only
+    for again, first in zip(problem.init(), compiled):
+        np.testing.assert_array_equal(np.asarray(again), np.asarray(first))   # deterministic: same bits
+
+
+def test_history_off_keeps_the_start_row_and_the_same_result():
+    """history=False (the CLI's choice) compiles a loop without NC metrics; the iterates are the same."""
+    problem = ufm.Problem(K=3, n=4, delta=0.1)
+    with_history = ufm.solve(problem, tol=1e-9)
+    without = ufm.solve(problem, tol=1e-9, history=False)
+    assert without.iterations == with_history.iterations
+    np.testing.assert_array_equal(without.W, with_history.W)
+    assert len(without.history["iteration"]) == 1 and len(with_history.history["iteration"]) > 1

@@ -434,10 +434,13 @@ def _metrics(mo: _Moments, weight: np.ndarray, bias: np.ndarray, N: int) -> dict
 def _problem(K, counts, d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H, lam_b):
     from ufm.problem import Problem
 
+    import jax
+
     n = max(1, int(round(sum(counts) / K)))
+    dtype = "float64" if jax.config.jax_enable_x64 else "float32"   # the spectra's dtype; metrics stay float64
     return Problem(K=K, n=n, d=d, delta=delta, lam_W=lam_W, lam_H=lam_H,
                    lam_b=0.0 if lam_b is None else lam_b, loss=loss, gamma=gamma,
-                   mse_kappa=mse_kappa, mse_beta=mse_beta)
+                   mse_kappa=mse_kappa, mse_beta=mse_beta, dtype=dtype)
 
 
 def _prediction(problem, counts, measured, lam_b):

@@ -221,8 +221,8 @@ class MDResult:
         alpha, lam, eta, c_md: the problem. r_max: ``eta ||h_1 - h_2||^2 / C_MD``. distance: ``||h_1 - h_2||``.
         r_star: the optimal dilation r. dilation: ``r_star / ||h_1 - h_2||`` (normalised dilation).
         memorization: ``eta ||h_2 - u_1||`` (class 1, as in the paper); memorization_2: ``eta ||h_1 - u_2||``.
-        U: ``(d, 2)`` columns ``u_1, u_2``. risk, F, G: R, F, G at the optimum. multipliers: ball multipliers
-        ``(mu_1, mu_2)`` (0 when inactive; NaN at r = 0).
+        U: ``(d, 2)`` columns ``u_1, u_2``. risk, F, G: R, F, G at the optimum.
+        multipliers: ball multipliers ``(mu_1, mu_2)`` (0 when inactive; NaN at r = 0).
         kkt_residual: worst relative KKT residual of the two U-problems at ``r_star``.
         derivative_residual: ``|dR/dr(r_star)|`` relative to ``|F'| + |eta G'|`` (0 at an interior optimum).
         local_minima: brackets found on the grid (convexity: 1). convexity_defect: most negative second
