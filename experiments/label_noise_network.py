@@ -1,4 +1,4 @@
-"""Experiment 9: Nguyen et al.'s memorization-dilation measurement on a real network (their Sec. 4.1, Fig. 1).
+"""Experiment 10: Nguyen et al.'s memorization-dilation measurement on a real network (their Sec. 4.1, Fig. 1).
 
 Two classes of scikit-learn's digits (``CLASSES``, the first two as in the paper), a balanced
 training split of n images per class and the remaining images as the test split

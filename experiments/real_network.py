@@ -1,4 +1,4 @@
-"""Experiment 8: Guo et al.'s simulated-UFM check on a real network (App. B.6, Figs. 1/10, 8, 6b, 9).
+"""Experiment 9: Guo et al.'s simulated-UFM check on a real network (App. B.6, Figs. 1/10, 8, 6b, 9).
 
 A small ReLU MLP (equinox; ``experiments/_network.py``) is trained full batch on a balanced
 split of scikit-learn's digits (K = 10, n images per class, N = 10 n) to the terminal phase, in

@@ -13,6 +13,7 @@ from pathlib import Path
 from experiments import (condition_number, convergence, label_noise, landscape, md_model, norms_vs_delta,
                          phase_diagram, speed_vs_kappa)
 from experiments import imbalance
+from experiments import label_noise_network, real_network
 from experiments._common import preflight
 from ufm import _cache
 from ufm._interrupt import exit_on_interrupt
@@ -22,6 +23,8 @@ EXPERIMENTS = {"norms_vs_delta": norms_vs_delta, "convergence": convergence, "co
                "speed_vs_kappa": speed_vs_kappa, "phase_diagram": phase_diagram, "landscape": landscape,
                "label_noise": label_noise, "md_model": md_model}
 EXPERIMENTS["imbalance"] = imbalance     # issue 16
+EXPERIMENTS["real_network"] = real_network                # issue 14
+EXPERIMENTS["label_noise_network"] = label_noise_network  # issue 15
 
 
 def main(argv=None) -> int:

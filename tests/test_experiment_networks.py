@@ -93,36 +93,43 @@ def test_weight_decay_adds_half_lambda_times_every_squared_parameter():
     assert abs(float(decayed - plain) - by_hand) <= 1e-13 * by_hand
 
 
-def _tiny_training(seed=0, adam_steps=40, lbfgs_steps=40):
+def _tiny_training(seed=0):
     data = net.load_digits_split(4, seed=seed)
     deltas = jnp.array([0.0, 0.2])
     models = net.stack([net.make_mlp(seed, (16,), 10, 10)] * 2)
     specs = net.TrainSpec(deltas, jnp.full(2, 1e-3), jnp.full(2, 1e-3), jnp.full(2, 1e-2), jnp.zeros(2),
                           jnp.zeros(2, int))
     labels = jnp.tile(jnp.asarray(data.y_train), (2, 1))
-    return data, net.train(models, jnp.asarray(data.x_train), labels, specs, adam_steps=adam_steps,
-                           lbfgs_steps=lbfgs_steps, every=20, adam_lr=1e-2, tol=1e-300)
+    return data, net.train(models, jnp.asarray(data.x_train), labels, specs, adam_steps=40, lbfgs_steps=20,
+                           every=20, adam_lr=1e-2, gtol=1e-300)
 
 
-def test_training_is_reproducible_and_lowers_the_objective():
-    _, first = _tiny_training()
+@pytest.fixture(scope="module")
+def tiny():
+    return _tiny_training()
+
+
+def test_training_is_reproducible_and_lowers_the_objective(tiny):
+    first = tiny[1]
     _, again = _tiny_training()
     for a, b in zip(first.history, again.history):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(first.models.feature.weight, again.models.feature.weight)
-    assert first.history.step.tolist() == [0, 20, 40, 60, 80]
+    assert first.history.step.tolist() == [0, 20, 40, 60]
     assert np.all(first.history.objective[-1] < 0.5 * first.history.objective[0])
     assert first.status == ("max_steps", "max_steps")
 
 
-def test_recorded_metrics_are_those_of_the_returned_models():
-    data, trained = _tiny_training(adam_steps=20, lbfgs_steps=20)
+def test_recorded_metrics_are_those_of_the_returned_models(tiny):
+    data, trained = tiny
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     for j in range(2):
         W, H, b = net.last_layer(net.lane(trained.models, j), x)
         nc = ufm.collapse(W, H, y, 10)
         assert float(nc.w_norm) == pytest.approx(trained.history.w_norm[-1, j], rel=1e-12)
         assert float(nc.nc1) == pytest.approx(trained.history.nc1[-1, j], rel=1e-10)
+        value = net.penalized_loss(net.lane(trained.models, j), x, y, net.TrainSpec((0.0, 0.2)[j], 1e-3, 1e-3, 1e-2))
+        assert float(value) == pytest.approx(trained.history.objective[-1, j], rel=1e-12)
 
 
 def test_train_rejects_steps_that_are_not_multiples_of_every():
@@ -171,3 +178,110 @@ def test_theorem_targets_of_the_simulated_ufm_setting_are_finite():
         assert theory.phase(10, n, 0.3, 1e-3, 1e-6).c < 1
         norms = theory.norms(10, n, 0.0, 1e-3, 1e-6)
         assert np.isfinite(norms.w) and norms.w > 0
+
+
+# ----------------------------------------------------------------------------- real_network
+
+
+def test_real_network_rows_agree_with_theory_and_with_ufm_analyze():
+    from experiments import real_network as rn
+
+    config = dict(n=3, widths=(8,), d=10, adam_steps=40, lbfgs_steps=40, every=20, gtol=1e-3, ftol=1e-12,
+                  weight_decay_deltas=(0.1,), seed=0)
+    rows, curves, analyses = rn.compute(config)
+    assert [(r["setting"], r["delta"]) for r in rows] == (
+        [("simulated_ufm", d) for d in rn.DELTAS] + [("weight_decay", 0.1)])
+    assert len(curves) == len(rows) * 5  # records at steps 0, 20, 40, 60, 80
+    for row in rows:
+        analysis = analyses[f"{row['setting']}_delta_{row['delta']:g}"]
+        # ufm.analyze (streamed float64 moments of features (N, d)) vs ufm.collapse on H (d, N): same point
+        for key in ("w_norm", "h_norm", "nc1", "nc2", "nc3"):
+            assert analysis["measured"][key] == pytest.approx(row[key], rel=1e-9, abs=1e-12)
+        norms = theory.norms(10, 3, row["delta"], row["lam_W"], row["lam_H"])
+        assert row["w_norm_theory"] == pytest.approx(norms.w, rel=1e-14)
+        assert row["w_rel_error"] == pytest.approx(abs(row["w_norm"] - norms.w) / norms.w, rel=1e-12)
+        assert analysis["predicted"]["w_norm"] == pytest.approx(norms.w, rel=1e-10)
+        if row["setting"] == "simulated_ufm":
+            assert (row["lam_W"], row["lam_H"]) == (rn.LAM_W, rn.LAM_H)
+        else:  # the effective lam_H reproduces the measured ratio ||w|| / ||h|| through Theorem 4.1
+            assert norms.w / norms.h == pytest.approx(row["w_norm"] / row["h_norm"], rel=1e-12)
+        assert row["status"] in ("converged", "max_steps")
+
+
+# ----------------------------------------------------------------------------- label_noise_network
+
+
+def test_noisy_labels_follow_the_papers_corruption_model():
+    from experiments import label_noise_network as lnn
+
+    y = np.repeat([0, 1], 50_000)
+    eta = 0.2
+    observed, corrupted = lnn.noisy_labels(y, eta, seed=3)
+    again, corrupted_again = lnn.noisy_labels(y, eta, seed=3)
+    np.testing.assert_array_equal(observed, again)
+    np.testing.assert_array_equal(corrupted, corrupted_again)
+    N = len(y)
+    # binomial counts: 5 standard deviations
+    assert abs(corrupted.sum() - eta * N) <= 5 * np.sqrt(N * eta * (1 - eta))
+    flips = (observed != y)
+    assert not np.any(flips & ~corrupted)       # only redrawn labels change
+    half = corrupted.sum() / 2                  # a redrawn label is uniform over the two classes
+    assert abs(flips.sum() - half) <= 5 * np.sqrt(half / 2)
+    assert not lnn.noisy_labels(y, 0.0, seed=3)[1].any()
+
+
+def test_memorization_is_eq3_by_brute_force():
+    from experiments import label_noise_network as lnn
+
+    rng = np.random.default_rng(0)
+    H = rng.normal(size=(40, 2))
+    y = np.repeat([0, 1], 20)
+    corrupted = rng.random(40) < 0.3
+    means = rng.normal(size=(2, 2))
+    expected = sum(np.sqrt(sum((H[i, c] - means[y[i], c]) ** 2 for c in range(2))) for i in range(40) if corrupted[i])
+    assert lnn.memorization(H, y, corrupted, means) == pytest.approx(expected, rel=1e-13)
+
+
+def test_slope_fits_recover_a_known_line_and_skip_degenerate_runs():
+    from experiments import label_noise_network as lnn
+
+    slopes = {"ce": 0.02, "ls": 0.02, "mse": 0.05}
+    rows = []
+    for loss, slope in slopes.items():
+        for seed in (0, 1, 2):
+            for mem in (0.0, 1.0, 2.5, 4.0):
+                rows.append(dict(loss=loss, seed=seed, memorization=mem * (seed + 1), memorization_normalized=mem,
+                                 sqrt_nc1_test=0.1 + slope * mem * (seed + 1), degenerate=False))
+    rows.append(dict(loss="ce", seed=0, memorization=1.0, memorization_normalized=1.0, sqrt_nc1_test=99.0,
+                     degenerate=True))
+    fits = {(f["x"], f["loss"]): f for f in lnn.fit_slopes(rows)}
+    for loss, slope in slopes.items():
+        fit = fits[("memorization", loss)]
+        assert fit["slope_mean"] == pytest.approx(slope, rel=1e-10)
+        assert fit["slope_pooled"] == pytest.approx(slope, rel=1e-10)
+        assert fit["intercept_pooled"] == pytest.approx(0.1, rel=1e-10)
+        assert fit["slope_std"] == pytest.approx(0.0, abs=1e-12)
+    assert fits[("memorization", "ce")]["excluded"] == 1
+    # the normalized axis sees slope * (seed + 1): a spread over seeds
+    assert fits[("memorization_normalized", "ls")]["slope_std"] == pytest.approx(0.02, rel=1e-10)
+    comparison = {(c["x"], c["pair"]): c for c in lnn.compare_slopes(list(fits.values()))}
+    assert comparison[("memorization", "ce-ls")]["difference"] == pytest.approx(0.0, abs=1e-12)
+    assert comparison[("memorization", "ce-mse")]["ratio"] == pytest.approx(0.4, rel=1e-10)
+
+
+def test_label_noise_rows_on_a_tiny_setting():
+    from experiments import label_noise_network as lnn
+
+    config = dict(n=10, widths=(8,), etas=(0.0, 0.3), seeds=(0,), adam_steps=60, decay_every=40, every=20, ftol=1e-6)
+    rows = lnn.compute(config)
+    assert [(r["loss"], r["eta"]) for r in rows] == [(loss, eta) for loss in lnn.LOSSES for eta in (0.0, 0.3)]
+    y = np.repeat([0, 1], 10)
+    for row in rows:
+        observed, corrupted = lnn.noisy_labels(y, row["eta"], row["seed"])
+        assert row["corrupted"] == corrupted.sum() and row["flipped"] == (observed != y).sum()
+        if row["eta"] == 0.0:
+            assert row["memorization"] == 0.0
+        if row["test_mean_distance"] > 0:
+            assert row["memorization_normalized"] == pytest.approx(row["memorization"] / row["test_mean_distance"])
+        assert row["sqrt_nc1_test"] == pytest.approx(np.sqrt(row["nc1_test"]))
+        assert 0.0 <= row["test_accuracy"] <= 1.0
