@@ -321,3 +321,71 @@ def test_float32_scores_decide_near_ties_as_float64():
     float32_only = np.argmax(X.astype(np.float32) @ A.astype(np.float32).T + c.astype(np.float32), axis=1)
     assert np.any(float32_only != expected)  # the case needs the recheck
     assert np.array_equal(last_layer._Scores(A, c).argmax(X), expected)
+
+
+# --------------------------------------------------------------------------- imbalanced: numerical UFM prediction
+
+SIZES = (6, 2, 4, 1)
+SETUP = dict(lam_W=1e-2, lam_H=1e-3, lam_b=1e-2)
+
+
+@pytest.fixture(scope="module")
+def imbalanced_solutions():
+    """Full-problem L-BFGS (all N columns of H, not the class-mean reduction analyze solves) on
+    Problem(class_sizes=SIZES), CE and LS (one compiled program: the loss is traced)."""
+    out = {}
+    for loss, delta in (("ce", 0.0), ("ls", 0.1)):
+        problem = ufm.Problem(K=4, d=5, class_sizes=SIZES, loss=loss, delta=delta, **SETUP)
+        result = ufm.solve(problem, "lbfgs", history=False)
+        assert result.converged
+        out[loss] = (problem, result)
+    return out
+
+
+@pytest.mark.parametrize("loss", ["ce", "ls"])
+def test_imbalanced_ufm_solution_matches_the_numerical_prediction(imbalanced_solutions, loss):
+    """analyze on the UFM solution with unequal class sizes, in the network layout, against analyze's own
+    numerical optimum (ufm.imbalance.solve_reduced from another start, on the K-column reduction).
+    Both stop at gradient ratios 1e-10 / 1e-12 on a problem with O(1) curvature: measured 3e-10 at
+    most; asserted 1e-8."""
+    problem, result = imbalanced_solutions[loss]
+    W, H, b = (np.asarray(x) for x in (result.W, result.H, result.b))
+    out = ufm.analyze(H.T, np.asarray(problem.labels()), W.T, b, loss=loss, delta=problem.delta, spectra=False,
+                      **SETUP)
+    assert out.prediction_kind == last_layer.PREDICTION_NUMERICAL
+    assert out.to_json()["prediction_kind"] == last_layer.PREDICTION_NUMERICAL
+    assert not out.applies and any(r.startswith("class counts differ (1 to 6") and "numerical" in r
+                                   for r in out.not_applicable)
+    for name in ("w_norm", "h_norm", "a", "p_t", "p_n"):
+        assert out.relative[name] and out.error[name] < 1e-8, (name, out.error[name])
+    for name in ("nc1", "nc2", "nc3", "bias"):
+        assert not out.relative[name] and out.error[name] < 1e-8, (name, out.error[name])
+    # the prediction is not the balanced geometry: NC2/NC3 far from 0, and the closed form for
+    # n = round(N/K) misses the norms by more than 1 %
+    assert out.predicted["nc2"] > 0.1 and out.predicted["nc3"] > 0.1
+    closed = predict(ufm.Problem(K=4, n=3, d=5, loss=loss, delta=problem.delta, **SETUP))
+    assert abs(closed.w_norm - out.measured["w_norm"]) > 1e-2 * out.measured["w_norm"]
+    from ufm.analyze import report_text
+    assert "UFM prediction: numerical UFM optimum with the observed class sizes" in report_text(out)
+
+
+def test_numerical_prediction_detects_a_wrong_setup(imbalanced_solutions):
+    problem, result = imbalanced_solutions["ce"]
+    W, H, b = (np.asarray(x) for x in (result.W, result.H, result.b))
+    out = ufm.analyze(H.T, np.asarray(problem.labels()), W.T, b, loss="ce", spectra=False,
+                      **{**SETUP, "lam_H": 2e-3})
+    assert out.prediction_kind == last_layer.PREDICTION_NUMERICAL
+    assert out.error["w_norm"] > 1e-3 and out.error["h_norm"] > 1e-3
+
+
+def test_numerical_prediction_is_skipped_with_a_reason(imbalanced_solutions, monkeypatch):
+    problem, result = imbalanced_solutions["ce"]
+    W, H, b = (np.asarray(x) for x in (result.W, result.H, result.b))
+    labels = np.asarray(problem.labels())
+    focal = ufm.analyze(H.T, labels, W.T, b, loss="focal", gamma=1.0, spectra=False, **SETUP)
+    assert focal.prediction_kind == last_layer.PREDICTION_CLOSED_FORM
+    assert any("numerical prediction skipped: loss 'focal'" in r for r in focal.not_applicable)
+    monkeypatch.setattr(last_layer, "NUMERICAL_MAX_KD", 19)
+    big = ufm.analyze(H.T, labels, W.T, b, loss="ce", spectra=False, **SETUP)
+    assert big.prediction_kind == last_layer.PREDICTION_CLOSED_FORM and big.predicted["nc2"] == 0.0
+    assert any("numerical prediction skipped: K d = 20 > NUMERICAL_MAX_KD = 19" in r for r in big.not_applicable)

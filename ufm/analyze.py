@@ -155,6 +155,9 @@ def report_text(result: Analysis) -> str:
                      + ("" if s["lam_b"] is None else f", lam_b = {s['lam_b']:g}"))
     else:
         lines.append("Setup: not given (pass --lam-W and --lam-H, and the loss, for the UFM prediction)")
+    if result.prediction_kind:
+        lines.append(f"UFM prediction: {result.prediction_kind}"
+                     + (" (computed by the solver, not closed-form)" if "numerical" in result.prediction_kind else ""))
     lines += ["", f"{'quantity':14s} {'measured':>14s} {'UFM':>14s} {'error':>14s}  source"]
     for name, value in result.measured.items():
         predicted = result.predicted.get(name)

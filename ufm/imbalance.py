@@ -91,9 +91,10 @@ _compiled_loop = jax.jit(_loop, static_argnames=("d", "K", "max_iters"))
 
 def solve_reduced(sizes, *, d: int | None = None, lam_W: float = 5e-4, lam_H: float = 5e-4, lam_b: float = 5e-4,
                   loss: str = "ce", delta: float = 0.0, seed: int = 0, tol: float = 1e-12,
-                  max_iters: int = 20_000) -> ReducedSolution:
+                  max_iters: int = 20_000, mse_kappa: float = 1.0, mse_beta: float = 1.0) -> ReducedSolution:
     """Minimise L_red for class sizes ``sizes`` (K positive reals) from a seeded random start (float64;
-    needs ``jax_enable_x64``). ``loss``: ``"ce"``, ``"ls"`` (with ``delta``) or ``"mse"`` (kappa = beta = 1)."""
+    needs ``jax_enable_x64``). ``loss``: ``"ce"``, ``"ls"`` (with ``delta``) or ``"mse"`` (rescaled MSE with
+    ``mse_kappa``, ``mse_beta``; default 1, 1: the plain MSE)."""
     sizes = _check_sizes(sizes)
     if loss not in ("ce", "ls", "mse"):
         raise ValueError(f"loss must be 'ce', 'ls' or 'mse' (where the class-mean reduction is exact), got {loss!r}")
@@ -102,7 +103,7 @@ def solve_reduced(sizes, *, d: int | None = None, lam_W: float = 5e-4, lam_H: fl
     K = sizes.size
     d = K if d is None else int(d)
     weights = Weights(*(jnp.asarray(v, jnp.float64) for v in (delta, lam_W, lam_H, lam_b, LOSS_IDS[loss],
-                                                              0.0, 1.0, 1.0)))
+                                                              0.0, mse_kappa, mse_beta)))
     x, value, ratio, iterations, stalled = _compiled_loop(jnp.asarray(sizes), weights, seed, jnp.asarray(tol),
                                                           d=d, K=K, max_iters=int(max_iters))
     x = np.asarray(x)

@@ -56,8 +56,20 @@ Prediction (when ``lam_W`` and ``lam_H`` are given): :func:`ufm.compare.predict`
 i.e. the network trained with those penalties on its last layer, "simulated UFM", App. B.2).
 Errors: relative where the prediction is non-zero, absolute for the zeros (NC1-NC3) and the bias
 (``max_k |b_k - b_pred|``). Reasons the theory does not apply are listed: imbalanced class
-counts (prediction shown for ``n = round(N/K)``, not judged), ``d < K``, or past the phase
-boundary (zero minimizer: NC metrics and kappa not predicted).
+counts, ``d < K``, or past the phase boundary (zero minimizer: NC metrics and kappa not predicted).
+
+Imbalanced classes (``Analysis.prediction_kind`` says which prediction is shown): the closed forms
+assume equal class sizes, so when the counts differ, ``d >= K`` and the loss is ``"ce"``, ``"ls"`` or
+``"mse"``, the prediction is the **numerical** optimum of the UFM with the observed class sizes
+(:func:`ufm.imbalance.solve_reduced`: the exact class-mean reduction, derived in :mod:`ufm.solver`,
+L-BFGS to a gradient ratio of 1e-12 in float64, d = the features' d, lam_b = 0 when not given),
+not a closed form: ``nc1`` (0: every minimizer has collapsed classes), ``nc2``, ``nc3``, ``w_norm``,
+``h_norm``, ``a``, ``p_t``/``p_n`` (softmax losses) and ``bias`` are the same formulas as the
+measurement evaluated at that optimum (class means centred at ``h_G = sum_k n_k hbar_k / N``), and
+the bias error is ``max_k |b_k - b*_k|`` against the optimum's ``b*``. Skipped with a reason (the
+closed form for ``n = round(N/K)`` is shown, not judged) when ``K d > NUMERICAL_MAX_KD``, ``d < K``
+(where one start need not reach the global minimum), for focal loss (no exact class-mean
+reduction), without ``jax_enable_x64`` (the CLI enables it), or when the solve does not converge.
 """
 
 from __future__ import annotations
@@ -82,6 +94,11 @@ AUTO_SPECTRA_ENTRIES = 1_000_000
 #: dense Hessian blocks up to this many entries; the structured path up to ``STRUCTURED_BYTES``; else Lanczos
 DENSE_ENTRIES = 4_000_000
 STRUCTURED_BYTES = 2**28
+#: imbalanced classes: the numerical UFM prediction (2 K d + K variables, O(K^2 d) per evaluation,
+#: thousands of L-BFGS iterations) is computed only when ``K d`` is at most this
+NUMERICAL_MAX_KD = 2**17
+PREDICTION_CLOSED_FORM = "closed form (Guo et al. Thm 4.1, 4.2; balanced classes)"
+PREDICTION_NUMERICAL = "numerical UFM optimum with the observed class sizes"
 
 SOURCES = {
     "nc1": "Guo et al. eq. 4",
@@ -129,6 +146,8 @@ class Analysis:
         setup: the training setup used for the prediction (loss, delta, gamma, lambdas), or {}.
         spectra: per Hessian block ``"W"``/``"H"``: method, largest eigenvalue, kappa, distinct
             eigenvalues with multiplicities (exact methods); ``{"skipped": reason}`` when not computed.
+        prediction_kind: :data:`PREDICTION_CLOSED_FORM`, :data:`PREDICTION_NUMERICAL` (imbalanced
+            classes, module docstring) or ``""`` (no prediction).
     """
 
     K: int
@@ -143,6 +162,7 @@ class Analysis:
     not_applicable: tuple[str, ...] = ()
     setup: dict = field(default_factory=dict)
     spectra: dict = field(default_factory=dict)
+    prediction_kind: str = ""
 
     @property
     def balanced(self) -> bool:
@@ -159,6 +179,7 @@ class Analysis:
             "error_kind": {k: ("relative" if v else "absolute") for k, v in self.relative.items()},
             "applies": self.applies,
             "not_applicable": list(self.not_applicable),
+            "prediction_kind": self.prediction_kind,
             "setup": dict(self.setup),
             "spectra": self.spectra,
             "sources": {k: SOURCES[k] for k in self.measured if k in SOURCES},
@@ -385,14 +406,42 @@ def _cosines(columns: np.ndarray) -> tuple[float, float]:
     return float(np.std(cos)), float(np.mean(np.abs(cos + 1.0 / (K - 1))))
 
 
-def _metrics(mo: _Moments, weight: np.ndarray, bias: np.ndarray, N: int) -> dict:
+def _geometry(weight: np.ndarray, means: np.ndarray, global_mean: np.ndarray, bias: np.ndarray) -> dict:
+    """The measurements that need only the class means ``(K, d)``, ``h_G`` and the classifier: NC2, NC3,
+    norms, cosines, logit scale, p_t/p_n, bias (also evaluated at the numerical UFM optimum)."""
     K, d = weight.shape
     W = weight.T                                   # (d, K), the solver's layout
-    Hbar = (mo.means - mo.global_mean).T           # (d, K) centred class means
-    trace = _pinv_trace(mo.scatter / N, Hbar)
+    Hbar = (means - global_mean).T                 # (d, K) centred class means
     M = np.eye(K) - 1.0 / K
     nc2 = np.linalg.norm(_unit(W.T @ Hbar) - M / np.sqrt(K - 1.0))
     nc3 = np.linalg.norm(_unit(W) - _unit(Hbar))
+    w_norms = np.linalg.norm(weight, axis=1)
+    h_norms = np.linalg.norm(Hbar, axis=0)
+    Zbar = weight @ means.T + bias[:, None]        # (K, K): column k = class-mean logits of class k
+    a = float(np.trace(M @ Zbar) / (K - 1))
+    centred_logits = M @ Zbar
+    residual = np.linalg.norm(centred_logits - a * M)
+    scale = np.linalg.norm(centred_logits)
+    E = np.exp(Zbar - Zbar.max(axis=0))
+    P = E / E.sum(axis=0)
+    w_cos = _cosines(W)
+    h_cos = _cosines(Hbar)
+    return {
+        "nc2": float(nc2), "nc3": float(nc3),
+        "w_norm": float(np.mean(w_norms)), "h_norm": float(np.mean(h_norms)),
+        "w_norm_cv": float(np.std(w_norms) / np.mean(w_norms)) if np.mean(w_norms) > 0 else math.nan,
+        "h_norm_cv": float(np.std(h_norms) / np.mean(h_norms)) if np.mean(h_norms) > 0 else math.nan,
+        "w_cos_std": w_cos[0], "h_cos_std": h_cos[0], "w_cos_shift": w_cos[1], "h_cos_shift": h_cos[1],
+        "a": a, "a_residual": float(residual / scale) if scale > 0 else math.nan,
+        "p_t": float(np.mean(np.diag(P))), "p_n": float(np.mean(P[~np.eye(K, dtype=bool)])),
+        "bias": float(np.mean(bias)), "bias_spread": float(np.max(np.abs(bias - np.mean(bias)))),
+    }
+
+
+def _metrics(mo: _Moments, weight: np.ndarray, bias: np.ndarray, N: int) -> dict:
+    K = weight.shape[0]
+    Hbar = (mo.means - mo.global_mean).T           # (d, K) centred class means
+    trace = _pinv_trace(mo.scatter / N, Hbar)
     # pairwise squared distances of the means, from centred coordinates (less cancellation)
     cgram = Hbar.T @ Hbar
     csq = np.diag(cgram)
@@ -400,30 +449,12 @@ def _metrics(mo: _Moments, weight: np.ndarray, bias: np.ndarray, N: int) -> dict
     upper = np.triu_indices(K, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         cdnv = (mo.variances[:, None] + mo.variances[None, :])[upper] / (2.0 * distance2[upper])
-    w_norms = np.linalg.norm(weight, axis=1)
-    h_norms = np.linalg.norm(Hbar, axis=0)
-    Zbar = weight @ mo.means.T + bias[:, None]     # (K, K): column k = class-mean logits of class k
-    a = float(np.trace(M @ Zbar) / (K - 1))
-    centred_logits = M @ Zbar
-    residual = np.linalg.norm(centred_logits - a * M)
-    scale = np.linalg.norm(centred_logits)
-    E = np.exp(Zbar - Zbar.max(axis=0))
-    P = E / E.sum(axis=0)
-    p_t = float(np.mean(np.diag(P)))
-    p_n = float(np.mean(P[~np.eye(K, dtype=bool)]))
-    w_cos = _cosines(W)
-    h_cos = _cosines(Hbar)
+    geometry = _geometry(weight, mo.means, mo.global_mean, bias)
     out = {
-        "nc1": trace / K, "nc1_trace": trace, "nc2": float(nc2), "nc3": float(nc3),
+        "nc1": trace / K, "nc1_trace": trace, "nc2": geometry.pop("nc2"), "nc3": geometry.pop("nc3"),
         "cdnv": float(np.mean(cdnv)),
         "ncc_agreement": mo.ncc_agreement, "ncc_accuracy": mo.ncc_accuracy, "accuracy": mo.accuracy,
-        "w_norm": float(np.mean(w_norms)), "h_norm": float(np.mean(h_norms)),
-        "w_norm_cv": float(np.std(w_norms) / np.mean(w_norms)) if np.mean(w_norms) > 0 else math.nan,
-        "h_norm_cv": float(np.std(h_norms) / np.mean(h_norms)) if np.mean(h_norms) > 0 else math.nan,
-        "w_cos_std": w_cos[0], "h_cos_std": h_cos[0], "w_cos_shift": w_cos[1], "h_cos_shift": h_cos[1],
-        "a": a, "a_residual": float(residual / scale) if scale > 0 else math.nan,
-        "p_t": p_t, "p_n": p_n,
-        "bias": float(np.mean(bias)), "bias_spread": float(np.max(np.abs(bias - np.mean(bias)))),
+        **geometry,
     }
     return {k: float(v) for k, v in out.items()}
 
@@ -443,34 +474,84 @@ def _problem(K, counts, d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H
                    mse_kappa=mse_kappa, mse_beta=mse_beta, dtype=dtype)
 
 
+def _numerical_optimum(problem, counts):
+    """Imbalanced classes: ``(predicted, b*)`` at the numerical UFM optimum with the class sizes ``counts``
+    (module docstring), or ``(None, reason)`` when it is not computed."""
+    import jax
+
+    from ufm import _lbfgs, imbalance
+
+    K, d = problem.K, problem.d
+    if problem.loss not in ("ce", "ls", "mse"):
+        return None, f"loss {problem.loss!r} has no exact class-mean reduction"
+    if d < K:
+        return None, f"d = {d} < K = {K}, where one start need not reach the global minimum"
+    if K * d > NUMERICAL_MAX_KD:
+        return None, f"K d = {K * d} > NUMERICAL_MAX_KD = {NUMERICAL_MAX_KD}"
+    if not jax.config.jax_enable_x64:
+        return None, "it runs in float64: enable jax_enable_x64 (the CLI does)"
+    size = 2 * K * d + K
+    _memory.require(8.0 * size * (2 * _lbfgs.MEMORY + 8), "the numerical UFM prediction (reduced L-BFGS)",
+                    f"K = {K}, d = {d}", "omit lam_W/lam_H (--lam-W/--lam-H)")
+    s = imbalance.solve_reduced(counts, d=d, lam_W=problem.lam_W, lam_H=problem.lam_H, lam_b=problem.lam_b,
+                                loss=problem.loss, delta=problem.delta, mse_kappa=problem.mse_kappa,
+                                mse_beta=problem.mse_beta)
+    finite = all(np.all(np.isfinite(x)) for x in (s.W, s.Hbar, s.b))
+    if s.status != "converged" or not finite:
+        return None, f"the solve did not converge ({s.status}, gradient ratio {s.grad_ratio:.2g})"
+    sizes = np.asarray(counts, np.float64)
+    geometry = _geometry(s.W.T, s.Hbar.T, s.Hbar @ sizes / sizes.sum(), s.b)
+    names = ("nc2", "nc3", "w_norm", "h_norm", "a", "bias") + (("p_t", "p_n") if problem.loss != "mse" else ())
+    predicted = {name: geometry[name] for name in names}
+    predicted["nc1"] = 0.0       # every minimizer has H = Hbar Y (ufm.solver docstring): no within-class spread
+    return predicted, s.b
+
+
 def _prediction(problem, counts, measured, lam_b):
+    """(predicted, error, relative, applies, reasons, bias prediction (scalar or (K,)), prediction kind)."""
     import theory
     from ufm.compare import predict
 
     K, n, d = problem.K, problem.n, problem.d
     reasons = []
+    numerical = None
     if min(counts) != max(counts):
-        reasons.append(f"class counts differ ({min(counts)} to {max(counts)} per class): the theorems assume "
-                       f"balanced classes; prediction shown for n = round(N/K) = {n}, not judged")
+        numerical, extra = _numerical_optimum(problem, counts)
+        if numerical is None:
+            reasons.append(f"class counts differ ({min(counts)} to {max(counts)} per class): the theorems assume "
+                           f"balanced classes; prediction shown for n = round(N/K) = {n}, not judged "
+                           f"(numerical prediction skipped: {extra})")
+        else:
+            reasons.append(f"class counts differ ({min(counts)} to {max(counts)} per class): the closed forms "
+                           f"assume balanced classes; predicted instead: the {PREDICTION_NUMERICAL} "
+                           f"(numerical, not closed-form; d = {d}, lam_b = {problem.lam_b:g})")
     if d < K:
         reasons.append(f"d = {d} < K = {K}: the theorems need d >= K (prediction computed for d = K)")
-    pred = predict(problem)
-    predicted = {"w_norm": pred.w_norm, "h_norm": pred.h_norm, "a": pred.a, "p_t": pred.p_t, "p_n": pred.p_n,
-                 "bias": pred.bias}
-    if pred.collapsed:
-        if problem.loss in ("ce", "ls"):
-            c = theory.phase(K, n, problem.delta, problem.lam_W, problem.lam_H).c
-            reasons.append(f"c = K sqrt(n lam_W lam_H) + delta = {c:.6g} >= 1 (beyond the phase boundary): "
-                           "the minimizer is W = H = 0; NC1-NC3 and kappa are not predicted")
-        else:
-            reasons.append("a = 0 (beyond the phase boundary): the minimizer is W = H = 0; "
-                           "NC1-NC3 and kappa are not predicted")
+    if numerical is not None:
+        predicted, bias_prediction, kind = numerical, extra, PREDICTION_NUMERICAL
+        if predicted["w_norm"] <= 1e-8:
+            reasons.append("the numerical optimum is W = H = 0 (beyond the phase boundary): NC1-NC3 not predicted")
+            for name in ("nc1", "nc2", "nc3"):
+                del predicted[name]
     else:
-        predicted.update(nc1=0.0, nc2=0.0, nc3=0.0)
-        for block in ("W", "H"):
-            kappa = getattr(pred, f"kappa_{block}")
-            if math.isfinite(kappa):
-                predicted[f"kappa_{block}"] = float(kappa)
+        pred = predict(problem)
+        predicted = {"w_norm": pred.w_norm, "h_norm": pred.h_norm, "a": pred.a, "p_t": pred.p_t, "p_n": pred.p_n,
+                     "bias": pred.bias}
+        bias_prediction, kind = pred.bias, PREDICTION_CLOSED_FORM
+        if pred.collapsed:
+            if problem.loss in ("ce", "ls"):
+                c = theory.phase(K, n, problem.delta, problem.lam_W, problem.lam_H).c
+                reasons.append(f"c = K sqrt(n lam_W lam_H) + delta = {c:.6g} >= 1 (beyond the phase boundary): "
+                               "the minimizer is W = H = 0; NC1-NC3 and kappa are not predicted")
+            else:
+                reasons.append("a = 0 (beyond the phase boundary): the minimizer is W = H = 0; "
+                               "NC1-NC3 and kappa are not predicted")
+        else:
+            predicted.update(nc1=0.0, nc2=0.0, nc3=0.0)
+            for block in ("W", "H"):
+                kappa = getattr(pred, f"kappa_{block}")
+                if math.isfinite(kappa):
+                    predicted[f"kappa_{block}"] = float(kappa)
     error, relative = {}, {}
     for name, p in predicted.items():
         if name == "bias" or name not in measured:
@@ -479,7 +560,8 @@ def _prediction(problem, counts, measured, lam_b):
         relative[name] = p != 0.0 and not name.startswith("nc")
         error[name] = abs(m - p) / abs(p) if relative[name] else abs(m - p)
     applies = not any(r.startswith(("class counts", "d = ")) for r in reasons)
-    return {k: float(v) for k, v in predicted.items()}, error, relative, applies, reasons
+    return ({k: float(v) for k, v in predicted.items()}, error, relative, applies, reasons, bias_prediction,
+            kind)
 
 
 # ----------------------------------------------------------------------------- Hessians
@@ -607,11 +689,12 @@ def analyze(features, labels, weight, bias=None, *, loss: str = "ce", delta: flo
     counts = tuple(int(c) for c in mo.counts)
     measured = _metrics(mo, weight, bias, N)
 
-    predicted, error, relative, applies, reasons = {}, {}, {}, False, []
+    predicted, error, relative, applies, reasons, kind = {}, {}, {}, False, [], ""
     if lam_W is not None:
         problem = _problem(K, counts, d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H, lam_b)
-        predicted, error, relative, applies, reasons = _prediction(problem, counts, measured, lam_b)
-        error["bias"] = float(np.max(np.abs(bias - predicted["bias"])))
+        predicted, error, relative, applies, reasons, bias_prediction, kind = _prediction(problem, counts,
+                                                                                         measured, lam_b)
+        error["bias"] = float(np.max(np.abs(bias - bias_prediction)))
         relative["bias"] = False
 
     spectra_info = {}
@@ -629,4 +712,4 @@ def analyze(features, labels, weight, bias=None, *, loss: str = "ce", delta: flo
                     error[f"kappa_{block}"] = abs(kappa - p) / abs(p)
                     relative[f"kappa_{block}"] = True
     return Analysis(K, N, d, counts, measured, predicted, error, relative, applies, tuple(reasons), setup,
-                    spectra_info)
+                    spectra_info, kind)
