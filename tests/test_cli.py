@@ -35,6 +35,37 @@ def test_default_problem_agrees_to_1e_6(tmp_path, capsys):
     assert record["theory"]["kappa"] == pytest.approx(10 * record["theory"]["p_t"], rel=1e-15)
 
 
+def test_report_explains_itself(tmp_path, capsys):
+    """The report's table shows the JSON's numbers in the one format of ``format_number`` (10 significant
+    digits), with the legend and the tolerance under it; the eigenvalue rows show the largest of the
+    distinct eigenvalues listed in the spectra; kappa is written as K·p_t and equals K times the p_t shown."""
+    from ufm.compare import LEGEND, format_number
+
+    out = tmp_path / "r.json"
+    assert main(["--K", "4", "--n", "5", "--delta", "0.1", "--json", str(out), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    record = json.loads(out.read_text())
+    header = lines.index(next(line for line in lines if line.startswith("quantity ")))
+    assert header + len(record["comparison"]) + 1 == lines.index(LEGEND)
+    assert lines[lines.index(LEGEND) + 1] == "tolerance = 1e-06 (--rtol)"
+    for row, line in zip(record["comparison"], lines[header + 1:]):
+        assert line.startswith(row["quantity"] + "  ")
+        theory, solver, error, kind, check = line.split()[-5:]
+        assert (theory, solver) == (format_number(row["theory"]), format_number(row["measured"]))
+        # 10 significant digits: the text reads back within half a unit of the 10th digit
+        assert float(solver) == pytest.approx(row["measured"], rel=5e-10, abs=1e-300)
+        assert kind == ("rel" if row["relative"] else "abs") and check == "ok"
+    rows = {row["quantity"]: row for row in record["comparison"]}
+    for block in "WH":
+        row = rows[f"{block}-block eigenvalues (all distinct; largest shown)"]
+        assert row["theory"] == max(record["spectra"][block]["predicted_values"])
+        assert row["measured"] == max(record["spectra"][block]["measured_values"])
+    kappa_line = next(line for line in lines if "kappa = K·p_t = " in line)
+    kappa = float(kappa_line.split("kappa = K·p_t = ")[1].split(":")[0])
+    p_t = float(next(line for line in lines if "p_t = " in line).split("p_t = ")[1].split()[0])
+    assert kappa == pytest.approx(4 * p_t, rel=1e-9)  # both printed to 10 digits
+
+
 @pytest.mark.parametrize("argv,flag,allowed", [
     (["--delta", "1.5"], "--delta", "[0, 1)"),
     (["--K", "1"], "--K", ">= 2"),
@@ -148,6 +179,8 @@ def test_every_loss_reports_and_writes_json(flags, tmp_path, capsys):
         assert record["solver"]["method"] == "momentum" and rows["orthogonal-frame defect"]["ok"]
     else:
         assert record["theory"]["kappa"] == pytest.approx(rows["kappa_W (loss block)"]["measured"], rel=1e-6)
+    # kappa is written as K·p_t only where Theorem 4.2 makes it that (CE/LS, H free, K >= 3)
+    assert ("kappa = K·p_t =" in text) == (flags[1] in ("ce", "ls") and "--nonnegative" not in flags)
 
 
 @pytest.mark.parametrize("argv,needle", [

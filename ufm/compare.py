@@ -79,29 +79,35 @@ class Comparison:
             out.append((row.quantity, format_number(row.theory), format_number(row.measured), error, check))
         return out
 
+    def table(self) -> str:
+        """The rows as a fixed-width table under a header (quantity left, the rest right-aligned), no legend."""
+        body = self.table_rows()
+        widths = [max(len(r[j]) for r in (TABLE_HEADER, *body)) for j in range(5)]
+        line = lambda r: "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths)))
+        return "\n".join([line(TABLE_HEADER), *(line(r) for r in body)])
+
     def __str__(self) -> str:
         """The comparison as a fixed-width table with its legend and the reasons a prediction does not apply."""
-        header = ("quantity", "theory", "measured", "error", "check")
-        body = self.table_rows()
-        widths = [max(len(r[j]) for r in (header, *body)) for j in range(5)]
-        line = lambda r: "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths)))
-        lines = [line(header), *(line(r) for r in body), LEGEND]
+        lines = [self.table(), LEGEND]
         lines += [f"does not apply: {reason}" for reason in self.not_applicable]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         """The same table for notebooks."""
         cells = lambda r, tag: "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in r)
-        head = cells(("quantity", "theory", "measured", "error", "check"), "th")
+        head = cells(TABLE_HEADER, "th")
         body = "".join(f"<tr>{cells(r, 'td')}</tr>" for r in self.table_rows())
         notes = "".join(f"<br>does not apply: {html.escape(reason)}" for reason in self.not_applicable)
         return (f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
                 f"<small>{html.escape(LEGEND)}{notes}</small>")
 
 
+#: the column titles of :meth:`Comparison.table` (the solver's value is the measured one)
+TABLE_HEADER = ("quantity", "theory", "solver", "error", "check")
+
 #: what the error column means (printed under every comparison table)
-LEGEND = ("error: rel = |solver - theory| / |theory|, abs = |solver - theory|; check: ok when the error is "
-          "within the tolerance, n/a when the prediction does not apply")
+LEGEND = ("error: rel = |solver - theory| / |theory|, abs = |solver - theory|; "
+          "check: ok = error <= tolerance, n/a = prediction does not apply")
 
 
 def format_number(value) -> str:
@@ -338,12 +344,13 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
                     scale = np.abs(block_pred.values).max()
                     error = float(np.max(np.abs(values - block_pred.values)) / scale)
                     match = counts.tolist() == block_pred.multiplicities.tolist()
-                    rows.append(Row(f"{block}-block eigenvalues", float(scale), float(np.abs(values).max()),
-                                    error if match else None, True, rtol, True,
+                    rows.append(Row(f"{block}-block eigenvalues (all distinct; largest shown)", float(scale),
+                                    float(np.abs(values).max()), error if match else None, True, rtol, True,
                                     "max |measured - predicted| / largest; multiplicities "
                                     + ("match" if match else f"differ: {counts.tolist()}")))
                 elif inside:
-                    rows.append(Row(f"{block}-block eigenvalues", float(len(block_pred.values)), float(len(values)),
+                    rows.append(Row(f"{block}-block eigenvalues (number of distinct values)",
+                                    float(len(block_pred.values)), float(len(values)),
                                     None, True, rtol, True,
                                     "number of distinct eigenvalues differs (theory vs measured)"))
             spectra_info[block] = info

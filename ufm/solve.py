@@ -23,13 +23,14 @@ from importlib import metadata
 
 import jax
 
-from ufm import _cache, _io
+from ufm import _cache, _io, _prog
 from ufm._interrupt import exit_on_interrupt
+from ufm.compare import LEGEND, format_number
 from ufm.problem import LOSSES, Problem
 from ufm.solver import DEFAULT_LR, METHODS, check_method_fits, default_method
 from ufm.solver import solve as _solve
 
-PROG = "python -m ufm.solve"
+PROG = "python -m ufm.solve"  #: the name as a module; ``ufm-solve`` when started by that script (ufm._prog)
 #: exit code of a run where no prediction applies (d < K, label noise, ...): nothing was verified
 EXIT_NOT_VERIFIED = 3
 
@@ -97,12 +98,21 @@ def _class_sizes_of(args) -> tuple[tuple[int, ...] | None, int | None]:
     return (n,) * (args.K - args.minority_classes) + (small,) * args.minority_classes, n
 
 
+#: under --help (RawDescriptionHelpFormatter keeps the lines as written); the full story is docs/cli.md
+_GLOSSARY = """\
+glossary: NC1-NC3 = within-class variability, distance from a simplex ETF, classifier vs class-mean
+  mismatch (0 at collapse); loss block = Hessian of the loss term alone (no weight decay) in W or in H.
+methods: reduced = L-BFGS on the exact K-class-mean reduction; lbfgs = L-BFGS on all of (W, H, b);
+  gd, momentum, nesterov = the papers' gradient descent and its accelerated forms. See docs/cli.md."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Solve the unconstrained feature model numerically and compare it, number by number, "
-                    "with theory: Guo et al. Theorems 4.1 and 4.2 (CE/LS), the 1-D reduction of Zhou et al. "
-                    "Theorem 1 (focal), the derived rescaled-MSE optimum, and Nguyen et al. Theorem 3.2 (H >= 0).")
+        prog=_prog.name("ufm.solve", "ufm-solve"), formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Solve the unconstrained feature model numerically and compare it, number by number, with\n"
+                    "theory: Guo et al. Theorems 4.1 and 4.2 (CE/LS), the 1-D reduction of Zhou et al. Theorem 1\n"
+                    "(focal), the derived rescaled-MSE optimum, and Nguyen et al. Theorem 3.2 (H >= 0).",
+        epilog=_GLOSSARY)
     problem = parser.add_argument_group("problem")
     problem.add_argument("--K", type=_integer("--K", 2), default=10, help="classes (>= 2; default 10)")
     problem.add_argument("--n", type=_integer("--n", 1), default=None,
@@ -142,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="lam_b (>= 0; default --lam)")
     problem.add_argument("--seed", type=_integer("--seed", 0), default=0, help="initialisation seed (default 0)")
     problem.add_argument("--float32", action="store_true",
-                         help="solve in float32 (faster on accelerators; agreement then ~1e-4, see README)")
+                         help="solve in float32 (faster on accelerators; agreement then ~1e-3, the float32 "
+                              "--rtol default; see docs/losses.md)")
     solver = parser.add_argument_group("solver")
     solver.add_argument("--method", choices=METHODS, default=None,
                         help="optimizer (default: reduced in float64 for ce/ls/mse, lbfgs in float32, for focal "
@@ -168,76 +179,82 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and (value != value or abs(value) == float("inf")):
-        return str(value)
-    return f"{value:.10g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.4e}"
-
-
 _SOURCES = {"ce": "Guo et al. Thm 4.1, eq. 14, Thm 4.2", "ls": "Guo et al. Thm 4.1, eq. 14, Thm 4.2",
             "focal": "Zhou et al. Thm 1 + 1-D reduction, derived spectra",
             "mse": "rescaled MSE, derived optimum with bias and spectra"}
 
 
+def _kappa_line(problem, prediction) -> str:
+    """Theory's condition number of the loss blocks, named for what it is: K·p_t only for CE/LS (Thm 4.2)."""
+    kappa_W, kappa_H = prediction["kappa_W"], prediction["kappa_H"]
+    if prediction["collapsed"]:
+        return "kappa: undefined (W = H = 0 at the minimizer)"
+    if problem.nonnegative or math.isnan(kappa_W):
+        return "kappa: no prediction (the loss-block spectra are not derived for this setting)"
+    if problem.loss in ("ce", "ls") and problem.K == 2:
+        return (f"kappa = {format_number(kappa_W)}: for K = 2 each loss block has one non-zero eigenvalue "
+                "(K·p_t needs K >= 3)")
+    if problem.loss in ("ce", "ls"):
+        return f"kappa = K·p_t = {format_number(kappa_W)}: condition number of the W and of the H loss block (Thm 4.2)"
+    return (f"kappa_W = {format_number(kappa_W)}, kappa_H = {format_number(kappa_H)}: largest / smallest non-zero "
+            f"eigenvalue of each derived loss block (not K·p_t for {problem.loss})")
+
+
 def _report_text(problem, prediction, result, comparison, rtol) -> str:
+    num = format_number   # the one number format of the report, tables and Comparison alike
     p = problem
-    loss = {"ls": f"ls (delta = {p.delta:g})", "focal": f"focal (gamma = {p.gamma:g})",
-            "mse": f"mse (kappa = {p.mse_kappa:g}, beta = {p.mse_beta:g})", "ce": "ce"}[p.loss]
+    loss = {"ls": f"ls (delta = {num(p.delta)})", "focal": f"focal (gamma = {num(p.gamma)})",
+            "mse": f"mse (kappa = {num(p.mse_kappa)}, beta = {num(p.mse_beta)})", "ce": "ce"}[p.loss]
     extras = (f", class sizes {','.join(map(str, p.class_sizes))}" if p.class_sizes else "") + (
         ", H >= 0" if p.nonnegative else "") + (
-        f", label noise {p.label_noise:g} (seed {p.noise_seed})" if p.label_noise else "")
+        f", label noise {num(p.label_noise)} (seed {p.noise_seed})" if p.label_noise else "")
     source = "Nguyen et al. Thm 3.2 + 1-D reduction" if p.nonnegative else _SOURCES[p.loss]
     lines = [
         f"UFM problem: K = {p.K}, n = {p.n} (N = {p.N}), d = {p.d}, loss {loss}{extras}, "
-        f"lam_W = {p.lam_W:g}, lam_H = {p.lam_H:g}, lam_b = {p.lam_b:g}, {p.dtype}, seed = {p.seed}",
+        f"lam_W = {num(p.lam_W)}, lam_H = {num(p.lam_H)}, lam_b = {num(p.lam_b)}, {p.dtype}, seed = {p.seed}",
         "",
         f"Theory ({source}):",
     ]
     if prediction["c"] is not None:
         lines.append(
-            f"  c = sqrt(KN) lam_Z + delta = {prediction['c']:.10g}   "
+            f"  c = sqrt(KN) lam_Z + delta = {num(prediction['c'])}   "
             f"({'collapsed phase: W = H = 0' if prediction['collapsed'] else 'c < 1: non-zero minimizer'}; "
-            f"boundary delta* = {prediction['delta_star']:.6g})")
+            f"boundary delta* = {num(prediction['delta_star'])})")
     elif prediction["collapsed"]:
         lines.append("  a = 0: collapsed phase, W = H = 0")
     lines += [
-        f"  a = {prediction['a']:.12g}   p_t = {prediction['p_t']:.12g}   p_n = {prediction['p_n']:.12g}"
-        + (f"   b = {prediction['bias']:.12g} * 1" if p.loss == "mse" else ""),
-        f"  kappa = {_fmt(prediction['kappa'])}   mean ||w_k|| = {prediction['w_norm']:.12g}   "
-        f"mean ||hbar_k - h_G|| = {prediction['h_norm']:.12g}",
+        f"  a = {num(prediction['a'])}   p_t = {num(prediction['p_t'])}   p_n = {num(prediction['p_n'])}"
+        + (f"   b = {num(prediction['bias'])} * 1" if p.loss == "mse" else ""),
+        f"  {_kappa_line(p, prediction)}",
+        f"  mean ||w_k|| = {num(prediction['w_norm'])}   mean ||hbar_k - h_G|| = {num(prediction['h_norm'])}",
     ]
     for reason in comparison.not_applicable:
         lines.append(f"  does not apply: {reason}")
     lines += [
         "",
-        f"Solver: {result.method}" + (f" (lr = {result.lr:g})" if result.lr is not None else " (line search)")
+        f"Solver: {result.method}" + (f" (lr = {num(result.lr)})" if result.lr is not None else " (line search)")
         + f", {result.iterations} iterations, {result.seconds:.2f} s (+ {result.compile_seconds:.2f} s compile), "
         f"on {jax.devices()[0].platform}",
         f"  {result.message}",
-        f"  L = {result.objective:.15g}",
+        f"  L = {num(result.objective)}",
         "",
-        f"{'quantity':34s} {'theory':>18s} {'solver':>18s} {'error':>15s}  check",
+        comparison.table(),
+        LEGEND,
+        f"tolerance = {num(rtol)} (--rtol)",
     ]
-    for row in comparison.rows:
-        kind = "rel" if row.relative else "abs"
-        check = ("ok" if row.ok else "MISMATCH") if row.applies else "n/a"
-        error = "-" if row.error is None else f"{row.error:.2e} {kind}"
-        lines.append(f"{row.quantity:34s} {_fmt(row.theory):>18s} {_fmt(row.measured):>18s} {error:>15s}  {check}")
     for block, info in comparison.spectra.items():
         lines.append("")
         lines.append(f"{block}-block spectrum of the loss term ({info['method']}); distinct eigenvalue x multiplicity:")
-        measured = ", ".join(f"{_fmt(v)} x{m}" for v, m in zip(info["measured_values"], info["measured_multiplicities"]))
+        measured = ", ".join(f"{num(v)} x{m}" for v, m in zip(info["measured_values"], info["measured_multiplicities"]))
         lines.append(f"  measured:  {measured}")
         if "predicted_values" in info:
-            predicted = ", ".join(f"{_fmt(v)} x{m}"
+            predicted = ", ".join(f"{num(v)} x{m}"
                                   for v, m in zip(info["predicted_values"], info["predicted_multiplicities"]))
             lines.append(f"  predicted: {predicted}")
     lines.append("")
     if comparison.ok and comparison.verified:
         judged = sum(row.applies for row in comparison.rows)
-        lines.append(f"VERDICT: agrees — all {judged} applicable checks within {rtol:g}")
+        lines.append(f"VERDICT: agrees — all {judged} applicable checks within {num(rtol)}")
     elif comparison.ok:
         lines.append("VERDICT: not verified — no prediction applies because "
                      + "; ".join(comparison.not_applicable or ["no row could be judged"]))
@@ -245,7 +262,7 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
         lines.append(f"VERDICT: not verified — the solver did not converge ({result.status})")
     else:
         names = ", ".join(row.quantity for row in comparison.failures)
-        lines.append(f"VERDICT: MISMATCH beyond {rtol:g} in: {names}")
+        lines.append(f"VERDICT: MISMATCH beyond {num(rtol)} in: {names}")
     return "\n".join(lines)
 
 
@@ -310,7 +327,8 @@ def _record(problem, prediction, result, comparison, rtol) -> dict:
 
 def main(argv=None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    with exit_on_interrupt(PROG):  # SIGINT / SIGTERM: one line, exit 130 / 143 at once, compilation included
+    with exit_on_interrupt(_prog.name("ufm.solve", "ufm-solve")):  # SIGINT / SIGTERM: one line, exit 130 / 143
+        # at once, compilation included
         return _main(argv)
 
 
@@ -354,7 +372,7 @@ def _main(argv) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     jax.config.update("jax_enable_x64", True)
-    _cache.configure(args, PROG)
+    _cache.configure(args, parser.prog)
     float32 = args.float32
     try:
         _check_loss_flags(args)
@@ -383,7 +401,7 @@ def _main(argv) -> int:
         prediction = _prediction(problem)  # before solving: a setting the theory cannot represent fails now
     except (ValueError, OverflowError, OSError) as error:
         parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     tol = args.tol if args.tol is not None else (1e-5 if float32 else 1e-10)
     rtol = args.rtol if args.rtol is not None else (1e-3 if float32 else 1e-6)
@@ -400,7 +418,7 @@ def _main(argv) -> int:
                         shard=args.shard, history=False)
         comparison = compare(result, rtol=rtol, spectra=not args.no_hessian)
     except (ValueError, OverflowError) as error:  # e.g. not enough memory: one readable line, exit 2
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     print(_report_text(problem, prediction, result, comparison, rtol), flush=True)
     if args.json is not None:
