@@ -1,4 +1,4 @@
-"""Shared plumbing of the experiments: arguments, seeded runs, atomic CSV/PNG output."""
+"""Shared plumbing of the experiments: arguments, seeded runs, one figure style, atomic CSV/figure output."""
 
 from __future__ import annotations
 
@@ -20,13 +20,58 @@ from ufm import _cache, _io  # noqa: E402
 from ufm._interrupt import exit_on_interrupt  # noqa: E402
 
 
-def parse_args(name: str, description: str, argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=description)
+#: figure file formats of ``--format`` (the first is the default)
+FORMATS = ("png", "pdf", "svg")
+#: what matplotlib would stamp into each format that changes from run to run or machine to machine
+_NO_METADATA = {"png": {"Software": None},
+                "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
+                "svg": {"Creator": None, "Date": None}}
+
+
+#: resolution of the PNG figures (dots per inch; the vector formats ignore it)
+DPI = 150
+#: one look for every experiment's figures, sized so that a panel (PANEL inches) reads at print size
+STYLE = {"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
+         "legend.fontsize": 8, "legend.framealpha": 0.85, "figure.titlesize": 11, "axes.grid": True,
+         "grid.alpha": 0.3, "grid.linewidth": 0.6, "lines.linewidth": 1.5, "lines.markersize": 4,
+         "axes.spines.top": False, "axes.spines.right": False}
+PANEL = (3.9, 3.0)
+
+
+def figure(nrows: int = 1, ncols: int = 1, *, panel: tuple[float, float] = PANEL, **kwargs):
+    """``(fig, axes)`` in the experiments' one style: :data:`STYLE`, ``nrows x ncols`` panels of ``panel``
+    inches, constrained layout (titles, tick labels and colorbars never overlap). ``kwargs`` go to
+    ``plt.subplots`` (``squeeze=False`` etc.)."""
+    plt.rcParams.update(STYLE)   # experiments only (never imported by the library); before any text is made
+    kwargs.setdefault("figsize", (panel[0] * ncols, panel[1] * nrows))
+    return plt.subplots(nrows, ncols, layout="constrained", **kwargs)
+
+
+def plain(text: str) -> str:
+    """``text`` without the docstrings' literal markup (``` `` ```), for ``--help``."""
+    return text.replace("`", "")
+
+
+def add_format_argument(parser: argparse.ArgumentParser) -> None:
+    """``--format png|pdf|svg``: the figures' file format (and suffix)."""
+    parser.add_argument("--format", choices=FORMATS, default=FORMATS[0],
+                        help="figure file format and suffix (default png; pdf and svg are vector graphics); "
+                             "the same command writes the same bytes")
+
+
+def build_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The arguments of ``python -m experiments.<name>``; ``description``: the module docstring's first line."""
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=plain(description))
     parser.add_argument("--out", default=f"results/{name}", help=f"output folder (default results/{name})")
     parser.add_argument("--quick", action="store_true", help="small settings (seconds on 2 CPU cores)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
+    add_format_argument(parser)
     _cache.add_argument(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(name: str, description: str, argv=None) -> argparse.Namespace:
+    args = build_parser(name, description).parse_args(argv)
     jax.config.update("jax_enable_x64", True)  # experiments verify: float64
     _cache.configure(args, f"python -m experiments.{name}")
     args.out = Path(args.out)
@@ -44,8 +89,10 @@ class Outputs:
     is kept and this result goes to a free sibling name, announced on stderr.
     """
 
-    def __init__(self, folder: Path, force: bool):
-        self.folder, self.force = Path(folder), force
+    def __init__(self, folder: Path, force: bool, fmt: str = FORMATS[0]):
+        if fmt not in FORMATS:
+            raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        self.folder, self.force, self.format = Path(folder), force, fmt
         self.pending: dict[str, bytes] = {}
         self.written: list[Path] = []
 
@@ -59,8 +106,12 @@ class Outputs:
         return self._add(name, _io.csv_bytes(rows))
 
     def figure(self, name: str, fig) -> Path:
+        """``fig`` as ``name`` with the suffix of the run's ``--format``; reproducible bytes: no software
+        version, date or random ids in the file (:data:`_NO_METADATA`, a fixed SVG hash salt)."""
+        name = str(Path(name).with_suffix("." + self.format))
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+        with plt.rc_context({"svg.hashsalt": "ufm-collapse"}):
+            fig.savefig(buffer, format=self.format, dpi=DPI, bbox_inches="tight", metadata=_NO_METADATA[self.format])
         plt.close(fig)
         return self._add(name, buffer.getvalue())
 
@@ -103,7 +154,7 @@ def run(main_body, name: str, description: str, argv=None) -> int:
             args = parse_args(name, description, argv)
         except SystemExit as exit_:
             return int(exit_.code or 0)
-        outputs = Outputs(args.out, args.force)
+        outputs = Outputs(args.out, args.force, args.format)
         try:
             preflight([args.out], args.force)
             main_body(args, outputs)

@@ -1,6 +1,7 @@
-"""Run every experiment: ``python -m experiments.run_all [--quick] [--out ROOT] [--force]``.
+"""Run every experiment; each writes its figures and tables to ROOT/<name>/ (default results/<name>/).
 
-Each experiment writes to ``ROOT/<name>/`` (default ``results/<name>/``).
+``python -m experiments.run_all [--quick] [--out ROOT] [--force] [--format png|pdf|svg]``; the
+exit code is the worst of the experiments'.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from experiments import (condition_number, convergence, label_noise, landscape, 
                          phase_diagram, speed_vs_kappa)
 from experiments import imbalance
 from experiments import label_noise_network, real_network
-from experiments._common import preflight
+from experiments._common import add_format_argument, plain, preflight
 from ufm import _cache
 from ufm._interrupt import exit_on_interrupt
 
@@ -27,15 +28,24 @@ EXPERIMENTS["real_network"] = real_network                # issue 14
 EXPERIMENTS["label_noise_network"] = label_noise_network  # issue 15
 
 
+PROG = "python -m experiments.run_all"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=plain(__doc__.splitlines()[0]))
+    parser.add_argument("--out", metavar="ROOT", default="results", help="root folder (default results)")
+    parser.add_argument("--quick", action="store_true", help="small settings (minutes on 2 CPU cores)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    add_format_argument(parser)
+    _cache.add_argument(parser)
+    return parser
+
+
 def main(argv=None) -> int:
     """Check every output folder first (none may hold files unless ``--force``), then run each experiment."""
-    prog = "python -m experiments.run_all"
+    prog = PROG
     with exit_on_interrupt(prog):       # SIGINT / SIGTERM between experiments too: one line, 130 / 143
-        parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-        parser.add_argument("--out", default="results", help="root folder (default results)")
-        parser.add_argument("--quick", action="store_true", help="small settings (minutes on 2 CPU cores)")
-        parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-        _cache.add_argument(parser)
+        parser = build_parser()
         try:
             args = parser.parse_args(argv)
         except SystemExit as exit_:
@@ -49,7 +59,7 @@ def main(argv=None) -> int:
         for name, module in EXPERIMENTS.items():
             start = time.perf_counter()
             argv_one = (["--out", str(Path(args.out) / name)] + ["--quick"] * args.quick + ["--force"] * args.force
-                        + ["--no-cache"] * args.no_cache)
+                        + ["--no-cache"] * args.no_cache + ["--format", args.format])
             code = module.main(argv_one)
             print(f"[{name}] exit {code} in {time.perf_counter() - start:.1f} s")
             worst = max(worst, code)

@@ -97,7 +97,7 @@ def add_argument(parser: argparse.ArgumentParser) -> None:
     """Add the command lines' ``--no-cache`` flag."""
     parser.add_argument("--no-cache", action="store_true",
                         help=f"do not read or write the persistent compilation cache (default folder: "
-                             f"${ENV_VAR} if set, else {cache_dir()}); see README 'Compilation cache'")
+                             f"${ENV_VAR} if set, else {cache_dir()}); see docs/cli.md, 'Compilation cache'")
 
 
 def configure(args: argparse.Namespace, prog: str) -> Path | None:

@@ -2,13 +2,13 @@
 
 ``python -m ufm.solve`` runs the module with ``sys.argv[0]`` set to the file (``.../ufm/solve.py``),
 the console script ``ufm-solve`` with ``sys.argv[0]`` ending in ``ufm-solve`` (``ufm-solve.exe`` on
-Windows). argparse's own default (the basename of ``sys.argv[0]``) would print ``solve.py`` for the
+Windows, either separator). argparse's own default (the basename of ``sys.argv[0]``) would print ``solve.py`` for the
 first, and inside another program (pytest, a notebook) that program's name.
 """
 
 from __future__ import annotations
 
-import os
+import ntpath
 import sys
 
 
@@ -18,6 +18,6 @@ def name(module: str, script: str | None = None) -> str:
     ``module``: the dotted module (``"ufm.solve"``); ``script``: its console-script name, if it has one.
     """
     if script is not None and sys.argv and sys.argv[0]:
-        if os.path.splitext(os.path.basename(sys.argv[0]))[0] == script:
+        if ntpath.splitext(ntpath.basename(sys.argv[0]))[0] == script:   # ntpath: '/' and '\\' both split
             return script
     return f"python -m {module}"

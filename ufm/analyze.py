@@ -27,11 +27,11 @@ from importlib import metadata
 import jax
 import numpy as np
 
-from ufm import _cache, _io
+from ufm import _cache, _io, _prog
 from ufm._interrupt import exit_on_interrupt
 from ufm.last_layer import LOSSES, SOURCES, Analysis, analyze
 
-PROG = "python -m ufm.analyze"
+PROG = "python -m ufm.analyze"  #: the name as a module; ``ufm-analyze`` when started by that script
 KEYS = ("features", "labels", "weight", "bias")
 
 
@@ -66,7 +66,7 @@ def _chunk_size(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=_prog.name("ufm.analyze", "ufm-analyze"),
         description="Neural-collapse analysis of a trained network's last layer (NC1-NC3 as Guo et al. "
                     "eqs. 4-6, their common variants, norms, logit scale, p_t/p_n, accuracy) and, given the "
                     "training setup, the unconstrained-feature-model prediction with relative errors.")
@@ -78,17 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     setup = parser.add_argument_group("training setup (for the prediction)")
     setup.add_argument("--loss", choices=LOSSES, default="ce", help="training loss (default ce)")
     setup.add_argument("--delta", type=_number("--delta", 0.0, 1.0, low_open=False), default=0.0,
-                       help="label smoothing in [0, 1) (--loss ls)")
+                       help="label smoothing in [0, 1) (--loss ls; default 0)")
     setup.add_argument("--gamma", type=_number("--gamma", 0.0, low_open=False), default=0.0,
-                       help="focal-loss parameter >= 0 (--loss focal)")
-    setup.add_argument("--mse-kappa", type=_number("--mse-kappa", 0.0), default=1.0, help="rescaled MSE kappa > 0")
-    setup.add_argument("--mse-beta", type=_number("--mse-beta", 0.0), default=1.0, help="rescaled MSE beta > 0")
+                       help="focal-loss parameter >= 0 (--loss focal; default 0)")
+    setup.add_argument("--mse-kappa", type=_number("--mse-kappa", 0.0), default=1.0,
+                       help="rescaled MSE kappa > 0 (--loss mse; default 1)")
+    setup.add_argument("--mse-beta", type=_number("--mse-beta", 0.0), default=1.0,
+                       help="rescaled MSE beta > 0 (--loss mse; default 1)")
     setup.add_argument("--lam-W", type=_number("--lam-W", 0.0), default=None,
-                       help="lam_W/2 ||W||^2 during training (> 0; with --lam-H switches the prediction on)")
+                       help="lam_W/2 ||W||^2 during training (> 0; with --lam-H switches the prediction on; "
+                            "default: none, no prediction)")
     setup.add_argument("--lam-H", type=_number("--lam-H", 0.0), default=None,
-                       help="lam_H/2 ||H||^2 on the training features (> 0)")
+                       help="lam_H/2 ||H||^2 on the training features (> 0; default: none, no prediction)")
     setup.add_argument("--lam-b", type=_number("--lam-b", 0.0, low_open=False), default=None,
-                       help="lam_b/2 ||b||^2 (>= 0; needed for --loss mse)")
+                       help="lam_b/2 ||b||^2 (>= 0; needed for --loss mse; default: none, taken as 0)")
     run = parser.add_argument_group("computation and output")
     run.add_argument("--chunk-size", type=_chunk_size, default=None,
                      help="rows per chunk of the streaming passes (default: ~64 MB of float64 work)")
@@ -199,7 +202,7 @@ def _record(result: Analysis, args) -> dict:
 
 def main(argv=None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    with exit_on_interrupt(PROG):  # SIGINT / SIGTERM: one line and exit at once, never a partial file
+    with exit_on_interrupt(_prog.name("ufm.analyze", "ufm-analyze")):  # SIGINT / SIGTERM: one line, exit at once
         return _main(argv)
 
 
@@ -210,7 +213,7 @@ def _main(argv) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     jax.config.update("jax_enable_x64", True)
-    _cache.configure(args, PROG)
+    _cache.configure(args, parser.prog)
     try:
         if args.json:
             _io.check_writable(args.json, overwrite=args.force, what="--json")
@@ -223,7 +226,7 @@ def _main(argv) -> int:
                          mse_beta=args.mse_beta, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
                          chunk_size=args.chunk_size, spectra={"auto": "auto", "on": True, "off": False}[args.spectra])
     except (ValueError, OSError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     print(report_text(result), flush=True)
     if args.json:

@@ -120,12 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "(omit it or give max of the sizes)")
     problem.add_argument("--class-sizes", type=_sizes, default=None, metavar="N1,N2,...",
                          help="unequal classes: K comma-separated sizes, class-major (theory then n/a; "
-                              "compared with the numerical optimum)")
+                              "compared with the numerical optimum; default: every class of --n)")
     problem.add_argument("--imbalance", type=_number("--imbalance", 1.0, low_open=False), default=None,
                          metavar="R", help="shorthand: K - K_B majority classes of n and K_B minority classes "
-                                           "of n/R (rounded half up; refused if that is 0); needs --minority-classes")
+                                           "of n/R (rounded half up; refused if that is 0); needs --minority-classes "
+                                           "(default: none, balanced)")
     problem.add_argument("--minority-classes", type=_integer("--minority-classes", 1), default=None,
-                         metavar="K_B", help="number of minority classes for --imbalance, in [1, K - 1]")
+                         metavar="K_B", help="number of minority classes for --imbalance, in [1, K - 1] "
+                                             "(no default: required with --imbalance)")
     problem.add_argument("--d", type=_integer("--d", 1), default=None, help="feature dimension (default K)")
     problem.add_argument("--loss", choices=LOSSES, default="ls",
                          help="per-sample loss (default ls; ce = ls with delta 0; focal needs --gamma; "
@@ -174,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     report.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     solver.add_argument("--shard", action="store_true",
-                        help="split H and the samples over all JAX devices (multi-GPU; see README)")
+                        help="split H and the samples over all JAX devices (multi-GPU; see docs/sweeps.md)")
     _cache.add_argument(parser)
     return parser
 

@@ -430,11 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--float32", action="store_true", help="solve in float32")
     parser.add_argument("--method", choices=METHODS, default=None,
                         help="optimizer (default reduced in float64, lbfgs in float32)")
-    parser.add_argument("--lr", type=float, default=None, help="step size of gd/momentum/nesterov")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="step size of gd/momentum/nesterov (default: "
+                             + ", ".join(f"{m} {v:g}" for m, v in solver.DEFAULT_LR.items() if v)
+                             + "); refused with lbfgs and reduced (line search)")
     parser.add_argument("--tol", type=float, default=None, help="relative gradient tolerance (default 1e-10; "
                                                                  "1e-5 in float32)")
     parser.add_argument("--max-iters", type=int, default=20_000, help="iteration cap (default 20000)")
-    parser.add_argument("--batch-size", type=int, default=None, help="configurations per compiled call")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"configurations in flight at once (default: {REDUCED_LANES} queue lanes for "
+                             "reduced, all configurations in one call for the other methods)")
     parser.add_argument("--out", metavar="PATH", default=None, help="write the rows to PATH (.csv or .json)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     _cache.add_argument(parser)

@@ -1,0 +1,74 @@
+"""Every command line's --help: exits 0 in-process, names the program as it was started, shows no
+docstring markup, and states the default of every option that takes a value."""
+
+import argparse
+import importlib
+
+import pytest
+
+from experiments import _common, run_all
+
+#: (module, program name in the usage line, console script or None)
+CLIS = [("ufm.solve", "python -m ufm.solve", "ufm-solve"), ("ufm.analyze", "python -m ufm.analyze", "ufm-analyze"),
+        ("ufm.sweep", "python -m ufm.sweep", None), ("ufm.md", "python -m ufm.md", None),
+        ("experiments.run_all", "python -m experiments.run_all", None),
+        *[(f"experiments.{name}", f"python -m experiments.{name}", None) for name in sorted(run_all.EXPERIMENTS)]]
+
+#: options naming a file to read or write: without them nothing is read or written, which needs no "default"
+FILE_METAVARS = {"PATH", "NPY"}
+
+
+def _help(module_name, capsys) -> str:
+    module = importlib.import_module(module_name)
+    try:
+        code = module.main(["--help"])
+    except SystemExit as exit_:   # argparse's own exit, where main does not catch it
+        code = exit_.code
+    assert code in (0, None)
+    return capsys.readouterr().out
+
+
+def _parser(module_name) -> argparse.ArgumentParser:
+    module = importlib.import_module(module_name)
+    if hasattr(module, "build_parser"):
+        return module.build_parser()
+    # the experiments share one parser (experiments/_common.py), described by the docstring's first line
+    return _common.build_parser(module.NAME, module.__doc__.splitlines()[0])
+
+
+@pytest.mark.parametrize("module_name,prog,script", CLIS, ids=[c[0] for c in CLIS])
+def test_help_names_the_program_and_has_no_markup(module_name, prog, script, capsys):
+    text = _help(module_name, capsys)
+    assert text.startswith(f"usage: {prog} "), text.splitlines()[0]
+    assert "`" not in text
+    assert _parser(module_name).prog == prog
+
+
+@pytest.mark.parametrize("module_name,prog,script", [c for c in CLIS if c[2]], ids=[c[2] for c in CLIS if c[2]])
+def test_console_script_names_itself(module_name, prog, script, monkeypatch, capsys):
+    """Started as the console script (sys.argv[0] ends in its name), usage and errors say that name."""
+    monkeypatch.setattr("sys.argv", [f"/venv/bin/{script}", "--help"])
+    assert _help(module_name, capsys).startswith(f"usage: {script} ")
+    monkeypatch.setattr("sys.argv", [f"C:\\venv\\Scripts\\{script}.exe"])   # Windows launcher
+    assert _parser(module_name).prog == script
+
+
+@pytest.mark.parametrize("module_name", [c[0] for c in CLIS])
+def test_every_option_states_its_default(module_name):
+    """An option taking a value says its default (argparse's value, or what an unset flag means) in its
+    help; switches (store_true) and file options (nothing read or written without them) are exempt."""
+    missing = []
+    for action in _parser(module_name)._actions:
+        takes_value = action.option_strings and action.nargs != 0
+        if not takes_value or action.metavar in FILE_METAVARS:
+            continue
+        if "default" not in (action.help or "").lower():
+            missing.append(f"{action.option_strings[-1]} (default {action.default!r})")
+    assert not missing, missing
+
+
+def test_solve_help_has_the_glossary(capsys):
+    text = _help("ufm.solve", capsys)
+    glossary = text[text.index("glossary:"):]
+    for term in ("NC1-NC3", "loss block", "reduced", "lbfgs", "gd"):
+        assert term in glossary, term
