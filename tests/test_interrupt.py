@@ -79,7 +79,7 @@ def test_sweep_stops_during_compilation(tmp_path, method, compiled, signum):
 def test_solve_stops_inside_the_compiled_loop(tmp_path):
     argv = ["-m", "ufm.solve", "--K", "3", "--n", "10", "--method", "gd", "--lr", "1", "--tol", "1e-300",
             "--max-iters", "100000000", "--no-cache", "--quiet", "--json", "r.json"]
-    code, stderr, elapsed = _signal_at(argv, COMPILED.format("_run"), signal.SIGINT, tmp_path, delay=0.5)
+    code, stderr, elapsed = _signal_at(argv, COMPILED.format("run_loop"), signal.SIGINT, tmp_path, delay=0.5)
     _check(code, stderr, elapsed, signal.SIGINT, "python -m ufm.solve")
     assert list(tmp_path.iterdir()) == []
 

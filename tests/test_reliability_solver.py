@@ -31,7 +31,7 @@ def _cli(argv):
     (1.0, 1.0, 1.0, None),                   # running
 ])
 def test_start_status_never_calls_nonfinite_converged(value0, gnorm0, g0, expected):
-    status = int(solver._start_status(jnp.asarray(value0), jnp.asarray(gnorm0), jnp.asarray(g0), 1e-10, 5))
+    status = int(solver.start_status(jnp.asarray(value0), jnp.asarray(gnorm0), jnp.asarray(g0), 1e-10, 5))
     assert solver.STATUS_NAMES.get(status) == expected
 
 

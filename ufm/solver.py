@@ -50,6 +50,13 @@ Stopping rule: ``||grad L|| <= tol * ||grad L(x_0)||`` (converged), or
 ``max_iters`` steps, or divergence: a non-finite objective or gradient, or an
 objective above ``DIVERGENCE_FACTOR * max(|L(x_0)|, 1)``. The ``message`` of the
 :class:`Result` says which.
+
+Internal API (shared with :mod:`ufm.sweep`, which runs the same loop and stopping rule on many
+configurations; not exported from :mod:`ufm`, may change without notice): :func:`run_loop` (the
+compiled loop), :func:`start_status`, :func:`step_status`, :func:`divergence_level` and the status
+codes ``RUNNING``, ``CONVERGED``, ``MAX_ITERS``, ``DIVERGED``, ``STALLED``, ``NONFINITE`` (the stopping
+rule), :func:`status_message`, :func:`tree_norm`, :func:`compile_once`. Names with a leading underscore
+are used only inside this module.
 """
 
 from __future__ import annotations
@@ -123,9 +130,9 @@ _LINE_SEARCH_METHODS = ("lbfgs", "reduced")
 DIVERGENCE_FACTOR = 100.0
 HISTORY_FIELDS = ("iteration", "objective", "grad_norm", "nc1", "nc2", "nc3", "w_norm", "h_norm")
 
-_RUNNING, _CONVERGED, _MAX_ITERS, _DIVERGED, _STALLED, _NONFINITE = 0, 1, 2, 3, 4, 5
-STATUS_NAMES = {_CONVERGED: "converged", _MAX_ITERS: "max_iters", _DIVERGED: "diverged", _STALLED: "stalled",
-                _NONFINITE: "nonfinite"}
+RUNNING, CONVERGED, MAX_ITERS, DIVERGED, STALLED, NONFINITE = 0, 1, 2, 3, 4, 5
+STATUS_NAMES = {CONVERGED: "converged", MAX_ITERS: "max_iters", DIVERGED: "diverged", STALLED: "stalled",
+                NONFINITE: "nonfinite"}
 #: Largest ``max_iters`` (and ``record_every``, ``progress_every``): the iteration counters are int32.
 MAX_ITERS_LIMIT = 2**31 - 1
 
@@ -175,7 +182,8 @@ class Result:
         return Params(jnp.asarray(self.W), jnp.asarray(self.H), jnp.asarray(self.b))
 
 
-def _tree_norm(tree):
+def tree_norm(tree):
+    """The Euclidean norm of all leaves of ``tree`` together (internal API, also used by :mod:`ufm.sweep`)."""
     return jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree_util.tree_leaves(tree)))
 
 
@@ -202,25 +210,31 @@ def _project(params, grad, nonnegative: bool):
     return params._replace(H=H), grad._replace(H=jnp.where((H > 0) | (grad.H < 0), grad.H, 0.0))
 
 
-def _start_status(value0, gnorm0, g0, tol, max_iters):
+def divergence_level(value0):
+    """The objective above which a run counts as diverged, ``DIVERGENCE_FACTOR * max(|L(x_0)|, 1)``
+    (the ``blowup`` of :func:`step_status`; internal API, also used by :mod:`ufm.sweep`)."""
+    return DIVERGENCE_FACTOR * jnp.maximum(jnp.abs(value0), 1.0)
+
+
+def start_status(value0, gnorm0, g0, tol, max_iters):
     """The status before the first step (also used by :mod:`ufm.sweep`): ``nonfinite`` when L(x_0),
     its gradient norm or ``||grad L(x_0)||`` is nan or inf (then ``gnorm0 <= tol * g0`` could read
     ``inf <= inf`` as converged), converged when x_0 already meets the tolerance, else running."""
     finite = jnp.isfinite(value0) & jnp.isfinite(gnorm0) & jnp.isfinite(g0)
-    return jnp.where(~finite, _NONFINITE,
-                     jnp.where(gnorm0 <= tol * g0, _CONVERGED, jnp.where(max_iters == 0, _MAX_ITERS, _RUNNING)))
+    return jnp.where(~finite, NONFINITE,
+                     jnp.where(gnorm0 <= tol * g0, CONVERGED, jnp.where(max_iters == 0, MAX_ITERS, RUNNING)))
 
 
-def _status(i, value, gnorm, g0, tol, blowup, max_iters, stalled=False, completed=True):
+def step_status(i, value, gnorm, g0, tol, blowup, max_iters, stalled=False, completed=True):
     """The stopping rule after step ``i`` (also used by :mod:`ufm.sweep`): diverged, converged,
     stalled (the line search of ``"reduced"`` cannot decrease L), max_iters, or still running.
     ``completed=False`` (a line search of ``"reduced"`` still under way) is always running."""
     diverged = ~jnp.isfinite(value) | ~jnp.isfinite(gnorm) | (value > blowup)
-    status = jnp.where(diverged, _DIVERGED,
-                       jnp.where(gnorm <= tol * g0, _CONVERGED,
-                                 jnp.where(stalled, _STALLED,
-                                           jnp.where(i >= max_iters, _MAX_ITERS, _RUNNING))))
-    return jnp.where(completed, status, _RUNNING)
+    status = jnp.where(diverged, DIVERGED,
+                       jnp.where(gnorm <= tol * g0, CONVERGED,
+                                 jnp.where(stalled, STALLED,
+                                           jnp.where(i >= max_iters, MAX_ITERS, RUNNING))))
+    return jnp.where(completed, status, RUNNING)
 
 
 def reduced_point(params: Params, labels, sizes=None) -> jnp.ndarray:
@@ -254,7 +268,7 @@ def reduced_objective(x, weights, d: int, K: int, n):
     return objective(reduced_params(x, d, K, n), jnp.arange(K), weights._replace(lam_H=n * weights.lam_H))
 
 
-def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, progress_every, nonnegative=False,
+def run_loop(params0, labels, weights, lr, tol, *, method, max_iters, record_every, progress_every, nonnegative=False,
          with_history=True, loss_id=None, balanced=True):
     """The compiled loop. Returns (params, value, grad_norm, g0, iterations, status, history, count).
 
@@ -274,7 +288,7 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
     n = params0.H.shape[1] // K
     if not balanced:       # the (K,) class sizes n_k in the working dtype (exact integers)
         n = jnp.bincount(labels, length=K).astype(start_value.dtype)
-    g0 = _tree_norm(_project(start, start_grad, nonnegative)[1])  # ||grad L(x_0)|| of the given x_0
+    g0 = tree_norm(_project(start, start_grad, nonnegative)[1])  # ||grad L(x_0)|| of the given x_0
 
     if method == "reduced":   # see the module docstring; L-BFGS of ufm._lbfgs on the flat (W, Htilde, b)
         d = params0.W.shape[0]
@@ -305,10 +319,10 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
                 new_value, new_grad = jax.value_and_grad(f)(new_params)
             else:
                 new_value, new_grad = line_search_value_and_grad(new_params, state=new_opt_state)
-            gnorm = _tree_norm(_project(new_params, new_grad, nonnegative)[1])
+            gnorm = tree_norm(_project(new_params, new_grad, nonnegative)[1])
             return (new_params, new_opt_state, new_value, new_grad), new_value, gnorm, False, True
 
-    blowup = DIVERGENCE_FACTOR * jnp.maximum(jnp.abs(value0), 1.0)
+    blowup = divergence_level(value0)
     n_records = max_iters // record_every + 2
 
     def record(history, count, i, params, value, gnorm, labels=labels):
@@ -318,7 +332,7 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
 
     history = jnp.full((n_records, len(HISTORY_FIELDS)), jnp.nan, dtype=value0.dtype)
     history, count = record(history, 0, 0, start, start_value, g0, start_labels)
-    status0 = _start_status(value0, gnorm0, g0, tol, max_iters)
+    status0 = start_status(value0, gnorm0, g0, tol, max_iters)
     init = (0, state0, value0, gnorm0, status0, history, count)
     reduced_labels = jnp.arange(K)
 
@@ -332,13 +346,13 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
         i, state, value, gnorm, _, history, count = loop
         new_state, new_value, new_gnorm, stalled, completed = advance(state)
         i = i + completed
-        status = _status(i, new_value, new_gnorm, g0, tol, blowup, max_iters, stalled, completed)
-        diverged = status == _DIVERGED     # keep the last finite iterate
+        status = step_status(i, new_value, new_gnorm, g0, tol, blowup, max_iters, stalled, completed)
+        diverged = status == DIVERGED     # keep the last finite iterate
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(diverged, b, a), new, old)
         new_state, new_value, new_gnorm = keep((new_state, new_value, new_gnorm), (state, value, gnorm))
         if with_history:
             history, count = jax.lax.cond(
-                completed & ((i % record_every == 0) | (status != _RUNNING)),
+                completed & ((i % record_every == 0) | (status != RUNNING)),
                 lambda h, c: record(h, c, i, expand(view(new_state)), new_value, new_gnorm, record_labels),
                 lambda h, c: (h, c),
                 history, count,
@@ -350,7 +364,7 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
         return (i, new_state, new_value, new_gnorm, status, history, count)
 
     i, state, value, gnorm, status, history, count = jax.lax.while_loop(
-        lambda loop: loop[4] == _RUNNING, body, init)
+        lambda loop: loop[4] == RUNNING, body, init)
     params = view(state)
     if method == "reduced":   # class-major Hbar Y
         params = params._replace(H=jnp.repeat(params.H, n, axis=1) if balanced else params.H[:, labels])
@@ -360,7 +374,7 @@ def _run(params0, labels, weights, lr, tol, *, method, max_iters, record_every, 
 _COMPILED: dict[Any, Any] = {}
 
 
-def _compiled(function, args, statics):
+def compile_once(function, args, statics):
     """``(compiled, compile seconds)`` of ``jit(function)`` for these argument shapes, dtypes and
     shardings and these static arguments; compiled once per key (seconds 0.0 afterwards).
     Also used by :mod:`ufm.sweep`."""
@@ -386,7 +400,9 @@ def _stable_step(problem: Problem, points) -> tuple[float, float] | None:
     return (top, 1.0 / top) if np.isfinite(top) and top > 0 else None
 
 
-def _message(status: str, iterations: int, ratio: float, tol: float, method: str, lr, step=None) -> str:
+def status_message(status: str, iterations: int, ratio: float, tol: float, method: str, lr, step=None) -> str:
+    """The readable sentence of :attr:`Result.message` for ``status`` (internal API, also used by
+    :mod:`ufm.sweep`); ``step``: ``(lambda_max, 1 / lambda_max)`` after a divergence, if known."""
     if status == "converged":
         return f"converged: |grad L| / |grad L(x0)| = {ratio:.2e} <= tol = {tol:.1e} after {iterations} iterations"
     if status == "stalled":
@@ -571,7 +587,7 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
     statics = dict(method=method, max_iters=max_iters, record_every=record_every, progress_every=progress_every,
                    nonnegative=problem.nonnegative, with_history=bool(history), loss_id=LOSS_IDS[problem.loss],
                    balanced=problem.balanced)
-    compiled, compile_seconds = _compiled(_run, args, statics)
+    compiled, compile_seconds = compile_once(run_loop, args, statics)
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
     seconds = time.perf_counter() - start
@@ -580,7 +596,7 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
     history = np.asarray(history)[: int(count)]
     ratio = float(gnorm) / float(g0) if float(g0) > 0 else 0.0
     step = _stable_step(problem, (params0, params)) if status == "diverged" else None
-    message = _message(status, int(iterations), ratio, tol, method, lr, step)
+    message = status_message(status, int(iterations), ratio, tol, method, lr, step)
     if status == "nonfinite":
         message = _nonfinite_message(problem, params0, float(value), float(g0), init is not None)
     return Result(

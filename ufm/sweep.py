@@ -9,7 +9,7 @@ so each configuration ends at the same point up to rounding of the batched linea
   the lane stores its result and loads the next configuration. The work is the sum of the
   configurations' iterations (a ``vmap`` over all of them would run each one as long as the
   slowest), and a lane's arrays stay small.
-- the other methods: the solver's compiled loop (:func:`ufm.solver._run`) under ``jax.vmap``
+- the other methods: the solver's compiled loop (:func:`ufm.solver.run_loop`) under ``jax.vmap``
   over chunks of ``batch_size`` configurations. The ``while_loop`` runs until every
   configuration of the chunk has stopped; one that has stopped is frozen (``vmap`` of a
   ``while_loop`` with a per-configuration predicate keeps the carry of finished members).
@@ -43,8 +43,8 @@ from ufm._interrupt import exit_on_interrupt
 from ufm.losses import LOSS_IDS
 from ufm.objective import Weights, objective
 from ufm.problem import Problem, initial_params, require_dtype_enabled
-from ufm.solver import (METHODS, STATUS_NAMES, _run, check_method_fits, check_options, default_method,
-                        reduced_objective, reduced_params, reduced_point)
+from ufm.solver import (METHODS, STATUS_NAMES, check_method_fits, check_options, default_method, reduced_objective,
+                        reduced_params, reduced_point, run_loop)
 
 PROG = "python -m ufm.sweep"
 #: Default lanes (configurations in flight) of the ``"reduced"`` work queue; measured in
@@ -111,7 +111,8 @@ class SweepResult:
             W=self.W[j], H=self.H[j], b=self.b[j], objective=float(self.objective[j]),
             grad_norm=float(self.grad_norm[j]), initial_grad_norm=float(self.initial_grad_norm[j]),
             iterations=int(self.iterations[j]), status=self.status[j],
-            message=solver._message(self.status[j], int(self.iterations[j]), ratio, self.tol, self.method, self.lr),
+            message=solver.status_message(self.status[j], int(self.iterations[j]), ratio, self.tol, self.method,
+                                          self.lr),
             history={name: np.zeros(0) for name in solver.HISTORY_FIELDS},
             seconds=self.seconds / len(self), compile_seconds=0.0,
         )
@@ -175,7 +176,7 @@ def grid(base: Problem, *, delta: Sequence[float] | None = None, lam: Sequence[f
 
 def _batched_run(seeds, scales, weights, labels, lr, tol, *, d, K, N, dtype, method, max_iters):
     params0 = jax.vmap(initial_params, in_axes=(0, 0, None, None, None, None))(seeds, scales, d, K, N, dtype)
-    run = partial(_run, method=method, max_iters=max_iters, record_every=max_iters, progress_every=0,
+    run = partial(run_loop, method=method, max_iters=max_iters, record_every=max_iters, progress_every=0,
                   with_history=False)
     params, value, gnorm, g0, iterations, status, _, _ = jax.vmap(run, in_axes=(0, None, 0, None, None))(
         params0, labels, weights, lr, tol)
@@ -204,7 +205,7 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
     """Method ``"reduced"`` for M configurations as a work queue over ``lanes`` vmapped L-BFGS lanes.
 
     Every iteration advances each busy lane by one step of :func:`ufm._lbfgs.step` (the step of
-    :func:`ufm.solver._run`, with the same stopping rule :func:`ufm.solver._status`); a lane whose
+    :func:`ufm.solver.run_loop`, with the same stopping rule :func:`ufm.solver.step_status`); a lane whose
     configuration has stopped stores its result and loads the next configuration. So the work is
     the sum of the configurations' iterations, not M times the slowest one (a plain ``vmap`` of the
     loop), and the lanes' arrays stay small enough for the cache.
@@ -214,10 +215,10 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
     n = N // K
     concrete = lambda w: w._replace(loss_id=loss_id)   # a Python int: no lax.switch over the losses
 
-    def start(seed, scale, w):        # the full L at the seeded x_0, as in _run: ||grad L(x_0)|| and x_0 reduced
+    def start(seed, scale, w):        # the full L at the seeded x_0, as in run_loop: ||grad L(x_0)|| and x_0 reduced
         params0 = initial_params(seed, scale, d, K, N, dtype)
         grad = jax.grad(objective)(params0, labels, concrete(w))
-        return reduced_point(params0, labels), solver._tree_norm(grad)
+        return reduced_point(params0, labels), solver.tree_norm(grad)
 
     x0s, g0s = jax.lax.map(lambda a: start(*a), (seeds, scales, weights), batch_size=lanes)
     value_and_grad = jax.value_and_grad(lambda x, w: reduced_objective(x, concrete(w), d, K, n))
@@ -226,18 +227,18 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
         w = jax.tree_util.tree_map(lambda a: a[j], weights)
         value, grad = value_and_grad(x0s[j], w)
         gnorm = jnp.linalg.norm(grad)
-        status = solver._start_status(value, gnorm, g0s[j], tol, max_iters)   # nan / inf: "nonfinite"
+        status = solver.start_status(value, gnorm, g0s[j], tol, max_iters)   # nan / inf: "nonfinite"
         return _Lane(j, _lbfgs.init(x0s[j], value, grad), w, g0s[j],
-                     solver.DIVERGENCE_FACTOR * jnp.maximum(jnp.abs(value), 1.0), 0, status)
+                     solver.divergence_level(value), 0, status)
 
     def advance(lane):
-        running = lane.status == solver._RUNNING
+        running = lane.status == solver.RUNNING
         new, completed, failed = _lbfgs.evaluate(lane.state, lambda x: value_and_grad(x, lane.weights),
                                                  active=running)
         iteration = lane.iteration + completed
-        status = solver._status(iteration, new.value, jnp.linalg.norm(new.grad), lane.g0, tol, lane.blowup, max_iters,
-                                failed & ~jnp.any(lane.state.valid), completed)
-        keep = status == solver._DIVERGED          # keep the last finite iterate (the memory no longer matters)
+        status = solver.step_status(iteration, new.value, jnp.linalg.norm(new.grad), lane.g0, tol, lane.blowup,
+                                    max_iters, failed & ~jnp.any(lane.state.valid), completed)
+        keep = status == solver.DIVERGED          # keep the last finite iterate (the memory no longer matters)
         new = new._replace(**{f: jnp.where(keep, getattr(lane.state, f), getattr(new, f)) for f in ("x", "value", "grad")})
         return lane._replace(state=new, iteration=iteration, status=jnp.where(running, status, lane.status))
 
@@ -264,7 +265,7 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
     def body(loop):
         queue, next_config, results = loop
         queue = jax.vmap(advance)(queue)
-        finished = (queue.config < M) & (queue.status != solver._RUNNING)
+        finished = (queue.config < M) & (queue.status != solver.RUNNING)
         # the pair buffers stay out of the cond (passing them through it costs a copy per
         # iteration): a loaded lane keeps the stale pairs of its previous configuration, which
         # its empty memory (valid = False) masks out
@@ -342,7 +343,7 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
         chunk = problems[lo:lo + batch_size]
         pad = chunk + (chunk[-1],) * (batch_size - len(chunk))     # one compiled shape for every chunk
         args = (*_stacked(pad, dt), first.labels(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
-        compiled, compile_time = solver._compiled(_batched_run, args, statics)
+        compiled, compile_time = solver.compile_once(_batched_run, args, statics)
         compile_seconds += compile_time
         start = time.perf_counter()
         out = jax.block_until_ready(compiled(*args))
@@ -378,7 +379,7 @@ def _sweep_reduced(problems, tol, max_iters, lanes) -> SweepResult:
     args = (*_stacked(problems, dt), first.labels(), jnp.asarray(tol, dt))
     statics = dict(d=first.d, K=first.K, N=first.N, dtype=dt, loss_id=int(LOSS_IDS[first.loss]), lanes=lanes,
                    max_iters=max_iters)
-    compiled, compile_seconds = solver._compiled(_reduced_queue, args, statics)
+    compiled, compile_seconds = solver.compile_once(_reduced_queue, args, statics)
     start = time.perf_counter()
     final, value, gnorm, g0, iterations, status, collapse = jax.block_until_ready(compiled(*args))
     seconds = time.perf_counter() - start
