@@ -18,15 +18,28 @@ here with lam_H = lam / n_A (lam_W, lam_b unchanged).
     the SVD factors of Zhat = Y - (1/K) 1 1^T (``ufm.imbalance``), as lam -> 0, for integer sizes with
     several ratios, CE and LS, bias penalised like W and H (lam_b = lam) or pinned (lam_b = 10).
 (c) CE vs LS: R* for delta = 0, 0.1, 0.3 at the same lambdas.
+(d) Spectra: the loss-term Hessian blocks W (dK x dK) and H (dN x dN) at the optimum, and their
+    condition numbers kappa (largest over smallest eigenvalue above 1e-8 of the largest,
+    ``ufm.hessian.NONZERO_RTOL``) against R, CE and LS, several lam. A ratio R = p / q is realised
+    with integer class sizes (p for the majority, q for the minority classes): that problem with
+    lam_H = lam / p has the same class-mean reduction as (1, 1/R) with lam_H = lam (the loss term,
+    hence the blocks, does not involve lam_H), so the optimum of (a) is expanded to its N = K_A p + K_B q
+    columns and fed to the structured path of ``ufm.hessian.block_spectrum`` (it groups equal columns
+    with their counts, so unequal class sizes are exact); the dense ``jax.hessian`` checks it at small
+    N. At R = 1 both kappas must equal K p_t (Guo et al., Thm 4.2). Near the threshold, R = R* (1 -+ eps)
+    for eps = 1e-1 ... 1e-3 (q = ceil(10^4 / R*), so N ~ 2e4).
 """
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments._common import run
+from ufm import hessian
 from ufm import imbalance as im
+from ufm.objective import Params, Weights
 
 NAME = "imbalance"
 #: Relative distance below which the minority classifiers count as equal (resp. as zero).
@@ -103,6 +116,55 @@ def thresholds(K_A, K_B, lam, delta, grid) -> dict:
     return out
 
 
+def block_spectra(solution, K_A: int, p: int, q: int, delta: float, dense: bool = False) -> dict:
+    """kappa of the loss-term W and H blocks at ``solution`` (sizes ``(1, 1/R)``, R = p/q), expanded to
+    integer sizes ``(p,) * K_A + (q,) * K_B`` (module docstring, (d)); with ``dense``, the largest
+    difference between the structured and the dense spectrum relative to the largest eigenvalue."""
+    sizes = np.array([p] * K_A + [q] * (len(solution.sizes) - K_A))
+    labels = np.repeat(np.arange(sizes.size), sizes)
+    params = Params(jnp.asarray(solution.W), jnp.asarray(solution.Hbar[:, labels]), jnp.asarray(solution.b))
+    weights = Weights(*(jnp.asarray(v, jnp.float64) for v in (delta, 0.0, 0.0, 0.0)))   # loss term: no lambdas
+    logits = solution.W.T @ solution.Hbar + solution.b[:, None]
+    P = np.exp(logits - logits.max(axis=0))
+    P /= P.sum(axis=0)
+    out = dict(N=int(sizes.sum()), K_p_t=float(sizes.size * np.mean(np.diag(P))))
+    worst = 0.0
+    for block in ("W", "H"):
+        spectrum = hessian.block_spectrum(params, jnp.asarray(labels), weights, block, method="structured")
+        values, counts = spectrum.values, spectrum.counts
+        top = float(values.max())
+        nonzero = values > hessian.NONZERO_RTOL * top
+        out[f"kappa_{block}"] = float(values[nonzero].max() / values[nonzero].min())
+        out[f"min_nonzero_{block}"] = float(values[nonzero].min() / top)
+        out[f"rank_{block}"] = int(counts[nonzero].sum())
+        if dense:
+            reference = hessian.block_spectrum(params, jnp.asarray(labels), weights, block, method="dense").values
+            worst = max(worst, float(np.max(np.abs(np.sort(reference) - spectrum.expanded())) / top))
+    out["dense_vs_structured"] = worst if dense else np.nan
+    return out
+
+
+def spectra_table(K_A, K_B, lams, deltas, ratios, table) -> list[dict]:
+    """kappa_W, kappa_H against integer R (q = 1) and at R* (1 -+ eps) (q = ceil(1e4 / R*)), module docstring (d)."""
+    rows = []
+    for delta in deltas:
+        for lam in lams:
+            stars = [r["R_star"] for r in table if (r["K_A"], r["K_B"], r["lam"], r["delta"]) == (K_A, K_B, lam, delta)]
+            probes = [(R, 1, "grid") for R in ratios]
+            star = stars[0] if stars else np.nan
+            if np.isfinite(star):      # R = p / q resolved to 1e-4 / R* (N ~ 2e4); eps_actual = R / R* - 1 recorded
+                q = int(np.ceil(1e4 / star))
+                probes += [(round(star * (1 + sign * eps) * q), q, f"R* (1 {'+' if sign > 0 else '-'} {eps:g})")
+                           for eps in (1e-1, 1e-2, 1e-3) for sign in (-1, 1)]
+            for p, q, kind in probes:
+                solution = _solve(K_A, K_B, p / q, lam, delta)
+                dense = kind == "grid" and p in (2, 3) and lam == lams[0]   # dense reference at small N
+                rows.append(dict(K_A=K_A, K_B=K_B, loss="ce" if delta == 0 else "ls", delta=delta, lam=lam, R=p / q,
+                                 R_star=star, eps=p / q / star - 1, probe=kind, status=solution.status,
+                                 **block_spectra(solution, K_A, p, q, delta, dense=dense)))
+    return rows
+
+
 def body(args, outputs):
     quick = args.quick
     groups = [(2, 2)] if quick else [(2, 2), (3, 2), (2, 4)]
@@ -135,10 +197,16 @@ def body(args, outputs):
                                           lam_b="lam" if lam_b == "lam" else lam_b, lam=lam, status=s.status,
                                           **{f"seli_{k}": v for k, v in distances.items()}))
 
+    ratios = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128) if quick else tuple(range(1, 16)) + (
+        16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256, 320, 384, 512)
+    spectra_rows = spectra_table(*groups[0], lams, (0.0, 0.1), ratios, table)
+
     outputs.csv(f"{NAME}.csv", table)
     outputs.csv("curves.csv", curves)
     outputs.csv("seli.csv", seli_rows)
+    outputs.csv("spectra.csv", spectra_rows)
     _figure(outputs, curves, table, seli_rows, groups[0])
+    _spectra_figure(outputs, spectra_rows, table, groups[0])
     for row in table:
         print(f"K_A={row['K_A']} K_B={row['K_B']} lam={row['lam']:g} {row['loss']} delta={row['delta']:g}: "
               f"R* = {row['R_star']:.7f} (extrapolated {row['R_ext']:.5f}), minority w = 0 from R_0 = "
@@ -180,6 +248,34 @@ def _figure(outputs, curves, table, seli_rows, group):
     axes[2].legend(fontsize=7)
     fig.tight_layout()
     outputs.figure(f"{NAME}.png", fig)
+
+
+def _spectra_figure(outputs, rows, table, group):
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
+    for ax, block in zip(axes, ("W", "H")):
+        for loss, delta in (("CE", 0.0), ("LS delta=0.1", 0.1)):
+            for lam in sorted({r["lam"] for r in rows}):
+                sub = sorted((r for r in rows if r["delta"] == delta and r["lam"] == lam), key=lambda r: r["R"])
+                line, = ax.loglog([r["R"] for r in sub], [r[f"kappa_{block}"] for r in sub],
+                                  "o-" if delta == 0 else "s--", ms=3, label=f"{loss}, lam={lam:g}")
+                for r in table:
+                    if (r["K_A"], r["K_B"], r["lam"], r["delta"]) == (*group, lam, delta) and np.isfinite(r["R_star"]):
+                        ax.axvline(r["R_star"], color=line.get_color(), lw=0.6, ls=":")
+        ax.set(xlabel="imbalance ratio R = n_A / n_B", ylabel=f"kappa of the loss-term {block} block",
+               title=f"{block} block at the optimum, K_A={group[0]}, K_B={group[1]} (dotted: R*)")
+        ax.legend(fontsize=7)
+    below = [r for r in rows if r["probe"].startswith("R* (1 -")]
+    for block, marker in (("W", "o-"), ("H", "s--")):
+        for loss, delta in (("CE", 0.0), ("LS", 0.1)):
+            for lam in sorted({r["lam"] for r in below}):
+                sub = sorted((r for r in below if r["delta"] == delta and r["lam"] == lam), key=lambda r: -r["eps"])
+                axes[2].loglog([-r["eps"] for r in sub], [r[f"kappa_{block}"] for r in sub], marker, ms=3,
+                               label=f"kappa_{block}, {loss}, lam={lam:g}")
+    axes[2].set(xlabel="1 - R / R* (approaching the threshold from below)", ylabel="kappa",
+                title="divergence below R*")
+    axes[2].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    outputs.figure("spectra.png", fig)
 
 
 def main(argv=None) -> int:

@@ -41,3 +41,28 @@ def test_quick_run_tables(tmp_path):
     seli = list(csv.DictReader(open(tmp_path / "seli.csv")))
     balanced = [r for r in seli if r["sizes"] == "20-20-20-20"]
     assert max(float(r[k]) for r in balanced for k in ("seli_logits", "seli_WW", "seli_HH")) < 1e-8
+    spectra = list(csv.DictReader(open(tmp_path / "spectra.csv")))
+    assert spectra and all(r["status"] == "converged" for r in spectra)
+    for r in spectra:
+        if float(r["R"]) == 1.0:    # balanced: Thm 4.2, kappa_W = kappa_H = K p_t (solver tolerance 1e-12)
+            assert float(r["kappa_W"]) == pytest.approx(float(r["K_p_t"]), rel=1e-8)
+            assert float(r["kappa_H"]) == pytest.approx(float(r["K_p_t"]), rel=1e-8)
+    checked = [float(r["dense_vs_structured"]) for r in spectra if r["dense_vs_structured"] not in ("", "nan")]
+    assert checked and max(checked) < 1e-11       # structured path = dense jax.hessian (eigh rounding)
+    for loss in ("ce", "ls"):                     # below R* kappa grows like 1 / (1 - R / R*)
+        near = {r["probe"]: float(r["kappa_W"]) for r in spectra if r["loss"] == loss and r["lam"] == "0.1"}
+        assert 5.0 < near["R* (1 - 0.001)"] / near["R* (1 - 0.01)"] < 20.0
+        assert near["R* (1 + 0.001)"] < 10.0 < near["R* (1 - 0.01)"]
+
+
+def test_block_spectra_depend_on_the_ratio_only():
+    """The experiment realises R = p / q by class sizes (p, p, q, q): sizes (2, 1) and (6, 3) must give the
+    same kappas (the W block depends on n_k / N only, the H block scales by 1 / N), to rounding; the dense
+    jax.hessian agrees with the structured path."""
+    solution = experiment._solve(2, 2, 2.0, 0.1)
+    a = experiment.block_spectra(solution, 2, 2, 1, 0.0, dense=True)
+    b = experiment.block_spectra(solution, 2, 6, 3, 0.0)
+    assert a["dense_vs_structured"] < 1e-11 and np.isnan(b["dense_vs_structured"])
+    for name in ("kappa_W", "kappa_H", "K_p_t"):
+        assert b[name] == pytest.approx(a[name], rel=1e-10), name
+    assert a["rank_W"] == b["rank_W"] == 9 and (a["N"], b["N"]) == (6, 18)
