@@ -13,6 +13,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 import theory  # noqa: E402
 import ufm  # noqa: E402
@@ -45,6 +46,25 @@ def figure(nrows: int = 1, ncols: int = 1, *, panel: tuple[float, float] = PANEL
     plt.rcParams.update(STYLE)   # experiments only (never imported by the library); before any text is made
     kwargs.setdefault("figsize", (panel[0] * ncols, panel[1] * nrows))
     return plt.subplots(nrows, ncols, layout="constrained", **kwargs)
+
+
+def label_log_axes(ax) -> None:
+    """Plain-number tick labels on the log-scaled axes of ``ax`` (call after plotting): 1-2-5 ticks over
+    up to three decades, about four evenly spaced ticks within one decade (where matplotlib's default
+    leaves the axis without a single label), matplotlib's powers of ten beyond; no minor labels."""
+    ax.autoscale_view()
+    for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() != "log":
+            continue
+        low, high = sorted(limits)
+        decades = np.log10(high / low)
+        if decades < 1.0:
+            axis.set_major_locator(ticker.MaxNLocator(nbins=4))
+        elif decades <= 3.0:
+            axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        if decades <= 3.0:
+            axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def plain(text: str) -> str:

@@ -7,12 +7,11 @@ predicted spectrum (eigenvalues with multiplicities) against the measured one.
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 import theory
 import ufm
-from experiments._common import run
+from experiments._common import figure, label_log_axes, run
 
 NAME = "condition_number"
 LAM = 1e-3
@@ -23,7 +22,7 @@ def body(args, outputs):
     Ks = (3, 5, 10) if args.quick else (3, 5, 10, 20)
     deltas = np.linspace(0.0, 0.8, 5 if args.quick else 17)
     rows = []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = figure(1, 2, panel=(4.6, 3.4))
     for K in Ks:
         for delta in deltas:
             problem = ufm.Problem(K=K, n=n, delta=float(delta), lam_W=LAM, lam_H=LAM, lam_b=LAM, seed=0)
@@ -45,7 +44,7 @@ def body(args, outputs):
                      label=f"measured H block, K={K}")
     axes[0].set(xlabel="delta", ylabel="condition number (non-zero eigenvalues)",
                 title=f"Theorem 4.2: kappa = K p_t (n={n}, lam={LAM:g})")
-    axes[0].legend(fontsize=6)
+    axes[0].legend(fontsize=7, ncols=2)
 
     K, delta = 5, 0.1
     problem = ufm.Problem(K=K, n=n, d=K + 2, delta=delta, lam_W=LAM, lam_H=LAM, lam_b=LAM, seed=1)
@@ -62,7 +61,8 @@ def body(args, outputs):
     axes[1].plot([], [], color="C3", lw=2, label="predicted (value, multiplicity)")
     axes[1].set(xscale="log", xlabel="eigenvalue", ylabel="count",
                 title=f"W-block spectrum of phi, K={K}, d={K + 2}, delta={delta}")
-    axes[1].legend(fontsize=7)
+    label_log_axes(axes[1])
+    axes[1].legend()
     outputs.csv("condition_number.csv", rows)
     outputs.csv("spectrum_W.csv", [dict(eigenvalue=float(v)) for v in measured])
     outputs.figure("condition_number.png", fig)

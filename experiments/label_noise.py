@@ -10,11 +10,10 @@ which *adds* limited expressivity to the UFM; the plain UFM solved here has free
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 import ufm
-from experiments._common import run
+from experiments._common import figure, run
 from ufm.metrics import dilation
 
 NAME = "label_noise"
@@ -37,7 +36,7 @@ def body(args, outputs):
                              dilation=measured.dilation, nc1_true_mean=float(np.mean(measured.nc1_true)),
                              nc1_true_max=float(np.max(measured.nc1_true)), nc1_observed=observed_nc1))
     outputs.csv(f"{NAME}.csv", rows)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    fig, axes = figure(1, 2, panel=(4.8, 3.4))
     for delta in deltas:
         sub = [r for r in rows if r["delta"] == delta]
         name = "CE" if delta == 0 else f"LS delta={delta:g}"
@@ -49,8 +48,7 @@ def body(args, outputs):
     axes[1].set(xlabel="noise fraction eta", ylabel="mean per-class NC1 (true labels)",
                 title="NC1 with the true labels (observed-label NC1 ~ 0)")
     for ax in axes:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.legend()
     outputs.figure(f"{NAME}.png", fig)
     for eta in etas[1:]:
         line = ", ".join(f"delta={r['delta']:g}: {r['dilation']:.6f}" for r in rows if r["eta"] == eta)

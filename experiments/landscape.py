@@ -12,11 +12,10 @@ is therefore polished by a second solve from its end point down to an absolute g
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 import ufm
-from experiments._common import run
+from experiments._common import figure, label_log_axes, run
 from ufm.compare import compare
 
 NAME = "landscape"
@@ -57,7 +56,7 @@ def body(args, outputs):
                                      worst_error=_worst_error(comparison), reached=comparison.ok))
     outputs.csv(f"{NAME}.csv", rows)
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, axes = figure(1, 2, panel=(4.6, 3.4))
     for i, label in enumerate(CASES):
         sub = [r for r in rows if r["case"] == label]
         x = np.array([np.log10(r["init_scale"]) for r in sub]) + 0.05 * (i - len(CASES) / 2)
@@ -66,10 +65,11 @@ def body(args, outputs):
     axes[0].axhline(RTOL, color="k", ls="--", lw=1, label="tolerance 1e-6")
     axes[0].set(yscale="log", xlabel="log10 init scale", ylabel="worst |solver - theory| (rel.)",
                 title=f"K={K}, n={n}, d in {dims}, lam={lam:g}, {len(seeds)} seeds")
+    label_log_axes(axes[0])
     axes[0].legend(fontsize=7)
     axes[1].set(xticks=range(len(CASES)), ylim=(0, 1.05), ylabel="fraction reaching the prediction",
                 title="benign landscape?")
-    axes[1].set_xticklabels(list(CASES), rotation=30, ha="right", fontsize=8)
+    axes[1].set_xticklabels(list(CASES), rotation=30, ha="right")
     outputs.figure(f"{NAME}.png", fig)
     for label in CASES:
         sub = [r for r in rows if r["case"] == label]

@@ -17,7 +17,7 @@ import numpy as np
 
 import theory.memorization_dilation as tmd
 import ufm
-from experiments._common import run
+from experiments._common import figure, label_log_axes, run
 
 NAME = "md_model"
 LAM = 1e-3
@@ -93,7 +93,7 @@ def body(args, outputs):
                         sum(r["alpha_ok"] and not r["eta_ok"] for r in outside)),
     }
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
+    fig, axes = figure(1, 2, panel=(5.0, 3.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     ce_rows = [r for r in rows if r["alpha0"] == alphas[0] and r["law"] == "two-point"]
     axes[0].loglog([r["eta"] for r in ce_rows], [r["dilation_ce"] for r in ce_rows], "k-o", ms=3, label="CE")
@@ -115,8 +115,8 @@ def body(args, outputs):
     axes[1].set(xlabel="noise level eta", ylabel="dilation_CE / dilation_LS (> 1: Thm 4.3 holds)",
                 title="shaded: inside Assumption 4.2.3 (eta below its bound)")
     for ax in axes:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        label_log_axes(ax)
+        ax.legend()
     outputs.figure(f"{NAME}.png", fig)
     for key, (held, total) in summary.items():
         print(f"Theorem 4.3 {key}: holds on {held}/{total}" + (f" ({held / total:.1%})" if total else ""))

@@ -9,12 +9,11 @@ K = 10) with n = 100 (quick) or n = 1000, and the CLI default (lam = 5e-4, n = 5
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 import theory
 import ufm
-from experiments._common import run
+from experiments._common import figure, label_log_axes, run
 
 NAME = "norms_vs_delta"
 
@@ -35,7 +34,7 @@ def settings(quick: bool):
 
 def body(args, outputs):
     rows = []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = figure(1, 2, panel=(4.6, 3.4))
     for setting, deltas in settings(args.quick):
         K, n, lam_W, lam_H = setting["K"], setting["n"], setting["lam_W"], setting["lam_H"]
         problems = [ufm.Problem(K=K, n=n, delta=delta, lam_W=lam_W, lam_H=lam_H, lam_b=setting["lam_b"], seed=0)
@@ -68,10 +67,12 @@ def body(args, outputs):
         axes[1].semilogy([r["delta"] for r in inside], [max(r["h_error"], 1e-17) for r in inside], "s--",
                          label=f"||h|| ({setting['label']})")
     axes[0].set(xlabel="delta", ylabel="mean norm", yscale="log", title="Norms vs delta (Theorem 4.1, B.6)")
-    axes[0].legend(fontsize=6)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=7)
     axes[1].axhline(1e-6, color="gray", lw=0.8, ls=":")
     axes[1].set(xlabel="delta", ylabel="relative error (solver vs theory)", title="Relative error below the boundary")
-    axes[1].legend(fontsize=6)
+    axes[1].legend(fontsize=7)
+    for ax in axes:
+        label_log_axes(ax)
     outputs.csv("norms_vs_delta.csv", rows)
     outputs.figure("norms_vs_delta.png", fig)
     worst = max(max(r["w_error"], r["h_error"]) for r in rows if not r["collapsed"])

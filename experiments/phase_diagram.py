@@ -7,12 +7,11 @@ by the p_t they reach.
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 import theory
 import ufm
-from experiments._common import run
+from experiments._common import figure, run
 
 NAME = "phase_diagram"
 
@@ -23,7 +22,7 @@ def body(args, outputs):
     scales = np.linspace(0.01, 1.5, 300)  # sqrt(K N) lam_Z = K sqrt(n) lam for lam_W = lam_H = lam
     lam = scales[:, None] / (K * np.sqrt(n))
     p_t, _ = theory.probabilities(K, n, deltas[None, :], lam, lam)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = figure(panel=(4.8, 3.6))
     image = ax.pcolormesh(deltas, scales, p_t, shading="auto", cmap="viridis", vmin=1 / K, vmax=1)
     ax.plot(deltas, 1 - deltas, "w--", lw=1.5, label="c = 1")
     rows = []
@@ -43,7 +42,7 @@ def body(args, outputs):
                cmap="viridis", vmin=1 / K, vmax=1, edgecolors="red", s=50, label="solver")
     fig.colorbar(image, ax=ax, label="p_t")
     ax.set(xlabel="delta", ylabel="sqrt(KN) lam_Z", title=f"Phase diagram (K={K}, n={n})")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper right")
     outputs.csv("phase_diagram.csv", rows)
     outputs.figure("phase_diagram.png", fig)
     print(f"worst relative p_t error over {len(rows)} solver points: {max(r['error'] for r in rows):.2e}")

@@ -27,13 +27,12 @@ compared with the linearised prediction ``-log(1 - lr mu)``.
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 import theory
 import ufm
 from ufm import curvature
-from experiments._common import gd_checkpoints, logit_error, run
+from experiments._common import figure, gd_checkpoints, label_log_axes, logit_error, run
 
 NAME = "speed_vs_kappa"
 TOL = 1e-8  # relative gradient-norm tolerance of the timed GD runs
@@ -119,7 +118,7 @@ def body(args, outputs):
             slope_within, r2_within = fit(x, y, groups=lam)
             fits.append(dict(target=target, quantity=q, slope=slope, r2=r2,
                              slope_within_lam=slope_within, r2_within_lam=r2_within))
-    fig, axes = plt.subplots(2, 3, figsize=(16, 10), gridspec_kw=dict(hspace=0.35, wspace=0.3))
+    fig, axes = figure(2, 3, panel=(4.4, 3.6))
     for ax, q in zip(axes.ravel(), CANDIDATES):
         for target, marker in zip(TARGETS, "ox"):
             for j, lam in enumerate(lams):
@@ -133,9 +132,8 @@ def body(args, outputs):
                      "logits {:.2f}".format(r2["iterations_grad"][0], r2["iterations_logit"][0],
                                             r2["iterations_grad"][1], r2["iterations_logit"][1]))
         ax.title.set_fontsize(9)
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())
-        ax.yaxis.set_minor_formatter(plt.NullFormatter())
-    axes[0, 0].legend(fontsize=6)
+        label_log_axes(ax)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
     fig.colorbar(points, ax=axes[0, :], label="delta", fraction=0.02)
     ax = axes[1, 2]
     measured = np.array([r["rate_measured"] for r in rows])
@@ -145,7 +143,8 @@ def body(args, outputs):
     ax.loglog(span, span, "k:", label="measured = predicted")
     ax.set(xlabel="-log(1 - lr mu): linearised GD rate", ylabel="measured rate of log |grad L|",
            title="asymptotic rate vs joint Hessian")
-    ax.legend(fontsize=7)
+    label_log_axes(ax)
+    ax.legend()
     fig.suptitle(f"Plain GD (step 1/L) on the UFM, K={K}, n={n}: which condition number predicts the iterations?")
     outputs.csv(f"{NAME}.csv", rows)
     outputs.csv("fits.csv", fits)
