@@ -216,3 +216,19 @@ def test_default_problem_every_loss_agrees_to_1e_6(flags, tmp_path):
     rows = {row["quantity"]: row for row in json.loads(out.read_text())["comparison"]}
     for name in ("mean ||w_k||", "mean ||hbar_k - h_G||", "logits W^T Hbar + b (Frobenius)", "max |b_k - b_pred|"):
         assert rows[name]["applies"] and rows[name]["error"] <= 1e-6, name
+
+
+def test_ufm_solve_is_both_the_cli_module_and_the_solver():
+    """ARCHITECTURE.md "Design decisions": importing the CLI module rebinds ``ufm.solve`` to it,
+    and the module forwards a call to :func:`ufm.solver.solve` (same result, bit for bit)."""
+    import importlib
+
+    import ufm
+    from ufm import solver
+
+    module = importlib.import_module("ufm.solve")
+    assert ufm.solve is module and callable(module.main)
+    problem = ufm.Problem(K=2, n=2, seed=3)
+    via_module, direct = ufm.solve(problem, "gd", max_iters=3), solver.solve(problem, "gd", max_iters=3)
+    assert via_module.iterations == direct.iterations == 3
+    assert via_module.W.tobytes() == direct.W.tobytes()

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import theory
-from theory import _checks
+from theory import validation
 from tests._hostile import check_contract, hostile, maybe
 
 K_ = maybe(st.integers(2, 12))
@@ -26,7 +26,7 @@ lam_ = maybe(st.floats(1e-12, 10))
 @pytest.fixture(autouse=True, scope="module")
 def _small_memory():
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_checks, "_free_bytes", lambda: 32 * 2**20)
+        patch.setattr(validation, "host_free_bytes", lambda: 32 * 2**20)
         yield
 
 

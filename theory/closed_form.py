@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from theory import _checks
+from theory import validation
 
 
 class Phase(NamedTuple):
@@ -96,10 +96,10 @@ def phase(K, n, delta, lam_W, lam_H) -> Phase:
         :class:`Phase` with ``c = K sqrt(n lam_W lam_H) + delta``,
         ``delta_star = 1 - K sqrt(n lam_W lam_H)`` and ``collapsed = c >= 1``.
     """
-    K, n = _checks.classes_and_samples(K, n)
-    delta = _checks.delta(delta)
-    lam_W = _checks.positive("lam_W", lam_W)
-    lam_H = _checks.positive("lam_H", lam_H)
+    K, n = validation.classes_and_samples(K, n)
+    delta = validation.delta(delta)
+    lam_W = validation.positive("lam_W", lam_W)
+    lam_H = validation.positive("lam_H", lam_H)
     scale = _regularization_scale(K, n, lam_W, lam_H)
     c = scale + np.asarray(delta)
     delta_star = 1.0 - scale
@@ -180,15 +180,15 @@ def norms(K, n, delta, lam_W, lam_H) -> Norms:
 
 def simplex_projector(K) -> np.ndarray:
     """``M = I_K - 1 1^T / K``, shape ``(K, K)``: the centring projector of Theorem 4.1."""
-    K = _checks.integer("K", K, 2)
-    _checks.allocation("the K x K simplex projector", 2.0 * K * K, f"K = {K}")
+    K = validation.integer("K", K, 2, float64=True)
+    validation.allocation("the K x K simplex projector", 2.0 * K * K, f"K = {K}")
     return np.eye(K) - np.full((K, K), 1.0 / K)
 
 
 def label_matrix(K, n) -> np.ndarray:
     """Hard labels ``Y = [e_1 1_n^T, ..., e_K 1_n^T]``, shape ``(K, N)``, class-major."""
-    K, n = _checks.classes_and_samples(K, n)
-    _checks.allocation("the K x nK label matrix", float(K) * K * (n + 1), f"K = {K}, n = {n}")
+    K, n = validation.classes_and_samples(K, n)
+    validation.allocation("the K x nK label matrix", float(K) * K * (n + 1), f"K = {K}, n = {n}")
     return np.repeat(np.eye(K), n, axis=1)
 
 
@@ -206,28 +206,13 @@ def logit_matrix(K, n, delta, lam_W, lam_H) -> np.ndarray:
 
 def random_semi_orthogonal(d, K, seed=0) -> np.ndarray:
     """A random ``P: (d, K)`` with ``P^T P = I_K`` (QR of a Gaussian, signs fixed)."""
-    K = _checks.integer("K", K, 2)
-    d = _checks.dimension(d, K)
-    seed = _checks.integer("seed", seed, 0)
-    _checks.allocation("a random d x K semi-orthogonal matrix", 4.0 * d * K, f"d = {d}, K = {K}")
+    K = validation.integer("K", K, 2, float64=True)
+    d = validation.dimension(d, K)
+    seed = validation.integer("seed", seed, 0, float64=True)
+    validation.allocation("a random d x K semi-orthogonal matrix", 4.0 * d * K, f"d = {d}, K = {K}")
     gaussian = np.random.default_rng(seed).standard_normal((d, K))
     q, r = np.linalg.qr(gaussian)
     return q * np.where(np.diag(r) < 0, -1.0, 1.0)
-
-
-def _check_semi_orthogonal(P, d: int, K: int) -> np.ndarray:
-    try:
-        P = np.asarray(P, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError("P must be a real (d, K) array with P^T P = I_K") from None
-    if P.shape != (d, K):
-        raise ValueError(f"P must have shape (d, K) = ({d}, {K}), got {P.shape}")
-    if not np.all(np.isfinite(P)):
-        raise ValueError("P must be finite (got nan/inf)")
-    defect = np.max(np.abs(P.T @ P - np.eye(K)))
-    if defect > 1e-10:
-        raise ValueError(f"P must be semi-orthogonal (P^T P = I_K); max |P^T P - I| = {defect:.3e}")
-    return P
 
 
 def global_minimizer(K, n, d, delta, lam_W, lam_H, P=None, seed=0):
@@ -249,14 +234,14 @@ def global_minimizer(K, n, d, delta, lam_W, lam_H, P=None, seed=0):
         ``W: (d, K)``, ``H: (d, N)`` with ``N = n K``, ``b: (K,)``, float64.
         For c >= 1 all three are zero.
     """
-    K, n = _checks.classes_and_samples(K, n)
-    d = _checks.dimension(d, K)
+    K, n = validation.classes_and_samples(K, n)
+    d = validation.dimension(d, K)
     a = a_delta(K, n, delta, lam_W, lam_H)
     if np.ndim(a) != 0:
         raise ValueError("global_minimizer takes scalar delta, lam_W, lam_H (got arrays)")
-    _checks.allocation("the global minimizer (W, H)", float(d) * K * (n + 4) + float(K) * K * (n + 1),
+    validation.allocation("the global minimizer (W, H)", float(d) * K * (n + 4) + float(K) * K * (n + 1),
                        f"K = {K}, n = {n}, d = {d}")
-    P = random_semi_orthogonal(d, K, seed) if P is None else _check_semi_orthogonal(P, d, K)
+    P = random_semi_orthogonal(d, K, seed) if P is None else validation.semi_orthogonal(P, d, K)
     ratio = float(balance(n, lam_W, lam_H))
     ETF = np.sqrt(a) * (P @ simplex_projector(K))
     W = ratio * ETF

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory import _checks
+from theory import validation
 from theory.prediction import predict
 
 DISTRIBUTIONS = ("two-point", "circle")
@@ -70,7 +70,7 @@ _MAX_NODES = 1 << 16
 # ----------------------------------------------------------------------------- validation
 def check_alpha(alpha) -> float:
     """LS parameter ``alpha`` (their alpha, our delta): a single finite number in ``[0, 1)``."""
-    arr = _checks._real_array("alpha", alpha, "0 <= alpha < 1")
+    arr = validation.real_array("alpha", alpha, "0 <= alpha < 1")
     if arr.ndim != 0 or not 0.0 <= float(arr) < 1.0:
         raise ValueError(f"alpha must be a single number with 0 <= alpha < 1, got {alpha!r}")
     return float(arr)
@@ -78,17 +78,17 @@ def check_alpha(alpha) -> float:
 
 def check_eta(eta) -> float:
     """Noise level ``eta > 0`` (Definition 4.1)."""
-    return _checks.positive_scalar("eta", eta)
+    return validation.positive_scalar("eta", eta)
 
 
 def check_c_md(c_md) -> float:
     """Memorization-dilation slope ``C_MD > 0`` (Definition 4.1)."""
-    return _checks.positive_scalar("c_md", c_md)
+    return validation.positive_scalar("c_md", c_md)
 
 
 def check_dimension(M) -> int:
     """Feature dimension ``M >= N = 2`` (Theorem 4.3)."""
-    return _checks.integer("M", M, 2)
+    return validation.integer("M", M, 2, float64=True)
 
 
 def check_distribution(name) -> str:
@@ -157,8 +157,8 @@ def nc_configuration(M, lam_W, lam_H, alpha) -> NCConfiguration:
     """
     M = check_dimension(M)
     alpha = check_alpha(alpha)
-    lam_W = _checks.positive_scalar("lam_W", lam_W)
-    lam_H = _checks.positive_scalar("lam_H", lam_H)
+    lam_W = validation.positive_scalar("lam_W", lam_W)
+    lam_H = validation.positive_scalar("lam_H", lam_H)
     pred = predict(2, 1, M, lam_W, lam_H, loss="ls", delta=alpha, nonnegative=True)
     if pred.collapsed:
         raise ValueError(f"alpha = {alpha:g}, lam_W = {lam_W:g}, lam_H = {lam_H:g} give W = H = 0 under H >= 0 "
@@ -271,7 +271,7 @@ def dilation_risk_derivative(r, config: NCConfiguration, lam, dist: Distribution
 
 def r_max(eta, c_md, distance) -> float:
     """``r_max = eta ||h_1 - h_2||^2 / C_MD`` (Remark 1): from there on ``u_1 = h_1`` is feasible."""
-    return check_eta(eta) * _checks.positive_scalar("distance", distance) ** 2 / check_c_md(c_md)
+    return check_eta(eta) * validation.positive_scalar("distance", distance) ** 2 / check_c_md(c_md)
 
 
 def lemma_c6_lower_bound(eta, c_md, distance, A=1.0) -> float:

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory import _checks
 from theory import scalar_reduction as sr
-from theory.closed_form import _check_semi_orthogonal, label_matrix, random_semi_orthogonal, simplex_projector
+from theory import validation
+from theory.closed_form import label_matrix, random_semi_orthogonal, simplex_projector
 from theory.spectra import HessianSpectrum, curvature_spectrum
 
 
@@ -94,14 +94,14 @@ class Prediction:
         Y = label_matrix(K, n)
         b = np.full(K, self.bias)
         if self.nonnegative:
-            rows = np.random.default_rng(_checks.integer("seed", seed, 0)).permutation(d)[:K]
+            rows = np.random.default_rng(validation.integer("seed", seed, 0, float64=True)).permutation(d)[:K]
             Q = np.zeros((d, K))
             Q[rows, np.arange(K)] = 1.0
             if a == 0.0:
                 return np.zeros((d, K)), np.zeros((d, n * K)), b
             r = np.sqrt(a * np.sqrt(self.lam_W * (K - 1) / (self.lam_H * n * K)))
             return (a / r) * Q @ M, (r * Q) @ Y, b
-        P = random_semi_orthogonal(d, K, seed) if P is None else _check_semi_orthogonal(P, d, K)
+        P = random_semi_orthogonal(d, K, seed) if P is None else validation.semi_orthogonal(P, d, K)
         rho = (n * self.lam_H / self.lam_W) ** 0.25
         s = self.feature_shift
         shift = np.sqrt(abs(s) * K) * np.full((K, K), 1.0 / K)
@@ -131,14 +131,14 @@ def predict(K, n, d, lam_W, lam_H, lam_b=None, *, loss="ls", delta=0.0, gamma=0.
         :class:`Prediction`.
     """
     loss, delta, gamma = sr.loss_parameters(loss, delta, gamma)
-    K, n = _checks.classes_and_samples(K, n)
-    d = _checks.dimension(d, K)
-    lam_W = _checks.positive_scalar("lam_W", lam_W)
-    lam_H = _checks.positive_scalar("lam_H", lam_H)
-    mse_kappa = _checks.positive_scalar("mse_kappa", mse_kappa)
-    mse_beta = _checks.positive_scalar("mse_beta", mse_beta)
+    K, n = validation.classes_and_samples(K, n)
+    d = validation.dimension(d, K)
+    lam_W = validation.positive_scalar("lam_W", lam_W)
+    lam_H = validation.positive_scalar("lam_H", lam_H)
+    mse_kappa = validation.positive_scalar("mse_kappa", mse_kappa)
+    mse_beta = validation.positive_scalar("mse_beta", mse_beta)
     if lam_b is not None:
-        lam_b = sr._nonnegative_real("lam_b", lam_b)
+        lam_b = validation.nonnegative_scalar("lam_b", lam_b)
     M = simplex_projector(K)
     rho = (n * lam_H / lam_W) ** 0.25
     if loss == "mse":

@@ -60,7 +60,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from theory import _checks
+from theory import validation
 
 LOSSES = ("ce", "ls", "focal", "mse")
 CONTRASTIVE = ("ce", "ls", "focal")
@@ -73,13 +73,6 @@ def _check_loss(loss: str) -> str:
     return loss
 
 
-def _nonnegative_real(name: str, value) -> float:
-    arr = _checks._real_array(name, value, f"{name} >= 0")
-    if arr.ndim != 0 or float(arr) < 0.0:
-        raise ValueError(f"{name} must be a real number >= 0, got {value!r}")
-    return float(arr)
-
-
 #: Largest focal parameter: the second derivative of the focal loss holds ``gamma**2``.
 MAX_GAMMA = 1e150
 
@@ -87,10 +80,10 @@ MAX_GAMMA = 1e150
 def loss_parameters(loss: str, delta=0.0, gamma=0.0):
     """Validate ``(loss, delta, gamma)``: delta only for ``"ls"``, gamma >= 0 only for ``"focal"``."""
     loss = _check_loss(loss)
-    delta = _checks.delta(delta)
+    delta = validation.delta(delta)
     if np.ndim(delta) != 0:
-        raise ValueError(f"delta must be a single number in [0, 1), got {_checks._describe(delta)}")
-    gamma = _nonnegative_real("gamma", gamma)
+        raise ValueError(f"delta must be a single number in [0, 1), got {validation.describe(delta)}")
+    gamma = validation.nonnegative_scalar("gamma", gamma)
     if gamma > MAX_GAMMA:
         raise ValueError(f"gamma must be at most {MAX_GAMMA:g} (the focal derivatives hold gamma^2 in float64), "
                          f"got {gamma!r}")
@@ -120,8 +113,8 @@ def loss_derivatives(loss: str, K, a, *, delta=0.0, gamma=0.0):
     if loss == "mse":
         raise ValueError("loss must be a contrastive loss ('ce', 'ls', 'focal') for loss_derivatives, got 'mse'; "
                          "see mse_optimum")
-    K = _checks.integer("K", K, 2)
-    a = _checks._real_array("a", a, "a >= 0")
+    K = validation.integer("K", K, 2, float64=True)
+    a = validation.real_array("a", a, "a >= 0")
     if np.any(a < 0):
         raise ValueError(f"a must be >= 0, got {a.ravel()[np.argmax(a.ravel() < 0)]!r}")
     p, q, _, log_p = _pq(K, a)
@@ -144,9 +137,9 @@ def logit_curvatures(loss: str, K, a, *, delta=0.0, gamma=0.0, mse_kappa=1.0):
     ``mu1 = 2`` on the rest of ``1^perp``.
     """
     loss = _check_loss(loss)
-    K = _checks.integer("K", K, 2)
+    K = validation.integer("K", K, 2, float64=True)
     if loss == "mse":
-        kappa = _checks.positive_scalar("mse_kappa", mse_kappa)
+        kappa = validation.positive_scalar("mse_kappa", mse_kappa)
         return 2.0, 2.0 * (1.0 + (kappa - 1.0) * (1.0 - 1.0 / K))  # (K-1)/K without overflowing K - 1
     _, first, second = loss_derivatives(loss, K, a, delta=delta, gamma=gamma)
     mu2 = K * second / (K - 1)
@@ -159,9 +152,9 @@ def logit_curvatures(loss: str, K, a, *, delta=0.0, gamma=0.0, mse_kappa=1.0):
 
 def regularization_slope(K, n, lam_W, lam_H, *, nonnegative=False) -> float:
     """``r``: the regularizer at the optimum is ``r a`` (``R (K-1)``, or ``R sqrt(K(K-1))`` for H >= 0)."""
-    K, n = _checks.classes_and_samples(K, n)
-    lam_W = _checks.positive("lam_W", lam_W)
-    lam_H = _checks.positive("lam_H", lam_H)
+    K, n = validation.classes_and_samples(K, n)
+    lam_W = validation.positive("lam_W", lam_W)
+    lam_H = validation.positive("lam_H", lam_H)
     if np.ndim(lam_W) or np.ndim(lam_H):
         raise ValueError("lam_W and lam_H must be scalars here (got an array)")
     R = np.sqrt(float(n)) * np.sqrt(float(lam_W)) * np.sqrt(float(lam_H))  # no overflow of n lam_W lam_H
@@ -223,7 +216,7 @@ def optimal_scale(loss: str, K, n, lam_W, lam_H, *, delta=0.0, gamma=0.0, nonneg
     loss, delta, gamma = loss_parameters(loss, delta, gamma)
     if loss == "mse":
         raise ValueError("optimal_scale is for the contrastive losses; use mse_optimum for loss='mse'")
-    K, n = _checks.classes_and_samples(K, n)
+    K, n = validation.classes_and_samples(K, n)
     r = regularization_slope(K, n, lam_W, lam_H, nonnegative=nonnegative)
     derivs = lambda x: loss_derivatives(loss, K, x, delta=delta, gamma=gamma)
     f = lambda x: float(derivs(x)[0] + r * x)
@@ -290,11 +283,11 @@ def mse_optimum(K, n, lam_W, lam_H, lam_b, *, mse_kappa=1.0, mse_beta=1.0) -> MS
     Returns:
         :class:`MSEOptimum`.
     """
-    K, n = _checks.classes_and_samples(K, n)
+    K, n = validation.classes_and_samples(K, n)
     R = regularization_slope(K, n, lam_W, lam_H) / (K - 1)
-    kappa = _checks.positive_scalar("mse_kappa", mse_kappa)
-    beta = _checks.positive_scalar("mse_beta", mse_beta)
-    lam_b = _nonnegative_real("lam_b", lam_b)
+    kappa = validation.positive_scalar("mse_kappa", mse_kappa)
+    beta = validation.positive_scalar("mse_beta", mse_beta)
+    lam_b = validation.nonnegative_scalar("lam_b", lam_b)
 
     def solve_G(t0, c1):
         if lam_b == 0.0:

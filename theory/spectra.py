@@ -51,7 +51,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from theory import _checks
+from theory import validation
 from theory.closed_form import a_delta, balance, phase, probabilities
 
 _MERGE_RTOL = 1e-12
@@ -208,13 +208,13 @@ def hessian_spectrum(K, n, d, delta, lam_W, lam_H, *, lam_b=None, regularized=Fa
     Returns:
         :class:`HessianSpectrum` of :class:`BlockSpectrum`.
     """
-    K, n = _checks.classes_and_samples(K, n)
-    d = _checks.dimension(d, K)
+    K, n = validation.classes_and_samples(K, n)
+    d = validation.dimension(d, K)
     a = a_delta(K, n, delta, lam_W, lam_H)
     if np.ndim(a) != 0:
         raise ValueError("hessian_spectrum takes scalar delta, lam_W, lam_H (got arrays)")
     if lam_b is not None:
-        lam_b = _checks.positive("lam_b", lam_b)
+        lam_b = validation.positive("lam_b", lam_b)
     p_t, p_n = probabilities(K, n, delta, lam_W, lam_H)
     return curvature_spectrum(K, n, d, a, float(lam_W), float(lam_H), p_n, K * p_t * p_n,
                               lam_b=lam_b, regularized=regularized)

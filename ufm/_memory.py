@@ -8,18 +8,9 @@ killed by the operating system halfway through.
 
 from __future__ import annotations
 
-import os
-
 import jax
 
-
-def _host_free_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            fields = dict(line.split(":", 1) for line in meminfo)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+from theory import validation
 
 
 def free_bytes(device=None) -> int:
@@ -29,7 +20,7 @@ def free_bytes(device=None) -> int:
         stats = device.memory_stats() or {}
         if "bytes_limit" in stats:
             return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-    return _host_free_bytes()
+    return validation.host_free_bytes()   # the package's one reader of free host memory
 
 
 def fits(needed_bytes: float) -> bool:

@@ -27,6 +27,7 @@ from importlib import metadata
 import jax
 import numpy as np
 
+from theory import validation
 from ufm import _cache, _io, _prog
 from ufm._interrupt import exit_on_interrupt
 from ufm.last_layer import LOSSES, SOURCES, Analysis, analyze
@@ -39,29 +40,9 @@ class InputError(ValueError):
     """A bad input file (reported as one ``error:`` line, exit 2)."""
 
 
-def _number(name: str, low: float, high: float | None = None, *, low_open: bool = True):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        bad_low = value <= low if low_open else value < low
-        if not math.isfinite(value) or bad_low or (high is not None and value >= high):
-            interval = ("(" if low_open else "[") + f"{low:g}, " + ("inf)" if high is None else f"{high:g})")
-            raise argparse.ArgumentTypeError(f"{name} must be in {interval}, got {text}")
-        return value + 0.0  # -0.0 is 0.0 (reports and JSON never show "-0")
-
-    return parse
-
-
-def _chunk_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--chunk-size must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--chunk-size must be an integer >= 1, got {value}")
-    return value
+# argparse types: the library's own checks and messages (theory.validation: one rule, one message)
+_number = validation.number_type
+_chunk_size = validation.integer_type("--chunk-size", 1)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,8 +20,9 @@ import numpy as np
 import scipy.sparse.linalg
 from jax.flatten_util import ravel_pytree
 
+from theory import validation
 from ufm import _memory
-from ufm.hessian import eigenvalue_array, positive_integer
+from ufm.hessian import eigenvalue_array
 from ufm.objective import Params, objective
 
 VARIABLES = ("W", "H", "b")
@@ -69,7 +70,7 @@ def joint_eigenvalues(params: Params, labels, weights, variables=VARIABLES, *,
             entries (the message gives its size; use :func:`largest_curvature` instead).
     """
     variables = _check_variables(variables)
-    max_dense_entries = positive_integer("max_dense_entries", max_dense_entries)
+    max_dense_entries = validation.integer("max_dense_entries", max_dense_entries, 1)
     size = sum(int(np.size(getattr(params, v))) for v in variables)
     if size**2 > max_dense_entries:
         raise ValueError(f"the joint Hessian over {variables} has {size}^2 = {size**2:.3g} entries > "

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse.linalg
 
+from theory import validation
 from ufm import _memory
 from ufm.losses import per_sample_loss
 from ufm.objective import Params, Weights, logits, loss_term, objective
@@ -324,8 +325,7 @@ def block_spectrum(params: Params, labels, weights: Weights, block: str, *, regu
     W block (r = rank H <= min(d, G), T as in ``_w_block_counts``).
     """
     _check_block_and_method(block, method)
-    if not (isinstance(cluster_rtol, (int, float)) and 0.0 <= cluster_rtol <= 1e-6):
-        raise ValueError(f"cluster_rtol must be in [0, 1e-6], got {cluster_rtol!r}")
+    validation.interval("cluster_rtol", cluster_rtol, 0.0, 1e-6, low_open=False, high_open=False)
     method = _choose(params, block, method, max_dense_entries)
     if method == "dense":
         values = _dense(params, labels, weights, block, regularized)
@@ -341,7 +341,7 @@ def _check_block_and_method(block, method):
 
 
 def _choose(params, block, method, max_dense_entries):
-    max_dense_entries = positive_integer("max_dense_entries", max_dense_entries)
+    max_dense_entries = validation.integer("max_dense_entries", max_dense_entries, 1)
     entries = _block_size(params, block) ** 2
     if method == "auto":   # dense only where it fits in memory (jax.hessian holds `size` products at once)
         method = "dense" if entries <= max_dense_entries and _memory.fits(_dense_bytes(params, block)) \
@@ -428,23 +428,10 @@ def eigenvalue_array(values) -> np.ndarray:
     return array
 
 
-def positive_integer(name: str, value) -> int:
-    """``value`` as an int >= 1, or a ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _fraction(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
-
-
 def nonzero_condition_number(values: np.ndarray, rtol: float = NONZERO_RTOL) -> float:
     """Largest over smallest eigenvalue among those ``> rtol * max`` (NaN when none is positive)."""
     values = eigenvalue_array(values)
-    rtol = _fraction("rtol", rtol)
+    rtol = validation.interval("rtol", rtol, 0.0, 1.0, low_open=False)
     top = values.max() if values.size else 0.0
     if not top > 0:
         return float("nan")
@@ -458,7 +445,7 @@ def distinct_eigenvalues(values: np.ndarray, rtol: float = 1e-6) -> tuple[np.nda
     Values below ``NONZERO_RTOL * max`` are reported as exact zeros.
     """
     values = np.sort(eigenvalue_array(values))
-    rtol = _fraction("rtol", rtol)
+    rtol = validation.interval("rtol", rtol, 0.0, 1.0, low_open=False)
     if values.size == 0:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
     scale = np.max(np.abs(values)) if values.size else 0.0

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory import validation
 from ufm.losses import LOSS_IDS
 from ufm.objective import Params, Weights, class_major_labels
 
@@ -23,46 +24,6 @@ MAX_SEED = 2**63 - 1
 #: Most numbers W and H together may hold: arrays are indexed with signed 64-bit integers
 #: (a problem anywhere near this is refused by the memory estimate of the solver first).
 MAX_ENTRIES = 2**62
-
-
-def _integer(name: str, value, minimum: int, maximum: int | None = None) -> int:
-    """``value`` as an int in ``[minimum, maximum]``; numpy integers and integral floats accepted,
-    Python ints of any size compared exactly (never converted to float, which overflows past 1e308)."""
-    bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
-    if not isinstance(value, numbers.Integral):
-        if not math.isfinite(value) or not float(value).is_integer():
-            raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        raise ValueError(f"{name} must be an integer {bound}, got {_show(value)}")
-    return value
-
-
-def _show(value: int) -> str:
-    """An integer for a message: in full up to 30 digits, else its order of magnitude."""
-    text = str(value)
-    return text if len(text) <= 30 else f"{text[:4]}... ({len(text.lstrip('-'))} digits)"
-
-
-def _real(name: str, value, low: float, high: float | None, *, low_open: bool, high_open: bool = True) -> float:
-    interval = ("(" if low_open else "[") + f"{low:g}, " + ("inf)" if high is None else f"{high:g}" + (")" if high_open else "]"))
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not _finite_real(value):
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
-    value = float(value)
-    too_low = value <= low if low_open else value < low
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
-    return value
-
-
-def _finite_real(value) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:          # a Python int beyond float range
-        return False
 
 
 @dataclass(frozen=True)
@@ -117,23 +78,23 @@ class Problem:
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)
-        set_("K", _integer("K", self.K, 2))
+        set_("K", validation.integer("K", self.K, 2))
         set_("class_sizes", _class_sizes(self.class_sizes, self.K))
         set_("n", _samples_per_class(self.n, self.class_sizes))
-        set_("d", self.K if self.d is None else _integer("d", self.d, 1))
-        set_("delta", _real("delta", self.delta, 0.0, 1.0, low_open=False))
-        set_("lam_W", _real("lam_W", self.lam_W, 0.0, None, low_open=True))
-        set_("lam_H", _real("lam_H", self.lam_H, 0.0, None, low_open=True))
-        set_("lam_b", _real("lam_b", self.lam_b, 0.0, None, low_open=False))
-        set_("init_scale", _real("init_scale", self.init_scale, 0.0, None, low_open=True))
-        set_("seed", _integer("seed", self.seed, 0, MAX_SEED))
+        set_("d", self.K if self.d is None else validation.integer("d", self.d, 1))
+        set_("delta", validation.interval("delta", self.delta, 0.0, 1.0, low_open=False))
+        set_("lam_W", validation.interval("lam_W", self.lam_W, 0.0, None, low_open=True))
+        set_("lam_H", validation.interval("lam_H", self.lam_H, 0.0, None, low_open=True))
+        set_("lam_b", validation.interval("lam_b", self.lam_b, 0.0, None, low_open=False))
+        set_("init_scale", validation.interval("init_scale", self.init_scale, 0.0, None, low_open=True))
+        set_("seed", validation.integer("seed", self.seed, 0, MAX_SEED))
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        set_("gamma", _real("gamma", self.gamma, 0.0, None, low_open=False))
-        set_("mse_kappa", _real("mse_kappa", self.mse_kappa, 0.0, None, low_open=True))
-        set_("mse_beta", _real("mse_beta", self.mse_beta, 0.0, None, low_open=True))
-        set_("label_noise", _real("label_noise", self.label_noise, 0.0, 1.0, low_open=False))
-        set_("noise_seed", _integer("noise_seed", self.noise_seed, 0))
+        set_("gamma", validation.interval("gamma", self.gamma, 0.0, None, low_open=False))
+        set_("mse_kappa", validation.interval("mse_kappa", self.mse_kappa, 0.0, None, low_open=True))
+        set_("mse_beta", validation.interval("mse_beta", self.mse_beta, 0.0, None, low_open=True))
+        set_("label_noise", validation.interval("label_noise", self.label_noise, 0.0, 1.0, low_open=False))
+        set_("noise_seed", validation.integer("noise_seed", self.noise_seed, 0))
         if self.delta != 0.0 and self.loss != "ls":
             raise ValueError(f"delta must be 0 for loss={self.loss!r} (label smoothing is loss='ls'), got {self.delta!r}")
         if self.gamma != 0.0 and self.loss != "focal":
@@ -220,15 +181,15 @@ def _class_sizes(value, K: int) -> tuple[int, ...] | None:
         raise ValueError(f"{what}, got an array of shape {value.shape}")
     if len(entries) != K:
         raise ValueError(f"class_sizes must have K = {K} entries (one size per class), got {len(entries)}")
-    return tuple(_integer(f"class_sizes[{k}]", size, 1) for k, size in enumerate(entries))
+    return tuple(validation.integer(f"class_sizes[{k}]", size, 1) for k, size in enumerate(entries))
 
 
 def _samples_per_class(n, class_sizes) -> int:
     """``n``: required (>= 1) when balanced; with ``class_sizes`` omitted or ``max(class_sizes)``."""
     if class_sizes is None:
-        return _integer("n", n, 1)
+        return validation.integer("n", n, 1)
     largest = max(class_sizes)
-    if n is not None and _integer("n", n, 1) != largest:
+    if n is not None and validation.integer("n", n, 1) != largest:
         raise ValueError(f"n must be omitted or equal the largest class size max(class_sizes) = {largest} when "
                          f"class_sizes is given, got {n!r}")
     return largest
@@ -293,7 +254,8 @@ def _check_start_scale(p: Problem) -> None:
     closer than that is still caught by the solver, which reports status ``"nonfinite"``.
     """
     if p.d * p.K * (p.n + 1) > MAX_ENTRIES:
-        raise ValueError(f"K, n, d too large: W and H would hold d K (n + 1) = {_show(p.d * p.K * (p.n + 1))} "
+        entries = validation.show(p.d * p.K * (p.n + 1))
+        raise ValueError(f"K, n, d too large: W and H would hold d K (n + 1) = {entries} "
                          f"numbers, more than {MAX_ENTRIES:.3g} (the 64-bit index range); reduce K, n or d")
     limit = math.log10(float(np.finfo(p.dtype).max)) - 1.0
     log_s = _log10(p.init_scale)

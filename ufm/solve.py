@@ -23,6 +23,7 @@ from importlib import metadata
 
 import jax
 
+from theory import validation
 from ufm import _cache, _io, _prog
 from ufm._interrupt import exit_on_interrupt
 from ufm.compare import LEGEND, format_number
@@ -35,33 +36,8 @@ PROG = "python -m ufm.solve"  #: the name as a module; ``ufm-solve`` when starte
 EXIT_NOT_VERIFIED = 3
 
 
-def _number(name: str, low: float, high: float | None = None, *, low_open: bool = True, high_open: bool = True):
-    interval = ("(" if low_open else "[") + f"{low:g}, " + ("inf)" if high is None else f"{high:g}" + (")" if high_open else "]"))
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number in {interval}, got {text!r}") from None
-        if not math.isfinite(value) or (value <= low if low_open else value < low) or (
-                high is not None and (value >= high if high_open else value > high)):
-            raise argparse.ArgumentTypeError(f"{name} must be in {interval}, got {text}")
-        return value + 0.0  # -0.0 is 0.0 (reports and JSON never show "-0")
-
-    return parse
-
-
-def _integer(name: str, low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {low}, got {value}")
-        return value
-
-    return parse
+# argparse types: the library's own checks and messages (theory.validation: one rule, one message)
+_number, _integer = validation.number_type, validation.integer_type
 
 
 def _sizes(text: str) -> tuple[int, ...]:

@@ -1,0 +1,217 @@
+"""The package-wide argument rules: one check, one message, for :mod:`theory`, :mod:`ufm` and the CLIs.
+
+Internal API: not exported from :mod:`theory`; :mod:`ufm` may import it (the one part of
+:mod:`theory` the solver modules use: rules about arguments, no formulas; ARCHITECTURE.md).
+It imports numpy only, so :mod:`theory` keeps its rule of never importing :mod:`ufm`.
+
+Every check raises :class:`ValueError` whose message names the parameter, the allowed range
+and the offending value, so that a bad call fails at the boundary of the library instead of
+deep inside numpy. The argparse types (:func:`number_type`, :func:`integer_type`) are thin
+wrappers: they parse the text and apply the same check, so a CLI says what the library says
+(argparse then prints it as ``<prog>: error: argument --x: <message>`` and exits 2).
+Also the one reader of free host memory (:func:`host_free_bytes`), used by
+:func:`allocation` here and by :mod:`ufm._memory` on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import numbers
+import os
+
+import numpy as np
+
+
+def describe(value) -> str:
+    """``value`` for a message: its repr, or its shape if it is an array."""
+    arr = np.asarray(value) if not isinstance(value, str) else None
+    if arr is not None and arr.ndim > 0:
+        return f"an array of shape {arr.shape}"
+    return repr(value)
+
+
+def show(value: int) -> str:
+    """An integer for a message: in full up to 30 digits, else its first digits and its length."""
+    text = str(value)
+    return text if len(text) <= 30 else f"{text[:4]}... ({len(text.lstrip('-'))} digits)"
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:          # a Python int beyond the float range
+        return False
+
+
+def integer(name: str, value, minimum: int, maximum: int | None = None, *, float64: bool = False) -> int:
+    """Return ``value`` as a Python int in ``[minimum, maximum]`` (``maximum`` None: no upper bound).
+
+    Numpy integers and integral floats (``10.0``) are accepted; booleans, strings, arrays,
+    fractional and non-finite numbers are not. Python ints of any size are compared exactly
+    (never through float). ``float64=True``: also refuse integers beyond the float64 range,
+    for a caller that computes with ``float(value)`` (the closed forms of :mod:`theory`).
+    """
+    bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be an integer {bound}, got {describe(value)}")
+    if not isinstance(value, numbers.Integral) and not (_finite(value) and float(value).is_integer()):
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
+    as_int = int(value)
+    if float64 and not _finite(as_int):
+        raise ValueError(f"{name} must be an integer {bound} and below 2**1024 (the formulas use it as a "
+                         f"float64), got an integer of {len(str(abs(as_int)))} digits")
+    if as_int < minimum or (maximum is not None and as_int > maximum):
+        raise ValueError(f"{name} must be an integer {bound}, got {show(as_int)}")
+    return as_int
+
+
+def interval(name: str, value, low: float, high: float | None = None, *, low_open: bool, high_open: bool = True,
+             shown: str | None = None) -> float:
+    """A single finite real number in the interval from ``low`` to ``high`` (None: no upper bound), each end
+    open or closed; returned as a float. ``shown``: how to print the value in the message (default its repr)."""
+    text = ("(" if low_open else "[") + f"{low:g}, " + ("inf)" if high is None else f"{high:g}" + (")" if high_open else "]"))
+    shown = repr(value) if shown is None else shown
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not _finite(value):
+        raise ValueError(f"{name} must be a finite number in {text}, got {shown}")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        raise ValueError(f"{name} must be in {text}, got {shown}")
+    return value
+
+
+def _argparse_type(convert, check):
+    """An argparse ``type``: ``check(value, text)`` of ``value = convert(text)`` (the text itself when it
+    does not convert, so the check names what was typed); a ``ValueError`` becomes argparse's error."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = text
+        try:
+            return check(value, text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def number_type(name: str, low: float, high: float | None = None, *, low_open: bool = True, high_open: bool = True):
+    """An argparse ``type``: the text as a float checked by :func:`interval` (``-0.0`` becomes ``0.0``,
+    so reports and JSON never show "-0")."""
+    return _argparse_type(float, lambda value, text: interval(
+        name, value, low, high, low_open=low_open, high_open=high_open,
+        shown=None if isinstance(value, str) else text) + 0.0)
+
+
+def integer_type(name: str, minimum: int, maximum: int | None = None):
+    """An argparse ``type``: the text as an int (decimal digits; ``"10.0"`` is refused) checked by :func:`integer`."""
+    return _argparse_type(int, lambda value, text: integer(name, value, minimum, maximum))
+
+
+def real_array(name: str, value, allowed: str) -> np.ndarray:
+    """``value`` as a finite float64 array (any shape); ``allowed`` describes the range in the message."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise ValueError(f"{name} must be a real number with {allowed}, got {value!r}")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a real number with {allowed}, got {describe(value)}"
+        ) from None
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite with {allowed}, got {describe(value)}"
+                         + (f" = {value!r}" if arr.ndim == 0 else " containing nan/inf"))
+    return arr
+
+
+def _scalar_or_array(arr: np.ndarray):
+    return float(arr) if arr.ndim == 0 else arr
+
+
+def delta(value):
+    """Smoothing parameter: finite, ``0 <= delta < 1`` (scalar or array)."""
+    arr = real_array("delta", value, "0 <= delta < 1")
+    if np.any(arr < 0.0) or np.any(arr >= 1.0):
+        bad = arr[(arr < 0.0) | (arr >= 1.0)].ravel()[0]
+        raise ValueError(f"delta must satisfy 0 <= delta < 1, got {bad!r}")
+    return _scalar_or_array(arr)
+
+
+def positive(name: str, value):
+    """A regularization strength: finite and ``> 0`` (scalar or array)."""
+    arr = real_array(name, value, f"{name} > 0")
+    if np.any(arr <= 0.0):
+        bad = arr[arr <= 0.0].ravel()[0]
+        raise ValueError(f"{name} must be > 0, got {bad!r}")
+    return _scalar_or_array(arr)
+
+
+def classes_and_samples(K, n) -> tuple[int, int]:
+    return integer("K", K, 2, float64=True), integer("n", n, 1, float64=True)
+
+
+def dimension(d, K: int) -> int:
+    d_int = integer("d", d, 1, float64=True)
+    if d_int < K:
+        raise ValueError(
+            f"d must be an integer >= K = {K} (Theorem 4.1 needs d >= K), got {d_int}"
+        )
+    return d_int
+
+
+def host_free_bytes() -> int:
+    """Memory the OS can give this process now (MemAvailable on Linux, else free pages)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def allocation(what: str, floats: float, sizes: str) -> None:
+    """Refuse, before allocating, a result of ``floats`` float64 numbers larger than free memory.
+
+    ``sizes`` names the parameters responsible (e.g. ``"K = 100000, n = 5"``).
+    """
+    needed, free = 8.0 * float(floats), host_free_bytes()
+    if needed > free:
+        raise ValueError(f"{what} for {sizes} needs {needed / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB "
+                         "of free memory; reduce these sizes")
+
+
+def positive_scalar(name: str, value) -> float:
+    """A single finite number ``> 0`` (arrays are refused)."""
+    checked = positive(name, value)
+    if np.ndim(checked) != 0:
+        raise ValueError(f"{name} must be a single number > 0, got {describe(value)}")
+    return float(checked)
+
+
+def nonnegative_scalar(name: str, value) -> float:
+    """A single finite number ``>= 0`` (arrays are refused)."""
+    arr = real_array(name, value, f"{name} >= 0")
+    if arr.ndim != 0 or float(arr) < 0.0:
+        raise ValueError(f"{name} must be a real number >= 0, got {value!r}")
+    return float(arr)
+
+
+def semi_orthogonal(P, d: int, K: int) -> np.ndarray:
+    """``P`` as a finite float64 ``(d, K)`` array with ``P^T P = I_K`` (to 1e-10, far above rounding)."""
+    try:
+        P = np.asarray(P, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("P must be a real (d, K) array with P^T P = I_K") from None
+    if P.shape != (d, K):
+        raise ValueError(f"P must have shape (d, K) = ({d}, {K}), got {P.shape}")
+    if not np.all(np.isfinite(P)):
+        raise ValueError("P must be finite (got nan/inf)")
+    defect = np.max(np.abs(P.T @ P - np.eye(K)))
+    if defect > 1e-10:
+        raise ValueError(f"P must be semi-orthogonal (P^T P = I_K); max |P^T P - I| = {defect:.3e}")
+    return P
