@@ -9,7 +9,7 @@ two settings:
   lam_H = 1e-6, lam_b = 1e-2, the loss averaged over N. This is term for term the UFM
   objective of ``ufm/objective.py``, so Theorem 4.1 (``theory.norms``) predicts mean ||w_k|| and
   mean ||hbar_k - h_G|| for the same K, n, delta and lambdas if the network reaches the UFM's
-  global minimizer (it can: its features are free enough, see README).
+  global minimizer (here it gets within NC1 ~1e-5 of it: experiments/README.md).
 * *weight decay* (Guo Fig. 9): ``5e-4/2 ||theta||^2`` on every parameter, no feature penalty;
   the theorem does not apply directly. Its norms are compared with Theorem 4.1 at lam_W = lam_b
   = 5e-4 and an *effective* lam_H read off the trained network, ``lam_W (||w||/||h||)^2 / n``

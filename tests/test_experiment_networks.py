@@ -112,7 +112,7 @@ def tiny():
 def test_training_is_reproducible_and_lowers_the_objective(tiny):
     first = tiny[1]
     _, again = _tiny_training()
-    for a, b in zip(first.history, again.history):
+    for a, b in zip(first.history, again.history, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(first.models.feature.weight, again.models.feature.weight)
     assert first.history.step.tolist() == [0, 20, 40, 60]
