@@ -39,7 +39,8 @@ et al.'s MSE; the package's rescaled MSE with kappa = beta = 1).
 
 Training (:func:`train`): full batch, Adam (optionally with a step decay) for at most
 ``adam_steps`` steps and then L-BFGS (optax, zoom line search) for at most ``lbfgs_steps``
-iterations, until every lane passes a stopping test (gradient norm or objective decrease); each segment of ``every`` steps is one
+iterations, until every lane passes a stopping test (gradient norm or objective decrease);
+each segment of ``every`` steps is one
 compiled ``lax.scan``; all lanes (a leading axis on the models, labels and specs: several deltas,
 noise levels or seeds) run together under ``jax.vmap``. Seeded: the same arguments give
 identical arrays.
@@ -48,13 +49,14 @@ identical arrays.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from sklearn.datasets import load_digits
 
 import ufm
 from ufm import _memory
@@ -99,8 +101,6 @@ def load_digits_split(n: int, *, classes=None, seed: int = 0) -> DigitsSplit:
     ``classes`` or ``seed`` when they are not usable (``n`` must leave at least one test image
     per class).
     """
-    from sklearn.datasets import load_digits
-
     data = load_digits()
     classes = tuple(range(10)) if classes is None else tuple(classes)
     if len(classes) < 2 or len(set(classes)) != len(classes) or any(
@@ -113,14 +113,14 @@ def load_digits_split(n: int, *, classes=None, seed: int = 0) -> DigitsSplit:
         raise ValueError(f"n must be an integer in [1, {smallest - 1}] (the smallest chosen class has "
                          f"{smallest} images and one is kept for testing), got {n!r}")
     rng = np.random.default_rng(seed)
-    train, test, y_test = [], [], []
+    train_parts, test_parts, y_test = [], [], []
     for label, digit in enumerate(classes):
         order = rng.permutation(np.flatnonzero(data.target == digit))
-        train.append(order[:n])
-        test.append(order[n:])
+        train_parts.append(order[:n])
+        test_parts.append(order[n:])
         y_test.append(np.full(len(order) - n, label))
     x = np.asarray(data.data, dtype=np.float64) / _PIXEL_MAX
-    train, test = np.concatenate(train), np.concatenate(test)
+    train, test = np.concatenate(train_parts), np.concatenate(test_parts)
     return DigitsSplit(x[train], np.repeat(np.arange(len(classes)), n), x[test], np.concatenate(y_test), classes,
                        int(n), train, test)
 
@@ -158,7 +158,7 @@ def make_mlp(seed: int, widths, d: int, K: int, *, inputs: int = 64, nonnegative
                          f"nonnegative=True), got {activation!r}")
     keys = jax.random.split(jax.random.PRNGKey(int(seed)), len(widths) + 2)
     sizes = (inputs,) + widths
-    hidden = tuple(eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys))
+    hidden = tuple(eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys[:-2], strict=True))
     return MLP(hidden, eqx.nn.Linear(sizes[-1], d, key=keys[-2]), eqx.nn.Linear(d, K, key=keys[-1]), nonnegative,
                activation)
 
@@ -179,12 +179,12 @@ def lane(models, j: int):
 class TrainSpec(NamedTuple):
     """Traced scalars of :func:`penalized_loss` (one per lane under vmap); see the module docstring."""
 
-    delta: float = 0.0
-    lam_W: float = 0.0
-    lam_H: float = 0.0
-    lam_b: float = 0.0
-    weight_decay: float = 0.0
-    loss_id: int = 0
+    delta: jnp.ndarray | float = 0.0
+    lam_W: jnp.ndarray | float = 0.0
+    lam_H: jnp.ndarray | float = 0.0
+    lam_b: jnp.ndarray | float = 0.0
+    weight_decay: jnp.ndarray | float = 0.0
+    loss_id: jnp.ndarray | int = 0
 
 
 def last_layer(model: MLP, x):
@@ -203,14 +203,17 @@ def _per_sample(z, labels, spec: TrainSpec):
 
 
 def _sum_squares(tree) -> jnp.ndarray:
-    return sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array)))
+    total = jnp.zeros(())
+    for leaf in jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array)):
+        total = total + jnp.sum(leaf**2)
+    return total
 
 
 def penalized_loss(model: MLP, x, labels, spec: TrainSpec):
     """The training objective L(theta) of the module docstring (a scalar)."""
     h = model.features(x)
     z = model.logits_of(h)
-    W, b = model.classifier.weight, model.classifier.bias
+    W, b = model.classifier.weight, cast(jnp.ndarray, model.classifier.bias)
     return (jnp.mean(_per_sample(z, labels, spec)) + 0.5 * spec.lam_W * jnp.sum(W**2)
             + 0.5 * spec.lam_H * jnp.sum(h**2) + 0.5 * spec.lam_b * jnp.sum(b**2)
             + 0.5 * spec.weight_decay * _sum_squares(model))
@@ -369,9 +372,10 @@ def train(models: MLP, x, labels, specs: TrainSpec, *, adam_steps: int, lbfgs_st
     history = _history(records)
     reason = _reasons(records, every, gtol, ftol)
     finite = np.isfinite(history.objective[-1]) & np.isfinite(history.grad_norm[-1])
-    status = tuple("non-finite" if not ok else "converged" if r else "max_steps" for ok, r in zip(finite, reason))
+    status = tuple("non-finite" if not ok else "converged" if r else "max_steps"
+                   for ok, r in zip(finite, reason, strict=True))
     return Trained(eqx.combine(params, static), history, status,
-                   tuple(r if ok else "" for ok, r in zip(finite, reason)), step)
+                   tuple(r if ok else "" for ok, r in zip(finite, reason, strict=True)), step)
 
 
 def _history(records) -> Record:

@@ -12,8 +12,9 @@ weight decay ``WEIGHT_DECAY`` on every parameter as in the paper (their SGD weig
 i.e. ``1e-3/2 ||theta||^2``), to convergence (full-batch Adam with a step decay, until the
 objective stops changing, ``settings``), for CE, LS (alpha = 0.1: targets ``(1 - alpha) e_k + alpha/2``) and MSE
 (``||z - e_k||^2``), for every eta and several seeds (the seed sets the initialisation and the
-noise draw; the data split is fixed). Differences from the paper: full-batch Adam instead of SGD with momentum and a step schedule, no batch normalization, 2 hidden layers instead of 9 of
-width 2048 (an 8x8-pixel data set).
+noise draw; the data split is fixed). Differences from the paper: full-batch Adam instead of SGD
+with momentum, no batch normalization, 2 hidden layers instead of 9 of width 2048 (an 8x8-pixel
+data set).
 
 Measured on each trained network (paper's definitions):
 
@@ -33,14 +34,20 @@ out of the fits.
 
 from __future__ import annotations
 
+import sys
+
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-import ufm
-from experiments import _network as net
 from experiments._common import run
 from ufm.metrics import nc1_nguyen
+
+try:    # equinox and scikit-learn: the optional 'network' extra
+    from experiments import _network as net
+    NETWORK_MISSING: ImportError | None = None
+except ImportError as missing:
+    net, NETWORK_MISSING = None, missing  # type: ignore[assignment]
 
 NAME = "label_noise_network"
 CLASSES = (0, 1)
@@ -81,7 +88,7 @@ def compute(config: dict):
     data = net.load_digits_split(config["n"], classes=CLASSES, seed=0)
     K, y = data.K, data.y_train
     lanes = [(loss, eta, seed) for loss in LOSSES for eta in config["etas"] for seed in config["seeds"]]
-    observed, corrupted = zip(*(noisy_labels(y, eta, seed) for _, eta, seed in lanes))
+    observed, corrupted = zip(*(noisy_labels(y, eta, seed) for _, eta, seed in lanes), strict=True)
     specs = net.TrainSpec(jnp.array([LOSSES[loss][0] for loss, _, _ in lanes]), jnp.zeros(len(lanes)),
                           jnp.zeros(len(lanes)), jnp.zeros(len(lanes)), jnp.full(len(lanes), WEIGHT_DECAY),
                           jnp.array([LOSSES[loss][1] for loss, _, _ in lanes]))
@@ -174,7 +181,7 @@ def _accuracies(rows, loss: str, eta: float) -> list[float]:
 def plot(rows, fits, config):
     fig, axes = plt.subplots(1, 3, figsize=(19, 4.8))
     colors = {"ce": "C0", "ls": "C1", "mse": "C2"}
-    for ax, x_key in zip(axes[:2], MEMORIZATION):
+    for ax, x_key in zip(axes[:2], MEMORIZATION, strict=True):
         for fit in (f for f in fits if f["x"] == x_key):
             loss = fit["loss"]
             sub = [r for r in rows if r["loss"] == loss and not r["degenerate"]]
@@ -219,6 +226,10 @@ def body(args, outputs):
 
 
 def main(argv=None) -> int:
+    if NETWORK_MISSING is not None:
+        print(f"python -m experiments.{NAME}: error: needs the optional 'network' extra "
+              f"(pip install '.[network]'): {NETWORK_MISSING}", file=sys.stderr)
+        return 2
     return run(body, NAME, __doc__.splitlines()[0], argv)
 
 

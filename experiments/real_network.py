@@ -29,14 +29,21 @@ same setup; the errors above are computed from ``theory`` directly, not from it)
 
 from __future__ import annotations
 
+import sys
+
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
 import theory
-from experiments import _network as net
 from experiments._common import run
 from ufm.last_layer import analyze
+
+try:    # equinox and scikit-learn: the optional 'network' extra
+    from experiments import _network as net
+    NETWORK_MISSING: ImportError | None = None
+except ImportError as missing:
+    net, NETWORK_MISSING = None, missing  # type: ignore[assignment]
 
 NAME = "real_network"
 LAM_W, LAM_H, LAM_B = 1e-3, 1e-6, 1e-2
@@ -122,7 +129,8 @@ def compute(config: dict):
         row = dict(setting=setting, loss="ce" if delta == 0 else "ls", delta=delta, K=K, n=n, N=K * n,
                    d=config["d"], widths="x".join(map(str, config["widths"])), steps=trained.steps,
                    status=trained.status[j], stopped_by=trained.reason[j], objective=float(h.objective[-1, j]),
-                   grad_norm=float(h.grad_norm[-1, j]), objective_change=net.last_change(h, j), train_error=float(h.train_error[-1, j]),
+                   grad_norm=float(h.grad_norm[-1, j]), objective_change=net.last_change(h, j),
+                   train_error=float(h.train_error[-1, j]),
                    test_error=test_error, nc1=float(h.nc1[-1, j]), nc2=float(h.nc2[-1, j]),
                    nc3=float(h.nc3[-1, j]), w_norm=float(h.w_norm[-1, j]), h_norm=float(h.h_norm[-1, j]),
                    **theory_j, w_rel_error=float(w_err[-1]), h_rel_error=float(h_err[-1]),
@@ -138,7 +146,7 @@ def compute(config: dict):
 
 
 def analyse(W, H, b, labels, setting: str, delta: float, theory_j: dict) -> dict:
-    """The final last layer through ``ufm.analyze`` in the frameworks' layout (features ``(N, d)``, weight ``(K, d)``)."""
+    """The final last layer through ``ufm.analyze`` in the frameworks' layout (features (N, d), weight (K, d))."""
     lam_b = LAM_B if setting == "simulated_ufm" else WEIGHT_DECAY
     result = analyze(np.asarray(H).T, np.asarray(labels), np.asarray(W).T, np.asarray(b),
                      loss="ce" if delta == 0 else "ls", delta=delta, lam_W=theory_j["lam_W"], lam_H=theory_j["lam_H"],
@@ -148,7 +156,7 @@ def analyse(W, H, b, labels, setting: str, delta: float, theory_j: dict) -> dict
 
 def plot(rows, curves, config):
     fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
-    colors = dict(zip(DELTAS, plt.cm.viridis(np.linspace(0, 0.9, len(DELTAS)))))
+    colors = dict(zip(DELTAS, plt.cm.viridis(np.linspace(0, 0.9, len(DELTAS))), strict=True))
     for setting, style in (("simulated_ufm", "-"), ("weight_decay", ":")):
         for delta in DELTAS:
             sub = [c for c in curves if c["setting"] == setting and c["delta"] == delta]
@@ -161,13 +169,14 @@ def plot(rows, curves, config):
                 axes[0, 0].semilogy(steps, [max(c["w_rel_error"], 1e-16) for c in sub], **kw)
                 axes[0, 1].semilogy(steps, [max(c["h_rel_error"], 1e-16) for c in sub], **kw)
             axes[0, 2].plot(steps, [c["train_error"] for c in sub], **kw)
-            for ax, key in zip((axes[1, 0], axes[1, 1], axes[1, 2]), ("nc1", "nc2", "nc3")):
+            for ax, key in zip((axes[1, 0], axes[1, 1], axes[1, 2]), ("nc1", "nc2", "nc3"), strict=True):
                 ax.semilogy(steps, [max(c[key], 1e-16) for c in sub], **kw)
-    for ax, title in zip((axes[0, 0], axes[0, 1]), ("||w||", "||h||")):
+    for ax, title in zip((axes[0, 0], axes[0, 1]), ("||w||", "||h||"), strict=True):
         ax.axvline(config["adam_steps"], color="grey", lw=0.5)
         ax.set(xlabel="full-batch step (Adam, then L-BFGS)", ylabel="relative error vs Thm 4.1",
                title=f"Fig. 8: {title}, simulated UFM")
-    for ax, key in zip((axes[0, 2], axes[1, 0], axes[1, 1], axes[1, 2]), ("training error", "NC1", "NC2", "NC3")):
+    panels = (axes[0, 2], axes[1, 0], axes[1, 1], axes[1, 2])
+    for ax, key in zip(panels, ("training error", "NC1", "NC2", "NC3"), strict=True):
         ax.axvline(config["adam_steps"], color="grey", lw=0.5)
         ax.set(xlabel="full-batch step", title=f"Figs. 1/10/9: {key} (solid: simulated UFM, dotted: wd)")
     for setting, marker in (("simulated_ufm", "o"), ("weight_decay", "s")):
@@ -198,12 +207,17 @@ def body(args, outputs):
     outputs.json("analysis.json", analyses)
     outputs.figure(f"{NAME}.png", plot(rows, curves, config))
     for r in rows:
-        print(f"{r['setting']:>13} delta={r['delta']:<4g} {r['status']:>9} steps={r['steps']} grad={r['grad_norm']:.1e} "
+        print(f"{r['setting']:>13} delta={r['delta']:<4g} {r['status']:>9} steps={r['steps']} "
+              f"grad={r['grad_norm']:.1e} "
               f"rel.err ||w|| {r['w_rel_error']:.2e} ||h|| {r['h_rel_error']:.2e} NC1 {r['nc1']:.1e} "
               f"test error {r['test_error']:.3f}")
 
 
 def main(argv=None) -> int:
+    if NETWORK_MISSING is not None:
+        print(f"python -m experiments.{NAME}: error: needs the optional 'network' extra "
+              f"(pip install '.[network]'): {NETWORK_MISSING}", file=sys.stderr)
+        return 2
     return run(body, NAME, __doc__.splitlines()[0], argv)
 
 

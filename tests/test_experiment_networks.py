@@ -285,3 +285,15 @@ def test_label_noise_rows_on_a_tiny_setting():
             assert row["memorization_normalized"] == pytest.approx(row["memorization"] / row["test_mean_distance"])
         assert row["sqrt_nc1_test"] == pytest.approx(np.sqrt(row["nc1_test"]))
         assert 0.0 <= row["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("name", ["real_network", "label_noise_network"])
+def test_without_the_network_extra_the_experiment_says_so_in_one_line(name, monkeypatch, capsys, tmp_path):
+    import importlib
+
+    module = importlib.import_module(f"experiments.{name}")
+    monkeypatch.setattr(module, "NETWORK_MISSING", ImportError("No module named 'equinox'"))
+    assert module.main(["--quick", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"python -m experiments.{name}: error: needs the optional 'network'")
+    assert not (tmp_path / "out").exists()
