@@ -33,10 +33,9 @@ here with lam_H = lam / n_A (lam_W, lam_b unchanged).
 from __future__ import annotations
 
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run
+from experiments._common import figure, label_log_axes, run
 from ufm import hessian
 from ufm import imbalance as im
 from ufm.objective import Params, Weights
@@ -218,7 +217,7 @@ def body(args, outputs):
 
 
 def _figure(outputs, curves, table, seli_rows, group):
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
+    fig, axes = figure(1, 3, panel=(5.0, 3.8))
     for lam in sorted({c["lam"] for c in curves}):
         sub = [c for c in curves if c["lam"] == lam and (c["K_A"], c["K_B"]) == group]
         R = [c["R"] for c in sub]
@@ -246,13 +245,14 @@ def _figure(outputs, curves, table, seli_rows, group):
     axes[2].set(xlabel="lam (lam_b = 10: bias pinned)", ylabel="distance of H^T H from SELI",
                 title="SELI geometry as lam -> 0 (balanced: 0 at every lam)")
     axes[2].legend(fontsize=7)
-    fig.tight_layout()
+    for ax in axes:
+        label_log_axes(ax)
     outputs.figure(f"{NAME}.png", fig)
 
 
 def _spectra_figure(outputs, rows, table, group):
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
-    for ax, block in zip(axes, ("W", "H")):
+    fig, axes = figure(1, 3, panel=(5.0, 3.8))
+    for ax, block in zip(axes, ("W", "H"), strict=False):
         for loss, delta in (("CE", 0.0), ("LS delta=0.1", 0.1)):
             for lam in sorted({r["lam"] for r in rows}):
                 sub = sorted((r for r in rows if r["delta"] == delta and r["lam"] == lam), key=lambda r: r["R"])
@@ -274,7 +274,8 @@ def _spectra_figure(outputs, rows, table, group):
     axes[2].set(xlabel="1 - R / R* (approaching the threshold from below)", ylabel="kappa",
                 title="divergence below R*")
     axes[2].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
+    for ax in axes:
+        label_log_axes(ax)
     outputs.figure("spectra.png", fig)
 
 

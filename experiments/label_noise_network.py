@@ -37,10 +37,9 @@ from __future__ import annotations
 import sys
 
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run
+from experiments._common import figure, run
 from ufm.metrics import nc1_nguyen
 
 try:    # equinox and scikit-learn: the optional 'network' extra
@@ -179,7 +178,7 @@ def _accuracies(rows, loss: str, eta: float) -> list[float]:
 
 
 def plot(rows, fits, config):
-    fig, axes = plt.subplots(1, 3, figsize=(19, 4.8))
+    fig, axes = figure(1, 3, panel=(5.2, 4.0))
     colors = {"ce": "C0", "ls": "C1", "mse": "C2"}
     for ax, x_key in zip(axes[:2], MEMORIZATION, strict=True):
         for fit in (f for f in fits if f["x"] == x_key):
@@ -202,7 +201,6 @@ def plot(rows, fits, config):
     axes[2].set(xlabel="label noise eta", ylabel="test accuracy (mean +- std over seeds)",
                 title="test accuracy (degenerate runs left out)")
     axes[2].legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 

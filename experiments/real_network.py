@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import theory
-from experiments._common import run
+from experiments._common import figure, label_log_axes, run
 from ufm.last_layer import analyze
 
 try:    # equinox and scikit-learn: the optional 'network' extra
@@ -155,7 +155,7 @@ def analyse(W, H, b, labels, setting: str, delta: float, theory_j: dict) -> dict
 
 
 def plot(rows, curves, config):
-    fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
+    fig, axes = figure(2, 4, panel=(4.6, 3.6))
     colors = dict(zip(DELTAS, plt.cm.viridis(np.linspace(0, 0.9, len(DELTAS))), strict=True))
     for setting, style in (("simulated_ufm", "-"), ("weight_decay", ":")):
         for delta in DELTAS:
@@ -192,9 +192,10 @@ def plot(rows, curves, config):
     axes[1, 3].set(xlabel="delta", ylabel="mean ||hbar_k - h_G||", title="Fig. 6b: final feature norm vs delta")
     for ax in axes.flat:
         ax.legend(fontsize=6)
+    for ax in axes.flat:
+        label_log_axes(ax)
     fig.suptitle(f"MLP {config['widths']} -> d={config['d']} on digits, K=10, n={config['n']}; "
                  f"simulated UFM lam_W={LAM_W:g}, lam_H={LAM_H:g}, lam_b={LAM_B:g}; weight decay {WEIGHT_DECAY:g}")
-    fig.tight_layout()
     return fig
 
 
