@@ -37,7 +37,7 @@ def print_table(header: list[str], rows: list[list]) -> None:
     """Fixed-width text table (also valid Markdown)."""
     cells = [header] + [[c if isinstance(c, str) else f"{c:.4g}" for c in row] for row in rows]
     widths = [max(len(row[j]) for row in cells) for j in range(len(header))]
-    line = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"
+    line = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
     print(line(cells[0]))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in cells[1:]:

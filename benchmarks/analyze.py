@@ -89,7 +89,7 @@ def child(case: str, folder: str) -> None:
         from ufm.analyze import main
 
         paths = {key: os.path.join(folder, f"{key}.npy") for key in ("labels", "weight", "bias")}
-        for key, array in zip(paths, (labels, weight, bias)):
+        for key, array in zip(paths, (labels, weight, bias), strict=True):
             np.save(paths[key], array)
         out = os.path.join(folder, "imagenet.json")
         argv = ["--features", os.path.join(folder, "features.npy")] + [

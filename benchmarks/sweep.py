@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     singles = [ufm.solve(p, args.method) for p in subset]
     loop_seconds = (time.perf_counter() - start) * M / len(subset)
     worst = 0.0
-    for p, single in zip(subset, singles):
+    for p, single in zip(subset, singles, strict=True):
         j = index[id(p)]
         worst = max(worst, abs(swept.objective[j] - single.objective) / abs(single.objective))
         collapse = ufm.collapse(single.W, single.H, p.labels(), p.K)

@@ -13,6 +13,7 @@ ratio of GD's time to the method's time (GD measured in the same run).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
@@ -49,7 +50,8 @@ def time_to_target(problem, method, target, lr=None, record_every=10, repeats=3,
     seconds: the smallest ``Result.seconds`` (the compiled loop only) over ``repeats`` runs."""
     compile_s = 0.0
     for tol in (1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-13):
-        run = lambda: ufm.solve(problem, method, lr=lr, tol=tol, max_iters=max_iters, record_every=record_every)
+        run = functools.partial(ufm.solve, problem, method, lr=lr, tol=tol, max_iters=max_iters,
+                                record_every=record_every)
         first = run()
         compile_s = max(compile_s, first.compile_seconds)   # the first call of a method compiles
         error = relative_error(problem, first)

@@ -6,6 +6,7 @@ import argparse
 import io
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jax
 import matplotlib
@@ -20,6 +21,8 @@ import ufm  # noqa: E402
 from ufm import _cache, _io  # noqa: E402
 from ufm._interrupt import exit_on_interrupt  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 #: figure file formats of ``--format`` (the first is the default)
 FORMATS = ("png", "pdf", "svg")
@@ -32,10 +35,11 @@ _NO_METADATA = {"png": {"Software": None},
 #: resolution of the PNG figures (dots per inch; the vector formats ignore it)
 DPI = 150
 #: one look for every experiment's figures, sized so that a panel (PANEL inches) reads at print size
-STYLE = {"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
-         "legend.fontsize": 8, "legend.framealpha": 0.85, "figure.titlesize": 11, "axes.grid": True,
-         "grid.alpha": 0.3, "grid.linewidth": 0.6, "lines.linewidth": 1.5, "lines.markersize": 4,
-         "axes.spines.top": False, "axes.spines.right": False}
+STYLE: dict[RcKeyType, Any] = {
+    "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
+    "legend.fontsize": 8, "legend.framealpha": 0.85, "figure.titlesize": 11, "axes.grid": True,
+    "grid.alpha": 0.3, "grid.linewidth": 0.6, "lines.linewidth": 1.5, "lines.markersize": 4,
+    "axes.spines.top": False, "axes.spines.right": False}
 PANEL = (3.9, 3.0)
 
 

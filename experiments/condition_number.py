@@ -54,7 +54,7 @@ def body(args, outputs):
     nonzero = measured[measured > 1e-8 * measured.max()]
     axes[1].hist(nonzero, bins=np.geomspace(nonzero.min() / 1.2, nonzero.max() * 1.2, 60), color="lightgray",
                  label="measured (histogram)")
-    for value, count in zip(predicted.values, predicted.multiplicities):
+    for value, count in zip(predicted.values, predicted.multiplicities, strict=True):
         if value > 0:
             axes[1].vlines(value, 0, count, color="C3", lw=2)
             axes[1].annotate(f"x{count}", (value, count), fontsize=8)

@@ -12,12 +12,13 @@ is below a fixed tolerance (resolution ``EVERY`` iterations).
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 import theory
 import ufm
-from ufm import curvature
 from experiments._common import figure, gd_checkpoints, label_log_axes, logit_error, run
+from ufm import curvature
 
 NAME = "convergence"
 EVERY = 25
@@ -41,7 +42,7 @@ def common_step(problems_) -> float:
     """``1 / L`` with L the largest joint curvature at the start and at the optimum, over all problems."""
     curvatures = []
     for p in problems_:
-        optimum = ufm.Params(*(np.asarray(x) for x in theory.global_minimizer(p.K, p.n, p.d, p.delta, LAM, LAM)))
+        optimum = ufm.Params(*(jnp.asarray(x) for x in theory.global_minimizer(p.K, p.n, p.d, p.delta, LAM, LAM)))
         for point in (p.init(), optimum):
             curvatures.append(curvature.largest_curvature(point, p.labels(), p.weights()))
     return 1.0 / max(curvatures)
@@ -88,14 +89,14 @@ def body(args, outputs):
         entry["iterations_train_error_0"] = first_below(rows, "train_error", 0.0)
         table.append(entry)
         iterations = [r["iteration"] for r in rows]
-        for ax, key in zip(axes.ravel(), CURVES):
+        for ax, key in zip(axes.ravel(), CURVES, strict=False):
             values = np.maximum([abs(r[key]) for r in rows], 1e-18)
             ax.plot(iterations, values, label=f"delta={problem.delta:g}" + (" (CE)" if problem.delta == 0 else ""))
     labels = {"logit_error": "||W^T Hbar - a M|| / ||a M||", "nc1": "NC1", "nc2": "NC2", "nc3": "NC3",
               "train_error": "training error"}
     # training error reaches 0 within the first recorded steps: that panel shows the start only
     start = max(e["iterations_train_error_0"] or 0 for e in table)
-    for ax, key in zip(axes.ravel(), CURVES):
+    for ax, key in zip(axes.ravel(), CURVES, strict=False):
         if key == "train_error":
             ax.set(xlim=(0, 4 * max(start, EVERY)), title="training error (first iterations)")
         else:

@@ -20,7 +20,8 @@ from ufm.compare import compare
 
 NAME = "landscape"
 RTOL = 1e-6
-CASES = {"ce": dict(loss="ce"), "ls (delta=0.1)": dict(loss="ls", delta=0.1), "focal (gamma=2)": dict(loss="focal", gamma=2.0),
+CASES = {"ce": dict(loss="ce"), "ls (delta=0.1)": dict(loss="ls", delta=0.1),
+         "focal (gamma=2)": dict(loss="focal", gamma=2.0),
          "focal (gamma=5)": dict(loss="focal", gamma=5.0), "mse (kappa=1, beta=1)": dict(loss="mse"),
          "ce, H >= 0": dict(loss="ce", nonnegative=True)}
 

@@ -97,7 +97,7 @@ def body(args, outputs):
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     ce_rows = [r for r in rows if r["alpha0"] == alphas[0] and r["law"] == "two-point"]
     axes[0].loglog([r["eta"] for r in ce_rows], [r["dilation_ce"] for r in ce_rows], "k-o", ms=3, label="CE")
-    for color, alpha0 in zip(colors, alphas):
+    for color, alpha0 in zip(colors, alphas, strict=False):
         sub = [r for r in rows if r["alpha0"] == alpha0 and r["law"] == "two-point"]
         bound = sub[0]["eta_bound"]
         for ax, values in ((axes[0], [r["dilation_ls"] for r in sub]), (axes[1], [r["ratio"] for r in sub])):

@@ -42,7 +42,7 @@ def body(args, outputs):
         # every delta of the setting in one compiled call; lam_H = 1e-6 makes B.6 ill-conditioned:
         # tol 1e-9 on the gradient still gives ~1e-9 on norms
         swept = ufm.sweep(problems, tol=1e-9, max_iters=10_000)
-        for j, (problem, delta) in enumerate(zip(problems, deltas)):
+        for j, (problem, delta) in enumerate(zip(problems, deltas, strict=True)):
             result = swept.result(j)
             nc = ufm.collapse(result.W, result.H, problem.labels(), K)
             predicted = theory.norms(K, n, delta, lam_W, lam_H)
@@ -50,8 +50,10 @@ def body(args, outputs):
             rel = lambda measured, pred: abs(measured - pred) / pred if pred > 0 else abs(measured)
             rows.append(dict(setting=setting["label"], delta=delta, collapsed=collapsed, status=result.status,
                              iterations=result.iterations,
-                             w_theory=predicted.w, w_solver=float(nc.w_norm), w_error=rel(float(nc.w_norm), predicted.w),
-                             h_theory=predicted.h, h_solver=float(nc.h_norm), h_error=rel(float(nc.h_norm), predicted.h)))
+                             w_theory=predicted.w, w_solver=float(nc.w_norm),
+                             w_error=rel(float(nc.w_norm), predicted.w),
+                             h_theory=predicted.h, h_solver=float(nc.h_norm),
+                             h_error=rel(float(nc.h_norm), predicted.h)))
         sub = [r for r in rows if r["setting"] == setting["label"]]
         grid = np.linspace(0, 0.999, 400)
         curve = theory.norms(K, n, grid, lam_W, lam_H)

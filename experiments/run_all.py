@@ -11,10 +11,19 @@ import sys
 import time
 from pathlib import Path
 
-from experiments import (condition_number, convergence, label_noise, landscape, md_model, norms_vs_delta,
-                         phase_diagram, speed_vs_kappa)
-from experiments import imbalance
-from experiments import label_noise_network, real_network
+from experiments import (
+    condition_number,
+    convergence,
+    imbalance,
+    label_noise,
+    label_noise_network,
+    landscape,
+    md_model,
+    norms_vs_delta,
+    phase_diagram,
+    real_network,
+    speed_vs_kappa,
+)
 from experiments._common import add_format_argument, plain, preflight
 from ufm import _cache
 from ufm._interrupt import exit_on_interrupt

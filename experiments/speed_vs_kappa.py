@@ -21,18 +21,20 @@ including those only the regularizer sees) and to a logit-space tolerance
 (the collapse geometry, which the NC metrics see). For each pair a
 least-squares fit ``log(iterations) = slope log(quantity) + c`` with its R^2
 is reported, over the whole grid and at fixed lam (per-lam intercepts: the
-effect of delta alone, the paper's claim) (marker size grows with lam, colour is delta), and the measured asymptotic rate of ``log ||grad L||`` is
+effect of delta alone, the paper's claim) (marker size grows with lam, colour is
+delta), and the measured asymptotic rate of ``log ||grad L||`` is
 compared with the linearised prediction ``-log(1 - lr mu)``.
 """
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 import theory
 import ufm
-from ufm import curvature
 from experiments._common import figure, gd_checkpoints, label_log_axes, logit_error, run
+from ufm import curvature
 
 NAME = "speed_vs_kappa"
 TOL = 1e-8  # relative gradient-norm tolerance of the timed GD runs
@@ -85,7 +87,7 @@ def asymptotic_rate(history, tol: float) -> float:
 def measure(K: int, n: int, delta: float, lam: float) -> dict:
     problem = ufm.Problem(K=K, n=n, delta=delta, lam_W=lam, lam_H=lam, lam_b=lam, seed=0)
     labels, weights = problem.labels(), problem.weights()
-    optimum = ufm.Params(*(np.asarray(x) for x in theory.global_minimizer(K, n, K, delta, lam, lam, seed=1)))
+    optimum = ufm.Params(*(jnp.asarray(x) for x in theory.global_minimizer(K, n, K, delta, lam, lam, seed=1)))
     joint_all = curvature.joint_eigenvalues(optimum, labels, weights)
     top, mu, zeros = curvature.nonzero_range(joint_all)
     top_wh, mu_wh, _ = curvature.nonzero_range(curvature.joint_eigenvalues(optimum, labels, weights, ("W", "H")))
@@ -119,8 +121,8 @@ def body(args, outputs):
             fits.append(dict(target=target, quantity=q, slope=slope, r2=r2,
                              slope_within_lam=slope_within, r2_within_lam=r2_within))
     fig, axes = figure(2, 3, panel=(4.4, 3.6))
-    for ax, q in zip(axes.ravel(), CANDIDATES):
-        for target, marker in zip(TARGETS, "ox"):
+    for ax, q in zip(axes.ravel(), CANDIDATES, strict=False):
+        for target, marker in zip(TARGETS, "ox", strict=True):
             for j, lam in enumerate(lams):
                 sub = [r for r in rows if r["lam"] == lam]
                 points = ax.scatter([r[q] for r in sub], [r[target] for r in sub], c=[r["delta"] for r in sub],

@@ -1,6 +1,7 @@
 """ufm.analyze (library in ufm/last_layer.py, CLI in ufm/analyze.py) against the solver's metrics,
 theory, an independent brute-force implementation, itself in chunks, and bad files."""
 
+import dataclasses
 import json
 
 import jax
@@ -46,7 +47,7 @@ def test_ufm_solution_agrees_with_solver_metrics_and_theory(solved):
     solver = _collapse(W, H, labels, problem.K)
     # the same formulas on the same float64 numbers: equal to rounding (NC values at collapse are
     # themselves rounding-sized, ~1e-11, so absolute 1e-13; norms O(1), relative 1e-13)
-    for name, value in zip(NC_NAMES, solver):
+    for name, value in zip(NC_NAMES, solver, strict=True):
         assert out.measured[name] == pytest.approx(float(value), rel=1e-13, abs=1e-13), name
     # theory: the solver stops at |grad| <= 1e-10 |grad0|, which leaves ~1e-10 relative in the point
     pred = predict(problem)
@@ -88,7 +89,7 @@ def _brute_force(features, labels, weight, bias):
     K = weight.shape[0]
     means = np.array([features[labels == k].mean(axis=0) for k in range(K)])
     h_G = features.mean(axis=0)
-    sigma_W = sum(np.outer(h - means[y], h - means[y]) for h, y in zip(features, labels)) / N
+    sigma_W = sum(np.outer(h - means[y], h - means[y]) for h, y in zip(features, labels, strict=True)) / N
     sigma_B = sum(np.outer(m - h_G, m - h_G) for m in means) / K
     nc1 = np.trace(sigma_W @ np.linalg.pinv(sigma_B, rcond=1e-10)) / K
     Hbar = (means - h_G).T
@@ -132,7 +133,7 @@ def test_imbalanced_against_brute_force_and_solver_metrics(K, d, counts, scale):
         # counts-based fractions are exact
         assert out.measured[name] == pytest.approx(value, rel=1e-10, abs=1e-13), name
     solver = _collapse(weight.T, features.T, labels, K)
-    for name, value in zip(NC_NAMES, solver):
+    for name, value in zip(NC_NAMES, solver, strict=True):
         assert out.measured[name] == pytest.approx(float(value), rel=1e-12, abs=1e-14), name
 
 
@@ -176,7 +177,7 @@ def test_input_arrays_are_not_modified():
     features, labels, weight, bias = _imbalanced()
     copies = [x.copy() for x in (features, labels, weight, bias)]
     ufm.analyze(features, labels, weight, bias, chunk_size=5, spectra=False)
-    assert all(np.array_equal(x, y) for x, y in zip((features, labels, weight, bias), copies))
+    assert all(np.array_equal(x, y) for x, y in zip((features, labels, weight, bias), copies, strict=True))
 
 
 # --------------------------------------------------------------------------- spectra
@@ -235,7 +236,7 @@ def test_callable_module_and_json_keys():
     assert {"measured", "predicted", "error"} <= set(record)
     assert {"nc1", "nc2", "nc3", "w_norm", "h_norm"} <= set(record["measured"])
     json.dumps(record)  # plain types only
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         out.K = 3  # frozen
 
 
@@ -261,7 +262,7 @@ def test_cli_npz_and_npy_files_agree_with_library(npz, tmp_path, capsys):
     assert record["measured"] == pytest.approx(expected.measured, rel=1e-15)
     assert record["predicted"] == pytest.approx(expected.predicted) and set(record["error"]) == set(expected.error)
     assert record["applies"] is True and "nc1" in capsys.readouterr().out
-    for key, array in zip(("features", "labels", "weight", "bias"), (features, labels, weight, bias)):
+    for key, array in zip(("features", "labels", "weight", "bias"), (features, labels, weight, bias), strict=True):
         np.save(tmp_path / f"{key}.npy", array)
     again = tmp_path / "again.json"
     argv = [f"--{k}={tmp_path / f'{k}.npy'}" for k in ("features", "labels", "weight", "bias")]

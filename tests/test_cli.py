@@ -48,7 +48,7 @@ def test_report_explains_itself(tmp_path, capsys):
     header = lines.index(next(line for line in lines if line.startswith("quantity ")))
     assert header + len(record["comparison"]) + 1 == lines.index(LEGEND)
     assert lines[lines.index(LEGEND) + 1] == "tolerance = 1e-06 (--rtol)"
-    for row, line in zip(record["comparison"], lines[header + 1:]):
+    for row, line in zip(record["comparison"], lines[header + 1:], strict=False):
         assert line.startswith(row["quantity"] + "  ")
         theory, solver, error, kind, check = line.split()[-5:]
         assert (theory, solver) == (format_number(row["theory"]), format_number(row["measured"]))

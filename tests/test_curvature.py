@@ -51,7 +51,7 @@ def test_safe_step_is_locally_contracting():
     step = curvature.safe_step(optimum, problem.labels(), problem.weights())
     rng = np.random.default_rng(0)
     start = Params(*(x + 1e-6 * rng.standard_normal(x.shape) for x in optimum))
-    distance = lambda p: np.sqrt(sum(np.sum((np.asarray(a) - b) ** 2) for a, b in zip(p, optimum)))
+    distance = lambda p: np.sqrt(sum(np.sum((np.asarray(a) - b) ** 2) for a, b in zip(p, optimum, strict=True)))
     good = ufm.solve(problem, "gd", lr=step, tol=1e-300, max_iters=200, init=start)
     bad = ufm.solve(problem, "gd", lr=2.2 * step, tol=1e-300, max_iters=200, init=start)
     assert distance(good.params) < distance(start) < distance(bad.params)

@@ -2,6 +2,7 @@
 quick run's tables (the generic quick-run smoke test is tests/test_experiments.py)."""
 
 import csv
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def test_quick_run_tables(tmp_path):
     table = list(csv.DictReader(open(tmp_path / "imbalance.csv")))
     assert table and all(row["status"] == "converged" for row in table)
     ce = sorted((float(r["lam"]), float(r["R_star"])) for r in table if r["loss"] == "ce")
-    assert all(a[1] > b[1] for a, b in zip(ce, ce[1:]))          # more regularisation: earlier collapse
+    assert all(a[1] > b[1] for a, b in pairwise(ce))          # more regularisation: earlier collapse
     seli = list(csv.DictReader(open(tmp_path / "seli.csv")))
     balanced = [r for r in seli if r["sizes"] == "20-20-20-20"]
     assert max(float(r[k]) for r in balanced for k in ("seli_logits", "seli_WW", "seli_HH")) < 1e-8

@@ -35,7 +35,8 @@ def _option(flag):
 arguments = st.lists(
     st.one_of(st.sampled_from(list(VALID)).flatmap(_option), st.sampled_from(SWITCHES).map(lambda s: (s,)),
               HOSTILE_TEXT.map(lambda s: (s,))),
-    max_size=6).map(lambda parts: ["--quiet", "--no-hessian", "--max-iters", "4"] + [token for part in parts for token in part])
+    max_size=6).map(lambda parts: ["--quiet", "--no-hessian", "--max-iters", "4"]
+                    + [token for part in parts for token in part])
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -6,6 +6,7 @@ small or refused by the memory guard (which is itself part of the contract).
 """
 
 import dataclasses
+import functools
 import math
 
 import pytest
@@ -13,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import theory
-from theory import validation
 from tests._hostile import check_contract, hostile, maybe
+from theory import validation
 
 K_ = maybe(st.integers(2, 12))
 n_ = maybe(st.integers(1, 50))
@@ -34,7 +35,7 @@ def _small_memory():
 def test_scalar_closed_forms(K, n, delta, lam_W, lam_H):
     names = ("K", "n", "delta", "lam_W", "lam_H")
     for function in (theory.phase, theory.a_delta, theory.probabilities, theory.norms, theory.logit_matrix):
-        check_contract(lambda: function(K, n, delta, lam_W, lam_H), names)
+        check_contract(functools.partial(function, K, n, delta, lam_W, lam_H), names)
 
 
 @given(K_, n_, d_, delta_, lam_, lam_, maybe(st.integers(0, 2**32)), st.one_of(st.none(), hostile))

@@ -4,15 +4,14 @@ Free memory is reported as 64 MiB so that a valid but large request is refused b
 guard instead of being run; every run the fuzzer can start is small and stopped after a few steps.
 """
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import ufm
-from ufm import _memory, curvature
 from tests._hostile import check_contract, hostile, maybe
+from ufm import _memory, curvature
 
 PROBLEM_NAMES = ("K", "n", "d", "delta", "lam_W", "lam_H", "lam_b", "loss", "seed", "dtype", "init_scale", "gamma",
                  "mse_kappa", "mse_beta", "nonnegative", "label_noise", "noise_seed")

@@ -1,6 +1,8 @@
 """Unequal class sizes: Problem(class_sizes=...), the weighted class-mean reduction, the CLI flags,
 and the measurements of ufm.imbalance (minority collapse, SELI)."""
 
+from itertools import pairwise
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -165,7 +167,7 @@ def test_seli_distance_decreases_toward_zero_as_lambda_decreases(loss, delta):
         rows.append(imbalance.seli_distances(s.W, s.Hbar, s.b, sizes))
     for key in ("logits", "WW", "HH"):
         values = [row[key] for row in rows]
-        assert all(a > b for a, b in zip(values, values[1:])), (key, values)
+        assert all(a > b for a, b in pairwise(values)), (key, values)
         assert values[-1] < (0.01 if loss == "ls" else 0.1), (key, values)
 
 

@@ -11,11 +11,11 @@ from ufm import _lbfgs
 def _two_loop(g, S, Y, gamma):
     """Nocedal & Wright, Algorithm 7.4, in numpy: -H g from the pairs (oldest first)."""
     q, alphas = g.copy(), []
-    for s, y in reversed(list(zip(S, Y))):
+    for s, y in reversed(list(zip(S, Y, strict=True))):
         alphas.append((s @ q) / (s @ y))
         q = q - alphas[-1] * y
     r = gamma * q
-    for (s, y), alpha in zip(zip(S, Y), reversed(alphas)):
+    for (s, y), alpha in zip(zip(S, Y, strict=True), reversed(alphas), strict=True):
         r = r + (alpha - (y @ r) / (s @ y)) * s
     return -r
 
@@ -67,15 +67,17 @@ def test_converges_on_an_ill_conditioned_quadratic():
     state = _lbfgs.init(x, *value_and_grad(x))
     step = jax.jit(lambda s: _lbfgs.step(s, value_and_grad))
     g0 = float(jnp.linalg.norm(state.grad))
-    for iteration in range(300):
+    steps = 0
+    for _ in range(300):
         state, failed = step(state)
+        steps += 1
         assert not failed
         if float(jnp.linalg.norm(state.grad)) <= 1e-10 * g0:
             break
     assert float(jnp.linalg.norm(state.grad)) <= 1e-10 * g0
     # the solution of A x = b (condition ~1e3): |x - x*| <= |A^-1| |grad| ~ 1e2 * 1e-10 |b|
     np.testing.assert_allclose(np.asarray(state.x), np.linalg.solve(A, b), atol=1e-7)
-    assert iteration < 150      # observed ~60 for P = 60; gradient descent needs thousands
+    assert steps <= 150      # observed ~60 for P = 60; gradient descent needs thousands
 
 
 def test_a_failed_line_search_keeps_x_and_forgets_the_memory():
@@ -96,5 +98,5 @@ def test_an_inactive_lane_is_left_unchanged():
     state = _lbfgs.init(x, *value_and_grad(x))
     after, completed, failed = _lbfgs.evaluate(state, value_and_grad, active=False)
     assert not bool(completed) and not bool(failed)
-    for before, now in zip(state, after):
+    for before, now in zip(state, after, strict=True):
         np.testing.assert_array_equal(np.asarray(now), np.asarray(before))

@@ -45,7 +45,7 @@ def _sympy_derivatives(loss, K, a_value, delta=0.0, gamma=0.0):
     log_p = [z - lse for z in logits]
     if loss == "ls":
         y = [1 - delta + delta / K] + [delta / K] * (K - 1)
-        ell = -sum(yi * lp for yi, lp in zip(y, log_p))
+        ell = -sum(yi * lp for yi, lp in zip(y, log_p, strict=True))
     else:
         ell = -(1 - sp.exp(log_p[0])) ** gamma * log_p[0]
     return [float(sp.N(sp.diff(ell, a, k).subs(a, a_value), 30)) for k in range(3)]
@@ -58,7 +58,7 @@ def _sympy_derivatives(loss, K, a_value, delta=0.0, gamma=0.0):
 def test_derivatives_match_sympy(loss, K, a, delta, gamma):
     got = sr.loss_derivatives(loss, K, a, delta=delta, gamma=gamma)
     want = _sympy_derivatives(loss, K, a, delta, gamma)
-    for g, w in zip(got, want):  # the closed forms avoid cancellation: agreement to a few ulp
+    for g, w in zip(got, want, strict=True):  # the closed forms avoid cancellation: agreement to a few ulp
         assert float(g) == pytest.approx(w, rel=1e-12, abs=1e-15)
 
 
@@ -127,7 +127,7 @@ def test_predicted_point_is_stationary_and_spectra_match_dense_hessian(loss, par
                                              _weights(loss, lam_W, lam_H, lam_b, **params))
     # stationarity of L: every gradient entry is rounding-level relative to the O(1) loss gradient
     assert max(float(jnp.max(jnp.abs(g))) for g in grad) <= 1e-12
-    for name, x, block in zip("WHb", point, dense):
+    for name, x, block in zip("WHb", point, dense, strict=True):
         measured = np.linalg.eigvalsh(np.asarray(block).reshape(x.size, x.size))
         expected = getattr(pred.spectra, name).expanded()
         scale = np.max(np.abs(expected))

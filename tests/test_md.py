@@ -255,7 +255,8 @@ def test_theorem_4_3_on_a_grid_inside_assumption_4_2():
 
 # ----------------------------------------------------------------------------- command line
 def test_cli_default_run_writes_json(tmp_path, capsys):
-    """Default setting (inside Assumption 4.2): exit 0, the issue's keys per loss, theorem verdict; byte-identical rerun."""
+    """Default setting (inside Assumption 4.2): exit 0, the issue's keys per loss, theorem verdict;
+    byte-identical rerun."""
     out = tmp_path / "md.json"
     assert main(["--json", str(out), "--quiet", "--no-cache"]) == 0
     text = capsys.readouterr().out

@@ -77,7 +77,8 @@ def test_two_point_risk_matches_direct_evaluation(alpha, r):
 @pytest.mark.parametrize("r", [0.01, 1.0, 8.0])
 def test_circle_risk_matches_quadrature_and_monte_carlo(r):
     """Trapezoid F vs adaptive quadrature (scipy quad, epsabs 1e-14) and vs 2e5 Monte Carlo points in feature
-    space (5 standard errors); quad's own accuracy is ~1e-14 here; doubling the nodes changes nothing beyond rounding (exponential convergence)."""
+    space (5 standard errors); quad's own accuracy is ~1e-14 here; doubling the nodes changes nothing beyond
+    rounding (exponential convergence)."""
     config = tmd.nc_configuration(4, 1e-3, 1e-3, 0.1)
     lam, s, t = 1e-3, config.w_gap, config.margins()[0]
     law = tmd.distribution("circle", c_max=r * s, margin=config.a)
@@ -119,7 +120,8 @@ def test_circle_node_count_meets_its_error_bound(c_max):
 @pytest.mark.parametrize("name", tmd.DISTRIBUTIONS)
 @pytest.mark.parametrize("M", [2, 3, 5])
 def test_laws_satisfy_assumption_4_2_2(name, M):
-    """Mean zero (both 'centered' conditions), ||v|| = r (A = 1), in span(u, e) with e orthogonal to h_1, h_2 (M >= 3)."""
+    """Mean zero (both 'centered' conditions), ||v|| = r (A = 1), in span(u, e) with e orthogonal to
+    h_1, h_2 (M >= 3)."""
     config = tmd.nc_configuration(M, 1e-3, 1e-3, 0.1)
     V, w = tmd.md_law(config, name, 1e-2, 0.5)
     assert abs(w.sum() - 1) <= 1e-15 and np.linalg.norm(w @ V) <= 1e-15

@@ -219,10 +219,10 @@ def test_compiled_initialisation_matches_the_eager_one(kwargs):
     eager = initial_params(problem.seed, problem.init_scale, problem.d, problem.K, problem.N, problem.jnp_dtype)
     compiled = problem.init()
     H = np.abs(np.asarray(eager.H)) if problem.nonnegative else np.asarray(eager.H)
-    for got, want in zip(compiled, (eager.W, H, eager.b)):
+    for got, want in zip(compiled, (eager.W, H, eager.b), strict=True):
         assert np.asarray(got).dtype == np.asarray(want).dtype
         np.testing.assert_array_max_ulp(np.asarray(got), np.asarray(want), maxulp=2)   # fused rounding only
-    for again, first in zip(problem.init(), compiled):
+    for again, first in zip(problem.init(), compiled, strict=True):
         np.testing.assert_array_equal(np.asarray(again), np.asarray(first))   # deterministic: same bits
 
 

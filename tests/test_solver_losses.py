@@ -8,11 +8,10 @@ from hypothesis import strategies as st
 
 import theory
 import ufm
-from ufm.solver import default_method
 from ufm.compare import compare, orthogonal_frame_metrics
 from ufm.objective import objective
 from ufm.problem import Problem
-from ufm.solver import _project
+from ufm.solver import _project, default_method
 
 # |grad L| <= 1e-11 |grad L(x0)| with curvature >= min(lam) = 1e-2: distance to the
 # minimizer <= ~1e-9 relative; the 1e-6 leaves margin.

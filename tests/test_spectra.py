@@ -4,8 +4,6 @@ The dense blocks come from differentiating ``ufm.objective`` twice at the
 closed-form point; nothing of theory.spectra is used to build them.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,7 +69,7 @@ def test_regularized_hessian_blocks_match_prediction(K, d, delta):
     n, lam_W, lam_H, lam_b = 3, 1e-2, 4e-3, 2e-2
     dense_W, dense_H, dense_b = _dense_blocks(K, n, d, delta, lam_W, lam_H, lam_b, regularized=True)
     predicted = theory.hessian_spectrum(K, n, d, delta, lam_W, lam_H, lam_b=lam_b, regularized=True)
-    for dense, block in zip((dense_W, dense_H, dense_b), predicted):
+    for dense, block in zip((dense_W, dense_H, dense_b), predicted, strict=True):
         _assert_same_spectrum(dense, block)
     # with the regularizer there is no zero eigenvalue and kappa is no longer K p_t
     assert predicted.W.values.min() == pytest.approx(lam_W, rel=1e-12)

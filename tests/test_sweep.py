@@ -108,7 +108,7 @@ def test_a_configuration_as_a_result_feeds_compare(swept):
     from_sweep = ufm.compare(swept.result(3), spectra=False)
     from_solve = ufm.compare(ufm.solve(problem, tol=TOL), spectra=False)
     assert from_sweep.ok and from_solve.ok
-    for a, b in zip(from_sweep.rows, from_solve.rows):
+    for a, b in zip(from_sweep.rows, from_solve.rows, strict=True):
         assert a.quantity == b.quantity
         if a.error is not None and b.error is not None:
             assert abs(a.measured - b.measured) <= 1e-9 * max(abs(b.measured), 1.0)

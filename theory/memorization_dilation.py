@@ -320,7 +320,8 @@ def assumption_4_2(lam_W, lam_H, alpha0, eta, c_md) -> AssumptionCheck:
 
 
 def md_law(config: NCConfiguration, name, eta, c_md) -> tuple[np.ndarray, np.ndarray]:
-    """The law ``name`` for this configuration on ``r in [0, r_max]``: ``(V: (m, d) unit-radius offsets, weights: (m,))``.
+    """The law ``name`` for this configuration on ``r in [0, r_max]``:
+    ``(V: (m, d) unit-radius offsets, weights: (m,))``.
 
     Both classes use the same law (mean zero, so Assumption 4.2.2 holds for each).
     """

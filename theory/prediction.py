@@ -181,7 +181,8 @@ def nonnegative_boundary(K, n, lam_W, lam_H) -> dict:
     """Largest delta with a non-zero LS minimizer under H >= 0 (ours) and Nguyen et al.'s Thm 3.2 condition.
 
     Ours: ``p_t(0) = 1/K < y_t - r`` with ``r = sqrt(K (K-1) n lam_W lam_H)``, i.e.
-    ``delta < 1 - K r / (K-1)``. Theirs (mapped, module docstring): ``delta < K (1 - sqrt((K-1) n lam_W lam_H)) / (K-1)``.
+    ``delta < 1 - K r / (K-1)``. Theirs (mapped, module docstring):
+    ``delta < K (1 - sqrt((K-1) n lam_W lam_H)) / (K-1)``.
     """
     r = sr.regularization_slope(K, n, lam_W, lam_H, nonnegative=True)  # validates K, n, lam_W, lam_H
     K = int(K)

@@ -57,7 +57,8 @@ def integer(name: str, value, minimum: int, maximum: int | None = None, *, float
         raise ValueError(f"{name} must be an integer {bound}, got {describe(value)}")
     if not isinstance(value, numbers.Integral) and not (_finite(value) and float(value).is_integer()):
         raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
-    as_int = int(value)
+    # exact for integers of any size; otherwise an integral finite float (checked above)
+    as_int = int(value) if isinstance(value, numbers.Integral) else int(float(value))
     if float64 and not _finite(as_int):
         raise ValueError(f"{name} must be an integer {bound} and below 2**1024 (the formulas use it as a "
                          f"float64), got an integer of {len(str(abs(as_int)))} digits")
@@ -70,7 +71,8 @@ def interval(name: str, value, low: float, high: float | None = None, *, low_ope
              shown: str | None = None) -> float:
     """A single finite real number in the interval from ``low`` to ``high`` (None: no upper bound), each end
     open or closed; returned as a float. ``shown``: how to print the value in the message (default its repr)."""
-    text = ("(" if low_open else "[") + f"{low:g}, " + ("inf)" if high is None else f"{high:g}" + (")" if high_open else "]"))
+    upper = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
+    text = ("(" if low_open else "[") + f"{low:g}, " + upper
     shown = repr(value) if shown is None else shown
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not _finite(value):
         raise ValueError(f"{name} must be a finite number in {text}, got {shown}")

@@ -5,12 +5,10 @@
 (and ``python -m ufm.sweep``) solves a grid of same-shape configurations in one compiled call.
 """
 
-from ufm.solver import solve as solve
 from ufm._cache import enable_compilation_cache as enable_compilation_cache
 from ufm.compare import Comparison as Comparison
 from ufm.compare import Row as Row
 from ufm.compare import compare as compare
-from ufm.last_layer import Analysis as Analysis, analyze as analyze
 from ufm.hessian import BlockEigenvalues as BlockEigenvalues
 from ufm.hessian import EigenvalueCounts as EigenvalueCounts
 from ufm.hessian import block_eigenvalues as block_eigenvalues
@@ -20,11 +18,13 @@ from ufm.hessian import extreme_eigenvalues as extreme_eigenvalues
 from ufm.hessian import hessian_vector_product as hessian_vector_product
 from ufm.hessian import logit_hessians as logit_hessians
 from ufm.hessian import nonzero_condition_number as nonzero_condition_number
+from ufm.last_layer import Analysis as Analysis
+from ufm.last_layer import analyze as analyze
 from ufm.metrics import Collapse as Collapse
 from ufm.metrics import Dilation as Dilation
-from ufm.metrics import dilation as dilation
 from ufm.metrics import class_means as class_means
 from ufm.metrics import collapse as collapse
+from ufm.metrics import dilation as dilation
 from ufm.metrics import nc1 as nc1
 from ufm.metrics import nc1_nguyen as nc1_nguyen
 from ufm.metrics import nc2 as nc2
@@ -39,6 +39,7 @@ from ufm.objective import regularization as regularization
 from ufm.problem import Problem as Problem
 from ufm.solver import METHODS as METHODS
 from ufm.solver import Result as Result
+from ufm.solver import solve as solve
 
 __all__ = [
     "Analysis", "analyze", "METHODS", "BlockEigenvalues", "Collapse", "Comparison", "Dilation",

@@ -26,7 +26,8 @@ iteration) and the m x m products are updated from one product of the buffer wit
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -14,7 +14,8 @@ from theory import validation
 
 
 def free_bytes(device=None) -> int:
-    """Bytes free on ``device`` (default: JAX's first device): its allocator's limit on accelerators, host RAM on CPU."""
+    """Bytes free on ``device`` (default: JAX's first device): its allocator's limit on accelerators, host RAM
+    on CPU."""
     device = jax.devices()[0] if device is None else device
     if device.platform != "cpu":
         stats = device.memory_stats() or {}
@@ -35,9 +36,10 @@ def gib(nbytes: float) -> str:
 def require(needed_bytes: float, what: str, sizes: str, advice) -> None:
     """Raise ``ValueError`` if ``needed_bytes`` exceeds the free memory of the default device.
 
-    ``advice``: a sentence, or a list (or a function returning it, called only on refusal) of ``(alternative, its estimated bytes)``; then only the
-    alternatives that fit are offered (each with its estimate), and the last entry, which should
-    always fit (e.g. a smaller size computed to fit), stands alone when none of the others does.
+    ``advice``: a sentence, or a list (or a function returning it, called only on refusal) of
+    ``(alternative, its estimated bytes)``; then only the alternatives that fit are offered (each with
+    its estimate), and the last entry, which should always fit (e.g. a smaller size computed to fit), stands
+    alone when none of the others does.
     """
     free = free_bytes()
     if needed_bytes > free:

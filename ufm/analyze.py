@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("input (one .npz, or .npy files)")
     data.add_argument("npz", nargs="?", default=None,
                       help=".npz with keys features (N, d), labels (N,), weight (K, d) and optionally bias (K,)")
-    for key, shape in zip(KEYS, ("(N, d), memory-mapped", "(N,) integers", "(K, d)", "(K,), optional")):
+    for key, shape in zip(KEYS, ("(N, d), memory-mapped", "(N,) integers", "(K, d)", "(K,), optional"), strict=True):
         data.add_argument(f"--{key}", metavar="NPY", default=None, help=f".npy file with {key} {shape}")
     setup = parser.add_argument_group("training setup (for the prediction)")
     setup.add_argument("--loss", choices=LOSSES, default="ce", help="training loss (default ce)")
@@ -163,9 +163,11 @@ def report_text(result: Analysis) -> str:
             if "skipped" in info:
                 lines.append(f"  {block}: skipped ({info['skipped']})")
                 continue
-            text = f"  {block}: {info['method']}, lambda_max = {_fmt(info['lambda_max'])}, kappa = {_fmt(info['kappa'])}"
+            text = (f"  {block}: {info['method']}, lambda_max = {_fmt(info['lambda_max'])}, "
+                    f"kappa = {_fmt(info['kappa'])}")
             if "values" in info and len(info["values"]) <= 8:
-                text += "; " + ", ".join(f"{_fmt(v)} x{m}" for v, m in zip(info["values"], info["multiplicities"]))
+                pairs = zip(info["values"], info["multiplicities"], strict=True)
+                text += "; " + ", ".join(f"{_fmt(v)} x{m}" for v, m in pairs)
             lines.append(text)
     return "\n".join(lines)
 

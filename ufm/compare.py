@@ -83,7 +83,8 @@ class Comparison:
         """The rows as a fixed-width table under a header (quantity left, the rest right-aligned), no legend."""
         body = self.table_rows()
         widths = [max(len(r[j]) for r in (TABLE_HEADER, *body)) for j in range(5)]
-        line = lambda r: "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths)))
+        line = lambda r: "  ".join(c.ljust(w) if j == 0 else c.rjust(w)
+                                   for j, (c, w) in enumerate(zip(r, widths, strict=True)))
         return "\n".join([line(TABLE_HEADER), *(line(r) for r in body)])
 
     def __str__(self) -> str:
@@ -249,7 +250,7 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
         raise ValueError(f"result has a non-finite objective or gradient (status {result.status!r}): "
                          "there is nothing to compare")
     p = result.problem
-    K, n, d = p.K, p.n, p.d
+    K, n = p.K, p.n
     labels = p.labels()
     reasons = _reasons(p)
     general = not reasons
@@ -317,7 +318,8 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
         kappas = {"W": prediction.kappa_W, "H": prediction.kappa_H}
         # Spectra in float64 whenever JAX allows it, also at a float32 solution: the
         # zero threshold (1e-8 of the largest) needs float64 rounding in the Hessian.
-        if jax.config.jax_enable_x64:
+        # jax.config's flags are dynamic attributes, absent from its type stubs
+        if jax.config.jax_enable_x64:  # type: ignore[attr-defined]
             point = Params(*(jnp.asarray(x, jnp.float64) for x in (result.W, result.H, result.b)))
             weights = Weights(*(jnp.asarray(x, jnp.float64) for x in p.weights()))
         else:

@@ -176,19 +176,21 @@ def _h_block_counts(W, P, counts, N, chunk=4096) -> tuple[np.ndarray, np.ndarray
     """H block: per group g, the eigenvalues of ``(1/N) R S_g R^T`` (``W = QR``) or, for d <= K,
     of ``(1/N) W S_g W^T``, each ``counts[g]`` times; plus the number of extra zeros."""
     d, K = W.shape
-    R = np.linalg.qr(W, mode="r") if d > K else W
+    # numpy's stubs type every mode of qr as QRResult; mode="r" returns the array R alone
+    R: np.ndarray = np.linalg.qr(W, mode="r") if d > K else W  # type: ignore[assignment]
     m = R.shape[0]
-    _memory.require(8.0 * (P.shape[1] * m * 2 + 4 * m * m), "the structured H block", f"G = {P.shape[1]} groups, K = {K}",
+    _memory.require(8.0 * (P.shape[1] * m * 2 + 4 * m * m), "the structured H block",
+                    f"G = {P.shape[1]} groups, K = {K}",
                     "reduce K or n, or skip the Hessian (compare(..., spectra=False), --no-hessian)")
     chunk = max(1, min(chunk, int(_memory.free_bytes() // (4 * 8.0 * (m * m + 2 * m * K)) // 2)))
-    values = []
+    parts = []
     for lo in range(0, P.shape[1], chunk):
         p = P[:, lo:lo + chunk]                                   # (K, c)
         RP = R[None, :, :] * p.T[:, None, :]                      # R diag(p_g): (c, m, K)
         Rp = np.einsum("ak,kc->ca", R, p)                         # R p_g: (c, m)
         blocks = np.einsum("cak,bk->cab", RP, R) - Rp[:, :, None] * Rp[:, None, :]
-        values.append(np.linalg.eigvalsh(blocks / N))
-    values = np.concatenate(values)                               # (G, m)
+        parts.append(np.linalg.eigvalsh(blocks / N))
+    values = np.concatenate(parts)                                # (G, m)
     extra_zeros = N * (d - K) if d > K else 0
     return values.ravel(), np.repeat(counts, values.shape[1]), extra_zeros
 
@@ -227,13 +229,14 @@ def _w_block_counts(Hg, P, counts, N, cluster_rtol) -> tuple[np.ndarray, np.ndar
     order = np.argsort(lam, kind="stable")
     scale = max(np.max(np.abs(lam)), np.finfo(np.float64).tiny)
     cuts = np.flatnonzero(np.diff(lam[order]) > cluster_rtol * scale) + 1
-    values, mults, diag, rows, bound = [], [], [], [], 0.0
+    levels, mults, diag, rows, bound = [], [], [], [], 0.0
     for members in np.split(order, cuts):
         level = lam[members].mean()
         bound = max(bound, float(np.max(np.abs(lam[members] - level))))
-        Rj = np.linalg.qr(F[members], mode="r")                    # F_j = U_j R_j, U_j: (m_j, t)
+        # F_j = U_j R_j, U_j: (m_j, t); the ignore as in _h_block_counts (numpy's stubs of qr)
+        Rj: np.ndarray = np.linalg.qr(F[members], mode="r")  # type: ignore[assignment]
         t = Rj.shape[0]
-        values.append(level)
+        levels.append(level)
         mults.append(members.size - t)
         diag.append(np.full(t, level))
         rows.append(Rj)                                            # B_j = U_j^T F_j = R_j
@@ -243,7 +246,7 @@ def _w_block_counts(Hg, P, counts, N, cluster_rtol) -> tuple[np.ndarray, np.ndar
                     "(--no-hessian)")
     B = np.concatenate(rows)
     small = np.linalg.eigvalsh(np.diag(np.concatenate(diag)) - B @ B.T)
-    values = np.concatenate([np.array(values), small])
+    values = np.concatenate([np.array(levels), small])
     counts_out = np.concatenate([np.array(mults, np.int64), np.ones(small.size, np.int64)])
     return values, counts_out, (d - r) * K, bound
 

@@ -98,7 +98,8 @@ def solve_reduced(sizes, *, d: int | None = None, lam_W: float = 5e-4, lam_H: fl
     sizes = _check_sizes(sizes)
     if loss not in ("ce", "ls", "mse"):
         raise ValueError(f"loss must be 'ce', 'ls' or 'mse' (where the class-mean reduction is exact), got {loss!r}")
-    if not jax.config.jax_enable_x64:
+    # jax.config's flags are dynamic attributes, absent from its type stubs
+    if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         raise ValueError("solve_reduced runs in float64: call jax.config.update('jax_enable_x64', True) first")
     K = sizes.size
     d = K if d is None else int(d)

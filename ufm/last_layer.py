@@ -21,8 +21,8 @@ means known: the within-class scatter ``sum_i (h_i - hbar_y)(h_i - hbar_y)^T`` (
 no cancellation near collapse), per-class variances and the nearest-class-mean predictions.
 The two K-wide products (logits, nearest-mean scores) run in float32 BLAS and every row whose
 top two scores are within a rounding bound is recomputed in float64 (``_Scores``), so the
-predictions are float64's. A memory-mapped array (``np.load(..., mmap_mode="r")``) is read chunk by chunk and each chunk's
-pages are handed back to the kernel after use, so resident memory stays at one chunk.
+predictions are float64's. A memory-mapped array (``np.load(..., mmap_mode="r")``) is read chunk by chunk
+and each chunk's pages are handed back to the kernel after use, so resident memory stays at one chunk.
 
 Measured quantities (``Analysis.measured``; sources in :data:`SOURCES`):
 
@@ -249,11 +249,12 @@ class _Pages:
     """
 
     def __init__(self, array: np.ndarray):
-        self.mm = None
-        base = array
+        self.mm: mmap.mmap | None = None
+        base: object = array                    # the chain of .base owners, ending at the mmap (if any)
         while base is not None and not isinstance(base, mmap.mmap):
             base = getattr(base, "base", None)
-        if base is None or not array.flags.c_contiguous or not hasattr(base, "madvise") or array.size == 0:
+        if (not isinstance(base, mmap.mmap) or not array.flags.c_contiguous or not hasattr(base, "madvise")
+                or array.size == 0):
             return
         try:
             view = np.frombuffer(base, np.uint8)
@@ -409,7 +410,7 @@ def _cosines(columns: np.ndarray) -> tuple[float, float]:
 def _geometry(weight: np.ndarray, means: np.ndarray, global_mean: np.ndarray, bias: np.ndarray) -> dict:
     """The measurements that need only the class means ``(K, d)``, ``h_G`` and the classifier: NC2, NC3,
     norms, cosines, logit scale, p_t/p_n, bias (also evaluated at the numerical UFM optimum)."""
-    K, d = weight.shape
+    K = weight.shape[0]
     W = weight.T                                   # (d, K), the solver's layout
     Hbar = (means - global_mean).T                 # (d, K) centred class means
     M = np.eye(K) - 1.0 / K
@@ -463,9 +464,9 @@ def _metrics(mo: _Moments, weight: np.ndarray, bias: np.ndarray, N: int) -> dict
 
 
 def _problem(K, counts, d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H, lam_b):
-    from ufm.problem import Problem
-
     import jax
+
+    from ufm.problem import Problem
 
     n = max(1, int(round(sum(counts) / K)))
     dtype = "float64" if jax.config.jax_enable_x64 else "float32"   # the spectra's dtype; metrics stay float64

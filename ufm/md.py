@@ -418,13 +418,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "normalised dilation, the memorization, gamma, Assumption 4.2.3 and Theorem 4.3's inequality. "
                     "Defaults: a setting inside Assumption 4.2.")
     problem = parser.add_argument_group("problem")
-    problem.add_argument("--M", type=_flag("--M", int, _at_least("M", 2)), default=2, help="feature dimension M >= 2 (default 2)")
+    problem.add_argument("--M", type=_flag("--M", int, _at_least("M", 2)), default=2,
+                         help="feature dimension M >= 2 (default 2)")
     problem.add_argument("--alpha", type=_flag("--alpha", float, _open_unit), default=0.1,
                          help="LS parameter alpha0 of the LS run, in (0, 1) (default 0.1; CE is alpha = 0)")
-    problem.add_argument("--eta", type=_flag("--eta", float, lambda v: _positive("eta", v)), default=1e-3, help="noise level eta > 0 (default 1e-3)")
+    problem.add_argument("--eta", type=_flag("--eta", float, lambda v: _positive("eta", v)), default=1e-3,
+                         help="noise level eta > 0 (default 1e-3)")
     problem.add_argument("--c-md", type=_flag("--c-md", float, lambda v: _positive("c_md", v)), default=1.0,
                          help="memorization-dilation slope C_MD > 0 (default 1)")
-    problem.add_argument("--lam-W", type=_flag("--lam-W", float, lambda v: _positive("lam_W", v)), default=1e-3, help="lam_W > 0 (default 1e-3)")
+    problem.add_argument("--lam-W", type=_flag("--lam-W", float, lambda v: _positive("lam_W", v)), default=1e-3,
+                         help="lam_W > 0 (default 1e-3)")
     problem.add_argument("--lam-H", type=_flag("--lam-H", float, lambda v: _positive("lam_H", v)), default=1e-3,
                          help="lam_H > 0, also the lam of F and G (default 1e-3)")
     problem.add_argument("--distribution", choices=("two-point", "circle"), default="two-point",

@@ -22,6 +22,10 @@ class Params(NamedTuple):
     b: jnp.ndarray
 
 
+#: a field of :class:`Weights`: a 0-d (possibly traced) array, or a plain number (the defaults)
+Scalar = jnp.ndarray | float
+
+
 class Weights(NamedTuple):
     """The scalars of the objective that may vary between runs of one shape (traced, vmappable).
 
@@ -30,14 +34,14 @@ class Weights(NamedTuple):
     The last four have defaults so that ``Weights(delta, lam_W, lam_H, lam_b)`` is label smoothing.
     """
 
-    delta: jnp.ndarray
-    lam_W: jnp.ndarray
-    lam_H: jnp.ndarray
-    lam_b: jnp.ndarray
-    loss_id: jnp.ndarray = 0
-    gamma: jnp.ndarray = 0.0
-    mse_kappa: jnp.ndarray = 1.0
-    mse_beta: jnp.ndarray = 1.0
+    delta: Scalar
+    lam_W: Scalar
+    lam_H: Scalar
+    lam_b: Scalar
+    loss_id: Scalar = 0
+    gamma: Scalar = 0.0
+    mse_kappa: Scalar = 1.0
+    mse_beta: Scalar = 1.0
 
 
 def class_major_labels(K: int, n: int) -> jnp.ndarray:

@@ -58,8 +58,11 @@ class Problem:
     """
 
     K: int
-    n: int | None = None
-    d: int | None = None
+    # n and d may be given as None (derived from class_sizes / K); __post_init__ always replaces that by an
+    # int, so every reader sees an int: a dataclass cannot type its constructor argument and its attribute
+    # differently, hence the ignores
+    n: int = None  # type: ignore[assignment]
+    d: int = None  # type: ignore[assignment]
     delta: float = 0.0
     lam_W: float = 5e-4
     lam_H: float = 5e-4
@@ -96,9 +99,11 @@ class Problem:
         set_("label_noise", validation.interval("label_noise", self.label_noise, 0.0, 1.0, low_open=False))
         set_("noise_seed", validation.integer("noise_seed", self.noise_seed, 0))
         if self.delta != 0.0 and self.loss != "ls":
-            raise ValueError(f"delta must be 0 for loss={self.loss!r} (label smoothing is loss='ls'), got {self.delta!r}")
+            raise ValueError(f"delta must be 0 for loss={self.loss!r} (label smoothing is loss='ls'), "
+                             f"got {self.delta!r}")
         if self.gamma != 0.0 and self.loss != "focal":
-            raise ValueError(f"gamma must be 0 for loss={self.loss!r} (it is the focal-loss parameter), got {self.gamma!r}")
+            raise ValueError(f"gamma must be 0 for loss={self.loss!r} (it is the focal-loss parameter), "
+                             f"got {self.gamma!r}")
         if not isinstance(self.nonnegative, (bool, np.bool_)):
             raise ValueError(f"nonnegative must be True or False, got {self.nonnegative!r}")
         set_("nonnegative", bool(self.nonnegative))
@@ -216,7 +221,8 @@ _initial_params_compiled = jax.jit(initial_params, static_argnums=(2, 3, 4, 5))
 
 def require_dtype_enabled(dtype: str) -> None:
     """Fail loudly instead of silently computing in float32 when x64 is off."""
-    if dtype == "float64" and not jax.config.jax_enable_x64:
+    # jax.config's flags are dynamic attributes, absent from its type stubs
+    if dtype == "float64" and not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         raise ValueError(
             "dtype='float64' needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
             "before solving (the CLI does), or use dtype='float32'"
@@ -225,7 +231,8 @@ def require_dtype_enabled(dtype: str) -> None:
 
 def check_seed(seed: int) -> None:
     """Without 64-bit JAX a key holds 32 bits: seeds from 2**32 on would repeat smaller ones."""
-    if seed >= 2**32 and not jax.config.jax_enable_x64:
+    # jax.config's flags are dynamic attributes, absent from its type stubs
+    if seed >= 2**32 and not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         raise ValueError(f"seed must be < 2**32 = {2**32} without 64-bit JAX (a larger one repeats the key of "
                          f"seed mod 2**32), got {seed}; call jax.config.update('jax_enable_x64', True) for seeds "
                          f"up to {MAX_SEED}")

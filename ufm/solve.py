@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "gd is the papers' plain gradient descent)")
     solver.add_argument("--lr", type=_number("--lr", 0.0), default=None,
                         help="step size for gd/momentum/nesterov (default: "
-                             + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items() if v) + "); refused with lbfgs and reduced (line search)")
+                             + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items() if v)
+                             + "); refused with lbfgs and reduced (line search)")
     solver.add_argument("--tol", type=_number("--tol", 0.0, 1.0), default=None,
                         help="stop when |grad L| <= tol |grad L(x0)| (default 1e-10 in float64, 1e-5 in float32)")
     solver.add_argument("--max-iters", type=_integer("--max-iters", 1), default=None,
@@ -223,11 +224,12 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
     for block, info in comparison.spectra.items():
         lines.append("")
         lines.append(f"{block}-block spectrum of the loss term ({info['method']}); distinct eigenvalue x multiplicity:")
-        measured = ", ".join(f"{num(v)} x{m}" for v, m in zip(info["measured_values"], info["measured_multiplicities"]))
+        pairs = zip(info["measured_values"], info["measured_multiplicities"], strict=True)
+        measured = ", ".join(f"{num(v)} x{m}" for v, m in pairs)
         lines.append(f"  measured:  {measured}")
         if "predicted_values" in info:
-            predicted = ", ".join(f"{num(v)} x{m}"
-                                  for v, m in zip(info["predicted_values"], info["predicted_multiplicities"]))
+            pairs = zip(info["predicted_values"], info["predicted_multiplicities"], strict=True)
+            predicted = ", ".join(f"{num(v)} x{m}" for v, m in pairs)
             lines.append(f"  predicted: {predicted}")
     lines.append("")
     if comparison.ok and comparison.verified:
@@ -246,7 +248,6 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
 
 def _prediction(problem):
     import theory
-
     from ufm.compare import predict
 
     pred = predict(problem)
@@ -356,7 +357,8 @@ def _main(argv) -> int:
         _check_loss_flags(args)
         class_sizes, n = _class_sizes_of(args)
         problem = Problem(
-            K=args.K, n=n, d=args.d, delta=args.delta,
+            # n None (with class sizes) is derived by Problem; its field is typed as the int it becomes
+            K=args.K, n=n, d=args.d, delta=args.delta,  # type: ignore[arg-type]
             lam_W=args.lam if args.lam_W is None else args.lam_W,
             lam_H=args.lam if args.lam_H is None else args.lam_H,
             lam_b=args.lam if args.lam_b is None else args.lam_b,

@@ -43,8 +43,17 @@ from ufm._interrupt import exit_on_interrupt
 from ufm.losses import LOSS_IDS
 from ufm.objective import Weights, objective
 from ufm.problem import Problem, initial_params, require_dtype_enabled
-from ufm.solver import (METHODS, STATUS_NAMES, check_method_fits, check_options, default_method, reduced_objective,
-                        reduced_params, reduced_point, run_loop)
+from ufm.solver import (
+    METHODS,
+    STATUS_NAMES,
+    check_method_fits,
+    check_options,
+    default_method,
+    reduced_objective,
+    reduced_params,
+    reduced_point,
+    run_loop,
+)
 
 PROG = "python -m ufm.sweep"
 #: Default lanes (configurations in flight) of the ``"reduced"`` work queue; measured in
@@ -141,7 +150,7 @@ def grid(base: Problem, *, delta: Sequence[float] | None = None, lam: Sequence[f
     if not isinstance(base, Problem):
         raise ValueError(f"base must be a ufm.Problem, got {type(base).__name__}")
     axes = [("delta", delta), ("lam", lam), ("seed", seed)]
-    values = []
+    values: list[Sequence[Any]] = []
     for name, v in axes:
         if v is None:
             values.append([None])
@@ -163,7 +172,7 @@ def grid(base: Problem, *, delta: Sequence[float] | None = None, lam: Sequence[f
     values = [list(v) for v in values]
     problems = []
     for d_, l_, s_ in itertools.product(*values):
-        changes = {}
+        changes: dict[str, Any] = {}
         if d_ is not None:
             changes["delta"] = d_
         if l_ is not None:
@@ -198,7 +207,9 @@ class _Lane(NamedTuple):
 
 
 def _without_pairs(lanes: _Lane) -> _Lane:
-    return lanes._replace(state=lanes.state._replace(pairs=None))
+    # None is an empty pytree: the lanes travel without their (2, m, P) pair buffers, which the State
+    # type (an array everywhere else) cannot say
+    return lanes._replace(state=lanes.state._replace(pairs=None))  # type: ignore[arg-type]
 
 
 def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_id, lanes, max_iters):
@@ -239,7 +250,8 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
         status = solver.step_status(iteration, new.value, jnp.linalg.norm(new.grad), lane.g0, tol, lane.blowup,
                                     max_iters, failed & ~jnp.any(lane.state.valid), completed)
         keep = status == solver.DIVERGED          # keep the last finite iterate (the memory no longer matters)
-        new = new._replace(**{f: jnp.where(keep, getattr(lane.state, f), getattr(new, f)) for f in ("x", "value", "grad")})
+        new = new._replace(**{f: jnp.where(keep, getattr(lane.state, f), getattr(new, f))
+                              for f in ("x", "value", "grad")})
         return lane._replace(state=new, iteration=iteration, status=jnp.where(running, status, lane.status))
 
     first = jnp.arange(lanes)
@@ -253,7 +265,7 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
         where = jnp.where(finished, queue.config, M)          # index M: dropped
         gnorm = jnp.linalg.norm(queue.state.grad, axis=1)
         results = tuple(r.at[where].set(v.astype(r.dtype), mode="drop") for r, v in zip(
-            results, (queue.state.x, queue.state.value, gnorm, queue.iteration, queue.status)))
+            results, (queue.state.x, queue.state.value, gnorm, queue.iteration, queue.status), strict=True))
         wanted = next_config + jnp.cumsum(finished) - 1
         take = finished & (wanted < M)
         loaded = _without_pairs(jax.vmap(load)(jnp.minimum(wanted, M - 1)))
@@ -332,7 +344,8 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
     _memory.require(needed, f"a sweep with {method}", f"M = {M} configurations of K = {first.K}, n = {first.n}, "
                     f"d = {first.d}, {lanes} at a time",
                     "use fewer configurations, a smaller batch_size (--batch-size), or reduce n")
-    if not jax.config.jax_enable_x64 and any(p.seed >= 2**32 for p in problems):
+    # jax.config's flags are dynamic attributes, absent from its type stubs
+    if not jax.config.jax_enable_x64 and any(p.seed >= 2**32 for p in problems):  # type: ignore[attr-defined]
         raise ValueError("seed must be < 2**32 without 64-bit JAX (larger seeds repeat smaller ones)")
     dt = first.jnp_dtype
     if method == "reduced":
@@ -348,7 +361,8 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
         start = time.perf_counter()
         out = jax.block_until_ready(compiled(*args))
         seconds += time.perf_counter() - start
-        outs.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[: len(chunk)], out))
+        size = len(chunk)
+        outs.append(jax.tree_util.tree_map(lambda x, size=size: np.asarray(x)[:size], out))
     params, value, gnorm, g0, iterations, status, collapse = jax.tree_util.tree_map(
         lambda *xs: np.concatenate(xs), *outs)
     return SweepResult(
@@ -401,7 +415,7 @@ def _list(name: str, kind):
         try:
             if kind is int and ":" in text:
                 lo, hi = (int(x) for x in text.split(":"))
-                values = range(lo, hi)     # not listed: grid() checks its size first
+                values: Sequence[Any] = range(lo, hi)     # not listed: grid() checks its size first
             else:
                 values = [kind(x) + kind(0) for x in text.split(",") if x.strip()]   # + 0: -0.0 is 0.0
         except ValueError:
