@@ -48,14 +48,25 @@ is rejected there: its line search and curvature pairs assume an unconstrained p
 
 Stopping rule: ``||grad L|| <= tol * ||grad L(x_0)||`` (converged), or
 ``max_iters`` steps, or divergence: a non-finite objective or gradient, or an
-objective above ``DIVERGENCE_FACTOR * max(|L(x_0)|, 1)``. The ``message`` of the
-:class:`Result` says which.
+objective above ``DIVERGENCE_FACTOR * max(|L(x_0)|, 1)``, or (fixed-step methods
+gd/momentum/nesterov) no progress: a step too large for the problem but too small to blow
+up makes the iterates cycle or wander chaotically (GD at lr 100 on the CLI default
+problem: L between 0.95 and 30 for 10^5 iterations). Such a run is stopped as
+``"no_progress"`` once ``NO_PROGRESS_WINDOW`` iterations have passed in which neither the
+best objective fell by ``NO_PROGRESS_OBJECTIVE`` (relative) nor the best gradient norm by
+the fraction ``NO_PROGRESS_GRADIENT``, and the objective rose above its best by more than
+rounding (``sqrt(eps) |L_best|``; a run sitting at its rounding floor is not stopped: it
+keeps running to ``max_iters`` as before, so ``tol=1e-300`` still runs exactly
+``max_iters`` steps). Gradient descent with a stable step decreases L monotonically, so it
+can never meet the last condition; why the window is safe for momentum is measured at
+``NO_PROGRESS_WINDOW``. The ``message`` of the :class:`Result` says which rule stopped the run.
 
 Internal API (shared with :mod:`ufm.sweep`, which runs the same loop and stopping rule on many
 configurations; not exported from :mod:`ufm`, may change without notice): :func:`run_loop` (the
 compiled loop), :func:`start_status`, :func:`step_status`, :func:`divergence_level` and the status
-codes ``RUNNING``, ``CONVERGED``, ``MAX_ITERS``, ``DIVERGED``, ``STALLED``, ``NONFINITE`` (the stopping
-rule), :func:`status_message`, :func:`tree_norm`, :func:`compile_once`. Names with a leading underscore
+codes ``RUNNING``, ``CONVERGED``, ``MAX_ITERS``, ``DIVERGED``, ``STALLED``, ``NONFINITE``,
+``NO_PROGRESS`` (the stopping rule), :func:`progress_start`, :func:`progress_update`, :func:`status_message`,
+:func:`tree_norm`, :func:`compile_once`. Names with a leading underscore
 are used only inside this module.
 """
 
@@ -117,8 +128,23 @@ def check_method_fits(problem: Problem, method: str) -> None:
 
 
 def default_lr(problem: Problem, method: str) -> float | None:
-    """The step of ``method`` when ``lr`` is not given (None for the line-search methods)."""
-    return DEFAULT_LR[method]
+    """The step of ``method`` when ``lr`` is not given (None for the line-search methods).
+
+    ``min(DEFAULT_LR[method], SAFE_FRACTION * STABILITY_LIMIT[method] / c)`` with ``c`` an estimate of
+    the largest curvature of L along the run: ``max(lam_W, lam_H, lam_b)`` (the regularisation's share),
+    plus ``2 max(mse_kappa, 1)`` for MSE. MSE's Hessian in the logits is the constant
+    ``2 diag(kappa at the target, 1 elsewhere)``, so L keeps that curvature from x_0 to the optimum
+    (measured, CLI default problem: lambda_max 2.00 at x_0 and 2.01 at the optimum; 2.13 and 2.02 with
+    H >= 0); the softmax losses' logit Hessian ``diag(p) - p p^T`` is largest at the uniform start
+    (1/K) and falls as ``p_t -> 1`` (0.10 at x_0, 0.024 at the optimum), and ``DEFAULT_LR`` was
+    measured on them. ``tests/test_reliability_solver.py`` runs every loss and flag combination.
+    """
+    if method in _LINE_SEARCH_METHODS:
+        return None
+    curvature = max(problem.lam_W, problem.lam_H, problem.lam_b)
+    if problem.loss == "mse":
+        curvature += 2.0 * max(problem.mse_kappa, 1.0)
+    return min(DEFAULT_LR[method], float(f"{SAFE_FRACTION * STABILITY_LIMIT[method] / curvature:.3g}"))
 
 
 #: Step sizes used when ``lr`` is not given (L-BFGS takes its step from the line search).
@@ -127,12 +153,30 @@ def default_lr(problem: Problem, method: str) -> float | None:
 #: to tol 1e-10, momentum/Nesterov: ~1240; L-BFGS: 200).
 DEFAULT_LR = {"gd": 20.0, "momentum": 3.0, "nesterov": 3.0, "lbfgs": None, "reduced": None}
 _LINE_SEARCH_METHODS = ("lbfgs", "reduced")
+#: The largest ``lr * lambda`` for which each fixed-step method is stable on a quadratic of curvature
+#: lambda: GD 2; heavy ball with momentum beta = 0.9: 2 (1 + beta); Nesterov: 2 (1 + beta) / (1 + 2 beta).
+STABILITY_LIMIT = {"gd": 2.0, "momentum": 2.0 * 1.9, "nesterov": 2.0 * 1.9 / 2.8}
+#: The fraction of that limit used by :func:`default_lr` and by the step suggested after a divergence
+#: or a cycle (for GD the textbook ``1 / lambda_max``).
+SAFE_FRACTION = 0.5
 DIVERGENCE_FACTOR = 100.0
 HISTORY_FIELDS = ("iteration", "objective", "grad_norm", "nc1", "nc2", "nc3", "w_norm", "h_norm")
 
-RUNNING, CONVERGED, MAX_ITERS, DIVERGED, STALLED, NONFINITE = 0, 1, 2, 3, 4, 5
+RUNNING, CONVERGED, MAX_ITERS, DIVERGED, STALLED, NONFINITE, NO_PROGRESS = 0, 1, 2, 3, 4, 5, 6
 STATUS_NAMES = {CONVERGED: "converged", MAX_ITERS: "max_iters", DIVERGED: "diverged", STALLED: "stalled",
-                NONFINITE: "nonfinite"}
+                NONFINITE: "nonfinite", NO_PROGRESS: "no_progress"}
+#: The no-progress rule of the fixed-step methods (module docstring): stop after this many iterations
+#: in which neither the best L fell by NO_PROGRESS_OBJECTIVE (relative) nor the best ||grad L|| by the
+#: fraction NO_PROGRESS_GRADIENT while L rose above its best by more than rounding. Measured (float64,
+#: per-iteration traces of L and ||grad L|| replayed through this rule): the longest such stretch before
+#: convergence is 8 iterations (momentum lr 3, CLI default problem) and 0 for every GD run (monotone L); over the
+#: experiments' settings (landscape: projected momentum lr 1, init scales 0.01 to 10; convergence and
+#: speed_vs_kappa: GD at 1 / lambda_max) at most 52; every default step of H >= 0 at n = 20: 41.
+#: The window is 2000, ~40 times that; a limit cycle is then stopped after a few thousand iterations
+#: (GD lr 100 on the CLI default problem: iteration 6055 instead of running to max_iters = 10^5).
+NO_PROGRESS_WINDOW = 2000
+NO_PROGRESS_OBJECTIVE = 1e-6
+NO_PROGRESS_GRADIENT = 1e-2
 #: Largest ``max_iters`` (and ``record_every``, ``progress_every``): the iteration counters are int32.
 MAX_ITERS_LIMIT = 2**31 - 1
 
@@ -145,14 +189,15 @@ class Result:
         problem, method, lr, tol: what was run (lr None for L-BFGS: line search).
         W ``(d, K)``, H ``(d, N)``, b ``(K,)``: the final iterate (the last finite one if diverged).
         objective: L at the final iterate. grad_norm / initial_grad_norm: ||grad L|| there and at x_0.
-        iterations: steps taken. status: ``"converged"``, ``"max_iters"``, ``"diverged"`` or ``"stalled"``
-            (``"reduced"`` only: its line search can no longer decrease L, as when tol is below rounding).
+        iterations: steps taken. status: ``"converged"``, ``"max_iters"``, ``"diverged"``, ``"stalled"``
+            (``"reduced"`` only: its line search can no longer decrease L, as when tol is below rounding),
+            ``"no_progress"`` (gd/momentum/nesterov: the iterates cycle, module docstring) or ``"nonfinite"``.
         converged: ``status == "converged"``. message: one readable sentence.
         history: dict of arrays over recorded iterations, keys ``HISTORY_FIELDS``.
         seconds: wall time of the compiled run; compile_seconds: tracing + compilation.
-        suggested_lr: after a divergence only, ``1 / lambda_max`` with lambda_max the largest
-            eigenvalue of the joint Hessian of L at the start and at the last finite iterate
-            (:mod:`ufm.curvature`); GD is locally stable only for ``lr < 2 / lambda_max``.
+        suggested_lr: after a divergence or no progress of a fixed step only: the default step unless the
+            start's curvature asks for less, always at most lr / 2 (``_suggested_step``; lambda_max of the
+            joint Hessian of L, :mod:`ufm.curvature`); GD is locally stable only for ``lr < 2 / lambda_max``.
     """
 
     problem: Problem
@@ -225,16 +270,44 @@ def start_status(value0, gnorm0, g0, tol, max_iters):
                      jnp.where(gnorm0 <= tol * g0, CONVERGED, jnp.where(max_iters == 0, MAX_ITERS, RUNNING)))
 
 
-def step_status(i, value, gnorm, g0, tol, blowup, max_iters, stalled=False, completed=True):
+def step_status(i, value, gnorm, g0, tol, blowup, max_iters, stalled=False, completed=True, no_progress=False):
     """The stopping rule after step ``i`` (also used by :mod:`ufm.sweep`): diverged, converged,
-    stalled (the line search of ``"reduced"`` cannot decrease L), max_iters, or still running.
-    ``completed=False`` (a line search of ``"reduced"`` still under way) is always running."""
+    no_progress (:func:`progress_update`), stalled (the line search of ``"reduced"`` cannot decrease L),
+    max_iters, or still running. ``completed=False`` (a line search of ``"reduced"`` still under way)
+    is always running. Never converged unless L and ||grad L|| are finite."""
     diverged = ~jnp.isfinite(value) | ~jnp.isfinite(gnorm) | (value > blowup)
     status = jnp.where(diverged, DIVERGED,
                        jnp.where(gnorm <= tol * g0, CONVERGED,
-                                 jnp.where(stalled, STALLED,
-                                           jnp.where(i >= max_iters, MAX_ITERS, RUNNING))))
+                                 jnp.where(no_progress, NO_PROGRESS,
+                                           jnp.where(stalled, STALLED,
+                                                     jnp.where(i >= max_iters, MAX_ITERS, RUNNING)))))
     return jnp.where(completed, status, RUNNING)
+
+
+def progress_start(value0, gnorm0):
+    """The no-progress tracker at x_0 (internal API, see :func:`progress_update`): ``(best L, best
+    ||grad L||, iteration of the last progress, largest L since then)``."""
+    return value0, gnorm0, jnp.zeros((), jnp.int32), value0
+
+
+def progress_update(tracker, i, value, gnorm):
+    """``(tracker, stuck)`` after step ``i`` with objective ``value`` and gradient norm ``gnorm``.
+
+    Progress: L below the best by ``NO_PROGRESS_OBJECTIVE`` relative, or ``||grad L||`` below the best
+    by the fraction ``NO_PROGRESS_GRADIENT`` (the bests are updated only then, so slow gains add up
+    until they count). ``stuck``: ``NO_PROGRESS_WINDOW`` iterations without progress during which L
+    rose above its best by more than ``sqrt(eps) |L_best|`` (the iterates move, yet nothing improves:
+    a cycle; a run flat at its rounding floor is not stuck). Works lane by lane under ``jax.vmap``.
+    """
+    best_value, best_gnorm, last, highest = tracker
+    improved = (value < best_value - NO_PROGRESS_OBJECTIVE * jnp.abs(best_value)) | (
+        gnorm < (1.0 - NO_PROGRESS_GRADIENT) * best_gnorm)
+    best_value = jnp.where(improved, jnp.minimum(best_value, value), best_value)
+    tracker = (best_value, jnp.where(improved, jnp.minimum(best_gnorm, gnorm), best_gnorm),
+               jnp.where(improved, jnp.asarray(i, jnp.int32), last),
+               jnp.where(improved, value, jnp.maximum(highest, value)))
+    rose = tracker[3] - best_value > jnp.sqrt(jnp.finfo(jnp.result_type(value)).eps) * jnp.abs(best_value)
+    return tracker, (i - tracker[2] >= NO_PROGRESS_WINDOW) & rose
 
 
 def reduced_point(params: Params, labels, sizes=None) -> jnp.ndarray:
@@ -333,7 +406,8 @@ def run_loop(params0, labels, weights, lr, tol, *, method, max_iters, record_eve
     history = jnp.full((n_records, len(HISTORY_FIELDS)), jnp.nan, dtype=value0.dtype)
     history, count = record(history, 0, 0, start, start_value, g0, start_labels)
     status0 = start_status(value0, gnorm0, g0, tol, max_iters)
-    init = (0, state0, value0, gnorm0, status0, history, count)
+    init = (0, state0, value0, gnorm0, status0, history, count, progress_start(value0, gnorm0))
+    watch_progress = method not in _LINE_SEARCH_METHODS   # a fixed step can cycle (module docstring)
     reduced_labels = jnp.arange(K)
 
     # what the history measures: the K class means of "reduced" as they are when balanced (same NC
@@ -343,10 +417,13 @@ def run_loop(params0, labels, weights, lr, tol, *, method, max_iters, record_eve
     record_labels = reduced_labels if method == "reduced" and balanced else labels
 
     def body(loop):
-        i, state, value, gnorm, _, history, count = loop
+        i, state, value, gnorm, _, history, count, tracker = loop
         new_state, new_value, new_gnorm, stalled, completed = advance(state)
         i = i + completed
-        status = step_status(i, new_value, new_gnorm, g0, tol, blowup, max_iters, stalled, completed)
+        stuck = False
+        if watch_progress:
+            tracker, stuck = progress_update(tracker, i, new_value, new_gnorm)
+        status = step_status(i, new_value, new_gnorm, g0, tol, blowup, max_iters, stalled, completed, stuck)
         diverged = status == DIVERGED     # keep the last finite iterate
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(diverged, b, a), new, old)
         new_state, new_value, new_gnorm = keep((new_state, new_value, new_gnorm), (state, value, gnorm))
@@ -361,9 +438,9 @@ def run_loop(params0, labels, weights, lr, tol, *, method, max_iters, record_eve
             jax.lax.cond(completed & (i % progress_every == 0),
                          lambda: jax.debug.callback(_print_progress, i, new_value, new_gnorm / g0),
                          lambda: None)
-        return (i, new_state, new_value, new_gnorm, status, history, count)
+        return (i, new_state, new_value, new_gnorm, status, history, count, tracker)
 
-    i, state, value, gnorm, status, history, count = jax.lax.while_loop(
+    i, state, value, gnorm, status, history, count, _ = jax.lax.while_loop(
         lambda loop: loop[4] == RUNNING, body, init)
     params = view(state)
     if method == "reduced":   # class-major Hbar Y
@@ -389,20 +466,44 @@ def compile_once(function, args, statics):
     return _COMPILED[key][0], 0.0
 
 
-def _stable_step(problem: Problem, points) -> tuple[float, float] | None:
-    """(lambda_max, 1 / lambda_max) over ``points``; None if no finite positive curvature is found."""
+def _suggested_step(problem: Problem, method: str, lr, points) -> tuple[float, float] | None:
+    """``(lambda_max, suggested lr)`` after a fixed step ``lr`` diverged or cycled; ``points``: (x_0, the
+    last finite iterate). None for the line-search methods or when no finite positive curvature is found.
+
+    ``min(default_lr, STABILITY_LIMIT[method] / lambda_max(x_0))`` when that is at most ``lr / 2``: the
+    default (measured to converge) unless it exceeds the stability limit at the start (a wider init, larger
+    lambdas). The full limit there, not a fraction: the softmax losses' curvature is largest at the
+    uniform start and falls on the way (half the limit cost 4x the default's iterations at K = 5).
+    Else the problem is outside what the default covers (a step below it failed),
+    and the suggestion is ``min(SAFE_FRACTION * STABILITY_LIMIT[method] / lambda_max, lr / 2)`` over
+    both points. Not 1 / lambda_max at the last iterate alone: after a blow-up that point's curvature is
+    far above anything on a converging path (GD lr 1e4, K = 10, n = 50: it suggested 0.444, which needs
+    91,556 iterations against 2,023 at the default 20). Rounded to 3 digits (what the message prints).
+    """
     from ufm import curvature
 
+    if lr is None:
+        return None
+    limit = SAFE_FRACTION * STABILITY_LIMIT[method]
+    top_at = lambda p: curvature.largest_curvature(p, problem.labels(), problem.weights(), tol=1e-3)
     try:
-        top = max(curvature.largest_curvature(p, problem.labels(), problem.weights()) for p in points)
+        top = top_at(points[0])
+        if not (np.isfinite(top) and top > 0):
+            return None
+        step = min(default_lr(problem, method), STABILITY_LIMIT[method] / top)
+        if step > lr / 2:
+            top = max(top, top_at(points[1]))
+            if not np.isfinite(top):
+                return None
+            step = min(limit / top, lr / 2)
     except (ArithmeticError, ValueError, RuntimeError):  # ARPACK failure on a pathological point
         return None
-    return (top, 1.0 / top) if np.isfinite(top) and top > 0 else None
+    return top, float(f"{step:.3g}")
 
 
 def status_message(status: str, iterations: int, ratio: float, tol: float, method: str, lr, step=None) -> str:
     """The readable sentence of :attr:`Result.message` for ``status`` (internal API, also used by
-    :mod:`ufm.sweep`); ``step``: ``(lambda_max, 1 / lambda_max)`` after a divergence, if known."""
+    :mod:`ufm.sweep`); ``step``: ``(lambda_max, suggested lr)`` after a divergence or a cycle, if known."""
     if status == "converged":
         return f"converged: |grad L| / |grad L(x0)| = {ratio:.2e} <= tol = {tol:.1e} after {iterations} iterations"
     if status == "stalled":
@@ -418,11 +519,19 @@ def status_message(status: str, iterations: int, ratio: float, tol: float, metho
         return (f"stopped at max_iters = {iterations} with |grad L| / |grad L(x0)| = {ratio:.2e} > tol = {tol:.1e}; "
                 + advice)
     if step is not None:
-        top, safe = step
-        advice = (f"the largest Hessian eigenvalue of L (start and last finite iterate) is {top:.4g}: gradient "
-                  f"descent is locally stable only for lr < 2 / {top:.4g} = {2 * safe:.4g}; try --lr {safe:.3g}")
+        top, suggested = step
+        limit = STABILITY_LIMIT[method]
+        advice = (f"the largest Hessian eigenvalue of L (Lanczos, at the start or the last finite iterate) is "
+                  f"{top:.4g}: {method} is locally stable only for lr < {limit:.4g} / {top:.4g} = {limit / top:.4g}; "
+                  f"try --lr {suggested:.3g}")
     else:
         advice = "reduce --lr (e.g. by 10x)" if lr is not None else "try --method gd with a small --lr"
+    if status == "no_progress":
+        return (f"no progress: stopped after {iterations} iterations ({method}, lr = {lr}) at |grad L| / |grad L(x0)| "
+                f"= {ratio:.2e} > tol = {tol:.1e}: for {NO_PROGRESS_WINDOW} iterations neither L fell "
+                f"{NO_PROGRESS_OBJECTIVE:g} (relative) nor |grad L| {100 * NO_PROGRESS_GRADIENT:g}% below its best while L rose above its best, "
+                f"so the step is too large and the iterates cycle instead of converging (more iterations will not "
+                f"help); {advice}")
     return (f"diverged at iteration {iterations + 1} ({method}, lr = {lr}): the objective became non-finite or "
             f"exceeded {DIVERGENCE_FACTOR:g}x its initial value; {advice}")
 
@@ -595,7 +704,7 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
     status = STATUS_NAMES[int(status)]
     history = np.asarray(history)[: int(count)]
     ratio = float(gnorm) / float(g0) if float(g0) > 0 else 0.0
-    step = _stable_step(problem, (params0, params)) if status == "diverged" else None
+    step = _suggested_step(problem, method, lr, (params0, params)) if status in ("diverged", "no_progress") else None
     message = status_message(status, int(iterations), ratio, tol, method, lr, step)
     if status == "nonfinite":
         message = _nonfinite_message(problem, params0, float(value), float(g0), init is not None)
