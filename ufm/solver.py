@@ -83,8 +83,7 @@ import numpy as np
 import optax
 
 from ufm import _lbfgs, _memory, metrics
-from ufm.losses import LOSS_IDS
-from ufm.losses import per_sample_loss
+from ufm.losses import LOSS_IDS, per_sample_loss
 from ufm.objective import Params, objective, regularization
 from ufm.problem import Problem, require_dtype_enabled
 
@@ -139,12 +138,13 @@ def default_lr(problem: Problem, method: str) -> float | None:
     (1/K) and falls as ``p_t -> 1`` (0.10 at x_0, 0.024 at the optimum), and ``DEFAULT_LR`` was
     measured on them. ``tests/test_reliability_solver.py`` runs every loss and flag combination.
     """
-    if method in _LINE_SEARCH_METHODS:
+    default = DEFAULT_LR[method]
+    if default is None:                          # the line-search methods (_LINE_SEARCH_METHODS)
         return None
     curvature = max(problem.lam_W, problem.lam_H, problem.lam_b)
     if problem.loss == "mse":
         curvature += 2.0 * max(problem.mse_kappa, 1.0)
-    return min(DEFAULT_LR[method], float(f"{SAFE_FRACTION * STABILITY_LIMIT[method] / curvature:.3g}"))
+    return min(default, float(f"{SAFE_FRACTION * STABILITY_LIMIT[method] / curvature:.3g}"))
 
 
 #: Step sizes used when ``lr`` is not given (L-BFGS takes its step from the line search).
@@ -485,12 +485,15 @@ def _suggested_step(problem: Problem, method: str, lr, points) -> tuple[float, f
     if lr is None:
         return None
     limit = SAFE_FRACTION * STABILITY_LIMIT[method]
+    default = default_lr(problem, method)       # not None: STABILITY_LIMIT holds the fixed-step methods only
+    if default is None:
+        return None
     top_at = lambda p: curvature.largest_curvature(p, problem.labels(), problem.weights(), tol=1e-3)
     try:
         top = top_at(points[0])
         if not (np.isfinite(top) and top > 0):
             return None
-        step = min(default_lr(problem, method), STABILITY_LIMIT[method] / top)
+        step = min(default, STABILITY_LIMIT[method] / top)
         if step > lr / 2:
             top = max(top, top_at(points[1]))
             if not np.isfinite(top):
@@ -529,7 +532,8 @@ def status_message(status: str, iterations: int, ratio: float, tol: float, metho
     if status == "no_progress":
         return (f"no progress: stopped after {iterations} iterations ({method}, lr = {lr}) at |grad L| / |grad L(x0)| "
                 f"= {ratio:.2e} > tol = {tol:.1e}: for {NO_PROGRESS_WINDOW} iterations neither L fell "
-                f"{NO_PROGRESS_OBJECTIVE:g} (relative) nor |grad L| {100 * NO_PROGRESS_GRADIENT:g}% below its best while L rose above its best, "
+                f"{NO_PROGRESS_OBJECTIVE:g} (relative) nor |grad L| {100 * NO_PROGRESS_GRADIENT:g}% below its best "
+                f"while L rose above its best, "
                 f"so the step is too large and the iterates cycle instead of converging (more iterations will not "
                 f"help); {advice}")
     return (f"diverged at iteration {iterations + 1} ({method}, lr = {lr}): the objective became non-finite or "
@@ -579,7 +583,7 @@ def _nonfinite_message(problem: Problem, params0: Params, value: float, g0: floa
             terms["mse_kappa"] = 2 * (log(2 * problem.mse_kappa * problem.mse_beta))
         if problem.loss == "focal":
             terms["gamma"] = log(problem.gamma)
-    cause = max(terms, key=terms.get)
+    cause = max(terms, key=terms.__getitem__)
     if given_init:
         return (f"nonfinite: at the given init L(x0) = {value:g} and |grad L(x0)| = {g0:g} in {problem.dtype} "
                 f"(|W0| = {norm(W):.3g}, |H0| = {norm(H):.3g}), so no step was taken; "
@@ -597,7 +601,7 @@ def _check_init(problem: Problem, init) -> Params:
         parts = [np.asarray(x, dtype=np.float64) for x in init]
     except (TypeError, ValueError):
         raise ValueError(f"init must be {expected}, got {type(init).__name__}") from None
-    if len(parts) != 3 or any(p.shape != shape for p, shape in zip(parts, shapes.values())):
+    if len(parts) != 3 or any(p.shape != shape for p, shape in zip(parts, shapes.values(), strict=True)):
         raise ValueError(f"init must be {expected}, got shapes {[p.shape for p in parts]}")
     if not all(np.all(np.isfinite(p)) for p in parts):
         raise ValueError("init must be finite (it contains nan or inf)")
@@ -683,7 +687,8 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
     max_iters, record_every, progress_every = int(max_iters), int(record_every), int(progress_every)
     rows = max_iters // record_every + 2 if history else 1
     _memory.require(solve_bytes(problem, method, rows), f"solving with {method}",
-                    f"K = {problem.K}, n = {problem.n}, d = {problem.d}" + (f", {rows} history rows" if rows > 1 else ""),
+                    f"K = {problem.K}, n = {problem.n}, d = {problem.d}"
+                    + (f", {rows} history rows" if rows > 1 else ""),
                     lambda: memory_advice(problem, method, rows))
     params0 = problem.init() if init is None else _check_init(problem, init)
     if problem.nonnegative:
@@ -700,9 +705,9 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
     seconds = time.perf_counter() - start
-    params, value, gnorm, g0, iterations, status, history, count = out
+    params, value, gnorm, g0, iterations, status, recorded, count = out
     status = STATUS_NAMES[int(status)]
-    history = np.asarray(history)[: int(count)]
+    rows_kept = np.asarray(recorded)[: int(count)]
     ratio = float(gnorm) / float(g0) if float(g0) > 0 else 0.0
     step = _suggested_step(problem, method, lr, (params0, params)) if status in ("diverged", "no_progress") else None
     message = status_message(status, int(iterations), ratio, tol, method, lr, step)
@@ -714,6 +719,6 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
         objective=float(value), grad_norm=float(gnorm), initial_grad_norm=float(g0),
         iterations=int(iterations), status=status,
         message=message,
-        history={name: history[:, j] for j, name in enumerate(HISTORY_FIELDS)},
+        history={name: rows_kept[:, j] for j, name in enumerate(HISTORY_FIELDS)},
         seconds=seconds, compile_seconds=compile_seconds, suggested_lr=None if step is None else step[1],
     )
