@@ -35,6 +35,10 @@ def pytest_configure(config):
         folder = tempfile.mkdtemp(prefix="ufm-suite-cache-")
         os.environ[_cache.ENV_VAR] = folder
         os.environ[_OWNER_VAR] = str(os.getpid())
+        # every program, however quick to compile: JAX reads these in any Python process the tests start
+        # (code blocks of the docs, the notebook's kernel), not only in the command lines
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
     _cache.enable_compilation_cache(os.environ[_cache.ENV_VAR])
 
 

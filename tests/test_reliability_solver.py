@@ -151,7 +151,7 @@ def test_a_cycle_is_no_progress_in_a_sweep_too():
     """The sweep runs the same loop under jax.vmap: the cycling run of the test above stops there too."""
     cycling = ufm.sweep([ufm.Problem(K=10, n=500, delta=0.1)], "gd", lr=100.0, max_iters=60_000)
     assert cycling.status == ("no_progress",) and int(cycling.iterations[0]) < 60_000
-    assert all("--max-iters" not in cycling.result(j).message for j in range(2))
+    assert "--max-iters" not in cycling.result(0).message and "cycle" in cycling.result(0).message
 
 
 @pytest.mark.parametrize("nonnegative", [False, True])

@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     solver.add_argument("--lr", type=_number("--lr", 0.0), default=None,
                         help="step size for gd/momentum/nesterov (default: "
                              + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items() if v)
-                             + "); refused with lbfgs and reduced (line search)")
+                             + "; smaller for mse, from its curvature: ufm.solver.default_lr); refused with lbfgs "
+                               "and reduced (line search)")
     solver.add_argument("--tol", type=_number("--tol", 0.0, 1.0), default=None,
                         help="stop when |grad L| <= tol |grad L(x0)| (default 1e-10 in float64, 1e-5 in float32)")
     solver.add_argument("--max-iters", type=_integer("--max-iters", 1), default=None,

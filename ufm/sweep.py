@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=None,
                         help="step size of gd/momentum/nesterov (default: "
                              + ", ".join(f"{m} {v:g}" for m, v in solver.DEFAULT_LR.items() if v)
-                             + "); refused with lbfgs and reduced (line search)")
+                             + "; smaller for mse, from its curvature); refused with lbfgs and reduced (line search)")
     parser.add_argument("--tol", type=float, default=None, help="relative gradient tolerance (default 1e-10; "
                                                                  "1e-5 in float32)")
     parser.add_argument("--max-iters", type=int, default=20_000, help="iteration cap (default 20000)")
