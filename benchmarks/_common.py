@@ -14,8 +14,10 @@ def machine() -> str:
     """One line naming the machine the table was measured on."""
     cores = os.cpu_count()
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{platform.processor() or platform.machine()}, {cores} cores, {mem_gb:.0f} GiB, "
-            f"jax {jax.__version__} ({jax.default_backend()}), Python {platform.python_version()}")
+    return (
+        f"{platform.processor() or platform.machine()}, {cores} cores, {mem_gb:.0f} GiB, "
+        f"jax {jax.__version__} ({jax.default_backend()}), Python {platform.python_version()}"
+    )
 
 
 def peak_rss_gib() -> float:

@@ -64,7 +64,7 @@ def _write_features(path, labels, centres, rng, block=65_536):
     with open(path, "wb") as handle:
         np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": (N, d)})
         for lo in range(0, N, block):
-            y = labels[lo:lo + block]
+            y = labels[lo : lo + block]
             rows = centres[y] + 0.5 * rng.standard_normal((y.size, d), dtype=np.float32)
             handle.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
 
@@ -92,8 +92,11 @@ def child(case: str, folder: str) -> None:
         for key, array in zip(paths, (labels, weight, bias), strict=True):
             np.save(paths[key], array)
         out = os.path.join(folder, "imagenet.json")
-        argv = ["--features", os.path.join(folder, "features.npy")] + [
-            f"--{key}={path}" for key, path in paths.items()] + ["--json", out, "--force", "--quiet", "--no-cache"]
+        argv = (
+            ["--features", os.path.join(folder, "features.npy")]
+            + [f"--{key}={path}" for key, path in paths.items()]
+            + ["--json", out, "--force", "--quiet", "--no-cache"]
+        )
         del labels, weight, bias
         start = time.perf_counter()
         code = main(argv)
@@ -108,8 +111,12 @@ def child(case: str, folder: str) -> None:
 
 
 def _run_child(case: str, folder: str) -> dict:
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", case, "--dir", folder],
-                          capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", case, "--dir", folder],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if done.returncode != 0:
         raise SystemExit(f"{case} child failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -127,8 +134,17 @@ def main() -> None:
     print(machine())
     rows = []
     result = _run_child("cifar100", "")
-    rows.append(["CIFAR-100 (in memory, library)", "50,000 x 512, K = 100", result["seconds"], "< 10",
-                 result["rss_gib"], "-", result["nc1"]])
+    rows.append(
+        [
+            "CIFAR-100 (in memory, library)",
+            "50,000 x 512, K = 100",
+            result["seconds"],
+            "< 10",
+            result["rss_gib"],
+            "-",
+            result["nc1"],
+        ]
+    )
     if not args.skip_imagenet:
         folder = tempfile.mkdtemp(prefix="ufm-analyze-bench-", dir=args.dir)
         try:
@@ -143,8 +159,17 @@ def main() -> None:
             result = _run_child("imagenet", folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        rows.append(["ImageNet (memory-mapped .npy, CLI)", "1,281,167 x 512, K = 1,000", result["seconds"], "< 120",
-                     result["rss_gib"], "< 2", result["nc1"]])
+        rows.append(
+            [
+                "ImageNet (memory-mapped .npy, CLI)",
+                "1,281,167 x 512, K = 1,000",
+                result["seconds"],
+                "< 120",
+                result["rss_gib"],
+                "< 2",
+                result["nc1"],
+            ]
+        )
     print_table(["case", "size", "seconds", "target s", "peak RSS GiB", "target GiB", "nc1"], rows)
 
 

@@ -74,15 +74,21 @@ def main(argv=None) -> int:
     parser.add_argument("--K", type=int, default=100)
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--d", type=int, default=512)
-    parser.add_argument("--baseline-n", type=int, default=2,
-                        help="n of the old-path baseline (K, d as above; 0 skips it: ~10 min at K = 100)")
+    parser.add_argument(
+        "--baseline-n",
+        type=int,
+        default=2,
+        help="n of the old-path baseline (K, d as above; 0 skips it: ~10 min at K = 100)",
+    )
     args = parser.parse_args(argv)
     print(f"machine: {machine()}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
     rows = []
     runs = [("new structured path", args.n, False)]
     if args.baseline_n:
-        runs = [("old structured path (baseline)", args.baseline_n, True),
-                ("new structured path, same size", args.baseline_n, False)] + runs
+        runs = [
+            ("old structured path (baseline)", args.baseline_n, True),
+            ("new structured path, same size", args.baseline_n, False),
+        ] + runs
     for label, n, old in runs:
         params, labels, weights = point(args.K, n, args.d)
         for block in ("W", "H"):
@@ -95,12 +101,34 @@ def main(argv=None) -> int:
             seconds = time.perf_counter() - start
             err, ok = check(args.K, n, args.d, block, spectrum)
             size = spectrum.size
-            rows.append([label, f"K={args.K} n={n} d={args.d}", block, f"{size:.3g}", seconds,
-                         f"{peak_rss_gib():.2f}", f"{err:.1e}", "yes" if ok else "NO",
-                         f"{spectrum.error_bound:.1e}"])
+            rows.append(
+                [
+                    label,
+                    f"K={args.K} n={n} d={args.d}",
+                    block,
+                    f"{size:.3g}",
+                    seconds,
+                    f"{peak_rss_gib():.2f}",
+                    f"{err:.1e}",
+                    "yes" if ok else "NO",
+                    f"{spectrum.error_bound:.1e}",
+                ]
+            )
         del params
-    print_table(["path", "size", "block", "block dim", "seconds", "peak RSS GiB (process)",
-                 "max rel err vs theory", "multiplicities equal", "merge bound"], rows)
+    print_table(
+        [
+            "path",
+            "size",
+            "block",
+            "block dim",
+            "seconds",
+            "peak RSS GiB (process)",
+            "max rel err vs theory",
+            "multiplicities equal",
+            "merge bound",
+        ],
+        rows,
+    )
     return 0
 
 

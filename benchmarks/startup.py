@@ -38,8 +38,9 @@ def _run(argv: list[str], cache: str | None) -> float:
     if cache is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = cache
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[-400:]}")
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
             cold = []
             for i in range(args.repeats):
                 cold.append(_run(command, os.path.join(root, f"cold{i}")))
-            warm_dir = os.path.join(root, "cold0")   # filled by the first cold run
+            warm_dir = os.path.join(root, "cold0")  # filled by the first cold run
             warm = [_run(command, warm_dir) for _ in range(args.repeats)]
             none = [_run(command + ["--no-cache"], None) for _ in range(args.repeats)]
         for mode, times in (("cold cache", cold), ("warm cache", warm), ("--no-cache", none)):

@@ -40,19 +40,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     m = args.configs_per_axis
     base = ufm.Problem(K=10, n=50)
-    problems = grid(base, delta=np.linspace(0.0, 0.3, m).tolist(), lam=np.geomspace(1e-4, 2e-3, m).tolist(),
-                    seed=list(range(m)))
+    problems = grid(
+        base, delta=np.linspace(0.0, 0.3, m).tolist(), lam=np.geomspace(1e-4, 2e-3, m).tolist(), seed=list(range(m))
+    )
     M = len(problems)
     print(f"machine: {machine()}")
     print(f"{M} configurations, K=10 n=50 d=10 float64, method {args.method}, tol 1e-10")
-    swept = sweep(problems, args.method, batch_size=args.lanes)     # compiles
+    swept = sweep(problems, args.method, batch_size=args.lanes)  # compiles
     compile_seconds = swept.compile_seconds
     start = time.perf_counter()
     swept = sweep(problems, args.method, batch_size=args.lanes)
     sweep_seconds = time.perf_counter() - start
     subset = problems[:: max(1, M // args.loop_subset)][: args.loop_subset]
     index = {id(p): j for j, p in enumerate(problems)}
-    ufm.solve(subset[0], args.method)                         # compiles
+    ufm.solve(subset[0], args.method)  # compiles
     start = time.perf_counter()
     singles = [ufm.solve(p, args.method) for p in subset]
     loop_seconds = (time.perf_counter() - start) * M / len(subset)
@@ -63,14 +64,28 @@ def main(argv=None) -> int:
         collapse = ufm.collapse(single.W, single.H, p.labels(), p.K)
         worst = max(worst, abs(swept.w_norm[j] - float(collapse.w_norm)) / max(float(collapse.w_norm), 1e-300))
     rows = [
-        [f"Python loop over ufm.solve ({len(subset)} run, x{M / len(subset):g})", M, loop_seconds, "-",
-         f"{peak_rss_gib():.2f}", 1.0],
-        ["ufm.sweep (one compiled call)", M, sweep_seconds, compile_seconds, f"{peak_rss_gib():.2f}",
-         loop_seconds / sweep_seconds],
+        [
+            f"Python loop over ufm.solve ({len(subset)} run, x{M / len(subset):g})",
+            M,
+            loop_seconds,
+            "-",
+            f"{peak_rss_gib():.2f}",
+            1.0,
+        ],
+        [
+            "ufm.sweep (one compiled call)",
+            M,
+            sweep_seconds,
+            compile_seconds,
+            f"{peak_rss_gib():.2f}",
+            loop_seconds / sweep_seconds,
+        ],
     ]
     print_table(["how", "configurations", "seconds", "compile s", "peak RSS GiB", "speed-up vs loop"], rows)
-    print(f"converged: {int(swept.converged.sum())}/{M}; max iterations {int(swept.iterations.max())}; "
-          f"largest relative difference sweep vs loop (objective, mean ||w_k||) on the subset: {worst:.1e}")
+    print(
+        f"converged: {int(swept.converged.sum())}/{M}; max iterations {int(swept.iterations.max())}; "
+        f"largest relative difference sweep vs loop (objective, mean ||w_k||) on the subset: {worst:.1e}"
+    )
     return 0
 
 

@@ -39,9 +39,11 @@ def relative_error(problem: ufm.Problem, result) -> float:
     measured = ufm.collapse(result.W, result.H, labels, problem.K)
     Zbar = result.W.T @ np.asarray(ufm.class_means(result.H, labels, problem.K)) + result.b[:, None]
     Zpred = theory.logit_matrix(*args)
-    return max(abs(float(measured.w_norm) - predicted.w) / predicted.w,
-               abs(float(measured.h_norm) - predicted.h) / predicted.h,
-               float(np.linalg.norm(Zbar - Zpred) / np.linalg.norm(Zpred)))
+    return max(
+        abs(float(measured.w_norm) - predicted.w) / predicted.w,
+        abs(float(measured.h_norm) - predicted.h) / predicted.h,
+        float(np.linalg.norm(Zbar - Zpred) / np.linalg.norm(Zpred)),
+    )
 
 
 def time_to_target(problem, method, target, lr=None, record_every=10, repeats=3, max_iters=200_000):
@@ -50,15 +52,16 @@ def time_to_target(problem, method, target, lr=None, record_every=10, repeats=3,
     seconds: the smallest ``Result.seconds`` (the compiled loop only) over ``repeats`` runs."""
     compile_s = 0.0
     for tol in (1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-13):
-        run = functools.partial(ufm.solve, problem, method, lr=lr, tol=tol, max_iters=max_iters,
-                                record_every=record_every)
+        run = functools.partial(
+            ufm.solve, problem, method, lr=lr, tol=tol, max_iters=max_iters, record_every=record_every
+        )
         first = run()
-        compile_s = max(compile_s, first.compile_seconds)   # the first call of a method compiles
+        compile_s = max(compile_s, first.compile_seconds)  # the first call of a method compiles
         error = relative_error(problem, first)
         if first.status == "diverged":
             break
         if error <= target:
-            seconds = min([first.seconds] + [run().seconds for _ in range(repeats - 1)])   # best of `repeats`
+            seconds = min([first.seconds] + [run().seconds for _ in range(repeats - 1)])  # best of `repeats`
             return tol, first.iterations, seconds, compile_s, error
     return None, None, float("nan"), compile_s, float("nan")
 
@@ -72,22 +75,56 @@ def main(argv=None) -> int:
     parser.add_argument("--record-every", type=int, default=10, help="history stride of solve (default 10)")
     parser.add_argument("--max-iters", type=int, default=200_000, help="iteration cap of each run")
     args = parser.parse_args(argv)
-    problem = ufm.Problem(K=10, n=500, d=10, delta=args.delta, lam_W=5e-4, lam_H=5e-4, lam_b=5e-4,
-                          dtype="float32" if args.float32 else "float64")
+    problem = ufm.Problem(
+        K=10,
+        n=500,
+        d=10,
+        delta=args.delta,
+        lam_W=5e-4,
+        lam_H=5e-4,
+        lam_b=5e-4,
+        dtype="float32" if args.float32 else "float64",
+    )
     print(f"machine: {machine()}")
-    print(f"problem: K=10 n=500 d=10 delta={args.delta} lam=5e-4 {problem.dtype}; target rel. error {args.target:g}; "
-          f"record_every={args.record_every}")
+    print(
+        f"problem: K=10 n=500 d=10 delta={args.delta} lam=5e-4 {problem.dtype}; target rel. error {args.target:g}; "
+        f"record_every={args.record_every}"
+    )
     rows, baseline = [], None
     for method in args.methods.split(","):
         tol, iters, seconds, compile_s, error = time_to_target(
-            problem, method, args.target, record_every=args.record_every, max_iters=args.max_iters)
+            problem, method, args.target, record_every=args.record_every, max_iters=args.max_iters
+        )
         if method == "gd":
             baseline = seconds
         ratio = baseline / seconds if baseline and seconds == seconds else float("nan")
-        rows.append([method, "K=10 n=500 d=10", "-" if tol is None else f"{tol:.0e}", "-" if iters is None else iters,
-                     seconds, compile_s, f"{error:.1e}", f"{peak_rss_gib():.2f}", ratio])
-    print_table(["method", "problem", "tol reached at", "iterations", "seconds (best of 3)", "compile s",
-                 "rel err", "peak RSS GiB", "GD time / time"], rows)
+        rows.append(
+            [
+                method,
+                "K=10 n=500 d=10",
+                "-" if tol is None else f"{tol:.0e}",
+                "-" if iters is None else iters,
+                seconds,
+                compile_s,
+                f"{error:.1e}",
+                f"{peak_rss_gib():.2f}",
+                ratio,
+            ]
+        )
+    print_table(
+        [
+            "method",
+            "problem",
+            "tol reached at",
+            "iterations",
+            "seconds (best of 3)",
+            "compile s",
+            "rel err",
+            "peak RSS GiB",
+            "GD time / time",
+        ],
+        rows,
+    )
     return 0
 
 

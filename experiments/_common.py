@@ -27,19 +27,33 @@ if TYPE_CHECKING:
 #: figure file formats of ``--format`` (the first is the default)
 FORMATS = ("png", "pdf", "svg")
 #: what matplotlib would stamp into each format that changes from run to run or machine to machine
-_NO_METADATA = {"png": {"Software": None},
-                "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
-                "svg": {"Creator": None, "Date": None}}
+_NO_METADATA = {
+    "png": {"Software": None},
+    "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
+    "svg": {"Creator": None, "Date": None},
+}
 
 
 #: resolution of the PNG figures (dots per inch; the vector formats ignore it)
 DPI = 150
 #: one look for every experiment's figures, sized so that a panel (PANEL inches) reads at print size
 STYLE: dict[RcKeyType, Any] = {
-    "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
-    "legend.fontsize": 8, "legend.framealpha": 0.85, "figure.titlesize": 11, "axes.grid": True,
-    "grid.alpha": 0.3, "grid.linewidth": 0.6, "lines.linewidth": 1.5, "lines.markersize": 4,
-    "axes.spines.top": False, "axes.spines.right": False}
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 8,
+    "legend.framealpha": 0.85,
+    "figure.titlesize": 11,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "lines.linewidth": 1.5,
+    "lines.markersize": 4,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 PANEL = (3.9, 3.0)
 
 
@@ -47,7 +61,7 @@ def figure(nrows: int = 1, ncols: int = 1, *, panel: tuple[float, float] = PANEL
     """``(fig, axes)`` in the experiments' one style: :data:`STYLE`, ``nrows x ncols`` panels of ``panel``
     inches, constrained layout (titles, tick labels and colorbars never overlap). ``kwargs`` go to
     ``plt.subplots`` (``squeeze=False`` etc.)."""
-    plt.rcParams.update(STYLE)   # experiments only (never imported by the library); before any text is made
+    plt.rcParams.update(STYLE)  # experiments only (never imported by the library); before any text is made
     kwargs.setdefault("figsize", (panel[0] * ncols, panel[1] * nrows))
     return plt.subplots(nrows, ncols, layout="constrained", **kwargs)
 
@@ -78,9 +92,13 @@ def plain(text: str) -> str:
 
 def add_format_argument(parser: argparse.ArgumentParser) -> None:
     """``--format png|pdf|svg``: the figures' file format (and suffix)."""
-    parser.add_argument("--format", choices=FORMATS, default=FORMATS[0],
-                        help="figure file format and suffix (default png; pdf and svg are vector graphics); "
-                             "the same command writes the same bytes")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=FORMATS[0],
+        help="figure file format and suffix (default png; pdf and svg are vector graphics); "
+        "the same command writes the same bytes",
+    )
 
 
 def build_parser(name: str, description: str) -> argparse.ArgumentParser:
@@ -157,12 +175,16 @@ def preflight(folders, force: bool) -> None:
     changes nothing. Raises ``OSError`` with one line naming the folder."""
     folders = [Path(folder) for folder in folders]
     for folder in folders:
-        existing = [] if force or not folder.is_dir() else sorted(
-            p.name for p in folder.iterdir() if not p.name.startswith("."))
+        existing = (
+            []
+            if force or not folder.is_dir()
+            else sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        )
         if existing:
             shown = ", ".join(existing[:3]) + (", ..." if len(existing) > 3 else "")
-            raise FileExistsError(f"--out {folder} already holds {shown}; pass --force to replace them "
-                                  "or choose an empty folder")
+            raise FileExistsError(
+                f"--out {folder} already holds {shown}; pass --force to replace them or choose an empty folder"
+            )
     for folder in folders:
         _io.check_folder(folder, what="--out")
 

@@ -103,15 +103,20 @@ def load_digits_split(n: int, *, classes=None, seed: int = 0) -> DigitsSplit:
     """
     data = load_digits()
     classes = tuple(range(10)) if classes is None else tuple(classes)
-    if len(classes) < 2 or len(set(classes)) != len(classes) or any(
-            not isinstance(c, (int, np.integer)) or isinstance(c, bool) or not 0 <= c <= 9 for c in classes):
+    if (
+        len(classes) < 2
+        or len(set(classes)) != len(classes)
+        or any(not isinstance(c, (int, np.integer)) or isinstance(c, bool) or not 0 <= c <= 9 for c in classes)
+    ):
         raise ValueError(f"classes must be at least two distinct digits 0..9, got {classes!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     smallest = min(int(np.sum(data.target == c)) for c in classes)
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n < smallest:
-        raise ValueError(f"n must be an integer in [1, {smallest - 1}] (the smallest chosen class has "
-                         f"{smallest} images and one is kept for testing), got {n!r}")
+        raise ValueError(
+            f"n must be an integer in [1, {smallest - 1}] (the smallest chosen class has "
+            f"{smallest} images and one is kept for testing), got {n!r}"
+        )
     rng = np.random.default_rng(seed)
     train_parts, test_parts, y_test = [], [], []
     for label, digit in enumerate(classes):
@@ -121,8 +126,9 @@ def load_digits_split(n: int, *, classes=None, seed: int = 0) -> DigitsSplit:
         y_test.append(np.full(len(order) - n, label))
     x = np.asarray(data.data, dtype=np.float64) / _PIXEL_MAX
     train, test = np.concatenate(train_parts), np.concatenate(test_parts)
-    return DigitsSplit(x[train], np.repeat(np.arange(len(classes)), n), x[test], np.concatenate(y_test), classes,
-                       int(n), train, test)
+    return DigitsSplit(
+        x[train], np.repeat(np.arange(len(classes)), n), x[test], np.concatenate(y_test), classes, int(n), train, test
+    )
 
 
 class MLP(eqx.Module):
@@ -147,20 +153,24 @@ class MLP(eqx.Module):
         return h @ self.classifier.weight.T + self.classifier.bias
 
 
-def make_mlp(seed: int, widths, d: int, K: int, *, inputs: int = 64, nonnegative: bool = False,
-             activation: str = "relu") -> MLP:
+def make_mlp(
+    seed: int, widths, d: int, K: int, *, inputs: int = 64, nonnegative: bool = False, activation: str = "relu"
+) -> MLP:
     """Seeded :class:`MLP` (equinox's default uniform initialisation, float64 when x64 is on)."""
     widths = tuple(int(w) for w in widths)
     if any(w < 1 for w in widths) or d < 1 or K < 2:
         raise ValueError(f"widths and d must be positive and K >= 2, got widths={widths}, d={d}, K={K}")
     if activation not in ACTIVATIONS or (nonnegative and activation not in ("relu", "softplus")):
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} (relu or softplus with "
-                         f"nonnegative=True), got {activation!r}")
+        raise ValueError(
+            f"activation must be one of {sorted(ACTIVATIONS)} (relu or softplus with "
+            f"nonnegative=True), got {activation!r}"
+        )
     keys = jax.random.split(jax.random.PRNGKey(int(seed)), len(widths) + 2)
     sizes = (inputs,) + widths
     hidden = tuple(eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys[:-2], strict=True))
-    return MLP(hidden, eqx.nn.Linear(sizes[-1], d, key=keys[-2]), eqx.nn.Linear(d, K, key=keys[-1]), nonnegative,
-               activation)
+    return MLP(
+        hidden, eqx.nn.Linear(sizes[-1], d, key=keys[-2]), eqx.nn.Linear(d, K, key=keys[-1]), nonnegative, activation
+    )
 
 
 def stack(models):
@@ -214,9 +224,13 @@ def penalized_loss(model: MLP, x, labels, spec: TrainSpec):
     h = model.features(x)
     z = model.logits_of(h)
     W, b = model.classifier.weight, cast(jnp.ndarray, model.classifier.bias)
-    return (jnp.mean(_per_sample(z, labels, spec)) + 0.5 * spec.lam_W * jnp.sum(W**2)
-            + 0.5 * spec.lam_H * jnp.sum(h**2) + 0.5 * spec.lam_b * jnp.sum(b**2)
-            + 0.5 * spec.weight_decay * _sum_squares(model))
+    return (
+        jnp.mean(_per_sample(z, labels, spec))
+        + 0.5 * spec.lam_W * jnp.sum(W**2)
+        + 0.5 * spec.lam_H * jnp.sum(h**2)
+        + 0.5 * spec.lam_b * jnp.sum(b**2)
+        + 0.5 * spec.weight_decay * _sum_squares(model)
+    )
 
 
 class Record(NamedTuple):
@@ -275,9 +289,23 @@ def _reasons(records, every: int, gtol: float, ftol: float) -> np.ndarray:
     return np.where(grad <= gtol, "gradient", np.where(flat, "objective", ""))
 
 
-def train(models: MLP, x, labels, specs: TrainSpec, *, adam_steps: int, lbfgs_steps: int, every: int,
-          adam_lr: float = 1e-3, decay_every: int | None = None, gtol: float = 1e-10, ftol: float = 0.0,
-          stop_early: bool = True, memory: int = 20, stop=None) -> Trained:
+def train(
+    models: MLP,
+    x,
+    labels,
+    specs: TrainSpec,
+    *,
+    adam_steps: int,
+    lbfgs_steps: int,
+    every: int,
+    adam_lr: float = 1e-3,
+    decay_every: int | None = None,
+    gtol: float = 1e-10,
+    ftol: float = 0.0,
+    stop_early: bool = True,
+    memory: int = 20,
+    stop=None,
+) -> Trained:
     """Full-batch training of L lanes at once (see the module docstring).
 
     Args:
@@ -297,14 +325,20 @@ def train(models: MLP, x, labels, specs: TrainSpec, *, adam_steps: int, lbfgs_st
     L, N = labels.shape
     K = models.classifier.weight.shape[1]
     if every < 1 or adam_steps % every or lbfgs_steps % every or adam_steps < 0 or lbfgs_steps < 0:
-        raise ValueError(f"adam_steps ({adam_steps}) and lbfgs_steps ({lbfgs_steps}) must be non-negative "
-                         f"multiples of every ({every})")
+        raise ValueError(
+            f"adam_steps ({adam_steps}) and lbfgs_steps ({lbfgs_steps}) must be non-negative "
+            f"multiples of every ({every})"
+        )
     arrays, static = eqx.partition(models, eqx.is_array)
     n_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(arrays)) // L
     widest = max([layer.weight.shape[1] for layer in models.hidden] + [K])
     itemsize = jnp.asarray(x).dtype.itemsize
-    _memory.require(itemsize * L * ((2 * memory + 12) * n_params + 6 * N * widest), "network training",
-                    f"{L} lanes x {n_params} parameters, N = {N}", "use fewer lanes or a narrower network")
+    _memory.require(
+        itemsize * L * ((2 * memory + 12) * n_params + 6 * N * widest),
+        "network training",
+        f"{L} lanes x {n_params} parameters, N = {N}",
+        "use fewer lanes or a narrower network",
+    )
 
     def loss_of(params, lab, spec):
         return penalized_loss(eqx.combine(params, static), x, lab, spec)
@@ -312,8 +346,7 @@ def train(models: MLP, x, labels, specs: TrainSpec, *, adam_steps: int, lbfgs_st
     def measure(params, lab, spec):
         return _measure(eqx.combine(params, static), x, lab, spec, K)
 
-    schedule = adam_lr if decay_every is None else optax.exponential_decay(adam_lr, decay_every, 0.1,
-                                                                            staircase=True)
+    schedule = adam_lr if decay_every is None else optax.exponential_decay(adam_lr, decay_every, 0.1, staircase=True)
     adam = optax.adam(schedule)
     lbfgs = optax.lbfgs(memory_size=memory)
 
@@ -351,8 +384,9 @@ def train(models: MLP, x, labels, specs: TrainSpec, *, adam_steps: int, lbfgs_st
 
     def add(step_, measured, last_phase=False):
         value, grad_norm, error, nc = measured
-        records.append((step_, np.asarray(value), np.asarray(grad_norm), np.asarray(error))
-                       + tuple(np.asarray(v) for v in nc))
+        records.append(
+            (step_, np.asarray(value), np.asarray(grad_norm), np.asarray(error)) + tuple(np.asarray(v) for v in nc)
+        )
         done = stop_early and last_phase and np.all(_reasons(records, every, gtol, ftol) != "")
         return done or (stop is not None and stop(step_, _history(records)))
 
@@ -372,15 +406,22 @@ def train(models: MLP, x, labels, specs: TrainSpec, *, adam_steps: int, lbfgs_st
     history = _history(records)
     reason = _reasons(records, every, gtol, ftol)
     finite = np.isfinite(history.objective[-1]) & np.isfinite(history.grad_norm[-1])
-    status = tuple("non-finite" if not ok else "converged" if r else "max_steps"
-                   for ok, r in zip(finite, reason, strict=True))
-    return Trained(eqx.combine(params, static), history, status,
-                   tuple(r if ok else "" for ok, r in zip(finite, reason, strict=True)), step)
+    status = tuple(
+        "non-finite" if not ok else "converged" if r else "max_steps" for ok, r in zip(finite, reason, strict=True)
+    )
+    return Trained(
+        eqx.combine(params, static),
+        history,
+        status,
+        tuple(r if ok else "" for ok, r in zip(finite, reason, strict=True)),
+        step,
+    )
 
 
 def _history(records) -> Record:
-    return Record(np.array([r[0] for r in records]),
-                  *(np.stack([r[i] for r in records]) for i in range(1, len(Record._fields))))
+    return Record(
+        np.array([r[0] for r in records]), *(np.stack([r[i] for r in records]) for i in range(1, len(Record._fields)))
+    )
 
 
 def digits_per_class_counts(labels, K: int) -> np.ndarray:
@@ -402,6 +443,21 @@ def rel_error(measured, predicted) -> float:
     return float(abs(measured - predicted) / abs(predicted)) if predicted != 0 else float(abs(measured))
 
 
-__all__ = ["DigitsSplit", "LOSS_IDS", "MLP", "Record", "TrainSpec", "Trained", "digits_per_class_counts", "last_change",
-           "last_layer", "lane", "load_digits_split", "make_mlp", "penalized_loss", "rel_error", "stack",
-           "train"]
+__all__ = [
+    "DigitsSplit",
+    "LOSS_IDS",
+    "MLP",
+    "Record",
+    "TrainSpec",
+    "Trained",
+    "digits_per_class_counts",
+    "last_change",
+    "last_layer",
+    "lane",
+    "load_digits_split",
+    "make_mlp",
+    "penalized_loss",
+    "rel_error",
+    "stack",
+    "train",
+]

@@ -28,22 +28,50 @@ def body(args, outputs):
             problem = ufm.Problem(K=K, n=n, delta=float(delta), lam_W=LAM, lam_H=LAM, lam_b=LAM, seed=0)
             result = ufm.solve(problem, tol=1e-11, max_iters=5000)
             kappa = theory.condition_number(K, float(delta), LAM, n=n, beyond_boundary="nan")
-            measured = {block: ufm.nonzero_condition_number(
-                ufm.block_eigenvalues(result.params, problem.labels(), problem.weights(), block).values)
-                for block in ("W", "H")}
-            rows.append(dict(K=K, n=n, delta=float(delta), lam=LAM, status=result.status, kappa_theory=kappa,
-                             kappa_W=measured["W"], kappa_H=measured["H"],
-                             error_W=abs(measured["W"] / kappa - 1), error_H=abs(measured["H"] / kappa - 1)))
+            measured = {
+                block: ufm.nonzero_condition_number(
+                    ufm.block_eigenvalues(result.params, problem.labels(), problem.weights(), block).values
+                )
+                for block in ("W", "H")
+            }
+            rows.append(
+                dict(
+                    K=K,
+                    n=n,
+                    delta=float(delta),
+                    lam=LAM,
+                    status=result.status,
+                    kappa_theory=kappa,
+                    kappa_W=measured["W"],
+                    kappa_H=measured["H"],
+                    error_W=abs(measured["W"] / kappa - 1),
+                    error_H=abs(measured["H"] / kappa - 1),
+                )
+            )
         grid = np.linspace(0, 0.95, 200)
-        line, = axes[0].plot(grid, theory.condition_number(K, grid, LAM, n=n, beyond_boundary="nan"),
-                             label=f"K p_t, K={K}")
+        (line,) = axes[0].plot(
+            grid, theory.condition_number(K, grid, LAM, n=n, beyond_boundary="nan"), label=f"K p_t, K={K}"
+        )
         sub = [r for r in rows if r["K"] == K]
-        axes[0].plot([r["delta"] for r in sub], [r["kappa_W"] for r in sub], "o", color=line.get_color(),
-                     label=f"measured W block, K={K}")
-        axes[0].plot([r["delta"] for r in sub], [r["kappa_H"] for r in sub], "x", color=line.get_color(),
-                     label=f"measured H block, K={K}")
-    axes[0].set(xlabel="delta", ylabel="condition number (non-zero eigenvalues)",
-                title=f"Theorem 4.2: kappa = K p_t (n={n}, lam={LAM:g})")
+        axes[0].plot(
+            [r["delta"] for r in sub],
+            [r["kappa_W"] for r in sub],
+            "o",
+            color=line.get_color(),
+            label=f"measured W block, K={K}",
+        )
+        axes[0].plot(
+            [r["delta"] for r in sub],
+            [r["kappa_H"] for r in sub],
+            "x",
+            color=line.get_color(),
+            label=f"measured H block, K={K}",
+        )
+    axes[0].set(
+        xlabel="delta",
+        ylabel="condition number (non-zero eigenvalues)",
+        title=f"Theorem 4.2: kappa = K p_t (n={n}, lam={LAM:g})",
+    )
     axes[0].legend(fontsize=7, ncols=2)
 
     K, delta = 5, 0.1
@@ -52,15 +80,23 @@ def body(args, outputs):
     predicted = theory.hessian_spectrum(K, n, K + 2, delta, LAM, LAM).W
     measured = ufm.block_eigenvalues(result.params, problem.labels(), problem.weights(), "W").values
     nonzero = measured[measured > 1e-8 * measured.max()]
-    axes[1].hist(nonzero, bins=np.geomspace(nonzero.min() / 1.2, nonzero.max() * 1.2, 60), color="lightgray",
-                 label="measured (histogram)")
+    axes[1].hist(
+        nonzero,
+        bins=np.geomspace(nonzero.min() / 1.2, nonzero.max() * 1.2, 60),
+        color="lightgray",
+        label="measured (histogram)",
+    )
     for value, count in zip(predicted.values, predicted.multiplicities, strict=True):
         if value > 0:
             axes[1].vlines(value, 0, count, color="C3", lw=2)
             axes[1].annotate(f"x{count}", (value, count), fontsize=8)
     axes[1].plot([], [], color="C3", lw=2, label="predicted (value, multiplicity)")
-    axes[1].set(xscale="log", xlabel="eigenvalue", ylabel="count",
-                title=f"W-block spectrum of phi, K={K}, d={K + 2}, delta={delta}")
+    axes[1].set(
+        xscale="log",
+        xlabel="eigenvalue",
+        ylabel="count",
+        title=f"W-block spectrum of phi, K={K}, d={K + 2}, delta={delta}",
+    )
     label_log_axes(axes[1])
     axes[1].legend()
     outputs.csv("condition_number.csv", rows)

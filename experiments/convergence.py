@@ -55,9 +55,17 @@ def trajectory(problem, lr: float, max_iters: int) -> list[dict]:
         nc = ufm.collapse(params.W, params.H, labels, K)
         predicted = np.argmax(np.asarray(ufm.logits(params)), axis=0)
         error = logit_error(params, K, n, problem.delta, LAM, LAM)
-        rows.append(dict(delta=problem.delta, iteration=iteration, logit_error=error, nc1=float(nc.nc1),
-                         nc2=float(nc.nc2), nc3=float(nc.nc3),
-                         train_error=float(np.mean(predicted != np.asarray(labels)))))
+        rows.append(
+            dict(
+                delta=problem.delta,
+                iteration=iteration,
+                logit_error=error,
+                nc1=float(nc.nc1),
+                nc2=float(nc.nc2),
+                nc3=float(nc.nc3),
+                train_error=float(np.mean(predicted != np.asarray(labels))),
+            )
+        )
         if error <= 0.1 * min(LOGIT_TOLERANCES):
             break
     return rows
@@ -78,10 +86,16 @@ def body(args, outputs):
         rows = trajectory(problem, lr, max_iters)
         curves += rows
         reached = first_below(rows, "logit_error", min(LOGIT_TOLERANCES)) is not None
-        entry = dict(delta=problem.delta, K=K, n=n, lam=LAM, lr=lr,
-                     a_delta=theory.a_delta(K, n, problem.delta, LAM, LAM),
-                     K_p_t=theory.condition_number(K, problem.delta, LAM, n=n),
-                     status="converged" if reached else "max_iters")
+        entry = dict(
+            delta=problem.delta,
+            K=K,
+            n=n,
+            lam=LAM,
+            lr=lr,
+            a_delta=theory.a_delta(K, n, problem.delta, LAM, LAM),
+            K_p_t=theory.condition_number(K, problem.delta, LAM, n=n),
+            status="converged" if reached else "max_iters",
+        )
         for tol in LOGIT_TOLERANCES:
             entry[f"iterations_logit_{tol:g}"] = first_below(rows, "logit_error", tol)
         for key in ("nc1", "nc2", "nc3"):
@@ -92,8 +106,13 @@ def body(args, outputs):
         for ax, key in zip(axes.ravel(), CURVES, strict=False):
             values = np.maximum([abs(r[key]) for r in rows], 1e-18)
             ax.plot(iterations, values, label=f"delta={problem.delta:g}" + (" (CE)" if problem.delta == 0 else ""))
-    labels = {"logit_error": "||W^T Hbar - a M|| / ||a M||", "nc1": "NC1", "nc2": "NC2", "nc3": "NC3",
-              "train_error": "training error"}
+    labels = {
+        "logit_error": "||W^T Hbar - a M|| / ||a M||",
+        "nc1": "NC1",
+        "nc2": "NC2",
+        "nc3": "NC3",
+        "train_error": "training error",
+    }
     # training error reaches 0 within the first recorded steps: that panel shows the start only
     start = max(e["iterations_train_error_0"] or 0 for e in table)
     for ax, key in zip(axes.ravel(), CURVES, strict=False):
@@ -106,8 +125,11 @@ def body(args, outputs):
     axes[0, 0].legend()
     ax = axes[1, 2]
     tol = min(LOGIT_TOLERANCES)
-    ax.bar([f"{e['delta']:g}" for e in table], [e[f"iterations_logit_{tol:g}"] or max_iters for e in table],
-           color=["C3" if e["delta"] == 0 else "C0" for e in table])
+    ax.bar(
+        [f"{e['delta']:g}" for e in table],
+        [e[f"iterations_logit_{tol:g}"] or max_iters for e in table],
+        color=["C3" if e["delta"] == 0 else "C0" for e in table],
+    )
     ax.set(xlabel="delta", ylabel=f"iterations to logit error <= {tol:g}", title="iterations to tolerance")
     fig.suptitle(f"Plain GD from one initialisation: K={K}, n={n}, lam={LAM:g}, step {lr:.3g} for every delta")
     outputs.csv(f"{NAME}.csv", table)

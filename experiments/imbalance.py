@@ -49,8 +49,9 @@ R_TOL = 1e-6
 
 def _solve(K_A, K_B, ratio, lam, delta=0.0):
     loss = "ce" if delta == 0 else "ls"
-    return im.solve_reduced(im.two_group_sizes(K_A, K_B, ratio), lam_W=lam, lam_H=lam, lam_b=lam, loss=loss,
-                            delta=delta, tol=1e-12)
+    return im.solve_reduced(
+        im.two_group_sizes(K_A, K_B, ratio), lam_W=lam, lam_H=lam, lam_b=lam, loss=loss, delta=delta, tol=1e-12
+    )
 
 
 def minority_measures(solution, K_A: int) -> dict:
@@ -61,10 +62,12 @@ def minority_measures(solution, K_A: int) -> dict:
     i, j = np.triu_indices(len(minority), k=1)
     Wb = W[:, minority]
     spread = float(np.max(np.linalg.norm(Wb[:, i] - Wb[:, j], axis=0))) / majority_norm
-    return dict(angle_w=float(np.degrees(np.min(im.angles(W, minority)))),
-                angle_h=float(np.degrees(np.min(im.angles(im.centred_means(solution.Hbar, sizes), minority)))),
-                minority_norm_ratio=float(np.mean(np.linalg.norm(Wb, axis=0))) / majority_norm,
-                spread=spread)
+    return dict(
+        angle_w=float(np.degrees(np.min(im.angles(W, minority)))),
+        angle_h=float(np.degrees(np.min(im.angles(im.centred_means(solution.Hbar, sizes), minority)))),
+        minority_norm_ratio=float(np.mean(np.linalg.norm(Wb, axis=0))) / majority_norm,
+        spread=spread,
+    )
 
 
 def bisect(predicate, low: float, high: float, width: float = R_TOL) -> tuple[float, float, int]:
@@ -110,8 +113,11 @@ def thresholds(K_A, K_B, lam, delta, grid) -> dict:
             lo0, hi0, _ = bisect(vanished, grid[k - 1], grid[k], width=1e-3 * grid[k])
             R_zero = 0.5 * (lo0 + hi0)
         out.update(R_star=R_star, R_star_width=high - low, R_ext=R_ext, R_zero=R_zero, bisection_steps=steps)
-    out["status"] = "converged" if all(s == "converged" for s in statuses) else \
-        ",".join(sorted(set(s for s in statuses if s != "converged")))
+    out["status"] = (
+        "converged"
+        if all(s == "converged" for s in statuses)
+        else ",".join(sorted(set(s for s in statuses if s != "converged")))
+    )
     return out
 
 
@@ -122,7 +128,7 @@ def block_spectra(solution, K_A: int, p: int, q: int, delta: float, dense: bool 
     sizes = np.array([p] * K_A + [q] * (len(solution.sizes) - K_A))
     labels = np.repeat(np.arange(sizes.size), sizes)
     params = Params(jnp.asarray(solution.W), jnp.asarray(solution.Hbar[:, labels]), jnp.asarray(solution.b))
-    weights = Weights(*(jnp.asarray(v, jnp.float64) for v in (delta, 0.0, 0.0, 0.0)))   # loss term: no lambdas
+    weights = Weights(*(jnp.asarray(v, jnp.float64) for v in (delta, 0.0, 0.0, 0.0)))  # loss term: no lambdas
     logits = solution.W.T @ solution.Hbar + solution.b[:, None]
     P = np.exp(logits - logits.max(axis=0))
     P /= P.sum(axis=0)
@@ -151,16 +157,31 @@ def spectra_table(K_A, K_B, lams, deltas, ratios, table) -> list[dict]:
             stars = [r["R_star"] for r in table if (r["K_A"], r["K_B"], r["lam"], r["delta"]) == (K_A, K_B, lam, delta)]
             probes = [(R, 1, "grid") for R in ratios]
             star = stars[0] if stars else np.nan
-            if np.isfinite(star):      # R = p / q resolved to 1e-4 / R* (N ~ 2e4); eps_actual = R / R* - 1 recorded
+            if np.isfinite(star):  # R = p / q resolved to 1e-4 / R* (N ~ 2e4); eps_actual = R / R* - 1 recorded
                 q = int(np.ceil(1e4 / star))
-                probes += [(round(star * (1 + sign * eps) * q), q, f"R* (1 {'+' if sign > 0 else '-'} {eps:g})")
-                           for eps in (1e-1, 1e-2, 1e-3) for sign in (-1, 1)]
+                probes += [
+                    (round(star * (1 + sign * eps) * q), q, f"R* (1 {'+' if sign > 0 else '-'} {eps:g})")
+                    for eps in (1e-1, 1e-2, 1e-3)
+                    for sign in (-1, 1)
+                ]
             for p, q, kind in probes:
                 solution = _solve(K_A, K_B, p / q, lam, delta)
-                dense = kind == "grid" and p in (2, 3) and lam == lams[0]   # dense reference at small N
-                rows.append(dict(K_A=K_A, K_B=K_B, loss="ce" if delta == 0 else "ls", delta=delta, lam=lam, R=p / q,
-                                 R_star=star, eps=p / q / star - 1, probe=kind, status=solution.status,
-                                 **block_spectra(solution, K_A, p, q, delta, dense=dense)))
+                dense = kind == "grid" and p in (2, 3) and lam == lams[0]  # dense reference at small N
+                rows.append(
+                    dict(
+                        K_A=K_A,
+                        K_B=K_B,
+                        loss="ce" if delta == 0 else "ls",
+                        delta=delta,
+                        lam=lam,
+                        R=p / q,
+                        R_star=star,
+                        eps=p / q / star - 1,
+                        probe=kind,
+                        status=solution.status,
+                        **block_spectra(solution, K_A, p, q, delta, dense=dense),
+                    )
+                )
     return rows
 
 
@@ -176,10 +197,16 @@ def body(args, outputs):
         for lam in lams:
             for R in grid:
                 solution = _solve(K_A, K_B, R, lam)
-                curves.append(dict(K_A=K_A, K_B=K_B, lam=lam, R=R, status=solution.status,
-                                   **minority_measures(solution, K_A)))
-    table = [thresholds(K_A, K_B, lam, delta, grid) for K_A, K_B in groups for lam in lams for delta in deltas
-             if delta == 0 or (K_A, K_B) == groups[0]]
+                curves.append(
+                    dict(K_A=K_A, K_B=K_B, lam=lam, R=R, status=solution.status, **minority_measures(solution, K_A))
+                )
+    table = [
+        thresholds(K_A, K_B, lam, delta, grid)
+        for K_A, K_B in groups
+        for lam in lams
+        for delta in deltas
+        if delta == 0 or (K_A, K_B) == groups[0]
+    ]
 
     seli_rows = []
     # lam = 0.1 is past the phase boundary for these sizes (W = H = 0 when balanced: c = sqrt(K N) lam > 1)
@@ -188,16 +215,34 @@ def body(args, outputs):
         for delta in (0.0, 0.1):
             for lam_b in ("lam", 10.0):
                 for lam in seli_lams:
-                    s = im.solve_reduced(sizes, lam_W=lam, lam_H=lam, lam_b=lam if lam_b == "lam" else lam_b,
-                                         loss="ce" if delta == 0 else "ls", delta=delta, tol=1e-12)
+                    s = im.solve_reduced(
+                        sizes,
+                        lam_W=lam,
+                        lam_H=lam,
+                        lam_b=lam if lam_b == "lam" else lam_b,
+                        loss="ce" if delta == 0 else "ls",
+                        delta=delta,
+                        tol=1e-12,
+                    )
                     distances = im.seli_distances(s.W, s.Hbar, s.b, sizes)
-                    seli_rows.append(dict(sizes="-".join(map(str, sizes)), R=sizes[0] / sizes[-1],
-                                          loss="ce" if delta == 0 else "ls", delta=delta,
-                                          lam_b="lam" if lam_b == "lam" else lam_b, lam=lam, status=s.status,
-                                          **{f"seli_{k}": v for k, v in distances.items()}))
+                    seli_rows.append(
+                        dict(
+                            sizes="-".join(map(str, sizes)),
+                            R=sizes[0] / sizes[-1],
+                            loss="ce" if delta == 0 else "ls",
+                            delta=delta,
+                            lam_b="lam" if lam_b == "lam" else lam_b,
+                            lam=lam,
+                            status=s.status,
+                            **{f"seli_{k}": v for k, v in distances.items()},
+                        )
+                    )
 
-    ratios = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128) if quick else tuple(range(1, 16)) + (
-        16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256, 320, 384, 512)
+    ratios = (
+        (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+        if quick
+        else tuple(range(1, 16)) + (16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256, 320, 384, 512)
+    )
     spectra_rows = spectra_table(*groups[0], lams, (0.0, 0.1), ratios, table)
 
     outputs.csv(f"{NAME}.csv", table)
@@ -207,13 +252,17 @@ def body(args, outputs):
     _figure(outputs, curves, table, seli_rows, groups[0])
     _spectra_figure(outputs, spectra_rows, table, groups[0])
     for row in table:
-        print(f"K_A={row['K_A']} K_B={row['K_B']} lam={row['lam']:g} {row['loss']} delta={row['delta']:g}: "
-              f"R* = {row['R_star']:.7f} (extrapolated {row['R_ext']:.5f}), minority w = 0 from R_0 = "
-              f"{row['R_zero']:.4g}")
+        print(
+            f"K_A={row['K_A']} K_B={row['K_B']} lam={row['lam']:g} {row['loss']} delta={row['delta']:g}: "
+            f"R* = {row['R_star']:.7f} (extrapolated {row['R_ext']:.5f}), minority w = 0 from R_0 = "
+            f"{row['R_zero']:.4g}"
+        )
     for row in seli_rows:
         if row["lam"] == min(seli_lams):
-            print(f"SELI {row['sizes']} {row['loss']} lam_b={row['lam_b']} lam={row['lam']:g}: logits "
-                  f"{row['seli_logits']:.4f}, W^TW {row['seli_WW']:.4f}, H^TH {row['seli_HH']:.4f}")
+            print(
+                f"SELI {row['sizes']} {row['loss']} lam_b={row['lam_b']} lam={row['lam']:g}: logits "
+                f"{row['seli_logits']:.4f}, W^TW {row['seli_WW']:.4f}, H^TH {row['seli_HH']:.4f}"
+            )
 
 
 def _figure(outputs, curves, table, seli_rows, group):
@@ -221,29 +270,57 @@ def _figure(outputs, curves, table, seli_rows, group):
     for lam in sorted({c["lam"] for c in curves}):
         sub = [c for c in curves if c["lam"] == lam and (c["K_A"], c["K_B"]) == group]
         R = [c["R"] for c in sub]
-        line, = axes[0].semilogx(R, [c["angle_w"] if c["minority_norm_ratio"] > EQUAL else np.nan for c in sub],
-                                 "o-", ms=3, label=f"w, lam={lam:g}")
-        axes[0].semilogx(R, [c["angle_h"] if c["minority_norm_ratio"] > EQUAL else np.nan for c in sub], "--",
-                         color=line.get_color(), label=f"centred hbar, lam={lam:g}")   # both cut at R_0 (w_B = 0)
-    axes[0].set(xlabel="imbalance ratio R = n_A / n_B", ylabel="angle between minority classes (deg)",
-                title=f"minority collapse, K_A={group[0]}, K_B={group[1]}, CE (n_A = 1)")
+        (line,) = axes[0].semilogx(
+            R,
+            [c["angle_w"] if c["minority_norm_ratio"] > EQUAL else np.nan for c in sub],
+            "o-",
+            ms=3,
+            label=f"w, lam={lam:g}",
+        )
+        axes[0].semilogx(
+            R,
+            [c["angle_h"] if c["minority_norm_ratio"] > EQUAL else np.nan for c in sub],
+            "--",
+            color=line.get_color(),
+            label=f"centred hbar, lam={lam:g}",
+        )  # both cut at R_0 (w_B = 0)
+    axes[0].set(
+        xlabel="imbalance ratio R = n_A / n_B",
+        ylabel="angle between minority classes (deg)",
+        title=f"minority collapse, K_A={group[0]}, K_B={group[1]}, CE (n_A = 1)",
+    )
     axes[0].legend(fontsize=7)
     for delta in sorted({r["delta"] for r in table}):
         sub = [r for r in table if r["delta"] == delta and (r["K_A"], r["K_B"]) == group]
-        axes[1].loglog([r["lam"] for r in sub], [r["R_star"] for r in sub], "o-",
-                       label="CE" if delta == 0 else f"LS delta={delta:g}")
+        axes[1].loglog(
+            [r["lam"] for r in sub],
+            [r["R_star"] for r in sub],
+            "o-",
+            label="CE" if delta == 0 else f"LS delta={delta:g}",
+        )
     for K_A, K_B in sorted({(r["K_A"], r["K_B"]) for r in table} - {group}):
         sub = [r for r in table if (r["K_A"], r["K_B"]) == (K_A, K_B)]
         axes[1].loglog([r["lam"] for r in sub], [r["R_star"] for r in sub], "s:", label=f"CE K_A={K_A}, K_B={K_B}")
-    axes[1].set(xlabel="lam (= lam_W = lam_H = lam_b, n_A = 1)", ylabel="threshold R*",
-                title="minority-collapse threshold (bisection to 1e-6)")
+    axes[1].set(
+        xlabel="lam (= lam_W = lam_H = lam_b, n_A = 1)",
+        ylabel="threshold R*",
+        title="minority-collapse threshold (bisection to 1e-6)",
+    )
     axes[1].legend(fontsize=7)
     for key in sorted({(r["sizes"], r["loss"]) for r in seli_rows}):
         sub = [r for r in seli_rows if (r["sizes"], r["loss"]) == key and r["lam_b"] != "lam"]
-        axes[2].loglog([r["lam"] for r in sub], [max(r["seli_HH"], 1e-16) for r in sub], "o-", ms=3,
-                       label=f"{key[1]} sizes {key[0]}")
-    axes[2].set(xlabel="lam (lam_b = 10: bias pinned)", ylabel="distance of H^T H from SELI",
-                title="SELI geometry as lam -> 0 (balanced: 0 at every lam)")
+        axes[2].loglog(
+            [r["lam"] for r in sub],
+            [max(r["seli_HH"], 1e-16) for r in sub],
+            "o-",
+            ms=3,
+            label=f"{key[1]} sizes {key[0]}",
+        )
+    axes[2].set(
+        xlabel="lam (lam_b = 10: bias pinned)",
+        ylabel="distance of H^T H from SELI",
+        title="SELI geometry as lam -> 0 (balanced: 0 at every lam)",
+    )
     axes[2].legend(fontsize=7)
     for ax in axes:
         label_log_axes(ax)
@@ -256,23 +333,35 @@ def _spectra_figure(outputs, rows, table, group):
         for loss, delta in (("CE", 0.0), ("LS delta=0.1", 0.1)):
             for lam in sorted({r["lam"] for r in rows}):
                 sub = sorted((r for r in rows if r["delta"] == delta and r["lam"] == lam), key=lambda r: r["R"])
-                line, = ax.loglog([r["R"] for r in sub], [r[f"kappa_{block}"] for r in sub],
-                                  "o-" if delta == 0 else "s--", ms=3, label=f"{loss}, lam={lam:g}")
+                (line,) = ax.loglog(
+                    [r["R"] for r in sub],
+                    [r[f"kappa_{block}"] for r in sub],
+                    "o-" if delta == 0 else "s--",
+                    ms=3,
+                    label=f"{loss}, lam={lam:g}",
+                )
                 for r in table:
                     if (r["K_A"], r["K_B"], r["lam"], r["delta"]) == (*group, lam, delta) and np.isfinite(r["R_star"]):
                         ax.axvline(r["R_star"], color=line.get_color(), lw=0.6, ls=":")
-        ax.set(xlabel="imbalance ratio R = n_A / n_B", ylabel=f"kappa of the loss-term {block} block",
-               title=f"{block} block at the optimum, K_A={group[0]}, K_B={group[1]} (dotted: R*)")
+        ax.set(
+            xlabel="imbalance ratio R = n_A / n_B",
+            ylabel=f"kappa of the loss-term {block} block",
+            title=f"{block} block at the optimum, K_A={group[0]}, K_B={group[1]} (dotted: R*)",
+        )
         ax.legend(fontsize=7)
     below = [r for r in rows if r["probe"].startswith("R* (1 -")]
     for block, marker in (("W", "o-"), ("H", "s--")):
         for loss, delta in (("CE", 0.0), ("LS", 0.1)):
             for lam in sorted({r["lam"] for r in below}):
                 sub = sorted((r for r in below if r["delta"] == delta and r["lam"] == lam), key=lambda r: -r["eps"])
-                axes[2].loglog([-r["eps"] for r in sub], [r[f"kappa_{block}"] for r in sub], marker, ms=3,
-                               label=f"kappa_{block}, {loss}, lam={lam:g}")
-    axes[2].set(xlabel="1 - R / R* (approaching the threshold from below)", ylabel="kappa",
-                title="divergence below R*")
+                axes[2].loglog(
+                    [-r["eps"] for r in sub],
+                    [r[f"kappa_{block}"] for r in sub],
+                    marker,
+                    ms=3,
+                    label=f"kappa_{block}, {loss}, lam={lam:g}",
+                )
+    axes[2].set(xlabel="1 - R / R* (approaching the threshold from below)", ylabel="kappa", title="divergence below R*")
     axes[2].legend(fontsize=6, ncol=2)
     for ax in axes:
         label_log_axes(ax)

@@ -26,27 +26,58 @@ def body(args, outputs):
     rows = []
     for delta in deltas:
         for eta in etas:
-            problem = ufm.Problem(K=K, n=n, d=d, loss="ls", delta=float(delta), lam_W=lam, lam_H=lam, lam_b=lam,
-                                  label_noise=float(eta), noise_seed=1, seed=0)
+            problem = ufm.Problem(
+                K=K,
+                n=n,
+                d=d,
+                loss="ls",
+                delta=float(delta),
+                lam_W=lam,
+                lam_H=lam,
+                lam_b=lam,
+                label_noise=float(eta),
+                noise_seed=1,
+                seed=0,
+            )
             result = ufm.solve(problem, tol=1e-11, max_iters=20_000)
             measured = dilation(result.H, problem.true_labels(), problem.corrupted(), K)
             observed_nc1 = float(ufm.nc1(result.H, problem.labels(), K))
-            rows.append(dict(delta=float(delta), loss="ce" if delta == 0 else "ls", eta=float(eta), K=K, n=n, d=d,
-                             lam=lam, status=result.status, corrupted=int(problem.corrupted().sum()),
-                             dilation=measured.dilation, nc1_true_mean=float(np.mean(measured.nc1_true)),
-                             nc1_true_max=float(np.max(measured.nc1_true)), nc1_observed=observed_nc1))
+            rows.append(
+                dict(
+                    delta=float(delta),
+                    loss="ce" if delta == 0 else "ls",
+                    eta=float(eta),
+                    K=K,
+                    n=n,
+                    d=d,
+                    lam=lam,
+                    status=result.status,
+                    corrupted=int(problem.corrupted().sum()),
+                    dilation=measured.dilation,
+                    nc1_true_mean=float(np.mean(measured.nc1_true)),
+                    nc1_true_max=float(np.max(measured.nc1_true)),
+                    nc1_observed=observed_nc1,
+                )
+            )
     outputs.csv(f"{NAME}.csv", rows)
     fig, axes = figure(1, 2, panel=(4.8, 3.4))
     for delta in deltas:
         sub = [r for r in rows if r["delta"] == delta]
         name = "CE" if delta == 0 else f"LS delta={delta:g}"
-        axes[0].plot([r["eta"] for r in sub if r["corrupted"]], [r["dilation"] for r in sub if r["corrupted"]],
-                     "o-", label=name)
+        axes[0].plot(
+            [r["eta"] for r in sub if r["corrupted"]], [r["dilation"] for r in sub if r["corrupted"]], "o-", label=name
+        )
         axes[1].plot([r["eta"] for r in sub], [r["nc1_true_mean"] for r in sub], "o-", label=name)
-    axes[0].set(xlabel="noise fraction eta", ylabel="||h_i - mu_true|| / mean class-mean distance",
-                title=f"dilation of corrupted samples (K={K}, n={n}, d={d}, lam={lam:g})")
-    axes[1].set(xlabel="noise fraction eta", ylabel="mean per-class NC1 (true labels)",
-                title="NC1 with the true labels (observed-label NC1 ~ 0)")
+    axes[0].set(
+        xlabel="noise fraction eta",
+        ylabel="||h_i - mu_true|| / mean class-mean distance",
+        title=f"dilation of corrupted samples (K={K}, n={n}, d={d}, lam={lam:g})",
+    )
+    axes[1].set(
+        xlabel="noise fraction eta",
+        ylabel="mean per-class NC1 (true labels)",
+        title="NC1 with the true labels (observed-label NC1 ~ 0)",
+    )
     for ax in axes:
         ax.legend()
     outputs.figure(f"{NAME}.png", fig)

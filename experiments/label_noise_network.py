@@ -42,8 +42,9 @@ import numpy as np
 from experiments._common import figure, run
 from ufm.metrics import nc1_nguyen
 
-try:    # equinox and scikit-learn: the optional 'network' extra
+try:  # equinox and scikit-learn: the optional 'network' extra
     from experiments import _network as net
+
     NETWORK_MISSING: ImportError | None = None
 except ImportError as missing:
     net, NETWORK_MISSING = None, missing  # type: ignore[assignment]
@@ -62,10 +63,26 @@ def settings(quick: bool) -> dict:
     """Sizes and budgets: Adam with the step multiplied by 0.1 every ``decay_every`` steps (the paper's
     step schedule), stopped when the objective changes by less than ``ftol`` per step (relative)."""
     if quick:
-        return dict(n=60, widths=(32, 32), etas=(0.0, 0.1, 0.3), seeds=(0, 1), adam_steps=1500, decay_every=600,
-                    every=50, ftol=1e-6)
-    return dict(n=120, widths=(64, 64), etas=ETAS, seeds=(0, 1, 2, 3, 4), adam_steps=4000, decay_every=1000,
-                every=100, ftol=1e-7)
+        return dict(
+            n=60,
+            widths=(32, 32),
+            etas=(0.0, 0.1, 0.3),
+            seeds=(0, 1),
+            adam_steps=1500,
+            decay_every=600,
+            every=50,
+            ftol=1e-6,
+        )
+    return dict(
+        n=120,
+        widths=(64, 64),
+        etas=ETAS,
+        seeds=(0, 1, 2, 3, 4),
+        adam_steps=4000,
+        decay_every=1000,
+        every=100,
+        ftol=1e-7,
+    )
 
 
 def noisy_labels(y, eta: float, seed: int):
@@ -88,14 +105,28 @@ def compute(config: dict):
     K, y = data.K, data.y_train
     lanes = [(loss, eta, seed) for loss in LOSSES for eta in config["etas"] for seed in config["seeds"]]
     observed, corrupted = zip(*(noisy_labels(y, eta, seed) for _, eta, seed in lanes), strict=True)
-    specs = net.TrainSpec(jnp.array([LOSSES[loss][0] for loss, _, _ in lanes]), jnp.zeros(len(lanes)),
-                          jnp.zeros(len(lanes)), jnp.zeros(len(lanes)), jnp.full(len(lanes), WEIGHT_DECAY),
-                          jnp.array([LOSSES[loss][1] for loss, _, _ in lanes]))
+    specs = net.TrainSpec(
+        jnp.array([LOSSES[loss][0] for loss, _, _ in lanes]),
+        jnp.zeros(len(lanes)),
+        jnp.zeros(len(lanes)),
+        jnp.zeros(len(lanes)),
+        jnp.full(len(lanes), WEIGHT_DECAY),
+        jnp.array([LOSSES[loss][1] for loss, _, _ in lanes]),
+    )
     models = net.stack([net.make_mlp(seed, config["widths"], 2, K, nonnegative=True) for _, _, seed in lanes])
     x = jnp.asarray(data.x_train)
-    trained = net.train(models, x, jnp.asarray(np.stack(observed)), specs, adam_steps=config["adam_steps"],
-                        lbfgs_steps=0, every=config["every"], adam_lr=ADAM_LR, decay_every=config["decay_every"],
-                        ftol=config["ftol"])
+    trained = net.train(
+        models,
+        x,
+        jnp.asarray(np.stack(observed)),
+        specs,
+        adam_steps=config["adam_steps"],
+        lbfgs_steps=0,
+        every=config["every"],
+        adam_lr=ADAM_LR,
+        decay_every=config["decay_every"],
+        ftol=config["ftol"],
+    )
     rows = []
     for j, (loss, eta, seed) in enumerate(lanes):
         model = net.lane(trained.models, j)
@@ -106,23 +137,38 @@ def compute(config: dict):
         mem = memorization(H_train, y, corrupted[j], test_means)
         spread = float(np.linalg.norm(test_means[0] - test_means[1]))
         nc1_test = float(nc1_nguyen(jnp.asarray(H_test.T), jnp.asarray(data.y_test), K))
-        test_accuracy = float(np.mean(np.argmax(np.asarray(model.logits_of(jnp.asarray(H_test))), axis=1)
-                                      == data.y_test))
-        train_fit = float(np.mean(np.argmax(np.asarray(model.logits_of(jnp.asarray(H_train))), axis=1)
-                                  == observed[j]))
-        rows.append(dict(loss=loss, eta=eta, seed=seed, n=data.n, N=K * data.n, N_test=len(data.y_test),
-                         widths="x".join(map(str, config["widths"])), status=trained.status[j],
-                         stopped_by=trained.reason[j], steps=trained.steps,
-                         objective=float(trained.history.objective[-1, j]),
-                         grad_norm=float(trained.history.grad_norm[-1, j]),
-                         objective_change=net.last_change(trained.history, j),
-                         corrupted=int(np.sum(corrupted[j])), flipped=int(np.sum(observed[j] != y)),
-                         memorization=mem, test_mean_distance=spread,
-                         memorization_normalized=mem / spread if spread > 0 else float("nan"),
-                         nc1_test=nc1_test, sqrt_nc1_test=float(np.sqrt(max(nc1_test, 0.0))),
-                         nc1_train_observed=float(nc1_nguyen(jnp.asarray(H_train.T), jnp.asarray(observed[j]), K)),
-                         test_accuracy=test_accuracy, train_accuracy_observed=train_fit,
-                         degenerate=bool(lengths.min() <= DEGENERATE * lengths.max())))
+        test_accuracy = float(
+            np.mean(np.argmax(np.asarray(model.logits_of(jnp.asarray(H_test))), axis=1) == data.y_test)
+        )
+        train_fit = float(np.mean(np.argmax(np.asarray(model.logits_of(jnp.asarray(H_train))), axis=1) == observed[j]))
+        rows.append(
+            dict(
+                loss=loss,
+                eta=eta,
+                seed=seed,
+                n=data.n,
+                N=K * data.n,
+                N_test=len(data.y_test),
+                widths="x".join(map(str, config["widths"])),
+                status=trained.status[j],
+                stopped_by=trained.reason[j],
+                steps=trained.steps,
+                objective=float(trained.history.objective[-1, j]),
+                grad_norm=float(trained.history.grad_norm[-1, j]),
+                objective_change=net.last_change(trained.history, j),
+                corrupted=int(np.sum(corrupted[j])),
+                flipped=int(np.sum(observed[j] != y)),
+                memorization=mem,
+                test_mean_distance=spread,
+                memorization_normalized=mem / spread if spread > 0 else float("nan"),
+                nc1_test=nc1_test,
+                sqrt_nc1_test=float(np.sqrt(max(nc1_test, 0.0))),
+                nc1_train_observed=float(nc1_nguyen(jnp.asarray(H_train.T), jnp.asarray(observed[j]), K)),
+                test_accuracy=test_accuracy,
+                train_accuracy_observed=train_fit,
+                degenerate=bool(lengths.min() <= DEGENERATE * lengths.max()),
+            )
+        )
     return rows
 
 
@@ -144,17 +190,29 @@ def fit_slopes(rows) -> list[dict]:
         for loss in LOSSES:
             usable = [r for r in rows if r["loss"] == loss and not r["degenerate"]]
             seeds = sorted({r["seed"] for r in usable})
-            per_seed = [_slope([r[x_key] for r in usable if r["seed"] == s],
-                               [r["sqrt_nc1_test"] for r in usable if r["seed"] == s]) for s in seeds]
+            per_seed = [
+                _slope(
+                    [r[x_key] for r in usable if r["seed"] == s], [r["sqrt_nc1_test"] for r in usable if r["seed"] == s]
+                )
+                for s in seeds
+            ]
             per_seed = [s for s in per_seed if np.isfinite(s)]
             xs, ys = [r[x_key] for r in usable], [r["sqrt_nc1_test"] for r in usable]
             line = np.polyfit(xs, ys, 1) if len(usable) > 1 and np.ptp(xs) > 0 else (np.nan, np.nan)
-            fits.append(dict(x=x_key, loss=loss, runs=len(usable),
-                             excluded=sum(r["loss"] == loss for r in rows) - len(usable), seeds=len(per_seed),
-                             slope_mean=float(np.mean(per_seed)) if per_seed else float("nan"),
-                             slope_std=float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan"),
-                             slope_pooled=float(line[0]), intercept_pooled=float(line[1]),
-                             per_seed=" ".join(f"{s:.4g}" for s in per_seed)))
+            fits.append(
+                dict(
+                    x=x_key,
+                    loss=loss,
+                    runs=len(usable),
+                    excluded=sum(r["loss"] == loss for r in rows) - len(usable),
+                    seeds=len(per_seed),
+                    slope_mean=float(np.mean(per_seed)) if per_seed else float("nan"),
+                    slope_std=float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan"),
+                    slope_pooled=float(line[0]),
+                    intercept_pooled=float(line[1]),
+                    per_seed=" ".join(f"{s:.4g}" for s in per_seed),
+                )
+            )
     return fits
 
 
@@ -167,9 +225,16 @@ def compare_slopes(fits) -> list[dict]:
             fa, fb = by[a], by[b]
             se = float(np.sqrt(fa["slope_std"] ** 2 / max(fa["seeds"], 1) + fb["slope_std"] ** 2 / max(fb["seeds"], 1)))
             diff = fa["slope_mean"] - fb["slope_mean"]
-            out.append(dict(x=x_key, pair=f"{a}-{b}", difference=float(diff), standard_error=se,
-                            z=float(diff / se) if se > 0 else float("nan"),
-                            ratio=float(fa["slope_mean"] / fb["slope_mean"]) if fb["slope_mean"] else float("nan")))
+            out.append(
+                dict(
+                    x=x_key,
+                    pair=f"{a}-{b}",
+                    difference=float(diff),
+                    standard_error=se,
+                    z=float(diff / se) if se > 0 else float("nan"),
+                    ratio=float(fa["slope_mean"] / fb["slope_mean"]) if fb["slope_mean"] else float("nan"),
+                )
+            )
     return out
 
 
@@ -184,22 +249,40 @@ def plot(rows, fits, config):
         for fit in (f for f in fits if f["x"] == x_key):
             loss = fit["loss"]
             sub = [r for r in rows if r["loss"] == loss and not r["degenerate"]]
-            ax.scatter([r[x_key] for r in sub], [r["sqrt_nc1_test"] for r in sub], s=14, color=colors[loss], alpha=0.7,
-                       label=f"{loss.upper()}: slope {fit['slope_mean']:.3g} +- {fit['slope_std']:.2g}")
+            ax.scatter(
+                [r[x_key] for r in sub],
+                [r["sqrt_nc1_test"] for r in sub],
+                s=14,
+                color=colors[loss],
+                alpha=0.7,
+                label=f"{loss.upper()}: slope {fit['slope_mean']:.3g} +- {fit['slope_std']:.2g}",
+            )
             if sub and np.isfinite(fit["slope_pooled"]):
                 grid = np.linspace(0, max(r[x_key] for r in sub), 20)
                 ax.plot(grid, fit["intercept_pooled"] + fit["slope_pooled"] * grid, color=colors[loss], lw=1)
-        ax.set(ylabel="sqrt(NC1_test) (eq. 2)", title=f"digits {CLASSES}, M = 2, {len(config['seeds'])} seeds, "
-                                                       f"eta in {config['etas']}")
+        ax.set(
+            ylabel="sqrt(NC1_test) (eq. 2)",
+            title=f"digits {CLASSES}, M = 2, {len(config['seeds'])} seeds, eta in {config['etas']}",
+        )
         ax.legend(fontsize=8)
     axes[0].set_xlabel("memorization (eq. 3: sum over corrupted samples of ||h_i - h*_true||)")
     axes[1].set_xlabel("memorization / ||h*_1 - h*_2|| (scale-free)")
     for loss in LOSSES:
         acc = [_accuracies(rows, loss, eta) for eta in config["etas"]]
-        axes[2].errorbar(config["etas"], [np.mean(a) for a in acc], yerr=[np.std(a) for a in acc], marker="o",
-                         color=colors[loss], capsize=3, label=loss.upper())
-    axes[2].set(xlabel="label noise eta", ylabel="test accuracy (mean +- std over seeds)",
-                title="test accuracy (degenerate runs left out)")
+        axes[2].errorbar(
+            config["etas"],
+            [np.mean(a) for a in acc],
+            yerr=[np.std(a) for a in acc],
+            marker="o",
+            color=colors[loss],
+            capsize=3,
+            label=loss.upper(),
+        )
+    axes[2].set(
+        xlabel="label noise eta",
+        ylabel="test accuracy (mean +- std over seeds)",
+        title="test accuracy (degenerate runs left out)",
+    )
     axes[2].legend(fontsize=8)
     return fig
 
@@ -213,11 +296,15 @@ def body(args, outputs):
         outputs.csv(name, table)
     outputs.figure(f"{NAME}.png", plot(rows, fits, config))
     for fit in fits:
-        print(f"{fit['x']} {fit['loss']:>3}: slope {fit['slope_mean']:.4g} +- {fit['slope_std']:.2g} over "
-              f"{fit['seeds']} seeds (pooled {fit['slope_pooled']:.4g}; {fit['excluded']} degenerate runs left out)")
+        print(
+            f"{fit['x']} {fit['loss']:>3}: slope {fit['slope_mean']:.4g} +- {fit['slope_std']:.2g} over "
+            f"{fit['seeds']} seeds (pooled {fit['slope_pooled']:.4g}; {fit['excluded']} degenerate runs left out)"
+        )
     for c in comparisons:
-        print(f"{c['x']} {c['pair']}: difference {c['difference']:.3g} ({c['z']:.2f} standard errors), "
-              f"ratio {c['ratio']:.3g}")
+        print(
+            f"{c['x']} {c['pair']}: difference {c['difference']:.3g} ({c['z']:.2f} standard errors), "
+            f"ratio {c['ratio']:.3g}"
+        )
     for eta in config["etas"]:
         accs = ", ".join(f"{loss} {np.mean(_accuracies(rows, loss, eta)):.3f}" for loss in LOSSES)
         print(f"eta={eta:g}: test accuracy {accs}")
@@ -225,8 +312,11 @@ def body(args, outputs):
 
 def main(argv=None) -> int:
     if NETWORK_MISSING is not None:
-        print(f"python -m experiments.{NAME}: error: needs the optional 'network' extra "
-              f"(pip install '.[network]'): {NETWORK_MISSING}", file=sys.stderr)
+        print(
+            f"python -m experiments.{NAME}: error: needs the optional 'network' extra "
+            f"(pip install '.[network]'): {NETWORK_MISSING}",
+            file=sys.stderr,
+        )
         return 2
     return run(body, NAME, __doc__.splitlines()[0], argv)
 

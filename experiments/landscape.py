@@ -20,10 +20,14 @@ from ufm.compare import compare
 
 NAME = "landscape"
 RTOL = 1e-6
-CASES = {"ce": dict(loss="ce"), "ls (delta=0.1)": dict(loss="ls", delta=0.1),
-         "focal (gamma=2)": dict(loss="focal", gamma=2.0),
-         "focal (gamma=5)": dict(loss="focal", gamma=5.0), "mse (kappa=1, beta=1)": dict(loss="mse"),
-         "ce, H >= 0": dict(loss="ce", nonnegative=True)}
+CASES = {
+    "ce": dict(loss="ce"),
+    "ls (delta=0.1)": dict(loss="ls", delta=0.1),
+    "focal (gamma=2)": dict(loss="focal", gamma=2.0),
+    "focal (gamma=5)": dict(loss="focal", gamma=5.0),
+    "mse (kappa=1, beta=1)": dict(loss="mse"),
+    "ce, H >= 0": dict(loss="ce", nonnegative=True),
+}
 
 
 def _worst_error(comparison) -> float:
@@ -40,21 +44,37 @@ def body(args, outputs):
         for d in dims:
             for scale in scales:
                 for seed in seeds:
-                    problem = ufm.Problem(K=K, n=n, d=d, lam_W=lam, lam_H=lam, lam_b=lam, seed=seed,
-                                          init_scale=scale, **params)
-                    method, opts = (("momentum", dict(lr=1.0, max_iters=100_000)) if problem.nonnegative
-                                    else ("lbfgs", dict(max_iters=20_000)))
+                    problem = ufm.Problem(
+                        K=K, n=n, d=d, lam_W=lam, lam_H=lam, lam_b=lam, seed=seed, init_scale=scale, **params
+                    )
+                    method, opts = (
+                        ("momentum", dict(lr=1.0, max_iters=100_000))
+                        if problem.nonnegative
+                        else ("lbfgs", dict(max_iters=20_000))
+                    )
                     first = ufm.solve(problem, method, tol=1e-11, **opts)
                     result = first
                     if first.converged and first.grad_norm > 1e-11:
-                        result = ufm.solve(problem, method, tol=max(1e-11 / first.grad_norm, 1e-6),
-                                           init=first.params, **opts)
+                        result = ufm.solve(
+                            problem, method, tol=max(1e-11 / first.grad_norm, 1e-6), init=first.params, **opts
+                        )
                     comparison = compare(result, rtol=RTOL, spectra=False)
-                    rows.append(dict(case=label, K=K, n=n, d=d, init_scale=scale, seed=seed, status=result.status,
-                                     iterations=first.iterations + (result.iterations if result is not first else 0),
-                                     objective=result.objective,
-                                     first_error=_worst_error(compare(first, rtol=RTOL, spectra=False)),
-                                     worst_error=_worst_error(comparison), reached=comparison.ok))
+                    rows.append(
+                        dict(
+                            case=label,
+                            K=K,
+                            n=n,
+                            d=d,
+                            init_scale=scale,
+                            seed=seed,
+                            status=result.status,
+                            iterations=first.iterations + (result.iterations if result is not first else 0),
+                            objective=result.objective,
+                            first_error=_worst_error(compare(first, rtol=RTOL, spectra=False)),
+                            worst_error=_worst_error(comparison),
+                            reached=comparison.ok,
+                        )
+                    )
     outputs.csv(f"{NAME}.csv", rows)
 
     fig, axes = figure(1, 2, panel=(4.6, 3.4))
@@ -64,18 +84,25 @@ def body(args, outputs):
         axes[0].scatter(x, [max(r["worst_error"], 1e-16) for r in sub], s=12, label=label)
         axes[1].bar(i, np.mean([r["reached"] for r in sub]), color=f"C{i}")
     axes[0].axhline(RTOL, color="k", ls="--", lw=1, label="tolerance 1e-6")
-    axes[0].set(yscale="log", xlabel="log10 init scale", ylabel="worst |solver - theory| (rel.)",
-                title=f"K={K}, n={n}, d in {dims}, lam={lam:g}, {len(seeds)} seeds")
+    axes[0].set(
+        yscale="log",
+        xlabel="log10 init scale",
+        ylabel="worst |solver - theory| (rel.)",
+        title=f"K={K}, n={n}, d in {dims}, lam={lam:g}, {len(seeds)} seeds",
+    )
     label_log_axes(axes[0])
     axes[0].legend(fontsize=7)
-    axes[1].set(xticks=range(len(CASES)), ylim=(0, 1.05), ylabel="fraction reaching the prediction",
-                title="benign landscape?")
+    axes[1].set(
+        xticks=range(len(CASES)), ylim=(0, 1.05), ylabel="fraction reaching the prediction", title="benign landscape?"
+    )
     axes[1].set_xticklabels(list(CASES), rotation=30, ha="right")
     outputs.figure(f"{NAME}.png", fig)
     for label in CASES:
         sub = [r for r in rows if r["case"] == label]
-        print(f"{label:24s} reached {sum(r['reached'] for r in sub)}/{len(sub)}, "
-              f"worst error {max(r['worst_error'] for r in sub):.2e}")
+        print(
+            f"{label:24s} reached {sum(r['reached'] for r in sub)}/{len(sub)}, "
+            f"worst error {max(r['worst_error'] for r in sub):.2e}"
+        )
 
 
 def main(argv=None) -> int:

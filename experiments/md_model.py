@@ -45,14 +45,32 @@ def _pair(alpha0, eta, c_md, law="two-point", cache=None):
 def _row(alpha0, eta, c_md, law, ce, ls, check):
     bound_ce = tmd.lemma_c6_lower_bound(eta, c_md, ce.distance)
     bound_ls = tmd.lemma_c6_lower_bound(eta, c_md, ls.distance)
-    return dict(alpha0=alpha0, eta=eta, c_md=c_md, law=law, lam=LAM, gamma=check.gamma, eta_bound=check.eta_bound,
-                alpha_ok=check.alpha_ok, eta_ok=check.eta_ok, inside=check.holds,
-                dilation_ce=ce.dilation, dilation_ls=ls.dilation, ratio=ce.dilation / ls.dilation,
-                holds=bool(ce.dilation > ls.dilation), memorization_ce=ce.memorization,
-                memorization_ls=ls.memorization, r_star_ce=ce.r_star, r_star_ls=ls.r_star,
-                r_over_rmax_ce=ce.r_star / ce.r_max, r_over_rmax_ls=ls.r_star / ls.r_max,
-                lemma_c6_ce=bool(ce.r_star >= bound_ce), lemma_c6_ls=bool(ls.r_star >= bound_ls),
-                kkt=max(ce.kkt_residual, ls.kkt_residual), status="converged")
+    return dict(
+        alpha0=alpha0,
+        eta=eta,
+        c_md=c_md,
+        law=law,
+        lam=LAM,
+        gamma=check.gamma,
+        eta_bound=check.eta_bound,
+        alpha_ok=check.alpha_ok,
+        eta_ok=check.eta_ok,
+        inside=check.holds,
+        dilation_ce=ce.dilation,
+        dilation_ls=ls.dilation,
+        ratio=ce.dilation / ls.dilation,
+        holds=bool(ce.dilation > ls.dilation),
+        memorization_ce=ce.memorization,
+        memorization_ls=ls.memorization,
+        r_star_ce=ce.r_star,
+        r_star_ls=ls.r_star,
+        r_over_rmax_ce=ce.r_star / ce.r_max,
+        r_over_rmax_ls=ls.r_star / ls.r_max,
+        lemma_c6_ce=bool(ce.r_star >= bound_ce),
+        lemma_c6_ls=bool(ls.r_star >= bound_ls),
+        kkt=max(ce.kkt_residual, ls.kkt_residual),
+        status="converged",
+    )
 
 
 def body(args, outputs):
@@ -87,10 +105,14 @@ def body(args, outputs):
     summary = {
         "inside": (sum(r["holds"] for r in inside), len(inside)),
         "outside": (sum(r["holds"] for r in outside), len(outside)),
-        "outside_alpha": (sum(r["holds"] for r in outside if not r["alpha_ok"]),
-                          sum(not r["alpha_ok"] for r in outside)),
-        "outside_eta": (sum(r["holds"] for r in outside if r["alpha_ok"] and not r["eta_ok"]),
-                        sum(r["alpha_ok"] and not r["eta_ok"] for r in outside)),
+        "outside_alpha": (
+            sum(r["holds"] for r in outside if not r["alpha_ok"]),
+            sum(not r["alpha_ok"] for r in outside),
+        ),
+        "outside_eta": (
+            sum(r["holds"] for r in outside if r["alpha_ok"] and not r["eta_ok"]),
+            sum(r["alpha_ok"] and not r["eta_ok"] for r in outside),
+        ),
     }
 
     fig, axes = figure(1, 2, panel=(5.0, 3.6))
@@ -101,19 +123,36 @@ def body(args, outputs):
         sub = [r for r in rows if r["alpha0"] == alpha0 and r["law"] == "two-point"]
         bound = sub[0]["eta_bound"]
         for ax, values in ((axes[0], [r["dilation_ls"] for r in sub]), (axes[1], [r["ratio"] for r in sub])):
-            ax.plot([r["eta"] for r in sub], values, "--s" if ax is axes[0] else "-o", color=color, ms=3,
-                    label=f"LS alpha0={alpha0:g}")
+            ax.plot(
+                [r["eta"] for r in sub],
+                values,
+                "--s" if ax is axes[0] else "-o",
+                color=color,
+                ms=3,
+                label=f"LS alpha0={alpha0:g}",
+            )
             ax.axvspan(etas[0], bound, color=color, alpha=0.07)
             ax.axvline(bound, color=color, lw=0.8, ls=":")
     circ = [r for r in rows if r["law"] == "circle"]
-    axes[1].plot([r["eta"] for r in circ], [r["ratio"] for r in circ], "x", color="gray",
-                 label=f"circle law, alpha0={circle_alpha:g}")
-    axes[0].set(xlabel="noise level eta", ylabel="normalised dilation r* / ||h1 - h2||",
-                title=f"MD model (two-point law), lam_W = lam_H = {LAM:g}, C_MD = {c_md:g}")
+    axes[1].plot(
+        [r["eta"] for r in circ],
+        [r["ratio"] for r in circ],
+        "x",
+        color="gray",
+        label=f"circle law, alpha0={circle_alpha:g}",
+    )
+    axes[0].set(
+        xlabel="noise level eta",
+        ylabel="normalised dilation r* / ||h1 - h2||",
+        title=f"MD model (two-point law), lam_W = lam_H = {LAM:g}, C_MD = {c_md:g}",
+    )
     axes[1].set_xscale("log")
     axes[1].axhline(1.0, color="k", lw=0.8)
-    axes[1].set(xlabel="noise level eta", ylabel="dilation_CE / dilation_LS (> 1: Thm 4.3 holds)",
-                title="shaded: inside Assumption 4.2.3 (eta below its bound)")
+    axes[1].set(
+        xlabel="noise level eta",
+        ylabel="dilation_CE / dilation_LS (> 1: Thm 4.3 holds)",
+        title="shaded: inside Assumption 4.2.3 (eta below its bound)",
+    )
     for ax in axes:
         label_log_axes(ax)
         ax.legend()
@@ -121,8 +160,10 @@ def body(args, outputs):
     for key, (held, total) in summary.items():
         print(f"Theorem 4.3 {key}: holds on {held}/{total}" + (f" ({held / total:.1%})" if total else ""))
     worst = min((r for r in rows if r["inside"]), key=lambda r: r["ratio"])
-    print(f"smallest dilation_CE/dilation_LS inside the assumptions: {worst['ratio']:.4f} "
-          f"(alpha0={worst['alpha0']:g}, eta={worst['eta']:.3g}, law {worst['law']})")
+    print(
+        f"smallest dilation_CE/dilation_LS inside the assumptions: {worst['ratio']:.4f} "
+        f"(alpha0={worst['alpha0']:g}, eta={worst['eta']:.3g}, law {worst['law']})"
+    )
 
 
 def main(argv=None) -> int:

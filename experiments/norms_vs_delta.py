@@ -20,8 +20,9 @@ NAME = "norms_vs_delta"
 
 def settings(quick: bool):
     b6_n = 100 if quick else 1000
-    b6 = dict(label=f"B.6: lam_W=1e-3, lam_H=1e-6, lam_b=1e-2, n={b6_n}",
-              K=10, n=b6_n, lam_W=1e-3, lam_H=1e-6, lam_b=1e-2)
+    b6 = dict(
+        label=f"B.6: lam_W=1e-3, lam_H=1e-6, lam_b=1e-2, n={b6_n}", K=10, n=b6_n, lam_W=1e-3, lam_H=1e-6, lam_b=1e-2
+    )
     default = dict(label="lam=5e-4, n=500", K=10, n=500, lam_W=5e-4, lam_H=5e-4, lam_b=5e-4)
     out = []
     for s in (b6, default):
@@ -37,8 +38,10 @@ def body(args, outputs):
     fig, axes = figure(1, 2, panel=(4.6, 3.4))
     for setting, deltas in settings(args.quick):
         K, n, lam_W, lam_H = setting["K"], setting["n"], setting["lam_W"], setting["lam_H"]
-        problems = [ufm.Problem(K=K, n=n, delta=delta, lam_W=lam_W, lam_H=lam_H, lam_b=setting["lam_b"], seed=0)
-                    for delta in deltas]
+        problems = [
+            ufm.Problem(K=K, n=n, delta=delta, lam_W=lam_W, lam_H=lam_H, lam_b=setting["lam_b"], seed=0)
+            for delta in deltas
+        ]
         # every delta of the setting in one compiled call; lam_H = 1e-6 makes B.6 ill-conditioned:
         # tol 1e-9 on the gradient still gives ~1e-9 on norms
         swept = ufm.sweep(problems, tol=1e-9, max_iters=10_000)
@@ -48,26 +51,45 @@ def body(args, outputs):
             predicted = theory.norms(K, n, delta, lam_W, lam_H)
             collapsed = theory.phase(K, n, delta, lam_W, lam_H).collapsed
             rel = lambda measured, pred: abs(measured - pred) / pred if pred > 0 else abs(measured)
-            rows.append(dict(setting=setting["label"], delta=delta, collapsed=collapsed, status=result.status,
-                             iterations=result.iterations,
-                             w_theory=predicted.w, w_solver=float(nc.w_norm),
-                             w_error=rel(float(nc.w_norm), predicted.w),
-                             h_theory=predicted.h, h_solver=float(nc.h_norm),
-                             h_error=rel(float(nc.h_norm), predicted.h)))
+            rows.append(
+                dict(
+                    setting=setting["label"],
+                    delta=delta,
+                    collapsed=collapsed,
+                    status=result.status,
+                    iterations=result.iterations,
+                    w_theory=predicted.w,
+                    w_solver=float(nc.w_norm),
+                    w_error=rel(float(nc.w_norm), predicted.w),
+                    h_theory=predicted.h,
+                    h_solver=float(nc.h_norm),
+                    h_error=rel(float(nc.h_norm), predicted.h),
+                )
+            )
         sub = [r for r in rows if r["setting"] == setting["label"]]
         grid = np.linspace(0, 0.999, 400)
         curve = theory.norms(K, n, grid, lam_W, lam_H)
-        line, = axes[0].plot(grid, curve.w, label=f"theory ||w|| ({setting['label']})")
-        axes[0].plot([r["delta"] for r in sub], [r["w_solver"] for r in sub], "o", color=line.get_color(),
-                     label="solver ||w||")
-        line, = axes[0].plot(grid, curve.h, "--", label=f"theory ||h|| ({setting['label']})")
-        axes[0].plot([r["delta"] for r in sub], [r["h_solver"] for r in sub], "s", color=line.get_color(),
-                     label="solver ||h||")
+        (line,) = axes[0].plot(grid, curve.w, label=f"theory ||w|| ({setting['label']})")
+        axes[0].plot(
+            [r["delta"] for r in sub], [r["w_solver"] for r in sub], "o", color=line.get_color(), label="solver ||w||"
+        )
+        (line,) = axes[0].plot(grid, curve.h, "--", label=f"theory ||h|| ({setting['label']})")
+        axes[0].plot(
+            [r["delta"] for r in sub], [r["h_solver"] for r in sub], "s", color=line.get_color(), label="solver ||h||"
+        )
         inside = [r for r in sub if not r["collapsed"]]
-        axes[1].semilogy([r["delta"] for r in inside], [max(r["w_error"], 1e-17) for r in inside], "o-",
-                         label=f"||w|| ({setting['label']})")
-        axes[1].semilogy([r["delta"] for r in inside], [max(r["h_error"], 1e-17) for r in inside], "s--",
-                         label=f"||h|| ({setting['label']})")
+        axes[1].semilogy(
+            [r["delta"] for r in inside],
+            [max(r["w_error"], 1e-17) for r in inside],
+            "o-",
+            label=f"||w|| ({setting['label']})",
+        )
+        axes[1].semilogy(
+            [r["delta"] for r in inside],
+            [max(r["h_error"], 1e-17) for r in inside],
+            "s--",
+            label=f"||h|| ({setting['label']})",
+        )
     axes[0].set(xlabel="delta", ylabel="mean norm", yscale="log", title="Norms vs delta (Theorem 4.1, B.6)")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=7)
     axes[1].axhline(1e-6, color="gray", lw=0.8, ls=":")

@@ -28,18 +28,45 @@ def body(args, outputs):
     rows = []
     point_deltas = np.linspace(0.05, 0.95, 4 if args.quick else 10)
     point_scales = np.linspace(0.05, 1.4, 4 if args.quick else 10)
-    problems = [ufm.Problem(K=K, n=n, delta=float(delta), lam_W=float(scale / (K * np.sqrt(n))),
-                            lam_H=float(scale / (K * np.sqrt(n))), lam_b=1e-2)
-                for delta in point_deltas for scale in point_scales]
-    swept = ufm.sweep(problems, tol=1e-11, max_iters=5000)      # one compiled call for every point
+    problems = [
+        ufm.Problem(
+            K=K,
+            n=n,
+            delta=float(delta),
+            lam_W=float(scale / (K * np.sqrt(n))),
+            lam_H=float(scale / (K * np.sqrt(n))),
+            lam_b=1e-2,
+        )
+        for delta in point_deltas
+        for scale in point_scales
+    ]
+    swept = ufm.sweep(problems, tol=1e-11, max_iters=5000)  # one compiled call for every point
     for j, problem in enumerate(problems):
         comparison = ufm.compare(swept.result(j), spectra=False)
         row = {r.quantity: r for r in comparison.rows}["p_t"]
         scale = problem.lam_W * K * np.sqrt(n)
-        rows.append(dict(delta=problem.delta, scale=float(scale), c=float(problem.delta + scale),
-                         status=swept.status[j], p_t_theory=row.theory, p_t_solver=row.measured, error=row.error))
-    ax.scatter([r["delta"] for r in rows], [r["scale"] for r in rows], c=[r["p_t_solver"] for r in rows],
-               cmap="viridis", vmin=1 / K, vmax=1, edgecolors="red", s=50, label="solver")
+        rows.append(
+            dict(
+                delta=problem.delta,
+                scale=float(scale),
+                c=float(problem.delta + scale),
+                status=swept.status[j],
+                p_t_theory=row.theory,
+                p_t_solver=row.measured,
+                error=row.error,
+            )
+        )
+    ax.scatter(
+        [r["delta"] for r in rows],
+        [r["scale"] for r in rows],
+        c=[r["p_t_solver"] for r in rows],
+        cmap="viridis",
+        vmin=1 / K,
+        vmax=1,
+        edgecolors="red",
+        s=50,
+        label="solver",
+    )
     fig.colorbar(image, ax=ax, label="p_t")
     ax.set(xlabel="delta", ylabel="sqrt(KN) lam_Z", title=f"Phase diagram (K={K}, n={n})")
     ax.legend(loc="upper right")

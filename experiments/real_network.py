@@ -39,8 +39,9 @@ import theory
 from experiments._common import figure, label_log_axes, run
 from ufm.last_layer import analyze
 
-try:    # equinox and scikit-learn: the optional 'network' extra
+try:  # equinox and scikit-learn: the optional 'network' extra
     from experiments import _network as net
+
     NETWORK_MISSING: ImportError | None = None
 except ImportError as missing:
     net, NETWORK_MISSING = None, missing  # type: ignore[assignment]
@@ -60,10 +61,30 @@ def settings(quick: bool) -> dict:
     gradient norm is at most ``gtol`` or its objective changed by at most ``ftol`` (relative) per step
     over the last segment (``experiments._network.train``)."""
     if quick:
-        return dict(n=10, widths=(32, 32), d=16, adam_steps=500, lbfgs_steps=500, every=50, gtol=1e-3, ftol=1e-12,
-                    weight_decay_deltas=(0.0, 0.1), seed=0)
-    return dict(n=100, widths=(64, 64), d=16, adam_steps=1000, lbfgs_steps=3000, every=100, gtol=2e-4, ftol=1e-12,
-                weight_decay_deltas=(0.0, 0.1, 0.3), seed=0)
+        return dict(
+            n=10,
+            widths=(32, 32),
+            d=16,
+            adam_steps=500,
+            lbfgs_steps=500,
+            every=50,
+            gtol=1e-3,
+            ftol=1e-12,
+            weight_decay_deltas=(0.0, 0.1),
+            seed=0,
+        )
+    return dict(
+        n=100,
+        widths=(64, 64),
+        d=16,
+        adam_steps=1000,
+        lbfgs_steps=3000,
+        every=100,
+        gtol=2e-4,
+        ftol=1e-12,
+        weight_decay_deltas=(0.0, 0.1, 0.3),
+        seed=0,
+    )
 
 
 def lanes(config: dict):
@@ -76,7 +97,8 @@ def lanes(config: dict):
         jnp.array([LAM_H if s else 0.0 for s in simulated]),
         jnp.array([LAM_B if s else 0.0 for s in simulated]),
         jnp.array([0.0 if s else WEIGHT_DECAY for s in simulated]),
-        jnp.zeros(len(pairs), dtype=int))
+        jnp.zeros(len(pairs), dtype=int),
+    )
     return pairs, spec
 
 
@@ -88,8 +110,13 @@ def target(setting: str, delta: float, K: int, n: int, w_norm: float, h_norm: fl
         lam_W = WEIGHT_DECAY
         lam_H = lam_W * (w_norm / h_norm) ** 2 / n
     norms = theory.norms(K, n, delta, lam_W, lam_H)
-    return dict(lam_W=lam_W, lam_H=lam_H, w_norm_theory=norms.w, h_norm_theory=norms.h,
-                c=float(theory.phase(K, n, delta, lam_W, lam_H).c))
+    return dict(
+        lam_W=lam_W,
+        lam_H=lam_H,
+        w_norm_theory=norms.w,
+        h_norm_theory=norms.h,
+        c=float(theory.phase(K, n, delta, lam_W, lam_H).c),
+    )
 
 
 def first_step(steps, values, threshold):
@@ -105,9 +132,19 @@ def compute(config: dict):
     L = len(pairs)
     model = net.make_mlp(config["seed"], config["widths"], config["d"], K)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    trained = net.train(net.stack([model] * L), x, jnp.tile(y, (L, 1)), specs, adam_steps=config["adam_steps"],
-                        lbfgs_steps=config["lbfgs_steps"], every=config["every"], adam_lr=ADAM_LR,
-                        gtol=config["gtol"], ftol=config["ftol"], stop_early=False)
+    trained = net.train(
+        net.stack([model] * L),
+        x,
+        jnp.tile(y, (L, 1)),
+        specs,
+        adam_steps=config["adam_steps"],
+        lbfgs_steps=config["lbfgs_steps"],
+        every=config["every"],
+        adam_lr=ADAM_LR,
+        gtol=config["gtol"],
+        ftol=config["ftol"],
+        stop_early=False,
+    )
     h = trained.history
     rows, curves, analyses = [], [], {}
     for j, (setting, delta) in enumerate(pairs):
@@ -117,24 +154,53 @@ def compute(config: dict):
         w_err = np.abs(h.w_norm[:, j] - theory_j["w_norm_theory"]) / theory_j["w_norm_theory"]
         h_err = np.abs(h.h_norm[:, j] - theory_j["h_norm_theory"]) / theory_j["h_norm_theory"]
         for i, step in enumerate(h.step):
-            curves.append(dict(setting=setting, delta=delta, step=int(step),
-                               phase="adam" if step <= config["adam_steps"] else "lbfgs",
-                               objective=float(h.objective[i, j]), grad_norm=float(h.grad_norm[i, j]),
-                               train_error=float(h.train_error[i, j]), nc1=float(h.nc1[i, j]),
-                               nc2=float(h.nc2[i, j]), nc3=float(h.nc3[i, j]), w_norm=float(h.w_norm[i, j]),
-                               h_norm=float(h.h_norm[i, j]), w_rel_error=float(w_err[i]),
-                               h_rel_error=float(h_err[i])))
+            curves.append(
+                dict(
+                    setting=setting,
+                    delta=delta,
+                    step=int(step),
+                    phase="adam" if step <= config["adam_steps"] else "lbfgs",
+                    objective=float(h.objective[i, j]),
+                    grad_norm=float(h.grad_norm[i, j]),
+                    train_error=float(h.train_error[i, j]),
+                    nc1=float(h.nc1[i, j]),
+                    nc2=float(h.nc2[i, j]),
+                    nc3=float(h.nc3[i, j]),
+                    w_norm=float(h.w_norm[i, j]),
+                    h_norm=float(h.h_norm[i, j]),
+                    w_rel_error=float(w_err[i]),
+                    h_rel_error=float(h_err[i]),
+                )
+            )
         test_logits = model_j.logits_of(model_j.features(jnp.asarray(data.x_test)))
         test_error = float(np.mean(np.argmax(np.asarray(test_logits), axis=1) != data.y_test))
-        row = dict(setting=setting, loss="ce" if delta == 0 else "ls", delta=delta, K=K, n=n, N=K * n,
-                   d=config["d"], widths="x".join(map(str, config["widths"])), steps=trained.steps,
-                   status=trained.status[j], stopped_by=trained.reason[j], objective=float(h.objective[-1, j]),
-                   grad_norm=float(h.grad_norm[-1, j]), objective_change=net.last_change(h, j),
-                   train_error=float(h.train_error[-1, j]),
-                   test_error=test_error, nc1=float(h.nc1[-1, j]), nc2=float(h.nc2[-1, j]),
-                   nc3=float(h.nc3[-1, j]), w_norm=float(h.w_norm[-1, j]), h_norm=float(h.h_norm[-1, j]),
-                   **theory_j, w_rel_error=float(w_err[-1]), h_rel_error=float(h_err[-1]),
-                   steps_train_error_0=first_step(h.step, h.train_error[:, j], 0.0))
+        row = dict(
+            setting=setting,
+            loss="ce" if delta == 0 else "ls",
+            delta=delta,
+            K=K,
+            n=n,
+            N=K * n,
+            d=config["d"],
+            widths="x".join(map(str, config["widths"])),
+            steps=trained.steps,
+            status=trained.status[j],
+            stopped_by=trained.reason[j],
+            objective=float(h.objective[-1, j]),
+            grad_norm=float(h.grad_norm[-1, j]),
+            objective_change=net.last_change(h, j),
+            train_error=float(h.train_error[-1, j]),
+            test_error=test_error,
+            nc1=float(h.nc1[-1, j]),
+            nc2=float(h.nc2[-1, j]),
+            nc3=float(h.nc3[-1, j]),
+            w_norm=float(h.w_norm[-1, j]),
+            h_norm=float(h.h_norm[-1, j]),
+            **theory_j,
+            w_rel_error=float(w_err[-1]),
+            h_rel_error=float(h_err[-1]),
+            steps_train_error_0=first_step(h.step, h.train_error[:, j], 0.0),
+        )
         for threshold in NC_THRESHOLDS:
             for key in ("nc1", "nc2", "nc3"):
                 row[f"steps_{key}_{threshold:g}"] = first_step(h.step, getattr(h, key)[:, j], threshold)
@@ -148,9 +214,18 @@ def compute(config: dict):
 def analyse(W, H, b, labels, setting: str, delta: float, theory_j: dict) -> dict:
     """The final last layer through ``ufm.analyze`` in the frameworks' layout (features (N, d), weight (K, d))."""
     lam_b = LAM_B if setting == "simulated_ufm" else WEIGHT_DECAY
-    result = analyze(np.asarray(H).T, np.asarray(labels), np.asarray(W).T, np.asarray(b),
-                     loss="ce" if delta == 0 else "ls", delta=delta, lam_W=theory_j["lam_W"], lam_H=theory_j["lam_H"],
-                     lam_b=lam_b, spectra=False)
+    result = analyze(
+        np.asarray(H).T,
+        np.asarray(labels),
+        np.asarray(W).T,
+        np.asarray(b),
+        loss="ce" if delta == 0 else "ls",
+        delta=delta,
+        lam_W=theory_j["lam_W"],
+        lam_H=theory_j["lam_H"],
+        lam_b=lam_b,
+        spectra=False,
+    )
     return result.to_json()
 
 
@@ -173,8 +248,11 @@ def plot(rows, curves, config):
                 ax.semilogy(steps, [max(c[key], 1e-16) for c in sub], **kw)
     for ax, title in zip((axes[0, 0], axes[0, 1]), ("||w||", "||h||"), strict=True):
         ax.axvline(config["adam_steps"], color="grey", lw=0.5)
-        ax.set(xlabel="full-batch step (Adam, then L-BFGS)", ylabel="relative error vs Thm 4.1",
-               title=f"Fig. 8: {title}, simulated UFM")
+        ax.set(
+            xlabel="full-batch step (Adam, then L-BFGS)",
+            ylabel="relative error vs Thm 4.1",
+            title=f"Fig. 8: {title}, simulated UFM",
+        )
     panels = (axes[0, 2], axes[1, 0], axes[1, 1], axes[1, 2])
     for ax, key in zip(panels, ("training error", "NC1", "NC2", "NC3"), strict=True):
         ax.axvline(config["adam_steps"], color="grey", lw=0.5)
@@ -183,19 +261,31 @@ def plot(rows, curves, config):
         sub = [r for r in rows if r["setting"] == setting]
         ds = [r["delta"] for r in sub]
         axes[0, 3].plot(ds, [r["w_norm"] for r in sub], marker, color="C0", label=f"||w|| network ({setting})")
-        axes[0, 3].plot(ds, [r["w_norm_theory"] for r in sub], "-" if setting == "simulated_ufm" else ":",
-                        color="C0", label=f"||w|| Thm 4.1 ({setting})")
+        axes[0, 3].plot(
+            ds,
+            [r["w_norm_theory"] for r in sub],
+            "-" if setting == "simulated_ufm" else ":",
+            color="C0",
+            label=f"||w|| Thm 4.1 ({setting})",
+        )
         axes[1, 3].plot(ds, [r["h_norm"] for r in sub], marker, color="C1", label=f"||h|| network ({setting})")
-        axes[1, 3].plot(ds, [r["h_norm_theory"] for r in sub], "-" if setting == "simulated_ufm" else ":",
-                        color="C1", label=f"||h|| Thm 4.1 ({setting})")
+        axes[1, 3].plot(
+            ds,
+            [r["h_norm_theory"] for r in sub],
+            "-" if setting == "simulated_ufm" else ":",
+            color="C1",
+            label=f"||h|| Thm 4.1 ({setting})",
+        )
     axes[0, 3].set(xlabel="delta", ylabel="mean ||w_k||", title="Fig. 6b: final classifier norm vs delta")
     axes[1, 3].set(xlabel="delta", ylabel="mean ||hbar_k - h_G||", title="Fig. 6b: final feature norm vs delta")
     for ax in axes.flat:
         ax.legend(fontsize=6)
     for ax in axes.flat:
         label_log_axes(ax)
-    fig.suptitle(f"MLP {config['widths']} -> d={config['d']} on digits, K=10, n={config['n']}; "
-                 f"simulated UFM lam_W={LAM_W:g}, lam_H={LAM_H:g}, lam_b={LAM_B:g}; weight decay {WEIGHT_DECAY:g}")
+    fig.suptitle(
+        f"MLP {config['widths']} -> d={config['d']} on digits, K=10, n={config['n']}; "
+        f"simulated UFM lam_W={LAM_W:g}, lam_H={LAM_H:g}, lam_b={LAM_B:g}; weight decay {WEIGHT_DECAY:g}"
+    )
     return fig
 
 
@@ -208,16 +298,21 @@ def body(args, outputs):
     outputs.json("analysis.json", analyses)
     outputs.figure(f"{NAME}.png", plot(rows, curves, config))
     for r in rows:
-        print(f"{r['setting']:>13} delta={r['delta']:<4g} {r['status']:>9} steps={r['steps']} "
-              f"grad={r['grad_norm']:.1e} "
-              f"rel.err ||w|| {r['w_rel_error']:.2e} ||h|| {r['h_rel_error']:.2e} NC1 {r['nc1']:.1e} "
-              f"test error {r['test_error']:.3f}")
+        print(
+            f"{r['setting']:>13} delta={r['delta']:<4g} {r['status']:>9} steps={r['steps']} "
+            f"grad={r['grad_norm']:.1e} "
+            f"rel.err ||w|| {r['w_rel_error']:.2e} ||h|| {r['h_rel_error']:.2e} NC1 {r['nc1']:.1e} "
+            f"test error {r['test_error']:.3f}"
+        )
 
 
 def main(argv=None) -> int:
     if NETWORK_MISSING is not None:
-        print(f"python -m experiments.{NAME}: error: needs the optional 'network' extra "
-              f"(pip install '.[network]'): {NETWORK_MISSING}", file=sys.stderr)
+        print(
+            f"python -m experiments.{NAME}: error: needs the optional 'network' extra "
+            f"(pip install '.[network]'): {NETWORK_MISSING}",
+            file=sys.stderr,
+        )
         return 2
     return run(body, NAME, __doc__.splitlines()[0], argv)
 

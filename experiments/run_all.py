@@ -29,11 +29,18 @@ from ufm import _cache
 from ufm._interrupt import exit_on_interrupt
 
 #: experiments 1-5 of issue 4, then those of issue 6
-EXPERIMENTS = {"norms_vs_delta": norms_vs_delta, "convergence": convergence, "condition_number": condition_number,
-               "speed_vs_kappa": speed_vs_kappa, "phase_diagram": phase_diagram, "landscape": landscape,
-               "label_noise": label_noise, "md_model": md_model}
-EXPERIMENTS["imbalance"] = imbalance     # issue 16
-EXPERIMENTS["real_network"] = real_network                # issue 14
+EXPERIMENTS = {
+    "norms_vs_delta": norms_vs_delta,
+    "convergence": convergence,
+    "condition_number": condition_number,
+    "speed_vs_kappa": speed_vs_kappa,
+    "phase_diagram": phase_diagram,
+    "landscape": landscape,
+    "label_noise": label_noise,
+    "md_model": md_model,
+}
+EXPERIMENTS["imbalance"] = imbalance  # issue 16
+EXPERIMENTS["real_network"] = real_network  # issue 14
 EXPERIMENTS["label_noise_network"] = label_noise_network  # issue 15
 
 
@@ -53,13 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Check every output folder first (none may hold files unless ``--force``), then run each experiment."""
     prog = PROG
-    with exit_on_interrupt(prog):       # SIGINT / SIGTERM between experiments too: one line, 130 / 143
+    with exit_on_interrupt(prog):  # SIGINT / SIGTERM between experiments too: one line, 130 / 143
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
         except SystemExit as exit_:
             return int(exit_.code or 0)
-        try:        # before any computation: a refusal leaves every folder as it was
+        try:  # before any computation: a refusal leaves every folder as it was
             preflight([Path(args.out) / name for name in EXPERIMENTS], args.force)
         except OSError as error:
             print(f"{prog}: error: {error}", file=sys.stderr)
@@ -67,8 +74,13 @@ def main(argv=None) -> int:
         worst = 0
         for name, module in EXPERIMENTS.items():
             start = time.perf_counter()
-            argv_one = (["--out", str(Path(args.out) / name)] + ["--quick"] * args.quick + ["--force"] * args.force
-                        + ["--no-cache"] * args.no_cache + ["--format", args.format])
+            argv_one = (
+                ["--out", str(Path(args.out) / name)]
+                + ["--quick"] * args.quick
+                + ["--force"] * args.force
+                + ["--no-cache"] * args.no_cache
+                + ["--format", args.format]
+            )
             code = module.main(argv_one)
             print(f"[{name}] exit {code} in {time.perf_counter() - start:.1f} s")
             worst = max(worst, code)

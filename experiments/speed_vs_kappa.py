@@ -40,8 +40,10 @@ NAME = "speed_vs_kappa"
 TOL = 1e-8  # relative gradient-norm tolerance of the timed GD runs
 LOGIT_TOL = 1e-6  # relative logit-space distance to Theorem 4.1's optimum
 EVERY = 10  # resolution of the logit-distance iteration count
-TARGETS = {"iterations_grad": f"|grad L| / |grad L(x0)| <= {TOL:g}",
-           "iterations_logit": f"||W^T Hbar - a M|| / ||a M|| <= {LOGIT_TOL:g}"}
+TARGETS = {
+    "iterations_grad": f"|grad L| / |grad L(x0)| <= {TOL:g}",
+    "iterations_logit": f"||W^T Hbar - a M|| / ||a M|| <= {LOGIT_TOL:g}",
+}
 CANDIDATES = ("K_p_t", "kappa_W_reg", "kappa_H_reg", "kappa_joint", "kappa_step")
 
 
@@ -94,7 +96,8 @@ def measure(K: int, n: int, delta: float, lam: float) -> dict:
     lipschitz = max(top, curvature.largest_curvature(problem.init(), labels, weights))
     lr = 1.0 / lipschitz
     block = lambda name: ufm.nonzero_condition_number(
-        ufm.block_eigenvalues(optimum, labels, weights, name, regularized=True).values)
+        ufm.block_eigenvalues(optimum, labels, weights, name, regularized=True).values
+    )
     result = ufm.solve(problem, "gd", lr=lr, tol=TOL, max_iters=400_000, record_every=10)
     iterations_logit = None
     for iteration, params in gd_checkpoints(problem, lr, EVERY, result.iterations + EVERY):
@@ -102,11 +105,24 @@ def measure(K: int, n: int, delta: float, lam: float) -> dict:
             iterations_logit = iteration
             break
     status = result.status if iterations_logit is not None else "max_iters"
-    return dict(K=K, n=n, delta=delta, lam=lam, status=status, iterations_grad=result.iterations,
-                iterations_logit=iterations_logit, lr=lr,
-                K_p_t=theory.condition_number(K, delta, lam, n=n), kappa_W_reg=block("W"), kappa_H_reg=block("H"),
-                kappa_joint=top_wh / mu_wh, kappa_step=1.0 / (lr * mu), symmetry_zeros=zeros,
-                rate_measured=asymptotic_rate(result.history, TOL), rate_predicted=float(-np.log1p(-lr * mu)))
+    return dict(
+        K=K,
+        n=n,
+        delta=delta,
+        lam=lam,
+        status=status,
+        iterations_grad=result.iterations,
+        iterations_logit=iterations_logit,
+        lr=lr,
+        K_p_t=theory.condition_number(K, delta, lam, n=n),
+        kappa_W_reg=block("W"),
+        kappa_H_reg=block("H"),
+        kappa_joint=top_wh / mu_wh,
+        kappa_step=1.0 / (lr * mu),
+        symmetry_zeros=zeros,
+        rate_measured=asymptotic_rate(result.history, TOL),
+        rate_predicted=float(-np.log1p(-lr * mu)),
+    )
 
 
 def body(args, outputs):
@@ -118,21 +134,43 @@ def body(args, outputs):
             x, y, lam = [r[q] for r in rows], [r[target] for r in rows], [r["lam"] for r in rows]
             slope, r2 = fit(x, y)
             slope_within, r2_within = fit(x, y, groups=lam)
-            fits.append(dict(target=target, quantity=q, slope=slope, r2=r2,
-                             slope_within_lam=slope_within, r2_within_lam=r2_within))
+            fits.append(
+                dict(
+                    target=target,
+                    quantity=q,
+                    slope=slope,
+                    r2=r2,
+                    slope_within_lam=slope_within,
+                    r2_within_lam=r2_within,
+                )
+            )
     fig, axes = figure(2, 3, panel=(4.4, 3.6))
     for ax, q in zip(axes.ravel(), CANDIDATES, strict=False):
         for target, marker in zip(TARGETS, "ox", strict=True):
             for j, lam in enumerate(lams):
                 sub = [r for r in rows if r["lam"] == lam]
-                points = ax.scatter([r[q] for r in sub], [r[target] for r in sub], c=[r["delta"] for r in sub],
-                                    cmap="viridis", vmin=0, vmax=max(deltas), marker=marker, s=12 + 10 * j,
-                                    label=f"{target}, lam={lam:g}" if q == CANDIDATES[0] else None)
+                points = ax.scatter(
+                    [r[q] for r in sub],
+                    [r[target] for r in sub],
+                    c=[r["delta"] for r in sub],
+                    cmap="viridis",
+                    vmin=0,
+                    vmax=max(deltas),
+                    marker=marker,
+                    s=12 + 10 * j,
+                    label=f"{target}, lam={lam:g}" if q == CANDIDATES[0] else None,
+                )
         r2 = {f["target"]: (f["r2"], f["r2_within_lam"]) for f in fits if f["quantity"] == q}
-        ax.set(xscale="log", yscale="log", xlabel=q, ylabel="GD iterations (o: gradient, x: logits)",
-               title="R^2 over the grid: gradient {:.2f}, logits {:.2f}\nR^2 at fixed lam: gradient {:.2f}, "
-                     "logits {:.2f}".format(r2["iterations_grad"][0], r2["iterations_logit"][0],
-                                            r2["iterations_grad"][1], r2["iterations_logit"][1]))
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel=q,
+            ylabel="GD iterations (o: gradient, x: logits)",
+            title="R^2 over the grid: gradient {:.2f}, logits {:.2f}\nR^2 at fixed lam: gradient {:.2f}, "
+            "logits {:.2f}".format(
+                r2["iterations_grad"][0], r2["iterations_logit"][0], r2["iterations_grad"][1], r2["iterations_logit"][1]
+            ),
+        )
         ax.title.set_fontsize(9)
         label_log_axes(ax)
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
@@ -143,8 +181,11 @@ def body(args, outputs):
     ax.loglog(predicted, measured, "o")
     span = np.array([np.nanmin(predicted), np.nanmax(predicted)])
     ax.loglog(span, span, "k:", label="measured = predicted")
-    ax.set(xlabel="-log(1 - lr mu): linearised GD rate", ylabel="measured rate of log |grad L|",
-           title="asymptotic rate vs joint Hessian")
+    ax.set(
+        xlabel="-log(1 - lr mu): linearised GD rate",
+        ylabel="measured rate of log |grad L|",
+        title="asymptotic rate vs joint Hessian",
+    )
     label_log_axes(ax)
     ax.legend()
     fig.suptitle(f"Plain GD (step 1/L) on the UFM, K={K}, n={n}: which condition number predicts the iterations?")
@@ -152,8 +193,10 @@ def body(args, outputs):
     outputs.csv("fits.csv", fits)
     outputs.figure(f"{NAME}.png", fig)
     for f in fits:
-        print(f"log({f['target']}) vs log({f['quantity']}): slope {f['slope']:+.3f}, R^2 {f['r2']:.3f}; "
-              f"at fixed lam: slope {f['slope_within_lam']:+.3f}, R^2 {f['r2_within_lam']:.3f}")
+        print(
+            f"log({f['target']}) vs log({f['quantity']}): slope {f['slope']:+.3f}, R^2 {f['r2']:.3f}; "
+            f"at fixed lam: slope {f['slope_within_lam']:+.3f}, R^2 {f['r2_within_lam']:.3f}"
+        )
     error = np.nanmax(np.abs(measured / predicted - 1))
     print(f"asymptotic rate vs linearised prediction: worst relative difference {error:.2e}")
 

@@ -14,8 +14,28 @@ import re
 import numpy as np
 from hypothesis import strategies as st
 
-SPECIALS = [float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1.0, 5e-324, 1e-300, 1e300, 1.7e308, True, False,
-            None, "", "1", "abc", [0.1, 0.2], np.float32(0.5), np.int64(3), 1 + 2j]
+SPECIALS = [
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    0.0,
+    -0.0,
+    1.0,
+    5e-324,
+    1e-300,
+    1e300,
+    1.7e308,
+    True,
+    False,
+    None,
+    "",
+    "1",
+    "abc",
+    [0.1, 0.2],
+    np.float32(0.5),
+    np.int64(3),
+    1 + 2j,
+]
 
 hostile = st.one_of(
     st.sampled_from(SPECIALS),
@@ -57,8 +77,9 @@ def check_contract(call, names) -> object:
         result = call()
     except (ValueError, OverflowError) as error:
         message = str(error)
-        assert any(re.search(rf"(?<![A-Za-z_]){re.escape(name)}(?![A-Za-z_])", message) for name in names), \
+        assert any(re.search(rf"(?<![A-Za-z_]){re.escape(name)}(?![A-Za-z_])", message) for name in names), (
             f"error does not name any of {names}: {message}"
+        )
         assert "\n" not in message.strip(), f"error is not one line: {message!r}"
         return error
     bad = [x for x in _numbers(result) if not math.isfinite(x)]

@@ -19,19 +19,15 @@ from ufm import _cache
 
 jax.config.update("jax_enable_x64", True)
 
-settings.register_profile(
-    "default", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.register_profile(
-    "fuzz", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("default", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 _OWNER_VAR = "UFM_SUITE_CACHE_OWNER"
 
 
 def pytest_configure(config):
-    if not os.environ.get(_OWNER_VAR):          # the first (controlling) process makes the folder
+    if not os.environ.get(_OWNER_VAR):  # the first (controlling) process makes the folder
         folder = tempfile.mkdtemp(prefix="ufm-suite-cache-")
         os.environ[_cache.ENV_VAR] = folder
         os.environ[_OWNER_VAR] = str(os.getpid())

@@ -53,7 +53,7 @@ def test_ufm_solution_agrees_with_solver_metrics_and_theory(solved):
     pred = predict(problem)
     assert out.applies and out.not_applicable == ()
     for name in ("w_norm", "h_norm", "a", "p_t", "p_n", "kappa_W", "kappa_H"):
-        assert out.predicted[name] == getattr(pred, name), name   # the same prediction function
+        assert out.predicted[name] == getattr(pred, name), name  # the same prediction function
         assert out.relative[name] and out.error[name] < 1e-8, (name, out.error[name])
     for name in ("nc1", "nc2", "nc3"):
         assert out.predicted[name] == 0.0 and not out.relative[name] and out.error[name] < 1e-8
@@ -98,31 +98,49 @@ def _brute_force(features, labels, weight, bias):
     nc2 = np.linalg.norm(G / np.linalg.norm(G) - M / np.sqrt(K - 1))
     nc3 = np.linalg.norm(weight.T / np.linalg.norm(weight) - Hbar / np.linalg.norm(Hbar))
     var = [np.mean([np.sum((h - means[k]) ** 2) for h in features[labels == k]]) for k in range(K)]
-    cdnv = np.mean([(var[k] + var[l]) / (2 * np.sum((means[k] - means[l]) ** 2))
-                    for k in range(K) for l in range(k + 1, K)])
+    cdnv = np.mean(
+        [(var[k] + var[l]) / (2 * np.sum((means[k] - means[l]) ** 2)) for k in range(K) for l in range(k + 1, K)]
+    )
     pred = [int(np.argmax(weight @ h + bias)) for h in features]
     nearest = [int(np.argmin([np.linalg.norm(h - m) for m in means])) for h in features]
     Zbar = np.array([weight @ m + bias for m in means]).T
     a = np.linalg.lstsq(M.reshape(-1, 1), (M @ Zbar).reshape(-1), rcond=None)[0][0]
     P = np.exp(Zbar) / np.exp(Zbar).sum(axis=0)
-    cos = lambda V: [V[:, k] @ V[:, l] / np.linalg.norm(V[:, k]) / np.linalg.norm(V[:, l])
-                     for k in range(K) for l in range(K) if k != l]
+    cos = lambda V: [
+        V[:, k] @ V[:, l] / np.linalg.norm(V[:, k]) / np.linalg.norm(V[:, l])
+        for k in range(K)
+        for l in range(K)
+        if k != l
+    ]
     wn, hn = np.linalg.norm(weight, axis=1), np.linalg.norm(Hbar, axis=0)
     return {
-        "nc1": nc1, "nc1_trace": K * nc1, "nc2": nc2, "nc3": nc3, "cdnv": cdnv,
-        "accuracy": np.mean(np.array(pred) == labels), "ncc_accuracy": np.mean(np.array(nearest) == labels),
+        "nc1": nc1,
+        "nc1_trace": K * nc1,
+        "nc2": nc2,
+        "nc3": nc3,
+        "cdnv": cdnv,
+        "accuracy": np.mean(np.array(pred) == labels),
+        "ncc_accuracy": np.mean(np.array(nearest) == labels),
         "ncc_agreement": np.mean(np.array(nearest) == np.array(pred)),
-        "w_norm": wn.mean(), "h_norm": hn.mean(), "w_norm_cv": wn.std() / wn.mean(), "h_norm_cv": hn.std() / hn.mean(),
-        "w_cos_std": np.std(cos(weight.T)), "h_cos_std": np.std(cos(Hbar)),
+        "w_norm": wn.mean(),
+        "h_norm": hn.mean(),
+        "w_norm_cv": wn.std() / wn.mean(),
+        "h_norm_cv": hn.std() / hn.mean(),
+        "w_cos_std": np.std(cos(weight.T)),
+        "h_cos_std": np.std(cos(Hbar)),
         "w_cos_shift": np.mean(np.abs(np.array(cos(weight.T)) + 1 / (K - 1))),
         "h_cos_shift": np.mean(np.abs(np.array(cos(Hbar)) + 1 / (K - 1))),
-        "a": a, "p_t": np.mean(np.diag(P)), "p_n": np.mean(P[~np.eye(K, dtype=bool)]),
-        "bias": bias.mean(), "bias_spread": np.max(np.abs(bias - bias.mean())),
+        "a": a,
+        "p_t": np.mean(np.diag(P)),
+        "p_n": np.mean(P[~np.eye(K, dtype=bool)]),
+        "bias": bias.mean(),
+        "bias_spread": np.max(np.abs(bias - bias.mean())),
     }
 
 
-@pytest.mark.parametrize("K,d,counts,scale", [(4, 6, (3, 7, 1, 5), 0.5), (3, 2, (10, 2, 4), 2.0),
-                                              (5, 9, (4, 4, 9, 2, 6), 3.0)])
+@pytest.mark.parametrize(
+    "K,d,counts,scale", [(4, 6, (3, 7, 1, 5), 0.5), (3, 2, (10, 2, 4), 2.0), (5, 9, (4, 4, 9, 2, 6), 3.0)]
+)
 def test_imbalanced_against_brute_force_and_solver_metrics(K, d, counts, scale):
     features, labels, weight, bias = _imbalanced(K, d, counts, seed=K + d, scale=scale)
     out = ufm.analyze(features, labels, weight, bias, spectra=False)
@@ -200,24 +218,27 @@ def test_lanczos_largest_eigenvalue_matches_exact(monkeypatch):
 # --------------------------------------------------------------------------- API contracts
 
 
-@pytest.mark.parametrize("change,name", [
-    (lambda a: a.update(features=a["features"][:, :, None]), "features"),
-    (lambda a: a.update(features=np.where(np.arange(16)[:, None] == 9, np.nan, a["features"])), "features"),
-    (lambda a: a.update(labels=a["labels"][:-1]), "labels"),
-    (lambda a: a.update(labels=a["labels"] + 0.5), "labels"),
-    (lambda a: a.update(labels=a["labels"] + 1), "labels"),
-    (lambda a: a.update(labels=np.minimum(a["labels"], 2)), "labels"),   # class 3 without samples
-    (lambda a: a.update(weight=a["weight"][:, :-1]), "weight"),
-    (lambda a: a.update(weight=a["weight"][:1]), "weight"),
-    (lambda a: a.update(bias=a["bias"][:-1]), "bias"),
-    (lambda a: a.update(bias=np.full(4, np.inf)), "bias"),
-    (lambda a: a.update(lam_W=1e-3), "lam_W"),
-    (lambda a: a.update(lam_W=-1.0, lam_H=1.0), "lam_W"),
-    (lambda a: a.update(loss="ce", delta=0.1, lam_W=1.0, lam_H=1.0), "delta"),
-    (lambda a: a.update(chunk_size=0), "chunk_size"),
-    (lambda a: a.update(spectra="yes"), "spectra"),
-    (lambda a: a.update(loss="hinge"), "loss"),
-])
+@pytest.mark.parametrize(
+    "change,name",
+    [
+        (lambda a: a.update(features=a["features"][:, :, None]), "features"),
+        (lambda a: a.update(features=np.where(np.arange(16)[:, None] == 9, np.nan, a["features"])), "features"),
+        (lambda a: a.update(labels=a["labels"][:-1]), "labels"),
+        (lambda a: a.update(labels=a["labels"] + 0.5), "labels"),
+        (lambda a: a.update(labels=a["labels"] + 1), "labels"),
+        (lambda a: a.update(labels=np.minimum(a["labels"], 2)), "labels"),  # class 3 without samples
+        (lambda a: a.update(weight=a["weight"][:, :-1]), "weight"),
+        (lambda a: a.update(weight=a["weight"][:1]), "weight"),
+        (lambda a: a.update(bias=a["bias"][:-1]), "bias"),
+        (lambda a: a.update(bias=np.full(4, np.inf)), "bias"),
+        (lambda a: a.update(lam_W=1e-3), "lam_W"),
+        (lambda a: a.update(lam_W=-1.0, lam_H=1.0), "lam_W"),
+        (lambda a: a.update(loss="ce", delta=0.1, lam_W=1.0, lam_H=1.0), "delta"),
+        (lambda a: a.update(chunk_size=0), "chunk_size"),
+        (lambda a: a.update(spectra="yes"), "spectra"),
+        (lambda a: a.update(loss="hinge"), "loss"),
+    ],
+)
 def test_bad_arguments_name_the_argument(change, name):
     features, labels, weight, bias = _imbalanced()
     kwargs = dict(features=features, labels=labels, weight=weight, bias=bias)
@@ -257,8 +278,9 @@ def test_cli_npz_and_npy_files_agree_with_library(npz, tmp_path, capsys):
     setup = ["--loss", "ls", "--delta", "0.1", "--lam-W", "1e-3", "--lam-H", "1e-3", "--lam-b", "1e-3"]
     assert main([str(path), "--json", str(out), "--quiet", "--spectra", "off", "--no-cache", *setup]) == 0
     record = json.loads(out.read_text())
-    expected = ufm.analyze(features, labels, weight, bias, loss="ls", delta=0.1, lam_W=1e-3, lam_H=1e-3,
-                           lam_b=1e-3, spectra=False)
+    expected = ufm.analyze(
+        features, labels, weight, bias, loss="ls", delta=0.1, lam_W=1e-3, lam_H=1e-3, lam_b=1e-3, spectra=False
+    )
     assert record["measured"] == pytest.approx(expected.measured, rel=1e-15)
     assert record["predicted"] == pytest.approx(expected.predicted) and set(record["error"]) == set(expected.error)
     assert record["applies"] is True and "nc1" in capsys.readouterr().out
@@ -277,16 +299,19 @@ def test_cli_npz_and_npy_files_agree_with_library(npz, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.glob("out*.json")) == ["out.json"]
 
 
-@pytest.mark.parametrize("edit,key", [
-    (lambda a: a.pop("labels"), "labels"),
-    (lambda a: a.pop("weight"), "weight"),
-    (lambda a: a.update(weight=a["weight"][:, :5]), "weight"),
-    (lambda a: a.update(features=a["features"][0]), "features"),
-    (lambda a: a.update(labels=a["labels"] + 4), "labels"),
-    (lambda a: a.update(labels=a["labels"] * 0.5), "labels"),
-    (lambda a: a.update(features=np.where(a["features"] > 2, np.nan, a["features"])), "features"),
-    (lambda a: a.update(bias=np.zeros(3)), "bias"),
-])
+@pytest.mark.parametrize(
+    "edit,key",
+    [
+        (lambda a: a.pop("labels"), "labels"),
+        (lambda a: a.pop("weight"), "weight"),
+        (lambda a: a.update(weight=a["weight"][:, :5]), "weight"),
+        (lambda a: a.update(features=a["features"][0]), "features"),
+        (lambda a: a.update(labels=a["labels"] + 4), "labels"),
+        (lambda a: a.update(labels=a["labels"] * 0.5), "labels"),
+        (lambda a: a.update(features=np.where(a["features"] > 2, np.nan, a["features"])), "features"),
+        (lambda a: a.update(bias=np.zeros(3)), "bias"),
+    ],
+)
 def test_cli_bad_files_one_error_line_naming_the_key(npz, tmp_path, capsys, edit, key):
     _, (features, labels, weight, bias) = npz
     arrays = dict(features=features, labels=labels, weight=weight, bias=bias)
@@ -351,12 +376,12 @@ def test_imbalanced_ufm_solution_matches_the_numerical_prediction(imbalanced_sol
     most; asserted 1e-8."""
     problem, result = imbalanced_solutions[loss]
     W, H, b = (np.asarray(x) for x in (result.W, result.H, result.b))
-    out = ufm.analyze(H.T, np.asarray(problem.labels()), W.T, b, loss=loss, delta=problem.delta, spectra=False,
-                      **SETUP)
+    out = ufm.analyze(H.T, np.asarray(problem.labels()), W.T, b, loss=loss, delta=problem.delta, spectra=False, **SETUP)
     assert out.prediction_kind == last_layer.PREDICTION_NUMERICAL
     assert out.to_json()["prediction_kind"] == last_layer.PREDICTION_NUMERICAL
-    assert not out.applies and any(r.startswith("class counts differ (1 to 6") and "numerical" in r
-                                   for r in out.not_applicable)
+    assert not out.applies and any(
+        r.startswith("class counts differ (1 to 6") and "numerical" in r for r in out.not_applicable
+    )
     for name in ("w_norm", "h_norm", "a", "p_t", "p_n"):
         assert out.relative[name] and out.error[name] < 1e-8, (name, out.error[name])
     for name in ("nc1", "nc2", "nc3", "bias"):
@@ -367,14 +392,14 @@ def test_imbalanced_ufm_solution_matches_the_numerical_prediction(imbalanced_sol
     closed = predict(ufm.Problem(K=4, n=3, d=5, loss=loss, delta=problem.delta, **SETUP))
     assert abs(closed.w_norm - out.measured["w_norm"]) > 1e-2 * out.measured["w_norm"]
     from ufm.analyze import report_text
+
     assert "UFM prediction: numerical UFM optimum with the observed class sizes" in report_text(out)
 
 
 def test_numerical_prediction_detects_a_wrong_setup(imbalanced_solutions):
     problem, result = imbalanced_solutions["ce"]
     W, H, b = (np.asarray(x) for x in (result.W, result.H, result.b))
-    out = ufm.analyze(H.T, np.asarray(problem.labels()), W.T, b, loss="ce", spectra=False,
-                      **{**SETUP, "lam_H": 2e-3})
+    out = ufm.analyze(H.T, np.asarray(problem.labels()), W.T, b, loss="ce", spectra=False, **{**SETUP, "lam_H": 2e-3})
     assert out.prediction_kind == last_layer.PREDICTION_NUMERICAL
     assert out.error["w_norm"] > 1e-3 and out.error["h_norm"] > 1e-3
 

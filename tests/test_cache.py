@@ -21,15 +21,19 @@ def _env(**extra):
 
 
 def _cli(argv, **extra):
-    return subprocess.run([sys.executable, *argv], cwd=ROOT, env=_env(**extra), capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, env=_env(**extra), capture_output=True, text=True, timeout=300
+    )
 
 
-@pytest.mark.parametrize("env,expected", [
-    ({"JAX_COMPILATION_CACHE_DIR": "/somewhere/jax", "XDG_CACHE_HOME": "/xdg"}, "/somewhere/jax"),
-    ({"XDG_CACHE_HOME": "/xdg"}, "/xdg/ufm-collapse/jax"),
-    ({"HOME": "/home/someone"}, "/home/someone/.cache/ufm-collapse/jax"),
-])
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        ({"JAX_COMPILATION_CACHE_DIR": "/somewhere/jax", "XDG_CACHE_HOME": "/xdg"}, "/somewhere/jax"),
+        ({"XDG_CACHE_HOME": "/xdg"}, "/xdg/ufm-collapse/jax"),
+        ({"HOME": "/home/someone"}, "/home/someone/.cache/ufm-collapse/jax"),
+    ],
+)
 def test_cache_dir_follows_the_environment_then_xdg(monkeypatch, env, expected):
     for name in ("JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
@@ -41,12 +45,15 @@ def test_cache_dir_follows_the_environment_then_xdg(monkeypatch, env, expected):
 
 def test_importing_the_package_leaves_jax_untouched():
     """No backend initialised and no configuration changed by `import ufm, theory` (and the CLI modules)."""
-    code = ("import jax, ufm, theory, ufm.solve, ufm.sweep, ufm._cache\n"
-            "from jax._src import xla_bridge\n"
-            "print(xla_bridge.backends_are_initialized(), jax.config.jax_enable_x64,\n"
-            "      jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import jax, ufm, theory, ufm.solve, ufm.sweep, ufm._cache\n"
+        "from jax._src import xla_bridge\n"
+        "print(xla_bridge.backends_are_initialized(), jax.config.jax_enable_x64,\n"
+        "      jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False", "None", "1.0"]  # JAX's own defaults
 
@@ -65,14 +72,14 @@ def test_corrupt_entries_give_one_warning_line_and_are_replaced(tmp_path):
     first = _cli(SMALL, JAX_COMPILATION_CACHE_DIR=str(cache))
     assert first.returncode == 0, first.stderr
     entries = sorted(path for path in cache.iterdir() if path.name.endswith("-cache"))
-    for i, path in enumerate(entries):   # garbage, and truncated entries
+    for i, path in enumerate(entries):  # garbage, and truncated entries
         path.write_bytes(os.urandom(64) if i % 2 else path.read_bytes()[: path.stat().st_size // 2])
     corrupt = _cli(SMALL, JAX_COMPILATION_CACHE_DIR=str(cache))
     verdict = lambda done: [line for line in done.stdout.splitlines() if line.startswith("VERDICT")]
     assert corrupt.returncode == 0 and verdict(corrupt) == verdict(first) != []
     lines = corrupt.stderr.splitlines()
     assert len(lines) == 1 and "warning: compilation cache entry skipped" in lines[0], corrupt.stderr
-    again = _cli(SMALL, JAX_COMPILATION_CACHE_DIR=str(cache))   # the entries were rewritten
+    again = _cli(SMALL, JAX_COMPILATION_CACHE_DIR=str(cache))  # the entries were rewritten
     assert again.returncode == 0 and again.stderr == "" and verdict(again) == verdict(first)
 
 

@@ -23,13 +23,37 @@ def test_default_problem_agrees_to_1e_6(tmp_path, capsys):
     record = json.loads(out.read_text())
     assert record["verdict"] == "agrees" and record["solver"]["converged"]
     rows = {row["quantity"]: row for row in record["comparison"]}
-    for name in ("mean ||w_k||", "mean ||hbar_k - h_G||", "logits W^T Hbar + b (Frobenius)",
-                 "kappa_W (loss block)", "kappa_H (loss block)", "p_t", "p_n"):
+    for name in (
+        "mean ||w_k||",
+        "mean ||hbar_k - h_G||",
+        "logits W^T Hbar + b (Frobenius)",
+        "kappa_W (loss block)",
+        "kappa_H (loss block)",
+        "p_t",
+        "p_n",
+    ):
         assert rows[name]["applies"] and rows[name]["error"] <= 1e-6, name
-    assert record["problem"] == {"K": 10, "n": 500, "N": 5000, "d": 10, "delta": 0.1, "lam_W": 5e-4,
-                                 "lam_H": 5e-4, "lam_b": 5e-4, "loss": "ls", "seed": 0, "dtype": "float64",
-                                 "init_scale": 0.1, "gamma": 0.0, "mse_kappa": 1.0, "mse_beta": 1.0,
-                                 "nonnegative": False, "label_noise": 0.0, "noise_seed": 0, "class_sizes": None}
+    assert record["problem"] == {
+        "K": 10,
+        "n": 500,
+        "N": 5000,
+        "d": 10,
+        "delta": 0.1,
+        "lam_W": 5e-4,
+        "lam_H": 5e-4,
+        "lam_b": 5e-4,
+        "loss": "ls",
+        "seed": 0,
+        "dtype": "float64",
+        "init_scale": 0.1,
+        "gamma": 0.0,
+        "mse_kappa": 1.0,
+        "mse_beta": 1.0,
+        "nonnegative": False,
+        "label_noise": 0.0,
+        "noise_seed": 0,
+        "class_sizes": None,
+    }
     for key in ("package_version", "jax_version", "device"):
         assert record[key]
     assert record["theory"]["kappa"] == pytest.approx(10 * record["theory"]["p_t"], rel=1e-15)
@@ -48,7 +72,7 @@ def test_report_explains_itself(tmp_path, capsys):
     header = lines.index(next(line for line in lines if line.startswith("quantity ")))
     assert header + len(record["comparison"]) + 1 == lines.index(LEGEND)
     assert lines[lines.index(LEGEND) + 1] == "tolerance = 1e-06 (--rtol)"
-    for row, line in zip(record["comparison"], lines[header + 1:], strict=False):
+    for row, line in zip(record["comparison"], lines[header + 1 :], strict=False):
         assert line.startswith(row["quantity"] + "  ")
         theory, solver, error, kind, check = line.split()[-5:]
         assert (theory, solver) == (format_number(row["theory"]), format_number(row["measured"]))
@@ -66,15 +90,18 @@ def test_report_explains_itself(tmp_path, capsys):
     assert kappa == pytest.approx(4 * p_t, rel=1e-9)  # both printed to 10 digits
 
 
-@pytest.mark.parametrize("argv,flag,allowed", [
-    (["--delta", "1.5"], "--delta", "[0, 1)"),
-    (["--K", "1"], "--K", ">= 2"),
-    (["--K", "ten"], "--K", "integer"),
-    (["--lam", "-0.001"], "--lam", "(0, inf)"),
-    (["--lam-W", "nan"], "--lam-W", "(0, inf)"),
-    (["--tol", "2"], "--tol", "(0, 1)"),
-    (["--method", "adam"], "--method", "choose from"),
-])
+@pytest.mark.parametrize(
+    "argv,flag,allowed",
+    [
+        (["--delta", "1.5"], "--delta", "[0, 1)"),
+        (["--K", "1"], "--K", ">= 2"),
+        (["--K", "ten"], "--K", "integer"),
+        (["--lam", "-0.001"], "--lam", "(0, inf)"),
+        (["--lam-W", "nan"], "--lam-W", "(0, inf)"),
+        (["--tol", "2"], "--tol", "(0, 1)"),
+        (["--method", "adam"], "--method", "choose from"),
+    ],
+)
 def test_bad_flags_exit_2_naming_the_flag(argv, flag, allowed, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -121,8 +148,9 @@ def test_d_below_K_is_not_judged(capsys):
     assert main(["--K", "4", "--n", "3", "--d", "2", "--lam", "1e-2", "--quiet"]) == 3
     out = capsys.readouterr().out
     assert "does not apply: d = 2 < K = 4" in out and "agrees" not in out
-    assert out.splitlines()[-1] == ("VERDICT: not verified — no prediction applies because "
-                                    "d = 2 < K = 4: the theorems need d >= K")
+    assert out.splitlines()[-1] == (
+        "VERDICT: not verified — no prediction applies because d = 2 < K = 4: the theorems need d >= K"
+    )
 
 
 def test_same_seed_gives_identical_json(tmp_path):
@@ -130,9 +158,29 @@ def test_same_seed_gives_identical_json(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
     for path in paths:
-        run = subprocess.run([sys.executable, "-m", "ufm.solve", "--K", "3", "--n", "4", "--delta", "0.2", "--seed",
-                              "5", "--json", str(path), "--quiet"], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=300)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ufm.solve",
+                "--K",
+                "3",
+                "--n",
+                "4",
+                "--delta",
+                "0.2",
+                "--seed",
+                "5",
+                "--json",
+                str(path),
+                "--quiet",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert run.returncode == 0, run.stderr
     assert paths[0].read_text() == paths[1].read_text()
     record = json.loads(paths[0].read_text())
@@ -142,14 +190,37 @@ def test_same_seed_gives_identical_json(tmp_path):
 
 def test_module_entry_point_in_subprocess():
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    run = subprocess.run([sys.executable, "-m", "ufm.solve", "--K", "3", "--n", "2", "--delta", "0.1",
-                              "--method", "lbfgs"],  # the default (reduced) stops before a progress line
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ufm.solve",
+            "--K",
+            "3",
+            "--n",
+            "2",
+            "--delta",
+            "0.1",
+            "--method",
+            "lbfgs",
+        ],  # the default (reduced) stops before a progress line
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "VERDICT: agrees" in run.stdout and "iter" in run.stderr  # progress goes to stderr
     assert "RuntimeWarning" not in run.stderr
-    bad = subprocess.run([sys.executable, "-m", "ufm.solve", "--delta", "-0.5"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "ufm.solve", "--delta", "-0.5"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "--delta" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -160,10 +231,15 @@ def test_float32_run_agrees_at_its_tolerance(capsys):
     assert "float32" in out and "VERDICT: agrees" in out and "within 0.001" in out
 
 
-@pytest.mark.parametrize("flags", [["--loss", "ce"], ["--loss", "focal", "--gamma", "2"],
-                                   ["--loss", "mse", "--mse-kappa", "3", "--mse-beta", "2"],
-                                   ["--loss", "ls", "--delta", "0.2", "--nonnegative", "--K", "4", "--n", "3",
-                                    "--d", "12"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--loss", "ce"],
+        ["--loss", "focal", "--gamma", "2"],
+        ["--loss", "mse", "--mse-kappa", "3", "--mse-beta", "2"],
+        ["--loss", "ls", "--delta", "0.2", "--nonnegative", "--K", "4", "--n", "3", "--d", "12"],
+    ],
+)
 def test_every_loss_reports_and_writes_json(flags, tmp_path, capsys):
     out = tmp_path / "r.json"
     # (K = 3, d = 9, seed 0 with H >= 0 stops at a spurious KKT point: experiments/landscape.py)
@@ -183,16 +259,19 @@ def test_every_loss_reports_and_writes_json(flags, tmp_path, capsys):
     assert ("kappa = K·p_t =" in text) == (flags[1] in ("ce", "ls") and "--nonnegative" not in flags)
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--loss", "focal", "--gamma", "-1"], "--gamma must be in [0, inf)"),
-    (["--loss", "hinge"], "invalid choice"),
-    (["--loss", "focal", "--delta", "0.1"], "--delta does not apply to --loss focal"),
-    (["--gamma", "1"], "--gamma does not apply to --loss ls"),
-    (["--loss", "mse", "--mse-kappa", "0"], "--mse-kappa must be in (0, inf)"),
-    (["--label-noise", "1"], "--label-noise must be in [0, 1)"),
-    (["--nonnegative", "--K", "5", "--d", "3"], "nonnegative=True needs d >= K = 5"),
-    (["--nonnegative", "--method", "lbfgs"], "method 'lbfgs' does not support nonnegative=True"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--loss", "focal", "--gamma", "-1"], "--gamma must be in [0, inf)"),
+        (["--loss", "hinge"], "invalid choice"),
+        (["--loss", "focal", "--delta", "0.1"], "--delta does not apply to --loss focal"),
+        (["--gamma", "1"], "--gamma does not apply to --loss ls"),
+        (["--loss", "mse", "--mse-kappa", "0"], "--mse-kappa must be in (0, inf)"),
+        (["--label-noise", "1"], "--label-noise must be in [0, 1)"),
+        (["--nonnegative", "--K", "5", "--d", "3"], "nonnegative=True needs d >= K = 5"),
+        (["--nonnegative", "--method", "lbfgs"], "method 'lbfgs' does not support nonnegative=True"),
+    ],
+)
 def test_bad_loss_flags_exit_2(argv, needle, capsys):
     assert main(argv + ["--quiet"]) == 2
     err = capsys.readouterr().err
@@ -206,8 +285,15 @@ def test_label_noise_run_is_reported_but_not_judged(capsys):
     assert "VERDICT: not verified — no prediction applies because label_noise = 0.25" in out
 
 
-@pytest.mark.parametrize("flags", [["--loss", "ce"], ["--loss", "focal", "--gamma", "2"], ["--loss", "mse"],
-                                   ["--loss", "mse", "--mse-kappa", "3", "--mse-beta", "2"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--loss", "ce"],
+        ["--loss", "focal", "--gamma", "2"],
+        ["--loss", "mse"],
+        ["--loss", "mse", "--mse-kappa", "3", "--mse-beta", "2"],
+    ],
+)
 def test_default_problem_every_loss_agrees_to_1e_6(flags, tmp_path):
     """Issue 6 acceptance on K = 10, n = 500, d = 10, lam = 5e-4 (the solver compiles once for every loss:
     the loss is a traced switch), norms within 1e-6."""

@@ -46,8 +46,9 @@ def test_gradient_vanishes_at_global_minimizer(K, d, delta, lam_W, lam_H):
     n, lam_b = 3, 1e-2
     W, H, b = theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=K + d)
     weights = Weights(*(jnp.float64(x) for x in (delta, lam_W, lam_H, lam_b)))
-    grads = jax.grad(objective)(Params(jnp.asarray(W), jnp.asarray(H), jnp.asarray(b)),
-                                class_major_labels(K, n), weights)
+    grads = jax.grad(objective)(
+        Params(jnp.asarray(W), jnp.asarray(H), jnp.asarray(b)), class_major_labels(K, n), weights
+    )
     max_abs = max(float(jnp.max(jnp.abs(g))) for g in grads)
     # float64 rounding of an O(1) objective: the gradient is ~1e-16; 1e-10 is the issue's bound.
     assert max_abs <= 1e-10
@@ -64,8 +65,7 @@ def test_minimizer_beats_perturbations(K, d, delta):
     rng = np.random.default_rng(0)
     for _ in range(20):
         dW, dH, db = (1e-3 * rng.standard_normal(x.shape) for x in (W, H, b))
-        value = float(objective(Params(jnp.asarray(W + dW), jnp.asarray(H + dH), jnp.asarray(b + db)),
-                                labels, weights))
+        value = float(objective(Params(jnp.asarray(W + dW), jnp.asarray(H + dH), jnp.asarray(b + db)), labels, weights))
         assert value > best
 
 
@@ -144,8 +144,7 @@ def test_symbolic_stationary_point_is_minimum():
     f = symbolic.scalar_objective()
     second = sp.diff(f, symbolic.a, 2)
     # f'' = e^a (K-1) / (e^a + K - 1)^2 > 0 for K > 1: the stationary point is the minimum.
-    assert sp.simplify(second - sp.exp(symbolic.a) * (symbolic.K - 1)
-                       / (sp.exp(symbolic.a) + symbolic.K - 1) ** 2) == 0
+    assert sp.simplify(second - sp.exp(symbolic.a) * (symbolic.K - 1) / (sp.exp(symbolic.a) + symbolic.K - 1) ** 2) == 0
 
 
 @pytest.mark.parametrize("K,n,delta,lam", [(10, 500, 0.1, 5e-4), (3, 1, 0.5, 1e-2), (2, 100, 0.0, 1e-3)])
@@ -167,6 +166,7 @@ def test_vectorised_over_delta_and_lambda():
 
 
 # --- the phase boundary -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("K,n,delta,lam", [(10, 500, 0.9, 5e-4), (4, 100, 0.0, 0.06), (3, 1, 0.99, 1e-2)])
 def test_beyond_boundary_everything_collapses(K, n, delta, lam):
@@ -219,18 +219,22 @@ def test_bad_inputs_raise_named_errors(override, message):
         theory.global_minimizer(**args)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: theory.a_delta(10, 5, 0.0, 5e-324, 5e-324),
-    lambda: theory.norms(3, 1, 0.0, 5e-324, 1e-300),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: theory.a_delta(10, 5, 0.0, 5e-324, 5e-324),
+        lambda: theory.norms(3, 1, 0.0, 5e-324, 1e-300),
+    ],
+)
 def test_underflowing_regularization_is_an_overflow_error(call):
     """K / c overflows float64 (c ~ 1e-322): e^a is not representable."""
     with pytest.raises(OverflowError, match="lam_W \\* lam_H"):
         call()
 
 
-@pytest.mark.parametrize("K,n,delta,lam_W,lam_H", [(10, 5, 0.0, 1e-200, 1e-200), (3, 7, 0.0, 1e-300, 1e-3),
-                                                    (10, 5, 0.1, 1e-200, 1e-200)])
+@pytest.mark.parametrize(
+    "K,n,delta,lam_W,lam_H", [(10, 5, 0.0, 1e-200, 1e-200), (3, 7, 0.0, 1e-300, 1e-3), (10, 5, 0.1, 1e-200, 1e-200)]
+)
 def test_tiny_products_of_lambdas_are_exact(K, n, delta, lam_W, lam_H):
     """n lam_W lam_H underflows float64 here, but c and a^delta do not: compare with 50-digit mpmath."""
     import mpmath

@@ -33,7 +33,8 @@ def test_zero_eigenvalues_are_the_rotation_orbit(K, n, d):
     """
     problem, optimum = _setting(K, n, d, 0.1, 1e-2)
     top, smallest, zeros = curvature.nonzero_range(
-        curvature.joint_eigenvalues(optimum, problem.labels(), problem.weights()))
+        curvature.joint_eigenvalues(optimum, problem.labels(), problem.weights())
+    )
     assert zeros == d * (d - 1) // 2 - (d - K + 1) * (d - K) // 2
     assert smallest > 1e-6 * top
 

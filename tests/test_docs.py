@@ -28,7 +28,7 @@ def blocks(page: Path) -> list[tuple[str, str]]:
     found = []
     for match in FENCE.finditer(page.read_text()):
         indent, language, body = match.groups()
-        code = "\n".join(line[len(indent):] for line in body.splitlines())
+        code = "\n".join(line[len(indent) :] for line in body.splitlines())
         found.append((language, code))
     return found
 
@@ -60,18 +60,30 @@ def test_readme_shows_the_ci_test_command():
 def test_every_block_runs(page, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
     for number, (language, code) in enumerate(blocks(page)):
-        runs = [[sys.executable, "-c", code]] if language == "python" else [
-            [sys.executable, *shlex.split(command)[1:]] if command.startswith("python ") else shlex.split(command)
-            for command in _commands(code)]
+        runs = (
+            [[sys.executable, "-c", code]]
+            if language == "python"
+            else [
+                [sys.executable, *shlex.split(command)[1:]] if command.startswith("python ") else shlex.split(command)
+                for command in _commands(code)
+            ]
+        )
         for argv in runs:
             done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-            assert done.returncode == 0, (f"{page.name} block {number} ({language}) exited {done.returncode}:\n"
-                                          f"{code}\n--- stderr ---\n{done.stderr[-2000:]}")
+            assert done.returncode == 0, (
+                f"{page.name} block {number} ({language}) exited {done.returncode}:\n"
+                f"{code}\n--- stderr ---\n{done.stderr[-2000:]}"
+            )
 
 
 def test_api_reference_builds_in_strict_mode(tmp_path):
     pytest.importorskip("mkdocs", reason="the test extra installs mkdocs")
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "site" / "api" / "index.html").exists()

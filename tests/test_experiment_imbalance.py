@@ -30,7 +30,7 @@ def test_threshold_is_located_and_agrees_with_the_pitchfork_extrapolation():
     above = experiment.minority_measures(experiment._solve(2, 2, row["R_star"] * 1.01, 0.1), 2)
     assert below["spread"] > 1e-3 and below["angle_w"] > 1.0
     assert above["spread"] <= experiment.EQUAL and above["minority_norm_ratio"] > 0.1
-    assert row["R_zero"] > row["R_star"]          # the minority classifiers vanish only later
+    assert row["R_zero"] > row["R_star"]  # the minority classifiers vanish only later
 
 
 def test_quick_run_tables(tmp_path):
@@ -38,19 +38,19 @@ def test_quick_run_tables(tmp_path):
     table = list(csv.DictReader(open(tmp_path / "imbalance.csv")))
     assert table and all(row["status"] == "converged" for row in table)
     ce = sorted((float(r["lam"]), float(r["R_star"])) for r in table if r["loss"] == "ce")
-    assert all(a[1] > b[1] for a, b in pairwise(ce))          # more regularisation: earlier collapse
+    assert all(a[1] > b[1] for a, b in pairwise(ce))  # more regularisation: earlier collapse
     seli = list(csv.DictReader(open(tmp_path / "seli.csv")))
     balanced = [r for r in seli if r["sizes"] == "20-20-20-20"]
     assert max(float(r[k]) for r in balanced for k in ("seli_logits", "seli_WW", "seli_HH")) < 1e-8
     spectra = list(csv.DictReader(open(tmp_path / "spectra.csv")))
     assert spectra and all(r["status"] == "converged" for r in spectra)
     for r in spectra:
-        if float(r["R"]) == 1.0:    # balanced: Thm 4.2, kappa_W = kappa_H = K p_t (solver tolerance 1e-12)
+        if float(r["R"]) == 1.0:  # balanced: Thm 4.2, kappa_W = kappa_H = K p_t (solver tolerance 1e-12)
             assert float(r["kappa_W"]) == pytest.approx(float(r["K_p_t"]), rel=1e-8)
             assert float(r["kappa_H"]) == pytest.approx(float(r["K_p_t"]), rel=1e-8)
     checked = [float(r["dense_vs_structured"]) for r in spectra if r["dense_vs_structured"] not in ("", "nan")]
-    assert checked and max(checked) < 1e-11       # structured path = dense jax.hessian (eigh rounding)
-    for loss in ("ce", "ls"):                     # below R* kappa grows like 1 / (1 - R / R*)
+    assert checked and max(checked) < 1e-11  # structured path = dense jax.hessian (eigh rounding)
+    for loss in ("ce", "ls"):  # below R* kappa grows like 1 / (1 - R / R*)
         near = {r["probe"]: float(r["kappa_W"]) for r in spectra if r["loss"] == loss and r["lam"] == "0.1"}
         assert 5.0 < near["R* (1 - 0.001)"] / near["R* (1 - 0.01)"] < 20.0
         assert near["R* (1 + 0.001)"] < 10.0 < near["R* (1 - 0.01)"]

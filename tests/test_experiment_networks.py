@@ -49,9 +49,18 @@ def test_split_and_init_are_reproducible():
     assert not np.array_equal(m1.hidden[0].weight, m3.hidden[0].weight)
 
 
-@pytest.mark.parametrize("kwargs, name", [(dict(n=0), "n"), (dict(n=174), "n"), (dict(n=2.5), "n"),
-                                          (dict(n=5, classes=(1,)), "classes"), (dict(n=5, classes=(1, 1)), "classes"),
-                                          (dict(n=5, classes=(0, 10)), "classes"), (dict(n=5, seed=-1), "seed")])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(n=0), "n"),
+        (dict(n=174), "n"),
+        (dict(n=2.5), "n"),
+        (dict(n=5, classes=(1,)), "classes"),
+        (dict(n=5, classes=(1, 1)), "classes"),
+        (dict(n=5, classes=(0, 10)), "classes"),
+        (dict(n=5, seed=-1), "seed"),
+    ],
+)
 def test_split_rejects_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         net.load_digits_split(**kwargs)
@@ -63,8 +72,14 @@ def _ufm_weights(spec: net.TrainSpec):
     return ufm.Weights(spec.delta, spec.lam_W, spec.lam_H, spec.lam_b)
 
 
-@pytest.mark.parametrize("spec", [net.TrainSpec(0.0, 1e-3, 1e-6, 1e-2), net.TrainSpec(0.2, 3e-2, 5e-2, 0.1),
-                                  net.TrainSpec(0.0, 1e-3, 2e-3, 1e-2, loss_id=1)])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        net.TrainSpec(0.0, 1e-3, 1e-6, 1e-2),
+        net.TrainSpec(0.2, 3e-2, 5e-2, 0.1),
+        net.TrainSpec(0.0, 1e-3, 2e-3, 1e-2, loss_id=1),
+    ],
+)
 @pytest.mark.parametrize("nonnegative", [False, True])
 def test_network_objective_is_the_ufm_objective_on_the_last_layer(spec, nonnegative):
     """With no weight decay the network's objective at theta equals ufm.objective at its (W, H, b)."""
@@ -87,8 +102,14 @@ def test_weight_decay_adds_half_lambda_times_every_squared_parameter():
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     plain = net.penalized_loss(model, x, y, net.TrainSpec(0.1))
     decayed = net.penalized_loss(model, x, y, net.TrainSpec(0.1, weight_decay=0.3))
-    leaves = [model.hidden[0].weight, model.hidden[0].bias, model.feature.weight, model.feature.bias,
-              model.classifier.weight, model.classifier.bias]
+    leaves = [
+        model.hidden[0].weight,
+        model.hidden[0].bias,
+        model.feature.weight,
+        model.feature.bias,
+        model.classifier.weight,
+        model.classifier.bias,
+    ]
     by_hand = 0.15 * sum(float(np.sum(np.asarray(v) ** 2)) for v in leaves)
     assert abs(float(decayed - plain) - by_hand) <= 1e-13 * by_hand
 
@@ -97,11 +118,21 @@ def _tiny_training(seed=0):
     data = net.load_digits_split(4, seed=seed)
     deltas = jnp.array([0.0, 0.2])
     models = net.stack([net.make_mlp(seed, (16,), 10, 10)] * 2)
-    specs = net.TrainSpec(deltas, jnp.full(2, 1e-3), jnp.full(2, 1e-3), jnp.full(2, 1e-2), jnp.zeros(2),
-                          jnp.zeros(2, int))
+    specs = net.TrainSpec(
+        deltas, jnp.full(2, 1e-3), jnp.full(2, 1e-3), jnp.full(2, 1e-2), jnp.zeros(2), jnp.zeros(2, int)
+    )
     labels = jnp.tile(jnp.asarray(data.y_train), (2, 1))
-    return data, net.train(models, jnp.asarray(data.x_train), labels, specs, adam_steps=40, lbfgs_steps=20,
-                           every=20, adam_lr=1e-2, gtol=1e-300)
+    return data, net.train(
+        models,
+        jnp.asarray(data.x_train),
+        labels,
+        specs,
+        adam_steps=40,
+        lbfgs_steps=20,
+        every=20,
+        adam_lr=1e-2,
+        gtol=1e-300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +167,15 @@ def test_train_rejects_steps_that_are_not_multiples_of_every():
     data = net.load_digits_split(2, seed=0)
     models = net.stack([net.make_mlp(0, (4,), 10, 10)])
     with pytest.raises(ValueError, match="every"):
-        net.train(models, jnp.asarray(data.x_train), jnp.asarray(data.y_train)[None], net.TrainSpec(
-            jnp.zeros(1), jnp.zeros(1), jnp.zeros(1), jnp.zeros(1), jnp.zeros(1), jnp.zeros(1, int)),
-            adam_steps=15, lbfgs_steps=0, every=10)
+        net.train(
+            models,
+            jnp.asarray(data.x_train),
+            jnp.asarray(data.y_train)[None],
+            net.TrainSpec(jnp.zeros(1), jnp.zeros(1), jnp.zeros(1), jnp.zeros(1), jnp.zeros(1), jnp.zeros(1, int)),
+            adam_steps=15,
+            lbfgs_steps=0,
+            every=10,
+        )
 
 
 def _nc1_nguyen_brute(H, labels, K):
@@ -186,11 +223,22 @@ def test_theorem_targets_of_the_simulated_ufm_setting_are_finite():
 def test_real_network_rows_agree_with_theory_and_with_ufm_analyze():
     from experiments import real_network as rn
 
-    config = dict(n=3, widths=(8,), d=10, adam_steps=40, lbfgs_steps=40, every=20, gtol=1e-3, ftol=1e-12,
-                  weight_decay_deltas=(0.1,), seed=0)
+    config = dict(
+        n=3,
+        widths=(8,),
+        d=10,
+        adam_steps=40,
+        lbfgs_steps=40,
+        every=20,
+        gtol=1e-3,
+        ftol=1e-12,
+        weight_decay_deltas=(0.1,),
+        seed=0,
+    )
     rows, curves, analyses = rn.compute(config)
     assert [(r["setting"], r["delta"]) for r in rows] == (
-        [("simulated_ufm", d) for d in rn.DELTAS] + [("weight_decay", 0.1)])
+        [("simulated_ufm", d) for d in rn.DELTAS] + [("weight_decay", 0.1)]
+    )
     assert len(curves) == len(rows) * 5  # records at steps 0, 20, 40, 60, 80
     for row in rows:
         analysis = analyses[f"{row['setting']}_delta_{row['delta']:g}"]
@@ -223,9 +271,9 @@ def test_noisy_labels_follow_the_papers_corruption_model():
     N = len(y)
     # binomial counts: 5 standard deviations
     assert abs(corrupted.sum() - eta * N) <= 5 * np.sqrt(N * eta * (1 - eta))
-    flips = (observed != y)
-    assert not np.any(flips & ~corrupted)       # only redrawn labels change
-    half = corrupted.sum() / 2                  # a redrawn label is uniform over the two classes
+    flips = observed != y
+    assert not np.any(flips & ~corrupted)  # only redrawn labels change
+    half = corrupted.sum() / 2  # a redrawn label is uniform over the two classes
     assert abs(flips.sum() - half) <= 5 * np.sqrt(half / 2)
     assert not lnn.noisy_labels(y, 0.0, seed=3)[1].any()
 
@@ -250,10 +298,19 @@ def test_slope_fits_recover_a_known_line_and_skip_degenerate_runs():
     for loss, slope in slopes.items():
         for seed in (0, 1, 2):
             for mem in (0.0, 1.0, 2.5, 4.0):
-                rows.append(dict(loss=loss, seed=seed, memorization=mem * (seed + 1), memorization_normalized=mem,
-                                 sqrt_nc1_test=0.1 + slope * mem * (seed + 1), degenerate=False))
-    rows.append(dict(loss="ce", seed=0, memorization=1.0, memorization_normalized=1.0, sqrt_nc1_test=99.0,
-                     degenerate=True))
+                rows.append(
+                    dict(
+                        loss=loss,
+                        seed=seed,
+                        memorization=mem * (seed + 1),
+                        memorization_normalized=mem,
+                        sqrt_nc1_test=0.1 + slope * mem * (seed + 1),
+                        degenerate=False,
+                    )
+                )
+    rows.append(
+        dict(loss="ce", seed=0, memorization=1.0, memorization_normalized=1.0, sqrt_nc1_test=99.0, degenerate=True)
+    )
     fits = {(f["x"], f["loss"]): f for f in lnn.fit_slopes(rows)}
     for loss, slope in slopes.items():
         fit = fits[("memorization", loss)]

@@ -16,14 +16,49 @@ from ufm import _memory
 from ufm.solve import main
 
 HOSTILE_TEXT = st.one_of(
-    st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1e400", "1e-400", "abc", "", "1.5", "2", "-0", "0x10",
-                     "1_0", " 3", "3 ", "None", "True", "1e308", "5e-324"]),
-    st.text(max_size=4))
+    st.sampled_from(
+        [
+            "nan",
+            "inf",
+            "-inf",
+            "-1",
+            "0",
+            "1e400",
+            "1e-400",
+            "abc",
+            "",
+            "1.5",
+            "2",
+            "-0",
+            "0x10",
+            "1_0",
+            " 3",
+            "3 ",
+            "None",
+            "True",
+            "1e308",
+            "5e-324",
+        ]
+    ),
+    st.text(max_size=4),
+)
 
-VALID = {"--K": ["2", "3"], "--n": ["1", "2"], "--d": ["2", "4"], "--delta": ["0", "0.1", "0.99"],
-         "--lam": ["1e-2", "0.5"], "--lam-W": ["1e-2"], "--lam-H": ["1e-3"], "--lam-b": ["0", "1e-2"],
-         "--seed": ["0", "7"], "--method": ["lbfgs", "gd", "momentum", "nesterov"], "--lr": ["0.5", "1e6"],
-         "--tol": ["1e-6"], "--max-iters": ["4"], "--rtol": ["1e-3"]}
+VALID = {
+    "--K": ["2", "3"],
+    "--n": ["1", "2"],
+    "--d": ["2", "4"],
+    "--delta": ["0", "0.1", "0.99"],
+    "--lam": ["1e-2", "0.5"],
+    "--lam-W": ["1e-2"],
+    "--lam-H": ["1e-3"],
+    "--lam-b": ["0", "1e-2"],
+    "--seed": ["0", "7"],
+    "--method": ["lbfgs", "gd", "momentum", "nesterov"],
+    "--lr": ["0.5", "1e6"],
+    "--tol": ["1e-6"],
+    "--max-iters": ["4"],
+    "--rtol": ["1e-3"],
+}
 SWITCHES = ["--float32", "--no-hessian", "--quiet", "--force", "--help-me", "-x"]
 
 
@@ -33,10 +68,13 @@ def _option(flag):
 
 #: --no-hessian: the spectra paths are fuzzed directly in test_fuzz_ufm.py (and cost a compilation per run)
 arguments = st.lists(
-    st.one_of(st.sampled_from(list(VALID)).flatmap(_option), st.sampled_from(SWITCHES).map(lambda s: (s,)),
-              HOSTILE_TEXT.map(lambda s: (s,))),
-    max_size=6).map(lambda parts: ["--quiet", "--no-hessian", "--max-iters", "4"]
-                    + [token for part in parts for token in part])
+    st.one_of(
+        st.sampled_from(list(VALID)).flatmap(_option),
+        st.sampled_from(SWITCHES).map(lambda s: (s,)),
+        HOSTILE_TEXT.map(lambda s: (s,)),
+    ),
+    max_size=6,
+).map(lambda parts: ["--quiet", "--no-hessian", "--max-iters", "4"] + [token for part in parts for token in part])
 
 
 @pytest.fixture(autouse=True, scope="module")

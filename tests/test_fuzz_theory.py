@@ -40,8 +40,10 @@ def test_scalar_closed_forms(K, n, delta, lam_W, lam_H):
 
 @given(K_, n_, d_, delta_, lam_, lam_, maybe(st.integers(0, 2**32)), st.one_of(st.none(), hostile))
 def test_global_minimizer(K, n, d, delta, lam_W, lam_H, seed, P):
-    check_contract(lambda: theory.global_minimizer(K, n, d, delta, lam_W, lam_H, P=P, seed=seed),
-                   ("K", "n", "d", "delta", "lam_W", "lam_H", "seed", "P"))
+    check_contract(
+        lambda: theory.global_minimizer(K, n, d, delta, lam_W, lam_H, P=P, seed=seed),
+        ("K", "n", "d", "delta", "lam_W", "lam_H", "seed", "P"),
+    )
 
 
 @given(K_, n_, d_, maybe(st.integers(0, 2**32)))
@@ -53,15 +55,18 @@ def test_matrices(K, n, d, seed):
 
 @given(K_, n_, d_, delta_, lam_, lam_, st.one_of(st.none(), lam_), st.booleans())
 def test_hessian_spectrum(K, n, d, delta, lam_W, lam_H, lam_b, regularized):
-    check_contract(lambda: theory.hessian_spectrum(K, n, d, delta, lam_W, lam_H, lam_b=lam_b,
-                                                   regularized=regularized),
-                   ("K", "n", "d", "delta", "lam_W", "lam_H", "lam_b", "regularized"))
+    check_contract(
+        lambda: theory.hessian_spectrum(K, n, d, delta, lam_W, lam_H, lam_b=lam_b, regularized=regularized),
+        ("K", "n", "d", "delta", "lam_W", "lam_H", "lam_b", "regularized"),
+    )
 
 
 @given(K_, delta_, lam_, n_, st.one_of(st.none(), lam_), maybe(st.just("raise")))
 def test_condition_number(K, delta, lam, n, lam_H, beyond_boundary):
-    check_contract(lambda: theory.condition_number(K, delta, lam, n=n, lam_H=lam_H, beyond_boundary=beyond_boundary),
-                   ("K", "delta", "lam", "n", "lam_H", "lam_W", "beyond_boundary"))
+    check_contract(
+        lambda: theory.condition_number(K, delta, lam, n=n, lam_H=lam_H, beyond_boundary=beyond_boundary),
+        ("K", "delta", "lam", "n", "lam_H", "lam_W", "beyond_boundary"),
+    )
 
 
 LOSS_ = maybe(st.sampled_from(["ce", "ls", "focal", "mse"]))
@@ -69,34 +74,61 @@ gamma_ = maybe(st.floats(0, 5))
 positive_ = maybe(st.floats(0.05, 5))
 
 
-@given(K_, n_, d_, lam_, lam_, st.one_of(st.none(), maybe(st.floats(0, 1))), LOSS_, delta_, gamma_, positive_,
-       positive_, st.one_of(st.booleans(), hostile))
+@given(
+    K_,
+    n_,
+    d_,
+    lam_,
+    lam_,
+    st.one_of(st.none(), maybe(st.floats(0, 1))),
+    LOSS_,
+    delta_,
+    gamma_,
+    positive_,
+    positive_,
+    st.one_of(st.booleans(), hostile),
+)
 def test_predict_every_loss(K, n, d, lam_W, lam_H, lam_b, loss, delta, gamma, mse_kappa, mse_beta, nonnegative):
     def call():
-        prediction = theory.predict(K, n, d, lam_W, lam_H, lam_b, loss=loss, delta=delta, gamma=gamma,
-                                    mse_kappa=mse_kappa, mse_beta=mse_beta, nonnegative=nonnegative)
+        prediction = theory.predict(
+            K,
+            n,
+            d,
+            lam_W,
+            lam_H,
+            lam_b,
+            loss=loss,
+            delta=delta,
+            gamma=gamma,
+            mse_kappa=mse_kappa,
+            mse_beta=mse_beta,
+            nonnegative=nonnegative,
+        )
         if prediction.collapsed:  # documented: kappa is NaN (undefined) exactly in the collapsed phase
             assert math.isnan(prediction.kappa_W) and math.isnan(prediction.kappa_H)
             return dataclasses.replace(prediction, kappa_W=0.0, kappa_H=0.0)
         return prediction
 
-    check_contract(call,
-                   ("K", "n", "d", "lam_W", "lam_H", "lam_b", "loss", "delta", "gamma", "mse_kappa", "mse_beta",
-                    "nonnegative"))
+    check_contract(
+        call,
+        ("K", "n", "d", "lam_W", "lam_H", "lam_b", "loss", "delta", "gamma", "mse_kappa", "mse_beta", "nonnegative"),
+    )
 
 
-@given(LOSS_, K_, n_, lam_, lam_, delta_, gamma_, st.one_of(st.booleans(), hostile),
-       maybe(st.floats(0, 50)), positive_)
+@given(LOSS_, K_, n_, lam_, lam_, delta_, gamma_, st.one_of(st.booleans(), hostile), maybe(st.floats(0, 50)), positive_)
 def test_scalar_reduction(loss, K, n, lam_W, lam_H, delta, gamma, nonnegative, a, mse_kappa):
     names = ("loss", "K", "n", "lam_W", "lam_H", "delta", "gamma", "nonnegative", "a", "mse_kappa")
-    check_contract(lambda: theory.optimal_scale(loss, K, n, lam_W, lam_H, delta=delta, gamma=gamma,
-                                                nonnegative=nonnegative), names)
+    check_contract(
+        lambda: theory.optimal_scale(loss, K, n, lam_W, lam_H, delta=delta, gamma=gamma, nonnegative=nonnegative), names
+    )
     check_contract(lambda: theory.loss_derivatives(loss, K, a, delta=delta, gamma=gamma), names)
     check_contract(lambda: theory.logit_curvatures(loss, K, a, delta=delta, gamma=gamma, mse_kappa=mse_kappa), names)
 
 
 @given(K_, n_, lam_, lam_, maybe(st.floats(0, 1)), positive_, positive_)
 def test_mse_optimum(K, n, lam_W, lam_H, lam_b, mse_kappa, mse_beta):
-    check_contract(lambda: theory.mse_optimum(K, n, lam_W, lam_H, lam_b, mse_kappa=mse_kappa, mse_beta=mse_beta),
-                   ("K", "n", "lam_W", "lam_H", "lam_b", "mse_kappa", "mse_beta"))
+    check_contract(
+        lambda: theory.mse_optimum(K, n, lam_W, lam_H, lam_b, mse_kappa=mse_kappa, mse_beta=mse_beta),
+        ("K", "n", "lam_W", "lam_H", "lam_b", "mse_kappa", "mse_beta"),
+    )
     check_contract(lambda: theory.nonnegative_boundary(K, n, lam_W, lam_H), ("K", "n", "lam_W", "lam_H"))

@@ -9,10 +9,14 @@ import pytest
 from experiments import _common, run_all
 
 #: (module, program name in the usage line, console script or None)
-CLIS = [("ufm.solve", "python -m ufm.solve", "ufm-solve"), ("ufm.analyze", "python -m ufm.analyze", "ufm-analyze"),
-        ("ufm.sweep", "python -m ufm.sweep", None), ("ufm.md", "python -m ufm.md", None),
-        ("experiments.run_all", "python -m experiments.run_all", None),
-        *[(f"experiments.{name}", f"python -m experiments.{name}", None) for name in sorted(run_all.EXPERIMENTS)]]
+CLIS = [
+    ("ufm.solve", "python -m ufm.solve", "ufm-solve"),
+    ("ufm.analyze", "python -m ufm.analyze", "ufm-analyze"),
+    ("ufm.sweep", "python -m ufm.sweep", None),
+    ("ufm.md", "python -m ufm.md", None),
+    ("experiments.run_all", "python -m experiments.run_all", None),
+    *[(f"experiments.{name}", f"python -m experiments.{name}", None) for name in sorted(run_all.EXPERIMENTS)],
+]
 
 #: options naming a file to read or write: without them nothing is read or written, which needs no "default"
 FILE_METAVARS = {"PATH", "NPY"}
@@ -22,7 +26,7 @@ def _help(module_name, capsys) -> str:
     module = importlib.import_module(module_name)
     try:
         code = module.main(["--help"])
-    except SystemExit as exit_:   # argparse's own exit, where main does not catch it
+    except SystemExit as exit_:  # argparse's own exit, where main does not catch it
         code = exit_.code
     assert code in (0, None)
     return capsys.readouterr().out
@@ -49,7 +53,7 @@ def test_console_script_names_itself(module_name, prog, script, monkeypatch, cap
     """Started as the console script (sys.argv[0] ends in its name), usage and errors say that name."""
     monkeypatch.setattr("sys.argv", [f"/venv/bin/{script}", "--help"])
     assert _help(module_name, capsys).startswith(f"usage: {script} ")
-    monkeypatch.setattr("sys.argv", [f"C:\\venv\\Scripts\\{script}.exe"])   # Windows launcher
+    monkeypatch.setattr("sys.argv", [f"C:\\venv\\Scripts\\{script}.exe"])  # Windows launcher
     assert _parser(module_name).prog == script
 
 
@@ -69,6 +73,6 @@ def test_every_option_states_its_default(module_name):
 
 def test_solve_help_has_the_glossary(capsys):
     text = _help("ufm.solve", capsys)
-    glossary = text[text.index("glossary:"):]
+    glossary = text[text.index("glossary:") :]
     for term in ("NC1-NC3", "loss block", "reduced", "lbfgs", "gd"):
         assert term in glossary, term

@@ -11,9 +11,11 @@ from ufm.objective import Params, Weights, class_major_labels
 
 def _random_point(K, n, d, seed, scale=1.0):
     rng = np.random.default_rng(seed)
-    params = Params(jnp.asarray(scale * rng.standard_normal((d, K))),
-                    jnp.asarray(scale * rng.standard_normal((d, n * K))),
-                    jnp.asarray(0.1 * rng.standard_normal(K)))
+    params = Params(
+        jnp.asarray(scale * rng.standard_normal((d, K))),
+        jnp.asarray(scale * rng.standard_normal((d, n * K))),
+        jnp.asarray(0.1 * rng.standard_normal(K)),
+    )
     weights = Weights(*(jnp.float64(x) for x in (0.15, 2e-3, 3e-3, 1e-2)))
     return params, class_major_labels(K, n), weights
 
@@ -25,8 +27,7 @@ def _random_point(K, n, d, seed, scale=1.0):
 def test_structured_equals_dense_at_a_random_point(K, n, d, block, regularized):
     params, labels, weights = _random_point(K, n, d, seed=K * 100 + d)
     dense = hessian.block_eigenvalues(params, labels, weights, block, regularized=regularized, method="dense")
-    structured = hessian.block_eigenvalues(params, labels, weights, block, regularized=regularized,
-                                           method="structured")
+    structured = hessian.block_eigenvalues(params, labels, weights, block, regularized=regularized, method="structured")
     assert dense.method == "dense" and structured.method == "structured"
     scale = np.max(np.abs(dense.values))
     # two float64 eigen-solvers on matrices of norm `scale`: agreement to ~1e-15 scale
@@ -49,8 +50,9 @@ def test_dense_refuses_oversized_blocks():
     assert auto.method == "structured"
 
 
-@pytest.mark.parametrize("bad,message", [(dict(block="Z"), "block must be one of"),
-                                         (dict(method="qr"), "method must be")])
+@pytest.mark.parametrize(
+    "bad,message", [(dict(block="Z"), "block must be one of"), (dict(method="qr"), "method must be")]
+)
 def test_bad_arguments(bad, message):
     params, labels, weights = _random_point(3, 2, 3, seed=0)
     args = dict(block="W", method="auto")
@@ -78,6 +80,7 @@ def test_condition_number_and_grouping_helpers():
 
 # --- block_spectrum: values with multiplicities, grouping of equal columns, W-block deflation ---
 
+
 def _duplicated_point(K, n, d, G, seed):
     """A random (non-collapsed) point whose N = nK feature columns take only G distinct values."""
     params, labels, weights = _random_point(K, n, d, seed)
@@ -88,6 +91,7 @@ def _duplicated_point(K, n, d, G, seed):
 
 def _collapsed_point(K, n, d, delta=0.1, lam=5e-3):
     import theory
+
     W, H, b = theory.global_minimizer(K, n, d, delta, lam, lam)
     weights = Weights(*(jnp.float64(x) for x in (delta, lam, lam, lam)))
     return Params(jnp.asarray(W), jnp.asarray(H), jnp.asarray(b)), class_major_labels(K, n), weights
@@ -97,9 +101,11 @@ def _collapsed_point(K, n, d, delta=0.1, lam=5e-3):
 @pytest.mark.parametrize("block", ["W", "H"])
 def test_block_spectrum_equals_dense(where, block):
     K, n, d = 4, 3, 6
-    params, labels, weights = {"random": lambda: _random_point(K, n, d, seed=7),
-                               "duplicated": lambda: _duplicated_point(K, n, d, G=5, seed=8),
-                               "collapsed": lambda: _collapsed_point(K, n, d)}[where]()
+    params, labels, weights = {
+        "random": lambda: _random_point(K, n, d, seed=7),
+        "duplicated": lambda: _duplicated_point(K, n, d, G=5, seed=8),
+        "collapsed": lambda: _collapsed_point(K, n, d),
+    }[where]()
     dense = hessian.block_eigenvalues(params, labels, weights, block, method="dense").values
     spectrum = ufm.block_spectrum(params, labels, weights, block, method="structured")
     assert spectrum.size == dense.size
@@ -111,6 +117,7 @@ def test_block_spectrum_equals_dense(where, block):
 
 def test_block_spectrum_matches_theory_at_the_minimizer():
     import theory
+
     K, n, d = 6, 40, 9
     params, labels, weights = _collapsed_point(K, n, d)
     predicted = theory.hessian_spectrum(K, n, d, 0.1, 5e-3, 5e-3)

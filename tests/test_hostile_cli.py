@@ -34,42 +34,57 @@ def _refused(main, argv, capsys, prog, *needles):
     assert "Traceback" not in captured.err and "VERDICT" not in captured.out
     for needle in needles:
         assert needle in errors[0], (needle, errors[0])
-    assert elapsed < 2.0, elapsed          # refused before solving / compiling anything heavy
+    assert elapsed < 2.0, elapsed  # refused before solving / compiling anything heavy
     return errors[0]
 
 
-@pytest.mark.parametrize("argv,needles", [
-    (["--loss", "ls", "--mse-kappa", "3"], ["--mse-kappa", "--loss ls", "--loss mse"]),
-    (["--loss", "ls", "--mse-beta", "2"], ["--mse-beta", "--loss ls"]),
-    (["--loss", "ls", "--gamma", "1"], ["--gamma", "--loss focal"]),
-    (["--loss", "ce", "--delta", "0.1"], ["--delta", "--loss ce"]),
-    (["--loss", "mse", "--delta", "0"], ["--delta", "--loss mse"]),
-    (["--loss", "focal", "--gamma", "1", "--mse-kappa", "2"], ["--mse-kappa", "--loss focal"]),
-    (["--noise-seed", "3"], ["--noise-seed", "--label-noise"]),
-    (["--shard", "--method", "reduced"], ["--shard", "--method reduced", "--method lbfgs"]),
-    (["--method", "reduced", "--float32"], ["--method reduced", "--float32", "--method lbfgs"]),
-    (["--lr", "1"], ["--lr", "--method reduced"]),
-    (["--method", "lbfgs", "--lr", "1"], ["--lr", "--method lbfgs"]),
-])
+@pytest.mark.parametrize(
+    "argv,needles",
+    [
+        (["--loss", "ls", "--mse-kappa", "3"], ["--mse-kappa", "--loss ls", "--loss mse"]),
+        (["--loss", "ls", "--mse-beta", "2"], ["--mse-beta", "--loss ls"]),
+        (["--loss", "ls", "--gamma", "1"], ["--gamma", "--loss focal"]),
+        (["--loss", "ce", "--delta", "0.1"], ["--delta", "--loss ce"]),
+        (["--loss", "mse", "--delta", "0"], ["--delta", "--loss mse"]),
+        (["--loss", "focal", "--gamma", "1", "--mse-kappa", "2"], ["--mse-kappa", "--loss focal"]),
+        (["--noise-seed", "3"], ["--noise-seed", "--label-noise"]),
+        (["--shard", "--method", "reduced"], ["--shard", "--method reduced", "--method lbfgs"]),
+        (["--method", "reduced", "--float32"], ["--method reduced", "--float32", "--method lbfgs"]),
+        (["--lr", "1"], ["--lr", "--method reduced"]),
+        (["--method", "lbfgs", "--lr", "1"], ["--lr", "--method lbfgs"]),
+    ],
+)
 def test_flags_that_do_not_apply_are_refused(argv, needles, capsys):
     _refused(solve_main, ["--K", "3", "--n", "2", "--quiet"] + argv, capsys, SOLVE, *needles)
 
 
 def test_flags_that_apply_are_accepted(capsys):
     """The same flags where they apply are not refused (exit 1 here only for the 5-iteration cap)."""
-    assert solve_main(["--K", "3", "--n", "2", "--quiet", "--no-hessian", "--loss", "mse", "--mse-kappa", "3",
-                       "--mse-beta", "2"]) == 0
-    assert solve_main(["--K", "3", "--n", "2", "--quiet", "--no-hessian", "--method", "gd", "--lr", "1",
-                       "--max-iters", "5"]) == 1
+    assert (
+        solve_main(
+            ["--K", "3", "--n", "2", "--quiet", "--no-hessian", "--loss", "mse", "--mse-kappa", "3", "--mse-beta", "2"]
+        )
+        == 0
+    )
+    assert (
+        solve_main(
+            ["--K", "3", "--n", "2", "--quiet", "--no-hessian", "--method", "gd", "--lr", "1", "--max-iters", "5"]
+        )
+        == 1
+    )
     assert "error:" not in capsys.readouterr().err
 
 
 def _bad_paths(tmp_path):
     (tmp_path / "file").write_text("keep")
     (tmp_path / "taken.json").write_text("keep")
-    return [("", "must be a file name"), ("/proc/self/x.json", "cannot write in /proc/self"),
-            (str(tmp_path), "is a directory"), (str(tmp_path / "file" / "x.json"), "is a file, not a folder"),
-            (str(tmp_path / "taken.json"), "already exists; pass --force")]
+    return [
+        ("", "must be a file name"),
+        ("/proc/self/x.json", "cannot write in /proc/self"),
+        (str(tmp_path), "is a directory"),
+        (str(tmp_path / "file" / "x.json"), "is a file, not a folder"),
+        (str(tmp_path / "taken.json"), "already exists; pass --force"),
+    ]
 
 
 def test_solve_outputs_are_checked_before_computing(tmp_path, capsys):
@@ -85,8 +100,14 @@ def test_sweep_outputs_and_flags_are_checked_before_computing(tmp_path, capsys):
             _refused(sweep_main, ["--K", "3", "--n", "2", "--out", path], capsys, SWEEP, "--out", needle)
     _refused(sweep_main, ["--K", "3", "--n", "2", "--out", ""], capsys, SWEEP, "--out")
     _refused(sweep_main, ["--K", "3", "--n", "2", "--lr", "1"], capsys, SWEEP, "--lr", "--method reduced")
-    _refused(sweep_main, ["--K", "3", "--n", "2", "--method", "reduced", "--float32"], capsys, SWEEP,
-             "--method reduced", "--float32")
+    _refused(
+        sweep_main,
+        ["--K", "3", "--n", "2", "--method", "reduced", "--float32"],
+        capsys,
+        SWEEP,
+        "--method reduced",
+        "--float32",
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "taken.json"]
 
 
@@ -103,8 +124,12 @@ def test_no_applicable_prediction_is_its_own_verdict(tmp_path, capsys):
 
 def test_negative_zero_is_written_as_zero(tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert solve_main(["--K", "3", "--n", "4", "--delta", "-0", "--lam-b", "-0", "--quiet", "--no-hessian",
-                           "--json", str(out)]) == 0
+    assert (
+        solve_main(
+            ["--K", "3", "--n", "4", "--delta", "-0", "--lam-b", "-0", "--quiet", "--no-hessian", "--json", str(out)]
+        )
+        == 0
+    )
     report = capsys.readouterr().out
     assert "delta = 0)" in report and "lam_b = 0," in report and "-0" not in report.split("\n\n")[0]
     text = out.read_text()
@@ -126,8 +151,14 @@ def test_run_all_refuses_before_computing(tmp_path, capsys):
 
 def test_an_experiment_refuses_a_used_folder_before_computing(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("old")
-    _refused(condition_number.main, ["--quick", "--out", str(tmp_path)], capsys,
-             "python -m experiments.condition_number", "notes.txt", "--force")
+    _refused(
+        condition_number.main,
+        ["--quick", "--out", str(tmp_path)],
+        capsys,
+        "python -m experiments.condition_number",
+        "notes.txt",
+        "--force",
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
@@ -136,10 +167,25 @@ def test_two_concurrent_sweeps_to_one_path_keep_both_results_byte_identical(tmp_
     ``same.1.json`` with a warning; identical runs write identical bytes (no timings in the file);
     ``--delta -0`` is written as 0.0."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    argv = [sys.executable, "-m", "ufm.sweep", "--K", "3", "--n", "4", "--delta=-0,0.1", "--seeds", "0:2",
-            "--no-cache", "--out", "same.json"]
-    processes = [subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for _ in range(2)]
+    argv = [
+        sys.executable,
+        "-m",
+        "ufm.sweep",
+        "--K",
+        "3",
+        "--n",
+        "4",
+        "--delta=-0,0.1",
+        "--seeds",
+        "0:2",
+        "--no-cache",
+        "--out",
+        "same.json",
+    ]
+    processes = [
+        subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [process.communicate(timeout=300) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["same.1.json", "same.json"]
@@ -148,4 +194,4 @@ def test_two_concurrent_sweeps_to_one_path_keep_both_results_byte_identical(tmp_
     assert (tmp_path / "same.json").read_bytes() == (tmp_path / "same.1.json").read_bytes()
     record = json.loads((tmp_path / "same.json").read_text())
     assert len(record["rows"]) == 4 and "seconds" not in record
-    assert record["rows"][0]["delta"] == 0.0 and b"\"delta\": -0" not in (tmp_path / "same.json").read_bytes()
+    assert record["rows"][0]["delta"] == 0.0 and b'"delta": -0' not in (tmp_path / "same.json").read_bytes()

@@ -33,7 +33,7 @@ def test_balanced_class_sizes_reproduce_the_balanced_problem_bit_for_bit(method)
     a = ufm.solve(plain, method, max_iters=ITERS, history=False)
     b = ufm.solve(sized, method, max_iters=ITERS, history=False)
     for x, y in [(a.W, b.W), (a.H, b.H), (a.b, b.b)]:
-        assert np.array_equal(x, y)       # same code path and labels: identical bits, no tolerance
+        assert np.array_equal(x, y)  # same code path and labels: identical bits, no tolerance
     assert a.iterations == b.iterations and a.objective == b.objective
 
 
@@ -44,17 +44,20 @@ def test_labels_and_sizes():
     assert ufm.Problem(K=3, n=3, class_sizes=(3, 1, 2)) == p
 
 
-@pytest.mark.parametrize("sizes, message", [
-    ((4, 0, 1), r"class_sizes\[1\] must be an integer >= 1, got 0"),
-    ((4, -2, 1), r"class_sizes\[1\] must be an integer >= 1, got -2"),
-    ((4, 1), r"class_sizes must have K = 3 entries"),
-    ((4, 1, 1, 1), r"class_sizes must have K = 3 entries"),
-    ((4, 1.5, 1), r"class_sizes\[1\] must be an integer >= 1, got 1.5"),
-    ((4, True, 1), r"class_sizes\[1\] must be an integer >= 1, got True"),
-    ((4, float("nan"), 1), r"class_sizes\[1\] must be an integer"),
-    ("441", r"class_sizes must be None or a sequence"),
-    (5, r"class_sizes must be None or a sequence"),
-])
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ((4, 0, 1), r"class_sizes\[1\] must be an integer >= 1, got 0"),
+        ((4, -2, 1), r"class_sizes\[1\] must be an integer >= 1, got -2"),
+        ((4, 1), r"class_sizes must have K = 3 entries"),
+        ((4, 1, 1, 1), r"class_sizes must have K = 3 entries"),
+        ((4, 1.5, 1), r"class_sizes\[1\] must be an integer >= 1, got 1.5"),
+        ((4, True, 1), r"class_sizes\[1\] must be an integer >= 1, got True"),
+        ((4, float("nan"), 1), r"class_sizes\[1\] must be an integer"),
+        ("441", r"class_sizes must be None or a sequence"),
+        (5, r"class_sizes must be None or a sequence"),
+    ],
+)
 def test_bad_class_sizes_are_named(sizes, message):
     with pytest.raises(ValueError, match=message):
         ufm.Problem(K=3, class_sizes=sizes)
@@ -76,26 +79,30 @@ def test_gradient_norm_identity_at_a_random_point():
     W, Hbar, b = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), rng.normal(size=4)
     labels = p.labels()
     full = Params(jnp.asarray(W), jnp.asarray(Hbar)[:, labels], jnp.asarray(b))
-    value, grad = jax.jit(jax.value_and_grad(objective))(full, labels, p.weights())   # one program each
+    value, grad = jax.jit(jax.value_and_grad(objective))(full, labels, p.weights())  # one program each
     sizes = jnp.asarray(p.sizes, jnp.float64)
     x = jax.jit(reduced_point)(full, labels, sizes)
     red_value, red_grad = jax.jit(jax.value_and_grad(reduced_objective), static_argnums=(2, 3))(
-        x, p.weights(), 3, 4, sizes)
+        x, p.weights(), 3, 4, sizes
+    )
     full_norm = np.sqrt(sum(float(jnp.sum(g**2)) for g in grad))
     assert abs(float(red_value) - float(value)) <= 1e-12 * abs(float(value))
     assert abs(float(jnp.linalg.norm(red_grad)) - full_norm) <= 1e-12 * full_norm
 
 
 @settings(max_examples=6, deadline=None)
-@given(cut=st.tuples(st.integers(1, 10), st.integers(1, 10)).filter(lambda c: c[0] != c[1]),
-       lam=st.sampled_from([3e-3, 1e-2, 3e-2]), delta=st.sampled_from([0.0, 0.1]))
+@given(
+    cut=st.tuples(st.integers(1, 10), st.integers(1, 10)).filter(lambda c: c[0] != c[1]),
+    lam=st.sampled_from([3e-3, 1e-2, 3e-2]),
+    delta=st.sampled_from([0.0, 0.1]),
+)
 def test_reduced_matches_full_lbfgs_on_random_imbalanced_problems(cut, lam, delta):
     """Sizes: a random composition of N = 12 into 3 classes (one compiled program per method). Both
     solved to a gradient ratio of 1e-12; at the (unique, up to rotation) minimizer the norms and logits
     are determined to ~1e-12 / curvature, so 1e-8 leaves room for the weakest curvature here."""
     lo, hi = sorted(cut)
     sizes = (lo, hi - lo, 12 - hi)
-    assume(len(set(sizes)) > 1)           # (4, 4, 4) is the balanced problem (another compiled program)
+    assume(len(set(sizes)) > 1)  # (4, 4, 4) is the balanced problem (another compiled program)
     p = ufm.Problem(K=3, d=3, class_sizes=sizes, delta=delta, lam_W=lam, lam_H=lam, lam_b=lam)
     reduced = ufm.solve(p, "reduced", tol=1e-12, history=False)
     full = ufm.solve(p, "lbfgs", tol=1e-12, max_iters=ITERS, history=False)
@@ -136,7 +143,7 @@ def test_minority_collapse_and_its_absence():
     assert apart.status == together.status == "converged"
     assert np.degrees(imbalance.angles(apart.W, [1, 2]))[0] > 60
     assert np.linalg.norm(together.W[:, 1] - together.W[:, 2]) < 1e-8 * np.linalg.norm(together.W[:, 0])
-    assert np.linalg.norm(together.W[:, 1]) > 0.1 * np.linalg.norm(together.W[:, 0])   # collapsed, not zero
+    assert np.linalg.norm(together.W[:, 1]) > 0.1 * np.linalg.norm(together.W[:, 0])  # collapsed, not zero
 
 
 def test_angles_are_accurate_near_zero():
@@ -204,25 +211,45 @@ def test_cli_imbalance_shorthand(capsys, tmp_path):
     from ufm.solve import main
 
     path = tmp_path / "out.json"
-    code = main(["--K", "3", "--n", "5", "--imbalance", "2.5", "--minority-classes", "1", "--lam", "1e-2",
-                 "--quiet", "--no-hessian", "--no-cache", "--json", str(path)])
+    code = main(
+        [
+            "--K",
+            "3",
+            "--n",
+            "5",
+            "--imbalance",
+            "2.5",
+            "--minority-classes",
+            "1",
+            "--lam",
+            "1e-2",
+            "--quiet",
+            "--no-hessian",
+            "--no-cache",
+            "--json",
+            str(path),
+        ]
+    )
     capsys.readouterr()
     assert code == 0
-    assert json.loads(path.read_text())["problem"]["class_sizes"] == [5, 5, 2]   # 5 / 2.5 = 2
+    assert json.loads(path.read_text())["problem"]["class_sizes"] == [5, 5, 2]  # 5 / 2.5 = 2
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--class-sizes", "6,0,2"], "--class-sizes must be comma-separated integers >= 1"),
-    (["--class-sizes", "6,x,2"], "--class-sizes must be comma-separated integers >= 1"),
-    (["--class-sizes", "6,2"], "--class-sizes must give K = 3 sizes, got 2"),
-    (["--n", "5", "--class-sizes", "6,6,2"], "n must be omitted or equal the largest class size"),
-    (["--n", "3", "--imbalance", "7", "--minority-classes", "1"], r"leaves round\(n / R\) = round\(3 / 7\) = 0"),
-    (["--imbalance", "4"], "--imbalance needs --minority-classes"),
-    (["--minority-classes", "1"], "--minority-classes needs --imbalance"),
-    (["--imbalance", "4", "--minority-classes", "3"], r"--minority-classes must be in \[1, K - 1\]"),
-    (["--imbalance", "4", "--minority-classes", "1", "--class-sizes", "6,6,2"], "exclude each other"),
-    (["--imbalance", "0.5", "--minority-classes", "1"], "--imbalance must be in"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--class-sizes", "6,0,2"], "--class-sizes must be comma-separated integers >= 1"),
+        (["--class-sizes", "6,x,2"], "--class-sizes must be comma-separated integers >= 1"),
+        (["--class-sizes", "6,2"], "--class-sizes must give K = 3 sizes, got 2"),
+        (["--n", "5", "--class-sizes", "6,6,2"], "n must be omitted or equal the largest class size"),
+        (["--n", "3", "--imbalance", "7", "--minority-classes", "1"], r"leaves round\(n / R\) = round\(3 / 7\) = 0"),
+        (["--imbalance", "4"], "--imbalance needs --minority-classes"),
+        (["--minority-classes", "1"], "--minority-classes needs --imbalance"),
+        (["--imbalance", "4", "--minority-classes", "3"], r"--minority-classes must be in \[1, K - 1\]"),
+        (["--imbalance", "4", "--minority-classes", "1", "--class-sizes", "6,6,2"], "exclude each other"),
+        (["--imbalance", "0.5", "--minority-classes", "1"], "--imbalance must be in"),
+    ],
+)
 def test_cli_bad_imbalance_flags_exit_2_with_one_line(argv, message, capsys):
     import re
 
@@ -254,5 +281,5 @@ def test_structured_hessian_spectrum_equals_dense_at_an_imbalanced_optimum(delta
         # a spectrum with several distinct non-zero levels (not the balanced two-level one of Thm 4.2)
         levels, _ = hessian.distinct_eigenvalues(dense, rtol=1e-6)
         assert np.sum(levels > hessian.NONZERO_RTOL * top) >= 3
-        if block == "H":   # grouped: per class one K x K eigenproblem, repeated n_k times
+        if block == "H":  # grouped: per class one K x K eigenproblem, repeated n_k times
             assert set(structured.counts.tolist()) <= {7, 1, 4}

@@ -19,15 +19,16 @@ from ufm._interrupt import EXIT_CODES, exit_on_interrupt
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPILED = "Finished XLA compilation of jit({})"
-COMPILING = "Finished jaxpr to MLIR module conversion jit({})"   # XLA compilation starts next
+COMPILING = "Finished jaxpr to MLIR module conversion jit({})"  # XLA compilation starts next
 
 
 def _signal_at(argv, pattern: str, signum, cwd: Path, delay: float = 0.5):
     """Run ``python argv`` in ``cwd``, send ``signum`` ``delay`` s after a stderr line containing
     ``pattern``; returns (exit code, stderr without JAX's compile log, seconds from signal to exit)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_LOG_COMPILES="1", PYTHONPATH=str(ROOT))
-    process = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     lines, seen = [], threading.Event()
 
     def read():
@@ -51,7 +52,7 @@ def _signal_at(argv, pattern: str, signum, cwd: Path, delay: float = 0.5):
     finally:
         process.kill()
         process.wait()
-    log = ("Compiling ", "Finished ", "  ")          # JAX's compile log, not the program's own output
+    log = ("Compiling ", "Finished ", "  ")  # JAX's compile log, not the program's own output
     own = [line for line in lines if not line.startswith(log)]
     return process.returncode, "".join(own), elapsed
 
@@ -61,24 +62,56 @@ def _check(code, stderr, elapsed, signum, prog):
     assert code == EXIT_CODES[signum], stderr
     assert stderr.strip().splitlines()[-1].startswith(f"{prog}: interrupted by {name}"), stderr
     assert "Traceback" not in stderr and "Segmentation" not in stderr
-    assert elapsed < 5.0      # "at once": compilation alone takes several seconds more
+    assert elapsed < 5.0  # "at once": compilation alone takes several seconds more
 
 
-@pytest.mark.parametrize("method,compiled,signum", [("reduced", "_reduced_queue", signal.SIGINT),
-                                                     ("gd", "_batched_run", signal.SIGTERM)])
+@pytest.mark.parametrize(
+    "method,compiled,signum", [("reduced", "_reduced_queue", signal.SIGINT), ("gd", "_batched_run", signal.SIGTERM)]
+)
 def test_sweep_stops_during_compilation(tmp_path, method, compiled, signum):
     """Signalled while XLA compiles the sweep (~8 s on 2 cores): a KeyboardInterrupt there used to
     end in a traceback and a segmentation fault (exit 139), a gd sweep ignored Ctrl-C to its end."""
-    argv = ["-m", "ufm.sweep", "--K", "3", "--n", "10", "--seeds", "0:4", "--method", method,
-            "--no-cache", "--out", "s.json"]
+    argv = [
+        "-m",
+        "ufm.sweep",
+        "--K",
+        "3",
+        "--n",
+        "10",
+        "--seeds",
+        "0:4",
+        "--method",
+        method,
+        "--no-cache",
+        "--out",
+        "s.json",
+    ]
     code, stderr, elapsed = _signal_at(argv, COMPILING.format(compiled), signum, tmp_path)
     _check(code, stderr, elapsed, signum, "python -m ufm.sweep")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_solve_stops_inside_the_compiled_loop(tmp_path):
-    argv = ["-m", "ufm.solve", "--K", "3", "--n", "10", "--method", "gd", "--lr", "1", "--tol", "1e-300",
-            "--max-iters", "100000000", "--no-cache", "--quiet", "--json", "r.json"]
+    argv = [
+        "-m",
+        "ufm.solve",
+        "--K",
+        "3",
+        "--n",
+        "10",
+        "--method",
+        "gd",
+        "--lr",
+        "1",
+        "--tol",
+        "1e-300",
+        "--max-iters",
+        "100000000",
+        "--no-cache",
+        "--quiet",
+        "--json",
+        "r.json",
+    ]
     code, stderr, elapsed = _signal_at(argv, COMPILED.format("run_loop"), signal.SIGINT, tmp_path, delay=0.5)
     _check(code, stderr, elapsed, signal.SIGINT, "python -m ufm.solve")
     assert list(tmp_path.iterdir()) == []
@@ -88,7 +121,7 @@ def test_run_all_stops_and_leaves_no_file(tmp_path):
     argv = ["-m", "experiments.run_all", "--quick", "--out", "out"]
     code, stderr, elapsed = _signal_at(argv, "Compiling jit(", signal.SIGTERM, tmp_path, delay=0.5)
     _check(code, stderr, elapsed, signal.SIGTERM, "python -m experiments.norms_vs_delta")
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []   # the checked folders hold nothing
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # the checked folders hold nothing
 
 
 WRITER = """
@@ -112,7 +145,7 @@ with exit_on_interrupt("writer"):
 def test_a_write_in_progress_finishes_before_the_exit(tmp_path):
     code, stderr, elapsed = _signal_at(["-c", WRITER], "writing", signal.SIGTERM, tmp_path, delay=0.1)
     assert code == 143 and "writer: interrupted by SIGTERM" in stderr, stderr
-    assert 0.5 < elapsed < 5.0                                   # it waited for the write, not for the sleep
+    assert 0.5 < elapsed < 5.0  # it waited for the write, not for the sleep
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
     assert (tmp_path / "r.json").read_text() == '{"part": 1, "whole": true}'
 

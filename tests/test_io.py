@@ -40,10 +40,16 @@ def _writers_in_processes(tmp_path: Path, count: int, overwrite: bool) -> list[s
     target, go = tmp_path / "same.json", tmp_path / "go"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    processes = [subprocess.Popen([sys.executable, str(script), str(IO_SOURCE), str(target), str(go), str(k),
-                                   "1" if overwrite else "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for k in range(count)]
-    time.sleep(0.3)           # let every process reach its wait loop
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(IO_SOURCE), str(target), str(go), str(k), "1" if overwrite else "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(count)
+    ]
+    time.sleep(0.3)  # let every process reach its wait loop
     go.write_text("")
     outputs = [process.communicate(timeout=60) for process in processes]
     assert all(process.returncode == 0 for process in processes), outputs
@@ -55,11 +61,11 @@ def _writers_in_processes(tmp_path: Path, count: int, overwrite: bool) -> list[s
 def test_eight_concurrent_processes_lose_no_result(tmp_path):
     """8 processes write to one path at the same moment: 8 files, each writer's result whole in one."""
     written = _writers_in_processes(tmp_path, 8, overwrite=False)
-    assert len(set(written)) == 8, written                           # every writer got its own name
+    assert len(set(written)) == 8, written  # every writer got its own name
     files = sorted(p for p in tmp_path.iterdir())
     assert {str(p) for p in files} == set(written)
     writers = sorted(json.loads(p.read_text())["writer"] for p in files)
-    assert writers == list(range(8))                               # 0 lost results
+    assert writers == list(range(8))  # 0 lost results
     assert all(json.loads(p.read_text())["payload"] == list(range(2000)) for p in files)
     assert (tmp_path / "same.json").exists() and _leftovers(tmp_path) == []
     assert {p.name for p in files} == {"same.json"} | {f"same.{k}.json" for k in range(1, 8)}
@@ -68,7 +74,7 @@ def test_eight_concurrent_processes_lose_no_result(tmp_path):
 def test_eight_concurrent_processes_with_overwrite_leave_one_whole_file(tmp_path):
     _writers_in_processes(tmp_path, 8, overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["same.json"]
-    record = json.loads((tmp_path / "same.json").read_text())      # whole: parses, full payload
+    record = json.loads((tmp_path / "same.json").read_text())  # whole: parses, full payload
     assert record["writer"] in range(8) and record["payload"] == list(range(2000))
 
 
@@ -88,12 +94,12 @@ def test_eight_concurrent_threads_lose_no_result(tmp_path, capsys):
         thread.join()
     assert sorted(json.loads(Path(p).read_text())["writer"] for p in written) == list(range(8))
     assert len(set(written)) == 8 and _leftovers(tmp_path) == []
-    assert capsys.readouterr().err.count("warning: ") == 7           # each loser says where its result went
+    assert capsys.readouterr().err.count("warning: ") == 7  # each loser says where its result went
 
 
 def test_a_file_created_during_the_computation_is_kept(tmp_path, capsys):
     target = _io.check_writable(tmp_path / "r.json", overwrite=False)
-    target.write_text("someone else's")                               # appears while "computing"
+    target.write_text("someone else's")  # appears while "computing"
     written = _io.write_json(target, {"mine": 1})
     assert target.read_text() == "someone else's"
     assert written == tmp_path / "r.1.json" and json.loads(written.read_text()) == {"mine": 1}
@@ -148,7 +154,7 @@ def test_bad_locations_are_refused_in_one_line(tmp_path):
             _io.check_writable(path, overwrite=False)
         assert needle in str(error.value) and "\n" not in str(error.value), path
     assert _io.check_writable(tmp_path / "exists.json", overwrite=True) == tmp_path / "exists.json"
-    assert _leftovers(tmp_path) == []                                 # the probe files are gone
+    assert _leftovers(tmp_path) == []  # the probe files are gone
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -166,21 +172,34 @@ def test_missing_folders_are_created(tmp_path):
     assert _io.check_writable(tmp_path / "a" / "b" / "r.csv", overwrite=False).parent.is_dir()
 
 
-@pytest.mark.parametrize("name,k,expected", [("r.json", 1, "r.1.json"), ("r.tar.gz", 2, "r.tar.2.gz"),
-                                             ("README", 3, "README.3")])
+@pytest.mark.parametrize(
+    "name,k,expected", [("r.json", 1, "r.1.json"), ("r.tar.gz", 2, "r.tar.2.gz"), ("README", 3, "README.3")]
+)
 def test_sibling_names(name, k, expected):
     assert _io.sibling(Path("/x") / name, k) == Path("/x") / expected
 
 
 def test_clean_normalises_negative_zero_and_non_finite():
-    data = {"a": -0.0, "b": [np.float64(-0.0), np.float32(0.5), (float("nan"), float("-inf"))], "c": 3,
-            "d": True, "e": "-0.0", "f": None}
-    assert json.loads(_io.json_bytes(data)) == {"a": 0.0, "b": [0.0, 0.5, [None, None]], "c": 3, "d": True,
-                                                "e": "-0.0", "f": None}
+    data = {
+        "a": -0.0,
+        "b": [np.float64(-0.0), np.float32(0.5), (float("nan"), float("-inf"))],
+        "c": 3,
+        "d": True,
+        "e": "-0.0",
+        "f": None,
+    }
+    assert json.loads(_io.json_bytes(data)) == {
+        "a": 0.0,
+        "b": [0.0, 0.5, [None, None]],
+        "c": 3,
+        "d": True,
+        "e": "-0.0",
+        "f": None,
+    }
     assert b"-0" not in _io.json_bytes({k: v for k, v in data.items() if k != "e"})  # 0.0 == -0.0: check bytes
     cleaned = _io.clean(data)
     assert str(cleaned["a"]) == "0.0" and cleaned["c"] == 3 and cleaned["d"] is True
-    assert np.isnan(cleaned["b"][2][0])                               # kept outside JSON (CSV writes nan)
+    assert np.isnan(cleaned["b"][2][0])  # kept outside JSON (CSV writes nan)
 
 
 def test_csv_bytes_round_trip():

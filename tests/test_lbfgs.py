@@ -23,7 +23,7 @@ def _two_loop(g, S, Y, gamma):
 def _quadratic(P, seed):
     rng = np.random.default_rng(seed)
     A = rng.standard_normal((P, P))
-    A = A @ A.T / P + np.diag(np.geomspace(1e-2, 10.0, P))       # condition number ~1e3
+    A = A @ A.T / P + np.diag(np.geomspace(1e-2, 10.0, P))  # condition number ~1e3
     b = rng.standard_normal(P)
     return A, b, jax.jit(jax.value_and_grad(lambda x: 0.5 * x @ (jnp.asarray(A) @ x) - jnp.asarray(b) @ x))
 
@@ -37,13 +37,12 @@ def test_compact_direction_equals_the_two_loop_recursion(memory):
     direction = jax.jit(_lbfgs.direction)
     step = jax.jit(lambda s: _lbfgs.step(s, value_and_grad))
     S, Y = [], []
-    for _ in range(3 * memory + 2):            # wraps the circular buffer more than twice
+    for _ in range(3 * memory + 2):  # wraps the circular buffer more than twice
         gamma = (S[-1] @ Y[-1]) / (Y[-1] @ Y[-1]) if S else 1.0 / max(np.linalg.norm(state.grad), 1.0)
         expected = _two_loop(np.asarray(state.grad), S[-memory:], Y[-memory:], gamma)
         # two exact formulas for one matrix, so rounding only: observed <= 1e-15 of the largest entry
         # for memory <= 10, 1.4e-12 for 16 (the m x m products of the compact form grow with m)
-        np.testing.assert_allclose(np.asarray(direction(state)), expected, rtol=0,
-                                   atol=1e-10 * np.abs(expected).max())
+        np.testing.assert_allclose(np.asarray(direction(state)), expected, rtol=0, atol=1e-10 * np.abs(expected).max())
         previous = state
         state, failed = step(state)
         assert not failed
@@ -54,10 +53,11 @@ def test_compact_direction_equals_the_two_loop_recursion(memory):
 @pytest.mark.parametrize("m", [1, 2, 3, 7, 8, 9, 16])
 def test_nilpotent_inverse_is_exact(m):
     rng = np.random.default_rng(m)
-    order = rng.permutation(m)                 # strictly upper triangular in a permuted order
+    order = rng.permutation(m)  # strictly upper triangular in a permuted order
     N = np.triu(rng.standard_normal((m, m)), 1)[np.ix_(order, order)]
-    np.testing.assert_allclose(np.asarray(_lbfgs._nilpotent_inverse(jnp.asarray(N))),
-                               np.linalg.inv(np.eye(m) + N), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(_lbfgs._nilpotent_inverse(jnp.asarray(N))), np.linalg.inv(np.eye(m) + N), rtol=0, atol=1e-12
+    )
 
 
 def test_converges_on_an_ill_conditioned_quadratic():
@@ -77,15 +77,15 @@ def test_converges_on_an_ill_conditioned_quadratic():
     assert float(jnp.linalg.norm(state.grad)) <= 1e-10 * g0
     # the solution of A x = b (condition ~1e3): |x - x*| <= |A^-1| |grad| ~ 1e2 * 1e-10 |b|
     np.testing.assert_allclose(np.asarray(state.x), np.linalg.solve(A, b), atol=1e-7)
-    assert steps <= 150      # observed ~60 for P = 60; gradient descent needs thousands
+    assert steps <= 150  # observed ~60 for P = 60; gradient descent needs thousands
 
 
 def test_a_failed_line_search_keeps_x_and_forgets_the_memory():
     good = jax.value_and_grad(lambda x: jnp.sum(x**2))
     x = jnp.asarray([1.0, -2.0, 0.5])
-    state, _ = _lbfgs.step(_lbfgs.init(x, *good(x)), good)     # one stored pair
+    state, _ = _lbfgs.step(_lbfgs.init(x, *good(x)), good)  # one stored pair
     assert bool(jnp.any(state.valid))
-    wrong = lambda x: (jnp.sum(x**2), -2.0 * x)               # gradient of the wrong sign: every step goes uphill
+    wrong = lambda x: (jnp.sum(x**2), -2.0 * x)  # gradient of the wrong sign: every step goes uphill
     after, failed = _lbfgs.step(state._replace(grad=wrong(state.x)[1]), wrong)
     assert bool(failed)
     np.testing.assert_array_equal(np.asarray(after.x), np.asarray(state.x))

@@ -22,6 +22,11 @@ def test_ruff_check_is_clean():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_ruff_format_is_applied():
+    done = _run(["ruff", "format", "--check", "--no-cache", "theory", "ufm", "experiments", "benchmarks", "tests"])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_mypy_is_clean(tmp_path):
     # a fresh cache per run: a stale cache from another checkout can hide errors
     done = _run(["mypy", "--cache-dir", str(tmp_path / "mypy-cache")])
@@ -38,8 +43,13 @@ def test_packages_ship_py_typed(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     build = tmp_path / "lib"
-    done = subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py",
-                           "--build-lib", str(build)], cwd=src, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py", "--build-lib", str(build)],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     for package in ("theory", "ufm"):
         assert (build / package / "py.typed").is_file(), package

@@ -24,8 +24,7 @@ SCALAR_RTOL = 1e-12
 EIGEN_RTOL = 1e-9  # float64 eigh on <= 100 x 100 blocks errs ~1e-14 relative to the largest eigenvalue
 
 
-@given(K=st.integers(2, 50), n=st.integers(1, 1000), delta=st.floats(0.0, 0.9),
-       log_lam=st.floats(-6.0, -1.0))
+@given(K=st.integers(2, 50), n=st.integers(1, 1000), delta=st.floats(0.0, 0.9), log_lam=st.floats(-6.0, -1.0))
 def test_ls_scalar_solver_reproduces_closed_form(K, n, delta, log_lam):
     lam = 10.0**log_lam
     c = K * np.sqrt(n) * lam + delta
@@ -47,14 +46,21 @@ def _sympy_derivatives(loss, K, a_value, delta=0.0, gamma=0.0):
         y = [1 - delta + delta / K] + [delta / K] * (K - 1)
         ell = -sum(yi * lp for yi, lp in zip(y, log_p, strict=True))
     else:
-        ell = -(1 - sp.exp(log_p[0])) ** gamma * log_p[0]
+        ell = -((1 - sp.exp(log_p[0])) ** gamma) * log_p[0]
     return [float(sp.N(sp.diff(ell, a, k).subs(a, a_value), 30)) for k in range(3)]
 
 
-@pytest.mark.parametrize("loss,K,a,delta,gamma", [
-    ("ls", 3, 0.7, 0.2, 0.0), ("ls", 10, 4.0, 0.0, 0.0), ("focal", 4, 0.3, 0.0, 2.0),
-    ("focal", 10, 3.0, 0.0, 0.5), ("focal", 5, 6.0, 0.0, 3.0), ("focal", 7, 1.5, 0.0, 1.0),
-])
+@pytest.mark.parametrize(
+    "loss,K,a,delta,gamma",
+    [
+        ("ls", 3, 0.7, 0.2, 0.0),
+        ("ls", 10, 4.0, 0.0, 0.0),
+        ("focal", 4, 0.3, 0.0, 2.0),
+        ("focal", 10, 3.0, 0.0, 0.5),
+        ("focal", 5, 6.0, 0.0, 3.0),
+        ("focal", 7, 1.5, 0.0, 1.0),
+    ],
+)
 def test_derivatives_match_sympy(loss, K, a, delta, gamma):
     got = sr.loss_derivatives(loss, K, a, delta=delta, gamma=gamma)
     want = _sympy_derivatives(loss, K, a, delta, gamma)
@@ -79,17 +85,27 @@ def test_focal_scale_is_the_global_minimizer(K, gamma, lam):
         assert abs(slope) <= 1e-14 * opt.r  # stationary to rounding
 
 
-@pytest.mark.parametrize("kappa,beta,lam_b,lam", [
-    (1.0, 1.0, 5e-4, 5e-4), (3.0, 2.0, 5e-4, 5e-4), (0.5, 15.0, 0.0, 1e-3), (2.0, 1.0, 50.0, 1e-3),
-    (1.0, 0.05, 1e-2, 5e-2),  # a = 0: regularization beats the target
-])
+@pytest.mark.parametrize(
+    "kappa,beta,lam_b,lam",
+    [
+        (1.0, 1.0, 5e-4, 5e-4),
+        (3.0, 2.0, 5e-4, 5e-4),
+        (0.5, 15.0, 0.0, 1e-3),
+        (2.0, 1.0, 50.0, 1e-3),
+        (1.0, 0.05, 1e-2, 5e-2),  # a = 0: regularization beats the target
+    ],
+)
 def test_mse_optimum_minimises_the_reduced_problem(kappa, beta, lam_b, lam):
     K, n = 5, 20
     opt = sr.mse_optimum(K, n, lam, lam, lam_b, mse_kappa=kappa, mse_beta=beta)
     F = lambda x: sr.mse_objective(K, n, lam, lam, lam_b, *x, mse_kappa=kappa, mse_beta=beta)
-    best = min((scipy.optimize.minimize(F, x0, method="Nelder-Mead",
-                                        options=dict(xatol=1e-12, fatol=1e-16, maxiter=40000))
-                for x0 in ([1.0, 0.0, 0.0], [0.1, 0.5, -0.5], [3.0, -1.0, 1.0])), key=lambda r: r.fun)
+    best = min(
+        (
+            scipy.optimize.minimize(F, x0, method="Nelder-Mead", options=dict(xatol=1e-12, fatol=1e-16, maxiter=40000))
+            for x0 in ([1.0, 0.0, 0.0], [0.1, 0.5, -0.5], [3.0, -1.0, 1.0])
+        ),
+        key=lambda r: r.fun,
+    )
     ours = F([opt.a, opt.s_feature, opt.s_bias])
     assert ours <= best.fun + 1e-12  # derived optimum is at least as good as a direct search
     assert opt.a + opt.s_feature + opt.s_bias == pytest.approx(best.x.sum(), abs=1e-5)
@@ -98,13 +114,18 @@ def test_mse_optimum_minimises_the_reduced_problem(kappa, beta, lam_b, lam):
 
 
 # small shapes: dense Hessians of size <= 48
-LOSS_CASES = [("ce", {}), ("ls", dict(delta=0.3)), ("focal", dict(gamma=2.0)), ("focal", dict(gamma=0.5)),
-              ("mse", dict(mse_kappa=3.0, mse_beta=2.0)), ("mse", dict(mse_kappa=0.5, mse_beta=1.0))]
+LOSS_CASES = [
+    ("ce", {}),
+    ("ls", dict(delta=0.3)),
+    ("focal", dict(gamma=2.0)),
+    ("focal", dict(gamma=0.5)),
+    ("mse", dict(mse_kappa=3.0, mse_beta=2.0)),
+    ("mse", dict(mse_kappa=0.5, mse_beta=1.0)),
+]
 
 
 def _weights(loss, lam_W, lam_H, lam_b, delta=0.0, gamma=0.0, mse_kappa=1.0, mse_beta=1.0):
-    return Weights(*(jnp.float64(x) for x in (delta, lam_W, lam_H, lam_b, LOSS_IDS[loss], gamma, mse_kappa,
-                                               mse_beta)))
+    return Weights(*(jnp.float64(x) for x in (delta, lam_W, lam_H, lam_b, LOSS_IDS[loss], gamma, mse_kappa, mse_beta)))
 
 
 @jax.jit
@@ -123,8 +144,9 @@ def test_predicted_point_is_stationary_and_spectra_match_dense_hessian(loss, par
     pred = theory.predict(K, n, d, lam_W, lam_H, lam_b, loss=loss, **params)
     assert pred.a > 0
     point = tuple(jnp.asarray(x) for x in pred.minimizer(seed=3))
-    grad, dense = _gradient_and_dense_blocks(*point, class_major_labels(K, n),
-                                             _weights(loss, lam_W, lam_H, lam_b, **params))
+    grad, dense = _gradient_and_dense_blocks(
+        *point, class_major_labels(K, n), _weights(loss, lam_W, lam_H, lam_b, **params)
+    )
     # stationarity of L: every gradient entry is rounding-level relative to the O(1) loss gradient
     assert max(float(jnp.max(jnp.abs(g))) for g in grad) <= 1e-12
     for name, x, block in zip("WHb", point, dense, strict=True):
@@ -190,19 +212,22 @@ def test_nonnegative_boundary_is_stricter_than_nguyen_condition():
         assert theory.predict(K, n, K, 1e-3, 1e-3, nonnegative=True, loss="ls", delta=delta).collapsed == collapsed
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(loss="focal", gamma=-0.5), "gamma must be a real number >= 0"),
-    (dict(loss="focal", gamma=float("nan")), "gamma must be finite"),
-    (dict(loss="focal", delta=0.1), "delta must be 0 for loss='focal'"),
-    (dict(loss="ce", delta=0.1), "delta must be 0 for loss='ce'"),
-    (dict(loss="ls", gamma=1.0), "gamma must be 0 for loss='ls'"),
-    (dict(loss="hinge"), "loss must be one of"),
-    (dict(loss="mse", mse_kappa=0.0), "mse_kappa must be > 0"),
-    (dict(loss="mse", mse_beta=-1.0), "mse_beta must be > 0"),
-    (dict(loss="mse", lam_b=None), "lam_b .* is needed for loss='mse'"),
-    (dict(loss="mse", nonnegative=True), "nonnegative=True is derived only"),
-    (dict(loss="ls", delta=1.0), "delta must satisfy 0 <= delta < 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(loss="focal", gamma=-0.5), "gamma must be a real number >= 0"),
+        (dict(loss="focal", gamma=float("nan")), "gamma must be finite"),
+        (dict(loss="focal", delta=0.1), "delta must be 0 for loss='focal'"),
+        (dict(loss="ce", delta=0.1), "delta must be 0 for loss='ce'"),
+        (dict(loss="ls", gamma=1.0), "gamma must be 0 for loss='ls'"),
+        (dict(loss="hinge"), "loss must be one of"),
+        (dict(loss="mse", mse_kappa=0.0), "mse_kappa must be > 0"),
+        (dict(loss="mse", mse_beta=-1.0), "mse_beta must be > 0"),
+        (dict(loss="mse", lam_b=None), "lam_b .* is needed for loss='mse'"),
+        (dict(loss="mse", nonnegative=True), "nonnegative=True is derived only"),
+        (dict(loss="ls", delta=1.0), "delta must satisfy 0 <= delta < 1"),
+    ],
+)
 def test_bad_inputs_name_the_parameter(kwargs, match):
     kwargs = {"lam_b": 1e-3, **kwargs}
     with pytest.raises(ValueError, match=match):

@@ -43,11 +43,15 @@ def _q_grad(W, u, k, alpha, lam):
 def _slsqp_class(config, k, rho, alpha, lam):
     """Generic constrained solver for one class's U-problem: SLSQP, u >= 0, ||u - c|| <= rho."""
     W, c = config.W, config.H[:, 1 - k]
-    res = optimize.minimize(lambda u: _q(W, u, k, alpha, lam), c.copy(), jac=lambda u: _q_grad(W, u, k, alpha, lam),
-                            method="SLSQP", bounds=[(0, None)] * c.size,
-                            constraints=[dict(type="ineq", fun=lambda u: rho**2 - (u - c) @ (u - c),
-                                              jac=lambda u: -2 * (u - c))],
-                            options=dict(ftol=1e-16, maxiter=500))
+    res = optimize.minimize(
+        lambda u: _q(W, u, k, alpha, lam),
+        c.copy(),
+        jac=lambda u: _q_grad(W, u, k, alpha, lam),
+        method="SLSQP",
+        bounds=[(0, None)] * c.size,
+        constraints=[dict(type="ineq", fun=lambda u: rho**2 - (u - c) @ (u - c), jac=lambda u: -2 * (u - c))],
+        options=dict(ftol=1e-16, maxiter=500),
+    )
     # SLSQP may end outside the ball by ~1e-10; pull its point back to the radius (convex combination
     # with c >= 0 keeps u >= 0) so that its value is that of a feasible point
     u = res.x
@@ -59,14 +63,18 @@ def _slsqp_class(config, k, rho, alpha, lam):
 def _brute_risk(config, V, w, p, r):
     """R(r) = F (direct loss evaluation at the law's feature vectors) + eta * (SLSQP U-problems)."""
     rho = p["c_md"] * r / (p["eta"] * config.distance)
-    F = sum(w[j] * _q(config.W, config.H[:, k] + r * V[j], k, p["alpha"], p["lam"])
-            for k in range(2) for j in range(len(w)))
+    F = sum(
+        w[j] * _q(config.W, config.H[:, k] + r * V[j], k, p["alpha"], p["lam"]) for k in range(2) for j in range(len(w))
+    )
     G = sum(_slsqp_class(config, k, rho, p["alpha"], p["lam"])[0] for k in range(2))
     return F + p["eta"] * G
 
 
-CASES = [dict(M=2, alpha=0.0, law="two-point"), dict(M=3, alpha=0.2, law="circle"),
-         dict(M=3, alpha=0.1, law="two-point", eta=0.05, c_md=0.3)]  # the last one is outside Assumption 4.2
+CASES = [
+    dict(M=2, alpha=0.0, law="two-point"),
+    dict(M=3, alpha=0.2, law="circle"),
+    dict(M=3, alpha=0.1, law="two-point", eta=0.05, c_md=0.3),
+]  # the last one is outside Assumption 4.2
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -99,8 +107,9 @@ def test_r_star_matches_brute_force_on_a_fine_grid(case):
     values = [_brute_risk(config, V, w, p, ri) for ri in r]
     i = int(np.argmin(values))
     lo, hi = r[max(i - 1, 0)], r[min(i + 1, 200)]
-    refined = optimize.minimize_scalar(lambda x: _brute_risk(config, V, w, p, x), bounds=(lo, hi), method="bounded",
-                                       options=dict(xatol=1e-10 * rmax))
+    refined = optimize.minimize_scalar(
+        lambda x: _brute_risk(config, V, w, p, x), bounds=(lo, hi), method="bounded", options=dict(xatol=1e-10 * rmax)
+    )
     assert abs(refined.x - result.r_star) <= 1e-6 * rmax
     assert result.risk <= min(values) + 1e-14 and result.risk == pytest.approx(refined.fun, rel=1e-12)
     assert result.dilation == pytest.approx(result.r_star / config.distance, rel=1e-15)
@@ -116,19 +125,27 @@ def test_joint_slsqp_finds_the_same_optimum(case):
     M, rmax, D = config.d, result.r_max, config.distance
 
     def risk(x):
-        u1, u2, r = x[:M], x[M:2 * M], x[-1] * rmax
-        F = sum(w[j] * _q(config.W, config.H[:, k] + r * V[j], k, p["alpha"], p["lam"])
-                for k in range(2) for j in range(len(w)))
+        u1, u2, r = x[:M], x[M : 2 * M], x[-1] * rmax
+        F = sum(
+            w[j] * _q(config.W, config.H[:, k] + r * V[j], k, p["alpha"], p["lam"])
+            for k in range(2)
+            for j in range(len(w))
+        )
         return F + p["eta"] * (_q(config.W, u1, 0, p["alpha"], p["lam"]) + _q(config.W, u2, 1, p["alpha"], p["lam"]))
 
     def ball(x, k):
-        u, c = x[k * M:(k + 1) * M], config.H[:, 1 - k]
+        u, c = x[k * M : (k + 1) * M], config.H[:, 1 - k]
         return (p["c_md"] * x[-1] * rmax / (p["eta"] * D)) ** 2 - (u - c) @ (u - c)
 
     x0 = np.concatenate([config.H[:, 1], config.H[:, 0], [0.5]])
-    res = optimize.minimize(risk, x0, method="SLSQP", bounds=[(0, None)] * (2 * M) + [(0, 1)],
-                            constraints=[dict(type="ineq", fun=ball, args=(k,)) for k in range(2)],
-                            options=dict(ftol=1e-16, maxiter=1000))
+    res = optimize.minimize(
+        risk,
+        x0,
+        method="SLSQP",
+        bounds=[(0, None)] * (2 * M) + [(0, 1)],
+        constraints=[dict(type="ineq", fun=ball, args=(k,)) for k in range(2)],
+        options=dict(ftol=1e-16, maxiter=1000),
+    )
     assert abs(res.x[-1] * rmax - result.r_star) <= 5e-6 * rmax
     assert result.risk <= res.fun * (1 + 1e-14) and result.risk == pytest.approx(res.fun, rel=1e-12)
 
@@ -207,11 +224,20 @@ def test_profile_is_convex_with_one_minimum(case):
     assert np.all(np.diff(prof["dR"][5:10]) > 0)
 
 
-@pytest.mark.parametrize("kwargs,name", [
-    (dict(eta=0.0), "eta"), (dict(eta=-1e-3), "eta"), (dict(eta=float("nan")), "eta"),
-    (dict(c_md=0.0), "c_md"), (dict(c_md=-1.0), "c_md"),
-    (dict(alpha=1.0), "alpha"), (dict(alpha=-0.1), "alpha"), (dict(lam=0.0), "lam"), (dict(grid=3), "grid"),
-])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(eta=0.0), "eta"),
+        (dict(eta=-1e-3), "eta"),
+        (dict(eta=float("nan")), "eta"),
+        (dict(c_md=0.0), "c_md"),
+        (dict(c_md=-1.0), "c_md"),
+        (dict(alpha=1.0), "alpha"),
+        (dict(alpha=-0.1), "alpha"),
+        (dict(lam=0.0), "lam"),
+        (dict(grid=3), "grid"),
+    ],
+)
 def test_bad_input_names_the_parameter(kwargs, name):
     config, V, w, p = _setup()
     p.update(kwargs)
@@ -273,12 +299,24 @@ def test_cli_default_run_writes_json(tmp_path, capsys):
     assert again.read_bytes() == out.read_bytes()
 
 
-@pytest.mark.parametrize("argv,flag", [
-    (["--eta", "0"], "--eta"), (["--eta", "-1"], "--eta"), (["--c-md", "0"], "--c-md"), (["--c-md", "nan"], "--c-md"),
-    (["--alpha", "1"], "--alpha"), (["--alpha", "-0.2"], "--alpha"), (["--alpha", "0"], "--alpha"),
-    (["--M", "1"], "--M"), (["--M", "two"], "--M"), (["--lam-W", "0"], "--lam-W"), (["--grid", "2"], "--grid"),
-    (["--distribution", "gauss"], "--distribution"), (["--alpha", "0.9", "--lam-W", "1", "--lam-H", "1"], "alpha"),
-])
+@pytest.mark.parametrize(
+    "argv,flag",
+    [
+        (["--eta", "0"], "--eta"),
+        (["--eta", "-1"], "--eta"),
+        (["--c-md", "0"], "--c-md"),
+        (["--c-md", "nan"], "--c-md"),
+        (["--alpha", "1"], "--alpha"),
+        (["--alpha", "-0.2"], "--alpha"),
+        (["--alpha", "0"], "--alpha"),
+        (["--M", "1"], "--M"),
+        (["--M", "two"], "--M"),
+        (["--lam-W", "0"], "--lam-W"),
+        (["--grid", "2"], "--grid"),
+        (["--distribution", "gauss"], "--distribution"),
+        (["--alpha", "0.9", "--lam-W", "1", "--lam-H", "1"], "alpha"),
+    ],
+)
 def test_cli_bad_input_exits_2_with_one_line(argv, flag, capsys):
     assert main(argv + ["--quiet", "--no-cache"]) == 2
     err = capsys.readouterr().err
@@ -298,9 +336,26 @@ def test_cli_interrupt_exits_130_without_output(tmp_path):
     """SIGINT during compilation/solve: exit 130, one line, no JSON file."""
     out = tmp_path / "md.json"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    process = subprocess.Popen([sys.executable, "-m", "ufm.md", "--distribution", "circle", "--grid", "4096",
-                                "--no-cache", "--quiet", "--json", str(out)], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ufm.md",
+            "--distribution",
+            "circle",
+            "--grid",
+            "4096",
+            "--no-cache",
+            "--quiet",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(3.0)
     process.send_signal(signal.SIGINT)
     try:

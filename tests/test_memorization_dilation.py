@@ -25,15 +25,27 @@ def test_configuration_minimizes_assumption_4_2_1(alpha, lam_W, lam_H):
     config = tmd.nc_configuration(M, lam_W, lam_H, alpha)
 
     def objective(x):
-        W, H = x[:2 * M].reshape(M, 2), x[2 * M:].reshape(M, 2)
-        return (_ls_loss(W, H[:, 0], 0, alpha) + _ls_loss(W, H[:, 1], 1, alpha)
-                + lam_W * np.sum(W**2) + lam_H * np.sum(H**2))
+        W, H = x[: 2 * M].reshape(M, 2), x[2 * M :].reshape(M, 2)
+        return (
+            _ls_loss(W, H[:, 0], 0, alpha)
+            + _ls_loss(W, H[:, 1], 1, alpha)
+            + lam_W * np.sum(W**2)
+            + lam_H * np.sum(H**2)
+        )
 
     x0 = np.concatenate([config.W.ravel(), config.H.ravel()])
     bounds = [(None, None)] * (2 * M) + [(0, None)] * (2 * M)
     rng = np.random.default_rng(0)
-    best = min(optimize.minimize(objective, rng.uniform(0, 2, 4 * M), method="L-BFGS-B", bounds=bounds,
-                                 options=dict(ftol=1e-15, gtol=1e-12, maxiter=5000)).fun for _ in range(4))
+    best = min(
+        optimize.minimize(
+            objective,
+            rng.uniform(0, 2, 4 * M),
+            method="L-BFGS-B",
+            bounds=bounds,
+            options=dict(ftol=1e-15, gtol=1e-12, maxiter=5000),
+        ).fun
+        for _ in range(4)
+    )
     assert objective(x0) == pytest.approx(best, rel=1e-9)
     assert objective(x0) <= best + 1e-12
     h1, h2 = config.H.T
@@ -66,8 +78,12 @@ def test_two_point_risk_matches_direct_evaluation(alpha, r):
     dF/dr vs a central difference (step 1e-6: error ~1e-10 relative; F is even in r for a symmetric law)."""
     config = tmd.nc_configuration(3, 1e-3, 2e-3, alpha)
     lam, law, u = 2e-3, tmd.distribution("two-point"), config.direction()
-    direct = sum(0.5 * (_ls_loss(config.W, config.H[:, k] + s * r * u, k, alpha)
-                        + lam * np.sum((config.H[:, k] + s * r * u) ** 2)) for k in range(2) for s in (1, -1))
+    direct = sum(
+        0.5
+        * (_ls_loss(config.W, config.H[:, k] + s * r * u, k, alpha) + lam * np.sum((config.H[:, k] + s * r * u) ** 2))
+        for k in range(2)
+        for s in (1, -1)
+    )
     assert tmd.dilation_risk(r, config, lam, law) == pytest.approx(direct, rel=1e-14)
     h = 1e-6
     fd = (tmd.dilation_risk(r + h, config, lam, law) - tmd.dilation_risk(r - h, config, lam, law)) / (2 * h)
@@ -83,12 +99,19 @@ def test_circle_risk_matches_quadrature_and_monte_carlo(r):
     lam, s, t = 1e-3, config.w_gap, config.margins()[0]
     law = tmd.distribution("circle", c_max=r * s, margin=config.a)
     value = tmd.dilation_risk(r, config, lam, law)
-    loss = integrate.quad(lambda th: tmd.phi(t - r * s * np.cos(th), 0.1), 0, 2 * np.pi, epsabs=1e-13,
-                          epsrel=1e-13, limit=400)[0] / (2 * np.pi)
+    loss = integrate.quad(
+        lambda th: tmd.phi(t - r * s * np.cos(th), 0.1), 0, 2 * np.pi, epsabs=1e-13, epsrel=1e-13, limit=400
+    )[0] / (2 * np.pi)
     exact = 2 * (loss + lam * (config.h_norm**2 + r**2))
     assert value == pytest.approx(exact, rel=1e-13)
-    finer = tmd.Distribution("circle", *(np.cos(th := np.linspace(0, 2 * np.pi, 2 * law.xi.size, endpoint=False)),
-                                         np.sin(th), np.full(th.size, 1 / th.size)))
+    finer = tmd.Distribution(
+        "circle",
+        *(
+            np.cos(th := np.linspace(0, 2 * np.pi, 2 * law.xi.size, endpoint=False)),
+            np.sin(th),
+            np.full(th.size, 1 / th.size),
+        ),
+    )
     assert tmd.dilation_risk(r, config, lam, finer) == pytest.approx(value, rel=1e-15, abs=1e-15)
     rng = np.random.default_rng(1)
     theta = rng.uniform(0, 2 * np.pi, 200_000)
@@ -158,20 +181,23 @@ def test_assumption_4_2_3_boundary():
     assert tmd.r_max(0.01, c_md, ce.distance) == pytest.approx(0.01 * ce.distance**2 / c_md, rel=1e-15)
 
 
-@pytest.mark.parametrize("call,name", [
-    (lambda: tmd.nc_configuration(1, 1e-3, 1e-3, 0.1), "M"),
-    (lambda: tmd.nc_configuration(2, 1e-3, 1e-3, 1.0), "alpha"),
-    (lambda: tmd.nc_configuration(2, 1e-3, 1e-3, -0.1), "alpha"),
-    (lambda: tmd.nc_configuration(2, 0.0, 1e-3, 0.1), "lam_W"),
-    (lambda: tmd.r_max(0.0, 1.0, 1.0), "eta"),
-    (lambda: tmd.r_max(-1.0, 1.0, 1.0), "eta"),
-    (lambda: tmd.r_max(0.1, 0.0, 1.0), "c_md"),
-    (lambda: tmd.assumption_4_2(1e-3, 1e-3, 0.1, float("nan"), 1.0), "eta"),
-    (lambda: tmd.assumption_4_2(1e-3, 1e-3, 0.1, 1e-3, -2.0), "c_md"),
-    (lambda: tmd.assumption_4_2(1e-3, 1e-3, 0.0, 1e-3, 1.0), "alpha0"),
-    (lambda: tmd.distribution("gaussian"), "distribution"),
-    (lambda: tmd.nc_configuration(2, 0.5, 0.5, 0.1), "alpha"),  # collapsed: W = H = 0
-])
+@pytest.mark.parametrize(
+    "call,name",
+    [
+        (lambda: tmd.nc_configuration(1, 1e-3, 1e-3, 0.1), "M"),
+        (lambda: tmd.nc_configuration(2, 1e-3, 1e-3, 1.0), "alpha"),
+        (lambda: tmd.nc_configuration(2, 1e-3, 1e-3, -0.1), "alpha"),
+        (lambda: tmd.nc_configuration(2, 0.0, 1e-3, 0.1), "lam_W"),
+        (lambda: tmd.r_max(0.0, 1.0, 1.0), "eta"),
+        (lambda: tmd.r_max(-1.0, 1.0, 1.0), "eta"),
+        (lambda: tmd.r_max(0.1, 0.0, 1.0), "c_md"),
+        (lambda: tmd.assumption_4_2(1e-3, 1e-3, 0.1, float("nan"), 1.0), "eta"),
+        (lambda: tmd.assumption_4_2(1e-3, 1e-3, 0.1, 1e-3, -2.0), "c_md"),
+        (lambda: tmd.assumption_4_2(1e-3, 1e-3, 0.0, 1e-3, 1.0), "alpha0"),
+        (lambda: tmd.distribution("gaussian"), "distribution"),
+        (lambda: tmd.nc_configuration(2, 0.5, 0.5, 0.1), "alpha"),  # collapsed: W = H = 0
+    ],
+)
 def test_bad_input_names_the_parameter(call, name):
     with pytest.raises(ValueError, match=name):
         call()

@@ -53,14 +53,14 @@ def _limit():
 
 @pytest.fixture(scope="module")
 def hostile_runs():
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, preexec_fn=_limit,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]       # never killed, never a traceback
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, preexec_fn=_limit, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]  # never killed, never a traceback
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", ["solve K1000 n500", "solve K200 n100 hessian", "sweep K1000 n500",
-                                  "sweep seeds 1e8"])
+@pytest.mark.parametrize("name", ["solve K1000 n500", "solve K200 n100 hessian", "sweep K1000 n500", "sweep seeds 1e8"])
 def test_too_large_is_refused_with_one_line_and_fitting_advice(hostile_runs, name):
     code, err = hostile_runs[name]
     lines = [line for line in err.splitlines() if "error:" in line]
@@ -93,6 +93,6 @@ def test_auto_hessian_picks_structured_when_dense_does_not_fit(monkeypatch):
     monkeypatch.setattr(_memory, "free_bytes", lambda device=None: 2**16)
     structured = hessian.block_eigenvalues(*args)
     assert structured.method == "structured"
-    np.testing.assert_allclose(structured.values, dense.values, atol=1e-12)   # same spectrum, float64 rounding
+    np.testing.assert_allclose(structured.values, dense.values, atol=1e-12)  # same spectrum, float64 rounding
     with pytest.raises(ValueError, match="not enough memory: the dense W block"):
         hessian.block_eigenvalues(*args, method="dense")

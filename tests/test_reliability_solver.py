@@ -23,13 +23,16 @@ def _cli(argv):
     return code, err.getvalue(), out.getvalue()
 
 
-@pytest.mark.parametrize("value0, gnorm0, g0, expected", [
-    (np.inf, 1.0, 1.0, "nonfinite"),
-    (1.0, np.inf, np.inf, "nonfinite"),      # inf <= tol * inf would read as converged
-    (1.0, np.nan, np.nan, "nonfinite"),
-    (1.0, 1e-12, 1.0, "converged"),
-    (1.0, 1.0, 1.0, None),                   # running
-])
+@pytest.mark.parametrize(
+    "value0, gnorm0, g0, expected",
+    [
+        (np.inf, 1.0, 1.0, "nonfinite"),
+        (1.0, np.inf, np.inf, "nonfinite"),  # inf <= tol * inf would read as converged
+        (1.0, np.nan, np.nan, "nonfinite"),
+        (1.0, 1e-12, 1.0, "converged"),
+        (1.0, 1.0, 1.0, None),  # running
+    ],
+)
 def test_start_status_never_calls_nonfinite_converged(value0, gnorm0, g0, expected):
     status = int(solver.start_status(jnp.asarray(value0), jnp.asarray(gnorm0), jnp.asarray(g0), 1e-10, 5))
     assert solver.STATUS_NAMES.get(status) == expected
@@ -44,10 +47,16 @@ def test_an_overflowing_start_is_nonfinite_not_converged(method):
     assert "init" in result.message and "no step" in result.message
 
 
-@pytest.mark.parametrize("changes, name", [
-    (dict(lam_W=1e300), "lam_W"), (dict(lam_H=1e300), "lam_H"), (dict(loss="mse", mse_kappa=1e308), "mse_kappa"),
-    (dict(init_scale=1e200), "init_scale"), (dict(lam_H=1e30, dtype="float32"), "lam_H"),
-])
+@pytest.mark.parametrize(
+    "changes, name",
+    [
+        (dict(lam_W=1e300), "lam_W"),
+        (dict(lam_H=1e300), "lam_H"),
+        (dict(loss="mse", mse_kappa=1e308), "mse_kappa"),
+        (dict(init_scale=1e200), "init_scale"),
+        (dict(lam_H=1e30, dtype="float32"), "lam_H"),
+    ],
+)
 def test_foreseeable_overflow_is_refused_and_the_advised_limit_runs(changes, name):
     with pytest.raises(ValueError, match=rf"^{name} = .* too large") as error:
         ufm.Problem(K=3, n=4, **changes)
@@ -60,23 +69,30 @@ def test_foreseeable_overflow_is_refused_and_the_advised_limit_runs(changes, nam
 
 
 def test_cli_refuses_overflow_naming_the_parameter():
-    for argv, name in ((["--lam", "1e300"], "lam_W"), (["--loss", "mse", "--mse-kappa", "1e308"], "mse_kappa"),
-                       (["--seed", "9223372036854775808"], "seed"), (["--loss", "focal", "--gamma", "1e308"], "gamma")):
+    for argv, name in (
+        (["--lam", "1e300"], "lam_W"),
+        (["--loss", "mse", "--mse-kappa", "1e308"], "mse_kappa"),
+        (["--seed", "9223372036854775808"], "seed"),
+        (["--loss", "focal", "--gamma", "1e308"], "gamma"),
+    ):
         code, err, out = _cli(["--K", "5", "--n", "20", "--quiet", *argv])
         lines = [line for line in err.splitlines() if "error:" in line]
         assert code == 2 and len(lines) == 1 and name in lines[0] and "Traceback" not in err, (argv, err)
 
 
-@pytest.mark.parametrize("call, name", [
-    (lambda: ufm.Problem(K=3, n=2, seed=2**63), "seed"),
-    (lambda: ufm.Problem(K=10**400, n=2), "K, n, d"),
-    (lambda: ufm.Problem(K=3, n=10**40), "K, n, d"),
-    (lambda: ufm.solve(ufm.Problem(K=3, n=2), max_iters=2**63), "max_iters"),
-    (lambda: ufm.solve(ufm.Problem(K=3, n=2), tol=np.float32(2.0)), "tol"),
-    (lambda: ufm.compare(5), "result"),
-    (lambda: theory.a_delta(K=5, n=10**400, delta=0.1, lam_W=1e-3, lam_H=1e-3), "n"),
-    (lambda: theory.predict(5, 20, 5, 5e-4, 5e-4, 5e-4, loss="focal", gamma=1e308), "gamma"),
-])
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: ufm.Problem(K=3, n=2, seed=2**63), "seed"),
+        (lambda: ufm.Problem(K=10**400, n=2), "K, n, d"),
+        (lambda: ufm.Problem(K=3, n=10**40), "K, n, d"),
+        (lambda: ufm.solve(ufm.Problem(K=3, n=2), max_iters=2**63), "max_iters"),
+        (lambda: ufm.solve(ufm.Problem(K=3, n=2), tol=np.float32(2.0)), "tol"),
+        (lambda: ufm.compare(5), "result"),
+        (lambda: theory.a_delta(K=5, n=10**400, delta=0.1, lam_W=1e-3, lam_H=1e-3), "n"),
+        (lambda: theory.predict(5, 20, 5, 5e-4, 5e-4, 5e-4, loss="focal", gamma=1e308), "gamma"),
+    ],
+)
 def test_errors_name_their_parameter(call, name):
     with pytest.raises(ValueError, match=rf"^{name} "):
         call()
@@ -94,14 +110,18 @@ def test_numpy_scalars_and_the_largest_seed_are_accepted():
 
 # --- divergence, cycles and default steps (issue 12, "Divergence" and "Advice that misleads") ---
 
-@pytest.mark.parametrize("values, gnorms, stuck_at", [
-    # a 2-cycle: L alternates 1.0 / 1.5, |grad| alternates 1.0 / 2.0 -> stuck once the window has passed
-    ([1.0, 1.5] * 1100, [1.0, 2.0] * 1100, solver.NO_PROGRESS_WINDOW),
-    # flat at the rounding floor (L changes by 1 ulp): never stuck, runs on as before
-    ([1.0, np.nextafter(1.0, 2.0)] * 1100, [1.0, 1.0] * 1100, None),
-    # slow but steady: |grad| falls 1.5% every 1900 iterations (a new best inside every window)
-    ([1.0, 1.5] * 1100, [0.985 ** (i // 1900) for i in range(2200)], None),
-])
+
+@pytest.mark.parametrize(
+    "values, gnorms, stuck_at",
+    [
+        # a 2-cycle: L alternates 1.0 / 1.5, |grad| alternates 1.0 / 2.0 -> stuck once the window has passed
+        ([1.0, 1.5] * 1100, [1.0, 2.0] * 1100, solver.NO_PROGRESS_WINDOW),
+        # flat at the rounding floor (L changes by 1 ulp): never stuck, runs on as before
+        ([1.0, np.nextafter(1.0, 2.0)] * 1100, [1.0, 1.0] * 1100, None),
+        # slow but steady: |grad| falls 1.5% every 1900 iterations (a new best inside every window)
+        ([1.0, 1.5] * 1100, [0.985 ** (i // 1900) for i in range(2200)], None),
+    ],
+)
 def test_progress_tracker_is_stuck_only_on_cycles(values, gnorms, stuck_at):
     """The rule of progress_update against a hand count on synthetic sequences."""
     tracker = solver.progress_start(jnp.asarray(values[0]), jnp.asarray(gnorms[0]))
@@ -127,12 +147,15 @@ def test_a_cycling_step_is_no_progress_with_a_step_that_converges():
     assert default.converged and retry.converged and retry.iterations <= 3 * default.iterations
 
 
-@pytest.mark.parametrize("changes, method, lr", [
-    (dict(), "gd", 1e4),                                  # the issue's case: it was told lr 0.444 (91,556 iterations)
-    (dict(loss="mse"), "gd", 20.0),                       # MSE at the softmax losses' default step
-    (dict(loss="mse", nonnegative=True), "momentum", 3.0),  # the old default of H >= 0 with MSE
-    (dict(loss="focal", gamma=2.0), "nesterov", 100.0),
-])
+@pytest.mark.parametrize(
+    "changes, method, lr",
+    [
+        (dict(), "gd", 1e4),  # the issue's case: it was told lr 0.444 (91,556 iterations)
+        (dict(loss="mse"), "gd", 20.0),  # MSE at the softmax losses' default step
+        (dict(loss="mse", nonnegative=True), "momentum", 3.0),  # the old default of H >= 0 with MSE
+        (dict(loss="focal", gamma=2.0), "nesterov", 100.0),
+    ],
+)
 def test_the_suggested_step_converges_near_the_default(changes, method, lr):
     problem = ufm.Problem(K=5, n=10, **changes)
     failed = ufm.solve(problem, method, lr=lr, max_iters=50_000, history=False)
@@ -155,8 +178,17 @@ def test_a_cycle_is_no_progress_in_a_sweep_too():
 
 
 @pytest.mark.parametrize("nonnegative", [False, True])
-@pytest.mark.parametrize("changes", [dict(loss="ce"), dict(loss="ls", delta=0.1), dict(loss="focal", gamma=2.0),
-                                     dict(loss="mse"), dict(loss="mse", mse_kappa=3.0), dict(label_noise=0.1)])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(loss="ce"),
+        dict(loss="ls", delta=0.1),
+        dict(loss="focal", gamma=2.0),
+        dict(loss="mse"),
+        dict(loss="mse", mse_kappa=3.0),
+        dict(label_noise=0.1),
+    ],
+)
 def test_every_default_converges(changes, nonnegative):
     """Every loss and flag with the default method and step converges (CLI at K = 10, n = 20; the CLI default
     n = 500 is in the report of issue 12: MSE with H >= 0 diverged at iteration 4 with momentum lr 3).

@@ -78,8 +78,9 @@ def test_beyond_boundary_solver_goes_to_zero(problem):
     assert np.max(np.abs(result.b)) <= 1e-6
 
 
-@pytest.mark.parametrize("method,lr", [("gd", 2.0), ("momentum", 0.2), ("nesterov", 0.2), ("lbfgs", None),
-                                       ("reduced", None)])
+@pytest.mark.parametrize(
+    "method,lr", [("gd", 2.0), ("momentum", 0.2), ("nesterov", 0.2), ("lbfgs", None), ("reduced", None)]
+)
 def test_every_method_reaches_the_same_minimizer(method, lr):
     problem = Problem(K=4, n=5, d=5, delta=0.1, lam_W=1e-2, lam_H=1e-2, lam_b=1e-2, seed=3)
     result = ufm.solve(problem, method, lr=lr, tol=1e-10, max_iters=100_000)
@@ -158,30 +159,36 @@ def test_float64_without_x64_fails_loudly():
         jax.config.update("jax_enable_x64", True)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(method="adam"), "method must be one of"),
-    (dict(tol=0.0), "tol must be in"),
-    (dict(max_iters=0), r"max_iters must be an integer in \[1, "),
-    (dict(method="gd", lr=-1.0), "lr must be a finite number > 0"),
-    (dict(record_every=0), r"record_every must be an integer in \[1, "),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(method="adam"), "method must be one of"),
+        (dict(tol=0.0), "tol must be in"),
+        (dict(max_iters=0), r"max_iters must be an integer in \[1, "),
+        (dict(method="gd", lr=-1.0), "lr must be a finite number > 0"),
+        (dict(record_every=0), r"record_every must be an integer in \[1, "),
+    ],
+)
 def test_bad_solver_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ufm.solve(Problem(K=3, n=2), **kwargs)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(K=1), "K must be an integer >= 2"),
-    (dict(n=0), "n must be an integer >= 1"),
-    (dict(d=0), "d must be an integer >= 1"),
-    (dict(delta=1.0), r"delta must be in \[0, 1\)"),
-    (dict(lam_W=0.0), r"lam_W must be in \(0, inf\)"),
-    (dict(lam_H=float("nan")), "lam_H must be a finite number"),
-    (dict(lam_b=-1.0), r"lam_b must be in \[0, inf\)"),
-    (dict(dtype="float16"), "dtype must be one of"),
-    (dict(loss="hinge"), "loss must be one of"),
-    (dict(seed=-1), r"seed must be an integer in \[0, "),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(K=1), "K must be an integer >= 2"),
+        (dict(n=0), "n must be an integer >= 1"),
+        (dict(d=0), "d must be an integer >= 1"),
+        (dict(delta=1.0), r"delta must be in \[0, 1\)"),
+        (dict(lam_W=0.0), r"lam_W must be in \(0, inf\)"),
+        (dict(lam_H=float("nan")), "lam_H must be a finite number"),
+        (dict(lam_b=-1.0), r"lam_b must be in \[0, inf\)"),
+        (dict(dtype="float16"), "dtype must be one of"),
+        (dict(loss="hinge"), "loss must be one of"),
+        (dict(seed=-1), r"seed must be an integer in \[0, "),
+    ],
+)
 def test_bad_problems(kwargs, message):
     args = dict(K=3, n=2)
     args.update(kwargs)
@@ -194,22 +201,24 @@ def test_reduced_method_reports_the_full_gradient_and_starts_from_x0():
 
     problem = Problem(K=4, n=6, d=5, delta=0.1, lam_W=1e-2, lam_H=1e-2, lam_b=1e-2, seed=2)
     result = ufm.solve(problem, "reduced", tol=1e-10, record_every=1)
-    assert result.converged and np.allclose(result.H, np.repeat(result.H[:, ::problem.n], problem.n, axis=1))
+    assert result.converged and np.allclose(result.H, np.repeat(result.H[:, :: problem.n], problem.n, axis=1))
     grad = jax.grad(ufm.objective)(result.params, problem.labels(), problem.weights())
     full = np.sqrt(sum(float(np.sum(np.asarray(g) ** 2)) for g in grad))
     # the reduced loop's gradient norm is the full L's (module docstring); at ~1e-10 of grad_0 it is computed by
     # two different summation orders, so only ~1e-6 of it is significant
     assert result.grad_norm == pytest.approx(full, rel=1e-6, abs=1e-15)
     first = ufm.solve(problem, "lbfgs", max_iters=1)
-    assert result.initial_grad_norm == pytest.approx(first.initial_grad_norm, rel=1e-14)   # same x_0
+    assert result.initial_grad_norm == pytest.approx(first.initial_grad_norm, rel=1e-14)  # same x_0
     history = result.history
     assert history["nc1"][0] > 1e-3 and np.all(history["nc1"][1:] < 1e-12)
     # Jensen: the class-mean projection does not increase L, and the line search keeps it decreasing
     assert np.all(np.diff(history["objective"]) <= 1e-15)
 
 
-@pytest.mark.parametrize("kwargs", [dict(K=3, n=4, seed=7), dict(K=4, n=2, d=6, seed=0, nonnegative=True),
-                                    dict(K=3, n=2, seed=1, dtype="float32")])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(K=3, n=4, seed=7), dict(K=4, n=2, d=6, seed=0, nonnegative=True), dict(K=3, n=2, seed=1, dtype="float32")],
+)
 def test_compiled_initialisation_matches_the_eager_one(kwargs):
     """Problem.init runs one compiled program; it gives the op-by-op arrays to within 2 units in the last
     place (XLA fuses the scaling into the sampler, which may round differently), and is deterministic."""
@@ -221,9 +230,9 @@ def test_compiled_initialisation_matches_the_eager_one(kwargs):
     H = np.abs(np.asarray(eager.H)) if problem.nonnegative else np.asarray(eager.H)
     for got, want in zip(compiled, (eager.W, H, eager.b), strict=True):
         assert np.asarray(got).dtype == np.asarray(want).dtype
-        np.testing.assert_array_max_ulp(np.asarray(got), np.asarray(want), maxulp=2)   # fused rounding only
+        np.testing.assert_array_max_ulp(np.asarray(got), np.asarray(want), maxulp=2)  # fused rounding only
     for again, first in zip(problem.init(), compiled, strict=True):
-        np.testing.assert_array_equal(np.asarray(again), np.asarray(first))   # deterministic: same bits
+        np.testing.assert_array_equal(np.asarray(again), np.asarray(first))  # deterministic: same bits
 
 
 def test_history_off_keeps_the_start_row_and_the_same_result():

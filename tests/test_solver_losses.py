@@ -19,10 +19,17 @@ RTOL = 1e-6
 SMALL = dict(K=4, n=3, d=5, lam_W=1e-2, lam_H=1e-2, lam_b=1e-2)
 
 
-@pytest.mark.parametrize("loss,params", [
-    ("ce", {}), ("ls", dict(delta=0.2)), ("focal", dict(gamma=2.0)), ("focal", dict(gamma=0.5)),
-    ("mse", dict(mse_kappa=3.0, mse_beta=2.0)), ("mse", dict(mse_kappa=1.0, mse_beta=1.0, lam_b=0.0)),
-])
+@pytest.mark.parametrize(
+    "loss,params",
+    [
+        ("ce", {}),
+        ("ls", dict(delta=0.2)),
+        ("focal", dict(gamma=2.0)),
+        ("focal", dict(gamma=0.5)),
+        ("mse", dict(mse_kappa=3.0, mse_beta=2.0)),
+        ("mse", dict(mse_kappa=1.0, mse_beta=1.0, lam_b=0.0)),
+    ],
+)
 def test_solver_reaches_the_prediction_for_every_loss(loss, params):
     problem = Problem(**{**SMALL, **params, "loss": loss, "seed": 3})
     result = ufm.solve(problem, tol=1e-11, max_iters=5000)
@@ -30,8 +37,12 @@ def test_solver_reaches_the_prediction_for_every_loss(loss, params):
     assert result.converged and not comparison.not_applicable
     assert comparison.ok, [(r.quantity, r.error) for r in comparison.failures]
     rows = {row.quantity: row for row in comparison.rows}
-    for name in ("mean ||w_k||", "mean ||hbar_k - h_G||", "kappa_W (loss block)",
-                 "W-block eigenvalues (all distinct; largest shown)"):
+    for name in (
+        "mean ||w_k||",
+        "mean ||hbar_k - h_G||",
+        "kappa_W (loss block)",
+        "W-block eigenvalues (all distinct; largest shown)",
+    ):
         assert rows[name].applies and rows[name].error <= RTOL, name
 
 
@@ -75,8 +86,10 @@ def test_nonnegative_past_its_boundary_collapses_although_nguyen_condition_holds
     assert compare(result, spectra=False).ok
 
 
-@given(H=st.lists(st.floats(-5, 5, allow_subnormal=False), min_size=6, max_size=6),
-       g=st.lists(st.floats(-5, 5, allow_subnormal=False), min_size=6, max_size=6))  # XLA flushes subnormals
+@given(
+    H=st.lists(st.floats(-5, 5, allow_subnormal=False), min_size=6, max_size=6),
+    g=st.lists(st.floats(-5, 5, allow_subnormal=False), min_size=6, max_size=6),
+)  # XLA flushes subnormals
 def test_projection_keeps_H_nonnegative_and_blocks_only_outward_gradients(H, g):
     params = ufm.Params(jnp.ones((2, 2)), jnp.asarray(H).reshape(2, 3), jnp.zeros(2))
     grad = ufm.Params(jnp.ones((2, 2)), jnp.asarray(g).reshape(2, 3), jnp.ones(2))
@@ -84,8 +97,9 @@ def test_projection_keeps_H_nonnegative_and_blocks_only_outward_gradients(H, g):
     assert float(jnp.min(projected.H)) >= 0.0
     assert np.array_equal(np.asarray(projected.H), np.maximum(np.asarray(H).reshape(2, 3), 0.0))
     blocked = (np.asarray(projected.H) == 0) & (np.asarray(g).reshape(2, 3) > 0)
-    assert np.all(np.asarray(pgrad.H)[blocked] == 0) and np.all(np.asarray(pgrad.H)[~blocked] ==
-                                                                  np.asarray(g).reshape(2, 3)[~blocked])
+    assert np.all(np.asarray(pgrad.H)[blocked] == 0) and np.all(
+        np.asarray(pgrad.H)[~blocked] == np.asarray(g).reshape(2, 3)[~blocked]
+    )
     assert _project(params, grad, False) == (params, grad)
 
 
@@ -95,9 +109,17 @@ def test_line_search_methods_are_rejected_with_nonnegative(method):
         ufm.solve(Problem(K=3, n=2, nonnegative=True), method)
 
 
-@pytest.mark.parametrize("kwargs,default", [
-    (dict(loss="ls", delta=0.1), "reduced"), (dict(loss="mse"), "reduced"), (dict(loss="focal", gamma=2.0), "lbfgs"),
-    (dict(label_noise=0.2), "lbfgs"), (dict(nonnegative=True), "momentum"), (dict(dtype="float32"), "lbfgs")])
+@pytest.mark.parametrize(
+    "kwargs,default",
+    [
+        (dict(loss="ls", delta=0.1), "reduced"),
+        (dict(loss="mse"), "reduced"),
+        (dict(loss="focal", gamma=2.0), "lbfgs"),
+        (dict(label_noise=0.2), "lbfgs"),
+        (dict(nonnegative=True), "momentum"),
+        (dict(dtype="float32"), "lbfgs"),
+    ],
+)
 def test_default_method_follows_what_the_reduction_covers(kwargs, default):
     """The class-mean reduction is exact only for convex losses with clean, balanced labels."""
     problem = Problem(K=3, n=2, **kwargs)
@@ -124,20 +146,23 @@ def test_noise_seeds_differ_and_zero_noise_is_clean():
     assert np.array_equal(np.asarray(Problem(K=5, n=4).labels()), np.repeat(np.arange(5), 4))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(loss="focal", gamma=-1.0), r"gamma must be in \[0, inf\)"),
-    (dict(loss="ls", gamma=1.0), "gamma must be 0 for loss='ls'"),
-    (dict(loss="ce", delta=0.1), "delta must be 0 for loss='ce'"),
-    (dict(loss="mse", delta=0.1), "delta must be 0 for loss='mse'"),
-    (dict(loss="mse", mse_kappa=0.0), r"mse_kappa must be in \(0, inf\)"),
-    (dict(loss="mse", mse_beta=float("inf")), r"mse_beta must be a finite number in \(0, inf\)"),
-    (dict(loss="hinge"), "loss must be one of"),
-    (dict(label_noise=1.0), r"label_noise must be in \[0, 1\)"),
-    (dict(label_noise=-0.1), r"label_noise must be in \[0, 1\)"),
-    (dict(noise_seed=-1), "noise_seed must be an integer >= 0"),
-    (dict(nonnegative=True, d=3), "nonnegative=True needs d >= K = 4"),
-    (dict(nonnegative="yes"), "nonnegative must be True or False"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(loss="focal", gamma=-1.0), r"gamma must be in \[0, inf\)"),
+        (dict(loss="ls", gamma=1.0), "gamma must be 0 for loss='ls'"),
+        (dict(loss="ce", delta=0.1), "delta must be 0 for loss='ce'"),
+        (dict(loss="mse", delta=0.1), "delta must be 0 for loss='mse'"),
+        (dict(loss="mse", mse_kappa=0.0), r"mse_kappa must be in \(0, inf\)"),
+        (dict(loss="mse", mse_beta=float("inf")), r"mse_beta must be a finite number in \(0, inf\)"),
+        (dict(loss="hinge"), "loss must be one of"),
+        (dict(label_noise=1.0), r"label_noise must be in \[0, 1\)"),
+        (dict(label_noise=-0.1), r"label_noise must be in \[0, 1\)"),
+        (dict(noise_seed=-1), "noise_seed must be an integer >= 0"),
+        (dict(nonnegative=True, d=3), "nonnegative=True needs d >= K = 4"),
+        (dict(nonnegative="yes"), "nonnegative must be True or False"),
+    ],
+)
 def test_bad_problem_inputs_name_the_parameter(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Problem(**{"K": 4, "n": 2, **kwargs})

@@ -24,9 +24,11 @@ def _dense_blocks(K, n, d, delta, lam_W, lam_H, lam_b, regularized):
     fH = lambda H_: f(Params(W, H_, b), labels, weights)
     fb = lambda b_: f(Params(W, H, b_), labels, weights)
     size_W, size_H = d * K, d * n * K
-    return (np.asarray(jax.hessian(fW)(W)).reshape(size_W, size_W),
-            np.asarray(jax.hessian(fH)(H)).reshape(size_H, size_H),
-            np.asarray(jax.hessian(fb)(b)))
+    return (
+        np.asarray(jax.hessian(fW)(W)).reshape(size_W, size_W),
+        np.asarray(jax.hessian(fH)(H)).reshape(size_H, size_H),
+        np.asarray(jax.hessian(fb)(b)),
+    )
 
 
 def _assert_same_spectrum(dense, predicted):

@@ -72,25 +72,29 @@ def test_the_number_of_lanes_does_not_change_the_result(swept, lanes):
     np.testing.assert_allclose(queued.objective, swept.objective[order], rtol=1e-12)
 
 
-@given(st.lists(st.tuples(st.floats(0.0, 0.6), st.floats(1e-4, 1e-1), st.integers(0, 2**31 - 1)),
-                min_size=5, max_size=5),
-       st.sampled_from([1, 2, 16]))
+@given(
+    st.lists(st.tuples(st.floats(0.0, 0.6), st.floats(1e-4, 1e-1), st.integers(0, 2**31 - 1)), min_size=5, max_size=5),
+    st.sampled_from([1, 2, 16]),
+)
 def test_queue_matches_solve_on_random_configurations(configurations, lanes):
     # five random (delta, lam, seed) of one small shape (one compile per lane count): every lane's
     # configuration ends where ufm.solve ends it. Both stop at |grad| <= 1e-10 |grad_0|, so the end
     # points differ by up to ~1e-10 |grad_0| / lam (lam >= 1e-4): the objective (quadratic in that
     # distance) agrees to ~1e-16, the norms (linear) to ~1e-9 (observed over 60 random
     # configurations: 7.6e-16 and 2.4e-9).
-    problems = [ufm.Problem(K=3, n=2, delta=delta, lam_W=lam, lam_H=lam, lam_b=lam, seed=seed)
-                for delta, lam, seed in configurations]
+    problems = [
+        ufm.Problem(K=3, n=2, delta=delta, lam_W=lam, lam_H=lam, lam_b=lam, seed=seed)
+        for delta, lam, seed in configurations
+    ]
     queued = sweep(problems, batch_size=lanes, tol=1e-10)
     assert queued.converged.all()
     for j, problem in enumerate(problems):
         single = ufm.solve(problem, tol=1e-10)
         assert single.converged
         assert queued.objective[j] == pytest.approx(single.objective, rel=1e-12, abs=1e-15)
-        assert queued.w_norm[j] == pytest.approx(float(ufm.collapse(single.W, single.H, problem.labels(), 3).w_norm),
-                                                 rel=1e-7, abs=1e-9)   # 40x the observed
+        assert queued.w_norm[j] == pytest.approx(
+            float(ufm.collapse(single.W, single.H, problem.labels(), 3).w_norm), rel=1e-7, abs=1e-9
+        )  # 40x the observed
 
 
 def test_other_methods_run_as_vmapped_chunks():
@@ -118,14 +122,17 @@ def test_a_configuration_as_a_result_feeds_compare(swept):
             swept.result(bad)
 
 
-@pytest.mark.parametrize("bad,message", [
-    (dict(problems=[]), "non-empty"),
-    (dict(problems=[BASE, ufm.Problem(K=4, n=6)]), "same n"),
-    (dict(method="newton"), "method must be"),
-    (dict(tol=2.0), "tol must be"),
-    (dict(batch_size=0), "batch_size must be"),
-    (dict(method="gd", lr=-1.0), "lr must be"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (dict(problems=[]), "non-empty"),
+        (dict(problems=[BASE, ufm.Problem(K=4, n=6)]), "same n"),
+        (dict(method="newton"), "method must be"),
+        (dict(tol=2.0), "tol must be"),
+        (dict(batch_size=0), "batch_size must be"),
+        (dict(method="gd", lr=-1.0), "lr must be"),
+    ],
+)
 def test_bad_arguments(bad, message):
     args = dict(problems=[BASE])
     args.update(bad)

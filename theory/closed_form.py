@@ -58,11 +58,17 @@ class Norms(NamedTuple):
 def _regularization_scale(K: int, n: int, lam_W, lam_H):
     """``sqrt(K N) lam_Z = K sqrt(n lam_W lam_H)``, checked for underflow."""
     # sqrt of each factor: n lam_W lam_H itself can overflow (or underflow) where the scale does not
-    scale = K * np.sqrt(float(n)) * np.sqrt(np.asarray(lam_W, dtype=np.float64)) \
+    scale = (
+        K
+        * np.sqrt(float(n))
+        * np.sqrt(np.asarray(lam_W, dtype=np.float64))
         * np.sqrt(np.asarray(lam_H, dtype=np.float64))
+    )
     if not np.all(np.isfinite(scale)):
-        raise OverflowError("K sqrt(n lam_W lam_H) overflows float64 (n, lam_W, lam_H too large); such a "
-                            "setting is far beyond the phase boundary c = 1, where the minimizer is 0")
+        raise OverflowError(
+            "K sqrt(n lam_W lam_H) overflows float64 (n, lam_W, lam_H too large); such a "
+            "setting is far beyond the phase boundary c = 1, where the minimizer is 0"
+        )
     with np.errstate(divide="ignore", over="ignore"):
         too_small = ~np.isfinite(K / scale)  # then K/c - K + 1, hence e^a, overflows
     if np.any(too_small):
@@ -79,8 +85,9 @@ def balance(n: int, lam_W, lam_H):
     Taken as a product of fourth roots, so it is finite and non-zero for every
     positive finite lam_W, lam_H (the ratio itself may overflow).
     """
-    return (float(n) ** 0.25) * np.asarray(lam_H, dtype=np.float64) ** 0.25 \
-        / np.asarray(lam_W, dtype=np.float64) ** 0.25
+    return (
+        (float(n) ** 0.25) * np.asarray(lam_H, dtype=np.float64) ** 0.25 / np.asarray(lam_W, dtype=np.float64) ** 0.25
+    )
 
 
 def phase(K, n, delta, lam_W, lam_H) -> Phase:
@@ -239,8 +246,9 @@ def global_minimizer(K, n, d, delta, lam_W, lam_H, P=None, seed=0):
     a = a_delta(K, n, delta, lam_W, lam_H)
     if np.ndim(a) != 0:
         raise ValueError("global_minimizer takes scalar delta, lam_W, lam_H (got arrays)")
-    validation.allocation("the global minimizer (W, H)", float(d) * K * (n + 4) + float(K) * K * (n + 1),
-                       f"K = {K}, n = {n}, d = {d}")
+    validation.allocation(
+        "the global minimizer (W, H)", float(d) * K * (n + 4) + float(K) * K * (n + 1), f"K = {K}, n = {n}, d = {d}"
+    )
     P = random_semi_orthogonal(d, K, seed) if P is None else validation.semi_orthogonal(P, d, K)
     ratio = float(balance(n, lam_W, lam_H))
     ETF = np.sqrt(a) * (P @ simplex_projector(K))

@@ -161,15 +161,27 @@ def nc_configuration(M, lam_W, lam_H, alpha) -> NCConfiguration:
     lam_H = validation.positive_scalar("lam_H", lam_H)
     pred = predict(2, 1, M, lam_W, lam_H, loss="ls", delta=alpha, nonnegative=True)
     if pred.collapsed:
-        raise ValueError(f"alpha = {alpha:g}, lam_W = {lam_W:g}, lam_H = {lam_H:g} give W = H = 0 under H >= 0 "
-                         "(needs alpha/2 + sqrt(2 lam_W lam_H) < 1/2); the MD model needs h_1 != h_2")
+        raise ValueError(
+            f"alpha = {alpha:g}, lam_W = {lam_W:g}, lam_H = {lam_H:g} give W = H = 0 under H >= 0 "
+            "(needs alpha/2 + sqrt(2 lam_W lam_H) < 1/2); the MD model needs h_1 != h_2"
+        )
     rho = pred.class_mean_norm
     Q = np.eye(M)[:, :2]
     H = rho * Q
     W = (pred.a / rho) * Q @ (np.eye(2) - 0.5)
     gap = float(np.linalg.norm(W[:, 0] - W[:, 1]))
-    return NCConfiguration(W=W, H=H, alpha=alpha, lam_W=lam_W, lam_H=lam_H, a=pred.a, h_norm=float(rho),
-                           distance=float(np.sqrt(2.0) * rho), w_gap=gap, H_norm=float(np.sqrt(2.0) * rho))
+    return NCConfiguration(
+        W=W,
+        H=H,
+        alpha=alpha,
+        lam_W=lam_W,
+        lam_H=lam_H,
+        a=pred.a,
+        h_norm=float(rho),
+        distance=float(np.sqrt(2.0) * rho),
+        w_gap=gap,
+        H_norm=float(np.sqrt(2.0) * rho),
+    )
 
 
 def gamma_ratio(lam_W, lam_H, alpha0) -> float:
@@ -217,8 +229,10 @@ def circle_nodes(c_max, margin=0.0) -> int:
     bound = 2.0 * (margin + c_max * np.cosh(sigma) + 3.0)
     nodes = int(np.ceil(np.log(bound / _QUADRATURE_ERROR) / sigma))
     if nodes > _MAX_NODES:
-        raise ValueError(f"the circle law needs {nodes} quadrature nodes for r ||w_1 - w_2|| up to {c_max:g} "
-                         f"(more than {_MAX_NODES}); use distribution='two-point' or a larger c_md")
+        raise ValueError(
+            f"the circle law needs {nodes} quadrature nodes for r ||w_1 - w_2|| up to {c_max:g} "
+            f"(more than {_MAX_NODES}); use distribution='two-point' or a larger c_md"
+        )
     return max(8, nodes)
 
 
@@ -315,8 +329,14 @@ def assumption_4_2(lam_W, lam_H, alpha0, eta, c_md) -> AssumptionCheck:
     c_tilde = c_md / (np.sqrt(2.0) * ce.distance)
     eta_bound = float((c_tilde * (1.0 - 1.0 / gamma)) ** 2)
     alpha_bound = float(4.0 * np.sqrt(ce.lam_W * ce.lam_H))
-    return AssumptionCheck(alpha_bound=alpha_bound, alpha_ok=alpha0 > alpha_bound, gamma=float(gamma),
-                           c_tilde=float(c_tilde), eta_bound=eta_bound, eta_ok=eta < eta_bound)
+    return AssumptionCheck(
+        alpha_bound=alpha_bound,
+        alpha_ok=alpha0 > alpha_bound,
+        gamma=float(gamma),
+        c_tilde=float(c_tilde),
+        eta_bound=eta_bound,
+        eta_ok=eta < eta_bound,
+    )
 
 
 def md_law(config: NCConfiguration, name, eta, c_md) -> tuple[np.ndarray, np.ndarray]:

@@ -115,8 +115,21 @@ def _softmax_column(z: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def predict(K, n, d, lam_W, lam_H, lam_b=None, *, loss="ls", delta=0.0, gamma=0.0, mse_kappa=1.0, mse_beta=1.0,
-            nonnegative=False) -> Prediction:
+def predict(
+    K,
+    n,
+    d,
+    lam_W,
+    lam_H,
+    lam_b=None,
+    *,
+    loss="ls",
+    delta=0.0,
+    gamma=0.0,
+    mse_kappa=1.0,
+    mse_beta=1.0,
+    nonnegative=False,
+) -> Prediction:
     """Theory's prediction for one UFM problem and loss.
 
     Args:
@@ -161,8 +174,7 @@ def predict(K, n, d, lam_W, lam_H, lam_b=None, *, loss="ls", delta=0.0, gamma=0.
         else:
             w_norm = rho * np.sqrt(a * (K - 1) / K)
             class_mean_norm = np.sqrt(a * (K - 1) / K) / rho
-    h_norm = (np.sqrt(class_mean_norm**2 * (K - 1) / K) if nonnegative
-              else np.sqrt(a * (K - 1) / K) / rho)
+    h_norm = np.sqrt(class_mean_norm**2 * (K - 1) / K) if nonnegative else np.sqrt(a * (K - 1) / K) / rho
     zbar = a * M + (shift + bias) * np.ones((K, K))
     probs = _softmax_column(zbar[:, 0])
     mu1, mu2 = sr.logit_curvatures(loss, K, a, delta=delta, gamma=gamma, mse_kappa=mse_kappa)
@@ -172,9 +184,35 @@ def predict(K, n, d, lam_W, lam_H, lam_b=None, *, loss="ls", delta=0.0, gamma=0.
         spectra = curvature_spectrum(K, n, d, a, lam_W, lam_H, mu1, mu2, centred_loss=centred)
         if a > 0:
             kappa_W, kappa_H = spectra.W.condition_number(), spectra.H.condition_number()
-    return Prediction(loss, K, n, d, lam_W, lam_H, lam_b, delta, gamma, mse_kappa, mse_beta, bool(nonnegative),
-                      float(a), a == 0.0, zbar, float(bias), float(shift), float(probs[0]), float(probs[1]),
-                      float(w_norm), float(h_norm), float(class_mean_norm), mu1, mu2, spectra, kappa_W, kappa_H)
+    return Prediction(
+        loss,
+        K,
+        n,
+        d,
+        lam_W,
+        lam_H,
+        lam_b,
+        delta,
+        gamma,
+        mse_kappa,
+        mse_beta,
+        bool(nonnegative),
+        float(a),
+        a == 0.0,
+        zbar,
+        float(bias),
+        float(shift),
+        float(probs[0]),
+        float(probs[1]),
+        float(w_norm),
+        float(h_norm),
+        float(class_mean_norm),
+        mu1,
+        mu2,
+        spectra,
+        kappa_W,
+        kappa_H,
+    )
 
 
 def nonnegative_boundary(K, n, lam_W, lam_H) -> dict:

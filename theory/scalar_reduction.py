@@ -85,8 +85,9 @@ def loss_parameters(loss: str, delta=0.0, gamma=0.0):
         raise ValueError(f"delta must be a single number in [0, 1), got {validation.describe(delta)}")
     gamma = validation.nonnegative_scalar("gamma", gamma)
     if gamma > MAX_GAMMA:
-        raise ValueError(f"gamma must be at most {MAX_GAMMA:g} (the focal derivatives hold gamma^2 in float64), "
-                         f"got {gamma!r}")
+        raise ValueError(
+            f"gamma must be at most {MAX_GAMMA:g} (the focal derivatives hold gamma^2 in float64), got {gamma!r}"
+        )
     if loss != "ls" and delta != 0.0:
         raise ValueError(f"delta must be 0 for loss={loss!r} (label smoothing is loss='ls'), got {delta!r}")
     if loss != "focal" and gamma != 0.0:
@@ -111,8 +112,9 @@ def loss_derivatives(loss: str, K, a, *, delta=0.0, gamma=0.0):
     """
     loss, delta, gamma = loss_parameters(loss, delta, gamma)
     if loss == "mse":
-        raise ValueError("loss must be a contrastive loss ('ce', 'ls', 'focal') for loss_derivatives, got 'mse'; "
-                         "see mse_optimum")
+        raise ValueError(
+            "loss must be a contrastive loss ('ce', 'ls', 'focal') for loss_derivatives, got 'mse'; see mse_optimum"
+        )
     K = validation.integer("K", K, 2, float64=True)
     a = validation.real_array("a", a, "a >= 0")
     if np.any(a < 0):
@@ -159,8 +161,9 @@ def regularization_slope(K, n, lam_W, lam_H, *, nonnegative=False) -> float:
         raise ValueError("lam_W and lam_H must be scalars here (got an array)")
     R = np.sqrt(float(n)) * np.sqrt(float(lam_W)) * np.sqrt(float(lam_H))  # no overflow of n lam_W lam_H
     if not (np.isfinite(R) and R > 0.0):
-        raise OverflowError(f"sqrt(n lam_W lam_H) = {R!r} is not a positive finite float64; "
-                            "use lam_W * lam_H between 1e-600 and 1e300")
+        raise OverflowError(
+            f"sqrt(n lam_W lam_H) = {R!r} is not a positive finite float64; use lam_W * lam_H between 1e-600 and 1e300"
+        )
     slope = float(R * (np.sqrt(K * (K - 1.0)) if nonnegative else (K - 1.0)))
     if not np.isfinite(slope):
         raise OverflowError(f"the regularization slope overflows float64 for K = {K}, n = {n}; reduce K or n")
@@ -224,15 +227,19 @@ def optimal_scale(loss: str, K, n, lam_W, lam_H, *, delta=0.0, gamma=0.0, nonneg
     fsecond = lambda x: float(derivs(x)[2])
     # beyond A, f' > 0: FL |l'| <= (1 + gamma) q and LS l' + r >= r - q, with q <= (K - 1) e^{-a}
     if not r > 0.0:
-        raise ValueError(f"lam_W * lam_H is too small: the slope r of the 1-D problem underflows to {r!r} "
-                         f"(lam_W = {lam_W!r}, lam_H = {lam_H!r}), so f(a) has no finite minimizer in float64; "
-                         "use lam_W * lam_H > 1e-600 (e.g. both > 1e-300)")
-    A = max(np.log1p(gamma) + np.log(K - 1) - np.log(r), 0.0) + 2.0   # in logs: (1 + gamma)(K - 1) may overflow
+        raise ValueError(
+            f"lam_W * lam_H is too small: the slope r of the 1-D problem underflows to {r!r} "
+            f"(lam_W = {lam_W!r}, lam_H = {lam_H!r}), so f(a) has no finite minimizer in float64; "
+            "use lam_W * lam_H > 1e-600 (e.g. both > 1e-300)"
+        )
+    A = max(np.log1p(gamma) + np.log(K - 1) - np.log(r), 0.0) + 2.0  # in logs: (1 + gamma)(K - 1) may overflow
     while fprime(A) <= 0.0:
         A *= 2.0
         if A > 1e300:
-            raise ValueError(f"no minimizer of the 1-D problem below a = 1e300 for loss {loss!r} (gamma = {gamma!r}, "
-                             f"lam_W = {lam_W!r}, lam_H = {lam_H!r}): the parameters are beyond float64's range")
+            raise ValueError(
+                f"no minimizer of the 1-D problem below a = 1e300 for loss {loss!r} (gamma = {gamma!r}, "
+                f"lam_W = {lam_W!r}, lam_H = {lam_H!r}): the parameters are beyond float64's range"
+            )
     grid = np.linspace(0.0, A, _GRID)
     slopes = derivs(grid)[1] + r
     candidates = [0.0] if slopes[0] >= 0.0 else []
@@ -309,8 +316,10 @@ def mse_optimum(K, n, lam_W, lam_H, lam_b, *, mse_kappa=1.0, mse_beta=1.0) -> MS
     s_bias = t if lam_b == 0.0 else float(np.clip(t, -R / lam_b, R / lam_b))
     optimum = MSEOptimum(float(a), float(t - s_bias), float(s_bias), float(a * (K - 1) / K + t), float(t - a / K))
     if not all(np.isfinite(optimum)):
-        raise OverflowError(f"the MSE optimum overflows float64 for mse_kappa = {kappa!r}, mse_beta = {beta!r}, "
-                            f"lam_b = {lam_b!r}; use moderate values")
+        raise OverflowError(
+            f"the MSE optimum overflows float64 for mse_kappa = {kappa!r}, mse_beta = {beta!r}, "
+            f"lam_b = {lam_b!r}; use moderate values"
+        )
     return optimum
 
 
@@ -319,5 +328,10 @@ def mse_objective(K, n, lam_W, lam_H, lam_b, a, s_feature, s_bias, *, mse_kappa=
     R = np.sqrt(n * lam_W * lam_H)
     t = s_feature + s_bias
     u, v = a * (K - 1) / K + t, t - a / K
-    return float(mse_kappa * (u - mse_beta) ** 2 + (K - 1) * v**2 + R * (K - 1) * abs(a) + R * K * abs(s_feature)
-                 + lam_b * K * s_bias**2 / 2.0)
+    return float(
+        mse_kappa * (u - mse_beta) ** 2
+        + (K - 1) * v**2
+        + R * (K - 1) * abs(a)
+        + R * K * abs(s_feature)
+        + lam_b * K * s_bias**2 / 2.0
+    )

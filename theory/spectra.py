@@ -122,8 +122,20 @@ def _block(pairs, shift: float = 0.0) -> BlockSpectrum:
     return BlockSpectrum(np.array(values, dtype=np.float64), np.array(counts, dtype=np.int64))
 
 
-def curvature_spectrum(K: int, n: int, d: int, a: float, lam_W: float, lam_H: float, mu1: float, mu2: float, *,
-                       centred_loss: bool = True, lam_b=None, regularized: bool = False) -> HessianSpectrum:
+def curvature_spectrum(
+    K: int,
+    n: int,
+    d: int,
+    a: float,
+    lam_W: float,
+    lam_H: float,
+    mu1: float,
+    mu2: float,
+    *,
+    centred_loss: bool = True,
+    lam_b=None,
+    regularized: bool = False,
+) -> HessianSpectrum:
     """Block spectra at an ETF point of scale ``a`` from the two logit curvatures ``(mu1, mu2)``.
 
     For a loss whose per-sample logit Hessian ``S_k`` kills ``1`` (``centred_loss``: CE, LS, FL)
@@ -146,20 +158,26 @@ def curvature_spectrum(K: int, n: int, d: int, a: float, lam_W: float, lam_H: fl
     """
     N = n * K
     if d * N >= 2**62:
-        raise ValueError(f"the H block would have d N = {d} * {N} rows, too many for 64-bit multiplicities; "
-                         "reduce d or n")
+        raise ValueError(
+            f"the H block would have d N = {d} * {N} rows, too many for 64-bit multiplicities; reduce d or n"
+        )
     ratio = float(balance(n, lam_W, lam_H))  # (n lam_H / lam_W)^{1/4}, never overflows
     s_W = (a / ratio) / ratio / K
     s_H = (a * ratio) * ratio / N
     if not (np.isfinite(s_W) and np.isfinite(s_H)):
-        raise OverflowError(f"the Hessian scales overflow float64: n lam_H / lam_W = {n} * {lam_H!r} / {lam_W!r} "
-                            "is too extreme")
+        raise OverflowError(
+            f"the Hessian scales overflow float64: n lam_H / lam_W = {n} * {lam_H!r} / {lam_W!r} is too extreme"
+        )
     if centred_loss:
         if K == 2:
             w_pairs = [(s_W * mu2, 1), (0.0, d * K - 1)]
         else:
-            w_pairs = [(s_W * mu2, 1), (s_W * (mu1 + (K - 2) * mu2) / (K - 1), K - 1),
-                       (s_W * mu1, (K - 1) ** 2 - K), (0.0, d * K - (K - 1) ** 2)]
+            w_pairs = [
+                (s_W * mu2, 1),
+                (s_W * (mu1 + (K - 2) * mu2) / (K - 1), K - 1),
+                (s_W * mu1, (K - 1) ** 2 - K),
+                (0.0, d * K - (K - 1) ** 2),
+            ]
         b_pairs = [((mu1 * (K - 2) + mu2) / (K - 1), K - 1), (0.0, 1)]
     else:
         w_pairs = [(s_W * mu2, K), (s_W * mu1, K * (K - 2)), (0.0, d * K - K * (K - 1))]
@@ -216,8 +234,9 @@ def hessian_spectrum(K, n, d, delta, lam_W, lam_H, *, lam_b=None, regularized=Fa
     if lam_b is not None:
         lam_b = validation.positive("lam_b", lam_b)
     p_t, p_n = probabilities(K, n, delta, lam_W, lam_H)
-    return curvature_spectrum(K, n, d, a, float(lam_W), float(lam_H), p_n, K * p_t * p_n,
-                              lam_b=lam_b, regularized=regularized)
+    return curvature_spectrum(
+        K, n, d, a, float(lam_W), float(lam_H), p_n, K * p_t * p_n, lam_b=lam_b, regularized=regularized
+    )
 
 
 def condition_number(K, delta, lam, *, n=1, lam_H=None, beyond_boundary="raise"):

@@ -40,7 +40,7 @@ def show(value: int) -> str:
 def _finite(value) -> bool:
     try:
         return math.isfinite(value)
-    except OverflowError:          # a Python int beyond the float range
+    except OverflowError:  # a Python int beyond the float range
         return False
 
 
@@ -60,15 +60,25 @@ def integer(name: str, value, minimum: int, maximum: int | None = None, *, float
     # exact for integers of any size; otherwise an integral finite float (checked above)
     as_int = int(value) if isinstance(value, numbers.Integral) else int(float(value))
     if float64 and not _finite(as_int):
-        raise ValueError(f"{name} must be an integer {bound} and below 2**1024 (the formulas use it as a "
-                         f"float64), got an integer of {len(str(abs(as_int)))} digits")
+        raise ValueError(
+            f"{name} must be an integer {bound} and below 2**1024 (the formulas use it as a "
+            f"float64), got an integer of {len(str(abs(as_int)))} digits"
+        )
     if as_int < minimum or (maximum is not None and as_int > maximum):
         raise ValueError(f"{name} must be an integer {bound}, got {show(as_int)}")
     return as_int
 
 
-def interval(name: str, value, low: float, high: float | None = None, *, low_open: bool, high_open: bool = True,
-             shown: str | None = None) -> float:
+def interval(
+    name: str,
+    value,
+    low: float,
+    high: float | None = None,
+    *,
+    low_open: bool,
+    high_open: bool = True,
+    shown: str | None = None,
+) -> float:
     """A single finite real number in the interval from ``low`` to ``high`` (None: no upper bound), each end
     open or closed; returned as a float. ``shown``: how to print the value in the message (default its repr)."""
     upper = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
@@ -87,6 +97,7 @@ def interval(name: str, value, low: float, high: float | None = None, *, low_ope
 def _argparse_type(convert, check):
     """An argparse ``type``: ``check(value, text)`` of ``value = convert(text)`` (the text itself when it
     does not convert, so the check names what was typed); a ``ValueError`` becomes argparse's error."""
+
     def parse(text: str):
         try:
             value = convert(text)
@@ -103,9 +114,21 @@ def _argparse_type(convert, check):
 def number_type(name: str, low: float, high: float | None = None, *, low_open: bool = True, high_open: bool = True):
     """An argparse ``type``: the text as a float checked by :func:`interval` (``-0.0`` becomes ``0.0``,
     so reports and JSON never show "-0")."""
-    return _argparse_type(float, lambda value, text: interval(
-        name, value, low, high, low_open=low_open, high_open=high_open,
-        shown=None if isinstance(value, str) else text) + 0.0)
+    return _argparse_type(
+        float,
+        lambda value, text: (
+            interval(
+                name,
+                value,
+                low,
+                high,
+                low_open=low_open,
+                high_open=high_open,
+                shown=None if isinstance(value, str) else text,
+            )
+            + 0.0
+        ),
+    )
 
 
 def integer_type(name: str, minimum: int, maximum: int | None = None):
@@ -120,12 +143,12 @@ def real_array(name: str, value, allowed: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be a real number with {allowed}, got {describe(value)}"
-        ) from None
+        raise ValueError(f"{name} must be a real number with {allowed}, got {describe(value)}") from None
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite with {allowed}, got {describe(value)}"
-                         + (f" = {value!r}" if arr.ndim == 0 else " containing nan/inf"))
+        raise ValueError(
+            f"{name} must be finite with {allowed}, got {describe(value)}"
+            + (f" = {value!r}" if arr.ndim == 0 else " containing nan/inf")
+        )
     return arr
 
 
@@ -158,9 +181,7 @@ def classes_and_samples(K, n) -> tuple[int, int]:
 def dimension(d, K: int) -> int:
     d_int = integer("d", d, 1, float64=True)
     if d_int < K:
-        raise ValueError(
-            f"d must be an integer >= K = {K} (Theorem 4.1 needs d >= K), got {d_int}"
-        )
+        raise ValueError(f"d must be an integer >= K = {K} (Theorem 4.1 needs d >= K), got {d_int}")
     return d_int
 
 
@@ -183,8 +204,10 @@ def allocation(what: str, floats: float, sizes: str) -> None:
     """
     needed, free = 8.0 * float(floats), host_free_bytes()
     if needed > free:
-        raise ValueError(f"{what} for {sizes} needs {needed / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB "
-                         "of free memory; reduce these sizes")
+        raise ValueError(
+            f"{what} for {sizes} needs {needed / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB "
+            "of free memory; reduce these sizes"
+        )
 
 
 def positive_scalar(name: str, value) -> float:

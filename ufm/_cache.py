@@ -95,9 +95,12 @@ def enable_compilation_cache(path=None, *, warn=None) -> Path | None:
 
 def add_argument(parser: argparse.ArgumentParser) -> None:
     """Add the command lines' ``--no-cache`` flag."""
-    parser.add_argument("--no-cache", action="store_true",
-                        help=f"do not read or write the persistent compilation cache (default folder: "
-                             f"${ENV_VAR} if set, else {cache_dir()}); see docs/cli.md, 'Compilation cache'")
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help=f"do not read or write the persistent compilation cache (default folder: "
+        f"${ENV_VAR} if set, else {cache_dir()}); see docs/cli.md, 'Compilation cache'",
+    )
 
 
 def configure(args: argparse.Namespace, prog: str) -> Path | None:
@@ -138,6 +141,9 @@ def _one_line(message, category, filename, lineno, file=None, line=None):
                 stale.unlink()
     if not _STATE["said"]:
         _STATE["said"] = True
-        print(f"{_STATE['prog']}: warning: compilation cache entry skipped ({text.splitlines()[0][:160]}); "
-              "recompiling", file=sys.stderr, flush=True)
+        print(
+            f"{_STATE['prog']}: warning: compilation cache entry skipped ({text.splitlines()[0][:160]}); recompiling",
+            file=sys.stderr,
+            flush=True,
+        )
     return None

@@ -65,8 +65,11 @@ def exit_on_interrupt(prog: str):
             for signum, code in EXIT_CODES.items():
                 if signum in data:
                     with _io.WRITE_LOCK:
-                        print(f"{prog}: interrupted by {_NAMES[signum]}; stopped, no partial output written",
-                              file=sys.stderr, flush=True)
+                        print(
+                            f"{prog}: interrupted by {_NAMES[signum]}; stopped, no partial output written",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                         os._exit(code)
 
     watcher = threading.Thread(target=watch, name="ufm-signal-watcher", daemon=True)

@@ -141,8 +141,11 @@ def write_atomic(path, write, *, overwrite: bool = False) -> Path:
                 os.unlink(tmp)
             raise
     if written != path:
-        print(f"warning: {path} was created by another writer while this one computed; "
-              f"this result is kept as {written}", file=sys.stderr, flush=True)
+        print(
+            f"warning: {path} was created by another writer while this one computed; this result is kept as {written}",
+            file=sys.stderr,
+            flush=True,
+        )
     return written
 
 
@@ -165,7 +168,7 @@ def clean(value, *, for_json: bool = False):
     """``value`` with every float ``-0.0`` replaced by ``0.0`` (and NaN/inf by None if ``for_json``),
     through dicts, lists and tuples; numpy floats become Python floats."""
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
-        value = float(value) + 0.0      # -0.0 + 0.0 == +0.0
+        value = float(value) + 0.0  # -0.0 + 0.0 == +0.0
         if for_json and not math.isfinite(value):
             return None
         return value

@@ -76,9 +76,24 @@ def init(x, value, grad, memory: int = MEMORY) -> State:
     """The state at ``x`` with ``value = f(x)``, ``grad = grad f(x)`` and an empty memory."""
     P, dt = x.shape[0], x.dtype
     zeros = lambda *shape: jnp.zeros(shape, dt)
-    return State(x, value, grad, zeros(2, memory, P), zeros(memory, memory), zeros(memory, memory),
-                 zeros(memory), zeros(memory), jnp.arange(memory, dtype=jnp.int32), jnp.zeros((memory,), bool),
-                 zeros(P), zeros(memory), zeros(), zeros(), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    return State(
+        x,
+        value,
+        grad,
+        zeros(2, memory, P),
+        zeros(memory, memory),
+        zeros(memory, memory),
+        zeros(memory),
+        zeros(memory),
+        jnp.arange(memory, dtype=jnp.int32),
+        jnp.zeros((memory,), bool),
+        zeros(P),
+        zeros(memory),
+        zeros(),
+        zeros(),
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), bool),
+    )
 
 
 def _mm(A, B):
@@ -112,19 +127,22 @@ def _direction(state: State):
     sy = jnp.where(both, state.sy, 0.0)
     yy = jnp.where(both, state.yy, 0.0)
     diagonal = jnp.where(valid, jnp.diagonal(sy), 1.0)
-    older_or_same = state.age[:, None] >= state.age[None, :]      # i no younger than j: R's upper part
+    older_or_same = state.age[:, None] >= state.age[None, :]  # i no younger than j: R's upper part
     N = jnp.where(older_or_same & ~jnp.eye(len(valid), dtype=bool), sy, 0.0) / diagonal[:, None]
-    inverse = _nilpotent_inverse(N)                               # R^-1 = inverse @ diag(1 / diagonal)
+    inverse = _nilpotent_inverse(N)  # R^-1 = inverse @ diag(1 / diagonal)
     newest = jnp.argmin(state.age)
     have_pair = valid[newest]
-    gamma = jnp.where(have_pair, sy[newest, newest] / jnp.where(have_pair, yy[newest, newest], 1.0),
-                      1.0 / jnp.maximum(jnp.linalg.norm(state.grad), 1.0)).astype(dt)
-    u, v = jnp.where(valid, state.sg, 0.0), jnp.where(valid, state.yg, 0.0)   # S^T g, Y^T g
-    t = _mv(inverse, u / diagonal)                                # R^-1 S^T g
+    gamma = jnp.where(
+        have_pair,
+        sy[newest, newest] / jnp.where(have_pair, yy[newest, newest], 1.0),
+        1.0 / jnp.maximum(jnp.linalg.norm(state.grad), 1.0),
+    ).astype(dt)
+    u, v = jnp.where(valid, state.sg, 0.0), jnp.where(valid, state.yg, 0.0)  # S^T g, Y^T g
+    t = _mv(inverse, u / diagonal)  # R^-1 S^T g
     yy_t = _mv(yy, t)
     p = _mv(inverse.T, diagonal * t + gamma * yy_t - gamma * v) / diagonal
     Hg = gamma * state.grad + jnp.einsum("km,kmp->p", jnp.stack([p, -gamma * t]), state.pairs)
-    YHg = gamma * v + _mv(sy.T, p) - gamma * yy_t                 # Y^T H g (valid rows)
+    YHg = gamma * v + _mv(sy.T, p) - gamma * yy_t  # Y^T H g (valid rows)
     return -Hg, -YHg
 
 
@@ -160,7 +178,7 @@ def evaluate(state: State, value_and_grad: Callable, active=True):
     """
     fresh, fresh_y = _direction(state)
     fresh_slope = jnp.dot(state.grad, fresh)
-    uphill = ~(fresh_slope < 0)                # not a descent direction (or nan): steepest descent
+    uphill = ~(fresh_slope < 0)  # not a descent direction (or nan): steepest descent
     fresh = jnp.where(uphill, -state.grad, fresh)
     fresh_y = jnp.where(uphill, -state.yg, fresh_y)
     fresh_slope = jnp.where(uphill, -jnp.dot(state.grad, state.grad), fresh_slope)
@@ -173,8 +191,9 @@ def evaluate(state: State, value_and_grad: Callable, active=True):
     value, grad = value_and_grad(state.x + t * d)
     armijo = value <= state.value + ARMIJO_C1 * t * slope
     approximate = (jnp.dot(grad, d) <= (2 * ARMIJO_C1 - 1) * slope) & (
-        value <= state.value + APPROXIMATE_EPS * jnp.abs(state.value))
-    ok = active & (armijo | approximate)       # False for a nan value or gradient
+        value <= state.value + APPROXIMATE_EPS * jnp.abs(state.value)
+    )
+    ok = active & (armijo | approximate)  # False for a nan value or gradient
     failed = active & ~ok & (halvings >= MAX_HALVINGS)
     completed = ok | failed
 
@@ -183,9 +202,9 @@ def evaluate(state: State, value_and_grad: Callable, active=True):
     y = grad - state.grad
     sy_new = jnp.dot(s, y)
     store = ok & (sy_new > 1e-10 * jnp.dot(y, y))
-    sg, yg = state.pairs @ grad                                   # old buffer, new gradient
+    sg, yg = state.pairs @ grad  # old buffer, new gradient
     Sy, Yy, Ys = sg - state.sg, yg - state.yg, t * Yd
-    slot = jnp.argmax(state.age)                                  # the oldest pair makes room
+    slot = jnp.argmax(state.age)  # the oldest pair makes room
     at = (jnp.arange(state.age.shape[0]) == slot) & store
     row, column = at[:, None], at[None, :]
     sy = jnp.where(row, Ys[None, :], jnp.where(column, Sy[:, None], state.sy))
@@ -201,7 +220,7 @@ def evaluate(state: State, value_and_grad: Callable, active=True):
         sg=jnp.where(at, jnp.dot(s, grad), jnp.where(ok, sg, state.sg)),
         yg=jnp.where(at, jnp.dot(y, grad), jnp.where(ok, yg, state.yg)),
         age=jnp.where(store, jnp.where(at, 0, state.age + 1), state.age),
-        valid=jnp.where(failed, False, state.valid | at),          # a failure forgets every pair
+        valid=jnp.where(failed, False, state.valid | at),  # a failure forgets every pair
         direction=keep(d, state.direction),
         y_direction=keep(Yd, state.y_direction),
         slope=keep(slope, state.slope),
@@ -214,6 +233,7 @@ def evaluate(state: State, value_and_grad: Callable, active=True):
 
 def step(state: State, value_and_grad: Callable) -> tuple[State, jnp.ndarray]:
     """One whole iteration: :func:`evaluate` until it completes. Returns ``(new_state, failed)``."""
+
     def running(carry):
         return ~carry[1]
 

@@ -21,7 +21,7 @@ def free_bytes(device=None) -> int:
         stats = device.memory_stats() or {}
         if "bytes_limit" in stats:
             return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-    return validation.host_free_bytes()   # the package's one reader of free host memory
+    return validation.host_free_bytes()  # the package's one reader of free host memory
 
 
 def fits(needed_bytes: float) -> bool:
@@ -47,8 +47,10 @@ def require(needed_bytes: float, what: str, sizes: str, advice) -> None:
         if not isinstance(advice, str):
             fitting = [f"{text} (about {gib(nbytes)})" for text, nbytes in advice if nbytes <= free]
             advice = ("instead: " + "; or ".join(fitting)) if fitting else "reduce the sizes"
-        raise ValueError(f"not enough memory: {what} for {sizes} needs about {gib(needed_bytes)} "
-                         f"but {gib(free)} are free on {jax.devices()[0].platform}; {advice}")
+        raise ValueError(
+            f"not enough memory: {what} for {sizes} needs about {gib(needed_bytes)} "
+            f"but {gib(free)} are free on {jax.devices()[0].platform}; {advice}"
+        )
 
 
 def largest_fitting(low: int, high: int, needed) -> int | None:

@@ -18,6 +18,6 @@ def name(module: str, script: str | None = None) -> str:
     ``module``: the dotted module (``"ufm.solve"``); ``script``: its console-script name, if it has one.
     """
     if script is not None and sys.argv and sys.argv[0]:
-        if ntpath.splitext(ntpath.basename(sys.argv[0]))[0] == script:   # ntpath: '/' and '\\' both split
+        if ntpath.splitext(ntpath.basename(sys.argv[0]))[0] == script:  # ntpath: '/' and '\\' both split
             return script
     return f"python -m {module}"

@@ -49,35 +49,73 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_prog.name("ufm.analyze", "ufm-analyze"),
         description="Neural-collapse analysis of a trained network's last layer (NC1-NC3 as Guo et al. "
-                    "eqs. 4-6, their common variants, norms, logit scale, p_t/p_n, accuracy) and, given the "
-                    "training setup, the unconstrained-feature-model prediction with relative errors.")
+        "eqs. 4-6, their common variants, norms, logit scale, p_t/p_n, accuracy) and, given the "
+        "training setup, the unconstrained-feature-model prediction with relative errors.",
+    )
     data = parser.add_argument_group("input (one .npz, or .npy files)")
-    data.add_argument("npz", nargs="?", default=None,
-                      help=".npz with keys features (N, d), labels (N,), weight (K, d) and optionally bias (K,)")
+    data.add_argument(
+        "npz",
+        nargs="?",
+        default=None,
+        help=".npz with keys features (N, d), labels (N,), weight (K, d) and optionally bias (K,)",
+    )
     for key, shape in zip(KEYS, ("(N, d), memory-mapped", "(N,) integers", "(K, d)", "(K,), optional"), strict=True):
         data.add_argument(f"--{key}", metavar="NPY", default=None, help=f".npy file with {key} {shape}")
     setup = parser.add_argument_group("training setup (for the prediction)")
     setup.add_argument("--loss", choices=LOSSES, default="ce", help="training loss (default ce)")
-    setup.add_argument("--delta", type=_number("--delta", 0.0, 1.0, low_open=False), default=0.0,
-                       help="label smoothing in [0, 1) (--loss ls; default 0)")
-    setup.add_argument("--gamma", type=_number("--gamma", 0.0, low_open=False), default=0.0,
-                       help="focal-loss parameter >= 0 (--loss focal; default 0)")
-    setup.add_argument("--mse-kappa", type=_number("--mse-kappa", 0.0), default=1.0,
-                       help="rescaled MSE kappa > 0 (--loss mse; default 1)")
-    setup.add_argument("--mse-beta", type=_number("--mse-beta", 0.0), default=1.0,
-                       help="rescaled MSE beta > 0 (--loss mse; default 1)")
-    setup.add_argument("--lam-W", type=_number("--lam-W", 0.0), default=None,
-                       help="lam_W/2 ||W||^2 during training (> 0; with --lam-H switches the prediction on; "
-                            "default: none, no prediction)")
-    setup.add_argument("--lam-H", type=_number("--lam-H", 0.0), default=None,
-                       help="lam_H/2 ||H||^2 on the training features (> 0; default: none, no prediction)")
-    setup.add_argument("--lam-b", type=_number("--lam-b", 0.0, low_open=False), default=None,
-                       help="lam_b/2 ||b||^2 (>= 0; needed for --loss mse; default: none, taken as 0)")
+    setup.add_argument(
+        "--delta",
+        type=_number("--delta", 0.0, 1.0, low_open=False),
+        default=0.0,
+        help="label smoothing in [0, 1) (--loss ls; default 0)",
+    )
+    setup.add_argument(
+        "--gamma",
+        type=_number("--gamma", 0.0, low_open=False),
+        default=0.0,
+        help="focal-loss parameter >= 0 (--loss focal; default 0)",
+    )
+    setup.add_argument(
+        "--mse-kappa",
+        type=_number("--mse-kappa", 0.0),
+        default=1.0,
+        help="rescaled MSE kappa > 0 (--loss mse; default 1)",
+    )
+    setup.add_argument(
+        "--mse-beta", type=_number("--mse-beta", 0.0), default=1.0, help="rescaled MSE beta > 0 (--loss mse; default 1)"
+    )
+    setup.add_argument(
+        "--lam-W",
+        type=_number("--lam-W", 0.0),
+        default=None,
+        help="lam_W/2 ||W||^2 during training (> 0; with --lam-H switches the prediction on; "
+        "default: none, no prediction)",
+    )
+    setup.add_argument(
+        "--lam-H",
+        type=_number("--lam-H", 0.0),
+        default=None,
+        help="lam_H/2 ||H||^2 on the training features (> 0; default: none, no prediction)",
+    )
+    setup.add_argument(
+        "--lam-b",
+        type=_number("--lam-b", 0.0, low_open=False),
+        default=None,
+        help="lam_b/2 ||b||^2 (>= 0; needed for --loss mse; default: none, taken as 0)",
+    )
     run = parser.add_argument_group("computation and output")
-    run.add_argument("--chunk-size", type=_chunk_size, default=None,
-                     help="rows per chunk of the streaming passes (default: ~64 MB of float64 work)")
-    run.add_argument("--spectra", choices=("auto", "on", "off"), default="auto",
-                     help="loss-term Hessian blocks: auto = only for small d N (default), on, off")
+    run.add_argument(
+        "--chunk-size",
+        type=_chunk_size,
+        default=None,
+        help="rows per chunk of the streaming passes (default: ~64 MB of float64 work)",
+    )
+    run.add_argument(
+        "--spectra",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="loss-term Hessian blocks: auto = only for small d N (default), on, off",
+    )
     run.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
     run.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -106,8 +144,10 @@ def load_inputs(args) -> dict:
             raise InputError(f"{args.npz} is a single array, not an .npz with keys {', '.join(KEYS)}")
         for key in KEYS[:3]:
             if key not in archive.files:
-                raise InputError(f"{key}: missing key {key!r} in {args.npz} (has {sorted(archive.files)}; "
-                                 "needs features, labels, weight, optionally bias)")
+                raise InputError(
+                    f"{key}: missing key {key!r} in {args.npz} (has {sorted(archive.files)}; "
+                    "needs features, labels, weight, optionally bias)"
+                )
         try:
             return {key: archive[key] for key in KEYS if key in archive.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
@@ -129,26 +169,36 @@ def _fmt(value) -> str:
 def report_text(result: Analysis) -> str:
     """The text report: data, table of measured / predicted / error, reasons, Hessian blocks."""
     counts = result.counts
-    lines = [f"Last layer: N = {result.N}, d = {result.d}, K = {result.K}; samples per class "
-             + (f"{counts[0]} (balanced)" if result.balanced else f"{min(counts)} to {max(counts)} (imbalanced)")]
+    lines = [
+        f"Last layer: N = {result.N}, d = {result.d}, K = {result.K}; samples per class "
+        + (f"{counts[0]} (balanced)" if result.balanced else f"{min(counts)} to {max(counts)} (imbalanced)")
+    ]
     if result.setup:
         s = result.setup
-        lines.append("Setup: loss " + s["loss"] + (f" (delta = {s['delta']:g})" if s["loss"] == "ls" else "")
-                     + (f" (gamma = {s['gamma']:g})" if s["loss"] == "focal" else "")
-                     + f", lam_W = {s['lam_W']:g}, lam_H = {s['lam_H']:g}"
-                     + ("" if s["lam_b"] is None else f", lam_b = {s['lam_b']:g}"))
+        lines.append(
+            "Setup: loss "
+            + s["loss"]
+            + (f" (delta = {s['delta']:g})" if s["loss"] == "ls" else "")
+            + (f" (gamma = {s['gamma']:g})" if s["loss"] == "focal" else "")
+            + f", lam_W = {s['lam_W']:g}, lam_H = {s['lam_H']:g}"
+            + ("" if s["lam_b"] is None else f", lam_b = {s['lam_b']:g}")
+        )
     else:
         lines.append("Setup: not given (pass --lam-W and --lam-H, and the loss, for the UFM prediction)")
     if result.prediction_kind:
-        lines.append(f"UFM prediction: {result.prediction_kind}"
-                     + (" (computed by the solver, not closed-form)" if "numerical" in result.prediction_kind else ""))
+        lines.append(
+            f"UFM prediction: {result.prediction_kind}"
+            + (" (computed by the solver, not closed-form)" if "numerical" in result.prediction_kind else "")
+        )
     lines += ["", f"{'quantity':14s} {'measured':>14s} {'UFM':>14s} {'error':>14s}  source"]
     for name, value in result.measured.items():
         predicted = result.predicted.get(name)
         error = result.error.get(name)
         kind = "" if error is None else (" rel" if result.relative.get(name) else " abs")
-        lines.append(f"{name:14s} {_fmt(value):>14s} {_fmt(predicted):>14s} "
-                     f"{('-' if error is None else f'{error:.2e}{kind}'):>14s}  {SOURCES.get(name, '')}")
+        lines.append(
+            f"{name:14s} {_fmt(value):>14s} {_fmt(predicted):>14s} "
+            f"{('-' if error is None else f'{error:.2e}{kind}'):>14s}  {SOURCES.get(name, '')}"
+        )
     for reason in result.not_applicable:
         lines.append(f"does not apply: {reason}")
     if result.setup and result.applies and not result.not_applicable:
@@ -163,8 +213,9 @@ def report_text(result: Analysis) -> str:
             if "skipped" in info:
                 lines.append(f"  {block}: skipped ({info['skipped']})")
                 continue
-            text = (f"  {block}: {info['method']}, lambda_max = {_fmt(info['lambda_max'])}, "
-                    f"kappa = {_fmt(info['kappa'])}")
+            text = (
+                f"  {block}: {info['method']}, lambda_max = {_fmt(info['lambda_max'])}, kappa = {_fmt(info['kappa'])}"
+            )
             if "values" in info and len(info["values"]) <= 8:
                 pairs = zip(info["values"], info["multiplicities"], strict=True)
                 text += "; " + ", ".join(f"{_fmt(v)} x{m}" for v, m in pairs)
@@ -204,10 +255,22 @@ def _main(argv) -> int:
         if not args.quiet:
             features = arrays["features"]
             print(f"analysing {getattr(features, 'shape', '?')} features ...", file=sys.stderr, flush=True)
-        result = analyze(arrays["features"], arrays["labels"], arrays["weight"], arrays.get("bias"),
-                         loss=args.loss, delta=args.delta, gamma=args.gamma, mse_kappa=args.mse_kappa,
-                         mse_beta=args.mse_beta, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
-                         chunk_size=args.chunk_size, spectra={"auto": "auto", "on": True, "off": False}[args.spectra])
+        result = analyze(
+            arrays["features"],
+            arrays["labels"],
+            arrays["weight"],
+            arrays.get("bias"),
+            loss=args.loss,
+            delta=args.delta,
+            gamma=args.gamma,
+            mse_kappa=args.mse_kappa,
+            mse_beta=args.mse_beta,
+            lam_W=args.lam_W,
+            lam_H=args.lam_H,
+            lam_b=args.lam_b,
+            chunk_size=args.chunk_size,
+            spectra={"auto": "auto", "on": True, "off": False}[args.spectra],
+        )
     except (ValueError, OSError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2

@@ -83,8 +83,9 @@ class Comparison:
         """The rows as a fixed-width table under a header (quantity left, the rest right-aligned), no legend."""
         body = self.table_rows()
         widths = [max(len(r[j]) for r in (TABLE_HEADER, *body)) for j in range(5)]
-        line = lambda r: "  ".join(c.ljust(w) if j == 0 else c.rjust(w)
-                                   for j, (c, w) in enumerate(zip(r, widths, strict=True)))
+        line = lambda r: "  ".join(
+            c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
         return "\n".join([line(TABLE_HEADER), *(line(r) for r in body)])
 
     def __str__(self) -> str:
@@ -99,16 +100,20 @@ class Comparison:
         head = cells(TABLE_HEADER, "th")
         body = "".join(f"<tr>{cells(r, 'td')}</tr>" for r in self.table_rows())
         notes = "".join(f"<br>does not apply: {html.escape(reason)}" for reason in self.not_applicable)
-        return (f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-                f"<small>{html.escape(LEGEND)}{notes}</small>")
+        return (
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            f"<small>{html.escape(LEGEND)}{notes}</small>"
+        )
 
 
 #: the column titles of :meth:`Comparison.table` (the solver's value is the measured one)
 TABLE_HEADER = ("quantity", "theory", "solver", "error", "check")
 
 #: what the error column means (printed under every comparison table)
-LEGEND = ("error: rel = |solver - theory| / |theory|, abs = |solver - theory|; "
-          "check: ok = error <= tolerance, n/a = prediction does not apply")
+LEGEND = (
+    "error: rel = |solver - theory| / |theory|, abs = |solver - theory|; "
+    "check: ok = error <= tolerance, n/a = prediction does not apply"
+)
 
 
 def format_number(value) -> str:
@@ -128,8 +133,9 @@ def _relative(quantity, predicted, measured, rtol, applies, note=""):
 
 
 def _absolute(quantity, predicted, measured, tol, applies, note=""):
-    return Row(quantity, float(predicted), float(measured), abs(float(measured) - float(predicted)), False, tol,
-               applies, note)
+    return Row(
+        quantity, float(predicted), float(measured), abs(float(measured) - float(predicted)), False, tol, applies, note
+    )
 
 
 #: NC1-NC3 and class means as single compiled programs (one compilation or cache read each, instead of
@@ -141,7 +147,7 @@ _class_means = jax.jit(metrics.class_means, static_argnums=2)
 def _measured_probabilities(result: Result):
     problem = result.problem
     Z = result.W.T @ result.H + result.b[:, None]
-    shifted = np.exp(Z - Z.max(axis=0, keepdims=True))   # softmax over classes, in numpy (nothing to compile)
+    shifted = np.exp(Z - Z.max(axis=0, keepdims=True))  # softmax over classes, in numpy (nothing to compile)
     p = shifted / shifted.sum(axis=0, keepdims=True)
     labels = np.asarray(problem.labels())
     target = p[labels, np.arange(problem.N)]
@@ -151,10 +157,20 @@ def _measured_probabilities(result: Result):
 
 def predict(problem) -> theory.Prediction:
     """Theory's :class:`theory.Prediction` for a :class:`~ufm.problem.Problem` (d >= K)."""
-    return theory.predict(problem.K, problem.n, max(problem.d, problem.K), problem.lam_W, problem.lam_H,
-                          problem.lam_b, loss=problem.loss, delta=problem.delta, gamma=problem.gamma,
-                          mse_kappa=problem.mse_kappa, mse_beta=problem.mse_beta,
-                          nonnegative=problem.nonnegative and problem.loss != "mse")
+    return theory.predict(
+        problem.K,
+        problem.n,
+        max(problem.d, problem.K),
+        problem.lam_W,
+        problem.lam_H,
+        problem.lam_b,
+        loss=problem.loss,
+        delta=problem.delta,
+        gamma=problem.gamma,
+        mse_kappa=problem.mse_kappa,
+        mse_beta=problem.mse_beta,
+        nonnegative=problem.nonnegative and problem.loss != "mse",
+    )
 
 
 def _reasons(p) -> list[str]:
@@ -166,8 +182,10 @@ def _reasons(p) -> list[str]:
     if p.nonnegative and p.loss == "mse":
         reasons.append("nonnegative features with loss 'mse': no prediction derived")
     if not p.balanced:
-        reasons.append(f"imbalanced classes (class_sizes = {p.class_sizes}): the closed forms assume n samples "
-                       "in every class; compared with the numerical optimum instead where it is exact")
+        reasons.append(
+            f"imbalanced classes (class_sizes = {p.class_sizes}): the closed forms assume n samples "
+            "in every class; compared with the numerical optimum instead where it is exact"
+        )
     return reasons
 
 
@@ -201,13 +219,20 @@ def _numerical_rows(result: Result, rtol: float) -> list[Row]:
     ref = _collapse(reference.W, reference.H, labels, p.K)
     logits = lambda r: r.W.T @ np.asarray(_class_means(r.H, labels, p.K)) + r.b[:, None]
     Z, Z_ref = logits(result), logits(reference)
-    scale = float(np.linalg.norm(Z_ref)) or 1.0     # W = H = 0 past the phase boundary: absolute
+    scale = float(np.linalg.norm(Z_ref)) or 1.0  # W = H = 0 past the phase boundary: absolute
     rows += [
         _relative("mean ||w_k|| (numerical)", ref.w_norm, nc.w_norm, rtol, reference.converged, note),
         _relative("mean ||hbar_k - h_G|| (numerical)", ref.h_norm, nc.h_norm, rtol, reference.converged, note),
-        Row("logits W^T hbar_k + b (numerical)", float(np.linalg.norm(Z_ref)), float(np.linalg.norm(Z)),
-            float(np.linalg.norm(Z - Z_ref) / scale), True, rtol, reference.converged,
-            "error = ||Z - Zref||_F / ||Zref||_F; " + note),
+        Row(
+            "logits W^T hbar_k + b (numerical)",
+            float(np.linalg.norm(Z_ref)),
+            float(np.linalg.norm(Z)),
+            float(np.linalg.norm(Z - Z_ref) / scale),
+            True,
+            rtol,
+            reference.converged,
+            "error = ||Z - Zref||_F / ||Zref||_F; " + note,
+        ),
         _relative("objective L (numerical)", reference.objective, result.objective, rtol, reference.converged, note),
     ]
     return rows
@@ -241,14 +266,19 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
     with MSE, the rows are shown but not judged.
     """
     if not isinstance(result, Result):
-        raise ValueError(f"result must be a ufm.Result (from ufm.solve, or SweepResult.result(j)), "
-                         f"got {type(result).__name__}")
-    if isinstance(rtol, (bool, np.bool_)) or not isinstance(rtol, (int, float, np.integer, np.floating)) \
-            or not 0.0 < rtol < 1.0:
+        raise ValueError(
+            f"result must be a ufm.Result (from ufm.solve, or SweepResult.result(j)), got {type(result).__name__}"
+        )
+    if (
+        isinstance(rtol, (bool, np.bool_))
+        or not isinstance(rtol, (int, float, np.integer, np.floating))
+        or not 0.0 < rtol < 1.0
+    ):
         raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
     if not np.isfinite(result.objective) or not np.isfinite(result.grad_norm):
-        raise ValueError(f"result has a non-finite objective or gradient (status {result.status!r}): "
-                         "there is nothing to compare")
+        raise ValueError(
+            f"result has a non-finite objective or gradient (status {result.status!r}): there is nothing to compare"
+        )
     p = result.problem
     K, n = p.K, p.n
     labels = p.labels()
@@ -261,8 +291,9 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
             c = theory.phase(K, n, p.delta, p.lam_W, p.lam_H).c
             reasons.append(f"c = {c:.6g} >= 1: the minimizer is zero; NC1-NC3 and kappa are undefined there")
         else:
-            reasons.append("a = 0 (past the phase boundary): W = H = 0 at the minimizer; "
-                           "NC1-NC3 and kappa are undefined there")
+            reasons.append(
+                "a = 0 (past the phase boundary): W = H = 0 at the minimizer; NC1-NC3 and kappa are undefined there"
+            )
 
     nc = _collapse(result.W, result.H, labels, K)
     means = np.asarray(_class_means(result.H, labels, K))
@@ -277,15 +308,22 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
             _relative("mean ||hbar_k - h_G||", prediction.h_norm, nc.h_norm, rtol, True),
         ]
         logit_error = np.linalg.norm(Zbar - Zbar_pred) / logit_scale
-        logit_row = Row("logits W^T Hbar + b (Frobenius)", float(logit_scale), float(np.linalg.norm(Zbar)),
-                        float(logit_error), True, rtol, True, "error = ||Z - Zpred||_F / ||Zpred||_F")
+        logit_row = Row(
+            "logits W^T Hbar + b (Frobenius)",
+            float(logit_scale),
+            float(np.linalg.norm(Zbar)),
+            float(logit_error),
+            True,
+            rtol,
+            True,
+            "error = ||Z - Zpred||_F / ||Zpred||_F",
+        )
     else:
         norm_rows = [
             _absolute("mean ||w_k||", prediction.w_norm, nc.w_norm, rtol, general),
             _absolute("mean ||hbar_k - h_G||", prediction.h_norm, nc.h_norm, rtol, general),
         ]
-        logit_row = _absolute("logits W^T Hbar + b (max abs)", 0.0, np.max(np.abs(Zbar - Zbar_pred)), rtol,
-                              general)
+        logit_row = _absolute("logits W^T Hbar + b (max abs)", 0.0, np.max(np.abs(Zbar - Zbar_pred)), rtol, general)
     rows = [
         *norm_rows,
         logit_row,
@@ -294,19 +332,43 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
         _absolute("NC1", 0.0, nc.nc1, rtol, inside),
         _absolute("NC2", 0.0, nc.nc2, rtol, inside),
         _absolute("NC3", 0.0, nc.nc3, rtol, inside),
-        Row("max |b_k - b_pred|", prediction.bias, float(np.max(np.abs(result.b))),
-            float(np.max(np.abs(result.b - prediction.bias))), False, rtol, general,
-            "predicted b = bias * 1"),
+        Row(
+            "max |b_k - b_pred|",
+            prediction.bias,
+            float(np.max(np.abs(result.b))),
+            float(np.max(np.abs(result.b - prediction.bias))),
+            False,
+            rtol,
+            general,
+            "predicted b = bias * 1",
+        ),
     ]
     if p.nonnegative:
         frame = orthogonal_frame_metrics(result.H, labels, K)
         rows += [
-            _relative("mean ||hbar_k|| (uncentred)", prediction.class_mean_norm,
-                      float(np.mean(np.linalg.norm(means, axis=0))), rtol, inside),
-            _absolute("orthogonal-frame defect", 0.0, frame["frame_defect"], rtol, inside,
-                      "|| G/||G|| - I/sqrt(K) ||_F, G = Gram of uncentred class means"),
-            _relative("||h_G|| / mean ||hbar_k||", 1.0 / np.sqrt(K), frame["mean_ratio"], rtol, inside,
-                      "1/sqrt(K) for an orthogonal frame, 0 for an ETF"),
+            _relative(
+                "mean ||hbar_k|| (uncentred)",
+                prediction.class_mean_norm,
+                float(np.mean(np.linalg.norm(means, axis=0))),
+                rtol,
+                inside,
+            ),
+            _absolute(
+                "orthogonal-frame defect",
+                0.0,
+                frame["frame_defect"],
+                rtol,
+                inside,
+                "|| G/||G|| - I/sqrt(K) ||_F, G = Gram of uncentred class means",
+            ),
+            _relative(
+                "||h_G|| / mean ||hbar_k||",
+                1.0 / np.sqrt(K),
+                frame["mean_ratio"],
+                rtol,
+                inside,
+                "1/sqrt(K) for an orthogonal frame, 0 for an ETF",
+            ),
             _absolute("min H (>= 0)", 0.0, max(0.0, -frame["min_H"]), 0.0, True, "error = max(0, -min H)"),
         ]
     if not p.balanced:
@@ -333,11 +395,22 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
             kappa_meas = hessian.nonzero_condition_number(measured.values[measured.counts > 0])
             # clusters: eigenvalues closer than rtol x the largest count as one distinct value
             values, counts = measured.distinct(rtol)
-            rows.append(_relative(f"kappa_{block} (loss block)", kappas[block], kappa_meas, rtol,
-                                  inside and predicted is not None,
-                                  "non-zero eigenvalues above 1e-8 of the largest"))
-            info = {"method": measured.method, "measured_values": values.tolist(),
-                    "measured_multiplicities": counts.tolist(), "condition_number": kappa_meas}
+            rows.append(
+                _relative(
+                    f"kappa_{block} (loss block)",
+                    kappas[block],
+                    kappa_meas,
+                    rtol,
+                    inside and predicted is not None,
+                    "non-zero eigenvalues above 1e-8 of the largest",
+                )
+            )
+            info = {
+                "method": measured.method,
+                "measured_values": values.tolist(),
+                "measured_multiplicities": counts.tolist(),
+                "condition_number": kappa_meas,
+            }
             if predicted is not None:
                 block_pred = getattr(predicted, block)
                 info["predicted_values"] = block_pred.values.tolist()
@@ -346,15 +419,32 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
                     scale = np.abs(block_pred.values).max()
                     error = float(np.max(np.abs(values - block_pred.values)) / scale)
                     match = counts.tolist() == block_pred.multiplicities.tolist()
-                    rows.append(Row(f"{block}-block eigenvalues (all distinct; largest shown)", float(scale),
-                                    float(np.abs(values).max()), error if match else None, True, rtol, True,
-                                    "max |measured - predicted| / largest; multiplicities "
-                                    + ("match" if match else f"differ: {counts.tolist()}")))
+                    rows.append(
+                        Row(
+                            f"{block}-block eigenvalues (all distinct; largest shown)",
+                            float(scale),
+                            float(np.abs(values).max()),
+                            error if match else None,
+                            True,
+                            rtol,
+                            True,
+                            "max |measured - predicted| / largest; multiplicities "
+                            + ("match" if match else f"differ: {counts.tolist()}"),
+                        )
+                    )
                 elif inside:
-                    rows.append(Row(f"{block}-block eigenvalues (number of distinct values)",
-                                    float(len(block_pred.values)), float(len(values)),
-                                    None, True, rtol, True,
-                                    "number of distinct eigenvalues differs (theory vs measured)"))
+                    rows.append(
+                        Row(
+                            f"{block}-block eigenvalues (number of distinct values)",
+                            float(len(block_pred.values)),
+                            float(len(values)),
+                            None,
+                            True,
+                            rtol,
+                            True,
+                            "number of distinct eigenvalues differs (theory vs measured)",
+                        )
+                    )
             spectra_info[block] = info
     return Comparison(tuple(rows), result.converged, tuple(reasons), spectra_info)
 

@@ -43,8 +43,11 @@ def _check_variables(variables) -> tuple:
         variables = tuple(variables) if not isinstance(variables, (str, bytes)) else (variables,)
     except TypeError:
         raise ValueError(f"variables must be distinct names from {VARIABLES}, got {variables!r}") from None
-    if not variables or any(not isinstance(v, str) or v not in VARIABLES for v in variables) \
-            or len(set(variables)) != len(variables):
+    if (
+        not variables
+        or any(not isinstance(v, str) or v not in VARIABLES for v in variables)
+        or len(set(variables)) != len(variables)
+    ):
         raise ValueError(f"variables must be distinct names from {VARIABLES}, got {variables!r}")
     return variables
 
@@ -61,8 +64,9 @@ def _joint_hvp(params, labels, weights, v):
     return jax.jvp(jax.grad(f), (flat,), (v,))[1]
 
 
-def joint_eigenvalues(params: Params, labels, weights, variables=VARIABLES, *,
-                      max_dense_entries: int = MAX_DENSE_ENTRIES) -> np.ndarray:
+def joint_eigenvalues(
+    params: Params, labels, weights, variables=VARIABLES, *, max_dense_entries: int = MAX_DENSE_ENTRIES
+) -> np.ndarray:
     """Every eigenvalue (ascending) of the dense Hessian of L over ``variables`` jointly.
 
     Raises:
@@ -73,10 +77,13 @@ def joint_eigenvalues(params: Params, labels, weights, variables=VARIABLES, *,
     max_dense_entries = validation.integer("max_dense_entries", max_dense_entries, 1)
     size = sum(int(np.size(getattr(params, v))) for v in variables)
     if size**2 > max_dense_entries:
-        raise ValueError(f"the joint Hessian over {variables} has {size}^2 = {size**2:.3g} entries > "
-                         f"max_dense_entries = {max_dense_entries:.3g}; use largest_curvature (Lanczos) instead")
-    _memory.require(3 * 8.0 * size**2, "the dense joint Hessian", f"{size} variables",
-                    "use largest_curvature (Lanczos) instead")
+        raise ValueError(
+            f"the joint Hessian over {variables} has {size}^2 = {size**2:.3g} entries > "
+            f"max_dense_entries = {max_dense_entries:.3g}; use largest_curvature (Lanczos) instead"
+        )
+    _memory.require(
+        3 * 8.0 * size**2, "the dense joint Hessian", f"{size} variables", "use largest_curvature (Lanczos) instead"
+    )
     params = Params(*(jnp.asarray(x) for x in params))
     return np.linalg.eigvalsh(np.asarray(_joint_hessian(params, labels, weights, variables)))
 
@@ -92,10 +99,13 @@ def largest_curvature(params: Params, labels, weights, *, tol: float = 1e-8) -> 
     if size == 1:
         return float(np.asarray(_joint_hvp(params, labels, weights, jnp.ones(1, dtype)))[0])
     operator = scipy.sparse.linalg.LinearOperator(
-        (size, size), dtype=dtype,
-        matvec=lambda v: np.asarray(_joint_hvp(params, labels, weights, jnp.asarray(np.ravel(v), dtype))))
-    value = scipy.sparse.linalg.eigsh(operator, k=1, which="LA", tol=tol, return_eigenvectors=False,
-                                      v0=np.ones(size, dtype))[0]
+        (size, size),
+        dtype=dtype,
+        matvec=lambda v: np.asarray(_joint_hvp(params, labels, weights, jnp.asarray(np.ravel(v), dtype))),
+    )
+    value = scipy.sparse.linalg.eigsh(
+        operator, k=1, which="LA", tol=tol, return_eigenvectors=False, v0=np.ones(size, dtype)
+    )[0]
     return float(value)
 
 

@@ -80,8 +80,12 @@ def _dense_bytes(params, block) -> float:
 
 def _dense(params, labels, weights, block, regularized) -> np.ndarray:
     size = _block_size(params, block)
-    _memory.require(_dense_bytes(params, block), f"the dense {block} block",
-                    f"{size} variables (K = {params.W.shape[1]}, N = {params.H.shape[1]})", "use method='structured'")
+    _memory.require(
+        _dense_bytes(params, block),
+        f"the dense {block} block",
+        f"{size} variables (K = {params.W.shape[1]}, N = {params.H.shape[1]})",
+        "use method='structured'",
+    )
     f, x = _block_function(params, labels, weights, block, regularized)
     hess = jax.jit(jax.hessian(f))(x)
     return np.linalg.eigvalsh(np.asarray(hess).reshape(x.size, x.size))
@@ -94,6 +98,7 @@ def logit_hessians(params: Params, labels, weights: Weights) -> jnp.ndarray:
     Materialises ``N K^2`` numbers: for large N use :func:`block_spectrum`, which
     never does.
     """
+
     def per_sample(z, label):
         return per_sample_loss(z[:, None], label[None], weights)[0]
 
@@ -152,8 +157,7 @@ def _distinct_columns(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     d, N = H.shape
     rows = np.unique(np.linspace(0, d - 1, min(d, 8)).astype(int))
-    _, first, inverse = np.unique(np.ascontiguousarray(H[rows].T), axis=0, return_index=True,
-                                  return_inverse=True)
+    _, first, inverse = np.unique(np.ascontiguousarray(H[rows].T), axis=0, return_index=True, return_inverse=True)
     inverse = inverse.ravel()
     representatives = H[:, first]
     differs = np.zeros(N, dtype=bool)
@@ -163,8 +167,10 @@ def _distinct_columns(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     counts = np.bincount(inverse[~differs], minlength=first.size)
     keep = counts > 0
     singles = np.flatnonzero(differs)
-    return (np.concatenate([representatives[:, keep], H[:, singles]], axis=1),
-            np.concatenate([counts[keep], np.ones(singles.size, np.int64)]))
+    return (
+        np.concatenate([representatives[:, keep], H[:, singles]], axis=1),
+        np.concatenate([counts[keep], np.ones(singles.size, np.int64)]),
+    )
 
 
 def _softmax_columns(Z: np.ndarray) -> np.ndarray:
@@ -179,18 +185,21 @@ def _h_block_counts(W, P, counts, N, chunk=4096) -> tuple[np.ndarray, np.ndarray
     # numpy's stubs type every mode of qr as QRResult; mode="r" returns the array R alone
     R: np.ndarray = np.linalg.qr(W, mode="r") if d > K else W  # type: ignore[assignment]
     m = R.shape[0]
-    _memory.require(8.0 * (P.shape[1] * m * 2 + 4 * m * m), "the structured H block",
-                    f"G = {P.shape[1]} groups, K = {K}",
-                    "reduce K or n, or skip the Hessian (compare(..., spectra=False), --no-hessian)")
+    _memory.require(
+        8.0 * (P.shape[1] * m * 2 + 4 * m * m),
+        "the structured H block",
+        f"G = {P.shape[1]} groups, K = {K}",
+        "reduce K or n, or skip the Hessian (compare(..., spectra=False), --no-hessian)",
+    )
     chunk = max(1, min(chunk, int(_memory.free_bytes() // (4 * 8.0 * (m * m + 2 * m * K)) // 2)))
     parts = []
     for lo in range(0, P.shape[1], chunk):
-        p = P[:, lo:lo + chunk]                                   # (K, c)
-        RP = R[None, :, :] * p.T[:, None, :]                      # R diag(p_g): (c, m, K)
-        Rp = np.einsum("ak,kc->ca", R, p)                         # R p_g: (c, m)
+        p = P[:, lo : lo + chunk]  # (K, c)
+        RP = R[None, :, :] * p.T[:, None, :]  # R diag(p_g): (c, m, K)
+        Rp = np.einsum("ak,kc->ca", R, p)  # R p_g: (c, m)
         blocks = np.einsum("cak,bk->cab", RP, R) - Rp[:, :, None] * Rp[:, None, :]
         parts.append(np.linalg.eigvalsh(blocks / N))
-    values = np.concatenate(parts)                                # (G, m)
+    values = np.concatenate(parts)  # (G, m)
     extra_zeros = N * (d - K) if d > K else 0
     return values.ravel(), np.repeat(counts, values.shape[1]), extra_zeros
 
@@ -218,12 +227,15 @@ def _w_block_counts(Hg, P, counts, N, cluster_rtol) -> tuple[np.ndarray, np.ndar
     if r == 0:
         return np.zeros(0), np.zeros(0, np.int64), d * K, 0.0
     G = Hg.shape[1]
-    _memory.require(8.0 * (2 * K * r * G + 3 * K * r * r + 2 * r * G), "the structured W block",
-                    f"K = {K}, rank r = {r}, G = {G} distinct feature columns",
-                    "reduce K or n, or skip the Hessian (compare(..., spectra=False), --no-hessian)")
-    X = U[:, :r].T @ Hg                                            # (r, G)
-    D = np.einsum("ag,g,kg,bg->kab", X, c, P, X, optimize=True)   # (K, r, r)
-    lam, Q = np.linalg.eigh(D)                                    # (K, r), (K, r, r)
+    _memory.require(
+        8.0 * (2 * K * r * G + 3 * K * r * r + 2 * r * G),
+        "the structured W block",
+        f"K = {K}, rank r = {r}, G = {G} distinct feature columns",
+        "reduce K or n, or skip the Hessian (compare(..., spectra=False), --no-hessian)",
+    )
+    X = U[:, :r].T @ Hg  # (r, G)
+    D = np.einsum("ag,g,kg,bg->kab", X, c, P, X, optimize=True)  # (K, r, r)
+    lam, Q = np.linalg.eigh(D)  # (K, r), (K, r, r)
     F = np.einsum("kab,ag,g,kg->kbg", Q, X, np.sqrt(c), P, optimize=True).reshape(K * r, -1)
     lam = lam.ravel()
     order = np.argsort(lam, kind="stable")
@@ -239,11 +251,14 @@ def _w_block_counts(Hg, P, counts, N, cluster_rtol) -> tuple[np.ndarray, np.ndar
         levels.append(level)
         mults.append(members.size - t)
         diag.append(np.full(t, level))
-        rows.append(Rj)                                            # B_j = U_j^T F_j = R_j
+        rows.append(Rj)  # B_j = U_j^T F_j = R_j
     T = sum(block.shape[0] for block in rows)
-    _memory.require(8.0 * 4 * T * T, "the deflated W block", f"T = {T} (K = {K}, r = {r}, G = {G})",
-                    "merge nearly equal eigenvalues (a larger cluster_rtol), reduce K, or skip the Hessian "
-                    "(--no-hessian)")
+    _memory.require(
+        8.0 * 4 * T * T,
+        "the deflated W block",
+        f"T = {T} (K = {K}, r = {r}, G = {G})",
+        "merge nearly equal eigenvalues (a larger cluster_rtol), reduce K, or skip the Hessian (--no-hessian)",
+    )
     B = np.concatenate(rows)
     small = np.linalg.eigvalsh(np.diag(np.concatenate(diag)) - B @ B.T)
     values = np.concatenate([np.array(levels), small])
@@ -266,9 +281,12 @@ def _structured_per_sample(params, labels, weights, block, regularized) -> Eigen
     d, K = params.W.shape
     N = params.H.shape[1]
     r = min(d, N)
-    _memory.require(8.0 * (4 * N * K * K + (3 * (r * K) ** 2 if block == "W" else 0)),
-                    f"the structured {block} block for this loss (per-sample logit Hessians)",
-                    f"N = {N}, K = {K}, d = {d}", "reduce n; the grouped path covers ce/ls only")
+    _memory.require(
+        8.0 * (4 * N * K * K + (3 * (r * K) ** 2 if block == "W" else 0)),
+        f"the structured {block} block for this loss (per-sample logit Hessians)",
+        f"N = {N}, K = {K}, d = {d}",
+        "reduce n; the grouped path covers ce/ls only",
+    )
     S = np.asarray(logit_hessians(params, labels, weights))
     W, H = np.asarray(params.W, np.float64), np.asarray(params.H, np.float64)
     if block == "H":
@@ -296,7 +314,7 @@ def _structured(params, labels, weights, block, regularized, cluster_rtol=1e-10)
     W, H, b = (np.asarray(x, np.float64) for x in params)
     N = H.shape[1]
     Hg, counts = _distinct_columns(H)
-    P = _softmax_columns(W.T @ Hg + b[:, None])                    # (K, G): S_g = diag(p_g) - p_g p_g^T
+    P = _softmax_columns(W.T @ Hg + b[:, None])  # (K, G): S_g = diag(p_g) - p_g p_g^T
     if block == "H":
         values, mults, zeros = _h_block_counts(W, P, counts, N)
         bound, shift = 0.0, weights.lam_H
@@ -314,9 +332,17 @@ def _structured(params, labels, weights, block, regularized, cluster_rtol=1e-10)
     return EigenvalueCounts(values, mults, "structured", bound)
 
 
-def block_spectrum(params: Params, labels, weights: Weights, block: str, *, regularized: bool = False,
-                   method: str = "auto", max_dense_entries: int = MAX_DENSE_ENTRIES,
-                   cluster_rtol: float = 1e-10) -> EigenvalueCounts:
+def block_spectrum(
+    params: Params,
+    labels,
+    weights: Weights,
+    block: str,
+    *,
+    regularized: bool = False,
+    method: str = "auto",
+    max_dense_entries: int = MAX_DENSE_ENTRIES,
+    cluster_rtol: float = 1e-10,
+) -> EigenvalueCounts:
     """Every eigenvalue of one Hessian block, as values with multiplicities (for blocks too
     large to list, e.g. the ``dN = 2.56e8``-dimensional H block at CIFAR-100 size).
 
@@ -346,17 +372,26 @@ def _check_block_and_method(block, method):
 def _choose(params, block, method, max_dense_entries):
     max_dense_entries = validation.integer("max_dense_entries", max_dense_entries, 1)
     entries = _block_size(params, block) ** 2
-    if method == "auto":   # dense only where it fits in memory (jax.hessian holds `size` products at once)
-        method = "dense" if entries <= max_dense_entries and _memory.fits(_dense_bytes(params, block)) \
-            else "structured"
+    if method == "auto":  # dense only where it fits in memory (jax.hessian holds `size` products at once)
+        method = "dense" if entries <= max_dense_entries and _memory.fits(_dense_bytes(params, block)) else "structured"
     if method == "dense" and entries > max_dense_entries:
-        raise ValueError(f"the dense {block} block would have {entries:.3g} entries > max_dense_entries = "
-                         f"{max_dense_entries:.3g}; use method='structured'")
+        raise ValueError(
+            f"the dense {block} block would have {entries:.3g} entries > max_dense_entries = "
+            f"{max_dense_entries:.3g}; use method='structured'"
+        )
     return method
 
 
-def block_eigenvalues(params: Params, labels, weights: Weights, block: str, *, regularized: bool = False,
-                      method: str = "auto", max_dense_entries: int = MAX_DENSE_ENTRIES) -> BlockEigenvalues:
+def block_eigenvalues(
+    params: Params,
+    labels,
+    weights: Weights,
+    block: str,
+    *,
+    regularized: bool = False,
+    method: str = "auto",
+    max_dense_entries: int = MAX_DENSE_ENTRIES,
+) -> BlockEigenvalues:
     """Every eigenvalue of one Hessian block at ``params``, ascending.
 
     Args:
@@ -392,8 +427,17 @@ def hessian_vector_product(params: Params, labels, weights: Weights, block: str,
     return hvp
 
 
-def extreme_eigenvalues(params: Params, labels, weights: Weights, block: str, *, regularized: bool = False,
-                        k: int = 1, which: str = "LA", tol: float = 1e-12) -> np.ndarray:
+def extreme_eigenvalues(
+    params: Params,
+    labels,
+    weights: Weights,
+    block: str,
+    *,
+    regularized: bool = False,
+    k: int = 1,
+    which: str = "LA",
+    tol: float = 1e-12,
+) -> np.ndarray:
     """``k`` extreme eigenvalues of a block by Lanczos (``eigsh``) on Hessian-vector products.
 
     ``which="LA"``: largest algebraic (e.g. the largest curvature, for a safe GD step
@@ -411,9 +455,11 @@ def extreme_eigenvalues(params: Params, labels, weights: Weights, block: str, *,
     hvp = hessian_vector_product(params, labels, weights, block, regularized=regularized)
     dtype = np.dtype(getattr(params, block).dtype)
     operator = scipy.sparse.linalg.LinearOperator(
-        (size, size), matvec=lambda v: np.asarray(hvp(jnp.asarray(v, dtype=dtype))), dtype=dtype)
-    values = scipy.sparse.linalg.eigsh(operator, k=k, which=which, tol=tol, return_eigenvectors=False,
-                                       v0=np.ones(size, dtype=dtype))
+        (size, size), matvec=lambda v: np.asarray(hvp(jnp.asarray(v, dtype=dtype))), dtype=dtype
+    )
+    values = scipy.sparse.linalg.eigsh(
+        operator, k=k, which=which, tol=tol, return_eigenvectors=False, v0=np.ones(size, dtype=dtype)
+    )
     return np.sort(values)
 
 
@@ -426,8 +472,10 @@ def eigenvalue_array(values) -> np.ndarray:
     except (TypeError, ValueError):
         raise ValueError(f"values must be a 1-D array of finite real numbers, got {type(values).__name__}") from None
     if array.ndim != 1 or not np.all(np.isfinite(array)):
-        raise ValueError(f"values must be a 1-D array of finite real numbers, got shape {array.shape}"
-                         + ("" if np.all(np.isfinite(array)) else " with nan/inf"))
+        raise ValueError(
+            f"values must be a 1-D array of finite real numbers, got shape {array.shape}"
+            + ("" if np.all(np.isfinite(array)) else " with nan/inf")
+        )
     return array
 
 
@@ -468,7 +516,7 @@ def spectrum_bytes(K: int, N: int, d: int, groups: int, loss: str = "ls") -> flo
     r, m = min(d, groups), min(d, K)
     if loss in ("focal", "mse"):
         return 8.0 * (4.0 * N * K * K + 3.0 * (r * K) ** 2 + float(d) * N)
-    T = r * K   # the deflation may leave up to min(m_j, G) per cluster: measured T = rK at K = 200 (tol 1e-10)
+    T = r * K  # the deflation may leave up to min(m_j, G) per cluster: measured T = rK at K = 200 (tol 1e-10)
     w_block = 8.0 * (2.0 * K * r * groups + 3.0 * K * r * r + 2.0 * r * groups + 4.0 * T * T)
     h_block = 8.0 * (2.0 * groups * m + 4.0 * m * m)
-    return max(w_block, h_block) + 8.0 * (float(d) * N + groups)      # + the float64 copy of H and the grouping
+    return max(w_block, h_block) + 8.0 * (float(d) * N + groups)  # + the float64 copy of H and the grouping

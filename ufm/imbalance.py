@@ -89,9 +89,21 @@ def _loop(sizes, weights, seed, tol, *, d, K, max_iters):
 _compiled_loop = jax.jit(_loop, static_argnames=("d", "K", "max_iters"))
 
 
-def solve_reduced(sizes, *, d: int | None = None, lam_W: float = 5e-4, lam_H: float = 5e-4, lam_b: float = 5e-4,
-                  loss: str = "ce", delta: float = 0.0, seed: int = 0, tol: float = 1e-12,
-                  max_iters: int = 20_000, mse_kappa: float = 1.0, mse_beta: float = 1.0) -> ReducedSolution:
+def solve_reduced(
+    sizes,
+    *,
+    d: int | None = None,
+    lam_W: float = 5e-4,
+    lam_H: float = 5e-4,
+    lam_b: float = 5e-4,
+    loss: str = "ce",
+    delta: float = 0.0,
+    seed: int = 0,
+    tol: float = 1e-12,
+    max_iters: int = 20_000,
+    mse_kappa: float = 1.0,
+    mse_beta: float = 1.0,
+) -> ReducedSolution:
     """Minimise L_red for class sizes ``sizes`` (K positive reals) from a seeded random start (float64;
     needs ``jax_enable_x64``). ``loss``: ``"ce"``, ``"ls"`` (with ``delta``) or ``"mse"`` (rescaled MSE with
     ``mse_kappa``, ``mse_beta``; default 1, 1: the plain MSE)."""
@@ -103,16 +115,18 @@ def solve_reduced(sizes, *, d: int | None = None, lam_W: float = 5e-4, lam_H: fl
         raise ValueError("solve_reduced runs in float64: call jax.config.update('jax_enable_x64', True) first")
     K = sizes.size
     d = K if d is None else int(d)
-    weights = Weights(*(jnp.asarray(v, jnp.float64) for v in (delta, lam_W, lam_H, lam_b, LOSS_IDS[loss],
-                                                              0.0, mse_kappa, mse_beta)))
-    x, value, ratio, iterations, stalled = _compiled_loop(jnp.asarray(sizes), weights, seed, jnp.asarray(tol),
-                                                          d=d, K=K, max_iters=int(max_iters))
+    weights = Weights(
+        *(jnp.asarray(v, jnp.float64) for v in (delta, lam_W, lam_H, lam_b, LOSS_IDS[loss], 0.0, mse_kappa, mse_beta))
+    )
+    x, value, ratio, iterations, stalled = _compiled_loop(
+        jnp.asarray(sizes), weights, seed, jnp.asarray(tol), d=d, K=K, max_iters=int(max_iters)
+    )
     x = np.asarray(x)
     W = x[: d * K].reshape(d, K)
-    Hbar = x[d * K: 2 * d * K].reshape(d, K) / np.sqrt(sizes)
+    Hbar = x[d * K : 2 * d * K].reshape(d, K) / np.sqrt(sizes)
     ratio = float(ratio)
     status = "converged" if ratio <= tol else ("stalled" if bool(stalled) else "max_iters")
-    return ReducedSolution(sizes, W, Hbar, x[2 * d * K:], float(value), ratio, int(iterations), status)
+    return ReducedSolution(sizes, W, Hbar, x[2 * d * K :], float(value), ratio, int(iterations), status)
 
 
 def two_group_sizes(K_A: int, K_B: int, ratio: float, n_A: float = 1.0) -> np.ndarray:
@@ -169,5 +183,8 @@ def seli_distances(W, Hbar, b, sizes, *, with_bias: bool = True) -> dict:
     target = seli(sizes)
     H = np.asarray(Hbar)[:, labels_of(sizes)]
     Z = np.asarray(W).T @ H + (np.asarray(b)[:, None] if with_bias else 0.0)
-    return {"logits": _distance(Z, target["Z"]), "WW": _distance(W.T @ W, target["WW"]),
-            "HH": _distance(H.T @ H, target["HH"])}
+    return {
+        "logits": _distance(Z, target["Z"]),
+        "WW": _distance(W.T @ W, target["WW"]),
+        "HH": _distance(H.T @ H, target["HH"]),
+    }

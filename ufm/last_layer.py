@@ -171,8 +171,7 @@ class Analysis:
     def to_json(self) -> dict:
         """Plain dict (JSON-ready): top-level ``measured``, ``predicted``, ``error`` plus context."""
         return {
-            "data": {"K": self.K, "N": self.N, "d": self.d, "counts": list(self.counts),
-                     "balanced": self.balanced},
+            "data": {"K": self.K, "N": self.N, "d": self.d, "counts": list(self.counts), "balanced": self.balanced},
             "measured": dict(self.measured),
             "predicted": dict(self.predicted),
             "error": dict(self.error),
@@ -220,14 +219,19 @@ def _labels(labels, N: int, K: int) -> np.ndarray:
             raise ValueError(f"labels must be integers, got non-integer values of dtype {array.dtype}")
     out = np.asarray(array).astype(np.int64)
     if N and (out.min() < 0 or out.max() >= K):
-        raise ValueError(f"labels must be in [0, K) = [0, {K}) (K = rows of weight), "
-                         f"got values in [{out.min()}, {out.max()}]")
+        raise ValueError(
+            f"labels must be in [0, K) = [0, {K}) (K = rows of weight), got values in [{out.min()}, {out.max()}]"
+        )
     return out
 
 
 def _number(name: str, value, low: float, *, low_open: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or (value <= low if low_open else value < low):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or (value <= low if low_open else value < low)
+    ):
         raise ValueError(f"{name} must be a finite number {'>' if low_open else '>='} {low:g}, got {value!r}")
     return float(value)
 
@@ -250,11 +254,15 @@ class _Pages:
 
     def __init__(self, array: np.ndarray):
         self.mm: mmap.mmap | None = None
-        base: object = array                    # the chain of .base owners, ending at the mmap (if any)
+        base: object = array  # the chain of .base owners, ending at the mmap (if any)
         while base is not None and not isinstance(base, mmap.mmap):
             base = getattr(base, "base", None)
-        if (not isinstance(base, mmap.mmap) or not array.flags.c_contiguous or not hasattr(base, "madvise")
-                or array.size == 0):
+        if (
+            not isinstance(base, mmap.mmap)
+            or not array.flags.c_contiguous
+            or not hasattr(base, "madvise")
+            or array.size == 0
+        ):
             return
         try:
             view = np.frombuffer(base, np.uint8)
@@ -320,11 +328,11 @@ class _Scores:
 
 @dataclass(frozen=True)
 class _Moments:
-    counts: np.ndarray      # (K,)
-    means: np.ndarray       # (K, d) class means
+    counts: np.ndarray  # (K,)
+    means: np.ndarray  # (K, d) class means
     global_mean: np.ndarray  # (d,)
-    scatter: np.ndarray     # (d, d) sum of centred within-class outer products
-    variances: np.ndarray   # (K,) mean squared distance to the class mean
+    scatter: np.ndarray  # (d, d) sum of centred within-class outer products
+    variances: np.ndarray  # (K,) mean squared distance to the class mean
     accuracy: float
     ncc_agreement: float
     ncc_accuracy: float
@@ -350,11 +358,13 @@ def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
         predicted[lo:hi] = classifier.argmax(X)
         pages.release(lo, hi)
     if np.any(counts == 0):
-        raise ValueError(f"labels: class {int(np.flatnonzero(counts == 0)[0])} has no samples "
-                         f"(every one of the K = {K} rows of weight needs at least one)")
+        raise ValueError(
+            f"labels: class {int(np.flatnonzero(counts == 0)[0])} has no samples "
+            f"(every one of the K = {K} rows of weight needs at least one)"
+        )
     means = sums / counts[:, None]
     global_mean = sums.sum(axis=0) / N
-    centred = means - global_mean      # nearest-mean scores on centred coordinates (smaller numbers)
+    centred = means - global_mean  # nearest-mean scores on centred coordinates (smaller numbers)
     nearest_mean = _Scores(centred, -0.5 * np.sum(centred**2, axis=1))  # argmax = nearest class mean
     scatter = np.zeros((d, d), order="F")
     squared = np.zeros(K)
@@ -373,8 +383,7 @@ def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
         correct += int(np.sum(predicted[lo:hi] == y))
         pages.release(lo, hi)
     scatter = np.triu(scatter) + np.triu(scatter, 1).T
-    return _Moments(counts, means, global_mean, scatter, squared / counts, correct / N, agree / N,
-                    ncc_correct / N)
+    return _Moments(counts, means, global_mean, scatter, squared / counts, correct / N, agree / N, ncc_correct / N)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -411,14 +420,14 @@ def _geometry(weight: np.ndarray, means: np.ndarray, global_mean: np.ndarray, bi
     """The measurements that need only the class means ``(K, d)``, ``h_G`` and the classifier: NC2, NC3,
     norms, cosines, logit scale, p_t/p_n, bias (also evaluated at the numerical UFM optimum)."""
     K = weight.shape[0]
-    W = weight.T                                   # (d, K), the solver's layout
-    Hbar = (means - global_mean).T                 # (d, K) centred class means
+    W = weight.T  # (d, K), the solver's layout
+    Hbar = (means - global_mean).T  # (d, K) centred class means
     M = np.eye(K) - 1.0 / K
     nc2 = np.linalg.norm(_unit(W.T @ Hbar) - M / np.sqrt(K - 1.0))
     nc3 = np.linalg.norm(_unit(W) - _unit(Hbar))
     w_norms = np.linalg.norm(weight, axis=1)
     h_norms = np.linalg.norm(Hbar, axis=0)
-    Zbar = weight @ means.T + bias[:, None]        # (K, K): column k = class-mean logits of class k
+    Zbar = weight @ means.T + bias[:, None]  # (K, K): column k = class-mean logits of class k
     a = float(np.trace(M @ Zbar) / (K - 1))
     centred_logits = M @ Zbar
     residual = np.linalg.norm(centred_logits - a * M)
@@ -428,20 +437,28 @@ def _geometry(weight: np.ndarray, means: np.ndarray, global_mean: np.ndarray, bi
     w_cos = _cosines(W)
     h_cos = _cosines(Hbar)
     return {
-        "nc2": float(nc2), "nc3": float(nc3),
-        "w_norm": float(np.mean(w_norms)), "h_norm": float(np.mean(h_norms)),
+        "nc2": float(nc2),
+        "nc3": float(nc3),
+        "w_norm": float(np.mean(w_norms)),
+        "h_norm": float(np.mean(h_norms)),
         "w_norm_cv": float(np.std(w_norms) / np.mean(w_norms)) if np.mean(w_norms) > 0 else math.nan,
         "h_norm_cv": float(np.std(h_norms) / np.mean(h_norms)) if np.mean(h_norms) > 0 else math.nan,
-        "w_cos_std": w_cos[0], "h_cos_std": h_cos[0], "w_cos_shift": w_cos[1], "h_cos_shift": h_cos[1],
-        "a": a, "a_residual": float(residual / scale) if scale > 0 else math.nan,
-        "p_t": float(np.mean(np.diag(P))), "p_n": float(np.mean(P[~np.eye(K, dtype=bool)])),
-        "bias": float(np.mean(bias)), "bias_spread": float(np.max(np.abs(bias - np.mean(bias)))),
+        "w_cos_std": w_cos[0],
+        "h_cos_std": h_cos[0],
+        "w_cos_shift": w_cos[1],
+        "h_cos_shift": h_cos[1],
+        "a": a,
+        "a_residual": float(residual / scale) if scale > 0 else math.nan,
+        "p_t": float(np.mean(np.diag(P))),
+        "p_n": float(np.mean(P[~np.eye(K, dtype=bool)])),
+        "bias": float(np.mean(bias)),
+        "bias_spread": float(np.max(np.abs(bias - np.mean(bias)))),
     }
 
 
 def _metrics(mo: _Moments, weight: np.ndarray, bias: np.ndarray, N: int) -> dict:
     K = weight.shape[0]
-    Hbar = (mo.means - mo.global_mean).T           # (d, K) centred class means
+    Hbar = (mo.means - mo.global_mean).T  # (d, K) centred class means
     trace = _pinv_trace(mo.scatter / N, Hbar)
     # pairwise squared distances of the means, from centred coordinates (less cancellation)
     cgram = Hbar.T @ Hbar
@@ -452,9 +469,14 @@ def _metrics(mo: _Moments, weight: np.ndarray, bias: np.ndarray, N: int) -> dict
         cdnv = (mo.variances[:, None] + mo.variances[None, :])[upper] / (2.0 * distance2[upper])
     geometry = _geometry(weight, mo.means, mo.global_mean, bias)
     out = {
-        "nc1": trace / K, "nc1_trace": trace, "nc2": geometry.pop("nc2"), "nc3": geometry.pop("nc3"),
+        "nc1": trace / K,
+        "nc1_trace": trace,
+        "nc2": geometry.pop("nc2"),
+        "nc3": geometry.pop("nc3"),
         "cdnv": float(np.mean(cdnv)),
-        "ncc_agreement": mo.ncc_agreement, "ncc_accuracy": mo.ncc_accuracy, "accuracy": mo.accuracy,
+        "ncc_agreement": mo.ncc_agreement,
+        "ncc_accuracy": mo.ncc_accuracy,
+        "accuracy": mo.accuracy,
         **geometry,
     }
     return {k: float(v) for k, v in out.items()}
@@ -469,10 +491,21 @@ def _problem(K, counts, d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H
     from ufm.problem import Problem
 
     n = max(1, int(round(sum(counts) / K)))
-    dtype = "float64" if jax.config.jax_enable_x64 else "float32"   # the spectra's dtype; metrics stay float64
-    return Problem(K=K, n=n, d=d, delta=delta, lam_W=lam_W, lam_H=lam_H,
-                   lam_b=0.0 if lam_b is None else lam_b, loss=loss, gamma=gamma,
-                   mse_kappa=mse_kappa, mse_beta=mse_beta, dtype=dtype)
+    dtype = "float64" if jax.config.jax_enable_x64 else "float32"  # the spectra's dtype; metrics stay float64
+    return Problem(
+        K=K,
+        n=n,
+        d=d,
+        delta=delta,
+        lam_W=lam_W,
+        lam_H=lam_H,
+        lam_b=0.0 if lam_b is None else lam_b,
+        loss=loss,
+        gamma=gamma,
+        mse_kappa=mse_kappa,
+        mse_beta=mse_beta,
+        dtype=dtype,
+    )
 
 
 def _numerical_optimum(problem, counts):
@@ -492,11 +525,23 @@ def _numerical_optimum(problem, counts):
     if not jax.config.jax_enable_x64:
         return None, "it runs in float64: enable jax_enable_x64 (the CLI does)"
     size = 2 * K * d + K
-    _memory.require(8.0 * size * (2 * _lbfgs.MEMORY + 8), "the numerical UFM prediction (reduced L-BFGS)",
-                    f"K = {K}, d = {d}", "omit lam_W/lam_H (--lam-W/--lam-H)")
-    s = imbalance.solve_reduced(counts, d=d, lam_W=problem.lam_W, lam_H=problem.lam_H, lam_b=problem.lam_b,
-                                loss=problem.loss, delta=problem.delta, mse_kappa=problem.mse_kappa,
-                                mse_beta=problem.mse_beta)
+    _memory.require(
+        8.0 * size * (2 * _lbfgs.MEMORY + 8),
+        "the numerical UFM prediction (reduced L-BFGS)",
+        f"K = {K}, d = {d}",
+        "omit lam_W/lam_H (--lam-W/--lam-H)",
+    )
+    s = imbalance.solve_reduced(
+        counts,
+        d=d,
+        lam_W=problem.lam_W,
+        lam_H=problem.lam_H,
+        lam_b=problem.lam_b,
+        loss=problem.loss,
+        delta=problem.delta,
+        mse_kappa=problem.mse_kappa,
+        mse_beta=problem.mse_beta,
+    )
     finite = all(np.all(np.isfinite(x)) for x in (s.W, s.Hbar, s.b))
     if s.status != "converged" or not finite:
         return None, f"the solve did not converge ({s.status}, gradient ratio {s.grad_ratio:.2g})"
@@ -504,7 +549,7 @@ def _numerical_optimum(problem, counts):
     geometry = _geometry(s.W.T, s.Hbar.T, s.Hbar @ sizes / sizes.sum(), s.b)
     names = ("nc2", "nc3", "w_norm", "h_norm", "a", "bias") + (("p_t", "p_n") if problem.loss != "mse" else ())
     predicted = {name: geometry[name] for name in names}
-    predicted["nc1"] = 0.0       # every minimizer has H = Hbar Y (ufm.solver docstring): no within-class spread
+    predicted["nc1"] = 0.0  # every minimizer has H = Hbar Y (ufm.solver docstring): no within-class spread
     return predicted, s.b
 
 
@@ -519,13 +564,17 @@ def _prediction(problem, counts, measured, lam_b):
     if min(counts) != max(counts):
         numerical, extra = _numerical_optimum(problem, counts)
         if numerical is None:
-            reasons.append(f"class counts differ ({min(counts)} to {max(counts)} per class): the theorems assume "
-                           f"balanced classes; prediction shown for n = round(N/K) = {n}, not judged "
-                           f"(numerical prediction skipped: {extra})")
+            reasons.append(
+                f"class counts differ ({min(counts)} to {max(counts)} per class): the theorems assume "
+                f"balanced classes; prediction shown for n = round(N/K) = {n}, not judged "
+                f"(numerical prediction skipped: {extra})"
+            )
         else:
-            reasons.append(f"class counts differ ({min(counts)} to {max(counts)} per class): the closed forms "
-                           f"assume balanced classes; predicted instead: the {PREDICTION_NUMERICAL} "
-                           f"(numerical, not closed-form; d = {d}, lam_b = {problem.lam_b:g})")
+            reasons.append(
+                f"class counts differ ({min(counts)} to {max(counts)} per class): the closed forms "
+                f"assume balanced classes; predicted instead: the {PREDICTION_NUMERICAL} "
+                f"(numerical, not closed-form; d = {d}, lam_b = {problem.lam_b:g})"
+            )
     if d < K:
         reasons.append(f"d = {d} < K = {K}: the theorems need d >= K (prediction computed for d = K)")
     if numerical is not None:
@@ -536,17 +585,26 @@ def _prediction(problem, counts, measured, lam_b):
                 del predicted[name]
     else:
         pred = predict(problem)
-        predicted = {"w_norm": pred.w_norm, "h_norm": pred.h_norm, "a": pred.a, "p_t": pred.p_t, "p_n": pred.p_n,
-                     "bias": pred.bias}
+        predicted = {
+            "w_norm": pred.w_norm,
+            "h_norm": pred.h_norm,
+            "a": pred.a,
+            "p_t": pred.p_t,
+            "p_n": pred.p_n,
+            "bias": pred.bias,
+        }
         bias_prediction, kind = pred.bias, PREDICTION_CLOSED_FORM
         if pred.collapsed:
             if problem.loss in ("ce", "ls"):
                 c = theory.phase(K, n, problem.delta, problem.lam_W, problem.lam_H).c
-                reasons.append(f"c = K sqrt(n lam_W lam_H) + delta = {c:.6g} >= 1 (beyond the phase boundary): "
-                               "the minimizer is W = H = 0; NC1-NC3 and kappa are not predicted")
+                reasons.append(
+                    f"c = K sqrt(n lam_W lam_H) + delta = {c:.6g} >= 1 (beyond the phase boundary): "
+                    "the minimizer is W = H = 0; NC1-NC3 and kappa are not predicted"
+                )
             else:
-                reasons.append("a = 0 (beyond the phase boundary): the minimizer is W = H = 0; "
-                               "NC1-NC3 and kappa are not predicted")
+                reasons.append(
+                    "a = 0 (beyond the phase boundary): the minimizer is W = H = 0; NC1-NC3 and kappa are not predicted"
+                )
         else:
             predicted.update(nc1=0.0, nc2=0.0, nc3=0.0)
             for block in ("W", "H"):
@@ -561,8 +619,7 @@ def _prediction(problem, counts, measured, lam_b):
         relative[name] = p != 0.0 and not name.startswith("nc")
         error[name] = abs(m - p) / abs(p) if relative[name] else abs(m - p)
     applies = not any(r.startswith(("class counts", "d = ")) for r in reasons)
-    return ({k: float(v) for k, v in predicted.items()}, error, relative, applies, reasons, bias_prediction,
-            kind)
+    return ({k: float(v) for k, v in predicted.items()}, error, relative, applies, reasons, bias_prediction, kind)
 
 
 # ----------------------------------------------------------------------------- Hessians
@@ -579,14 +636,21 @@ def _spectra(features, labels, weight, bias, problem_or_weights, mode, p_t):
     N, d = features.shape
     K = weight.shape[0]
     if mode == "auto" and d * N > AUTO_SPECTRA_ENTRIES:
-        return {"skipped": f"d N = {d * N} > {AUTO_SPECTRA_ENTRIES} (pass spectra=True / --spectra on "
-                           "to compute them; they need H in memory as float64)"}
-    _memory.require(8.0 * 4 * d * N, "the features as float64 JAX arrays (Hessian blocks)",
-                    f"N = {N}, d = {d}", "pass spectra=False (--spectra off)")
+        return {
+            "skipped": f"d N = {d * N} > {AUTO_SPECTRA_ENTRIES} (pass spectra=True / --spectra on "
+            "to compute them; they need H in memory as float64)"
+        }
+    _memory.require(
+        8.0 * 4 * d * N,
+        "the features as float64 JAX arrays (Hessian blocks)",
+        f"N = {N}, d = {d}",
+        "pass spectra=False (--spectra off)",
+    )
     x64 = bool(jax.config.jax_enable_x64)
     dtype = jnp.float64 if x64 else jnp.float32
-    params = Params(jnp.asarray(weight.T, dtype), jnp.asarray(np.asarray(features, np.float64).T, dtype),
-                    jnp.asarray(bias, dtype))
+    params = Params(
+        jnp.asarray(weight.T, dtype), jnp.asarray(np.asarray(features, np.float64).T, dtype), jnp.asarray(bias, dtype)
+    )
     weights = problem_or_weights
     y = jnp.asarray(labels)
     out = {"K_p_t": K * p_t, "dtype": "float64" if x64 else "float32 (enable jax_enable_x64 for float64)"}
@@ -599,18 +663,28 @@ def _spectra(features, labels, weight, bias, problem_or_weights, mode, p_t):
             structured = 8.0 * 4 * N * K * K if softmax_loss else 8.0 * 4 * N * K * K + 8.0 * d * N
         try:
             if size**2 <= DENSE_ENTRIES or structured <= STRUCTURED_BYTES:
-                spectrum = hessian.block_spectrum(params, y, weights, block,
-                                                  method="dense" if size**2 <= DENSE_ENTRIES else "structured")
+                spectrum = hessian.block_spectrum(
+                    params, y, weights, block, method="dense" if size**2 <= DENSE_ENTRIES else "structured"
+                )
                 values, counts = spectrum.distinct(rtol=1e-6)
                 top = float(np.max(values)) if values.size else 0.0
                 positive = values > hessian.NONZERO_RTOL * top
                 kappa = float(values[positive].max() / values[positive].min()) if top > 0 else math.nan
-                out[block] = {"method": spectrum.method, "lambda_max": top, "kappa": kappa,
-                              "values": values.tolist(), "multiplicities": counts.tolist()}
+                out[block] = {
+                    "method": spectrum.method,
+                    "lambda_max": top,
+                    "kappa": kappa,
+                    "values": values.tolist(),
+                    "multiplicities": counts.tolist(),
+                }
             else:
                 top = hessian.extreme_eigenvalues(params, y, weights, block, k=1, which="LA", tol=1e-8)
-                out[block] = {"method": "lanczos", "lambda_max": float(top[-1]), "kappa": None,
-                              "note": "block too large for the exact paths: largest eigenvalue only"}
+                out[block] = {
+                    "method": "lanczos",
+                    "lambda_max": float(top[-1]),
+                    "kappa": None,
+                    "note": "block too large for the exact paths: largest eigenvalue only",
+                }
         except ValueError as error:  # e.g. not enough memory for this block
             out[block] = {"skipped": str(error)}
     return out
@@ -619,10 +693,23 @@ def _spectra(features, labels, weight, bias, problem_or_weights, mode, p_t):
 # ----------------------------------------------------------------------------- entry point
 
 
-def analyze(features, labels, weight, bias=None, *, loss: str = "ce", delta: float = 0.0, gamma: float = 0.0,
-            mse_kappa: float = 1.0, mse_beta: float = 1.0, lam_W: float | None = None,
-            lam_H: float | None = None, lam_b: float | None = None, chunk_size: int | None = None,
-            spectra="auto") -> Analysis:
+def analyze(
+    features,
+    labels,
+    weight,
+    bias=None,
+    *,
+    loss: str = "ce",
+    delta: float = 0.0,
+    gamma: float = 0.0,
+    mse_kappa: float = 1.0,
+    mse_beta: float = 1.0,
+    lam_W: float | None = None,
+    lam_H: float | None = None,
+    lam_b: float | None = None,
+    chunk_size: int | None = None,
+    spectra="auto",
+) -> Analysis:
     """Neural-collapse metrics of a last layer and, given the training setup, the UFM prediction.
 
     Args:
@@ -663,8 +750,10 @@ def analyze(features, labels, weight, bias=None, *, loss: str = "ce", delta: flo
     if spectra not in SPECTRA or isinstance(spectra, (int, float)) and not isinstance(spectra, bool):
         raise ValueError(f"spectra must be 'auto', True or False, got {spectra!r}")
     if (lam_W is None) != (lam_H is None):
-        raise ValueError("lam_W and lam_H must be given together (both switch the UFM prediction on), got "
-                         f"lam_W = {lam_W!r}, lam_H = {lam_H!r}")
+        raise ValueError(
+            "lam_W and lam_H must be given together (both switch the UFM prediction on), got "
+            f"lam_W = {lam_W!r}, lam_H = {lam_H!r}"
+        )
     chunk = default_chunk_size(d, K) if chunk_size is None else chunk_size
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
@@ -675,16 +764,25 @@ def analyze(features, labels, weight, bias=None, *, loss: str = "ce", delta: flo
         raise ValueError("lam_b (>= 0) is needed for loss='mse': its optimum depends on the bias")
     if lam_W is not None:
         problem = _problem(K, [N / K], d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H, lam_b)
-        setup = {"loss": loss, "delta": problem.delta, "gamma": problem.gamma, "lam_W": problem.lam_W,
-                 "lam_H": problem.lam_H, "lam_b": lam_b if lam_b is None else _number("lam_b", lam_b, 0.0,
-                                                                                       low_open=False)}
+        setup = {
+            "loss": loss,
+            "delta": problem.delta,
+            "gamma": problem.gamma,
+            "lam_W": problem.lam_W,
+            "lam_H": problem.lam_H,
+            "lam_b": lam_b if lam_b is None else _number("lam_b", lam_b, 0.0, low_open=False),
+        }
         if loss == "mse":
             setup.update(mse_kappa=problem.mse_kappa, mse_beta=problem.mse_beta)
     else:
         problem = _problem(K, [N / K], d, loss, delta, gamma, mse_kappa, mse_beta, 1.0, 1.0, lam_b)
     work = 8.0 * chunk * (2 * d + 2 * K + 4) + 8.0 * (2 * d * d + 3 * K * d) + 12.0 * N
-    _memory.require(work, "streaming the features", f"N = {N}, d = {d}, K = {K}, chunk_size = {chunk}",
-                    "pass a smaller chunk_size (--chunk-size)")
+    _memory.require(
+        work,
+        "streaming the features",
+        f"N = {N}, d = {d}, K = {K}, chunk_size = {chunk}",
+        "pass a smaller chunk_size (--chunk-size)",
+    )
 
     mo = _moments(features, labels, weight, bias, chunk)
     counts = tuple(int(c) for c in mo.counts)
@@ -693,8 +791,9 @@ def analyze(features, labels, weight, bias=None, *, loss: str = "ce", delta: flo
     predicted, error, relative, applies, reasons, kind = {}, {}, {}, False, [], ""
     if lam_W is not None:
         problem = _problem(K, counts, d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H, lam_b)
-        predicted, error, relative, applies, reasons, bias_prediction, kind = _prediction(problem, counts,
-                                                                                         measured, lam_b)
+        predicted, error, relative, applies, reasons, bias_prediction, kind = _prediction(
+            problem, counts, measured, lam_b
+        )
         error["bias"] = float(np.max(np.abs(bias - bias_prediction)))
         relative["bias"] = False
 
@@ -712,5 +811,6 @@ def analyze(features, labels, weight, bias=None, *, loss: str = "ce", delta: flo
                     p = predicted[f"kappa_{block}"]
                     error[f"kappa_{block}"] = abs(kappa - p) / abs(p)
                     relative[f"kappa_{block}"] = True
-    return Analysis(K, N, d, counts, measured, predicted, error, relative, applies, tuple(reasons), setup,
-                    spectra_info, kind)
+    return Analysis(
+        K, N, d, counts, measured, predicted, error, relative, applies, tuple(reasons), setup, spectra_info, kind
+    )

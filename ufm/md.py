@@ -58,9 +58,9 @@ from ufm import _cache, _io, _memory
 from ufm._interrupt import exit_on_interrupt
 
 PROG = "python -m ufm.md"
-_OUTER_HALVINGS = 64     # log-tau bracket <= ~750 wide: 750 / 2^64 ~ 4e-17
-_INNER_HALVINGS = 80     # t bracket of width 2T: 2T / 2^80 below rounding for any T < 1e8
-_TOL = 1e-9              # converged when every relative residual is below this (rounding gives ~1e-13)
+_OUTER_HALVINGS = 64  # log-tau bracket <= ~750 wide: 750 / 2^64 ~ 4e-17
+_INNER_HALVINGS = 80  # t bracket of width 2T: 2T / 2^80 below rounding for any T < 1e8
+_TOL = 1e-9  # converged when every relative residual is below this (rounding gives ~1e-13)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -103,8 +103,9 @@ def _arrays(W, H, offsets, weights):
         raise ValueError("weights must be finite, >= 0 and sum to 1; offsets must be finite")
     mean = w @ V
     if np.linalg.norm(mean) > 1e-12 * max(1.0, np.abs(V).max()):
-        raise ValueError(f"offsets must have mean zero under weights (Assumption 4.2.2), got mean norm "
-                         f"{np.linalg.norm(mean):.3g}")
+        raise ValueError(
+            f"offsets must have mean zero under weights (Assumption 4.2.2), got mean norm {np.linalg.norm(mean):.3g}"
+        )
     return W, H, V, w
 
 
@@ -195,8 +196,9 @@ def _profile_one(r, W, H, V, w, lam, alpha, eta, c_md):
         station = jnp.where(u > 0.0, station, jnp.minimum(station, 0.0))
         scale = jnp.linalg.norm(d) + 2.0 * lam * jnp.linalg.norm(c) + 2.0 * mu * jnp.maximum(dev, rho)
         infeasible = jnp.where(positive, jnp.maximum(dev - rho, 0.0) / safe_rho, dev / (jnp.linalg.norm(c) + 1.0))
-        residual = jnp.maximum(jnp.maximum(jnp.linalg.norm(station) / scale, infeasible),
-                               mu * jnp.abs(dev - rho) / scale)  # stationarity, feasibility, complementarity
+        residual = jnp.maximum(
+            jnp.maximum(jnp.linalg.norm(station) / scale, infeasible), mu * jnp.abs(dev - rho) / scale
+        )  # stationarity, feasibility, complementarity
         return u, m, value, residual
 
     U, ms, values, residuals = jax.vmap(one_class)(jnp.arange(2), ds, cs)
@@ -263,16 +265,21 @@ def md_profile(r, W, H, offsets, weights, *, lam, alpha, eta, c_md) -> dict:
     r = np.atleast_1d(np.asarray(r, dtype=np.float64))
     if r.ndim != 1 or not np.all(np.isfinite(r)) or np.any(r < 0):
         raise ValueError("r must be a 1-D array of finite numbers >= 0")
-    _memory.require(8.0 * r.size * (12.0 * V.size + 40.0 * W.shape[0]), "the MD profile",
-                    f"{r.size} radii x {V.shape[0]} nodes x M = {W.shape[0]}", "use a smaller --grid or M")
+    _memory.require(
+        8.0 * r.size * (12.0 * V.size + 40.0 * W.shape[0]),
+        "the MD profile",
+        f"{r.size} radii x {V.shape[0]} nodes x M = {W.shape[0]}",
+        "use a smaller --grid or M",
+    )
     bucket = 1 << max(1, (V.shape[0] - 1).bit_length())  # node counts padded to a power of two (zero weight):
     V = np.vstack([V, np.zeros((bucket - V.shape[0], V.shape[1]))])  # one compiled program per bucket, not per m
     w = np.concatenate([w, np.zeros(bucket - w.size)])
     size = 1 << max(3, (r.size - 1).bit_length())  # radii padded likewise (repeating the last one)
     padded = np.concatenate([r, np.full(size - r.size, r[-1])])
-    out = _profile(jnp.asarray(padded), jnp.asarray(W), jnp.asarray(H), jnp.asarray(V), jnp.asarray(w), lam, alpha,
-                   eta, c_md)
-    return {key: np.asarray(value)[:r.size] for key, value in out.items()}
+    out = _profile(
+        jnp.asarray(padded), jnp.asarray(W), jnp.asarray(H), jnp.asarray(V), jnp.asarray(w), lam, alpha, eta, c_md
+    )
+    return {key: np.asarray(value)[: r.size] for key, value in out.items()}
 
 
 def _require_x64():
@@ -343,17 +350,37 @@ def solve_md(W, H, offsets, weights, *, lam, alpha, eta, c_md, grid=128) -> MDRe
     if not finite:
         message = "non-finite values at the optimum"
     elif ok:
-        message = (f"converged: KKT residual {kkt:.1e}, |dR/dr| residual {derivative_residual:.1e} "
-                   f"({len(brackets)} bracket(s) on {grid} grid points)")
+        message = (
+            f"converged: KKT residual {kkt:.1e}, |dR/dr| residual {derivative_residual:.1e} "
+            f"({len(brackets)} bracket(s) on {grid} grid points)"
+        )
     else:
         message = f"not converged: KKT residual {kkt:.1e}, |dR/dr| residual {derivative_residual:.1e} > {_TOL:g}"
-    return MDResult(alpha=alpha, lam=lam, eta=eta, c_md=c_md, r_max=rmax, distance=gap, r_star=r_star,
-                    dilation=r_star / gap, memorization=eta * float(np.linalg.norm(H[:, 1] - U[:, 0])),
-                    memorization_2=eta * float(np.linalg.norm(H[:, 0] - U[:, 1])), U=U, risk=float(pick["R"]),
-                    F=float(pick["F"]), G=float(pick["G"]), multipliers=mus, kkt_residual=kkt,
-                    derivative_residual=derivative_residual, local_minima=len(brackets),
-                    convexity_defect=convexity_defect, grid=grid, status="converged" if ok else "not converged",
-                    converged=ok, message=message)
+    return MDResult(
+        alpha=alpha,
+        lam=lam,
+        eta=eta,
+        c_md=c_md,
+        r_max=rmax,
+        distance=gap,
+        r_star=r_star,
+        dilation=r_star / gap,
+        memorization=eta * float(np.linalg.norm(H[:, 1] - U[:, 0])),
+        memorization_2=eta * float(np.linalg.norm(H[:, 0] - U[:, 1])),
+        U=U,
+        risk=float(pick["R"]),
+        F=float(pick["F"]),
+        G=float(pick["G"]),
+        multipliers=mus,
+        kkt_residual=kkt,
+        derivative_residual=derivative_residual,
+        local_minima=len(brackets),
+        convexity_defect=convexity_defect,
+        grid=grid,
+        status="converged" if ok else "not converged",
+        converged=ok,
+        message=message,
+    )
 
 
 def _refine(profile, lo, hi, dlo, dhi, grid, rmax) -> float:
@@ -372,21 +399,44 @@ def _refine(profile, lo, hi, dlo, dhi, grid, rmax) -> float:
 
 def _failed(alpha, lam, eta, c_md, rmax, gap, W, grid, message) -> MDResult:
     nan = float("nan")
-    return MDResult(alpha=alpha, lam=lam, eta=eta, c_md=c_md, r_max=rmax, distance=gap, r_star=nan, dilation=nan,
-                    memorization=nan, memorization_2=nan, U=np.full((W.shape[0], 2), nan), risk=nan, F=nan, G=nan,
-                    multipliers=(nan, nan), kkt_residual=nan, derivative_residual=nan, local_minima=0,
-                    convexity_defect=nan, grid=grid, status="not converged", converged=False, message=message)
+    return MDResult(
+        alpha=alpha,
+        lam=lam,
+        eta=eta,
+        c_md=c_md,
+        r_max=rmax,
+        distance=gap,
+        r_star=nan,
+        dilation=nan,
+        memorization=nan,
+        memorization_2=nan,
+        U=np.full((W.shape[0], 2), nan),
+        risk=nan,
+        F=nan,
+        G=nan,
+        multipliers=(nan, nan),
+        kkt_residual=nan,
+        derivative_residual=nan,
+        local_minima=0,
+        convexity_defect=nan,
+        grid=grid,
+        status="not converged",
+        converged=False,
+        message=message,
+    )
 
 
 # ----------------------------------------------------------------------------- command line
 def _flag(flag: str, convert, check):
     """argparse type: ``check(convert(text))``, any ValueError becoming one message that names ``flag``."""
+
     def parse(text: str):
         try:
             value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be {'an integer' if convert is int else 'a number'}, "
-                                             f"got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be {'an integer' if convert is int else 'a number'}, got {text!r}"
+            ) from None
         try:
             return check(value)
         except ValueError as error:
@@ -414,27 +464,57 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Solve Nguyen et al.'s memorization-dilation problem (Definition 4.1) for CE (alpha = 0) and "
-                    "LS (alpha = alpha0) on Assumption 4.2.1's non-negative NC configurations; report r*, the "
-                    "normalised dilation, the memorization, gamma, Assumption 4.2.3 and Theorem 4.3's inequality. "
-                    "Defaults: a setting inside Assumption 4.2.")
+        "LS (alpha = alpha0) on Assumption 4.2.1's non-negative NC configurations; report r*, the "
+        "normalised dilation, the memorization, gamma, Assumption 4.2.3 and Theorem 4.3's inequality. "
+        "Defaults: a setting inside Assumption 4.2.",
+    )
     problem = parser.add_argument_group("problem")
-    problem.add_argument("--M", type=_flag("--M", int, _at_least("M", 2)), default=2,
-                         help="feature dimension M >= 2 (default 2)")
-    problem.add_argument("--alpha", type=_flag("--alpha", float, _open_unit), default=0.1,
-                         help="LS parameter alpha0 of the LS run, in (0, 1) (default 0.1; CE is alpha = 0)")
-    problem.add_argument("--eta", type=_flag("--eta", float, lambda v: _positive("eta", v)), default=1e-3,
-                         help="noise level eta > 0 (default 1e-3)")
-    problem.add_argument("--c-md", type=_flag("--c-md", float, lambda v: _positive("c_md", v)), default=1.0,
-                         help="memorization-dilation slope C_MD > 0 (default 1)")
-    problem.add_argument("--lam-W", type=_flag("--lam-W", float, lambda v: _positive("lam_W", v)), default=1e-3,
-                         help="lam_W > 0 (default 1e-3)")
-    problem.add_argument("--lam-H", type=_flag("--lam-H", float, lambda v: _positive("lam_H", v)), default=1e-3,
-                         help="lam_H > 0, also the lam of F and G (default 1e-3)")
-    problem.add_argument("--distribution", choices=("two-point", "circle"), default="two-point",
-                         help="law mu_r of the clean features: +-r u (default) or uniform on a circle of radius r")
+    problem.add_argument(
+        "--M", type=_flag("--M", int, _at_least("M", 2)), default=2, help="feature dimension M >= 2 (default 2)"
+    )
+    problem.add_argument(
+        "--alpha",
+        type=_flag("--alpha", float, _open_unit),
+        default=0.1,
+        help="LS parameter alpha0 of the LS run, in (0, 1) (default 0.1; CE is alpha = 0)",
+    )
+    problem.add_argument(
+        "--eta",
+        type=_flag("--eta", float, lambda v: _positive("eta", v)),
+        default=1e-3,
+        help="noise level eta > 0 (default 1e-3)",
+    )
+    problem.add_argument(
+        "--c-md",
+        type=_flag("--c-md", float, lambda v: _positive("c_md", v)),
+        default=1.0,
+        help="memorization-dilation slope C_MD > 0 (default 1)",
+    )
+    problem.add_argument(
+        "--lam-W",
+        type=_flag("--lam-W", float, lambda v: _positive("lam_W", v)),
+        default=1e-3,
+        help="lam_W > 0 (default 1e-3)",
+    )
+    problem.add_argument(
+        "--lam-H",
+        type=_flag("--lam-H", float, lambda v: _positive("lam_H", v)),
+        default=1e-3,
+        help="lam_H > 0, also the lam of F and G (default 1e-3)",
+    )
+    problem.add_argument(
+        "--distribution",
+        choices=("two-point", "circle"),
+        default="two-point",
+        help="law mu_r of the clean features: +-r u (default) or uniform on a circle of radius r",
+    )
     solver = parser.add_argument_group("solver")
-    solver.add_argument("--grid", type=_flag("--grid", int, _at_least("grid", 5)), default=128,
-                        help="r-grid points per round (>= 5; default 128)")
+    solver.add_argument(
+        "--grid",
+        type=_flag("--grid", int, _at_least("grid", 5)),
+        default=128,
+        help="r-grid points per round (>= 5; default 128)",
+    )
     report = parser.add_argument_group("report")
     report.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
     report.add_argument("--force", action="store_true", help="overwrite an existing --json file")
@@ -444,36 +524,59 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _entry(result: MDResult, config, gamma: float) -> dict:
-    return {"alpha": result.alpha, "r_star": result.r_star, "r_max": result.r_max, "dilation": result.dilation,
-            "memorization": result.memorization, "memorization_2": result.memorization_2, "gamma": gamma,
-            "distance_h1_h2": result.distance, "H_norm": config.H_norm, "margin_a": config.a,
-            "U": np.asarray(result.U).tolist(), "risk": result.risk, "F": result.F, "G": result.G,
-            "multipliers": list(result.multipliers), "kkt_residual": result.kkt_residual,
-            "derivative_residual": result.derivative_residual, "local_minima": result.local_minima,
-            "convexity_defect": result.convexity_defect, "status": result.status, "converged": result.converged,
-            "message": result.message}
+    return {
+        "alpha": result.alpha,
+        "r_star": result.r_star,
+        "r_max": result.r_max,
+        "dilation": result.dilation,
+        "memorization": result.memorization,
+        "memorization_2": result.memorization_2,
+        "gamma": gamma,
+        "distance_h1_h2": result.distance,
+        "H_norm": config.H_norm,
+        "margin_a": config.a,
+        "U": np.asarray(result.U).tolist(),
+        "risk": result.risk,
+        "F": result.F,
+        "G": result.G,
+        "multipliers": list(result.multipliers),
+        "kkt_residual": result.kkt_residual,
+        "derivative_residual": result.derivative_residual,
+        "local_minima": result.local_minima,
+        "convexity_defect": result.convexity_defect,
+        "status": result.status,
+        "converged": result.converged,
+        "message": result.message,
+    }
 
 
 def _report_text(args, check, results, gamma) -> str:
-    lines = [f"MD problem (Nguyen et al. Def. 4.1): N = 2 classes, M = {args.M}, lam_W = {args.lam_W:g}, "
-             f"lam_H = lam = {args.lam_H:g}, eta = {args.eta:g}, C_MD = {args.c_md:g}, mu_r: {args.distribution}",
-             "",
-             "Assumption 4.2.3:",
-             f"  alpha0 = {args.alpha:g} > 4 sqrt(lam_W lam_H) = {check.alpha_bound:.6g}: {check.alpha_ok}",
-             f"  gamma = ||H^CE|| / ||H^LS|| = {gamma:.10g}, C~ = {check.c_tilde:.6g}",
-             f"  eta = {args.eta:g} < (C~ (1 - 1/gamma))^2 = {check.eta_bound:.6g}: {check.eta_ok}",
-             f"  inside the assumptions: {check.holds}",
-             "",
-             f"{'':4s} {'alpha':>6s} {'r_max':>14s} {'r*':>14s} {'r*/||h1-h2||':>14s} {'memorization':>14s} "
-             f"{'KKT res.':>9s} {'dR res.':>9s}  status"]
+    lines = [
+        f"MD problem (Nguyen et al. Def. 4.1): N = 2 classes, M = {args.M}, lam_W = {args.lam_W:g}, "
+        f"lam_H = lam = {args.lam_H:g}, eta = {args.eta:g}, C_MD = {args.c_md:g}, mu_r: {args.distribution}",
+        "",
+        "Assumption 4.2.3:",
+        f"  alpha0 = {args.alpha:g} > 4 sqrt(lam_W lam_H) = {check.alpha_bound:.6g}: {check.alpha_ok}",
+        f"  gamma = ||H^CE|| / ||H^LS|| = {gamma:.10g}, C~ = {check.c_tilde:.6g}",
+        f"  eta = {args.eta:g} < (C~ (1 - 1/gamma))^2 = {check.eta_bound:.6g}: {check.eta_ok}",
+        f"  inside the assumptions: {check.holds}",
+        "",
+        f"{'':4s} {'alpha':>6s} {'r_max':>14s} {'r*':>14s} {'r*/||h1-h2||':>14s} {'memorization':>14s} "
+        f"{'KKT res.':>9s} {'dR res.':>9s}  status",
+    ]
     for name, res in results.items():
-        lines.append(f"{name:4s} {res.alpha:6g} {res.r_max:14.8g} {res.r_star:14.8g} {res.dilation:14.8g} "
-                     f"{res.memorization:14.8g} {res.kkt_residual:9.1e} {res.derivative_residual:9.1e}  {res.status}")
+        lines.append(
+            f"{name:4s} {res.alpha:6g} {res.r_max:14.8g} {res.r_star:14.8g} {res.dilation:14.8g} "
+            f"{res.memorization:14.8g} {res.kkt_residual:9.1e} {res.derivative_residual:9.1e}  {res.status}"
+        )
     ce, ls = results["CE"], results["LS"]
     holds = ce.dilation > ls.dilation
-    lines += ["", f"Theorem 4.3: r*_CE/||h1-h2||_CE = {ce.dilation:.8g} {'>' if holds else '<='} "
-                  f"r*_LS/||h1-h2||_LS = {ls.dilation:.8g}: {'holds' if holds else 'FAILS'}"
-                  + ("" if check.holds else " (outside Assumption 4.2)")]
+    lines += [
+        "",
+        f"Theorem 4.3: r*_CE/||h1-h2||_CE = {ce.dilation:.8g} {'>' if holds else '<='} "
+        f"r*_LS/||h1-h2||_LS = {ls.dilation:.8g}: {'holds' if holds else 'FAILS'}"
+        + ("" if check.holds else " (outside Assumption 4.2)"),
+    ]
     return "\n".join(lines)
 
 
@@ -496,8 +599,10 @@ def _main(argv) -> int:
     try:
         if args.json is not None:
             _io.check_writable(args.json, overwrite=args.force, what="--json")
-        configs = {"CE": tmd.nc_configuration(args.M, args.lam_W, args.lam_H, 0.0),
-                   "LS": tmd.nc_configuration(args.M, args.lam_W, args.lam_H, args.alpha)}
+        configs = {
+            "CE": tmd.nc_configuration(args.M, args.lam_W, args.lam_H, 0.0),
+            "LS": tmd.nc_configuration(args.M, args.lam_W, args.lam_H, args.alpha),
+        }
         check = tmd.assumption_4_2(args.lam_W, args.lam_H, args.alpha, args.eta, args.c_md)
         laws = {name: tmd.md_law(config, args.distribution, args.eta, args.c_md) for name, config in configs.items()}
     except (ValueError, OverflowError, OSError) as error:
@@ -508,9 +613,19 @@ def _main(argv) -> int:
     if not args.quiet:
         print(f"solving the MD problem for CE and LS (alpha0 = {args.alpha:g}) ...", file=sys.stderr, flush=True)
     try:
-        results = {name: solve_md(config.W, config.H, *laws[name], lam=args.lam_H, alpha=config.alpha,
-                                  eta=args.eta, c_md=args.c_md, grid=args.grid)
-                   for name, config in configs.items()}
+        results = {
+            name: solve_md(
+                config.W,
+                config.H,
+                *laws[name],
+                lam=args.lam_H,
+                alpha=config.alpha,
+                eta=args.eta,
+                c_md=args.c_md,
+                grid=args.grid,
+            )
+            for name, config in configs.items()
+        }
     except (ValueError, OverflowError) as error:  # e.g. not enough memory: one readable line, exit 2
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
@@ -522,15 +637,35 @@ def _main(argv) -> int:
         except metadata.PackageNotFoundError:
             version = "unknown"
         record = {
-            "package_version": version, "jax_version": jax.__version__,
-            "problem": {"M": args.M, "alpha0": args.alpha, "eta": args.eta, "c_md": args.c_md, "lam_W": args.lam_W,
-                        "lam_H": args.lam_H, "lam": args.lam_H, "distribution": args.distribution, "grid": args.grid},
-            "assumption_4_2": {"alpha_bound": check.alpha_bound, "alpha_ok": check.alpha_ok, "gamma": check.gamma,
-                               "c_tilde": check.c_tilde, "eta_bound": check.eta_bound, "eta_ok": check.eta_ok,
-                               "holds": check.holds},
-            "ce": _entry(results["CE"], configs["CE"], gamma), "ls": _entry(results["LS"], configs["LS"], gamma),
-            "theorem_4_3": {"dilation_ce": results["CE"].dilation, "dilation_ls": results["LS"].dilation,
-                            "holds": bool(results["CE"].dilation > results["LS"].dilation)},
+            "package_version": version,
+            "jax_version": jax.__version__,
+            "problem": {
+                "M": args.M,
+                "alpha0": args.alpha,
+                "eta": args.eta,
+                "c_md": args.c_md,
+                "lam_W": args.lam_W,
+                "lam_H": args.lam_H,
+                "lam": args.lam_H,
+                "distribution": args.distribution,
+                "grid": args.grid,
+            },
+            "assumption_4_2": {
+                "alpha_bound": check.alpha_bound,
+                "alpha_ok": check.alpha_ok,
+                "gamma": check.gamma,
+                "c_tilde": check.c_tilde,
+                "eta_bound": check.eta_bound,
+                "eta_ok": check.eta_ok,
+                "holds": check.holds,
+            },
+            "ce": _entry(results["CE"], configs["CE"], gamma),
+            "ls": _entry(results["LS"], configs["LS"], gamma),
+            "theorem_4_3": {
+                "dilation_ce": results["CE"].dilation,
+                "dilation_ls": results["LS"].dilation,
+                "holds": bool(results["CE"].dilation > results["LS"].dilation),
+            },
             "converged": converged,
         }
         written = _io.write_json(args.json, record, overwrite=args.force)

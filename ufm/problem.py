@@ -99,17 +99,20 @@ class Problem:
         set_("label_noise", validation.interval("label_noise", self.label_noise, 0.0, 1.0, low_open=False))
         set_("noise_seed", validation.integer("noise_seed", self.noise_seed, 0))
         if self.delta != 0.0 and self.loss != "ls":
-            raise ValueError(f"delta must be 0 for loss={self.loss!r} (label smoothing is loss='ls'), "
-                             f"got {self.delta!r}")
+            raise ValueError(
+                f"delta must be 0 for loss={self.loss!r} (label smoothing is loss='ls'), got {self.delta!r}"
+            )
         if self.gamma != 0.0 and self.loss != "focal":
-            raise ValueError(f"gamma must be 0 for loss={self.loss!r} (it is the focal-loss parameter), "
-                             f"got {self.gamma!r}")
+            raise ValueError(
+                f"gamma must be 0 for loss={self.loss!r} (it is the focal-loss parameter), got {self.gamma!r}"
+            )
         if not isinstance(self.nonnegative, (bool, np.bool_)):
             raise ValueError(f"nonnegative must be True or False, got {self.nonnegative!r}")
         set_("nonnegative", bool(self.nonnegative))
         if self.nonnegative and self.d < self.K:
-            raise ValueError(f"nonnegative=True needs d >= K = {self.K} (K orthogonal non-negative class means), "
-                             f"got d = {self.d}")
+            raise ValueError(
+                f"nonnegative=True needs d >= K = {self.K} (K orthogonal non-negative class means), got d = {self.d}"
+            )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         _check_start_scale(self)
@@ -161,8 +164,16 @@ class Problem:
     def weights(self) -> Weights:
         """The traced scalars (delta, lambdas, loss id and loss parameters) in the problem's dtype."""
         dt = self.jnp_dtype
-        values = (self.delta, self.lam_W, self.lam_H, self.lam_b, LOSS_IDS[self.loss], self.gamma,
-                  self.mse_kappa, self.mse_beta)
+        values = (
+            self.delta,
+            self.lam_W,
+            self.lam_H,
+            self.lam_b,
+            LOSS_IDS[self.loss],
+            self.gamma,
+            self.mse_kappa,
+            self.mse_beta,
+        )
         return Weights(*(jnp.asarray(x, dtype=dt) for x in values))
 
     def init(self) -> Params:
@@ -195,8 +206,10 @@ def _samples_per_class(n, class_sizes) -> int:
         return validation.integer("n", n, 1)
     largest = max(class_sizes)
     if n is not None and validation.integer("n", n, 1) != largest:
-        raise ValueError(f"n must be omitted or equal the largest class size max(class_sizes) = {largest} when "
-                         f"class_sizes is given, got {n!r}")
+        raise ValueError(
+            f"n must be omitted or equal the largest class size max(class_sizes) = {largest} when "
+            f"class_sizes is given, got {n!r}"
+        )
     return largest
 
 
@@ -233,9 +246,11 @@ def check_seed(seed: int) -> None:
     """Without 64-bit JAX a key holds 32 bits: seeds from 2**32 on would repeat smaller ones."""
     # jax.config's flags are dynamic attributes, absent from its type stubs
     if seed >= 2**32 and not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
-        raise ValueError(f"seed must be < 2**32 = {2**32} without 64-bit JAX (a larger one repeats the key of "
-                         f"seed mod 2**32), got {seed}; call jax.config.update('jax_enable_x64', True) for seeds "
-                         f"up to {MAX_SEED}")
+        raise ValueError(
+            f"seed must be < 2**32 = {2**32} without 64-bit JAX (a larger one repeats the key of "
+            f"seed mod 2**32), got {seed}; call jax.config.update('jax_enable_x64', True) for seeds "
+            f"up to {MAX_SEED}"
+        )
 
 
 def _round_down(x: float) -> str:
@@ -262,31 +277,49 @@ def _check_start_scale(p: Problem) -> None:
     """
     if p.d * p.K * (p.n + 1) > MAX_ENTRIES:
         entries = validation.show(p.d * p.K * (p.n + 1))
-        raise ValueError(f"K, n, d too large: W and H would hold d K (n + 1) = {entries} "
-                         f"numbers, more than {MAX_ENTRIES:.3g} (the 64-bit index range); reduce K, n or d")
+        raise ValueError(
+            f"K, n, d too large: W and H would hold d K (n + 1) = {entries} "
+            f"numbers, more than {MAX_ENTRIES:.3g} (the 64-bit index range); reduce K, n or d"
+        )
     limit = math.log10(float(np.finfo(p.dtype).max)) - 1.0
     log_s = _log10(p.init_scale)
-    log_W = log_s + 0.5 * math.log10(p.d * p.K)            # log10 ||W0||
+    log_W = log_s + 0.5 * math.log10(p.d * p.K)  # log10 ||W0||
     log_H = log_s + 0.5 * math.log10(p.d) + 0.5 * math.log10(p.K) + 0.5 * math.log10(p.n)
-    log_z = 2 * log_s + 0.5 * math.log10(p.d) + math.log10(4.0)   # a large logit at the start
+    log_z = 2 * log_s + 0.5 * math.log10(p.d) + math.log10(4.0)  # a large logit at the start
     terms = [  # (log10 of the term, what it is, parameter, log10 of that parameter's largest fitting value)
         (2 * log_W, "||W0||^2", "init_scale", log_s + (limit - 2 * log_W) / 2),
         (2 * log_H, "||H0||^2", "init_scale", log_s + (limit - 2 * log_H) / 2),
         (2 * (_log10(p.lam_W) + log_W), "lam_W^2 ||W0||^2 (in |grad L(x0)|^2)", "lam_W", limit / 2 - log_W),
         (2 * (_log10(p.lam_H) + log_H), "lam_H^2 ||H0||^2 (in |grad L(x0)|^2)", "lam_H", limit / 2 - log_H),
-        (2 * log_z + math.log10(p.K), "the squared logits", "init_scale",
-         log_s + (limit - math.log10(p.K) - 2 * log_z) / 4),
+        (
+            2 * log_z + math.log10(p.K),
+            "the squared logits",
+            "init_scale",
+            log_s + (limit - math.log10(p.K) - 2 * log_z) / 4,
+        ),
     ]
     if p.loss == "mse":
         log_target = math.log10(p.mse_beta + 10.0 ** min(log_z, 300.0))
         log_grad = math.log10(2.0) + _log10(p.mse_kappa) + log_target - 0.5 * math.log10(p.K)
-        terms += [(_log10(p.mse_kappa) + 2 * log_target, "mse_kappa (mse_beta + |z|)^2 (in L(x0))", "mse_kappa",
-                   limit - 2 * log_target),
-                  (2 * log_grad, "(2 mse_kappa (mse_beta + |z|))^2 / K (in |grad L(x0)|^2)", "mse_kappa",
-                   _log10(p.mse_kappa) + (limit - 2 * log_grad) / 2)]
+        terms += [
+            (
+                _log10(p.mse_kappa) + 2 * log_target,
+                "mse_kappa (mse_beta + |z|)^2 (in L(x0))",
+                "mse_kappa",
+                limit - 2 * log_target,
+            ),
+            (
+                2 * log_grad,
+                "(2 mse_kappa (mse_beta + |z|))^2 / K (in |grad L(x0)|^2)",
+                "mse_kappa",
+                _log10(p.mse_kappa) + (limit - 2 * log_grad) / 2,
+            ),
+        ]
     for size, what, name, _ in terms:
         if size > limit:
-            largest = min(bound for _, _, other, bound in terms if other == name)   # every term must fit
-            raise ValueError(f"{name} = {getattr(p, name):g} is too large for {p.dtype}: {what} at the seeded start "
-                             f"is about 1e{size:.0f}, which overflows (inf/nan before the first step); use "
-                             f"{name} <= {_round_down(10.0 ** largest)} for K = {p.K}, n = {p.n}, d = {p.d}")
+            largest = min(bound for _, _, other, bound in terms if other == name)  # every term must fit
+            raise ValueError(
+                f"{name} = {getattr(p, name):g} is too large for {p.dtype}: {what} at the seeded start "
+                f"is about 1e{size:.0f}, which overflows (inf/nan before the first step); use "
+                f"{name} <= {_round_down(10.0**largest)} for K = {p.K}, n = {p.n}, d = {p.d}"
+            )

@@ -69,8 +69,10 @@ def _class_sizes_of(args) -> tuple[tuple[int, ...] | None, int | None]:
     n = 500 if args.n is None else args.n
     small = math.floor(n / args.imbalance + 0.5)
     if small < 1:
-        raise ValueError(f"--imbalance {args.imbalance:g} leaves round(n / R) = round({n} / {args.imbalance:g}) = 0 "
-                         f"samples per minority class; use R <= {2 * n:g} or a larger --n")
+        raise ValueError(
+            f"--imbalance {args.imbalance:g} leaves round(n / R) = round({n} / {args.imbalance:g}) = 0 "
+            f"samples per minority class; use R <= {2 * n:g} or a larger --n"
+        )
     return (n,) * (args.K - args.minority_classes) + (small,) * args.minority_classes, n
 
 
@@ -84,84 +86,166 @@ methods: reduced = L-BFGS on the exact K-class-mean reduction; lbfgs = L-BFGS on
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=_prog.name("ufm.solve", "ufm-solve"), formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=_prog.name("ufm.solve", "ufm-solve"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Solve the unconstrained feature model numerically and compare it, number by number, with\n"
-                    "theory: Guo et al. Theorems 4.1 and 4.2 (CE/LS), the 1-D reduction of Zhou et al. Theorem 1\n"
-                    "(focal), the derived rescaled-MSE optimum, and Nguyen et al. Theorem 3.2 (H >= 0).",
-        epilog=_GLOSSARY)
+        "theory: Guo et al. Theorems 4.1 and 4.2 (CE/LS), the 1-D reduction of Zhou et al. Theorem 1\n"
+        "(focal), the derived rescaled-MSE optimum, and Nguyen et al. Theorem 3.2 (H >= 0).",
+        epilog=_GLOSSARY,
+    )
     problem = parser.add_argument_group("problem")
     problem.add_argument("--K", type=_integer("--K", 2), default=10, help="classes (>= 2; default 10)")
-    problem.add_argument("--n", type=_integer("--n", 1), default=None,
-                         help="samples per class (>= 1; default 500); with --class-sizes the largest class "
-                              "(omit it or give max of the sizes)")
-    problem.add_argument("--class-sizes", type=_sizes, default=None, metavar="N1,N2,...",
-                         help="unequal classes: K comma-separated sizes, class-major (theory then n/a; "
-                              "compared with the numerical optimum; default: every class of --n)")
-    problem.add_argument("--imbalance", type=_number("--imbalance", 1.0, low_open=False), default=None,
-                         metavar="R", help="shorthand: K - K_B majority classes of n and K_B minority classes "
-                                           "of n/R (rounded half up; refused if that is 0); needs --minority-classes "
-                                           "(default: none, balanced)")
-    problem.add_argument("--minority-classes", type=_integer("--minority-classes", 1), default=None,
-                         metavar="K_B", help="number of minority classes for --imbalance, in [1, K - 1] "
-                                             "(no default: required with --imbalance)")
+    problem.add_argument(
+        "--n",
+        type=_integer("--n", 1),
+        default=None,
+        help="samples per class (>= 1; default 500); with --class-sizes the largest class "
+        "(omit it or give max of the sizes)",
+    )
+    problem.add_argument(
+        "--class-sizes",
+        type=_sizes,
+        default=None,
+        metavar="N1,N2,...",
+        help="unequal classes: K comma-separated sizes, class-major (theory then n/a; "
+        "compared with the numerical optimum; default: every class of --n)",
+    )
+    problem.add_argument(
+        "--imbalance",
+        type=_number("--imbalance", 1.0, low_open=False),
+        default=None,
+        metavar="R",
+        help="shorthand: K - K_B majority classes of n and K_B minority classes "
+        "of n/R (rounded half up; refused if that is 0); needs --minority-classes "
+        "(default: none, balanced)",
+    )
+    problem.add_argument(
+        "--minority-classes",
+        type=_integer("--minority-classes", 1),
+        default=None,
+        metavar="K_B",
+        help="number of minority classes for --imbalance, in [1, K - 1] (no default: required with --imbalance)",
+    )
     problem.add_argument("--d", type=_integer("--d", 1), default=None, help="feature dimension (default K)")
-    problem.add_argument("--loss", choices=LOSSES, default="ls",
-                         help="per-sample loss (default ls; ce = ls with delta 0; focal needs --gamma; "
-                              "mse uses --mse-kappa, --mse-beta)")
-    problem.add_argument("--delta", type=_number("--delta", 0.0, 1.0, low_open=False), default=None,
-                         help="label smoothing in [0, 1) (0 = cross entropy; default 0; --loss ls only)")
-    problem.add_argument("--gamma", type=_number("--gamma", 0.0, low_open=False), default=None,
-                         help="focal-loss parameter in [0, inf) (default 0; --loss focal only)")
-    problem.add_argument("--mse-kappa", type=_number("--mse-kappa", 0.0), default=None,
-                         help="rescaled MSE: weight of the target logit, > 0 (default 1; --loss mse only)")
-    problem.add_argument("--mse-beta", type=_number("--mse-beta", 0.0), default=None,
-                         help="rescaled MSE: target value of the target logit, > 0 (default 1; --loss mse only)")
-    problem.add_argument("--nonnegative", action="store_true",
-                         help="constrain H >= 0 (projected gradient; needs d >= K; default method momentum)")
-    problem.add_argument("--label-noise", type=_number("--label-noise", 0.0, 1.0, low_open=False), default=0.0,
-                         help="fraction of labels moved to another class, in [0, 1) (default 0; theory then n/a)")
-    problem.add_argument("--noise-seed", type=_integer("--noise-seed", 0), default=None,
-                         help="seed of the label corruption (default 0; with --label-noise only)")
-    problem.add_argument("--lam", type=_number("--lam", 0.0), default=5e-4,
-                         help="lam_W = lam_H = lam_b (> 0; default 5e-4)")
+    problem.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="ls",
+        help="per-sample loss (default ls; ce = ls with delta 0; focal needs --gamma; "
+        "mse uses --mse-kappa, --mse-beta)",
+    )
+    problem.add_argument(
+        "--delta",
+        type=_number("--delta", 0.0, 1.0, low_open=False),
+        default=None,
+        help="label smoothing in [0, 1) (0 = cross entropy; default 0; --loss ls only)",
+    )
+    problem.add_argument(
+        "--gamma",
+        type=_number("--gamma", 0.0, low_open=False),
+        default=None,
+        help="focal-loss parameter in [0, inf) (default 0; --loss focal only)",
+    )
+    problem.add_argument(
+        "--mse-kappa",
+        type=_number("--mse-kappa", 0.0),
+        default=None,
+        help="rescaled MSE: weight of the target logit, > 0 (default 1; --loss mse only)",
+    )
+    problem.add_argument(
+        "--mse-beta",
+        type=_number("--mse-beta", 0.0),
+        default=None,
+        help="rescaled MSE: target value of the target logit, > 0 (default 1; --loss mse only)",
+    )
+    problem.add_argument(
+        "--nonnegative",
+        action="store_true",
+        help="constrain H >= 0 (projected gradient; needs d >= K; default method momentum)",
+    )
+    problem.add_argument(
+        "--label-noise",
+        type=_number("--label-noise", 0.0, 1.0, low_open=False),
+        default=0.0,
+        help="fraction of labels moved to another class, in [0, 1) (default 0; theory then n/a)",
+    )
+    problem.add_argument(
+        "--noise-seed",
+        type=_integer("--noise-seed", 0),
+        default=None,
+        help="seed of the label corruption (default 0; with --label-noise only)",
+    )
+    problem.add_argument(
+        "--lam", type=_number("--lam", 0.0), default=5e-4, help="lam_W = lam_H = lam_b (> 0; default 5e-4)"
+    )
     problem.add_argument("--lam-W", type=_number("--lam-W", 0.0), default=None, help="lam_W (> 0; default --lam)")
     problem.add_argument("--lam-H", type=_number("--lam-H", 0.0), default=None, help="lam_H (> 0; default --lam)")
-    problem.add_argument("--lam-b", type=_number("--lam-b", 0.0, low_open=False), default=None,
-                         help="lam_b (>= 0; default --lam)")
+    problem.add_argument(
+        "--lam-b", type=_number("--lam-b", 0.0, low_open=False), default=None, help="lam_b (>= 0; default --lam)"
+    )
     problem.add_argument("--seed", type=_integer("--seed", 0), default=0, help="initialisation seed (default 0)")
-    problem.add_argument("--float32", action="store_true",
-                         help="solve in float32 (faster on accelerators; agreement then ~1e-3, the float32 "
-                              "--rtol default; see docs/losses.md)")
+    problem.add_argument(
+        "--float32",
+        action="store_true",
+        help="solve in float32 (faster on accelerators; agreement then ~1e-3, the float32 "
+        "--rtol default; see docs/losses.md)",
+    )
     solver = parser.add_argument_group("solver")
-    solver.add_argument("--method", choices=METHODS, default=None,
-                        help="optimizer (default: reduced in float64 for ce/ls/mse, lbfgs in float32, for focal "
-                             "loss and with label noise, momentum with --nonnegative; "
-                             "gd is the papers' plain gradient descent)")
-    solver.add_argument("--lr", type=_number("--lr", 0.0), default=None,
-                        help="step size for gd/momentum/nesterov (default: "
-                             + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items() if v)
-                             + "; smaller for mse, from its curvature: ufm.solver.default_lr); refused with lbfgs "
-                               "and reduced (line search)")
-    solver.add_argument("--tol", type=_number("--tol", 0.0, 1.0), default=None,
-                        help="stop when |grad L| <= tol |grad L(x0)| (default 1e-10 in float64, 1e-5 in float32)")
-    solver.add_argument("--max-iters", type=_integer("--max-iters", 1), default=None,
-                        help="iteration cap (default 2000 for lbfgs, 20000 for reduced, 100000 otherwise)")
+    solver.add_argument(
+        "--method",
+        choices=METHODS,
+        default=None,
+        help="optimizer (default: reduced in float64 for ce/ls/mse, lbfgs in float32, for focal "
+        "loss and with label noise, momentum with --nonnegative; "
+        "gd is the papers' plain gradient descent)",
+    )
+    solver.add_argument(
+        "--lr",
+        type=_number("--lr", 0.0),
+        default=None,
+        help="step size for gd/momentum/nesterov (default: "
+        + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items() if v)
+        + "; smaller for mse, from its curvature: ufm.solver.default_lr); refused with lbfgs "
+        "and reduced (line search)",
+    )
+    solver.add_argument(
+        "--tol",
+        type=_number("--tol", 0.0, 1.0),
+        default=None,
+        help="stop when |grad L| <= tol |grad L(x0)| (default 1e-10 in float64, 1e-5 in float32)",
+    )
+    solver.add_argument(
+        "--max-iters",
+        type=_integer("--max-iters", 1),
+        default=None,
+        help="iteration cap (default 2000 for lbfgs, 20000 for reduced, 100000 otherwise)",
+    )
     report = parser.add_argument_group("report")
-    report.add_argument("--rtol", type=_number("--rtol", 0.0, 1.0), default=None,
-                        help="agreement tolerance of the verdict (default 1e-6 in float64, 1e-3 in float32)")
+    report.add_argument(
+        "--rtol",
+        type=_number("--rtol", 0.0, 1.0),
+        default=None,
+        help="agreement tolerance of the verdict (default 1e-6 in float64, 1e-3 in float32)",
+    )
     report.add_argument("--no-hessian", action="store_true", help="skip the Hessian spectra")
     report.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
     report.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     report.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    solver.add_argument("--shard", action="store_true",
-                        help="split H and the samples over all JAX devices (multi-GPU; see docs/sweeps.md)")
+    solver.add_argument(
+        "--shard",
+        action="store_true",
+        help="split H and the samples over all JAX devices (multi-GPU; see docs/sweeps.md)",
+    )
     _cache.add_argument(parser)
     return parser
 
 
-_SOURCES = {"ce": "Guo et al. Thm 4.1, eq. 14, Thm 4.2", "ls": "Guo et al. Thm 4.1, eq. 14, Thm 4.2",
-            "focal": "Zhou et al. Thm 1 + 1-D reduction, derived spectra",
-            "mse": "rescaled MSE, derived optimum with bias and spectra"}
+_SOURCES = {
+    "ce": "Guo et al. Thm 4.1, eq. 14, Thm 4.2",
+    "ls": "Guo et al. Thm 4.1, eq. 14, Thm 4.2",
+    "focal": "Zhou et al. Thm 1 + 1-D reduction, derived spectra",
+    "mse": "rescaled MSE, derived optimum with bias and spectra",
+}
 
 
 def _kappa_line(problem, prediction) -> str:
@@ -172,22 +256,32 @@ def _kappa_line(problem, prediction) -> str:
     if problem.nonnegative or math.isnan(kappa_W):
         return "kappa: no prediction (the loss-block spectra are not derived for this setting)"
     if problem.loss in ("ce", "ls") and problem.K == 2:
-        return (f"kappa = {format_number(kappa_W)}: for K = 2 each loss block has one non-zero eigenvalue "
-                "(K·p_t needs K >= 3)")
+        return (
+            f"kappa = {format_number(kappa_W)}: for K = 2 each loss block has one non-zero eigenvalue "
+            "(K·p_t needs K >= 3)"
+        )
     if problem.loss in ("ce", "ls"):
         return f"kappa = K·p_t = {format_number(kappa_W)}: condition number of the W and of the H loss block (Thm 4.2)"
-    return (f"kappa_W = {format_number(kappa_W)}, kappa_H = {format_number(kappa_H)}: largest / smallest non-zero "
-            f"eigenvalue of each derived loss block (not K·p_t for {problem.loss})")
+    return (
+        f"kappa_W = {format_number(kappa_W)}, kappa_H = {format_number(kappa_H)}: largest / smallest non-zero "
+        f"eigenvalue of each derived loss block (not K·p_t for {problem.loss})"
+    )
 
 
 def _report_text(problem, prediction, result, comparison, rtol) -> str:
-    num = format_number   # the one number format of the report, tables and Comparison alike
+    num = format_number  # the one number format of the report, tables and Comparison alike
     p = problem
-    loss = {"ls": f"ls (delta = {num(p.delta)})", "focal": f"focal (gamma = {num(p.gamma)})",
-            "mse": f"mse (kappa = {num(p.mse_kappa)}, beta = {num(p.mse_beta)})", "ce": "ce"}[p.loss]
-    extras = (f", class sizes {','.join(map(str, p.class_sizes))}" if p.class_sizes else "") + (
-        ", H >= 0" if p.nonnegative else "") + (
-        f", label noise {num(p.label_noise)} (seed {p.noise_seed})" if p.label_noise else "")
+    loss = {
+        "ls": f"ls (delta = {num(p.delta)})",
+        "focal": f"focal (gamma = {num(p.gamma)})",
+        "mse": f"mse (kappa = {num(p.mse_kappa)}, beta = {num(p.mse_beta)})",
+        "ce": "ce",
+    }[p.loss]
+    extras = (
+        (f", class sizes {','.join(map(str, p.class_sizes))}" if p.class_sizes else "")
+        + (", H >= 0" if p.nonnegative else "")
+        + (f", label noise {num(p.label_noise)} (seed {p.noise_seed})" if p.label_noise else "")
+    )
     source = "Nguyen et al. Thm 3.2 + 1-D reduction" if p.nonnegative else _SOURCES[p.loss]
     lines = [
         f"UFM problem: K = {p.K}, n = {p.n} (N = {p.N}), d = {p.d}, loss {loss}{extras}, "
@@ -199,7 +293,8 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
         lines.append(
             f"  c = sqrt(KN) lam_Z + delta = {num(prediction['c'])}   "
             f"({'collapsed phase: W = H = 0' if prediction['collapsed'] else 'c < 1: non-zero minimizer'}; "
-            f"boundary delta* = {num(prediction['delta_star'])})")
+            f"boundary delta* = {num(prediction['delta_star'])})"
+        )
     elif prediction["collapsed"]:
         lines.append("  a = 0: collapsed phase, W = H = 0")
     lines += [
@@ -212,7 +307,8 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
         lines.append(f"  does not apply: {reason}")
     lines += [
         "",
-        f"Solver: {result.method}" + (f" (lr = {num(result.lr)})" if result.lr is not None else " (line search)")
+        f"Solver: {result.method}"
+        + (f" (lr = {num(result.lr)})" if result.lr is not None else " (line search)")
         + f", {result.iterations} iterations, {result.seconds:.2f} s (+ {result.compile_seconds:.2f} s compile), "
         f"on {jax.devices()[0].platform}",
         f"  {result.message}",
@@ -237,8 +333,10 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
         judged = sum(row.applies for row in comparison.rows)
         lines.append(f"VERDICT: agrees — all {judged} applicable checks within {num(rtol)}")
     elif comparison.ok:
-        lines.append("VERDICT: not verified — no prediction applies because "
-                     + "; ".join(comparison.not_applicable or ["no row could be judged"]))
+        lines.append(
+            "VERDICT: not verified — no prediction applies because "
+            + "; ".join(comparison.not_applicable or ["no row could be judged"])
+        )
     elif not comparison.converged:
         lines.append(f"VERDICT: not verified — the solver did not converge ({result.status})")
     else:
@@ -255,11 +353,25 @@ def _prediction(problem):
     classic = problem.loss in ("ce", "ls") and not problem.nonnegative
     where = theory.phase(problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H) if classic else None
     kappa = None if pred.collapsed or math.isnan(pred.kappa_W) else pred.kappa_W
-    return {"c": where.c if classic else None, "delta_star": where.delta_star if classic else None,
-            "collapsed": pred.collapsed, "a_delta": pred.a, "a": pred.a, "p_t": pred.p_t, "p_n": pred.p_n,
-            "kappa": kappa, "kappa_W": pred.kappa_W, "kappa_H": pred.kappa_H, "mu1": pred.mu1, "mu2": pred.mu2,
-            "w_norm": pred.w_norm, "h_norm": pred.h_norm, "class_mean_norm": pred.class_mean_norm,
-            "bias": pred.bias, "feature_shift": pred.feature_shift}
+    return {
+        "c": where.c if classic else None,
+        "delta_star": where.delta_star if classic else None,
+        "collapsed": pred.collapsed,
+        "a_delta": pred.a,
+        "a": pred.a,
+        "p_t": pred.p_t,
+        "p_n": pred.p_n,
+        "kappa": kappa,
+        "kappa_W": pred.kappa_W,
+        "kappa_H": pred.kappa_H,
+        "mu1": pred.mu1,
+        "mu2": pred.mu2,
+        "w_norm": pred.w_norm,
+        "h_norm": pred.h_norm,
+        "class_mean_norm": pred.class_mean_norm,
+        "bias": pred.bias,
+        "feature_shift": pred.feature_shift,
+    }
 
 
 def _verdict(comparison) -> str:
@@ -283,21 +395,54 @@ def _record(problem, prediction, result, comparison, rtol) -> dict:
         "package_version": version,
         "jax_version": jax.__version__,
         "device": str(jax.devices()[0]),
-        "problem": {"K": problem.K, "n": problem.n, "N": problem.N, "d": problem.d, "delta": problem.delta,
-                    "lam_W": problem.lam_W, "lam_H": problem.lam_H, "lam_b": problem.lam_b, "loss": problem.loss,
-                    "seed": problem.seed, "dtype": problem.dtype, "init_scale": problem.init_scale,
-                    "gamma": problem.gamma, "mse_kappa": problem.mse_kappa, "mse_beta": problem.mse_beta,
-                    "nonnegative": problem.nonnegative, "label_noise": problem.label_noise,
-                    "noise_seed": problem.noise_seed,
-                    "class_sizes": None if problem.class_sizes is None else list(problem.class_sizes)},
+        "problem": {
+            "K": problem.K,
+            "n": problem.n,
+            "N": problem.N,
+            "d": problem.d,
+            "delta": problem.delta,
+            "lam_W": problem.lam_W,
+            "lam_H": problem.lam_H,
+            "lam_b": problem.lam_b,
+            "loss": problem.loss,
+            "seed": problem.seed,
+            "dtype": problem.dtype,
+            "init_scale": problem.init_scale,
+            "gamma": problem.gamma,
+            "mse_kappa": problem.mse_kappa,
+            "mse_beta": problem.mse_beta,
+            "nonnegative": problem.nonnegative,
+            "label_noise": problem.label_noise,
+            "noise_seed": problem.noise_seed,
+            "class_sizes": None if problem.class_sizes is None else list(problem.class_sizes),
+        },
         "theory": prediction,
-        "solver": {"method": result.method, "lr": result.lr, "tol": result.tol, "iterations": result.iterations,
-                   "status": result.status, "converged": result.converged, "message": result.message,
-                   "objective": result.objective, "grad_norm": result.grad_norm,
-                   "initial_grad_norm": result.initial_grad_norm},
-        "comparison": [{"quantity": r.quantity, "theory": r.theory, "measured": r.measured, "error": r.error,
-                        "relative": r.relative, "tolerance": r.tolerance, "applies": r.applies, "ok": r.ok,
-                        "note": r.note} for r in comparison.rows],
+        "solver": {
+            "method": result.method,
+            "lr": result.lr,
+            "tol": result.tol,
+            "iterations": result.iterations,
+            "status": result.status,
+            "converged": result.converged,
+            "message": result.message,
+            "objective": result.objective,
+            "grad_norm": result.grad_norm,
+            "initial_grad_norm": result.initial_grad_norm,
+        },
+        "comparison": [
+            {
+                "quantity": r.quantity,
+                "theory": r.theory,
+                "measured": r.measured,
+                "error": r.error,
+                "relative": r.relative,
+                "tolerance": r.tolerance,
+                "applies": r.applies,
+                "ok": r.ok,
+                "note": r.note,
+            }
+            for r in comparison.rows
+        ],
         "not_applicable": list(comparison.not_applicable),
         "spectra": comparison.spectra,
         "rtol": rtol,
@@ -313,8 +458,12 @@ def main(argv=None) -> int:
 
 
 #: loss parameters: flag -> (attribute, default, the loss it belongs to)
-_LOSS_FLAGS = {"--delta": ("delta", 0.0, "ls"), "--gamma": ("gamma", 0.0, "focal"),
-               "--mse-kappa": ("mse_kappa", 1.0, "mse"), "--mse-beta": ("mse_beta", 1.0, "mse")}
+_LOSS_FLAGS = {
+    "--delta": ("delta", 0.0, "ls"),
+    "--gamma": ("gamma", 0.0, "focal"),
+    "--mse-kappa": ("mse_kappa", 1.0, "mse"),
+    "--mse-beta": ("mse_beta", 1.0, "mse"),
+}
 
 
 def _check_loss_flags(args) -> None:
@@ -333,14 +482,20 @@ def _check_loss_flags(args) -> None:
 def _check_method_flags(args, method: str) -> None:
     """Refuse flags that do not apply to ``method`` (exit 2 naming the flag), with what to use instead."""
     if args.lr is not None and method in ("lbfgs", "reduced"):
-        raise ValueError(f"--lr does not apply to --method {method} (it takes its step from a line search); "
-                         "drop --lr or use --method gd, momentum or nesterov")
+        raise ValueError(
+            f"--lr does not apply to --method {method} (it takes its step from a line search); "
+            "drop --lr or use --method gd, momentum or nesterov"
+        )
     if args.shard and method == "reduced":
-        raise ValueError("--shard does not apply to --method reduced (it solves the K class means, nothing to "
-                         "split over devices); use --method lbfgs with --shard")
+        raise ValueError(
+            "--shard does not apply to --method reduced (it solves the K class means, nothing to "
+            "split over devices); use --method lbfgs with --shard"
+        )
     if args.float32 and method == "reduced":
-        raise ValueError("--method reduced does not converge with --float32 (its gradient stalls near 2e-5 "
-                         "relative error); use --method lbfgs (the float32 default) or drop --float32")
+        raise ValueError(
+            "--method reduced does not converge with --float32 (its gradient stalls near 2e-5 "
+            "relative error); use --method lbfgs (the float32 default) or drop --float32"
+        )
 
 
 def _main(argv) -> int:
@@ -359,13 +514,24 @@ def _main(argv) -> int:
         class_sizes, n = _class_sizes_of(args)
         problem = Problem(
             # n None (with class sizes) is derived by Problem; its field is typed as the int it becomes
-            K=args.K, n=n, d=args.d, delta=args.delta,  # type: ignore[arg-type]
+            K=args.K,
+            n=n,  # type: ignore[arg-type]
+            d=args.d,
+            delta=args.delta,
             lam_W=args.lam if args.lam_W is None else args.lam_W,
             lam_H=args.lam if args.lam_H is None else args.lam_H,
             lam_b=args.lam if args.lam_b is None else args.lam_b,
-            seed=args.seed, dtype="float32" if float32 else "float64", loss=args.loss, gamma=args.gamma,
-            mse_kappa=args.mse_kappa, mse_beta=args.mse_beta, nonnegative=args.nonnegative,
-            label_noise=args.label_noise, noise_seed=args.noise_seed, class_sizes=class_sizes)
+            seed=args.seed,
+            dtype="float32" if float32 else "float64",
+            loss=args.loss,
+            gamma=args.gamma,
+            mse_kappa=args.mse_kappa,
+            mse_beta=args.mse_beta,
+            nonnegative=args.nonnegative,
+            label_noise=args.label_noise,
+            noise_seed=args.noise_seed,
+            class_sizes=class_sizes,
+        )
         method = default_method(problem) if args.method is None else args.method
         check_method_fits(problem, method)
         _check_method_flags(args, method)
@@ -373,12 +539,16 @@ def _main(argv) -> int:
             _io.check_writable(args.json, overwrite=args.force, what="--json")
         if args.shard and problem.N % jax.device_count():
             raise ValueError(f"--shard needs N = n K = {problem.N} divisible by the {jax.device_count()} devices")
-        if not args.no_hessian:   # the Hessian check's memory, before solving (it runs after)
+        if not args.no_hessian:  # the Hessian check's memory, before solving (it runs after)
             from ufm import _memory
             from ufm.compare import spectra_bytes
-            _memory.require(spectra_bytes(problem, method), "the Hessian check (spectra)",
-                            f"K = {problem.K}, n = {problem.n}, d = {problem.d}, {method}",
-                            [("--no-hessian (the solve alone was checked to fit)", 0.0)])
+
+            _memory.require(
+                spectra_bytes(problem, method),
+                "the Hessian check (spectra)",
+                f"K = {problem.K}, n = {problem.n}, d = {problem.d}, {method}",
+                [("--no-hessian (the solve alone was checked to fit)", 0.0)],
+            )
         prediction = _prediction(problem)  # before solving: a setting the theory cannot represent fails now
     except (ValueError, OverflowError, OSError) as error:
         parser.print_usage(sys.stderr)
@@ -387,24 +557,35 @@ def _main(argv) -> int:
     tol = args.tol if args.tol is not None else (1e-5 if float32 else 1e-10)
     rtol = args.rtol if args.rtol is not None else (1e-3 if float32 else 1e-6)
     line_search = method in ("lbfgs", "reduced")
-    max_iters = args.max_iters if args.max_iters is not None else {"lbfgs": 2_000, "reduced": 20_000}.get(
-        method, 100_000)
+    max_iters = (
+        args.max_iters if args.max_iters is not None else {"lbfgs": 2_000, "reduced": 20_000}.get(method, 100_000)
+    )
     progress_every = 0 if args.quiet else (100 if line_search else 2_000)
     if not args.quiet:
-        print(f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {method} ...",
-              file=sys.stderr, flush=True)
+        print(
+            f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {method} ...", file=sys.stderr, flush=True
+        )
     try:
-        result = _solve(problem, method, lr=args.lr, tol=tol, max_iters=max_iters,
-                        record_every=max(1, max_iters // 1000), progress_every=progress_every,
-                        shard=args.shard, history=False)
+        result = _solve(
+            problem,
+            method,
+            lr=args.lr,
+            tol=tol,
+            max_iters=max_iters,
+            record_every=max(1, max_iters // 1000),
+            progress_every=progress_every,
+            shard=args.shard,
+            history=False,
+        )
         comparison = compare(result, rtol=rtol, spectra=not args.no_hessian)
     except (ValueError, OverflowError) as error:  # e.g. not enough memory: one readable line, exit 2
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     print(_report_text(problem, prediction, result, comparison, rtol), flush=True)
     if args.json is not None:
-        written = _io.write_json(args.json, _record(problem, prediction, result, comparison, rtol),
-                                 overwrite=args.force)
+        written = _io.write_json(
+            args.json, _record(problem, prediction, result, comparison, rtol), overwrite=args.force
+        )
         if not args.quiet:
             print(f"wrote {written}", file=sys.stderr)
     return _exit_code(comparison)

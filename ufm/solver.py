@@ -119,11 +119,15 @@ def default_method(problem: Problem) -> str:
 def check_method_fits(problem: Problem, method: str) -> None:
     """Refuse a method that cannot solve ``problem`` (names the method and what to use instead)."""
     if problem.nonnegative and method in _LINE_SEARCH_METHODS:
-        raise ValueError(f"method {method!r} does not support nonnegative=True (projected gradient only); "
-                         "use method 'gd', 'momentum' or 'nesterov'")
+        raise ValueError(
+            f"method {method!r} does not support nonnegative=True (projected gradient only); "
+            "use method 'gd', 'momentum' or 'nesterov'"
+        )
     if method == "reduced" and not _reduction_is_exact(problem):
-        raise ValueError(f"method 'reduced' is exact only for loss ce/ls/mse without label noise (got loss = "
-                         f"{problem.loss!r}, label_noise = {problem.label_noise:g}); use method 'lbfgs'")
+        raise ValueError(
+            f"method 'reduced' is exact only for loss ce/ls/mse without label noise (got loss = "
+            f"{problem.loss!r}, label_noise = {problem.label_noise:g}); use method 'lbfgs'"
+        )
 
 
 def default_lr(problem: Problem, method: str) -> float | None:
@@ -139,7 +143,7 @@ def default_lr(problem: Problem, method: str) -> float | None:
     measured on them. ``tests/test_reliability_solver.py`` runs every loss and flag combination.
     """
     default = DEFAULT_LR[method]
-    if default is None:                          # the line-search methods (_LINE_SEARCH_METHODS)
+    if default is None:  # the line-search methods (_LINE_SEARCH_METHODS)
         return None
     curvature = max(problem.lam_W, problem.lam_H, problem.lam_b)
     if problem.loss == "mse":
@@ -163,8 +167,14 @@ DIVERGENCE_FACTOR = 100.0
 HISTORY_FIELDS = ("iteration", "objective", "grad_norm", "nc1", "nc2", "nc3", "w_norm", "h_norm")
 
 RUNNING, CONVERGED, MAX_ITERS, DIVERGED, STALLED, NONFINITE, NO_PROGRESS = 0, 1, 2, 3, 4, 5, 6
-STATUS_NAMES = {CONVERGED: "converged", MAX_ITERS: "max_iters", DIVERGED: "diverged", STALLED: "stalled",
-                NONFINITE: "nonfinite", NO_PROGRESS: "no_progress"}
+STATUS_NAMES = {
+    CONVERGED: "converged",
+    MAX_ITERS: "max_iters",
+    DIVERGED: "diverged",
+    STALLED: "stalled",
+    NONFINITE: "nonfinite",
+    NO_PROGRESS: "no_progress",
+}
 #: The no-progress rule of the fixed-step methods (module docstring): stop after this many iterations
 #: in which neither the best L fell by NO_PROGRESS_OBJECTIVE (relative) nor the best ||grad L|| by the
 #: fraction NO_PROGRESS_GRADIENT while L rose above its best by more than rounding. Measured (float64,
@@ -243,8 +253,11 @@ def _optimizer(method: str, lr):
 
 
 def _print_progress(iteration, value, grad_ratio):
-    print(f"  iter {int(iteration):>8d}   L = {float(value):.12e}   |g|/|g0| = {float(grad_ratio):.3e}",
-          file=sys.stderr, flush=True)
+    print(
+        f"  iter {int(iteration):>8d}   L = {float(value):.12e}   |g|/|g0| = {float(grad_ratio):.3e}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _project(params, grad, nonnegative: bool):
@@ -266,8 +279,9 @@ def start_status(value0, gnorm0, g0, tol, max_iters):
     its gradient norm or ``||grad L(x_0)||`` is nan or inf (then ``gnorm0 <= tol * g0`` could read
     ``inf <= inf`` as converged), converged when x_0 already meets the tolerance, else running."""
     finite = jnp.isfinite(value0) & jnp.isfinite(gnorm0) & jnp.isfinite(g0)
-    return jnp.where(~finite, NONFINITE,
-                     jnp.where(gnorm0 <= tol * g0, CONVERGED, jnp.where(max_iters == 0, MAX_ITERS, RUNNING)))
+    return jnp.where(
+        ~finite, NONFINITE, jnp.where(gnorm0 <= tol * g0, CONVERGED, jnp.where(max_iters == 0, MAX_ITERS, RUNNING))
+    )
 
 
 def step_status(i, value, gnorm, g0, tol, blowup, max_iters, stalled=False, completed=True, no_progress=False):
@@ -276,11 +290,17 @@ def step_status(i, value, gnorm, g0, tol, blowup, max_iters, stalled=False, comp
     max_iters, or still running. ``completed=False`` (a line search of ``"reduced"`` still under way)
     is always running. Never converged unless L and ||grad L|| are finite."""
     diverged = ~jnp.isfinite(value) | ~jnp.isfinite(gnorm) | (value > blowup)
-    status = jnp.where(diverged, DIVERGED,
-                       jnp.where(gnorm <= tol * g0, CONVERGED,
-                                 jnp.where(no_progress, NO_PROGRESS,
-                                           jnp.where(stalled, STALLED,
-                                                     jnp.where(i >= max_iters, MAX_ITERS, RUNNING)))))
+    status = jnp.where(
+        diverged,
+        DIVERGED,
+        jnp.where(
+            gnorm <= tol * g0,
+            CONVERGED,
+            jnp.where(
+                no_progress, NO_PROGRESS, jnp.where(stalled, STALLED, jnp.where(i >= max_iters, MAX_ITERS, RUNNING))
+            ),
+        ),
+    )
     return jnp.where(completed, status, RUNNING)
 
 
@@ -301,11 +321,15 @@ def progress_update(tracker, i, value, gnorm):
     """
     best_value, best_gnorm, last, highest = tracker
     improved = (value < best_value - NO_PROGRESS_OBJECTIVE * jnp.abs(best_value)) | (
-        gnorm < (1.0 - NO_PROGRESS_GRADIENT) * best_gnorm)
+        gnorm < (1.0 - NO_PROGRESS_GRADIENT) * best_gnorm
+    )
     best_value = jnp.where(improved, jnp.minimum(best_value, value), best_value)
-    tracker = (best_value, jnp.where(improved, jnp.minimum(best_gnorm, gnorm), best_gnorm),
-               jnp.where(improved, jnp.asarray(i, jnp.int32), last),
-               jnp.where(improved, value, jnp.maximum(highest, value)))
+    tracker = (
+        best_value,
+        jnp.where(improved, jnp.minimum(best_gnorm, gnorm), best_gnorm),
+        jnp.where(improved, jnp.asarray(i, jnp.int32), last),
+        jnp.where(improved, value, jnp.maximum(highest, value)),
+    )
     rose = tracker[3] - best_value > jnp.sqrt(jnp.finfo(jnp.result_type(value)).eps) * jnp.abs(best_value)
     return tracker, (i - tracker[2] >= NO_PROGRESS_WINDOW) & rose
 
@@ -325,8 +349,8 @@ def reduced_params(x, d: int, K: int, n) -> Params:
     """``(W: (d, K), Hbar: (d, K), b: (K,))`` of a flat reduced point ``x`` (inverse of :func:`reduced_point`);
     ``n``: samples per class, or the ``(K,)`` class sizes (column k divided by ``sqrt(n_k)``)."""
     W = x[: d * K].reshape(d, K)
-    Hbar = x[d * K: 2 * d * K].reshape(d, K) / jnp.sqrt(n)
-    return Params(W, Hbar, x[2 * d * K:])
+    Hbar = x[d * K : 2 * d * K].reshape(d, K) / jnp.sqrt(n)
+    return Params(W, Hbar, x[2 * d * K :])
 
 
 def reduced_objective(x, weights, d: int, K: int, n):
@@ -336,13 +360,27 @@ def reduced_objective(x, weights, d: int, K: int, n):
     if jnp.ndim(n) > 0:
         W, Hbar, b = reduced_params(x, d, K, n)
         losses = per_sample_loss(W.T @ Hbar + b[:, None], jnp.arange(K), weights)
-        Htilde = x[d * K: 2 * d * K]
+        Htilde = x[d * K : 2 * d * K]
         return jnp.sum(n * losses) / jnp.sum(n) + regularization(Params(W, Htilde, b), weights)
     return objective(reduced_params(x, d, K, n), jnp.arange(K), weights._replace(lam_H=n * weights.lam_H))
 
 
-def run_loop(params0, labels, weights, lr, tol, *, method, max_iters, record_every, progress_every, nonnegative=False,
-         with_history=True, loss_id=None, balanced=True):
+def run_loop(
+    params0,
+    labels,
+    weights,
+    lr,
+    tol,
+    *,
+    method,
+    max_iters,
+    record_every,
+    progress_every,
+    nonnegative=False,
+    with_history=True,
+    loss_id=None,
+    balanced=True,
+):
     """The compiled loop. Returns (params, value, grad_norm, g0, iterations, status, history, count).
 
     ``nonnegative``: project H onto H >= 0 after each step (gd/momentum/nesterov only); the stopping
@@ -359,20 +397,20 @@ def run_loop(params0, labels, weights, lr, tol, *, method, max_iters, record_eve
     start, start_labels = params0, labels
     start_value, start_grad = jax.value_and_grad(lambda p: objective(p, labels, weights))(params0)
     n = params0.H.shape[1] // K
-    if not balanced:       # the (K,) class sizes n_k in the working dtype (exact integers)
+    if not balanced:  # the (K,) class sizes n_k in the working dtype (exact integers)
         n = jnp.bincount(labels, length=K).astype(start_value.dtype)
     g0 = tree_norm(_project(start, start_grad, nonnegative)[1])  # ||grad L(x_0)|| of the given x_0
 
-    if method == "reduced":   # see the module docstring; L-BFGS of ufm._lbfgs on the flat (W, Htilde, b)
+    if method == "reduced":  # see the module docstring; L-BFGS of ufm._lbfgs on the flat (W, Htilde, b)
         d = params0.W.shape[0]
         flat0 = reduced_point(params0, labels, None if balanced else n)
         value_and_grad = jax.value_and_grad(lambda x: reduced_objective(x, weights, d, K, n))
         value0, flat_grad0 = value_and_grad(flat0)
-        view = lambda state: reduced_params(state.x, d, K, n)   # the optimiser state -> (W, Hbar, b)
+        view = lambda state: reduced_params(state.x, d, K, n)  # the optimiser state -> (W, Hbar, b)
         state0 = _lbfgs.init(flat0, value0, flat_grad0)
-        gnorm0 = jnp.linalg.norm(flat_grad0)    # = ||grad L(W, Hbar Y, b)|| (module docstring)
+        gnorm0 = jnp.linalg.norm(flat_grad0)  # = ||grad L(W, Hbar Y, b)|| (module docstring)
 
-        def advance(state):        # one evaluation; an iteration ends when the line search does
+        def advance(state):  # one evaluation; an iteration ends when the line search does
             new, completed, failed = _lbfgs.evaluate(state, value_and_grad)
             return new, new.value, jnp.linalg.norm(new.grad), failed & ~jnp.any(state.valid), completed
     else:
@@ -407,13 +445,16 @@ def run_loop(params0, labels, weights, lr, tol, *, method, max_iters, record_eve
     history, count = record(history, 0, 0, start, start_value, g0, start_labels)
     status0 = start_status(value0, gnorm0, g0, tol, max_iters)
     init = (0, state0, value0, gnorm0, status0, history, count, progress_start(value0, gnorm0))
-    watch_progress = method not in _LINE_SEARCH_METHODS   # a fixed step can cycle (module docstring)
+    watch_progress = method not in _LINE_SEARCH_METHODS  # a fixed step can cycle (module docstring)
     reduced_labels = jnp.arange(K)
 
     # what the history measures: the K class means of "reduced" as they are when balanced (same NC
     # metrics as Hbar Y), else the full class-major Hbar Y (h_G then weights class k by n_k / N)
-    expand = (lambda params: params._replace(H=params.H[:, labels])) if method == "reduced" and not balanced \
+    expand = (
+        (lambda params: params._replace(H=params.H[:, labels]))
+        if method == "reduced" and not balanced
         else (lambda params: params)
+    )
     record_labels = reduced_labels if method == "reduced" and balanced else labels
 
     def body(loop):
@@ -424,7 +465,7 @@ def run_loop(params0, labels, weights, lr, tol, *, method, max_iters, record_eve
         if watch_progress:
             tracker, stuck = progress_update(tracker, i, new_value, new_gnorm)
         status = step_status(i, new_value, new_gnorm, g0, tol, blowup, max_iters, stalled, completed, stuck)
-        diverged = status == DIVERGED     # keep the last finite iterate
+        diverged = status == DIVERGED  # keep the last finite iterate
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(diverged, b, a), new, old)
         new_state, new_value, new_gnorm = keep((new_state, new_value, new_gnorm), (state, value, gnorm))
         if with_history:
@@ -432,18 +473,20 @@ def run_loop(params0, labels, weights, lr, tol, *, method, max_iters, record_eve
                 completed & ((i % record_every == 0) | (status != RUNNING)),
                 lambda h, c: record(h, c, i, expand(view(new_state)), new_value, new_gnorm, record_labels),
                 lambda h, c: (h, c),
-                history, count,
+                history,
+                count,
             )
         if progress_every:
-            jax.lax.cond(completed & (i % progress_every == 0),
-                         lambda: jax.debug.callback(_print_progress, i, new_value, new_gnorm / g0),
-                         lambda: None)
+            jax.lax.cond(
+                completed & (i % progress_every == 0),
+                lambda: jax.debug.callback(_print_progress, i, new_value, new_gnorm / g0),
+                lambda: None,
+            )
         return (i, new_state, new_value, new_gnorm, status, history, count, tracker)
 
-    i, state, value, gnorm, status, history, count, _ = jax.lax.while_loop(
-        lambda loop: loop[4] == RUNNING, body, init)
+    i, state, value, gnorm, status, history, count, _ = jax.lax.while_loop(lambda loop: loop[4] == RUNNING, body, init)
     params = view(state)
-    if method == "reduced":   # class-major Hbar Y
+    if method == "reduced":  # class-major Hbar Y
         params = params._replace(H=jnp.repeat(params.H, n, axis=1) if balanced else params.H[:, labels])
     return params, value, gnorm, g0, i, status, history, count
 
@@ -455,8 +498,7 @@ def compile_once(function, args, statics):
     """``(compiled, compile seconds)`` of ``jit(function)`` for these argument shapes, dtypes and
     shardings and these static arguments; compiled once per key (seconds 0.0 afterwards).
     Also used by :mod:`ufm.sweep`."""
-    shapes = tuple((x.shape, str(x.dtype), str(getattr(x, "sharding", None)))
-                   for x in jax.tree_util.tree_leaves(args))
+    shapes = tuple((x.shape, str(x.dtype), str(getattr(x, "sharding", None))) for x in jax.tree_util.tree_leaves(args))
     key = (function, shapes, tuple(sorted((k, str(v)) for k, v in statics.items())))
     if key not in _COMPILED:
         start = time.perf_counter()
@@ -485,7 +527,7 @@ def _suggested_step(problem: Problem, method: str, lr, points) -> tuple[float, f
     if lr is None:
         return None
     limit = SAFE_FRACTION * STABILITY_LIMIT[method]
-    default = default_lr(problem, method)       # not None: STABILITY_LIMIT holds the fixed-step methods only
+    default = default_lr(problem, method)  # not None: STABILITY_LIMIT holds the fixed-step methods only
     if default is None:
         return None
     top_at = lambda p: curvature.largest_curvature(p, problem.labels(), problem.weights(), tol=1e-3)
@@ -510,40 +552,54 @@ def status_message(status: str, iterations: int, ratio: float, tol: float, metho
     if status == "converged":
         return f"converged: |grad L| / |grad L(x0)| = {ratio:.2e} <= tol = {tol:.1e} after {iterations} iterations"
     if status == "stalled":
-        return (f"stalled after {iterations} iterations at |grad L| / |grad L(x0)| = {ratio:.2e} > tol = {tol:.1e}: "
-                "the line search found no decrease of L even along -grad L, so tol is below what rounding in this "
-                "precision resolves; raise --tol")
+        return (
+            f"stalled after {iterations} iterations at |grad L| / |grad L(x0)| = {ratio:.2e} > tol = {tol:.1e}: "
+            "the line search found no decrease of L even along -grad L, so tol is below what rounding in this "
+            "precision resolves; raise --tol"
+        )
     if status == "nonfinite":
-        return ("nonfinite: the objective or its gradient at the start is nan or inf (overflow), so no step was "
-                "taken; reduce the lambdas, init_scale or the loss parameters")
+        return (
+            "nonfinite: the objective or its gradient at the start is nan or inf (overflow), so no step was "
+            "taken; reduce the lambdas, init_scale or the loss parameters"
+        )
     if status == "max_iters":
-        advice = ("raise --max-iters, or --tol if the ratio has stopped falling (rounding)"
-                  if method in _LINE_SEARCH_METHODS else "raise --max-iters or use --method lbfgs")
-        return (f"stopped at max_iters = {iterations} with |grad L| / |grad L(x0)| = {ratio:.2e} > tol = {tol:.1e}; "
-                + advice)
+        advice = (
+            "raise --max-iters, or --tol if the ratio has stopped falling (rounding)"
+            if method in _LINE_SEARCH_METHODS
+            else "raise --max-iters or use --method lbfgs"
+        )
+        return (
+            f"stopped at max_iters = {iterations} with |grad L| / |grad L(x0)| = {ratio:.2e} > tol = {tol:.1e}; "
+            + advice
+        )
     if step is not None:
         top, suggested = step
         limit = STABILITY_LIMIT[method]
-        advice = (f"the largest Hessian eigenvalue of L (Lanczos, at the start or the last finite iterate) is "
-                  f"{top:.4g}: {method} is locally stable only for lr < {limit:.4g} / {top:.4g} = {limit / top:.4g}; "
-                  f"try --lr {suggested:.3g}")
+        advice = (
+            f"the largest Hessian eigenvalue of L (Lanczos, at the start or the last finite iterate) is "
+            f"{top:.4g}: {method} is locally stable only for lr < {limit:.4g} / {top:.4g} = {limit / top:.4g}; "
+            f"try --lr {suggested:.3g}"
+        )
     else:
         advice = "reduce --lr (e.g. by 10x)" if lr is not None else "try --method gd with a small --lr"
     if status == "no_progress":
-        return (f"no progress: stopped after {iterations} iterations ({method}, lr = {lr}) at |grad L| / |grad L(x0)| "
-                f"= {ratio:.2e} > tol = {tol:.1e}: for {NO_PROGRESS_WINDOW} iterations neither L fell "
-                f"{NO_PROGRESS_OBJECTIVE:g} (relative) nor |grad L| {100 * NO_PROGRESS_GRADIENT:g}% below its best "
-                f"while L rose above its best, "
-                f"so the step is too large and the iterates cycle instead of converging (more iterations will not "
-                f"help); {advice}")
-    return (f"diverged at iteration {iterations + 1} ({method}, lr = {lr}): the objective became non-finite or "
-            f"exceeded {DIVERGENCE_FACTOR:g}x its initial value; {advice}")
+        return (
+            f"no progress: stopped after {iterations} iterations ({method}, lr = {lr}) at |grad L| / |grad L(x0)| "
+            f"= {ratio:.2e} > tol = {tol:.1e}: for {NO_PROGRESS_WINDOW} iterations neither L fell "
+            f"{NO_PROGRESS_OBJECTIVE:g} (relative) nor |grad L| {100 * NO_PROGRESS_GRADIENT:g}% below its best "
+            f"while L rose above its best, "
+            f"so the step is too large and the iterates cycle instead of converging (more iterations will not "
+            f"help); {advice}"
+        )
+    return (
+        f"diverged at iteration {iterations + 1} ({method}, lr = {lr}): the objective became non-finite or "
+        f"exceeded {DIVERGENCE_FACTOR:g}x its initial value; {advice}"
+    )
 
 
 def solve_bytes(problem: Problem, method: str, history_rows: int = 1) -> float:
     """Estimated peak bytes of :func:`solve` (:func:`ufm._memory.solve_bytes`)."""
-    return _memory.solve_bytes(problem.K, problem.N, problem.d, np.dtype(problem.dtype).itemsize, method,
-                               history_rows)
+    return _memory.solve_bytes(problem.K, problem.N, problem.d, np.dtype(problem.dtype).itemsize, method, history_rows)
 
 
 def memory_advice(problem: Problem, method: str, history_rows: int = 1) -> list[tuple[str, float]]:
@@ -562,8 +618,9 @@ def memory_advice(problem: Problem, method: str, history_rows: int = 1) -> list[
             options.append(("--float32 --method gd", single("gd")))
     if history_rows > 2:
         options.append(("fewer history rows (larger record_every)", solve_bytes(problem, method, 1)))
-    needed = lambda n: _memory.solve_bytes(problem.K, n * problem.K, problem.d, np.dtype(problem.dtype).itemsize,
-                                           method, history_rows)
+    needed = lambda n: _memory.solve_bytes(
+        problem.K, n * problem.K, problem.d, np.dtype(problem.dtype).itemsize, method, history_rows
+    )
     n_max = _memory.largest_fitting(1, problem.n - 1, needed) if problem.n > 1 else None
     if n_max is not None:
         options.append((f"n <= {n_max} with {method}", needed(n_max)))
@@ -577,21 +634,28 @@ def _nonfinite_message(problem: Problem, params0: Params, value: float, g0: floa
         log = lambda x: float(np.log10(x)) if x > 0 else -np.inf
         norm = lambda A: np.max(np.abs(A)) * np.linalg.norm(A / np.max(np.abs(A))) if np.any(A) else 0.0
         norm_W, norm_H = log(norm(W)), log(norm(H))
-        terms = {"lam_W": 2 * (log(problem.lam_W) + norm_W), "lam_H": 2 * (log(problem.lam_H) + norm_H),
-                 "init_scale": 2 * max(norm_W, norm_H)}
+        terms = {
+            "lam_W": 2 * (log(problem.lam_W) + norm_W),
+            "lam_H": 2 * (log(problem.lam_H) + norm_H),
+            "init_scale": 2 * max(norm_W, norm_H),
+        }
         if problem.loss == "mse":
             terms["mse_kappa"] = 2 * (log(2 * problem.mse_kappa * problem.mse_beta))
         if problem.loss == "focal":
             terms["gamma"] = log(problem.gamma)
     cause = max(terms, key=terms.__getitem__)
     if given_init:
-        return (f"nonfinite: at the given init L(x0) = {value:g} and |grad L(x0)| = {g0:g} in {problem.dtype} "
-                f"(|W0| = {norm(W):.3g}, |H0| = {norm(H):.3g}), so no step was taken; "
-                "use a smaller init")
-    return (f"nonfinite: at the start L(x0) = {value:g} and |grad L(x0)| = {g0:g} in {problem.dtype}, so no step "
-            f"was taken; the largest term is set by {cause} = {getattr(problem, cause):g} (|grad L|^2 ~ 1e"
-            f"{terms[cause]:.0f} against the largest {problem.dtype} {float(np.finfo(problem.dtype).max):.3g}); "
-            f"reduce {cause}")
+        return (
+            f"nonfinite: at the given init L(x0) = {value:g} and |grad L(x0)| = {g0:g} in {problem.dtype} "
+            f"(|W0| = {norm(W):.3g}, |H0| = {norm(H):.3g}), so no step was taken; "
+            "use a smaller init"
+        )
+    return (
+        f"nonfinite: at the start L(x0) = {value:g} and |grad L(x0)| = {g0:g} in {problem.dtype}, so no step "
+        f"was taken; the largest term is set by {cause} = {getattr(problem, cause):g} (|grad L|^2 ~ 1e"
+        f"{terms[cause]:.0f} against the largest {problem.dtype} {float(np.finfo(problem.dtype).max):.3g}); "
+        f"reduce {cause}"
+    )
 
 
 def _check_init(problem: Problem, init) -> Params:
@@ -606,8 +670,6 @@ def _check_init(problem: Problem, init) -> Params:
     if not all(np.all(np.isfinite(p)) for p in parts):
         raise ValueError("init must be finite (it contains nan or inf)")
     return Params(*(jnp.asarray(p, problem.jnp_dtype) for p in parts))
-
-
 
 
 def _is_number(value) -> bool:
@@ -625,10 +687,15 @@ def check_options(method: str, lr, tol, integers: dict, problem: Problem | None 
     if not (_is_number(tol) and 0.0 < float(tol) < 1.0):
         raise ValueError(f"tol must be in (0, 1), got {tol!r}")
     for name, (value, low) in integers.items():
-        if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) \
-                or not low <= int(value) <= MAX_ITERS_LIMIT:
-            raise ValueError(f"{name} must be an integer in [{low}, {MAX_ITERS_LIMIT}] (2**31 - 1: the counters "
-                             f"are int32), got {value!r}")
+        if (
+            not isinstance(value, (int, np.integer))
+            or isinstance(value, (bool, np.bool_))
+            or not low <= int(value) <= MAX_ITERS_LIMIT
+        ):
+            raise ValueError(
+                f"{name} must be an integer in [{low}, {MAX_ITERS_LIMIT}] (2**31 - 1: the counters "
+                f"are int32), got {value!r}"
+            )
     if method in _LINE_SEARCH_METHODS:
         return None
     lr = (DEFAULT_LR[method] if problem is None else default_lr(problem, method)) if lr is None else lr
@@ -647,15 +714,29 @@ def _shard_samples(params: Params, labels):
         raise ValueError(f"shard=True needs N = n K divisible by the number of devices ({len(devices)}), got N = {N}")
     mesh = Mesh(np.array(devices), ("data",))
     replicated = NamedSharding(mesh, PartitionSpec())
-    return (Params(jax.device_put(params.W, replicated),
-                   jax.device_put(params.H, NamedSharding(mesh, PartitionSpec(None, "data"))),
-                   jax.device_put(params.b, replicated)),
-            jax.device_put(labels, NamedSharding(mesh, PartitionSpec("data"))))
+    return (
+        Params(
+            jax.device_put(params.W, replicated),
+            jax.device_put(params.H, NamedSharding(mesh, PartitionSpec(None, "data"))),
+            jax.device_put(params.b, replicated),
+        ),
+        jax.device_put(labels, NamedSharding(mesh, PartitionSpec("data"))),
+    )
 
 
-def solve(problem: Problem, method: str | None = None, *, lr: float | None = None, tol: float = 1e-10,
-          max_iters: int = 20_000, record_every: int = 10, progress_every: int = 0,
-          init: Params | None = None, shard: bool = False, history: bool = True) -> Result:
+def solve(
+    problem: Problem,
+    method: str | None = None,
+    *,
+    lr: float | None = None,
+    tol: float = 1e-10,
+    max_iters: int = 20_000,
+    record_every: int = 10,
+    progress_every: int = 0,
+    init: Params | None = None,
+    shard: bool = False,
+    history: bool = True,
+) -> Result:
     """Minimise the UFM objective of ``problem`` from its seeded initialisation.
 
     Args:
@@ -680,16 +761,23 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
         :class:`Result`. Divergence is reported in the result, never raised.
     """
     method = default_method(problem) if method is None else method
-    lr = check_options(method, lr, tol, dict(max_iters=(max_iters, 1), record_every=(record_every, 1),
-                                             progress_every=(progress_every, 0)), problem)
+    lr = check_options(
+        method,
+        lr,
+        tol,
+        dict(max_iters=(max_iters, 1), record_every=(record_every, 1), progress_every=(progress_every, 0)),
+        problem,
+    )
     check_method_fits(problem, method)
     require_dtype_enabled(problem.dtype)
     max_iters, record_every, progress_every = int(max_iters), int(record_every), int(progress_every)
     rows = max_iters // record_every + 2 if history else 1
-    _memory.require(solve_bytes(problem, method, rows), f"solving with {method}",
-                    f"K = {problem.K}, n = {problem.n}, d = {problem.d}"
-                    + (f", {rows} history rows" if rows > 1 else ""),
-                    lambda: memory_advice(problem, method, rows))
+    _memory.require(
+        solve_bytes(problem, method, rows),
+        f"solving with {method}",
+        f"K = {problem.K}, n = {problem.n}, d = {problem.d}" + (f", {rows} history rows" if rows > 1 else ""),
+        lambda: memory_advice(problem, method, rows),
+    )
     params0 = problem.init() if init is None else _check_init(problem, init)
     if problem.nonnegative:
         params0 = params0._replace(H=jnp.maximum(params0.H, 0.0))
@@ -698,9 +786,16 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
     if shard:
         params0, labels = _shard_samples(params0, labels)
     args = (params0, labels, problem.weights(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
-    statics = dict(method=method, max_iters=max_iters, record_every=record_every, progress_every=progress_every,
-                   nonnegative=problem.nonnegative, with_history=bool(history), loss_id=LOSS_IDS[problem.loss],
-                   balanced=problem.balanced)
+    statics = dict(
+        method=method,
+        max_iters=max_iters,
+        record_every=record_every,
+        progress_every=progress_every,
+        nonnegative=problem.nonnegative,
+        with_history=bool(history),
+        loss_id=LOSS_IDS[problem.loss],
+        balanced=problem.balanced,
+    )
     compiled, compile_seconds = compile_once(run_loop, args, statics)
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
@@ -714,11 +809,21 @@ def solve(problem: Problem, method: str | None = None, *, lr: float | None = Non
     if status == "nonfinite":
         message = _nonfinite_message(problem, params0, float(value), float(g0), init is not None)
     return Result(
-        problem=problem, method=method, lr=lr, tol=tol,
-        W=np.asarray(params.W), H=np.asarray(params.H), b=np.asarray(params.b),
-        objective=float(value), grad_norm=float(gnorm), initial_grad_norm=float(g0),
-        iterations=int(iterations), status=status,
+        problem=problem,
+        method=method,
+        lr=lr,
+        tol=tol,
+        W=np.asarray(params.W),
+        H=np.asarray(params.H),
+        b=np.asarray(params.b),
+        objective=float(value),
+        grad_norm=float(gnorm),
+        initial_grad_norm=float(g0),
+        iterations=int(iterations),
+        status=status,
         message=message,
         history={name: rows_kept[:, j] for j, name in enumerate(HISTORY_FIELDS)},
-        seconds=seconds, compile_seconds=compile_seconds, suggested_lr=None if step is None else step[1],
+        seconds=seconds,
+        compile_seconds=compile_seconds,
+        suggested_lr=None if step is None else step[1],
     )

@@ -116,32 +116,58 @@ class SweepResult:
         j = int(j) % len(self)
         ratio = float(self.grad_norm[j]) / float(self.initial_grad_norm[j]) if self.initial_grad_norm[j] > 0 else 0.0
         return solver.Result(
-            problem=self.problems[j], method=self.method, lr=self.lr, tol=self.tol,
-            W=self.W[j], H=self.H[j], b=self.b[j], objective=float(self.objective[j]),
-            grad_norm=float(self.grad_norm[j]), initial_grad_norm=float(self.initial_grad_norm[j]),
-            iterations=int(self.iterations[j]), status=self.status[j],
-            message=solver.status_message(self.status[j], int(self.iterations[j]), ratio, self.tol, self.method,
-                                          self.lr),
+            problem=self.problems[j],
+            method=self.method,
+            lr=self.lr,
+            tol=self.tol,
+            W=self.W[j],
+            H=self.H[j],
+            b=self.b[j],
+            objective=float(self.objective[j]),
+            grad_norm=float(self.grad_norm[j]),
+            initial_grad_norm=float(self.initial_grad_norm[j]),
+            iterations=int(self.iterations[j]),
+            status=self.status[j],
+            message=solver.status_message(
+                self.status[j], int(self.iterations[j]), ratio, self.tol, self.method, self.lr
+            ),
             history={name: np.zeros(0) for name in solver.HISTORY_FIELDS},
-            seconds=self.seconds / len(self), compile_seconds=0.0,
+            seconds=self.seconds / len(self),
+            compile_seconds=0.0,
         )
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per configuration: its scalars (delta, lam_W, lam_H, lam_b, seed) and ``ROW_FIELDS``."""
-        ratio = np.where(self.initial_grad_norm > 0, self.grad_norm / np.where(self.initial_grad_norm > 0,
-                                                                                self.initial_grad_norm, 1), 0.0)
+        ratio = np.where(
+            self.initial_grad_norm > 0,
+            self.grad_norm / np.where(self.initial_grad_norm > 0, self.initial_grad_norm, 1),
+            0.0,
+        )
         out = []
         for j, p in enumerate(self.problems):
-            row = {"delta": p.delta, "lam_W": p.lam_W, "lam_H": p.lam_H, "lam_b": p.lam_b, "seed": p.seed,
-                   "status": self.status[j], "iterations": int(self.iterations[j]),
-                   "objective": float(self.objective[j]), "grad_ratio": float(ratio[j])}
+            row = {
+                "delta": p.delta,
+                "lam_W": p.lam_W,
+                "lam_H": p.lam_H,
+                "lam_b": p.lam_b,
+                "seed": p.seed,
+                "status": self.status[j],
+                "iterations": int(self.iterations[j]),
+                "objective": float(self.objective[j]),
+                "grad_ratio": float(ratio[j]),
+            }
             row.update({name: float(getattr(self, name)[j]) for name in ROW_FIELDS[4:]})
             out.append(row)
         return out
 
 
-def grid(base: Problem, *, delta: Sequence[float] | None = None, lam: Sequence[float] | None = None,
-         seed: Sequence[int] | None = None) -> list[Problem]:
+def grid(
+    base: Problem,
+    *,
+    delta: Sequence[float] | None = None,
+    lam: Sequence[float] | None = None,
+    seed: Sequence[int] | None = None,
+) -> list[Problem]:
     """The Cartesian product of ``delta x lam x seed`` around ``base`` (delta slowest, seed fastest).
 
     ``lam`` sets ``lam_W = lam_H = lam_b`` (like ``--lam`` of ``python -m ufm.solve``); an
@@ -162,13 +188,23 @@ def grid(base: Problem, *, delta: Sequence[float] | None = None, lam: Sequence[f
         values.append(v)
     count = 1
     for v in values:
-        count *= len(v)       # len of a range is O(1): nothing is built before the check
-    _memory.require(count * _memory.SWEEP_BYTES_PER_CONFIGURATION + 8.0 * count * (base.d * (base.K + base.N) + base.K),
-                    "a sweep grid", f"{count} configurations (K = {base.K}, n = {base.n}, d = {base.d})",
-                    lambda: [(f"at most {m} configurations", m * _memory.SWEEP_BYTES_PER_CONFIGURATION)
-                             for m in [_memory.largest_fitting(
-                                 1, count, lambda m: m * (_memory.SWEEP_BYTES_PER_CONFIGURATION
-                                                          + 8.0 * (base.d * (base.K + base.N) + base.K)))] if m])
+        count *= len(v)  # len of a range is O(1): nothing is built before the check
+    _memory.require(
+        count * _memory.SWEEP_BYTES_PER_CONFIGURATION + 8.0 * count * (base.d * (base.K + base.N) + base.K),
+        "a sweep grid",
+        f"{count} configurations (K = {base.K}, n = {base.n}, d = {base.d})",
+        lambda: [
+            (f"at most {m} configurations", m * _memory.SWEEP_BYTES_PER_CONFIGURATION)
+            for m in [
+                _memory.largest_fitting(
+                    1,
+                    count,
+                    lambda m: m * (_memory.SWEEP_BYTES_PER_CONFIGURATION + 8.0 * (base.d * (base.K + base.N) + base.K)),
+                )
+            ]
+            if m
+        ],
+    )
     values = [list(v) for v in values]
     problems = []
     for d_, l_, s_ in itertools.product(*values):
@@ -185,10 +221,12 @@ def grid(base: Problem, *, delta: Sequence[float] | None = None, lam: Sequence[f
 
 def _batched_run(seeds, scales, weights, labels, lr, tol, *, d, K, N, dtype, method, max_iters):
     params0 = jax.vmap(initial_params, in_axes=(0, 0, None, None, None, None))(seeds, scales, d, K, N, dtype)
-    run = partial(run_loop, method=method, max_iters=max_iters, record_every=max_iters, progress_every=0,
-                  with_history=False)
+    run = partial(
+        run_loop, method=method, max_iters=max_iters, record_every=max_iters, progress_every=0, with_history=False
+    )
     params, value, gnorm, g0, iterations, status, _, _ = jax.vmap(run, in_axes=(0, None, 0, None, None))(
-        params0, labels, weights, lr, tol)
+        params0, labels, weights, lr, tol
+    )
     collapse = jax.vmap(metrics.collapse, in_axes=(0, 0, None, None))(params.W, params.H, labels, K)
     return params, value, gnorm, g0, iterations, status, collapse
 
@@ -224,9 +262,9 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
     """
     M = seeds.shape[0]
     n = N // K
-    concrete = lambda w: w._replace(loss_id=loss_id)   # a Python int: no lax.switch over the losses
+    concrete = lambda w: w._replace(loss_id=loss_id)  # a Python int: no lax.switch over the losses
 
-    def start(seed, scale, w):        # the full L at the seeded x_0, as in run_loop: ||grad L(x_0)|| and x_0 reduced
+    def start(seed, scale, w):  # the full L at the seeded x_0, as in run_loop: ||grad L(x_0)|| and x_0 reduced
         params0 = initial_params(seed, scale, d, K, N, dtype)
         grad = jax.grad(objective)(params0, labels, concrete(w))
         return reduced_point(params0, labels), solver.tree_norm(grad)
@@ -238,39 +276,57 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
         w = jax.tree_util.tree_map(lambda a: a[j], weights)
         value, grad = value_and_grad(x0s[j], w)
         gnorm = jnp.linalg.norm(grad)
-        status = solver.start_status(value, gnorm, g0s[j], tol, max_iters)   # nan / inf: "nonfinite"
-        return _Lane(j, _lbfgs.init(x0s[j], value, grad), w, g0s[j],
-                     solver.divergence_level(value), 0, status)
+        status = solver.start_status(value, gnorm, g0s[j], tol, max_iters)  # nan / inf: "nonfinite"
+        return _Lane(j, _lbfgs.init(x0s[j], value, grad), w, g0s[j], solver.divergence_level(value), 0, status)
 
     def advance(lane):
         running = lane.status == solver.RUNNING
-        new, completed, failed = _lbfgs.evaluate(lane.state, lambda x: value_and_grad(x, lane.weights),
-                                                 active=running)
+        new, completed, failed = _lbfgs.evaluate(lane.state, lambda x: value_and_grad(x, lane.weights), active=running)
         iteration = lane.iteration + completed
-        status = solver.step_status(iteration, new.value, jnp.linalg.norm(new.grad), lane.g0, tol, lane.blowup,
-                                    max_iters, failed & ~jnp.any(lane.state.valid), completed)
-        keep = status == solver.DIVERGED          # keep the last finite iterate (the memory no longer matters)
-        new = new._replace(**{f: jnp.where(keep, getattr(lane.state, f), getattr(new, f))
-                              for f in ("x", "value", "grad")})
+        status = solver.step_status(
+            iteration,
+            new.value,
+            jnp.linalg.norm(new.grad),
+            lane.g0,
+            tol,
+            lane.blowup,
+            max_iters,
+            failed & ~jnp.any(lane.state.valid),
+            completed,
+        )
+        keep = status == solver.DIVERGED  # keep the last finite iterate (the memory no longer matters)
+        new = new._replace(
+            **{f: jnp.where(keep, getattr(lane.state, f), getattr(new, f)) for f in ("x", "value", "grad")}
+        )
         return lane._replace(state=new, iteration=iteration, status=jnp.where(running, status, lane.status))
 
     first = jnp.arange(lanes)
     queue = jax.vmap(load)(jnp.minimum(first, M - 1))
     queue = queue._replace(config=jnp.where(first < M, first, M))
     P = x0s.shape[1]
-    results = (jnp.zeros((M, P), dtype), jnp.zeros((M,), dtype), jnp.zeros((M,), dtype),
-               jnp.zeros((M,), jnp.int32), jnp.zeros((M,), jnp.int32))
+    results = (
+        jnp.zeros((M, P), dtype),
+        jnp.zeros((M,), dtype),
+        jnp.zeros((M,), dtype),
+        jnp.zeros((M,), jnp.int32),
+        jnp.zeros((M,), jnp.int32),
+    )
 
     def store_and_refill(queue, finished, next_config, results):
-        where = jnp.where(finished, queue.config, M)          # index M: dropped
+        where = jnp.where(finished, queue.config, M)  # index M: dropped
         gnorm = jnp.linalg.norm(queue.state.grad, axis=1)
-        results = tuple(r.at[where].set(v.astype(r.dtype), mode="drop") for r, v in zip(
-            results, (queue.state.x, queue.state.value, gnorm, queue.iteration, queue.status), strict=True))
+        results = tuple(
+            r.at[where].set(v.astype(r.dtype), mode="drop")
+            for r, v in zip(
+                results, (queue.state.x, queue.state.value, gnorm, queue.iteration, queue.status), strict=True
+            )
+        )
         wanted = next_config + jnp.cumsum(finished) - 1
         take = finished & (wanted < M)
         loaded = _without_pairs(jax.vmap(load)(jnp.minimum(wanted, M - 1)))
         queue = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(take.reshape((-1,) + (1,) * (old.ndim - 1)), new, old), loaded, queue)
+            lambda new, old: jnp.where(take.reshape((-1,) + (1,) * (old.ndim - 1)), new, old), loaded, queue
+        )
         config = jnp.where(take, wanted, jnp.where(finished, M, queue.config))
         return queue._replace(config=config), jnp.minimum(next_config + jnp.sum(finished), M), results
 
@@ -282,20 +338,34 @@ def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_
         # iteration): a loaded lane keeps the stale pairs of its previous configuration, which
         # its empty memory (valid = False) masks out
         pairs = queue.state.pairs
-        light, next_config, results = jax.lax.cond(jnp.any(finished), store_and_refill,
-                                                   lambda q, f, c, r: (q, c, r),
-                                                   _without_pairs(queue), finished, next_config, results)
+        light, next_config, results = jax.lax.cond(
+            jnp.any(finished),
+            store_and_refill,
+            lambda q, f, c, r: (q, c, r),
+            _without_pairs(queue),
+            finished,
+            next_config,
+            results,
+        )
         return light._replace(state=light.state._replace(pairs=pairs)), next_config, results
 
     _, _, (x, value, gnorm, iterations, status) = jax.lax.while_loop(
-        lambda loop: jnp.any(loop[0].config < M), body, (queue, jnp.minimum(lanes, M), results))
-    final = jax.vmap(lambda x: reduced_params(x, d, K, n))(x)       # (W, Hbar, b): NC metrics of Hbar Y
+        lambda loop: jnp.any(loop[0].config < M), body, (queue, jnp.minimum(lanes, M), results)
+    )
+    final = jax.vmap(lambda x: reduced_params(x, d, K, n))(x)  # (W, Hbar, b): NC metrics of Hbar Y
     collapse = jax.vmap(metrics.collapse, in_axes=(0, 0, None, None))(final.W, final.H, jnp.arange(K), K)
     return final, value, gnorm, g0s, iterations, status, collapse
 
 
-def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float | None = None,
-          tol: float = 1e-10, max_iters: int = 20_000, batch_size: int | None = None) -> SweepResult:
+def sweep(
+    problems: Sequence[Problem],
+    method: str | None = None,
+    *,
+    lr: float | None = None,
+    tol: float = 1e-10,
+    max_iters: int = 20_000,
+    batch_size: int | None = None,
+) -> SweepResult:
     """Solve every configuration of ``problems`` (same K, n, d, loss, dtype) in vmapped, compiled calls.
 
     Same stopping rule and defaults as :func:`ufm.solve` (which gives, configuration by
@@ -323,12 +393,16 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
             raise ValueError(f"every problem of a sweep must have the same {field}; got {sorted(map(str, values))}")
     for p in problems:
         if p.nonnegative or p.label_noise:
-            raise ValueError("problems with nonnegative=True or label_noise > 0 are not supported by sweep "
-                             "(their constraint / labels differ per run); loop over ufm.solve instead")
+            raise ValueError(
+                "problems with nonnegative=True or label_noise > 0 are not supported by sweep "
+                "(their constraint / labels differ per run); loop over ufm.solve instead"
+            )
         if not p.balanced:
-            raise ValueError(f"problems with unequal class_sizes are not supported by sweep (got class_sizes = "
-                             f"{p.class_sizes}); loop over ufm.solve, or ufm.imbalance.solve_reduced for the "
-                             "class-mean problem")
+            raise ValueError(
+                f"problems with unequal class_sizes are not supported by sweep (got class_sizes = "
+                f"{p.class_sizes}); loop over ufm.solve, or ufm.imbalance.solve_reduced for the "
+                "class-mean problem"
+            )
     M = len(problems)
     method = default_method(first) if method is None else method
     check_method_fits(first, method)
@@ -339,11 +413,15 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
     itemsize = np.dtype(first.dtype).itemsize
     lanes = min(batch_size, M)
     # the results of all M (W, H, b), twice (device and host), plus the configurations in flight
-    needed = 2.0 * itemsize * M * (first.d * (first.K + first.N) + first.K) \
-        + lanes * _memory.solve_bytes(first.K, first.N, first.d, itemsize, method)
-    _memory.require(needed, f"a sweep with {method}", f"M = {M} configurations of K = {first.K}, n = {first.n}, "
-                    f"d = {first.d}, {lanes} at a time",
-                    "use fewer configurations, a smaller batch_size (--batch-size), or reduce n")
+    needed = 2.0 * itemsize * M * (first.d * (first.K + first.N) + first.K) + lanes * _memory.solve_bytes(
+        first.K, first.N, first.d, itemsize, method
+    )
+    _memory.require(
+        needed,
+        f"a sweep with {method}",
+        f"M = {M} configurations of K = {first.K}, n = {first.n}, d = {first.d}, {lanes} at a time",
+        "use fewer configurations, a smaller batch_size (--batch-size), or reduce n",
+    )
     # jax.config's flags are dynamic attributes, absent from its type stubs
     if not jax.config.jax_enable_x64 and any(p.seed >= 2**32 for p in problems):  # type: ignore[attr-defined]
         raise ValueError("seed must be < 2**32 without 64-bit JAX (larger seeds repeat smaller ones)")
@@ -353,8 +431,8 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
     statics = dict(d=first.d, K=first.K, N=first.N, dtype=dt, method=method, max_iters=max_iters)
     outs, seconds, compile_seconds = [], 0.0, 0.0
     for lo in range(0, M, batch_size):
-        chunk = problems[lo:lo + batch_size]
-        pad = chunk + (chunk[-1],) * (batch_size - len(chunk))     # one compiled shape for every chunk
+        chunk = problems[lo : lo + batch_size]
+        pad = chunk + (chunk[-1],) * (batch_size - len(chunk))  # one compiled shape for every chunk
         args = (*_stacked(pad, dt), first.labels(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
         compiled, compile_time = solver.compile_once(_batched_run, args, statics)
         compile_seconds += compile_time
@@ -364,13 +442,29 @@ def sweep(problems: Sequence[Problem], method: str | None = None, *, lr: float |
         size = len(chunk)
         outs.append(jax.tree_util.tree_map(lambda x, size=size: np.asarray(x)[:size], out))
     params, value, gnorm, g0, iterations, status, collapse = jax.tree_util.tree_map(
-        lambda *xs: np.concatenate(xs), *outs)
+        lambda *xs: np.concatenate(xs), *outs
+    )
     return SweepResult(
-        problems=problems, method=method, lr=lr, tol=tol, max_iters=max_iters,
-        W=params.W, H=params.H, b=params.b, objective=value, grad_norm=gnorm, initial_grad_norm=g0,
-        iterations=iterations.astype(np.int64), status=tuple(STATUS_NAMES[int(s)] for s in status),
-        w_norm=collapse.w_norm, h_norm=collapse.h_norm, nc1=collapse.nc1, nc2=collapse.nc2, nc3=collapse.nc3,
-        seconds=seconds, compile_seconds=compile_seconds,
+        problems=problems,
+        method=method,
+        lr=lr,
+        tol=tol,
+        max_iters=max_iters,
+        W=params.W,
+        H=params.H,
+        b=params.b,
+        objective=value,
+        grad_norm=gnorm,
+        initial_grad_norm=g0,
+        iterations=iterations.astype(np.int64),
+        status=tuple(STATUS_NAMES[int(s)] for s in status),
+        w_norm=collapse.w_norm,
+        h_norm=collapse.h_norm,
+        nc1=collapse.nc1,
+        nc2=collapse.nc2,
+        nc3=collapse.nc3,
+        seconds=seconds,
+        compile_seconds=compile_seconds,
     )
 
 
@@ -381,47 +475,61 @@ def _stacked(problems, dt):
     # every field of Weights but loss_id is the Problem attribute of the same name; the loss is shared
     columns = {f: np.array([getattr(p, f) for p in problems]) for f in Weights._fields if f != "loss_id"}
     columns["loss_id"] = np.full(len(problems), int(first.loss_id))
-    seed_dtype = jnp.uint64 if jax.config.jax_enable_x64 else jnp.uint32   # the key of ufm.solve's seed, bit for bit
-    return (jnp.asarray(np.array([p.seed for p in problems], dtype=np.uint64), dtype=seed_dtype),
-            jnp.asarray(np.array([p.init_scale for p in problems]), dtype=dt),
-            Weights(**{f: jnp.asarray(columns[f], dtype=getattr(first, f).dtype) for f in Weights._fields}))
+    seed_dtype = jnp.uint64 if jax.config.jax_enable_x64 else jnp.uint32  # the key of ufm.solve's seed, bit for bit
+    return (
+        jnp.asarray(np.array([p.seed for p in problems], dtype=np.uint64), dtype=seed_dtype),
+        jnp.asarray(np.array([p.init_scale for p in problems]), dtype=dt),
+        Weights(**{f: jnp.asarray(columns[f], dtype=getattr(first, f).dtype) for f in Weights._fields}),
+    )
 
 
 def _sweep_reduced(problems, tol, max_iters, lanes) -> SweepResult:
     first = problems[0]
     dt = first.jnp_dtype
     args = (*_stacked(problems, dt), first.labels(), jnp.asarray(tol, dt))
-    statics = dict(d=first.d, K=first.K, N=first.N, dtype=dt, loss_id=int(LOSS_IDS[first.loss]), lanes=lanes,
-                   max_iters=max_iters)
+    statics = dict(
+        d=first.d, K=first.K, N=first.N, dtype=dt, loss_id=int(LOSS_IDS[first.loss]), lanes=lanes, max_iters=max_iters
+    )
     compiled, compile_seconds = solver.compile_once(_reduced_queue, args, statics)
     start = time.perf_counter()
     final, value, gnorm, g0, iterations, status, collapse = jax.block_until_ready(compiled(*args))
     seconds = time.perf_counter() - start
     return SweepResult(
-        problems=problems, method="reduced", lr=None, tol=tol, max_iters=max_iters,
-        W=np.asarray(final.W), H=np.repeat(np.asarray(final.H), first.n, axis=2), b=np.asarray(final.b),
+        problems=problems,
+        method="reduced",
+        lr=None,
+        tol=tol,
+        max_iters=max_iters,
+        W=np.asarray(final.W),
+        H=np.repeat(np.asarray(final.H), first.n, axis=2),
+        b=np.asarray(final.b),
         objective=np.asarray(value),
-        grad_norm=np.asarray(gnorm), initial_grad_norm=np.asarray(g0),
-        iterations=np.asarray(iterations).astype(np.int64), status=tuple(STATUS_NAMES[int(s)] for s in status),
+        grad_norm=np.asarray(gnorm),
+        initial_grad_norm=np.asarray(g0),
+        iterations=np.asarray(iterations).astype(np.int64),
+        status=tuple(STATUS_NAMES[int(s)] for s in status),
         **{name: np.asarray(getattr(collapse, name)) for name in ("w_norm", "h_norm", "nc1", "nc2", "nc3")},
-        seconds=seconds, compile_seconds=compile_seconds,
+        seconds=seconds,
+        compile_seconds=compile_seconds,
     )
 
 
 # ----------------------------------------------------------------------------------------- CLI
+
 
 def _list(name: str, kind):
     def parse(text: str):
         try:
             if kind is int and ":" in text:
                 lo, hi = (int(x) for x in text.split(":"))
-                values: Sequence[Any] = range(lo, hi)     # not listed: grid() checks its size first
+                values: Sequence[Any] = range(lo, hi)  # not listed: grid() checks its size first
             else:
-                values = [kind(x) + kind(0) for x in text.split(",") if x.strip()]   # + 0: -0.0 is 0.0
+                values = [kind(x) + kind(0) for x in text.split(",") if x.strip()]  # + 0: -0.0 is 0.0
         except ValueError:
             also = " or a range LO:HI" if kind is int else ""
-            raise argparse.ArgumentTypeError(f"{name} must be a comma-separated list of numbers{also}, "
-                                             f"got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"{name} must be a comma-separated list of numbers{also}, got {text!r}"
+            ) from None
         if not values:
             raise argparse.ArgumentTypeError(f"{name} must list at least one value, got {text!r}")
         return values
@@ -431,30 +539,51 @@ def _list(name: str, kind):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Solve a grid of UFM configurations (delta x lam x seed) of one shape in one "
-                               "vmapped, compiled call and write one row per configuration.")
+        prog=PROG,
+        description="Solve a grid of UFM configurations (delta x lam x seed) of one shape in one "
+        "vmapped, compiled call and write one row per configuration.",
+    )
     parser.add_argument("--K", type=int, default=10, help="classes (>= 2; default 10)")
     parser.add_argument("--n", type=int, default=50, help="samples per class (>= 1; default 50)")
     parser.add_argument("--d", type=int, default=None, help="feature dimension (default K)")
-    parser.add_argument("--delta", type=_list("--delta", float), default=[0.0],
-                        help="comma-separated label smoothing values in [0, 1) (default 0)")
-    parser.add_argument("--lam", type=_list("--lam", float), default=[5e-4],
-                        help="comma-separated lam_W = lam_H = lam_b values (> 0; default 5e-4)")
-    parser.add_argument("--seeds", type=_list("--seeds", int), default=[0],
-                        help="comma-separated seeds or a range LO:HI (default 0)")
+    parser.add_argument(
+        "--delta",
+        type=_list("--delta", float),
+        default=[0.0],
+        help="comma-separated label smoothing values in [0, 1) (default 0)",
+    )
+    parser.add_argument(
+        "--lam",
+        type=_list("--lam", float),
+        default=[5e-4],
+        help="comma-separated lam_W = lam_H = lam_b values (> 0; default 5e-4)",
+    )
+    parser.add_argument(
+        "--seeds", type=_list("--seeds", int), default=[0], help="comma-separated seeds or a range LO:HI (default 0)"
+    )
     parser.add_argument("--float32", action="store_true", help="solve in float32")
-    parser.add_argument("--method", choices=METHODS, default=None,
-                        help="optimizer (default reduced in float64, lbfgs in float32)")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="step size of gd/momentum/nesterov (default: "
-                             + ", ".join(f"{m} {v:g}" for m, v in solver.DEFAULT_LR.items() if v)
-                             + "; smaller for mse, from its curvature); refused with lbfgs and reduced (line search)")
-    parser.add_argument("--tol", type=float, default=None, help="relative gradient tolerance (default 1e-10; "
-                                                                 "1e-5 in float32)")
+    parser.add_argument(
+        "--method", choices=METHODS, default=None, help="optimizer (default reduced in float64, lbfgs in float32)"
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="step size of gd/momentum/nesterov (default: "
+        + ", ".join(f"{m} {v:g}" for m, v in solver.DEFAULT_LR.items() if v)
+        + "; smaller for mse, from its curvature); refused with lbfgs and reduced (line search)",
+    )
+    parser.add_argument(
+        "--tol", type=float, default=None, help="relative gradient tolerance (default 1e-10; 1e-5 in float32)"
+    )
     parser.add_argument("--max-iters", type=int, default=20_000, help="iteration cap (default 20000)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help=f"configurations in flight at once (default: {REDUCED_LANES} queue lanes for "
-                             "reduced, all configurations in one call for the other methods)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"configurations in flight at once (default: {REDUCED_LANES} queue lanes for "
+        "reduced, all configurations in one call for the other methods)",
+    )
     parser.add_argument("--out", metavar="PATH", default=None, help="write the rows to PATH (.csv or .json)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     _cache.add_argument(parser)
@@ -472,11 +601,15 @@ def _write(path, result: SweepResult, extra: dict, *, overwrite: bool):
 def _refuse_inapplicable(args, method: str) -> None:
     """Flags that mean nothing for the chosen method are refused (exit 2), never silently ignored."""
     if args.lr is not None and method in ("lbfgs", "reduced"):
-        raise ValueError(f"--lr does not apply to --method {method} (it takes its step from a line search); "
-                         "drop --lr or use --method gd, momentum or nesterov")
+        raise ValueError(
+            f"--lr does not apply to --method {method} (it takes its step from a line search); "
+            "drop --lr or use --method gd, momentum or nesterov"
+        )
     if method == "reduced" and args.float32:
-        raise ValueError("--method reduced does not converge with --float32 (its gradient stalls near 2e-5 "
-                         "relative error); use --method lbfgs (the float32 default) or drop --float32")
+        raise ValueError(
+            "--method reduced does not converge with --float32 (its gradient stalls near 2e-5 "
+            "relative error); use --method lbfgs (the float32 default) or drop --float32"
+        )
 
 
 def main(argv=None) -> int:
@@ -495,7 +628,7 @@ def _main(argv) -> int:
         return int(exit_.code or 0)
     dtype = "float32" if args.float32 else "float64"
     if dtype == "float64":
-        jax.config.update("jax_enable_x64", True)   # the CLI owns its process, as in ufm.solve
+        jax.config.update("jax_enable_x64", True)  # the CLI owns its process, as in ufm.solve
     _cache.configure(args, PROG)
     tol = args.tol if args.tol is not None else (1e-5 if args.float32 else 1e-10)
     try:
@@ -506,20 +639,32 @@ def _main(argv) -> int:
         base = Problem(K=args.K, n=args.n, d=args.d, dtype=dtype)
         _refuse_inapplicable(args, default_method(base) if args.method is None else args.method)
         problems = grid(base, delta=args.delta, lam=args.lam, seed=args.seeds)
-        result = sweep(problems, args.method, lr=args.lr, tol=tol, max_iters=args.max_iters,
-                       batch_size=args.batch_size)
+        result = sweep(problems, args.method, lr=args.lr, tol=tol, max_iters=args.max_iters, batch_size=args.batch_size)
     except (ValueError, OSError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     done = int(np.sum(result.converged))
     # wall times go to stdout only: the --out file is byte-identical across identical runs
-    print(f"{len(result)} configurations (K = {base.K}, n = {base.n}, d = {base.d}, {dtype}, {result.method}): "
-          f"{done} converged, {result.seconds:.2f} s (+ {result.compile_seconds:.2f} s compile), "
-          f"{int(result.iterations.max())} iterations at most")
+    print(
+        f"{len(result)} configurations (K = {base.K}, n = {base.n}, d = {base.d}, {dtype}, {result.method}): "
+        f"{done} converged, {result.seconds:.2f} s (+ {result.compile_seconds:.2f} s compile), "
+        f"{int(result.iterations.max())} iterations at most"
+    )
     if args.out is not None:
-        written = _write(args.out, result, {"K": base.K, "n": base.n, "d": base.d, "dtype": dtype,
-                                            "method": result.method, "tol": tol, "jax_version": jax.__version__},
-                         overwrite=args.force)
+        written = _write(
+            args.out,
+            result,
+            {
+                "K": base.K,
+                "n": base.n,
+                "d": base.d,
+                "dtype": dtype,
+                "method": result.method,
+                "tol": tol,
+                "jax_version": jax.__version__,
+            },
+            overwrite=args.force,
+        )
         print(f"wrote {written}")
     return 0 if done == len(result) else 1
 
