@@ -1,4 +1,4 @@
-"""Experiment: class imbalance: minority collapse, its threshold vs lambda, CE vs LS, and the SELI geometry.
+"""Experiment 11: class imbalance: minority collapse, its threshold vs lambda, CE vs LS, and the SELI geometry.
 
 Setting (Fang et al., PNAS 2021; Hong & Ling, JMLR 2024): K_A majority classes of n_A samples and
 K_B minority classes of n_A / R. Every solve is the exact class-mean reduction with class sizes

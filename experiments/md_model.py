@@ -1,4 +1,4 @@
-"""Experiment 8a: the memorization-dilation model (Nguyen et al. Def. 4.1, Thm 4.3): dilation vs eta, CE vs LS.
+"""Experiment 8: the memorization-dilation model (Nguyen et al. Def. 4.1, Thm 4.3): dilation vs eta, CE vs LS.
 
 For each noise level eta the MD problem is solved globally (``ufm.solve_md``) on Assumption 4.2.1's
 non-negative NC configuration of CE (alpha = 0) and of LS (alpha = alpha0), with lam_W = lam_H = lam
