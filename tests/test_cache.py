@@ -15,7 +15,8 @@ SMALL = ["-m", "ufm.solve", "--K", "3", "--n", "4", "--quiet", "--no-hessian"]
 
 
 def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != _cache.ENV_VAR}
+    # neither the suite's cache folder nor its cache settings (tests/conftest.py): JAX's defaults, as a user has
+    env = {k: v for k, v in os.environ.items() if k != _cache.ENV_VAR and not k.startswith("JAX_PERSISTENT_CACHE")}
     env.update(extra)
     return env
 
