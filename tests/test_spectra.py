@@ -4,6 +4,8 @@ The dense blocks come from differentiating ``ufm.objective`` twice at the
 closed-form point; nothing of theory.spectra is used to build them.
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,20 +17,24 @@ from ufm.objective import Params, Weights, class_major_labels, loss_term, object
 EIGEN_RTOL = 1e-9  # the issue's bound; float64 eigh on O(100) matrices errs ~1e-14 relative to ||A||
 
 
+@partial(jax.jit, static_argnames="regularized")
+def _hessians(W, H, b, labels, weights, regularized):
+    """The three blocks by ``jax.hessian``, one compiled program per shape (delta and the lambdas are traced,
+    so the cases of one (K, d) share it)."""
+    f = objective if regularized else loss_term
+    return (
+        jax.hessian(lambda W_: f(Params(W_, H, b), labels, weights))(W),
+        jax.hessian(lambda H_: f(Params(W, H_, b), labels, weights))(H),
+        jax.hessian(lambda b_: f(Params(W, H, b_), labels, weights))(b),
+    )
+
+
 def _dense_blocks(K, n, d, delta, lam_W, lam_H, lam_b, regularized):
     W, H, b = (jnp.asarray(x) for x in theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=7))
     weights = Weights(*(jnp.float64(x) for x in (delta, lam_W, lam_H, lam_b)))
-    labels = class_major_labels(K, n)
-    f = objective if regularized else loss_term
-    fW = lambda W_: f(Params(W_, H, b), labels, weights)
-    fH = lambda H_: f(Params(W, H_, b), labels, weights)
-    fb = lambda b_: f(Params(W, H, b_), labels, weights)
+    hW, hH, hb = _hessians(W, H, b, class_major_labels(K, n), weights, regularized)
     size_W, size_H = d * K, d * n * K
-    return (
-        np.asarray(jax.hessian(fW)(W)).reshape(size_W, size_W),
-        np.asarray(jax.hessian(fH)(H)).reshape(size_H, size_H),
-        np.asarray(jax.hessian(fb)(b)),
-    )
+    return np.asarray(hW).reshape(size_W, size_W), np.asarray(hH).reshape(size_H, size_H), np.asarray(hb)
 
 
 def _assert_same_spectrum(dense, predicted):
