@@ -22,6 +22,7 @@ import types
 from importlib import metadata
 
 import jax
+import numpy as np
 
 from theory import validation
 from ufm import _cache, _io, _prog
@@ -547,7 +548,12 @@ def _main(argv) -> int:
                 spectra_bytes(problem, method),
                 "the Hessian check (spectra)",
                 f"K = {problem.K}, n = {problem.n}, d = {problem.d}, {method}",
-                [("--no-hessian (the solve alone was checked to fit)", 0.0)],
+                [
+                    (
+                        "--no-hessian (then only the solve runs)",
+                        _memory.solve_bytes(problem.K, problem.N, problem.d, np.dtype(problem.dtype).itemsize, method),
+                    )
+                ],
             )
         prediction = _prediction(problem)  # before solving: a setting the theory cannot represent fails now
     except (ValueError, OverflowError, OSError) as error:
