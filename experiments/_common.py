@@ -189,12 +189,20 @@ def preflight(folders, force: bool) -> None:
         _io.check_folder(folder, what="--out")
 
 
-def run(main_body, name: str, description: str, argv=None) -> int:
+def run(main_body, name: str, description: str, argv=None, *, missing_extra: Exception | None = None) -> int:
     """Parse arguments, check the output folder, run ``main_body(args, outputs)``, write and report.
 
-    SIGINT / SIGTERM at any point: one line, exit 130 / 143, nothing written.
+    ``missing_extra``: why the optional ``network`` extra could not be imported (None when it was); the
+    experiment then exits 2 with one line. SIGINT / SIGTERM at any point: one line, exit 130 / 143,
+    nothing written.
     """
     prog = f"python -m experiments.{name}"
+    if missing_extra is not None:
+        print(
+            f"{prog}: error: needs the optional 'network' extra (pip install '.[network]'): {missing_extra}",
+            file=sys.stderr,
+        )
+        return 2
     with exit_on_interrupt(prog):
         try:
             args = parse_args(name, description, argv)

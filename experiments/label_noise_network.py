@@ -34,8 +34,6 @@ out of the fits.
 
 from __future__ import annotations
 
-import sys
-
 import jax.numpy as jnp
 import numpy as np
 
@@ -311,14 +309,7 @@ def body(args, outputs):
 
 
 def main(argv=None) -> int:
-    if NETWORK_MISSING is not None:
-        print(
-            f"python -m experiments.{NAME}: error: needs the optional 'network' extra "
-            f"(pip install '.[network]'): {NETWORK_MISSING}",
-            file=sys.stderr,
-        )
-        return 2
-    return run(body, NAME, __doc__.splitlines()[0], argv)
+    return run(body, NAME, __doc__.splitlines()[0], argv, missing_extra=NETWORK_MISSING)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,6 @@ same setup; the errors above are computed from ``theory`` directly, not from it)
 
 from __future__ import annotations
 
-import sys
-
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
@@ -307,14 +305,7 @@ def body(args, outputs):
 
 
 def main(argv=None) -> int:
-    if NETWORK_MISSING is not None:
-        print(
-            f"python -m experiments.{NAME}: error: needs the optional 'network' extra "
-            f"(pip install '.[network]'): {NETWORK_MISSING}",
-            file=sys.stderr,
-        )
-        return 2
-    return run(body, NAME, __doc__.splitlines()[0], argv)
+    return run(body, NAME, __doc__.splitlines()[0], argv, missing_extra=NETWORK_MISSING)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import types
 import zipfile
 from importlib import metadata
 
-import jax
 import numpy as np
 
 from theory import validation
@@ -242,12 +241,9 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    jax.config.update("jax_enable_x64", True)
-    _cache.configure(args, parser.prog)
+    args = _prog.start(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         if args.json:
             _io.check_writable(args.json, overwrite=args.force, what="--json")

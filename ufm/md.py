@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm import _cache, _io, _memory
+from ufm import _cache, _io, _memory, _prog
 from ufm._interrupt import exit_on_interrupt
 
 PROG = "python -m ufm.md"
@@ -590,12 +590,9 @@ def _main(argv) -> int:
     import theory.memorization_dilation as tmd
 
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    jax.config.update("jax_enable_x64", True)
-    _cache.configure(args, PROG)
+    args = _prog.start(parser, argv, prog=PROG)
+    if isinstance(args, int):
+        return args
     try:
         if args.json is not None:
             _io.check_writable(args.json, overwrite=args.force, what="--json")

@@ -503,12 +503,9 @@ def _main(argv) -> int:
     from ufm.compare import compare
 
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    jax.config.update("jax_enable_x64", True)
-    _cache.configure(args, parser.prog)
+    args = _prog.start(parser, argv)
+    if isinstance(args, int):
+        return args
     float32 = args.float32
     try:
         _check_loss_flags(args)

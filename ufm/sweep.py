@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm import _cache, _io, _lbfgs, _memory, metrics, solver
+from ufm import _cache, _io, _lbfgs, _memory, _prog, metrics, solver
 from ufm._interrupt import exit_on_interrupt
 from ufm.losses import LOSS_IDS
 from ufm.objective import Weights, objective
@@ -622,14 +622,12 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    args = _prog.start(parser, argv, prog=PROG, x64=False)
+    if isinstance(args, int):
+        return args
     dtype = "float32" if args.float32 else "float64"
     if dtype == "float64":
         jax.config.update("jax_enable_x64", True)  # the CLI owns its process, as in ufm.solve
-    _cache.configure(args, PROG)
     tol = args.tol if args.tol is not None else (1e-5 if args.float32 else 1e-10)
     try:
         if args.out is not None:
