@@ -96,3 +96,79 @@ def test_any_argv_exits_cleanly(argv):
         assert "Traceback" not in stderr.getvalue()
     else:
         assert not errors and "VERDICT" in stdout.getvalue(), (argv, stderr.getvalue())
+
+
+#: the other command lines of the package, fuzzed the same way (valid values and hostile text per flag)
+ANALYZE_VALID = {
+    "--loss": ["ce", "ls", "focal", "mse"],
+    "--delta": ["0", "0.1"],
+    "--gamma": ["0", "2"],
+    "--lam-W": ["1e-3"],
+    "--lam-H": ["1e-3"],
+    "--lam-b": ["0", "1e-3"],
+    "--chunk-size": ["1", "7"],
+    "--spectra": ["off", "on"],
+}
+MD_VALID = {
+    "--M": ["2", "3"],
+    "--alpha": ["0.1", "0.5"],
+    "--eta": ["1e-3", "0.5"],
+    "--c-md": ["1", "0.1"],
+    "--lam-W": ["1e-3"],
+    "--lam-H": ["1e-3"],
+    "--distribution": ["two-point", "circle"],
+    "--grid": ["5", "16"],
+}
+
+
+def _argv(valid):
+    option = st.sampled_from(list(valid)).flatmap(
+        lambda flag: st.tuples(st.just(flag), st.one_of(st.sampled_from(valid[flag]), HOSTILE_TEXT))
+    )
+    tokens = st.one_of(option, st.sampled_from(["--force", "-x", "--help-me"]).map(lambda s: (s,)))
+    return st.lists(tokens, max_size=4).map(lambda parts: [token for part in parts for token in part])
+
+
+@pytest.fixture(scope="module")
+def last_layer(tmp_path_factory):
+    """A small valid .npz (K = 3, d = 4, N = 12) for the analyze command line."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 4)
+    weight = rng.normal(size=(3, 4))
+    path = tmp_path_factory.mktemp("fuzz") / "layer.npz"
+    np.savez(path, features=weight[labels] + 0.1 * rng.normal(size=(12, 4)), labels=labels, weight=weight)
+    return str(path)
+
+
+def _check_one_error_line(code, stderr, argv):
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    if code == 2:
+        assert len(errors) == 1 and "Traceback" not in stderr, (argv, stderr)
+    else:
+        assert not errors, (argv, stderr)
+
+
+@given(_argv(ANALYZE_VALID))
+def test_analyze_any_argv_exits_cleanly(last_layer, argv):
+    from ufm.analyze import main as analyze_main
+
+    argv = [last_layer, "--quiet", "--no-cache", *argv]
+    stderr = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+        code = analyze_main(argv)
+    assert code in (0, 2), (argv, code)
+    _check_one_error_line(code, stderr.getvalue(), argv)
+
+
+@given(_argv(MD_VALID))
+def test_md_any_argv_exits_cleanly(argv):
+    from ufm.md import main as md_main
+
+    argv = ["--quiet", "--no-cache", *argv]
+    stderr = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+        code = md_main(argv)
+    assert code in (0, 1, 2), (argv, code)
+    _check_one_error_line(code, stderr.getvalue(), argv)
