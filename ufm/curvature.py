@@ -52,15 +52,16 @@ def _check_variables(variables) -> tuple:
     return variables
 
 
-@partial(jax.jit, static_argnames="variables")
-def _joint_hessian(params, labels, weights, variables):
-    f, flat = _flat_objective(params, labels, weights, variables)
+# the loss is fixed at compile time (static loss_id): a traced one would differentiate every loss's branch
+@partial(jax.jit, static_argnames=("variables", "loss_id"))
+def _joint_hessian(params, labels, weights, variables, loss_id):
+    f, flat = _flat_objective(params, labels, weights._replace(loss_id=loss_id), variables)
     return jax.hessian(f)(flat)
 
 
-@jax.jit
-def _joint_hvp(params, labels, weights, v):
-    f, flat = _flat_objective(params, labels, weights, VARIABLES)
+@partial(jax.jit, static_argnames="loss_id")
+def _joint_hvp(params, labels, weights, v, loss_id):
+    f, flat = _flat_objective(params, labels, weights._replace(loss_id=loss_id), VARIABLES)
     return jax.jvp(jax.grad(f), (flat,), (v,))[1]
 
 
@@ -85,7 +86,7 @@ def joint_eigenvalues(
         3 * 8.0 * size**2, "the dense joint Hessian", f"{size} variables", "use largest_curvature (Lanczos) instead"
     )
     params = Params(*(jnp.asarray(x) for x in params))
-    return np.linalg.eigvalsh(np.asarray(_joint_hessian(params, labels, weights, variables)))
+    return np.linalg.eigvalsh(np.asarray(_joint_hessian(params, labels, weights, variables, int(weights.loss_id))))
 
 
 def largest_curvature(params: Params, labels, weights, *, tol: float = 1e-8) -> float:
@@ -96,12 +97,13 @@ def largest_curvature(params: Params, labels, weights, *, tol: float = 1e-8) -> 
     params = Params(*(jnp.asarray(x) for x in params))
     size = sum(int(x.size) for x in params)
     dtype = np.dtype(params.W.dtype)
+    loss_id = int(weights.loss_id)
     if size == 1:
-        return float(np.asarray(_joint_hvp(params, labels, weights, jnp.ones(1, dtype)))[0])
+        return float(np.asarray(_joint_hvp(params, labels, weights, jnp.ones(1, dtype), loss_id))[0])
     operator = scipy.sparse.linalg.LinearOperator(
         (size, size),
         dtype=dtype,
-        matvec=lambda v: np.asarray(_joint_hvp(params, labels, weights, jnp.asarray(np.ravel(v), dtype))),
+        matvec=lambda v: np.asarray(_joint_hvp(params, labels, weights, jnp.asarray(np.ravel(v), dtype), loss_id)),
     )
     value = scipy.sparse.linalg.eigsh(
         operator, k=1, which="LA", tol=tol, return_eigenvectors=False, v0=np.ones(size, dtype)
