@@ -66,7 +66,7 @@ configurations; not exported from :mod:`ufm`, may change without notice): :func:
 compiled loop), :func:`start_status`, :func:`step_status`, :func:`divergence_level` and the status
 codes ``RUNNING``, ``CONVERGED``, ``MAX_ITERS``, ``DIVERGED``, ``STALLED``, ``NONFINITE``,
 ``NO_PROGRESS`` (the stopping rule), :func:`progress_start`, :func:`progress_update`, :func:`status_message`,
-:func:`tree_norm`, :func:`compile_once`. Names with a leading underscore
+:func:`tree_norm`, :func:`compile_once`, :func:`history_rows`. Names with a leading underscore
 are used only inside this module.
 """
 
@@ -371,17 +371,22 @@ def run_loop(
     weights,
     lr,
     tol,
-    *,
-    method,
     max_iters,
     record_every,
+    *,
+    method,
     progress_every,
     nonnegative=False,
     with_history=True,
     loss_id=None,
     balanced=True,
+    history_rows=None,
 ):
     """The compiled loop. Returns (params, value, grad_norm, g0, iterations, status, history, count).
+
+    ``max_iters`` and ``record_every`` may be traced (int32 scalars: one program serves every cap);
+    ``history_rows`` (static) sizes the history buffer, at least ``max_iters // record_every + 2`` rows
+    (:func:`history_rows`; ``None``: exactly that, from concrete ``max_iters`` and ``record_every``).
 
     ``nonnegative``: project H onto H >= 0 after each step (gd/momentum/nesterov only); the stopping
     rule then uses the projected gradient. ``with_history=False`` skips the history (one row at x_0
@@ -434,7 +439,8 @@ def run_loop(
             return (new_params, new_opt_state, new_value, new_grad), new_value, gnorm, False, True
 
     blowup = divergence_level(value0)
-    n_records = max_iters // record_every + 2
+    n_records = history_rows if history_rows is not None else int(max_iters) // int(record_every) + 2
+    n_records = n_records if with_history else 1  # without history only x_0's row is kept
 
     def record(history, count, i, params, value, gnorm, labels=labels):
         nc = metrics.collapse(params.W, params.H, labels, K)
@@ -492,6 +498,21 @@ def run_loop(
 
 
 _COMPILED: dict[Any, Any] = {}
+
+
+#: History buffers up to this many rows are rounded up to a power of two (:func:`history_rows`).
+HISTORY_ROWS_ROUNDED = 2**16
+
+
+def history_rows(max_iters: int, record_every: int, history: bool = True) -> int:
+    """Rows of the history buffer of a solve: 1 without history; else the ``max_iters // record_every + 2``
+    records it can hold, rounded up to a power of two while at most ``HISTORY_ROWS_ROUNDED`` (so solves
+    that differ only in ``max_iters`` share one compiled program; at most 64 K rows x 8 fields x 8 bytes
+    = 4 MiB, and never more than twice the rows needed)."""
+    if not history:
+        return 1
+    needed = int(max_iters) // int(record_every) + 2
+    return 1 << (needed - 1).bit_length() if needed <= HISTORY_ROWS_ROUNDED else needed
 
 
 def compile_once(function, args, statics):
@@ -771,7 +792,7 @@ def solve(
     check_method_fits(problem, method)
     require_dtype_enabled(problem.dtype)
     max_iters, record_every, progress_every = int(max_iters), int(record_every), int(progress_every)
-    rows = max_iters // record_every + 2 if history else 1
+    rows = history_rows(max_iters, record_every, history)
     _memory.require(
         solve_bytes(problem, method, rows),
         f"solving with {method}",
@@ -785,11 +806,18 @@ def solve(
     labels = problem.labels()
     if shard:
         params0, labels = _shard_samples(params0, labels)
-    args = (params0, labels, problem.weights(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
+    args = (
+        params0,
+        labels,
+        problem.weights(),
+        jnp.asarray(lr or 0.0, dt),
+        jnp.asarray(tol, dt),
+        jnp.asarray(max_iters, jnp.int32),
+        jnp.asarray(record_every, jnp.int32),
+    )
     statics = dict(
         method=method,
-        max_iters=max_iters,
-        record_every=record_every,
+        history_rows=rows,
         progress_every=progress_every,
         nonnegative=problem.nonnegative,
         with_history=bool(history),
