@@ -396,7 +396,7 @@ def train(
     for segment, init, steps, last_phase in phases:
         if done or steps == 0:
             continue
-        run_segment, state = jax.jit(jax.vmap(segment)), jax.vmap(init)(params)
+        run_segment, state = jax.jit(jax.vmap(segment)), _strongly_typed(jax.vmap(init)(params))
         for _ in range(steps // every):
             params, state, measured = run_segment(params, state, labels, specs)
             step += every
@@ -416,6 +416,12 @@ def train(
         tuple(r if ok else "" for ok, r in zip(finite, reason, strict=True)),
         step,
     )
+
+
+def _strongly_typed(tree):
+    """The same arrays without JAX's weak types. optax's L-BFGS starts some fields of its state weakly
+    typed and returns them strongly typed, so the second segment would otherwise compile again."""
+    return jax.tree_util.tree_map(lambda a: jnp.array(a, dtype=a.dtype), tree)
 
 
 def _history(records) -> Record:
