@@ -22,6 +22,8 @@ def _hessians(W, H, b, labels, weights, regularized):
     """The three blocks by ``jax.hessian``, one compiled program per shape (delta and the lambdas are traced,
     so the cases of one (K, d) share it)."""
     f = objective if regularized else loss_term
+    # a concrete loss id (CE / label smoothing): traced, it would differentiate every loss's branch twice
+    weights = weights._replace(loss_id=0)
     return (
         jax.hessian(lambda W_: f(Params(W_, H, b), labels, weights))(W),
         jax.hessian(lambda H_: f(Params(W, H_, b), labels, weights))(H),

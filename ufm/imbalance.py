@@ -64,7 +64,8 @@ def _check_sizes(sizes) -> np.ndarray:
     return sizes
 
 
-def _loop(sizes, weights, seed, tol, *, d, K, max_iters):
+def _loop(sizes, weights, seed, tol, *, d, K, max_iters, loss_id):
+    weights = weights._replace(loss_id=loss_id)  # static: only this loss is differentiated and compiled
     key_W, key_H = jax.random.split(jax.random.key(seed))
     W0 = INIT_SCALE * jax.random.normal(key_W, (d, K), dtype=sizes.dtype)
     Hbar0 = INIT_SCALE * jax.random.normal(key_H, (d, K), dtype=sizes.dtype)
@@ -86,7 +87,7 @@ def _loop(sizes, weights, seed, tol, *, d, K, max_iters):
     return state.x, state.value, jnp.linalg.norm(state.grad) / g0, i, stalled
 
 
-_compiled_loop = jax.jit(_loop, static_argnames=("d", "K", "max_iters"))
+_compiled_loop = jax.jit(_loop, static_argnames=("d", "K", "max_iters", "loss_id"))
 
 
 def solve_reduced(
@@ -119,7 +120,7 @@ def solve_reduced(
         *(jnp.asarray(v, jnp.float64) for v in (delta, lam_W, lam_H, lam_b, LOSS_IDS[loss], 0.0, mse_kappa, mse_beta))
     )
     x, value, ratio, iterations, stalled = _compiled_loop(
-        jnp.asarray(sizes), weights, seed, jnp.asarray(tol), d=d, K=K, max_iters=int(max_iters)
+        jnp.asarray(sizes), weights, seed, jnp.asarray(tol), d=d, K=K, max_iters=int(max_iters), loss_id=LOSS_IDS[loss]
     )
     x = np.asarray(x)
     W = x[: d * K].reshape(d, K)
