@@ -4,7 +4,6 @@ theory, an independent brute-force implementation, itself in chunks, and bad fil
 import dataclasses
 import json
 
-import jax
 import numpy as np
 import pytest
 
@@ -15,7 +14,6 @@ from ufm.analyze import main
 from ufm.compare import predict
 
 NC_NAMES = ("nc1", "nc2", "nc3", "w_norm", "h_norm")
-_collapse = jax.jit(metrics.collapse, static_argnums=3)  # one compile per shape instead of one per op
 
 
 def _imbalanced(K=4, d=6, counts=(3, 7, 1, 5), seed=0, scale=0.5, dtype=np.float64):
@@ -44,7 +42,7 @@ def test_ufm_solution_agrees_with_solver_metrics_and_theory(solved):
     W, H, b = (np.asarray(x) for x in (result.W, result.H, result.b))
     labels = np.asarray(problem.labels())
     out = ufm.analyze(H.T, labels, W.T, b, loss="ls", delta=0.1, lam_W=1e-2, lam_H=1e-3, lam_b=1e-2)
-    solver = _collapse(W, H, labels, problem.K)
+    solver = metrics.collapse(W, H, labels, problem.K)
     # the same formulas on the same float64 numbers: equal to rounding (NC values at collapse are
     # themselves rounding-sized, ~1e-11, so absolute 1e-13; norms O(1), relative 1e-13)
     for name, value in zip(NC_NAMES, solver, strict=True):
@@ -150,7 +148,7 @@ def test_imbalanced_against_brute_force_and_solver_metrics(K, d, counts, scale):
         # different summation orders and a different pseudo-inverse route (SVD vs eigh): O(1e-13) relative;
         # counts-based fractions are exact
         assert out.measured[name] == pytest.approx(value, rel=1e-10, abs=1e-13), name
-    solver = _collapse(weight.T, features.T, labels, K)
+    solver = metrics.collapse(weight.T, features.T, labels, K)
     for name, value in zip(NC_NAMES, solver, strict=True):
         assert out.measured[name] == pytest.approx(float(value), rel=1e-12, abs=1e-14), name
 

@@ -140,9 +140,8 @@ def _absolute(quantity, predicted, measured, tol, applies, note=""):
     )
 
 
-#: NC1-NC3 and class means as single compiled programs (one compilation or cache read each, instead of
-#: some twenty small eager ones); K is static
-_collapse = jax.jit(metrics.collapse, static_argnums=3)
+#: class means as one compiled program (one compilation or cache read, instead of several small eager
+#: ones; metrics.collapse is compiled itself); K is static
 _class_means = jax.jit(metrics.class_means, static_argnums=2)
 
 
@@ -209,7 +208,7 @@ def _numerical_rows(result: Result, rtol: float) -> list[Row]:
     except ValueError:
         return []
     labels = p.labels()
-    nc = _collapse(result.W, result.H, labels, p.K)
+    nc = metrics.collapse(result.W, result.H, labels, p.K)
     rows = [_absolute("NC1 (any class sizes)", 0.0, nc.nc1, rtol, True, "every minimizer is class-collapsed")]
     if result.method != "reduced":
         reference = solve(p, "reduced", tol=1e-12, history=False)
@@ -218,7 +217,7 @@ def _numerical_rows(result: Result, rtol: float) -> list[Row]:
     else:
         return rows
     note = f"numerical optimum ({reference.method}, {reference.status}), not a closed form"
-    ref = _collapse(reference.W, reference.H, labels, p.K)
+    ref = metrics.collapse(reference.W, reference.H, labels, p.K)
     logits = lambda r: r.W.T @ np.asarray(_class_means(r.H, labels, p.K)) + r.b[:, None]
     Z, Z_ref = logits(result), logits(reference)
     scale = float(np.linalg.norm(Z_ref)) or 1.0  # W = H = 0 past the phase boundary: absolute
@@ -297,7 +296,7 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
                 "a = 0 (past the phase boundary): W = H = 0 at the minimizer; NC1-NC3 and kappa are undefined there"
             )
 
-    nc = _collapse(result.W, result.H, labels, K)
+    nc = metrics.collapse(result.W, result.H, labels, K)
     means = np.asarray(_class_means(result.H, labels, K))
     Zbar = result.W.T @ means + result.b[:, None]
     Zbar_pred = prediction.zbar

@@ -13,6 +13,7 @@ imbalanced minimizer; :mod:`ufm.imbalance` measures the SELI geometry and minori
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -66,8 +67,10 @@ def nc3(W, H, labels, K: int):
     return jnp.linalg.norm(_unit(W) - _unit(centred_class_means(H, labels, K)))
 
 
+@partial(jax.jit, static_argnames="K")
 def collapse(W, H, labels, K: int) -> Collapse:
-    """All metrics at once (the solver records this every ``record_every`` iterations)."""
+    """All metrics at once (the solver records this every ``record_every`` iterations). Compiled: one
+    program per shape and K (called eagerly, each of its operations compiled on its own)."""
     centred = centred_class_means(H, labels, K)
     return Collapse(
         nc1(H, labels, K),
@@ -115,6 +118,7 @@ def dilation(H, true_labels, corrupted, K: int) -> Dilation:
     return Dilation(float(mean_dilation), nc1_true)
 
 
+@partial(jax.jit, static_argnames="K")
 def nc1_nguyen(H, labels, K: int):
     """NC1 as Nguyen et al. (2023) define it, their eq. (2): ``trace(Sigma_W Sigma_B^+) / K``.
 
