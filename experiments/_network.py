@@ -197,8 +197,10 @@ class TrainSpec(NamedTuple):
     loss_id: jnp.ndarray | int = 0
 
 
+@eqx.filter_jit
 def last_layer(model: MLP, x):
-    """``(W: (d, K), H: (d, N), b: (K,))`` of the network on ``x: (N, 64)`` in the UFM convention."""
+    """``(W: (d, K), H: (d, N), b: (K,))`` of the network on ``x: (N, 64)`` in the UFM convention.
+    Compiled (like :func:`penalized_loss`): called eagerly, each operation would compile on its own."""
     return model.classifier.weight.T, model.features(x).T, model.classifier.bias
 
 
@@ -219,6 +221,7 @@ def _sum_squares(tree) -> jnp.ndarray:
     return total
 
 
+@eqx.filter_jit
 def penalized_loss(model: MLP, x, labels, spec: TrainSpec):
     """The training objective L(theta) of the module docstring (a scalar)."""
     h = model.features(x)

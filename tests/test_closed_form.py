@@ -16,6 +16,13 @@ from theory import symbolic
 from ufm.objective import Params, Weights, class_major_labels, objective
 
 
+@jax.jit
+def _objective_and_gradient(params, labels, weights):
+    """``ufm.objective`` and its ``jax.grad`` as one compiled program per shape (eagerly each operation
+    compiles on its own); the loss id is fixed to 0 (CE / label smoothing), so only that branch is traced."""
+    return jax.value_and_grad(objective)(params, labels, weights._replace(loss_id=0))
+
+
 def _class_means(H, K, n):
     return H.reshape(H.shape[0], K, n).mean(axis=2)
 
@@ -46,7 +53,7 @@ def test_gradient_vanishes_at_global_minimizer(K, d, delta, lam_W, lam_H):
     n, lam_b = 3, 1e-2
     W, H, b = theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=K + d)
     weights = Weights(*(jnp.float64(x) for x in (delta, lam_W, lam_H, lam_b)))
-    grads = jax.grad(objective)(
+    _, grads = _objective_and_gradient(
         Params(jnp.asarray(W), jnp.asarray(H), jnp.asarray(b)), class_major_labels(K, n), weights
     )
     max_abs = max(float(jnp.max(jnp.abs(g))) for g in grads)
@@ -61,11 +68,12 @@ def test_minimizer_beats_perturbations(K, d, delta):
     W, H, b = theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=1)
     weights = Weights(*(jnp.float64(x) for x in (delta, lam_W, lam_H, lam_b)))
     labels = class_major_labels(K, n)
-    best = float(objective(Params(jnp.asarray(W), jnp.asarray(H), jnp.asarray(b)), labels, weights))
+    best = float(_objective_and_gradient(Params(jnp.asarray(W), jnp.asarray(H), jnp.asarray(b)), labels, weights)[0])
     rng = np.random.default_rng(0)
     for _ in range(20):
         dW, dH, db = (1e-3 * rng.standard_normal(x.shape) for x in (W, H, b))
-        value = float(objective(Params(jnp.asarray(W + dW), jnp.asarray(H + dH), jnp.asarray(b + db)), labels, weights))
+        perturbed = Params(jnp.asarray(W + dW), jnp.asarray(H + dH), jnp.asarray(b + db))
+        value = float(_objective_and_gradient(perturbed, labels, weights)[0])
         assert value > best
 
 
