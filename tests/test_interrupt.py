@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ufm._interrupt import EXIT_CODES, exit_on_interrupt
+from ufm._interrupt import BROKEN_PIPE_EXIT_CODE, EXIT_CODES, exit_on_interrupt
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPILED = "Finished XLA compilation of jit({})"
@@ -115,6 +115,30 @@ def test_solve_stops_inside_the_compiled_loop(tmp_path):
     code, stderr, elapsed = _signal_at(argv, COMPILED.format("run_loop"), signal.SIGINT, tmp_path, delay=0.5)
     _check(code, stderr, elapsed, signal.SIGINT, "python -m ufm.solve")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "ufm.solve", "--K", "3", "--n", "2", "--no-hessian", "--json", "r.json"],
+        ["-m", "ufm.md", "--alpha", "0.1", "--eta", "1e-3"],
+    ],
+    ids=["solve", "md"],
+)
+def test_a_closed_standard_output_ends_quietly(tmp_path, argv):
+    """``... | head`` that stops reading: exit 141 (128 + SIGPIPE), no traceback, no partial file."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line: every write to stdout fails
+    try:
+        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+        done = subprocess.run(
+            [sys.executable, *argv], cwd=tmp_path, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == BROKEN_PIPE_EXIT_CODE, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["r.json"])  # whole or absent, never a temporary
 
 
 def test_run_all_stops_and_leaves_no_file(tmp_path):

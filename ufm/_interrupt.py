@@ -13,6 +13,10 @@ Outputs stay whole: the watcher takes :data:`ufm._io.WRITE_LOCK` first, so an
 atomic write in progress finishes (or never starts) before the exit, and the temporary
 file of a write that never started does not exist.
 
+A reader of standard output that goes away (``python -m ufm.solve ... | head``) ends the block with
+exit code 141 (128 + SIGPIPE) and no traceback; files are written atomically, so none is left half
+written.
+
 Every CLI enters :func:`exit_on_interrupt` right after parsing its arguments, before any
 computation, compilation or heavy import. Blocks may nest (``run_all`` around each
 experiment): the inner block restores the outer one's handling when it ends.
@@ -32,7 +36,20 @@ from ufm import _io
 #: exit code of each handled signal: 128 + the signal number (the shell's convention)
 EXIT_CODES = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.SIGTERM}
 EXIT_CODE = EXIT_CODES[signal.SIGINT]
+#: exit code when the reader of standard output has gone (``... | head``): 128 + SIGPIPE, as the shell has it
+BROKEN_PIPE_EXIT_CODE = 141
 _NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
+
+
+def _silence_stdout():
+    """Standard output to ``os.devnull``: the reader has gone, and the interpreter's last flush at exit
+    would otherwise fail again with a second traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout (captured, closed)
+        pass
 
 
 def _ignore(signum, frame):
@@ -76,6 +93,10 @@ def exit_on_interrupt(prog: str):
     watcher.start()
     try:
         yield
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+    except BrokenPipeError:
+        _silence_stdout()
+        raise SystemExit(BROKEN_PIPE_EXIT_CODE) from None
     finally:
         signal.set_wakeup_fd(old_fd)
         for signum, handler in old_handlers.items():
