@@ -10,7 +10,7 @@ import functools
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import theory
@@ -126,6 +126,8 @@ def test_scalar_reduction(loss, K, n, lam_W, lam_H, delta, gamma, nonnegative, a
 
 
 @given(K_, n_, lam_, lam_, maybe(st.floats(0, 1)), positive_, positive_)
+# found by the 10,000-example profile: K r overflowed in nonnegative_boundary (-inf returned as a result)
+@example(K=1e150, n=1, lam_W=8.0, lam_H=4039625758913876.0, lam_b=0.0, mse_kappa=1.0, mse_beta=1.0)
 def test_mse_optimum(K, n, lam_W, lam_H, lam_b, mse_kappa, mse_beta):
     check_contract(
         lambda: theory.mse_optimum(K, n, lam_W, lam_H, lam_b, mse_kappa=mse_kappa, mse_beta=mse_beta),

@@ -224,5 +224,6 @@ def nonnegative_boundary(K, n, lam_W, lam_H) -> dict:
     """
     r = sr.regularization_slope(K, n, lam_W, lam_H, nonnegative=True)  # validates K, n, lam_W, lam_H
     K = int(K)
-    theirs = K * (1.0 - r / np.sqrt(float(K))) / (K - 1)  # sqrt((K-1) n lam_W lam_H) = r / sqrt(K)
-    return {"delta_star_ours": 1.0 - K * r / (K - 1), "delta_star_nguyen": float(theirs)}
+    ratio = K / (K - 1)  # formed first: K * r alone overflows for huge K (K = 1e150, r ~ 1e158)
+    theirs = (1.0 - r / np.sqrt(float(K))) * ratio  # sqrt((K-1) n lam_W lam_H) = r / sqrt(K)
+    return {"delta_star_ours": float(1.0 - r * ratio), "delta_star_nguyen": float(theirs)}
