@@ -116,6 +116,19 @@ def test_predict_every_loss(K, n, d, lam_W, lam_H, lam_b, loss, delta, gamma, ms
 
 
 @given(LOSS_, K_, n_, lam_, lam_, delta_, gamma_, st.one_of(st.booleans(), hostile), maybe(st.floats(0, 50)), positive_)
+# found by the 10,000-example profile: np.log of a K beyond uint64 (2**64 + 4096) raised a TypeError
+@example(
+    loss="ce",
+    K=1.8446744073709556e19,
+    n=1,
+    lam_W=1.0,
+    lam_H=1.0,
+    delta=0.0,
+    gamma=0.0,
+    nonnegative=False,
+    a=0.0,
+    mse_kappa=1.0,
+)
 def test_scalar_reduction(loss, K, n, lam_W, lam_H, delta, gamma, nonnegative, a, mse_kappa):
     names = ("loss", "K", "n", "lam_W", "lam_H", "delta", "gamma", "nonnegative", "a", "mse_kappa")
     check_contract(

@@ -232,7 +232,7 @@ def optimal_scale(loss: str, K, n, lam_W, lam_H, *, delta=0.0, gamma=0.0, nonneg
             f"(lam_W = {lam_W!r}, lam_H = {lam_H!r}), so f(a) has no finite minimizer in float64; "
             "use lam_W * lam_H > 1e-600 (e.g. both > 1e-300)"
         )
-    A = max(np.log1p(gamma) + np.log(K - 1) - np.log(r), 0.0) + 2.0  # in logs: (1 + gamma)(K - 1) may overflow
+    A = max(np.log1p(gamma) + np.log(float(K - 1)) - np.log(r), 0.0) + 2.0  # in logs; float(): K may exceed int64
     while fprime(A) <= 0.0:
         A *= 2.0
         if A > 1e300:
