@@ -378,9 +378,13 @@ def block_spectrum(
     return _structured(params, labels, weights, block, regularized, cluster_rtol)
 
 
-def _check_block_and_method(block, method):
+def _check_block(block):
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
+
+
+def _check_block_and_method(block, method):
+    _check_block(block)
     if method not in ("auto", "dense", "structured"):
         raise ValueError(f"method must be 'auto', 'dense' or 'structured', got {method!r}")
 
@@ -434,9 +438,7 @@ def block_eigenvalues(
 def hessian_vector_product(params: Params, labels, weights: Weights, block: str, *, regularized: bool = False):
     """``v -> (grad^2_block f) v`` on flat vectors, forward-over-reverse, jit-compiled (once per shape
     and block, whatever the point)."""
-    if block not in BLOCKS:
-        raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
-
+    _check_block(block)
     loss_id = int(weights.loss_id)
 
     def hvp(v):
@@ -461,8 +463,7 @@ def extreme_eigenvalues(
     ``which="LA"``: largest algebraic (e.g. the largest curvature, for a safe GD step
     ``< 2 / lambda_max``). Never forms the block; memory O(block size).
     """
-    if block not in BLOCKS:
-        raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
+    _check_block(block)
     size = _block_size(params, block)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < size:
         raise ValueError(f"k must be an integer in [1, {size - 1}] (the {block} block has size {size}), got {k!r}")

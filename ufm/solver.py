@@ -380,13 +380,13 @@ def run_loop(
     with_history=True,
     loss_id=None,
     balanced=True,
-    history_rows=None,
+    rows=None,
 ):
     """The compiled loop. Returns (params, value, grad_norm, g0, iterations, status, history, count).
 
     ``max_iters`` and ``record_every`` may be traced (int32 scalars: one program serves every cap);
-    ``history_rows`` (static) sizes the history buffer, at least ``max_iters // record_every + 2`` rows
-    (:func:`history_rows`; ``None``: exactly that, from concrete ``max_iters`` and ``record_every``).
+    ``rows`` (static) sizes the history buffer (``None``: :func:`history_rows` of concrete ``max_iters``
+    and ``record_every``).
 
     ``nonnegative``: project H onto H >= 0 after each step (gd/momentum/nesterov only); the stopping
     rule then uses the projected gradient. ``with_history=False`` skips the history (one row at x_0
@@ -439,8 +439,7 @@ def run_loop(
             return (new_params, new_opt_state, new_value, new_grad), new_value, gnorm, False, True
 
     blowup = divergence_level(value0)
-    n_records = history_rows if history_rows is not None else int(max_iters) // int(record_every) + 2
-    n_records = n_records if with_history else 1  # without history only x_0's row is kept
+    n_records = history_rows(max_iters, record_every, with_history) if rows is None else rows
 
     def record(history, count, i, params, value, gnorm, labels=labels):
         nc = metrics.collapse(params.W, params.H, labels, K)
@@ -817,7 +816,7 @@ def solve(
     )
     statics = dict(
         method=method,
-        history_rows=rows,
+        rows=rows,
         progress_every=progress_every,
         nonnegative=problem.nonnegative,
         with_history=bool(history),
