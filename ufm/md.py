@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory import validation
 from ufm import _cache, _io, _memory, _prog
 from ufm._interrupt import exit_on_interrupt
 
@@ -64,24 +65,8 @@ _TOL = 1e-9  # converged when every relative residual is below this (rounding gi
 
 
 # ----------------------------------------------------------------------------- validation
-def _positive(name: str, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}") from None
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
-
-
 def _alpha(value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha must be a number in [0, 1), got {value!r}") from None
-    if not (math.isfinite(value) and 0.0 <= value < 1.0):
-        raise ValueError(f"alpha must be a number in [0, 1), got {value!r}")
-    return value
+    return validation.interval("alpha", value, 0.0, 1.0, low_open=False)
 
 
 def _arrays(W, H, offsets, weights):
@@ -261,7 +246,12 @@ def md_profile(r, W, H, offsets, weights, *, lam, alpha, eta, c_md) -> dict:
     """R, dR/dr, F, G, U(r), KKT residual at each ``r`` (1-D array) as numpy arrays (inputs as :func:`solve_md`)."""
     _require_x64()
     W, H, V, w = _arrays(W, H, offsets, weights)
-    lam, eta, c_md, alpha = _positive("lam", lam), _positive("eta", eta), _positive("c_md", c_md), _alpha(alpha)
+    lam, eta, c_md, alpha = (
+        validation.positive_scalar("lam", lam),
+        validation.positive_scalar("eta", eta),
+        validation.positive_scalar("c_md", c_md),
+        _alpha(alpha),
+    )
     r = np.atleast_1d(np.asarray(r, dtype=np.float64))
     if r.ndim != 1 or not np.all(np.isfinite(r)) or np.any(r < 0):
         raise ValueError("r must be a 1-D array of finite numbers >= 0")
@@ -304,7 +294,12 @@ def solve_md(W, H, offsets, weights, *, lam, alpha, eta, c_md, grid=128) -> MDRe
     """
     _require_x64()
     W, H, V, w = _arrays(W, H, offsets, weights)
-    lam, eta, c_md, alpha = _positive("lam", lam), _positive("eta", eta), _positive("c_md", c_md), _alpha(alpha)
+    lam, eta, c_md, alpha = (
+        validation.positive_scalar("lam", lam),
+        validation.positive_scalar("eta", eta),
+        validation.positive_scalar("c_md", c_md),
+        _alpha(alpha),
+    )
     if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or grid < 5:
         raise ValueError(f"grid must be an integer >= 5, got {grid!r}")
     grid = int(grid)
@@ -427,39 +422,6 @@ def _failed(alpha, lam, eta, c_md, rmax, gap, W, grid, message) -> MDResult:
 
 
 # ----------------------------------------------------------------------------- command line
-def _flag(flag: str, convert, check):
-    """argparse type: ``check(convert(text))``, any ValueError becoming one message that names ``flag``."""
-
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{flag} must be {'an integer' if convert is int else 'a number'}, got {text!r}"
-            ) from None
-        try:
-            return check(value)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    return parse
-
-
-def _at_least(name: str, low: int):
-    def check(value: int) -> int:
-        if value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value}")
-        return value
-
-    return check
-
-
-def _open_unit(value: float) -> float:
-    if not 0.0 < _alpha(value) < 1.0:
-        raise ValueError("alpha0 of the LS run must be in (0, 1) (CE is alpha = 0)")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -470,35 +432,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     problem = parser.add_argument_group("problem")
     problem.add_argument(
-        "--M", type=_flag("--M", int, _at_least("M", 2)), default=2, help="feature dimension M >= 2 (default 2)"
+        "--M", type=validation.integer_type("--M", 2), default=2, help="feature dimension M >= 2 (default 2)"
     )
     problem.add_argument(
         "--alpha",
-        type=_flag("--alpha", float, _open_unit),
+        type=validation.number_type("--alpha", 0.0, 1.0),
         default=0.1,
         help="LS parameter alpha0 of the LS run, in (0, 1) (default 0.1; CE is alpha = 0)",
     )
     problem.add_argument(
         "--eta",
-        type=_flag("--eta", float, lambda v: _positive("eta", v)),
+        type=validation.number_type("--eta", 0.0),
         default=1e-3,
         help="noise level eta > 0 (default 1e-3)",
     )
     problem.add_argument(
         "--c-md",
-        type=_flag("--c-md", float, lambda v: _positive("c_md", v)),
+        type=validation.number_type("--c-md", 0.0),
         default=1.0,
         help="memorization-dilation slope C_MD > 0 (default 1)",
     )
     problem.add_argument(
         "--lam-W",
-        type=_flag("--lam-W", float, lambda v: _positive("lam_W", v)),
+        type=validation.number_type("--lam-W", 0.0),
         default=1e-3,
         help="lam_W > 0 (default 1e-3)",
     )
     problem.add_argument(
         "--lam-H",
-        type=_flag("--lam-H", float, lambda v: _positive("lam_H", v)),
+        type=validation.number_type("--lam-H", 0.0),
         default=1e-3,
         help="lam_H > 0, also the lam of F and G (default 1e-3)",
     )
@@ -511,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     solver = parser.add_argument_group("solver")
     solver.add_argument(
         "--grid",
-        type=_flag("--grid", int, _at_least("grid", 5)),
+        type=validation.integer_type("--grid", 5),
         default=128,
         help="r-grid points per round (>= 5; default 128)",
     )
