@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import theory
 import ufm
-from ufm import hessian
+from ufm import hessian, solver
 from ufm.problem import Problem
 
 # With |grad L| <= 1e-11 |grad L(x0)| and curvature >= min(lam) >= 1e-3 (the regularizer),
@@ -233,6 +233,30 @@ def test_compiled_initialisation_matches_the_eager_one(kwargs):
         np.testing.assert_array_max_ulp(np.asarray(got), np.asarray(want), maxulp=2)  # fused rounding only
     for again, first in zip(problem.init(), compiled, strict=True):
         np.testing.assert_array_equal(np.asarray(again), np.asarray(first))  # deterministic: same bits
+
+
+@pytest.mark.parametrize(
+    "max_iters, record_every, history, rows",
+    [
+        (20_000, 10, True, 2048),  # the default caps: 2002 records
+        (50, 10, True, 2048),  # small caps share the default's buffer
+        (30_000, 10, True, 4096),  # 3002 records, next power of two
+        (65_534, 1, True, 65_536),  # the largest rounded buffer
+        (65_535, 1, True, 65_537),  # beyond it: exactly what is needed
+        (20_000, 10, False, 1),  # no history: the start row only
+    ],
+)
+def test_history_rows_round_up_and_never_hold_too_few(max_iters, record_every, history, rows):
+    assert solver.history_rows(max_iters, record_every, history) == rows
+    assert rows >= (max_iters // record_every + 2 if history else 1)
+
+
+def test_solves_that_differ_only_in_their_caps_share_one_program():
+    problem = ufm.Problem(K=3, n=4, delta=0.1)
+    first = ufm.solve(problem, "gd", lr=1.0, max_iters=20_000, record_every=10, tol=1e-6)
+    again = ufm.solve(problem, "gd", lr=1.0, max_iters=300, record_every=7, tol=1e-6)
+    assert first.compile_seconds >= 0.0 and again.compile_seconds == 0.0  # compile_once: 0.0 on a hit
+    assert again.history["iteration"][-1] == again.iterations <= 300
 
 
 def test_history_off_keeps_the_start_row_and_the_same_result():

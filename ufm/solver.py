@@ -501,17 +501,23 @@ _COMPILED: dict[Any, Any] = {}
 
 #: History buffers up to this many rows are rounded up to a power of two (:func:`history_rows`).
 HISTORY_ROWS_ROUNDED = 2**16
+#: ... and have at least this many: the rows of a default solve (``20_000 // 10 + 2`` rounded up), 128 KiB
+#: in float64, so every solve with the default caps or smaller ones shares one compiled program.
+HISTORY_ROWS_MIN = 2**11
 
 
 def history_rows(max_iters: int, record_every: int, history: bool = True) -> int:
     """Rows of the history buffer of a solve: 1 without history; else the ``max_iters // record_every + 2``
-    records it can hold, rounded up to a power of two while at most ``HISTORY_ROWS_ROUNDED`` (so solves
-    that differ only in ``max_iters`` share one compiled program; at most 64 K rows x 8 fields x 8 bytes
-    = 4 MiB, and never more than twice the rows needed)."""
+    records it can hold, rounded up to a power of two, at least ``HISTORY_ROWS_MIN``, while at most
+    ``HISTORY_ROWS_ROUNDED`` (so solves that differ only in their caps share one compiled program; at most
+    64 K rows x 8 fields x 8 bytes = 4 MiB, and above ``HISTORY_ROWS_MIN`` never more than twice the rows
+    needed)."""
     if not history:
         return 1
     needed = int(max_iters) // int(record_every) + 2
-    return 1 << (needed - 1).bit_length() if needed <= HISTORY_ROWS_ROUNDED else needed
+    if needed > HISTORY_ROWS_ROUNDED:
+        return needed
+    return max(HISTORY_ROWS_MIN, 1 << (needed - 1).bit_length())
 
 
 def compile_once(function, args, statics):
