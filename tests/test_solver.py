@@ -259,6 +259,49 @@ def test_solves_that_differ_only_in_their_caps_share_one_program():
     assert again.history["iteration"][-1] == again.iterations <= 300
 
 
+def _loop_programs():
+    return sum(1 for key in solver._COMPILED if key[0] is solver.reduced_loop)
+
+
+@pytest.mark.parametrize("history", [True, False])
+def test_the_reduced_loop_is_one_program_for_every_n(history):
+    """solve compiles "reduced" with equal classes as reduced_start (per N) and reduced_loop (per d, K)."""
+    before = _loop_programs()
+    results = [ufm.solve(ufm.Problem(K=3, n=n, d=5, delta=0.1), tol=1e-10, history=history) for n in (2, 3, 7)]
+    assert _loop_programs() - before <= 1  # 0 when an earlier test compiled it
+    for result in results:
+        assert result.converged and result.H.shape == (5, 3 * result.problem.n)
+        # the class-major H is Hbar Y: every sample equals its class mean
+        np.testing.assert_array_equal(result.H, np.repeat(result.H[:, :: result.problem.n], result.problem.n, axis=1))
+
+
+@pytest.mark.parametrize("history", [True, False])
+def test_two_programs_agree_with_the_single_compiled_loop(history):
+    """The two programs of solve and run_loop in one program (which shard=True compiles) reach the same
+    minimizer: the objective to rounding, the logits to ~1e-10 (both stop at |grad| <= 1e-10 |grad_0|, and
+    the order of the floating-point operations differs, so the iterates may differ in the last bits)."""
+    problem = ufm.Problem(K=4, n=6, d=5, delta=0.2, seed=3)
+    two = ufm.solve(problem, tol=1e-10, history=history)
+    args = (problem.init(), problem.labels(), problem.weights(), 0.0, 1e-10, 20_000, 10)
+    one = jax.jit(solver.run_loop, static_argnames=("method", "progress_every", "with_history", "loss_id", "rows"))(
+        *args,
+        method="reduced",
+        progress_every=0,
+        with_history=history,
+        loss_id=0,
+        rows=solver.history_rows(20_000, 10, history),
+    )
+    params, value, _, g0, iterations, status, recorded, count = one
+    assert solver.STATUS_NAMES[int(status)] == two.status == "converged"
+    assert float(g0) == pytest.approx(two.initial_grad_norm, rel=1e-14)
+    assert float(value) == pytest.approx(two.objective, rel=1e-13)
+    logits = lambda W, H, b: np.asarray(W).T @ np.asarray(H) + np.asarray(b)[:, None]
+    np.testing.assert_allclose(logits(two.W, two.H, two.b), logits(*params), rtol=0, atol=1e-9)
+    # the first history row is the start x_0 in both
+    np.testing.assert_allclose(np.asarray(recorded)[0], [two.history[f][0] for f in solver.HISTORY_FIELDS], rtol=1e-13)
+    assert abs(int(iterations) - two.iterations) <= 0.25 * two.iterations
+
+
 def test_history_off_keeps_the_start_row_and_the_same_result():
     """history=False (the CLI's choice) compiles a loop without NC metrics; the iterates are the same."""
     problem = ufm.Problem(K=3, n=4, delta=0.1)

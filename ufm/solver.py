@@ -37,8 +37,8 @@ of the ``n_k`` H-columns of class k of ``grad_H L`` is ``u_k = W g_k / N + lam_H
 ``Htilde_k = sqrt(n_k) hbar_k`` (column-wise) ``grad_Htilde_k L_red = grad_hbar_k L_red / sqrt(n_k)
 = sqrt(n_k) u_k``: the identity ``||grad L(W, Hbar Y, b)|| = ||grad_(W, Htilde, b) L_red||`` holds for
 any class sizes, and in these variables the feature penalty is simply ``lam_H/2 ||Htilde||^2``.
-The reduced functions below take ``n`` as an int (balanced: the original code path, bit for bit)
-or as the ``(K,)`` class sizes (which may even be real numbers: L_red depends on them only
+The reduced functions below take ``n`` as one number (balanced: a Python int, or a traced scalar in
+:func:`reduced_loop`) or as the ``(K,)`` class sizes (which may even be real numbers: L_red depends on them only
 through ``n_k/N`` and ``n_k lam_H``; :mod:`ufm.imbalance` uses that for continuous ratios).
 
 Non-negative features (``problem.nonnegative``): projected gradient, ``H <- max(H, 0)``
@@ -63,8 +63,10 @@ can never meet the last condition; why the window is safe for momentum is measur
 
 Internal API (shared with :mod:`ufm.sweep`, which runs the same loop and stopping rule on many
 configurations; not exported from :mod:`ufm`, may change without notice): :func:`run_loop` (the
-compiled loop), :func:`start_status`, :func:`step_status`, :func:`divergence_level` and the status
-codes ``RUNNING``, ``CONVERGED``, ``MAX_ITERS``, ``DIVERGED``, ``STALLED``, ``NONFINITE``,
+compiled loop; for ``"reduced"`` with equal classes :func:`reduced_start` then :func:`reduced_loop`,
+which :func:`solve` compiles as two programs so that the loop is shared by every n),
+:func:`start_status`, :func:`step_status`, :func:`divergence_level` and the status codes
+``RUNNING``, ``CONVERGED``, ``MAX_ITERS``, ``DIVERGED``, ``STALLED``, ``NONFINITE``,
 ``NO_PROGRESS`` (the stopping rule), :func:`progress_start`, :func:`progress_update`, :func:`status_message`,
 :func:`tree_norm`, :func:`compile_once`, :func:`history_rows`. Names with a leading underscore
 are used only inside this module.
@@ -75,7 +77,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -365,6 +367,76 @@ def reduced_objective(x, weights, d: int, K: int, n):
     return objective(reduced_params(x, d, K, n), jnp.arange(K), weights._replace(lam_H=n * weights.lam_H))
 
 
+class ReducedStart(NamedTuple):
+    """What the balanced ``"reduced"`` loop needs of the full start x_0 (:func:`reduced_start`), so that
+    the loop itself (:func:`reduced_loop`) depends on (d, K) only, not on N: ``x (2 d K + K,)`` the flat
+    reduced start, ``n ()`` the samples per class (working dtype), ``value ()`` = L(x_0), ``g0 ()`` =
+    ``||grad L(x_0)||`` and ``row (len(HISTORY_FIELDS),)`` the history row of x_0."""
+
+    x: jnp.ndarray
+    n: jnp.ndarray
+    value: jnp.ndarray
+    g0: jnp.ndarray
+    row: jnp.ndarray
+
+
+def _history_row(i, value, gnorm, W, H, labels, K):
+    nc = metrics.collapse(W, H, labels, K)
+    return jnp.stack([jnp.asarray(i, value.dtype), value, gnorm, *nc])
+
+
+def reduced_start(params0, labels, weights, *, loss_id=None) -> ReducedStart:
+    """The :class:`ReducedStart` of the full point ``params0`` (W: (d, K), H: (d, N), b: (K,)) with
+    class-major balanced ``labels (N,)``. ``loss_id`` (static): as in :func:`run_loop`."""
+    if loss_id is not None:
+        weights = weights._replace(loss_id=loss_id)
+    K = params0.W.shape[1]
+    value, grad = jax.value_and_grad(lambda p: objective(p, labels, weights))(params0)
+    g0 = tree_norm(grad)
+    n = jnp.asarray(params0.H.shape[1] // K, value.dtype)
+    row = _history_row(0, value, g0, params0.W, params0.H, labels, K)
+    return ReducedStart(reduced_point(params0, labels), n, value, g0, row)
+
+
+def reduced_loop(start: ReducedStart, weights, tol, max_iters, record_every, *, d, K, **options):
+    """The compiled loop of ``"reduced"`` with equal classes, from :func:`reduced_start`: one program per
+    (d, K), whatever n. Returns :func:`run_loop`'s tuple with the class means ``Hbar (d, K)`` as ``H``.
+    ``options`` (static): ``progress_every``, ``with_history``, ``loss_id``, ``rows`` of :func:`run_loop`."""
+    loss_id = options.pop("loss_id", None)
+    if loss_id is not None:
+        weights = weights._replace(loss_id=loss_id)
+    value_and_grad = jax.value_and_grad(lambda x: reduced_objective(x, weights, d, K, start.n))
+    value0, flat_grad0 = value_and_grad(start.x)
+
+    def advance(state):  # one evaluation; an iteration ends when the line search does
+        new, completed, failed = _lbfgs.evaluate(state, value_and_grad)
+        return new, new.value, jnp.linalg.norm(new.grad), failed & ~jnp.any(state.valid), completed
+
+    # the K class means as they are when balanced: same NC metrics as Hbar Y
+    classes = jnp.arange(K)
+
+    def row_at(state, i, value, gnorm):
+        params = reduced_params(state.x, d, K, start.n)
+        return _history_row(i, value, gnorm, params.W, params.H, classes, K)
+
+    out = _iterate(
+        advance,
+        row_at,
+        _lbfgs.init(start.x, value0, flat_grad0),
+        value0,
+        jnp.linalg.norm(flat_grad0),  # = ||grad L(W, Hbar Y, b)|| (module docstring)
+        start.g0,
+        start.row,
+        tol,
+        max_iters,
+        record_every,
+        watch_progress=False,
+        **options,
+    )
+    state, rest = out[0], out[1:]
+    return (reduced_params(state.x, d, K, start.n), *rest)
+
+
 def run_loop(
     params0,
     labels,
@@ -394,35 +466,49 @@ def run_loop(
     compute NC1-NC3 at every iteration. ``loss_id`` (static): the loss branch, fixed at compile time, so
     only that loss is traced and compiled (``None``: the traced ``weights.loss_id`` picks it, as in sweeps
     that mix losses). ``balanced=False`` (static): unequal class sizes, counted from ``labels``; only
-    ``"reduced"`` needs them (weighted L_red, module docstring).
+    ``"reduced"`` needs them (weighted L_red, module docstring). ``"reduced"`` with equal classes is
+    :func:`reduced_start` then :func:`reduced_loop` (which :func:`solve` compiles as two programs).
     """
     if loss_id is not None:
         weights = weights._replace(loss_id=loss_id)
     K = params0.W.shape[1]
-    start, start_labels = params0, labels
-    start_value, start_grad = jax.value_and_grad(lambda p: objective(p, labels, weights))(params0)
-    n = params0.H.shape[1] // K
-    if not balanced:  # the (K,) class sizes n_k in the working dtype (exact integers)
-        n = jnp.bincount(labels, length=K).astype(start_value.dtype)
-    g0 = tree_norm(_project(start, start_grad, nonnegative)[1])  # ||grad L(x_0)|| of the given x_0
-
-    if method == "reduced":  # see the module docstring; L-BFGS of ufm._lbfgs on the flat (W, Htilde, b)
+    n_records = history_rows(max_iters, record_every, with_history) if rows is None else rows
+    options = dict(progress_every=progress_every, with_history=with_history, rows=n_records)
+    if method == "reduced" and balanced:
         d = params0.W.shape[0]
-        flat0 = reduced_point(params0, labels, None if balanced else n)
+        params, *rest = reduced_loop(
+            reduced_start(params0, labels, weights), weights, tol, max_iters, record_every, d=d, K=K, **options
+        )
+        n = params0.H.shape[1] // K
+        return (params._replace(H=jnp.repeat(params.H, n, axis=1)), *rest)
+    start_value, start_grad = jax.value_and_grad(lambda p: objective(p, labels, weights))(params0)
+    g0 = tree_norm(_project(params0, start_grad, nonnegative)[1])  # ||grad L(x_0)|| of the given x_0
+    first_row = _history_row(0, start_value, g0, params0.W, params0.H, labels, K)
+
+    if method == "reduced":  # unequal classes: weighted L_red (module docstring), L-BFGS of ufm._lbfgs
+        d = params0.W.shape[0]
+        n = jnp.bincount(labels, length=K).astype(start_value.dtype)  # the (K,) class sizes n_k (exact)
         value_and_grad = jax.value_and_grad(lambda x: reduced_objective(x, weights, d, K, n))
+        flat0 = reduced_point(params0, labels, n)
         value0, flat_grad0 = value_and_grad(flat0)
-        view = lambda state: reduced_params(state.x, d, K, n)  # the optimiser state -> (W, Hbar, b)
         state0 = _lbfgs.init(flat0, value0, flat_grad0)
         gnorm0 = jnp.linalg.norm(flat_grad0)  # = ||grad L(W, Hbar Y, b)|| (module docstring)
 
         def advance(state):  # one evaluation; an iteration ends when the line search does
             new, completed, failed = _lbfgs.evaluate(state, value_and_grad)
             return new, new.value, jnp.linalg.norm(new.grad), failed & ~jnp.any(state.valid), completed
+
+        def row_at(state, i, value, gnorm):  # the full Hbar Y (h_G weights class k by n_k / N)
+            params = reduced_params(state.x, d, K, n)
+            return _history_row(i, value, gnorm, params.W, params.H[:, labels], labels, K)
+
+        def view(state):
+            params = reduced_params(state.x, d, K, n)
+            return params._replace(H=params.H[:, labels])
     else:
         f = lambda p: objective(p, labels, weights)
         opt = _optimizer(method, lr)
         line_search_value_and_grad = optax.value_and_grad_from_state(f) if method == "lbfgs" else None
-        view = lambda state: state[0]
         value0 = start_value
         state0 = (params0, opt.init(params0), start_value, start_grad)
         gnorm0 = g0
@@ -438,29 +524,54 @@ def run_loop(
             gnorm = tree_norm(_project(new_params, new_grad, nonnegative)[1])
             return (new_params, new_opt_state, new_value, new_grad), new_value, gnorm, False, True
 
+        def row_at(state, i, value, gnorm):
+            return _history_row(i, value, gnorm, state[0].W, state[0].H, labels, K)
+
+        view = lambda state: state[0]
+
+    state, *rest = _iterate(
+        advance,
+        row_at,
+        state0,
+        value0,
+        gnorm0,
+        g0,
+        first_row,
+        tol,
+        max_iters,
+        record_every,
+        watch_progress=method not in _LINE_SEARCH_METHODS,  # a fixed step can cycle (module docstring)
+        **options,
+    )
+    return (view(state), *rest)
+
+
+def _iterate(
+    advance,
+    row_at,
+    state0,
+    value0,
+    gnorm0,
+    g0,
+    first_row,
+    tol,
+    max_iters,
+    record_every,
+    *,
+    watch_progress,
+    progress_every,
+    with_history,
+    rows,
+):
+    """The ``while_loop`` shared by every method: ``advance(state) -> (state, value, gnorm, stalled,
+    completed)`` makes one evaluation; the stopping rule, the history (``rows`` rows, the first
+    ``first_row``; ``row_at(state, i, value, gnorm)`` after that) and the progress lines are here.
+    Returns (state, value, grad_norm, g0, iterations, status, history, count)."""
     blowup = divergence_level(value0)
-    n_records = history_rows(max_iters, record_every, with_history) if rows is None else rows
-
-    def record(history, count, i, params, value, gnorm, labels=labels):
-        nc = metrics.collapse(params.W, params.H, labels, K)
-        row = jnp.stack([jnp.asarray(i, value.dtype), value, gnorm, *nc]).astype(history.dtype)
-        return history.at[count].set(row), count + 1
-
-    history = jnp.full((n_records, len(HISTORY_FIELDS)), jnp.nan, dtype=value0.dtype)
-    history, count = record(history, 0, 0, start, start_value, g0, start_labels)
+    history = jnp.full((rows, len(HISTORY_FIELDS)), jnp.nan, dtype=value0.dtype)
+    history, count = history.at[0].set(first_row.astype(history.dtype)), 1
     status0 = start_status(value0, gnorm0, g0, tol, max_iters)
     init = (0, state0, value0, gnorm0, status0, history, count, progress_start(value0, gnorm0))
-    watch_progress = method not in _LINE_SEARCH_METHODS  # a fixed step can cycle (module docstring)
-    reduced_labels = jnp.arange(K)
-
-    # what the history measures: the K class means of "reduced" as they are when balanced (same NC
-    # metrics as Hbar Y), else the full class-major Hbar Y (h_G then weights class k by n_k / N)
-    expand = (
-        (lambda params: params._replace(H=params.H[:, labels]))
-        if method == "reduced" and not balanced
-        else (lambda params: params)
-    )
-    record_labels = reduced_labels if method == "reduced" and balanced else labels
 
     def body(loop):
         i, state, value, gnorm, _, history, count, tracker = loop
@@ -476,7 +587,7 @@ def run_loop(
         if with_history:
             history, count = jax.lax.cond(
                 completed & ((i % record_every == 0) | (status != RUNNING)),
-                lambda h, c: record(h, c, i, expand(view(new_state)), new_value, new_gnorm, record_labels),
+                lambda h, c: (h.at[c].set(row_at(new_state, i, new_value, new_gnorm).astype(h.dtype)), c + 1),
                 lambda h, c: (h, c),
                 history,
                 count,
@@ -490,10 +601,7 @@ def run_loop(
         return (i, new_state, new_value, new_gnorm, status, history, count, tracker)
 
     i, state, value, gnorm, status, history, count, _ = jax.lax.while_loop(lambda loop: loop[4] == RUNNING, body, init)
-    params = view(state)
-    if method == "reduced":  # class-major Hbar Y
-        params = params._replace(H=jnp.repeat(params.H, n, axis=1) if balanced else params.H[:, labels])
-    return params, value, gnorm, g0, i, status, history, count
+    return state, value, gnorm, g0, i, status, history, count
 
 
 _COMPILED: dict[Any, Any] = {}
@@ -829,10 +937,42 @@ def solve(
         loss_id=LOSS_IDS[problem.loss],
         balanced=problem.balanced,
     )
+    if method == "reduced" and problem.balanced and not shard:
+        return _solve_reduced(problem, tol, params0, init is not None, args, statics)
     compiled, compile_seconds = compile_once(run_loop, args, statics)
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
     seconds = time.perf_counter() - start
+    return _result(problem, method, lr, tol, params0, init is not None, out, seconds, compile_seconds)
+
+
+def _solve_reduced(problem: Problem, tol: float, params0: Params, given_init: bool, args, statics) -> Result:
+    """``"reduced"`` with equal classes as two programs: :func:`reduced_start` (depends on N) and
+    :func:`reduced_loop` (on d and K only, so problems that differ only in n share it)."""
+    params0_, labels, weights, _, traced_tol, max_iters, record_every = args
+    loss_id = statics["loss_id"]
+    start_program, start_compile = compile_once(reduced_start, (params0_, labels, weights), dict(loss_id=loss_id))
+    loop_args = (start_program(params0_, labels, weights), weights, traced_tol, max_iters, record_every)
+    loop_statics = dict(
+        d=problem.d,
+        K=problem.K,
+        progress_every=statics["progress_every"],
+        with_history=statics["with_history"],
+        loss_id=loss_id,
+        rows=statics["rows"],
+    )
+    loop_program, loop_compile = compile_once(reduced_loop, loop_args, loop_statics)
+    begin = time.perf_counter()
+    out = jax.block_until_ready(loop_program(*loop_args))
+    seconds = time.perf_counter() - begin
+    means = out[0]
+    params = means._replace(H=jnp.asarray(np.repeat(np.asarray(means.H), problem.n, axis=1)))  # Hbar Y (a copy)
+    out = (params, *out[1:])
+    return _result(problem, "reduced", None, tol, params0, given_init, out, seconds, start_compile + loop_compile)
+
+
+def _result(problem, method, lr, tol, params0, given_init: bool, out, seconds, compile_seconds) -> Result:
+    """The :class:`Result` of a finished loop ``out`` (:func:`run_loop`'s tuple) started at ``params0``."""
     params, value, gnorm, g0, iterations, status, recorded, count = out
     status = STATUS_NAMES[int(status)]
     rows_kept = np.asarray(recorded)[: int(count)]
@@ -840,7 +980,7 @@ def solve(
     step = _suggested_step(problem, method, lr, (params0, params)) if status in ("diverged", "no_progress") else None
     message = status_message(status, int(iterations), ratio, tol, method, lr, step)
     if status == "nonfinite":
-        message = _nonfinite_message(problem, params0, float(value), float(g0), init is not None)
+        message = _nonfinite_message(problem, params0, float(value), float(g0), given_init)
     return Result(
         problem=problem,
         method=method,
