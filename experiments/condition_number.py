@@ -26,7 +26,7 @@ def body(args, outputs):
     for K in Ks:
         for delta in deltas:
             problem = ufm.Problem(K=K, n=n, delta=float(delta), lam_W=LAM, lam_H=LAM, lam_b=LAM, seed=0)
-            result = ufm.solve(problem, tol=1e-11, max_iters=5000)
+            result = ufm.solve(problem, tol=1e-11, max_iters=5000, history=False)
             kappa = theory.condition_number(K, float(delta), LAM, n=n, beyond_boundary="nan")
             measured = {
                 block: ufm.nonzero_condition_number(
@@ -76,7 +76,7 @@ def body(args, outputs):
 
     K, delta = 5, 0.1
     problem = ufm.Problem(K=K, n=n, d=K + 2, delta=delta, lam_W=LAM, lam_H=LAM, lam_b=LAM, seed=1)
-    result = ufm.solve(problem, tol=1e-11, max_iters=5000)
+    result = ufm.solve(problem, tol=1e-11, max_iters=5000, history=False)
     predicted = theory.hessian_spectrum(K, n, K + 2, delta, LAM, LAM).W
     measured = ufm.block_eigenvalues(result.params, problem.labels(), problem.weights(), "W").values
     nonzero = measured[measured > 1e-8 * measured.max()]

@@ -39,7 +39,7 @@ def body(args, outputs):
                 noise_seed=1,
                 seed=0,
             )
-            result = ufm.solve(problem, tol=1e-11, max_iters=20_000)
+            result = ufm.solve(problem, tol=1e-11, max_iters=20_000, history=False)
             measured = dilation(result.H, problem.true_labels(), problem.corrupted(), K)
             observed_nc1 = float(ufm.nc1(result.H, problem.labels(), K))
             rows.append(

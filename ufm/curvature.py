@@ -17,7 +17,6 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.sparse.linalg
 from jax.flatten_util import ravel_pytree
 
 from theory import validation
@@ -100,6 +99,8 @@ def largest_curvature(params: Params, labels, weights, *, tol: float = 1e-8) -> 
     loss_id = int(weights.loss_id)
     if size == 1:
         return float(np.asarray(_joint_hvp(params, labels, weights, jnp.ones(1, dtype), loss_id))[0])
+    import scipy.sparse.linalg  # on first use: scipy adds ~0.1 s to every command line's start-up
+
     operator = scipy.sparse.linalg.LinearOperator(
         (size, size),
         dtype=dtype,

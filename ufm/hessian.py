@@ -35,7 +35,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.sparse.linalg
 
 from theory import validation
 from ufm import _memory
@@ -473,6 +472,8 @@ def extreme_eigenvalues(
         raise ValueError(f"tol must be a number in [0, 1), got {tol!r}")
     hvp = hessian_vector_product(params, labels, weights, block, regularized=regularized)
     dtype = np.dtype(getattr(params, block).dtype)
+    import scipy.sparse.linalg  # on first use: scipy adds ~0.1 s to every command line's start-up
+
     operator = scipy.sparse.linalg.LinearOperator(
         (size, size), matvec=lambda v: np.asarray(hvp(jnp.asarray(v, dtype=dtype))), dtype=dtype
     )

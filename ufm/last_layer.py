@@ -80,8 +80,6 @@ import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg
-import scipy.sparse
 
 from ufm import _memory
 
@@ -291,6 +289,8 @@ def _chunk(features, lo: int, hi: int) -> np.ndarray:
 
 def _add_by_class(out: np.ndarray, X: np.ndarray, y: np.ndarray) -> None:
     """``out[k] += sum of the rows of X with label k``: a sparse (K x rows) one-hot product, O(rows d)."""
+    import scipy.sparse  # on first use: scipy adds ~0.1 s to every command line's start-up
+
     onehot = scipy.sparse.csr_matrix((np.ones(y.size), (y, np.arange(y.size))), shape=(out.shape[0], y.size))
     out += onehot @ X
 
@@ -366,6 +366,8 @@ def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
     global_mean = sums.sum(axis=0) / N
     centred = means - global_mean  # nearest-mean scores on centred coordinates (smaller numbers)
     nearest_mean = _Scores(centred, -0.5 * np.sum(centred**2, axis=1))  # argmax = nearest class mean
+    from scipy.linalg.blas import dsyrk as _syrk  # on first use: scipy adds ~0.1 s to every command line's start-up
+
     scatter = np.zeros((d, d), order="F")
     squared = np.zeros(K)
     agree = correct = ncc_correct = 0
@@ -375,7 +377,7 @@ def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
         y = labels[lo:hi]
         D = X - means[y]
         # upper triangle of scatter += D^T D (BLAS syrk: half the flops of a product)
-        scatter = scipy.linalg.blas.dsyrk(1.0, D.T, beta=1.0, c=scatter, trans=0, lower=0, overwrite_c=1)
+        scatter = _syrk(1.0, D.T, beta=1.0, c=scatter, trans=0, lower=0, overwrite_c=1)
         squared += np.bincount(y, weights=np.einsum("ij,ij->i", D, D), minlength=K)
         nearest = nearest_mean.argmax(X - global_mean)
         agree += int(np.sum(nearest == predicted[lo:hi]))
