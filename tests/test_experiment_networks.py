@@ -114,25 +114,31 @@ def test_weight_decay_adds_half_lambda_times_every_squared_parameter():
     assert abs(float(decayed - plain) - by_hand) <= 1e-13 * by_hand
 
 
-def _tiny_training(seed=0):
-    data = net.load_digits_split(4, seed=seed)
-    deltas = jnp.array([0.0, 0.2])
-    models = net.stack([net.make_mlp(seed, (16,), 10, 10)] * 2)
-    specs = net.TrainSpec(
-        deltas, jnp.full(2, 1e-3), jnp.full(2, 1e-3), jnp.full(2, 1e-2), jnp.zeros(2), jnp.zeros(2, int)
-    )
-    labels = jnp.tile(jnp.asarray(data.y_train), (2, 1))
-    return data, net.train(
+def _tiny_training():
+    """Two segments (Adam, then L-BFGS) of real_network's quick lanes: the quick run's data, network,
+    lanes and step, so the compiled segments are those of the quick run in tests/test_experiments.py
+    (each process compiles them once between the two, through the suite's compilation cache)."""
+    from experiments import real_network as rn
+
+    config = rn.settings(True)
+    data = net.load_digits_split(config["n"], seed=config["seed"])
+    _, specs = rn.lanes(config)
+    lanes = len(specs.delta)
+    models = net.stack([net.make_mlp(config["seed"], config["widths"], config["d"], 10)] * lanes)
+    labels = jnp.tile(jnp.asarray(data.y_train), (lanes, 1))
+    every = config["every"]
+    trained = net.train(
         models,
         jnp.asarray(data.x_train),
         labels,
         specs,
-        adam_steps=40,
-        lbfgs_steps=20,
-        every=20,
-        adam_lr=1e-2,
+        adam_steps=every,
+        lbfgs_steps=every,
+        every=every,
+        adam_lr=rn.ADAM_LR,
         gtol=1e-300,
     )
+    return data, specs, trained
 
 
 @pytest.fixture(scope="module")
@@ -141,25 +147,28 @@ def tiny():
 
 
 def test_training_is_reproducible_and_lowers_the_objective(tiny):
-    first = tiny[1]
-    _, again = _tiny_training()
+    _, specs, first = tiny
+    _, _, again = _tiny_training()
     for a, b in zip(first.history, again.history, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(first.models.feature.weight, again.models.feature.weight)
-    assert first.history.step.tolist() == [0, 20, 40, 60]
-    assert np.all(first.history.objective[-1] < 0.5 * first.history.objective[0])
-    assert first.status == ("max_steps", "max_steps")
+    every = first.history.step[1]
+    assert first.history.step.tolist() == [0, every, 2 * every]
+    assert np.all(np.diff(first.history.objective, axis=0) < 0)  # each segment lowers every lane's objective
+    assert first.history.objective[-1, 0] < 0.5 * first.history.objective[0, 0]  # CE: 2.32 -> 0.018
+    assert first.status == ("max_steps",) * len(specs.delta)
 
 
 def test_recorded_metrics_are_those_of_the_returned_models(tiny):
-    data, trained = tiny
+    data, specs, trained = tiny
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    for j in range(2):
+    for j in range(len(specs.delta)):
         W, H, b = net.last_layer(net.lane(trained.models, j), x)
         nc = ufm.collapse(W, H, y, 10)
         assert float(nc.w_norm) == pytest.approx(trained.history.w_norm[-1, j], rel=1e-12)
         assert float(nc.nc1) == pytest.approx(trained.history.nc1[-1, j], rel=1e-10)
-        value = net.penalized_loss(net.lane(trained.models, j), x, y, net.TrainSpec((0.0, 0.2)[j], 1e-3, 1e-3, 1e-2))
+        spec = jax.tree_util.tree_map(lambda field, j=j: field[j], specs)
+        value = net.penalized_loss(net.lane(trained.models, j), x, y, spec)
         assert float(value) == pytest.approx(trained.history.objective[-1, j], rel=1e-12)
 
 
@@ -223,29 +232,20 @@ def test_theorem_targets_of_the_simulated_ufm_setting_are_finite():
 def test_real_network_rows_agree_with_theory_and_with_ufm_analyze():
     from experiments import real_network as rn
 
-    config = dict(
-        n=3,
-        widths=(8,),
-        d=10,
-        adam_steps=40,
-        lbfgs_steps=40,
-        every=20,
-        gtol=1e-3,
-        ftol=1e-12,
-        weight_decay_deltas=(0.1,),
-        seed=0,
-    )
+    # the quick run's settings with two segments: its compiled programs (tests/test_experiments.py)
+    config = {**rn.settings(True), "adam_steps": 50, "lbfgs_steps": 50}
+    assert config["every"] == 50
     rows, curves, analyses = rn.compute(config)
     assert [(r["setting"], r["delta"]) for r in rows] == (
-        [("simulated_ufm", d) for d in rn.DELTAS] + [("weight_decay", 0.1)]
+        [("simulated_ufm", d) for d in rn.DELTAS] + [("weight_decay", d) for d in config["weight_decay_deltas"]]
     )
-    assert len(curves) == len(rows) * 5  # records at steps 0, 20, 40, 60, 80
+    assert len(curves) == len(rows) * 3  # records at steps 0, 50, 100
     for row in rows:
         analysis = analyses[f"{row['setting']}_delta_{row['delta']:g}"]
         # ufm.analyze (streamed float64 moments of features (N, d)) vs ufm.collapse on H (d, N): same point
         for key in ("w_norm", "h_norm", "nc1", "nc2", "nc3"):
             assert analysis["measured"][key] == pytest.approx(row[key], rel=1e-9, abs=1e-12)
-        norms = theory.norms(10, 3, row["delta"], row["lam_W"], row["lam_H"])
+        norms = theory.norms(10, config["n"], row["delta"], row["lam_W"], row["lam_H"])
         assert row["w_norm_theory"] == pytest.approx(norms.w, rel=1e-14)
         assert row["w_rel_error"] == pytest.approx(abs(row["w_norm"] - norms.w) / norms.w, rel=1e-12)
         assert analysis["predicted"]["w_norm"] == pytest.approx(norms.w, rel=1e-10)
@@ -329,10 +329,12 @@ def test_slope_fits_recover_a_known_line_and_skip_degenerate_runs():
 def test_label_noise_rows_on_a_tiny_setting():
     from experiments import label_noise_network as lnn
 
-    config = dict(n=10, widths=(8,), etas=(0.0, 0.3), seeds=(0,), adam_steps=60, decay_every=40, every=20, ftol=1e-6)
+    # the quick run's settings with two segments: its compiled programs (tests/test_experiments.py)
+    config = {**lnn.settings(True), "adam_steps": 100}
     rows = lnn.compute(config)
-    assert [(r["loss"], r["eta"]) for r in rows] == [(loss, eta) for loss in lnn.LOSSES for eta in (0.0, 0.3)]
-    y = np.repeat([0, 1], 10)
+    lanes = [(loss, eta, seed) for loss in lnn.LOSSES for eta in config["etas"] for seed in config["seeds"]]
+    assert [(r["loss"], r["eta"], r["seed"]) for r in rows] == lanes
+    y = np.repeat([0, 1], config["n"])
     for row in rows:
         observed, corrupted = lnn.noisy_labels(y, row["eta"], row["seed"])
         assert row["corrupted"] == corrupted.sum() and row["flipped"] == (observed != y).sum()
