@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ufm
+from ufm import solver
 from ufm import sweep as sweep_module
 from ufm.sweep import grid, sweep
 
@@ -70,6 +71,19 @@ def test_the_number_of_lanes_does_not_change_the_result(swept, lanes):
     # up to 11% (observed: 156 vs 140 with one lane); the end points agree to ~1e-16
     assert np.all(np.abs(queued.iterations - swept.iterations[order]) <= 0.25 * swept.iterations[order])
     np.testing.assert_allclose(queued.objective, swept.objective[order], rtol=1e-12)
+
+
+def test_sweeps_that_differ_only_in_n_share_the_queue_program():
+    """The seeded starts (per N) are a program of their own; the queue's depends on (d, K, M, lanes) only."""
+    queues = lambda: sum(1 for key in solver._COMPILED if key[0] is sweep_module._reduced_queue)
+    before = queues()
+    for n in (2, 5):
+        problems = [ufm.Problem(K=3, n=n, delta=delta, seed=7) for delta in (0.0, 0.2)]
+        swept = sweep(problems, tol=1e-10)
+        assert swept.converged.all() and swept.H.shape == (2, 3, 3 * n)
+        single = ufm.solve(problems[1], tol=1e-10)
+        assert swept.objective[1] == pytest.approx(single.objective, rel=1e-12)  # as in the test below
+    assert queues() - before <= 1  # 0 when an earlier test compiled it
 
 
 @given(

@@ -8,7 +8,8 @@ so each configuration ends at the same point up to rounding of the batched linea
   lanes run :func:`ufm._lbfgs.step` under ``jax.vmap``; when a lane's configuration stops,
   the lane stores its result and loads the next configuration. The work is the sum of the
   configurations' iterations (a ``vmap`` over all of them would run each one as long as the
-  slowest), and a lane's arrays stay small.
+  slowest), and a lane's arrays stay small. The seeded starts are a program of their own, the
+  only one that depends on N, so sweeps that differ only in n share the queue's program.
 - the other methods: the solver's compiled loop (:func:`ufm.solver.run_loop`) under ``jax.vmap``
   over chunks of ``batch_size`` configurations. The ``while_loop`` runs until every
   configuration of the chunk has stopped; one that has stopped is frozen (``vmap`` of a
@@ -250,26 +251,33 @@ def _without_pairs(lanes: _Lane) -> _Lane:
     return lanes._replace(state=lanes.state._replace(pairs=None))  # type: ignore[arg-type]
 
 
-def _reduced_queue(seeds, scales, weights, labels, tol, *, d, K, N, dtype, loss_id, lanes, max_iters):
-    """Method ``"reduced"`` for M configurations as a work queue over ``lanes`` vmapped L-BFGS lanes.
-
-    Every iteration advances each busy lane by one step of :func:`ufm._lbfgs.step` (the step of
-    :func:`ufm.solver.run_loop`, with the same stopping rule :func:`ufm.solver.step_status`); a lane whose
-    configuration has stopped stores its result and loads the next configuration. So the work is
-    the sum of the configurations' iterations, not M times the slowest one (a plain ``vmap`` of the
-    loop), and the lanes' arrays stay small enough for the cache.
-    Returns ``(Params of (W, Hbar, b) over M, value, grad_norm, g0, iterations, status, collapse)``.
-    """
-    M = seeds.shape[0]
-    n = N // K
+def _queue_start(seeds, scales, weights, labels, *, d, K, N, dtype, loss_id, lanes):
+    """The seeded starts of M configurations for :func:`_reduced_queue`, as in :func:`ufm.solver.reduced_start`:
+    ``(x0s (M, 2 d K + K), g0s (M,))``, the flat reduced starts and ``||grad L(x_0)||`` of the full L. The only
+    program of a reduced sweep that depends on N."""
     concrete = lambda w: w._replace(loss_id=loss_id)  # a Python int: no lax.switch over the losses
 
-    def start(seed, scale, w):  # the full L at the seeded x_0, as in run_loop: ||grad L(x_0)|| and x_0 reduced
+    def start(seed, scale, w):
         params0 = initial_params(seed, scale, d, K, N, dtype)
         grad = jax.grad(objective)(params0, labels, concrete(w))
         return reduced_point(params0, labels), solver.tree_norm(grad)
 
-    x0s, g0s = jax.lax.map(lambda a: start(*a), (seeds, scales, weights), batch_size=lanes)
+    return jax.lax.map(lambda a: start(*a), (seeds, scales, weights), batch_size=lanes)
+
+
+def _reduced_queue(x0s, g0s, n, weights, tol, max_iters, *, d, K, dtype, loss_id, lanes):
+    """Method ``"reduced"`` for M configurations as a work queue over ``lanes`` vmapped L-BFGS lanes.
+
+    Every iteration advances each busy lane by one step of :func:`ufm._lbfgs.step` (the step of
+    :func:`ufm.solver.reduced_loop`, with the same stopping rule :func:`ufm.solver.step_status`); a lane whose
+    configuration has stopped stores its result and loads the next configuration. So the work is
+    the sum of the configurations' iterations, not M times the slowest one (a plain ``vmap`` of the
+    loop), and the lanes' arrays stay small enough for the cache. Starts from :func:`_queue_start`;
+    ``n`` (traced, samples per class) and ``max_iters`` (traced) leave one program per (d, K, M, lanes).
+    Returns ``(Params of (W, Hbar, b) over M, value, grad_norm, g0, iterations, status, collapse)``.
+    """
+    M = x0s.shape[0]
+    concrete = lambda w: w._replace(loss_id=loss_id)  # a Python int: no lax.switch over the losses
     value_and_grad = jax.value_and_grad(lambda x, w: reduced_objective(x, concrete(w), d, K, n))
 
     def load(j):
@@ -486,14 +494,22 @@ def _stacked(problems, dt):
 def _sweep_reduced(problems, tol, max_iters, lanes) -> SweepResult:
     first = problems[0]
     dt = first.jnp_dtype
-    args = (*_stacked(problems, dt), first.labels(), jnp.asarray(tol, dt))
-    statics = dict(
-        d=first.d, K=first.K, N=first.N, dtype=dt, loss_id=int(LOSS_IDS[first.loss]), lanes=lanes, max_iters=max_iters
-    )
-    compiled, compile_seconds = solver.compile_once(_reduced_queue, args, statics)
-    start = time.perf_counter()
+    loss_id = int(LOSS_IDS[first.loss])
+    seeds, scales, weights = _stacked(problems, dt)
+    start_args = (seeds, scales, weights, first.labels())
+    start_statics = dict(d=first.d, K=first.K, N=first.N, dtype=dt, loss_id=loss_id, lanes=lanes)
+    start_program, start_seconds = solver.compile_once(_queue_start, start_args, start_statics)
+    begin = time.perf_counter()
+    x0s, g0s = jax.block_until_ready(start_program(*start_args))
+    seconds = time.perf_counter() - begin
+    # every shape below is N-free: sweeps that differ only in n share the queue's program
+    args = (x0s, g0s, jnp.asarray(first.n, dt), weights, jnp.asarray(tol, dt), jnp.asarray(max_iters, jnp.int32))
+    statics = dict(d=first.d, K=first.K, dtype=dt, loss_id=loss_id, lanes=lanes)
+    compiled, queue_seconds = solver.compile_once(_reduced_queue, args, statics)
+    compile_seconds = start_seconds + queue_seconds
+    begin = time.perf_counter()
     final, value, gnorm, g0, iterations, status, collapse = jax.block_until_ready(compiled(*args))
-    seconds = time.perf_counter() - start
+    seconds += time.perf_counter() - begin
     return SweepResult(
         problems=problems,
         method="reduced",
