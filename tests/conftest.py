@@ -41,3 +41,21 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if os.environ.get(_OWNER_VAR) == str(os.getpid()):
         shutil.rmtree(os.environ[_cache.ENV_VAR], ignore_errors=True)
+
+
+#: Files whose tests take longest (experiments' quick runs, docs' code blocks, solver property tests):
+#: run first, so that the two workers end on short tests instead of one of them waiting for a long one.
+_LONG_FIRST = (
+    "test_experiments.py",
+    "test_docs.py",
+    "test_sweep.py",
+    "test_solver.py",
+    "test_experiment_networks.py",
+    "test_cli.py",
+    "test_reliability_solver.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(_LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order within a file stays
