@@ -385,6 +385,17 @@ def _history_row(i, value, gnorm, W, H, labels, K):
     return jnp.stack([jnp.asarray(i, value.dtype), value, gnorm, *nc])
 
 
+def _lbfgs_advance(value_and_grad):
+    """The ``advance`` of :func:`_iterate` for L-BFGS of :mod:`ufm._lbfgs`: one evaluation per call; an
+    iteration ends when the line search does."""
+
+    def advance(state):
+        new, completed, failed = _lbfgs.evaluate(state, value_and_grad)
+        return new, new.value, jnp.linalg.norm(new.grad), failed & ~jnp.any(state.valid), completed
+
+    return advance
+
+
 def reduced_start(params0, labels, weights, *, loss_id=None) -> ReducedStart:
     """The :class:`ReducedStart` of the full point ``params0`` (W: (d, K), H: (d, N), b: (K,)) with
     class-major balanced ``labels (N,)``. ``loss_id`` (static): as in :func:`run_loop`."""
@@ -398,19 +409,16 @@ def reduced_start(params0, labels, weights, *, loss_id=None) -> ReducedStart:
     return ReducedStart(reduced_point(params0, labels), n, value, g0, row)
 
 
-def reduced_loop(start: ReducedStart, weights, tol, max_iters, record_every, *, d, K, **options):
+def reduced_loop(start: ReducedStart, weights, tol, max_iters, record_every, *, d, K, loss_id=None, **options):
     """The compiled loop of ``"reduced"`` with equal classes, from :func:`reduced_start`: one program per
     (d, K), whatever n. Returns :func:`run_loop`'s tuple with the class means ``Hbar (d, K)`` as ``H``.
-    ``options`` (static): ``progress_every``, ``with_history``, ``loss_id``, ``rows`` of :func:`run_loop`."""
-    loss_id = options.pop("loss_id", None)
+    ``loss_id`` and ``options`` (static): ``progress_every``, ``with_history``, ``rows``, as in :func:`run_loop`."""
     if loss_id is not None:
         weights = weights._replace(loss_id=loss_id)
     value_and_grad = jax.value_and_grad(lambda x: reduced_objective(x, weights, d, K, start.n))
     value0, flat_grad0 = value_and_grad(start.x)
 
-    def advance(state):  # one evaluation; an iteration ends when the line search does
-        new, completed, failed = _lbfgs.evaluate(state, value_and_grad)
-        return new, new.value, jnp.linalg.norm(new.grad), failed & ~jnp.any(state.valid), completed
+    advance = _lbfgs_advance(value_and_grad)
 
     # the K class means as they are when balanced: same NC metrics as Hbar Y
     classes = jnp.arange(K)
@@ -494,17 +502,15 @@ def run_loop(
         state0 = _lbfgs.init(flat0, value0, flat_grad0)
         gnorm0 = jnp.linalg.norm(flat_grad0)  # = ||grad L(W, Hbar Y, b)|| (module docstring)
 
-        def advance(state):  # one evaluation; an iteration ends when the line search does
-            new, completed, failed = _lbfgs.evaluate(state, value_and_grad)
-            return new, new.value, jnp.linalg.norm(new.grad), failed & ~jnp.any(state.valid), completed
+        advance = _lbfgs_advance(value_and_grad)
 
-        def row_at(state, i, value, gnorm):  # the full Hbar Y (h_G weights class k by n_k / N)
-            params = reduced_params(state.x, d, K, n)
-            return _history_row(i, value, gnorm, params.W, params.H[:, labels], labels, K)
-
-        def view(state):
+        def view(state):  # the full Hbar Y (h_G then weights class k by n_k / N)
             params = reduced_params(state.x, d, K, n)
             return params._replace(H=params.H[:, labels])
+
+        def row_at(state, i, value, gnorm):
+            params = view(state)
+            return _history_row(i, value, gnorm, params.W, params.H, labels, K)
     else:
         f = lambda p: objective(p, labels, weights)
         opt = _optimizer(method, lr)
@@ -949,10 +955,10 @@ def solve(
 def _solve_reduced(problem: Problem, tol: float, params0: Params, given_init: bool, args, statics) -> Result:
     """``"reduced"`` with equal classes as two programs: :func:`reduced_start` (depends on N) and
     :func:`reduced_loop` (on d and K only, so problems that differ only in n share it)."""
-    params0_, labels, weights, _, traced_tol, max_iters, record_every = args
+    _, labels, weights, _, traced_tol, max_iters, record_every = args  # args[0] is params0
     loss_id = statics["loss_id"]
-    start_program, start_compile = compile_once(reduced_start, (params0_, labels, weights), dict(loss_id=loss_id))
-    loop_args = (start_program(params0_, labels, weights), weights, traced_tol, max_iters, record_every)
+    start_program, start_compile = compile_once(reduced_start, (params0, labels, weights), dict(loss_id=loss_id))
+    loop_args = (start_program(params0, labels, weights), weights, traced_tol, max_iters, record_every)
     loop_statics = dict(
         d=problem.d,
         K=problem.K,
