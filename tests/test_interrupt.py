@@ -117,6 +117,14 @@ def test_solve_stops_inside_the_compiled_loop(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_md_stops_during_compilation(tmp_path):
+    """Signalled while XLA compiles the MD profile: exit 130, one line, no JSON file."""
+    argv = ["-m", "ufm.md", "--distribution", "circle", "--grid", "4096", "--no-cache", "--quiet", "--json", "md.json"]
+    code, stderr, elapsed = _signal_at(argv, COMPILING.format("_profile"), signal.SIGINT, tmp_path, delay=0.1)
+    _check(code, stderr, elapsed, signal.SIGINT, "python -m ufm.md")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -2,11 +2,6 @@
 lemmas and Theorem 4.3 inside Assumption 4.2, and the command line's contracts."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -330,37 +325,3 @@ def test_cli_refuses_to_overwrite_json(tmp_path, capsys):
     out.write_text("keep me")
     assert main(["--json", str(out), "--quiet", "--no-cache"]) == 2
     assert "already exists" in capsys.readouterr().err and out.read_text() == "keep me"
-
-
-def test_cli_interrupt_exits_130_without_output(tmp_path):
-    """SIGINT during compilation/solve: exit 130, one line, no JSON file."""
-    out = tmp_path / "md.json"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ufm.md",
-            "--distribution",
-            "circle",
-            "--grid",
-            "4096",
-            "--no-cache",
-            "--quiet",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(3.0)
-    process.send_signal(signal.SIGINT)
-    try:
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr
-    assert "interrupted by SIGINT" in stderr and "Traceback" not in stderr and not out.exists()
