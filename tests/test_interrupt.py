@@ -11,10 +11,12 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from ufm import _prog
 from ufm._interrupt import BROKEN_PIPE_EXIT_CODE, EXIT_CODES, exit_on_interrupt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +54,7 @@ def _signal_at(argv, pattern: str, signum, cwd: Path, delay: float = 0.5):
     finally:
         process.kill()
         process.wait()
-    log = ("Compiling ", "Finished ", "  ")  # JAX's compile log, not the program's own output
+    log = ("Compiling ", "Finished ", "  ", "import time:")  # JAX's compile log, -X importtime: not the program's
     own = [line for line in lines if not line.startswith(log)]
     return process.returncode, "".join(own), elapsed
 
@@ -209,3 +211,47 @@ def test_outside_the_main_thread_it_does_nothing():
     thread.start()
     thread.join()
     assert seen == [signal.getsignal(signal.SIGTERM)]
+
+
+#: (interpreter command line, sys.argv, the program the start-up guard names or None where it stays out)
+STARTS = [
+    (["python", "-m", "ufm.solve", "--K", "3"], ["/x/ufm/solve.py", "--K", "3"], "python -m ufm.solve"),
+    (["python", "-X", "importtime", "-m", "ufm.md"], ["/x/ufm/md.py"], "python -m ufm.md"),
+    (["python", "-W", "error", "-mexperiments.run_all"], ["/x/run_all.py"], "python -m experiments.run_all"),
+    (["python", "-B", "-m", "ufm"], ["/x/ufm/__main__.py"], "python -m ufm"),
+    (["python", "-m", "pytest", "tests"], ["/x/pytest/__main__.py"], None),
+    (["python", "-m", "ufmx.solve"], ["/x/ufmx/solve.py"], None),
+    (["python", "-c", "import ufm"], ["-c"], None),
+    (["python", "script.py", "-m", "ufm.solve"], ["script.py", "-m", "ufm.solve"], None),
+    (["python", "-"], ["-"], None),
+    (["/venv/bin/python", "/venv/bin/ufm-solve", "--K", "3"], ["/venv/bin/ufm-solve", "--K", "3"], "ufm-solve"),
+    (["C:\\py.exe", "C:\\v\\ufm-analyze.exe"], ["C:\\v\\Scripts\\ufm-analyze.exe"], "ufm-analyze"),
+    (["ipython"], ["/venv/bin/ipython"], None),
+    ([], [], None),
+]
+
+
+@pytest.mark.parametrize("orig_argv,argv,prog", STARTS)
+def test_the_start_up_guard_acts_only_for_this_projects_command_lines(orig_argv, argv, prog):
+    assert _prog.started_as(orig_argv, argv) == prog
+
+
+def test_the_console_scripts_known_to_the_guard_are_the_projects():
+    with open(ROOT / "pyproject.toml", "rb") as handle:
+        scripts = tomllib.load(handle)["project"]["scripts"]
+    assert sorted(_prog.SCRIPTS) == sorted(scripts)
+    assert {target.split(".")[0] for target in scripts.values()} <= set(_prog.PACKAGES)
+
+
+@pytest.mark.parametrize(
+    "module,signum",
+    [("ufm.solve", signal.SIGINT), ("ufm.solve", signal.SIGTERM), ("experiments.norms_vs_delta", signal.SIGTERM)],
+)
+def test_a_signal_while_jax_is_imported_ends_in_one_line(tmp_path, module, signum):
+    """Sent as soon as the first module of JAX has been imported (``-X importtime`` reports each import as
+    it ends; JAX's whole import takes several times longer): without the start-up guard SIGINT ended in a
+    KeyboardInterrupt traceback and SIGTERM killed the process silently (exit -15)."""
+    argv = ["-X", "importtime", "-m", module, "--no-cache", "--help"]
+    code, stderr, elapsed = _signal_at(argv, " jax._src", signum, tmp_path, delay=0.0)
+    _check(code, stderr, elapsed, signum, f"python -m {module}")
+    assert len(stderr.strip().splitlines()) == 1, stderr

@@ -5,6 +5,10 @@
 (and ``python -m ufm.sweep``) solves a grid of same-shape configurations in one compiled call.
 """
 
+from ufm import _interrupt
+
+_interrupt.guard_startup()  # started as python -m ufm.<x>: a signal during the imports below ends in one line
+
 from ufm._cache import enable_compilation_cache as enable_compilation_cache
 from ufm.compare import Comparison as Comparison
 from ufm.compare import Row as Row

@@ -20,6 +20,13 @@ written.
 Every CLI enters :func:`exit_on_interrupt` right after parsing its arguments, before any
 computation, compilation or heavy import. Blocks may nest (``run_all`` around each
 experiment): the inner block restores the outer one's handling when it ends.
+
+Before that, while the interpreter imports JAX and NumPy (about half a second), a signal would end
+the process with a ``KeyboardInterrupt`` traceback or silently (SIGTERM's default). The packages
+``ufm`` and ``experiments`` therefore call :func:`guard_startup` first thing: where the process was
+started as one of this project's command lines (:func:`ufm._prog.started_as`), it installs plain
+Python handlers that print the same one line and exit with the same codes. Imported by any other
+program (pytest, a notebook, a user's script) it does nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import sys
 import threading
 from contextlib import contextmanager
 
-from ufm import _io
+from ufm import _io, _prog
 
 #: exit code of each handled signal: 128 + the signal number (the shell's convention)
 EXIT_CODES = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.SIGTERM}
@@ -39,6 +46,34 @@ EXIT_CODE = EXIT_CODES[signal.SIGINT]
 #: exit code when the reader of standard output has gone (``... | head``): 128 + SIGPIPE, as the shell has it
 BROKEN_PIPE_EXIT_CODE = 141
 _NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
+
+
+def _message(prog: str, signum: signal.Signals) -> str:
+    """The one line printed when ``signum`` stops the command line ``prog``."""
+    return f"{prog}: interrupted by {_NAMES[signum]}; stopped, no partial output written"
+
+
+def guard_startup() -> None:
+    """Where this process was started as one of this project's command lines, SIGINT / SIGTERM from now on
+    (its imports) print :func:`_message` and exit with code 130 / 143, no traceback.
+
+    Does nothing for any other program, outside the main thread, or where the process's handlers are not
+    Python's defaults (an embedding program keeps its own). :func:`exit_on_interrupt` takes over from here.
+    """
+    prog = _prog.started_as()
+    if prog is None or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return
+
+    def stop(signum, frame):
+        print(_message(prog, signal.Signals(signum)), file=sys.stderr, flush=True)
+        os._exit(EXIT_CODES[signal.Signals(signum)])
+
+    for signum in EXIT_CODES:
+        signal.signal(signum, stop)
 
 
 def _silence_stdout():
@@ -82,11 +117,7 @@ def exit_on_interrupt(prog: str):
             for signum, code in EXIT_CODES.items():
                 if signum in data:
                     with _io.WRITE_LOCK:
-                        print(
-                            f"{prog}: interrupted by {_NAMES[signum]}; stopped, no partial output written",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+                        print(_message(prog, signum), file=sys.stderr, flush=True)
                         os._exit(code)
 
     watcher = threading.Thread(target=watch, name="ufm-signal-watcher", daemon=True)

@@ -7,6 +7,9 @@ The name is the one in its usage, error and interrupt lines: the way it was star
 the console script ``ufm-solve`` with ``sys.argv[0]`` ending in ``ufm-solve`` (``ufm-solve.exe`` on
 Windows, either separator). argparse's own default (the basename of ``sys.argv[0]``) would print ``solve.py`` for the
 first, and inside another program (pytest, a notebook) that program's name.
+
+:func:`started_as` tells, from the interpreter's own command line, whether the process was started as one of
+this project's command lines at all (the start-up guard of :mod:`ufm._interrupt` acts only then).
 """
 
 from __future__ import annotations
@@ -25,6 +28,38 @@ def name(module: str, script: str | None = None) -> str:
         if ntpath.splitext(ntpath.basename(sys.argv[0]))[0] == script:  # ntpath: '/' and '\\' both split
             return script
     return f"python -m {module}"
+
+
+#: console scripts of this project (``[project.scripts]`` in pyproject.toml)
+SCRIPTS = ("ufm-solve", "ufm-analyze")
+#: packages whose modules are run as command lines (``python -m ufm.solve``, ``python -m experiments.<name>``)
+PACKAGES = ("ufm", "experiments")
+_OPTIONS_WITH_VALUE = ("-W", "-X", "--check-hash-based-pycs")  # the interpreter's options that take the next word
+
+
+def started_as(orig_argv: list[str] | None = None, argv: list[str] | None = None) -> str | None:
+    """The name of this project's command line that started the process, or ``None`` for any other program.
+
+    ``orig_argv``: the interpreter's command line (default ``sys.orig_argv``): ``python [options] -m ufm.solve ...``
+    gives ``"python -m ufm.solve"``; a script, ``-c`` or another module gives ``None``, unless ``argv[0]``
+    (default ``sys.argv``) is one of :data:`SCRIPTS` (a console script runs as a script): then that name.
+    """
+    orig_argv = list(getattr(sys, "orig_argv", []) if orig_argv is None else orig_argv)
+    argv = list(sys.argv if argv is None else argv)
+    words = iter(orig_argv[1:])
+    for word in words:
+        if word == "-m" or (word.startswith("-m") and not word.startswith("--")):
+            module = word[2:] or next(words, "")
+            return f"python -m {module}" if module.split(".")[0] in PACKAGES else None
+        if word in _OPTIONS_WITH_VALUE:
+            next(words, None)
+        elif word == "-c" or word == "-" or not word.startswith("-"):
+            break  # a command, standard input or a script: not a module run
+    if argv and argv[0]:
+        script = ntpath.splitext(ntpath.basename(argv[0]))[0]
+        if script in SCRIPTS:
+            return script
+    return None
 
 
 def start(parser: argparse.ArgumentParser, argv, *, prog: str | None = None, x64: bool = True):
