@@ -1,5 +1,5 @@
 """experiments/imbalance.py: the bisection, the threshold against its independent extrapolation, and the
-quick run's tables (the generic quick-run smoke test is tests/test_experiments.py)."""
+quick run's tables (its quick run is checked here only, with the checks of every quick run: tests/_quick.py)."""
 
 import csv
 from itertools import pairwise
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import imbalance as experiment
+from tests._quick import run_quick
 
 
 def test_bisection_brackets_a_known_root():
@@ -34,9 +35,7 @@ def test_threshold_is_located_and_agrees_with_the_pitchfork_extrapolation():
 
 
 def test_quick_run_tables(tmp_path):
-    assert experiment.main(["--quick", "--out", str(tmp_path)]) == 0
-    table = list(csv.DictReader(open(tmp_path / "imbalance.csv")))
-    assert table and all(row["status"] == "converged" for row in table)
+    table = run_quick(experiment, "imbalance", tmp_path)  # and the checks of every quick run
     ce = sorted((float(r["lam"]), float(r["R_star"])) for r in table if r["loss"] == "ce")
     assert all(a[1] > b[1] for a, b in pairwise(ce))  # more regularisation: earlier collapse
     seli = list(csv.DictReader(open(tmp_path / "seli.csv")))

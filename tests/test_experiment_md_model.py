@@ -1,20 +1,20 @@
-"""Experiment 8a (experiments/md_model.py) in quick mode: outputs, and what its tables must show."""
+"""Experiment 8a (experiments/md_model.py) in quick mode: outputs, and what its tables must show (its quick run
+is checked here only, with the checks of every quick run: tests/_quick.py)."""
 
 import csv
 
 import pytest
 
-from experiments import md_model
+from experiments import md_model as experiment
+from tests._quick import run_quick
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
     out = tmp_path_factory.mktemp("md_model")
-    assert md_model.main(["--quick", "--out", str(out)]) == 0
-    assert (out / "md_model.png").stat().st_size > 10_000
-    assert md_model.main(["--quick", "--out", str(out)]) == 2  # never overwritten without --force
-    read = lambda name: list(csv.DictReader(open(out / name)))  # noqa: E731
-    return read("md_model.csv"), read("map.csv")
+    rows = run_quick(experiment, "md_model", out)  # the checks of every quick run (tests/_quick.py)
+    with open(out / "map.csv", newline="") as handle:
+        return rows, list(csv.DictReader(handle))
 
 
 def test_every_solve_converged_and_r_star_below_r_max(tables):

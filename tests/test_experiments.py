@@ -1,21 +1,19 @@
 """Smoke tests: every experiment runs in quick mode and writes its figure and table."""
 
 import csv
+from pathlib import Path
 
 import pytest
 
 from experiments import run_all
+from tests._quick import OWN_FILES, run_quick
+
+TESTS = Path(__file__).resolve().parent
 
 
-@pytest.mark.parametrize("name", sorted(run_all.EXPERIMENTS))
+@pytest.mark.parametrize("name", sorted(set(run_all.EXPERIMENTS) - set(OWN_FILES)))
 def test_quick_run_writes_outputs(name, tmp_path):
-    module = run_all.EXPERIMENTS[name]
-    assert module.main(["--quick", "--out", str(tmp_path)]) == 0
-    assert (tmp_path / f"{name}.png").stat().st_size > 10_000
-    rows = list(csv.DictReader(open(tmp_path / f"{name}.csv")))
-    assert rows and all(row["status"] == "converged" for row in rows)
-    # outputs are never silently overwritten
-    assert module.main(["--quick", "--out", str(tmp_path)]) == 2
+    rows = run_quick(run_all.EXPERIMENTS[name], name, tmp_path)
     if name == "norms_vs_delta":
         _check_norms_agree_below_the_boundary(rows)
     if name == "condition_number":
@@ -28,6 +26,13 @@ def test_quick_run_writes_outputs(name, tmp_path):
         _check_landscape(rows)
     if name == "label_noise":
         _check_label_noise(rows)
+
+
+@pytest.mark.parametrize("name", sorted(OWN_FILES))
+def test_the_other_quick_runs_are_checked_by_their_own_files(name):
+    """Each experiment left out above is an experiment, and its own test file runs the same checks."""
+    assert name in run_all.EXPERIMENTS
+    assert f'run_quick(experiment, "{name}"' in (TESTS / OWN_FILES[name]).read_text()
 
 
 def _check_convergence_table(rows, curves):

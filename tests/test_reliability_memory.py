@@ -10,7 +10,6 @@ that process so that the verdicts do not depend on the machine.
 """
 
 import json
-import resource
 import subprocess
 import sys
 import textwrap
@@ -23,15 +22,16 @@ from ufm import _memory, hessian
 
 LIMIT = 8 * 2**30
 
-SCRIPT = textwrap.dedent("""
-    import contextlib, importlib, io, json, sys
+SCRIPT = textwrap.dedent(f"""
+    import contextlib, importlib, io, json, resource, sys
+    resource.setrlimit(resource.RLIMIT_AS, ({LIMIT}, {LIMIT}))  # before JAX reserves anything
     import jax
     jax.config.update("jax_enable_x64", True)
     from ufm import _memory
     _memory.free_bytes = lambda device=None: 4 * 2**30
     solve_cli = importlib.import_module("ufm.solve")
     sweep_cli = importlib.import_module("ufm.sweep")
-    out = {}
+    out = {{}}
     for name, main, argv in [
         ("solve K1000 n500", solve_cli.main, ["--K", "1000", "--n", "500", "--quiet"]),
         ("solve K200 n100 hessian", solve_cli.main, ["--K", "200", "--n", "100", "--quiet"]),
@@ -47,15 +47,10 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _limit():
-    resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
-
-
 @pytest.fixture(scope="module")
 def hostile_runs():
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, preexec_fn=_limit, timeout=600
-    )
+    # the limit is set by the child itself: a preexec_fn would make subprocess fork this multithreaded process
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]  # never killed, never a traceback
     return json.loads(done.stdout.strip().splitlines()[-1])
 
