@@ -4,6 +4,8 @@ Gradients come from ``jax.grad`` of ``ufm.objective`` (float64), i.e. from the
 definition of the objective, not from the closed form.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -134,12 +136,16 @@ def test_norms_match_matrices(setting):
 def test_symbolic_expression_evaluates_to_a_delta(setting):
     K, n, _, delta, lam_W, lam_H = setting
     expected = theory.a_delta(K, n, delta, lam_W, lam_H)
-    got = float(_SYMBOLIC_A(K, n, delta, lam_W, lam_H))
+    got = float(_symbolic_a()(K, n, delta, lam_W, lam_H))
     # The sympy form log(num/den) loses up to ~1e-13 relative near the boundary where a -> 0.
     assert got == pytest.approx(expected, rel=1e-10, abs=1e-12)
 
 
-_SYMBOLIC_A = symbolic.a_delta_function()
+@functools.cache
+def _symbolic_a():
+    """sympy's a(delta) as a numeric function, built on first use (4 s: not at import, where every pytest
+    worker would pay it while collecting)."""
+    return symbolic.a_delta_function()
 
 
 def test_symbolic_identity_for_target_probability():
