@@ -181,6 +181,13 @@ def test_assumption_4_2_3_boundary():
     assert tmd.r_max(0.01, c_md, ce.distance) == pytest.approx(0.01 * ce.distance**2 / c_md, rel=1e-15)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_an_eta_bound_beyond_float64_is_an_error_not_inf():
+    """C_MD = 1e300: (C~ (1 - 1/gamma))^2 overflows; it was returned as inf (every eta "ok") after a warning."""
+    with pytest.raises(OverflowError, match="c_md"):
+        tmd.assumption_4_2(1e-3, 1e-3, 0.1, 1e-3, 1e300)
+
+
 @pytest.mark.parametrize(
     "call,name",
     [

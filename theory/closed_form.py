@@ -58,12 +58,13 @@ class Norms(NamedTuple):
 def _regularization_scale(K: int, n: int, lam_W, lam_H):
     """``sqrt(K N) lam_Z = K sqrt(n lam_W lam_H)``, checked for underflow."""
     # sqrt of each factor: n lam_W lam_H itself can overflow (or underflow) where the scale does not
-    scale = (
-        K
-        * np.sqrt(float(n))
-        * np.sqrt(np.asarray(lam_W, dtype=np.float64))
-        * np.sqrt(np.asarray(lam_H, dtype=np.float64))
-    )
+    with np.errstate(over="ignore"):  # an overflow is the OverflowError below, not a warning first
+        scale = (
+            K
+            * np.sqrt(float(n))
+            * np.sqrt(np.asarray(lam_W, dtype=np.float64))
+            * np.sqrt(np.asarray(lam_H, dtype=np.float64))
+        )
     if not np.all(np.isfinite(scale)):
         raise OverflowError(
             "K sqrt(n lam_W lam_H) overflows float64 (n, lam_W, lam_H too large); such a "

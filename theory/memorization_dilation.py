@@ -326,8 +326,14 @@ def assumption_4_2(lam_W, lam_H, alpha0, eta, c_md) -> AssumptionCheck:
     ce = nc_configuration(2, lam_W, lam_H, 0.0)
     ls = nc_configuration(2, lam_W, lam_H, alpha0)
     gamma = ce.H_norm / ls.H_norm
-    c_tilde = c_md / (np.sqrt(2.0) * ce.distance)
-    eta_bound = float((c_tilde * (1.0 - 1.0 / gamma)) ** 2)
+    with np.errstate(over="ignore"):  # an overflow is the OverflowError below, not a warning first
+        c_tilde = c_md / (np.sqrt(2.0) * ce.distance)
+        eta_bound = float((c_tilde * (1.0 - 1.0 / gamma)) ** 2)
+    if not np.isfinite(eta_bound):
+        raise OverflowError(
+            f"the bound on eta of Assumption 4.2 overflows float64 (c_md = {c_md!r} too large for "
+            f"lam_W = {lam_W!r}, lam_H = {lam_H!r})"
+        )
     alpha_bound = float(4.0 * np.sqrt(ce.lam_W * ce.lam_H))
     return AssumptionCheck(
         alpha_bound=alpha_bound,
