@@ -286,6 +286,22 @@ def test_label_noise_run_is_reported_but_not_judged(capsys):
 
 
 @pytest.mark.parametrize(
+    "flags,reason",
+    [
+        (["--label-noise", "0.25", "--noise-seed", "2"], "label_noise = 0.25"),
+        (["--loss", "mse"], "nonnegative features with loss 'mse'"),
+    ],
+)
+def test_h_nonnegative_without_a_prediction_is_not_verified(flags, reason, capsys):
+    """Only the feasibility row min H >= 0 was judged there, and the run said "agrees — all 1 applicable
+    checks" with exit 0; a feasibility check verifies no theory."""
+    assert main(["--K", "3", "--n", "4", "--nonnegative", *flags, "--quiet", "--no-hessian"]) == 3
+    out = capsys.readouterr().out
+    assert "min H (>= 0)" in out and "agrees" not in out
+    assert f"VERDICT: not verified — no prediction applies because {reason}" in out
+
+
+@pytest.mark.parametrize(
     "flags",
     [
         ["--loss", "ce"],
