@@ -19,14 +19,19 @@ import ntpath
 import sys
 
 
+def _program_file(argv: list[str]) -> str:
+    """The base name of ``argv[0]`` without its suffix (``ufm-solve`` for ``/venv/bin/ufm-solve`` and for
+    ``C:\\venv\\Scripts\\ufm-solve.exe``; ntpath splits at '/' and '\\' both), ``""`` when there is none."""
+    return ntpath.splitext(ntpath.basename(argv[0]))[0] if argv and argv[0] else ""
+
+
 def name(module: str, script: str | None = None) -> str:
     """``script`` when the process was started by that console script, else ``"python -m <module>"``.
 
     ``module``: the dotted module (``"ufm.solve"``); ``script``: its console-script name, if it has one.
     """
-    if script is not None and sys.argv and sys.argv[0]:
-        if ntpath.splitext(ntpath.basename(sys.argv[0]))[0] == script:  # ntpath: '/' and '\\' both split
-            return script
+    if script is not None and _program_file(sys.argv) == script:
+        return script
     return f"python -m {module}"
 
 
@@ -44,22 +49,18 @@ def started_as(orig_argv: list[str] | None = None, argv: list[str] | None = None
     gives ``"python -m ufm.solve"``; a script, ``-c`` or another module gives ``None``, unless ``argv[0]``
     (default ``sys.argv``) is one of :data:`SCRIPTS` (a console script runs as a script): then that name.
     """
-    orig_argv = list(getattr(sys, "orig_argv", []) if orig_argv is None else orig_argv)
-    argv = list(sys.argv if argv is None else argv)
+    orig_argv = getattr(sys, "orig_argv", []) if orig_argv is None else orig_argv
     words = iter(orig_argv[1:])
     for word in words:
-        if word == "-m" or (word.startswith("-m") and not word.startswith("--")):
+        if word.startswith("-m"):  # "-m ufm.solve" or "-mufm.solve"
             module = word[2:] or next(words, "")
             return f"python -m {module}" if module.split(".")[0] in PACKAGES else None
         if word in _OPTIONS_WITH_VALUE:
             next(words, None)
         elif word == "-c" or word == "-" or not word.startswith("-"):
             break  # a command, standard input or a script: not a module run
-    if argv and argv[0]:
-        script = ntpath.splitext(ntpath.basename(argv[0]))[0]
-        if script in SCRIPTS:
-            return script
-    return None
+    script = _program_file(sys.argv if argv is None else argv)
+    return script if script in SCRIPTS else None
 
 
 def start(parser: argparse.ArgumentParser, argv, *, prog: str | None = None, x64: bool = True):
