@@ -164,7 +164,8 @@ def regularization_slope(K, n, lam_W, lam_H, *, nonnegative=False) -> float:
         raise OverflowError(
             f"sqrt(n lam_W lam_H) = {R!r} is not a positive finite float64; use lam_W * lam_H between 1e-600 and 1e300"
         )
-    slope = float(R * (np.sqrt(K * (K - 1.0)) if nonnegative else (K - 1.0)))
+    with np.errstate(over="ignore"):  # an overflow is the OverflowError below, not a warning first
+        slope = float(R * (np.sqrt(K * (K - 1.0)) if nonnegative else (K - 1.0)))
     if not np.isfinite(slope):
         raise OverflowError(f"the regularization slope overflows float64 for K = {K}, n = {n}; reduce K or n")
     return slope
