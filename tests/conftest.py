@@ -13,6 +13,7 @@ import shutil
 import tempfile
 
 import jax
+import pytest
 from hypothesis import HealthCheck, settings
 
 from ufm import _cache
@@ -36,6 +37,17 @@ def pytest_configure(config):
         os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
     _cache.enable_compilation_cache(os.environ[_cache.ENV_VAR])
+
+
+@pytest.fixture(autouse=True)
+def _suite_cache_stays_on():
+    """Each test starts with the suite's cache on: a command line run in-process with ``--no-cache``
+    (the CLI and fuzz tests) switches JAX's cache off for the whole process, and every later test of
+    that worker would compile without reading or filling the shared folder."""
+    yield
+    folder = os.environ[_cache.ENV_VAR]
+    if not jax.config.jax_enable_compilation_cache or jax.config.jax_compilation_cache_dir != folder:
+        _cache.enable_compilation_cache(folder)
 
 
 def pytest_unconfigure(config):

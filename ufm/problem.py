@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -181,7 +182,7 @@ class Problem:
         (``|H|`` when ``nonnegative``, so the start is feasible)."""
         require_dtype_enabled(self.dtype)
         check_seed(self.seed)
-        params = _initial_params_compiled(self.seed, self.init_scale, self.d, self.K, self.N, self.jnp_dtype)
+        params = _initial_params_bucketed(self.seed, self.init_scale, self.d, self.K, self.N, self.jnp_dtype)
         return params._replace(H=jnp.abs(params.H)) if self.nonnegative else params
 
 
@@ -227,9 +228,56 @@ def initial_params(seed, scale, d: int, K: int, N: int, dtype) -> Params:
     )
 
 
-#: :func:`initial_params` as one compiled program (one compilation, or one cache read, instead of
-#: the ~10 small programs of the eager random calls); the same arrays bit for bit (tests/test_problem.py)
+#: :func:`initial_params` as one compiled program for exactly these shapes (the ~10 small programs of
+#: the eager random calls as one); what :meth:`Problem.init` runs when threefry is not partitionable
 _initial_params_compiled = jax.jit(initial_params, static_argnums=(2, 3, 4, 5))
+
+#: below this many entries an array's random numbers are drawn in a power-of-two batch (at most twice
+#: the entries); above it in a multiple of an eighth of the next power of two (at most 1.25 times)
+_POWER_OF_TWO_UP_TO = 2**16
+_FEWEST_DRAWN = 256
+
+
+def _sample_count(entries: int) -> int:
+    """How many normal numbers :meth:`Problem.init` draws for an array of ``entries`` numbers.
+
+    The compiled sampler depends on this count only, so the few counts below (256, 512, ...,
+    2**16, then four per doubling) serve every shape: the suite's ~50 problem shapes need ~10
+    sampler programs (0.5 s of compilation each on 2 CPU cores) instead of ~50.
+    """
+    if entries <= _POWER_OF_TWO_UP_TO:
+        return max(_FEWEST_DRAWN, 1 << (entries - 1).bit_length())
+    step = 1 << ((entries - 1).bit_length() - 3)
+    return -(-entries // step) * step
+
+
+@partial(jax.jit, static_argnums=(3, 4))
+def _scaled_normals(seed, which, scale, count: int, dtype):
+    """``scale * normal(split(key(seed))[which], (count,))``: :func:`initial_params`' draw for W
+    (``which = 0``) or H (``which = 1``) as a flat batch of ``count`` numbers."""
+    key = jax.random.split(jax.random.key(seed))[which]
+    return scale * jax.random.normal(key, (count,), dtype=dtype)
+
+
+@partial(jax.jit, static_argnums=1)
+def _leading(flat, shape: tuple[int, ...]):
+    """The first ``prod(shape)`` entries of ``flat`` in row-major ``shape``."""
+    return flat[: math.prod(shape)].reshape(shape)
+
+
+def _initial_params_bucketed(seed, scale, d: int, K: int, N: int, dtype) -> Params:
+    """:func:`initial_params`, bit for bit, from samplers compiled per :func:`_sample_count`, not per shape.
+
+    With JAX's partitionable threefry (its default since 0.5) the i-th number of
+    ``normal(key, shape)`` depends on ``key`` and the row-major index ``i`` alone, so it is the i-th
+    number of a longer flat draw (checked bit for bit in tests/test_problem.py). Without it the numbers
+    depend on the shape, and the exact-shape program runs instead.
+    """
+    if not jax.config.jax_threefry_partitionable:  # type: ignore[attr-defined]
+        return _initial_params_compiled(seed, scale, d, K, N, dtype)
+    W = _leading(_scaled_normals(seed, 0, scale, _sample_count(d * K), dtype), (d, K))
+    H = _leading(_scaled_normals(seed, 1, scale, _sample_count(d * N), dtype), (d, N))
+    return Params(W, H, jnp.asarray(np.zeros(K, dtype=dtype)))  # from numpy: no program per K for the zeros
 
 
 def require_dtype_enabled(dtype: str) -> None:
