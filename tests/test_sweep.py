@@ -58,10 +58,11 @@ def test_frozen_configurations_stop_at_their_own_iteration(swept):
     assert swept.iterations.max() < 20_000
 
 
-@pytest.mark.parametrize("lanes", [1, 3, 8, 40])
+@pytest.mark.parametrize("lanes", [1, 3, 40])
 def test_the_number_of_lanes_does_not_change_the_result(swept, lanes):
-    # the reduced work queue with fewer lanes than configurations (refills), a number that does not
-    # divide M, and more lanes than configurations (idle lanes); 11 configurations, the last 3 repeated
+    # the reduced work queue with one lane (every configuration a refill), fewer lanes than configurations
+    # in a number that does not divide M, and more lanes than configurations (idle lanes); 11
+    # configurations, the last 3 repeated. Each lane count is a program of its own (2.5 s to compile).
     problems = grid(BASE, **GRID) + grid(BASE, **GRID)[:3]
     queued = sweep(problems, batch_size=lanes, tol=TOL)
     assert len(queued) == 11 and queued.method == "reduced"
@@ -89,7 +90,7 @@ def test_sweeps_that_differ_only_in_n_share_the_queue_program():
 @example(configurations=[(0.0, 0.0625, 0)] * 4 + [(0.5983960778511229, 0.0947823057969069, 15)], lanes=2)  # c = 1.0002
 @given(
     st.lists(st.tuples(st.floats(0.0, 0.6), st.floats(1e-4, 1e-1), st.integers(0, 2**31 - 1)), min_size=5, max_size=5),
-    st.sampled_from([1, 2, 16]),
+    st.sampled_from([2, 16]),  # refills and idle lanes; one lane is the test above
 )
 def test_queue_matches_solve_on_random_configurations(configurations, lanes):
     # five random (delta, lam, seed) of one small shape (one compile per lane count): every lane's
