@@ -89,6 +89,18 @@ def test_inner_problem_matches_slsqp(case):
         np.testing.assert_allclose(prof["U"][i], np.column_stack([brute[0][1], brute[1][1]]), rtol=0, atol=1e-6)
 
 
+def test_a_radius_gets_the_same_bits_in_any_batch():
+    """md_profile pads its radii to a power of two (at least 16) so that few programs are compiled; each
+    radius is computed on its own, so alone, among 9 others or in a grid of 128 it gets the same bits."""
+    config, V, w, p = _setup(**CASES[0])
+    r = np.linspace(0.0, 1.2 * tmd.r_max(p["eta"], p["c_md"], config.distance), 128)
+    grid = md_profile(r, config.W, config.H, V, w, **p)
+    for picked in ([37], [0, 5, 17, 33, 64, 80, 99, 101, 127]):
+        few = md_profile(r[picked], config.W, config.H, V, w, **p)
+        for key, values in few.items():
+            np.testing.assert_array_equal(values, grid[key][picked], err_msg=key)  # no tolerance: same bits
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_r_star_matches_brute_force_on_a_fine_grid(case):
     """r* vs brute force: R by SLSQP on 201 radii in [0, r_max], then golden/Brent refinement of the same

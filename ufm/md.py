@@ -264,7 +264,10 @@ def md_profile(r, W, H, offsets, weights, *, lam, alpha, eta, c_md) -> dict:
     bucket = 1 << max(1, (V.shape[0] - 1).bit_length())  # node counts padded to a power of two (zero weight):
     V = np.vstack([V, np.zeros((bucket - V.shape[0], V.shape[1]))])  # one compiled program per bucket, not per m
     w = np.concatenate([w, np.zeros(bucket - w.size)])
-    size = 1 << max(3, (r.size - 1).bit_length())  # radii padded likewise (repeating the last one)
+    # radii padded likewise (repeating the last one), to at least 16: solve_md's last call (its 1-3
+    # candidates) then shares the program of up-to-16-radius profiles; each radius is computed on its
+    # own, so the padding changes no bit of the values kept (tests/test_md.py)
+    size = 1 << max(4, (r.size - 1).bit_length())
     padded = np.concatenate([r, np.full(size - r.size, r[-1])])
     out = _profile(
         jnp.asarray(padded), jnp.asarray(W), jnp.asarray(H), jnp.asarray(V), jnp.asarray(w), lam, alpha, eta, c_md
