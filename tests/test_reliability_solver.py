@@ -171,9 +171,12 @@ def test_the_suggested_step_converges_near_the_default(changes, method, lr):
 
 
 def test_a_cycle_is_no_progress_in_a_sweep_too():
-    """The sweep runs the same loop under jax.vmap: the cycling run of the test above stops there too."""
-    cycling = ufm.sweep([ufm.Problem(K=10, n=500, delta=0.1)], "gd", lr=100.0, max_iters=60_000)
-    assert cycling.status == ("no_progress",) and int(cycling.iterations[0]) < 60_000
+    """The sweep runs the same loop under jax.vmap, and a cycle stops there too. n = 50 at lr 60 (the
+    test above's n = 500 at lr 100 takes 6,055 iterations of a 10 x 5,000 H): GD settles into a stable
+    two-point cycle (L alternates at 0.64003...) and stops after 2,121 iterations (seeds 0-3: 2,121-2,169;
+    lr 55 and 58 converge, 68 diverges)."""
+    cycling = ufm.sweep([ufm.Problem(K=10, n=50, delta=0.1)], "gd", lr=60.0, max_iters=60_000)
+    assert cycling.status == ("no_progress",) and int(cycling.iterations[0]) < 20_000
     assert "--max-iters" not in cycling.result(0).message and "cycle" in cycling.result(0).message
 
 
