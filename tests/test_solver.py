@@ -262,16 +262,16 @@ def test_two_programs_agree_with_the_single_compiled_loop(history):
     """The two programs of solve and run_loop in one program (which shard=True compiles) reach the same
     minimizer: the objective to rounding, the logits to ~1e-10 (both stop at |grad| <= 1e-10 |grad_0|, and
     the order of the floating-point operations differs, so the iterates may differ in the last bits)."""
-    problem = ufm.Problem(K=4, n=6, d=5, delta=0.2, seed=3)
-    two = ufm.solve(problem, tol=1e-10, history=history)
-    args = (problem.init(), problem.labels(), problem.weights(), 0.0, 1e-10, 20_000, 10)
+    problem = ufm.Problem(K=3, n=4, d=5, delta=0.2, seed=3)  # a shape and cap of SHAPES' tests: shared programs
+    two = ufm.solve(problem, tol=1e-10, max_iters=5000, history=history)
+    args = (problem.init(), problem.labels(), problem.weights(), 0.0, 1e-10, 5000, 10)
     one = jax.jit(solver.run_loop, static_argnames=("method", "progress_every", "with_history", "loss_id", "rows"))(
         *args,
         method="reduced",
         progress_every=0,
         with_history=history,
         loss_id=0,
-        rows=solver.history_rows(20_000, 10, history),
+        rows=solver.history_rows(5000, 10, history),
     )
     params, value, _, g0, iterations, status, recorded, count = one
     assert solver.STATUS_NAMES[int(status)] == two.status == "converged"
