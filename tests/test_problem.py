@@ -78,3 +78,12 @@ def test_few_batch_sizes_serve_many_shapes():
     """Up to 2**20 entries: 9 powers of two (256 ... 2**16), then 4 sizes per doubling."""
     sizes = {_sample_count(entries) for entries in range(1, 2**20 + 1, 7)} | {_sample_count(2**20)}
     assert len(sizes) == 9 + 4 * 4
+
+
+@pytest.mark.parametrize("K,n", [(2, 1), (3, 4), (10, 500)])
+def test_labels_are_class_major_in_jax_default_integers(K, n):
+    """ufm.objective.class_major_labels (built in numpy) is the array jnp.repeat(jnp.arange(K), n) builds."""
+    labels = ufm.Problem(K=K, n=n).labels()
+    expected = jax.numpy.repeat(jax.numpy.arange(K), n)
+    assert labels.dtype == expected.dtype and labels.shape == (K * n,)
+    np.testing.assert_array_equal(np.asarray(labels), np.asarray(expected))
