@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 
 import ufm
 from ufm import problem as problem_module
-from ufm.problem import _initial_params_compiled, _leading, _sample_count, _scaled_normals, initial_params
+from ufm.problem import (
+    _initial_params_compiled,
+    _leading,
+    _leading_compiled,
+    _sample_count,
+    _scaled_normals,
+    initial_params,
+)
 
 
 @pytest.mark.parametrize(
@@ -60,6 +67,14 @@ def test_without_partitionable_threefry_the_exact_program_runs():
         assert not np.array_equal(np.asarray(prefix), np.asarray(exact.H))
         for got, want in zip(problem.init(), exact, strict=True):
             np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_the_accelerator_slice_is_the_host_one():
+    """_leading takes the host path on a CPU; the compiled path an accelerator takes gives the same array."""
+    flat = _scaled_normals(3, 1, 0.5, 256, jax.numpy.float64)
+    host, compiled = _leading(flat, (7, 30)), _leading_compiled(flat, (7, 30))
+    assert isinstance(host, jax.Array) and host.dtype == compiled.dtype and host.shape == compiled.shape
+    np.testing.assert_array_equal(np.asarray(host), np.asarray(compiled))
 
 
 @given(st.integers(1, 2**40))

@@ -260,9 +260,17 @@ def _scaled_normals(seed, which, scale, count: int, dtype):
 
 
 @partial(jax.jit, static_argnums=1)
-def _leading(flat, shape: tuple[int, ...]):
-    """The first ``prod(shape)`` entries of ``flat`` in row-major ``shape``."""
+def _leading_compiled(flat, shape: tuple[int, ...]):
     return flat[: math.prod(shape)].reshape(shape)
+
+
+def _leading(flat, shape: tuple[int, ...]):
+    """The first ``prod(shape)`` entries of ``flat`` in row-major ``shape``: through host memory on a CPU
+    (a view and one copy, no program compiled per shape), as a small compiled program on an accelerator
+    (no round trip to the host)."""
+    if all(device.platform == "cpu" for device in flat.devices()):
+        return jnp.asarray(np.asarray(flat)[: math.prod(shape)].reshape(shape))
+    return _leading_compiled(flat, shape)
 
 
 def _initial_params_bucketed(seed, scale, d: int, K: int, N: int, dtype) -> Params:
