@@ -5,6 +5,7 @@ ruff checks ``theory/``, ``ufm/``, ``experiments/``, ``benchmarks/`` and ``tests
 a missing tool fails here instead of passing unnoticed.
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -27,9 +28,10 @@ def test_ruff_format_is_applied():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_mypy_is_clean(tmp_path):
-    # a fresh cache per run: a stale cache from another checkout can hide errors
-    done = _run(["mypy", "--cache-dir", str(tmp_path / "mypy-cache")])
+def test_mypy_is_clean():
+    # no cache read or written (a stale cache from another checkout can hide errors); not writing one
+    # also saves ~0.7 s of the ~8 s run
+    done = _run(["mypy", "--no-incremental", "--cache-dir", os.devnull])
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Success" in done.stdout, done.stdout
 
