@@ -48,6 +48,7 @@ identical arrays.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import NamedTuple, cast
 
@@ -56,10 +57,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from sklearn.datasets import load_digits
 
 import ufm
 from ufm import _memory
+
+# scikit-learn is part of the optional 'network' extra: missing, it fails this import as equinox does (the
+# experiments report the extra); present, sklearn.datasets (0.7 s to import) is imported on first use
+if importlib.util.find_spec("sklearn") is None:
+    raise ModuleNotFoundError("No module named 'sklearn'", name="sklearn")
 
 #: pixel values of load_digits are integers 0..16
 _PIXEL_MAX = 16.0
@@ -101,6 +106,8 @@ def load_digits_split(n: int, *, classes=None, seed: int = 0) -> DigitsSplit:
     ``classes`` or ``seed`` when they are not usable (``n`` must leave at least one test image
     per class).
     """
+    from sklearn.datasets import load_digits
+
     data = load_digits()
     classes = tuple(range(10)) if classes is None else tuple(classes)
     if (
