@@ -48,6 +48,7 @@ identical arrays.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass
 from typing import NamedTuple, cast
@@ -172,7 +173,15 @@ def make_mlp(
             f"activation must be one of {sorted(ACTIVATIONS)} (relu or softplus with "
             f"nonnegative=True), got {activation!r}"
         )
-    keys = jax.random.split(jax.random.PRNGKey(int(seed)), len(widths) + 2)
+    return _build_mlp(jnp.asarray(int(seed)), widths, d, K, inputs, nonnegative, activation)
+
+
+@eqx.filter_jit
+def _build_mlp(seed, widths: tuple, d: int, K: int, inputs: int, nonnegative: bool, activation: str) -> MLP:
+    """:func:`make_mlp` after validation, compiled: one program per architecture for every seed (a traced
+    scalar). Built eagerly, equinox's initialisers would compile two small programs per layer shape; the
+    arrays are the same to the last bit (tested)."""
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(widths) + 2)
     sizes = (inputs,) + widths
     hidden = tuple(eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys[:-2], strict=True))
     return MLP(
@@ -406,7 +415,8 @@ def train(
     for segment, init, steps, last_phase in phases:
         if done or steps == 0:
             continue
-        run_segment, state = jax.jit(jax.vmap(segment)), _strongly_typed(jax.vmap(init)(params))
+        # the optimiser's state in one program (eagerly, each zero-filled leaf would compile on its own)
+        run_segment, state = jax.jit(jax.vmap(segment)), jax.jit(functools.partial(_initial_state, init))(params)
         for _ in range(steps // every):
             params, state, measured = run_segment(params, state, labels, specs)
             step += every
@@ -428,9 +438,15 @@ def train(
     )
 
 
+def _initial_state(init, params):
+    """The optimiser state ``init`` gives every lane of ``params``, strongly typed (:func:`_strongly_typed`)."""
+    return _strongly_typed(jax.vmap(init)(params))
+
+
 def _strongly_typed(tree):
-    """The same arrays without JAX's weak types. optax's L-BFGS starts some fields of its state weakly
-    typed and returns them strongly typed, so the second segment would otherwise compile again."""
+    """The same arrays without JAX's weak types (also under ``jit``: the outputs are then strongly typed).
+    optax's L-BFGS starts some fields of its state weakly typed and returns them strongly typed, so the
+    second segment would otherwise compile again."""
     return jax.tree_util.tree_map(lambda a: jnp.array(a, dtype=a.dtype), tree)
 
 

@@ -62,16 +62,18 @@ def test_importing_the_package_leaves_jax_untouched():
 def test_cli_fills_the_cache_and_corrupt_entries_give_one_warning_line_and_are_replaced(tmp_path):
     """--no-cache writes nothing; a run fills the folder; then corrupt entries (garbage, truncated) are
     compiled again with one warning line, the same verdict, and rewritten (one folder throughout: JAX's
-    keys depend on the folder's path, so a copied cache would read as empty)."""
+    keys depend on the folder's path, so a copied cache would read as empty). The two smallest entries
+    are corrupted: the solver's loop is read intact, so the third run compiles only those two."""
     cache = tmp_path / "cache"
     assert _cli(SMALL + ["--no-cache"], JAX_COMPILATION_CACHE_DIR=str(cache)).returncode == 0
     assert not cache.exists() or not any(cache.iterdir())
     first = _cli(SMALL, JAX_COMPILATION_CACHE_DIR=str(cache))
     assert first.returncode == 0 and first.stderr == "", first.stderr
-    entries = sorted(path for path in cache.iterdir() if path.name.endswith("-cache"))
-    assert entries
-    for i, path in enumerate(entries):  # garbage, and truncated entries
-        path.write_bytes(os.urandom(64) if i % 2 else path.read_bytes()[: path.stat().st_size // 2])
+    entries = sorted((path for path in cache.iterdir() if path.name.endswith("-cache")), key=lambda p: p.stat().st_size)
+    assert len(entries) >= 2
+    garbage, truncated = entries[:2]
+    garbage.write_bytes(os.urandom(64))
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     corrupt = _cli(SMALL, JAX_COMPILATION_CACHE_DIR=str(cache))
     verdict = lambda done: [line for line in done.stdout.splitlines() if line.startswith("VERDICT")]
     assert corrupt.returncode == 0 and verdict(corrupt) == verdict(first) != []

@@ -50,6 +50,22 @@ def test_split_and_init_are_reproducible():
     assert not np.array_equal(m1.hidden[0].weight, m3.hidden[0].weight)
 
 
+def test_compiled_construction_is_equinox_eager_initialisation():
+    """make_mlp builds the model in one compiled program; equinox's own eager layers give the same bits
+    (a seed above 2^31, and layers of few distinct shapes: each eager shape compiles its own programs)."""
+    import equinox as eqx
+
+    seed = 2**31 + 5
+    keys = jax.random.split(jax.random.PRNGKey(seed), 3)
+    layers = [eqx.nn.Linear(64, 4, key=keys[0]), eqx.nn.Linear(4, 4, key=keys[1]), eqx.nn.Linear(4, 4, key=keys[2])]
+    model = net.make_mlp(seed, (4,), 4, 4)
+    for ours, eager in zip((*model.hidden, model.feature, model.classifier), layers, strict=True):
+        for name in ("weight", "bias"):
+            mine, theirs = getattr(ours, name), getattr(eager, name)
+            assert mine.dtype == theirs.dtype
+            np.testing.assert_array_equal(mine, theirs)
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [

@@ -83,7 +83,8 @@ def test_beyond_boundary_solver_goes_to_zero(problem):
 )
 def test_every_method_reaches_the_same_minimizer(method, lr):
     problem = Problem(K=4, n=5, d=5, delta=0.1, lam_W=1e-2, lam_H=1e-2, lam_b=1e-2, seed=3)
-    result = ufm.solve(problem, method, lr=lr, tol=1e-10, max_iters=100_000)
+    # no history: the same programs as the command line's and the landscape experiment's (one compile fewer)
+    result = ufm.solve(problem, method, lr=lr, tol=1e-10, max_iters=100_000, history=False)
     assert result.converged, result.message
     for name, error in _gram_errors(result, problem).items():
         assert error <= RTOL, (method, name)
@@ -103,14 +104,14 @@ def test_history_is_recorded_and_ends_at_the_result():
 
 def test_divergence_is_reported_not_raised():
     problem = Problem(K=4, n=10, delta=0.0, lam_W=1e-3, lam_H=1e-3, init_scale=1.0)
-    result = ufm.solve(problem, "gd", lr=1e5, max_iters=1000)
+    result = ufm.solve(problem, "gd", lr=1e5, max_iters=1000, history=False)  # one program for both runs
     assert result.status == "diverged" and not result.converged
     assert "diverged at iteration" in result.message and "locally stable only for lr <" in result.message
     assert np.all(np.isfinite(result.W)) and np.all(np.isfinite(result.H))
     # the suggested step 1 / lambda_max (joint Hessian at the start and the last finite point) is reported ...
     assert f"try --lr {result.suggested_lr:.3g}" in result.message
     # ... and works: the same run with it converges
-    retry = ufm.solve(problem, "gd", lr=result.suggested_lr, max_iters=200_000, tol=1e-8)
+    retry = ufm.solve(problem, "gd", lr=result.suggested_lr, max_iters=200_000, tol=1e-8, history=False)
     assert retry.converged, retry.message
 
 
@@ -141,7 +142,7 @@ def test_a_tolerance_at_rounding_level_points_to_tol():
 
 def test_float32_path_reaches_its_documented_accuracy():
     problem = Problem(K=10, n=500, delta=0.1, dtype="float32")
-    result = ufm.solve(problem, tol=1e-5, max_iters=2000)
+    result = ufm.solve(problem, tol=1e-5, max_iters=2000, history=False)  # the command line's program
     assert result.W.dtype == np.float32
     norms = theory.norms(10, 500, 0.1, 5e-4, 5e-4)
     nc = ufm.collapse(result.W.astype(np.float64), result.H.astype(np.float64), problem.labels(), 10)
