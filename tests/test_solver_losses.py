@@ -16,7 +16,8 @@ from ufm.solver import _project, default_method
 # |grad L| <= 1e-11 |grad L(x0)| with curvature >= min(lam) = 1e-2: distance to the
 # minimizer <= ~1e-9 relative; the 1e-6 leaves margin.
 RTOL = 1e-6
-SMALL = dict(K=4, n=3, d=5, lam_W=1e-2, lam_H=1e-2, lam_b=1e-2)
+#: the shape of the landscape experiment's quick run (K = 4, n = 5, d = 5): with history=False the same programs
+SMALL = dict(K=4, n=5, d=5, lam_W=1e-2, lam_H=1e-2, lam_b=1e-2)
 
 
 @pytest.mark.parametrize(
@@ -32,7 +33,7 @@ SMALL = dict(K=4, n=3, d=5, lam_W=1e-2, lam_H=1e-2, lam_b=1e-2)
 )
 def test_solver_reaches_the_prediction_for_every_loss(loss, params):
     problem = Problem(**{**SMALL, **params, "loss": loss, "seed": 3})
-    result = ufm.solve(problem, tol=1e-11, max_iters=5000)
+    result = ufm.solve(problem, tol=1e-11, max_iters=5000, history=False)
     comparison = compare(result, rtol=RTOL)
     assert result.converged and not comparison.not_applicable
     assert comparison.ok, [(r.quantity, r.error) for r in comparison.failures]
@@ -169,7 +170,7 @@ def test_bad_problem_inputs_name_the_parameter(kwargs, match):
 
 
 def test_label_noise_makes_the_comparison_not_applicable():
-    result = ufm.solve(Problem(**SMALL, label_noise=0.25, seed=1), tol=1e-10, max_iters=3000)
+    result = ufm.solve(Problem(**SMALL, label_noise=0.25, seed=1), tol=1e-10, max_iters=3000, history=False)
     comparison = compare(result, spectra=False)
     assert any("label_noise" in reason for reason in comparison.not_applicable)
     assert not any(row.applies for row in comparison.rows) and not comparison.verified
