@@ -11,7 +11,7 @@ import pytest
 
 import theory
 import ufm
-from ufm import solver
+from ufm import curvature, solver
 
 solve_cli = importlib.import_module("ufm.solve")
 
@@ -178,6 +178,30 @@ def test_a_cycle_is_no_progress_in_a_sweep_too():
     cycling = ufm.sweep([ufm.Problem(K=10, n=50, delta=0.1)], "gd", lr=60.0, max_iters=60_000)
     assert cycling.status == ("no_progress",) and int(cycling.iterations[0]) < 20_000
     assert "--max-iters" not in cycling.result(0).message and "cycle" in cycling.result(0).message
+
+
+@pytest.mark.parametrize(
+    "K, n, delta, seed, failure",
+    [
+        (3, 4, 0.0, 0, "diverged at iteration"),
+        (4, 3, 0.1, 0, "no progress after"),
+        (4, 3, 0.1, 3, "not converged after max_iters = 20000"),  # wanders, neither diverging nor cycling
+    ],
+)
+def test_a_failed_default_step_is_rerun_at_the_stability_limit_of_the_start(K, n, delta, seed, failure):
+    """GD's default lr 20 was measured at K = 10, where the curvature at the default start is ~1/K; at
+    K = 3-4 it is 0.25-0.34 and lr 20 fails. A step the user gives is reported as it is; the default is run
+    once more at min(lr / 2, 2 / lambda_max(x_0)), which converges (ufm.solver._fallback_step)."""
+    problem = ufm.Problem(K=K, n=n, delta=delta, seed=seed)
+    given = ufm.solve(problem, "gd", lr=20.0)
+    assert not given.converged and given.lr == 20.0 and "default step" not in given.message
+    result = ufm.solve(problem, "gd")
+    assert result.converged and result.message.startswith(f"the default step lr = 20 failed ({failure}"), result.message
+    # the step from the dense joint Hessian at x_0 (the rerun takes Lanczos' value, rounded down to 3 digits)
+    top = float(np.max(curvature.joint_eigenvalues(problem.init(), problem.labels(), problem.weights())))
+    expected = min(10.0, solver.STABILITY_LIMIT["gd"] / top)
+    assert 0.99 * expected <= result.lr <= expected * (1 + 1e-6), (result.lr, expected)
+    assert f"rerun with lr = {result.lr:g}" in result.message
 
 
 @pytest.mark.parametrize("nonnegative", [False, True])
