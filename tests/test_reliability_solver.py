@@ -204,6 +204,15 @@ def test_a_failed_default_step_is_rerun_at_the_stability_limit_of_the_start(K, n
     assert f"rerun with lr = {result.lr:g}" in result.message
 
 
+def test_a_line_search_method_is_not_rerun():
+    """Only a default fixed step is rerun: L-BFGS at max_iters is reported as it is (K = 3, n = 4 focal
+    without history: the command line's program of test_cli's focal run)."""
+    problem = ufm.Problem(K=3, n=4, loss="focal", gamma=2.0)
+    result = ufm.solve(problem, "lbfgs", max_iters=3, history=False)
+    assert result.status == "max_iters" and result.iterations == 3 and result.lr is None
+    assert result.message.startswith("stopped at max_iters = 3")
+
+
 @pytest.mark.parametrize("nonnegative", [False, True])
 @pytest.mark.parametrize(
     "changes",

@@ -959,7 +959,7 @@ def solve(
     seconds = time.perf_counter() - start
     note = ""
     status = STATUS_NAMES[int(out[5])]
-    if not step_given and status in ("diverged", "no_progress", "max_iters"):
+    if not step_given and lr is not None and status in ("diverged", "no_progress", "max_iters"):
         fallback = _fallback_step(problem, method, lr, params0)
         # max_iters alone is no sign of a too large step, unless the step was well above the limit at x_0
         too_large = lambda top: lr * top > MEASURED_STABLE_RATIO * STABILITY_LIMIT[method]
