@@ -204,6 +204,17 @@ def test_a_failed_default_step_is_rerun_at_the_stability_limit_of_the_start(K, n
     assert f"rerun with lr = {result.lr:g}" in result.message
 
 
+def test_a_sweep_takes_the_smallest_default_step_of_its_configurations():
+    """One step for all configurations, the smallest of their defaults: MSE's come from its curvature
+    (0.5 at kappa 1, 0.167 at kappa 3). Sweeps took gd's 20 before, and every MSE row diverged. Same K, n
+    and max_iters as the cycle test above: the same compiled program (the loss id is traced in sweeps)."""
+    problems = [ufm.Problem(K=10, n=50, loss="mse", mse_kappa=kappa) for kappa in (1.0, 3.0)]
+    defaults = [solver.default_lr(p, "gd") for p in problems]
+    assert defaults[0] == 0.5 and defaults[1] < defaults[0]
+    swept = ufm.sweep(problems, "gd", max_iters=60_000, tol=0.5)
+    assert swept.lr == min(defaults) and swept.status == ("converged", "converged")
+
+
 def test_a_line_search_method_is_not_rerun():
     """Only a default fixed step is rerun: L-BFGS at max_iters is reported as it is (K = 3, n = 4 focal
     without history: the command line's program of test_cli's focal run)."""

@@ -381,7 +381,9 @@ def sweep(
     Args:
         problems: M >= 1 :class:`Problem` of one shape; delta, the lambdas, seed and
             init_scale may differ. See :func:`grid`.
-        method, lr, tol, max_iters: as in :func:`ufm.solve`.
+        method, lr, tol, max_iters: as in :func:`ufm.solve`; one step for every configuration, by default
+            the smallest :func:`ufm.solver.default_lr` among them (MSE's curvature asks for a smaller
+            step). A failed default step is not rerun as :func:`ufm.solve` reruns it: its row says so.
         batch_size: configurations in flight at once: the lanes of the ``"reduced"`` queue
             (default ``REDUCED_LANES``), or the configurations per compiled call of the other
             methods (default all M). Memory grows linearly with it (L-BFGS keeps 5 (reduced)
@@ -415,6 +417,8 @@ def sweep(
     check_method_fits(first, method)
     if batch_size is None:
         batch_size = min(M, REDUCED_LANES) if method == "reduced" else M
+    if lr is None and solver.DEFAULT_LR.get(method) is not None:  # every configuration's default must be safe
+        lr = min(solver.default_lr(p, method) or np.inf for p in problems)
     lr = check_options(method, lr, tol, dict(max_iters=(max_iters, 1), batch_size=(batch_size, 1)))
     require_dtype_enabled(first.dtype)
     itemsize = np.dtype(first.dtype).itemsize
