@@ -173,15 +173,16 @@ def make_mlp(
             f"activation must be one of {sorted(ACTIVATIONS)} (relu or softplus with "
             f"nonnegative=True), got {activation!r}"
         )
-    return _build_mlp(jnp.asarray(int(seed)), widths, d, K, inputs, nonnegative, activation)
+    key = jax.random.PRNGKey(int(seed))  # eagerly: any seed JAX takes, with or without x64
+    return _build_mlp(key, widths, int(d), int(K), int(inputs), bool(nonnegative), str(activation))
 
 
 @eqx.filter_jit
-def _build_mlp(seed, widths: tuple, d: int, K: int, inputs: int, nonnegative: bool, activation: str) -> MLP:
-    """:func:`make_mlp` after validation, compiled: one program per architecture for every seed (a traced
-    scalar). Built eagerly, equinox's initialisers would compile two small programs per layer shape; the
-    arrays are the same to the last bit (tested)."""
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(widths) + 2)
+def _build_mlp(key, widths: tuple, d: int, K: int, inputs: int, nonnegative: bool, activation: str) -> MLP:
+    """:func:`make_mlp` after validation, compiled: one program per architecture for every seed (the key
+    is traced). Built eagerly, equinox's initialisers would compile two small programs per layer shape;
+    the arrays are the same to the last bit (tested)."""
+    keys = jax.random.split(key, len(widths) + 2)
     sizes = (inputs,) + widths
     hidden = tuple(eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys[:-2], strict=True))
     return MLP(

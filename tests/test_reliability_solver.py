@@ -138,6 +138,7 @@ def test_a_cycling_step_is_no_progress_with_a_step_that_converges():
     ~30): it used to run to max_iters and be told to raise --max-iters."""
     problem = ufm.Problem(K=10, n=500, delta=0.1)
     default = ufm.solve(problem, "gd", history=False)
+    assert default.lr == solver.DEFAULT_LR["gd"]  # the default itself, not a rerun's step
     result = ufm.solve(problem, "gd", lr=100.0, max_iters=100_000, history=False)
     assert result.status == "no_progress" and not result.converged, result.message
     assert result.iterations < 20_000 and "--max-iters" not in result.message
@@ -165,6 +166,7 @@ def test_the_suggested_step_converges_near_the_default(changes, method, lr):
     default = ufm.solve(problem, method, max_iters=200_000, history=False)
     retry = ufm.solve(problem, method, lr=failed.suggested_lr, max_iters=200_000, history=False)
     assert default.converged and retry.converged, (default.message, retry.message)
+    assert default.lr == solver.default_lr(problem, method)  # the default itself, not a rerun's step
     # within a small multiple of the default's iteration count (the old 1 / lambda_max at the blown-up
     # iterate cost 45x)
     assert retry.iterations <= 3 * default.iterations, (retry.iterations, default.iterations)
@@ -245,3 +247,4 @@ def test_every_default_converges(changes, nonnegative):
         argv += [f"--{key.replace('_', '-')}", str(value)]
     code, err, out = _cli(argv + (["--nonnegative"] if nonnegative else []))
     assert code in (0, 3) and "converged:" in out, (code, err, out)
+    assert "the default step" not in out, out  # converged at the default itself, not at a rerun's step

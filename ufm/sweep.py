@@ -376,7 +376,8 @@ def sweep(
     """Solve every configuration of ``problems`` (same K, n, d, loss, dtype) in vmapped, compiled calls.
 
     Same stopping rule and defaults as :func:`ufm.solve` (which gives, configuration by
-    configuration, the same result up to rounding; tested to 1e-10). No history is recorded.
+    configuration, the same result up to rounding; tested to 1e-10), except that a fixed step is one
+    for all configurations and a failed default step is not rerun (``lr`` below). No history is recorded.
 
     Args:
         problems: M >= 1 :class:`Problem` of one shape; delta, the lambdas, seed and
@@ -417,9 +418,10 @@ def sweep(
     check_method_fits(first, method)
     if batch_size is None:
         batch_size = min(M, REDUCED_LANES) if method == "reduced" else M
-    if lr is None and solver.DEFAULT_LR.get(method) is not None:  # every configuration's default must be safe
-        lr = min(solver.default_lr(p, method) or np.inf for p in problems)
+    step_given = lr is not None
     lr = check_options(method, lr, tol, dict(max_iters=(max_iters, 1), batch_size=(batch_size, 1)))
+    if not step_given and lr is not None:  # one step for all: every configuration's default must be safe
+        lr = min(float(solver.default_lr(p, method) or lr) for p in problems)
     require_dtype_enabled(first.dtype)
     itemsize = np.dtype(first.dtype).itemsize
     lanes = min(batch_size, M)
