@@ -666,28 +666,33 @@ def _suggested_step(problem: Problem, method: str, lr, points) -> tuple[float, f
     far above anything on a converging path (GD lr 1e4, K = 10, n = 50: it suggested 0.444, which needs
     91,556 iterations against 2,023 at the default 20). Rounded to 3 digits (what the message prints).
     """
-    from ufm import curvature
-
     if lr is None:
         return None
     limit = SAFE_FRACTION * STABILITY_LIMIT[method]
     default = default_lr(problem, method)  # not None: STABILITY_LIMIT holds the fixed-step methods only
     if default is None:
         return None
-    top_at = lambda p: curvature.largest_curvature(p, problem.labels(), problem.weights(), tol=1e-3)
-    try:
-        top = top_at(points[0])
-        if not (np.isfinite(top) and top > 0):
-            return None
-        step = min(default, STABILITY_LIMIT[method] / top)
-        if step > lr / 2:
-            top = max(top, top_at(points[1]))
-            if not np.isfinite(top):
-                return None
-            step = min(limit / top, lr / 2)
-    except (ArithmeticError, ValueError, RuntimeError):  # ARPACK failure on a pathological point
+    top = _curvature_at(problem, points[0])
+    if top is None or not (np.isfinite(top) and top > 0):
         return None
+    step = min(default, STABILITY_LIMIT[method] / top)
+    if step > lr / 2:
+        at_last = _curvature_at(problem, points[1])
+        if at_last is None or not np.isfinite(top := max(top, at_last)):
+            return None
+        step = min(limit / top, lr / 2)
     return top, float(f"{step:.3g}")
+
+
+def _curvature_at(problem: Problem, point: Params) -> float | None:
+    """lambda_max of the joint Hessian of ``problem``'s L at ``point`` (Lanczos, ARPACK tolerance 1e-3, the
+    accuracy a step size needs); None when ARPACK fails on a pathological point."""
+    from ufm import curvature
+
+    try:
+        return curvature.largest_curvature(point, problem.labels(), problem.weights(), tol=1e-3)
+    except (ArithmeticError, ValueError, RuntimeError):
+        return None
 
 
 def status_message(status: str, iterations: int, ratio: float, tol: float, method: str, lr, step=None) -> str:
@@ -1009,13 +1014,8 @@ def _fallback_step(problem: Problem, method: str, lr: float, params0: Params) ->
     at their defaults wherever they were run (the failing GD problems included), so their rerun is
     untested in practice.
     """
-    from ufm import curvature
-
-    try:
-        top = curvature.largest_curvature(params0, problem.labels(), problem.weights(), tol=1e-3)
-    except (ArithmeticError, ValueError, RuntimeError):  # ARPACK failure on a pathological point
-        return None
-    if not (np.isfinite(top) and top > 0):
+    top = _curvature_at(problem, params0)
+    if top is None or not (np.isfinite(top) and top > 0):
         return None
     step = min(lr / 2, STABILITY_LIMIT[method] / top)
     digits = 10.0 ** (np.floor(np.log10(step)) - 2)
