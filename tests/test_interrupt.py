@@ -24,12 +24,23 @@ COMPILED = "Finished XLA compilation of jit({})"
 COMPILING = "Finished jaxpr to MLIR module conversion jit({})"  # XLA compilation starts next
 
 
-def _signal_at(argv, pattern: str, signum, cwd: Path, delay: float = 0.5):
+def _signal_at(argv, pattern: str, signum, cwd: Path, delay: float = 0.5, sigint_ignored: float | None = None):
     """Run ``python argv`` in ``cwd``, send ``signum`` ``delay`` s after a stderr line containing
-    ``pattern``; returns (exit code, stderr without JAX's compile log, seconds from signal to exit)."""
+    ``pattern``; returns (exit code, stderr without JAX's compile log, seconds from signal to exit).
+
+    The child starts with SIGINT at its default, whatever this process inherited (a suite started as a
+    shell's background job ignores SIGINT, and its children would too), or ignored (``sigint_ignored``: then
+    SIGINT is sent first, and the child must still run that many seconds later)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_LOG_COMPILES="1", PYTHONPATH=str(ROOT))
+    sigint = signal.SIG_DFL if sigint_ignored is None else signal.SIG_IGN
     process = subprocess.Popen(
-        [sys.executable, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, *argv],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )
     lines, seen = [], threading.Event()
 
@@ -45,6 +56,10 @@ def _signal_at(argv, pattern: str, signum, cwd: Path, delay: float = 0.5):
         assert seen.wait(120), "".join(lines)[-3000:]
         time.sleep(delay)
         assert process.poll() is None, "".join(lines)[-3000:]
+        if sigint_ignored is not None:
+            process.send_signal(signal.SIGINT)
+            time.sleep(sigint_ignored)
+            assert process.poll() is None, "SIGINT stopped a process that ignores it:\n" + "".join(lines)[-3000:]
         process.send_signal(signum)
         sent = time.perf_counter()
         process.stdout.read()
@@ -116,6 +131,23 @@ def test_solve_stops_inside_the_compiled_loop(tmp_path):
     ]
     code, stderr, elapsed = _signal_at(argv, COMPILED.format("run_loop"), signal.SIGINT, tmp_path, delay=0.5)
     _check(code, stderr, elapsed, signal.SIGINT, "python -m ufm.solve")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "pattern, pause", [(" jax._src", 0.0), (COMPILED.format("run_loop"), 0.5)], ids=["imports", "loop"]
+)
+def test_an_ignored_sigint_stays_ignored_and_sigterm_still_stops(tmp_path, pattern, pause):
+    """A shell's background job (``cmd &``) starts with SIGINT ignored: Ctrl-C at the terminal is not for
+    it. The command line keeps it ignored, during its imports and in the compiled loop, and still ends
+    in one line on SIGTERM (the start-up guard used to give up on both when SIGINT was not Python's
+    default, so SIGTERM killed the process silently, exit -15). In the loop, SIGTERM comes 0.5 s after
+    SIGINT; during the imports at once (JAX's import takes longer than that)."""
+    argv = ["-X", "importtime", "-m", "ufm.solve", "--K", "3", "--n", "10", "--method", "gd", "--lr", "1"]
+    argv += ["--tol", "1e-300", "--max-iters", "100000000", "--no-cache", "--quiet", "--json", "r.json"]
+    code, stderr, elapsed = _signal_at(argv, pattern, signal.SIGTERM, tmp_path, delay=0.0, sigint_ignored=pause)
+    _check(code, stderr, elapsed, signal.SIGTERM, "python -m ufm.solve")
+    assert len(stderr.strip().splitlines()) == 1, stderr
     assert list(tmp_path.iterdir()) == []
 
 

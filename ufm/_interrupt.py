@@ -57,23 +57,22 @@ def guard_startup() -> None:
     """Where this process was started as one of this project's command lines, SIGINT / SIGTERM from now on
     (its imports) print :func:`_message` and exit with code 130 / 143, no traceback.
 
-    Does nothing for any other program, outside the main thread, or where the process's handlers are not
-    Python's defaults (an embedding program keeps its own). :func:`exit_on_interrupt` takes over from here.
+    Does nothing for any other program or outside the main thread; leaves alone a signal whose handler is
+    not Python's default (an embedding program keeps its own; SIGINT stays ignored in a shell's background
+    job, SIGTERM is still guarded there). :func:`exit_on_interrupt` takes over from here.
     """
     prog = _prog.started_as()
     if prog is None or threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return
-    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        return
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
     def stop(signum, frame):
         print(_message(prog, signal.Signals(signum)), file=sys.stderr, flush=True)
         os._exit(EXIT_CODES[signal.Signals(signum)])
 
     for signum in EXIT_CODES:
-        signal.signal(signum, stop)
+        if signal.getsignal(signum) == defaults[signum]:
+            signal.signal(signum, stop)
 
 
 def _silence_stdout():
@@ -95,7 +94,8 @@ def _ignore(signum, frame):
 def exit_on_interrupt(prog: str):
     """Within the block, SIGINT / SIGTERM exit the process with code 130 / 143 and one line naming ``prog``.
 
-    A no-op outside the main thread (where signals cannot be managed).
+    A no-op outside the main thread (where signals cannot be managed). An ignored signal stays ignored
+    (SIGINT in a shell's background job: Ctrl-C at the terminal is not meant for it).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -104,7 +104,9 @@ def exit_on_interrupt(prog: str):
     reader.setblocking(True)
     writer.setblocking(False)
     old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    old_handlers = {signum: signal.signal(signum, _ignore) for signum in EXIT_CODES}
+    old_handlers = {
+        signum: signal.signal(signum, _ignore) for signum in EXIT_CODES if signal.getsignal(signum) != signal.SIG_IGN
+    }
 
     def watch():
         while True:
