@@ -1,13 +1,16 @@
 """Every code block of README.md and docs/*.md runs as written, and the API reference builds.
 
-- ```python blocks: each in a fresh interpreter on its own (so a block that needs an import or
+- ```python blocks: each as if pasted into a fresh interpreter (so a block that needs an import or
   the x64 switch must say so itself: a reader pastes one block, not the page).
-- ```console blocks: each ``$ command`` line in a shell, in the page's working folder (so a command may
-  use a file written by a block above it on the same page), except the installation and test-suite
-  commands (``pip ...``, ``python -m pytest``), which are what CI itself runs.
-Blocks of one page run in order in one temporary folder; every command must exit 0.
+- ```console blocks: each ``$ command`` line, in the page's working folder (so a command may use a file
+  written by a block above it on the same page), except the installation and test-suite commands
+  (``pip ...``, ``python -m pytest``), which are what CI itself runs.
+Blocks of one page run in order in one temporary folder and one Python process
+(``tests/_page_runner.py``: fresh globals for each block, JAX's float64 switch put back before each,
+``python -m`` commands run as ``__main__``); every step must succeed.
 """
 
+import json
 import os
 import re
 import shlex
@@ -56,24 +59,57 @@ def test_readme_shows_the_ci_test_command():
     assert f"$ {command}" in readme and ci.rstrip().endswith(command)
 
 
+def _steps(page: Path) -> list[tuple[int, str, str | list[str]]]:
+    """The page's steps for ``tests/_page_runner.py``: ``(block number, "python", source)`` or
+    ``(block number, "command", argv)``."""
+    steps: list[tuple[int, str, str | list[str]]] = []
+    for number, (language, code) in enumerate(blocks(page)):
+        if language == "python":
+            steps.append((number, "python", code))
+        else:
+            steps += [(number, "command", shlex.split(command)) for command in _commands(code)]
+    return steps
+
+
+def _run_page(steps, folder: Path) -> subprocess.CompletedProcess:
+    (folder / "steps.json").write_text(json.dumps(steps))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    runner = [sys.executable, str(ROOT / "tests" / "_page_runner.py"), "steps.json"]
+    return subprocess.run(runner, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
 def test_every_block_runs(page, tmp_path):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
-    for number, (language, code) in enumerate(blocks(page)):
-        runs = (
-            [[sys.executable, "-c", code]]
-            if language == "python"
-            else [
-                [sys.executable, *shlex.split(command)[1:]] if command.startswith("python ") else shlex.split(command)
-                for command in _commands(code)
-            ]
-        )
-        for argv in runs:
-            done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-            assert done.returncode == 0, (
-                f"{page.name} block {number} ({language}) exited {done.returncode}:\n"
-                f"{code}\n--- stderr ---\n{done.stderr[-2000:]}"
-            )
+    steps = _steps(page)
+    if not steps:
+        return
+    done = _run_page(steps, tmp_path)
+    assert done.returncode == 0, f"{page.name}:\n--- stderr ---\n{done.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        # each block imports what it uses: a name from an earlier block is not there
+        ([(0, "python", "import numpy as np"), (1, "python", "np.zeros(1)")], "NameError: name 'np'"),
+        # float64 switched on by one block (or a command line) is off again for the next
+        (
+            [
+                (0, "python", "import jax\njax.config.update('jax_enable_x64', True)"),
+                (1, "python", "import jax.numpy as jnp\nassert jnp.zeros(1).dtype == jnp.float64, 'x64 leaked'"),
+            ],
+            "AssertionError: x64 leaked",
+        ),
+        ([(0, "command", ["python", "-m", "ufm.solve", "--K", "1"])], "block 0: `python -m ufm.solve --K 1` exited 2"),
+        (
+            [(3, "command", ["python", "-c", "import sys; sys.exit(3)"])],
+            "block 3: `python -c import sys; sys.exit(3)` exited 3",
+        ),
+    ],
+)
+def test_the_page_runner_fails_where_a_fresh_interpreter_would(steps, message, tmp_path):
+    done = _run_page(steps, tmp_path)
+    assert done.returncode == 1 and message in done.stderr, done.stderr[-2000:]
 
 
 def test_api_reference_builds_in_strict_mode(tmp_path):
