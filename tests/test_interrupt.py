@@ -32,15 +32,20 @@ def _signal_at(argv, pattern: str, signum, cwd: Path, delay: float = 0.5, sigint
     shell's background job ignores SIGINT, and its children would too), or ignored (``sigint_ignored``: then
     SIGINT is sent first, and the child must still run that many seconds later)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_LOG_COMPILES="1", PYTHONPATH=str(ROOT))
-    sigint = signal.SIG_DFL if sigint_ignored is None else signal.SIG_IGN
+    # a small interpreter sets SIGINT and replaces itself by the command (exec keeps an ignored signal
+    # ignored and resets a caught one to its default); not Popen's preexec_fn, which forks this
+    # multithreaded process
+    sigint = "SIG_DFL" if sigint_ignored is None else "SIG_IGN"
+    start = (
+        f"import os, signal, sys; signal.signal(signal.SIGINT, signal.{sigint}); os.execv(sys.argv[1], sys.argv[1:])"
+    )
     process = subprocess.Popen(
-        [sys.executable, *argv],
+        [sys.executable, "-c", start, sys.executable, *argv],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )
     lines, seen = [], threading.Event()
 
