@@ -19,7 +19,7 @@ LAM = 1e-3
 
 def body(args, outputs):
     n = 5 if args.quick else 50
-    Ks = (3, 5, 10) if args.quick else (3, 5, 10, 20)
+    Ks = (3, 10) if args.quick else (3, 5, 10, 20)
     deltas = np.linspace(0.0, 0.8, 5 if args.quick else 17)
     rows = []
     fig, axes = figure(1, 2, panel=(4.6, 3.4))
