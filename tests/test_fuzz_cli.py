@@ -166,7 +166,9 @@ def test_analyze_any_argv_exits_cleanly(last_layer, argv):
 def test_md_any_argv_exits_cleanly(argv):
     from ufm.md import main as md_main
 
-    argv = ["--quiet", "--no-cache", *argv]
+    # a small grid unless the example sets one (the default's programs are compiled by test_md.py): each
+    # grid size is a compilation of its own
+    argv = ["--quiet", "--no-cache", "--grid", "5", *argv]
     stderr = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
         code = md_main(argv)
