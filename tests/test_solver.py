@@ -280,16 +280,30 @@ def test_two_programs_agree_with_the_single_compiled_loop(history):
     assert float(value) == pytest.approx(two.objective, rel=1e-13)
     logits = lambda W, H, b: np.asarray(W).T @ np.asarray(H) + np.asarray(b)[:, None]
     np.testing.assert_allclose(logits(two.W, two.H, two.b), logits(*params), rtol=0, atol=1e-9)
-    # the first history row is the start x_0 in both
-    np.testing.assert_allclose(np.asarray(recorded)[0], [two.history[f][0] for f in solver.HISTORY_FIELDS], rtol=1e-13)
+    # the first history row is the start x_0 in both; the program leaves its NC metrics NaN (reduced_start),
+    # solve fills them in (test_history_off_keeps_the_start_row_and_the_same_result)
+    first = np.asarray(recorded)[0]
+    np.testing.assert_allclose(first[:3], [two.history[f][0] for f in solver.HISTORY_FIELDS[:3]], rtol=1e-13)
+    assert np.all(np.isnan(first[3:])) and np.all(np.isfinite([two.history[f][0] for f in solver.HISTORY_FIELDS]))
     assert abs(int(iterations) - two.iterations) <= 0.25 * two.iterations
 
 
-def test_history_off_keeps_the_start_row_and_the_same_result():
-    """history=False (the CLI's choice) compiles a loop without NC metrics; the iterates are the same."""
+@pytest.mark.parametrize("method", ["reduced", "gd"])
+def test_history_off_keeps_the_start_row_and_the_same_result(method):
+    """history=False (the CLI's choice) compiles a loop without NC metrics; the iterates are the same, and
+    the row at x_0 is the same too: its NC metrics, computed outside the programs (on the reduced path
+    also with history), are ufm.collapse at x_0."""
     problem = ufm.Problem(K=3, n=4, delta=0.1)
-    with_history = ufm.solve(problem, tol=1e-9)
-    without = ufm.solve(problem, tol=1e-9, history=False)
+    with_history = ufm.solve(problem, method, tol=1e-9)
+    without = ufm.solve(problem, method, tol=1e-9, history=False)
     assert without.iterations == with_history.iterations
     np.testing.assert_array_equal(without.W, with_history.W)
     assert len(without.history["iteration"]) == 1 and len(with_history.history["iteration"]) > 1
+    x0 = problem.init()
+    start = ufm.collapse(x0.W, x0.H, problem.labels(), problem.K)
+    for result in (without, with_history):
+        row = {name: values[0] for name, values in result.history.items()}
+        assert row["iteration"] == 0 and row["grad_norm"] == result.initial_grad_norm
+        # inside the loop's program (gd with history) XLA may order the sums otherwise: 1e-12 relative
+        for name, value in start._asdict().items():
+            assert row[name] == pytest.approx(float(value), rel=1e-12), name
