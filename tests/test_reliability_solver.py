@@ -177,10 +177,13 @@ def test_the_suggested_step_converges_near_the_default(changes, method, lr):
 
 def test_a_cycle_is_no_progress_in_a_sweep_too():
     """The sweep runs the same loop under jax.vmap, and a cycle stops there too: the test above's problem
-    and step (L alternates at 0.64003...; lr 55 and 58 converge, 68 diverges)."""
-    cycling = ufm.sweep([ufm.Problem(K=10, n=50, delta=0.1)], "gd", lr=60.0, max_iters=60_000)
-    assert cycling.status == ("no_progress",) and int(cycling.iterations[0]) < 20_000
-    assert "--max-iters" not in cycling.result(0).message and "cycle" in cycling.result(0).message
+    and step (L alternates at 0.64003...; lr 55 and 58 converge, 68 diverges), seeds 0 and 1 (the solver
+    alone stops them after 2,121 and 2,169 iterations)."""
+    problems = [ufm.Problem(K=10, n=50, delta=0.1, seed=seed) for seed in (0, 1)]
+    cycling = ufm.sweep(problems, "gd", lr=60.0, max_iters=60_000)
+    assert cycling.status == ("no_progress",) * 2 and int(cycling.iterations.max()) < 20_000
+    for j in range(2):
+        assert "--max-iters" not in cycling.result(j).message and "cycle" in cycling.result(j).message
 
 
 @pytest.mark.parametrize(
@@ -209,8 +212,9 @@ def test_a_failed_default_step_is_rerun_at_the_stability_limit_of_the_start(K, n
 
 def test_a_sweep_takes_the_smallest_default_step_of_its_configurations():
     """One step for all configurations, the smallest of their defaults: MSE's come from its curvature
-    (0.5 at kappa 1, 0.167 at kappa 3). Sweeps took gd's 20 before, and every MSE row diverged. Same K, n
-    and max_iters as the cycle test above: the same compiled program (the loss id is traced in sweeps)."""
+    (0.5 at kappa 1, 0.167 at kappa 3). Sweeps took gd's 20 before, and every MSE row diverged. Same K, n,
+    number of configurations and max_iters as the cycle test above: the same compiled program (the loss id
+    is traced in sweeps)."""
     problems = [ufm.Problem(K=10, n=50, loss="mse", mse_kappa=kappa) for kappa in (1.0, 3.0)]
     defaults = [solver.default_lr(p, "gd") for p in problems]
     assert defaults[0] == 0.5 and defaults[1] < defaults[0]
