@@ -14,8 +14,9 @@ from ufm import sweep as sweep_module
 from ufm.sweep import grid, sweep
 
 BASE = ufm.Problem(K=4, n=5)
-# delta = 0 (CE) and 0.1, a lam beyond nothing and a larger one, two seeds: 8 configurations, one compile
-GRID = dict(delta=[0.0, 0.1], lam=[5e-4, 1e-2], seed=[0, 1])
+# delta = 0 (CE) and 0.1, a lam beyond nothing and a larger one, four seeds: 16 configurations, one compile
+# (the phase diagram's quick run sweeps 16 configurations of this shape too: the same program)
+GRID = dict(delta=[0.0, 0.1], lam=[5e-4, 1e-2], seed=[0, 1, 2, 3])
 # both sides stop at |grad| <= TOL |grad_0|: the end points are within ~TOL |grad_0| / lam of the minimizer
 # set, so a tight TOL makes "the same result to 1e-10" a statement about the methods, not the tolerance
 TOL = 1e-12
@@ -28,8 +29,8 @@ def swept():
 
 def test_grid_order_and_values():
     problems = grid(BASE, **GRID)
-    assert len(problems) == 8
-    assert [(p.delta, p.lam_W, p.seed) for p in problems[:3]] == [(0.0, 5e-4, 0), (0.0, 5e-4, 1), (0.0, 1e-2, 0)]
+    assert len(problems) == 16
+    assert [(p.delta, p.lam_W, p.seed) for p in problems[3:6]] == [(0.0, 5e-4, 3), (0.0, 1e-2, 0), (0.0, 1e-2, 1)]
     assert all(p.lam_H == p.lam_W == p.lam_b for p in problems)
 
 
@@ -92,9 +93,10 @@ def test_sweeps_that_differ_only_in_n_share_the_queue_program():
     queues = lambda: sum(1 for key in solver._COMPILED if key[0] is sweep_module._reduced_queue)
     before = queues()
     for n in (2, 5):
-        problems = [ufm.Problem(K=3, n=n, delta=delta, seed=7) for delta in (0.0, 0.2)]
+        # five configurations: the queue program of the lanes test and the random test below
+        problems = [ufm.Problem(K=3, n=n, delta=delta, seed=7) for delta in (0.0, 0.2, 0.1, 0.3, 0.4)]
         swept = sweep(problems, tol=1e-10)
-        assert swept.converged.all() and swept.H.shape == (2, 3, 3 * n)
+        assert swept.converged.all() and swept.H.shape == (5, 3, 3 * n)
         single = ufm.solve(problems[1], tol=1e-10)
         assert swept.objective[1] == pytest.approx(single.objective, rel=1e-12)  # as in the test below
     assert queues() - before <= 1  # 0 when an earlier test compiled it
@@ -153,7 +155,7 @@ def test_a_configuration_as_a_result_feeds_compare(swept):
         if a.error is not None and b.error is not None:
             assert abs(a.measured - b.measured) <= 1e-9 * max(abs(b.measured), 1.0)
     assert swept.result(-1).problem is swept.problems[-1]
-    for bad in (8, -9, 1.0, True, "0"):
+    for bad in (16, -17, 1.0, True, "0"):
         with pytest.raises(ValueError, match="j must be"):
             swept.result(bad)
 
@@ -178,14 +180,14 @@ def test_bad_arguments(bad, message):
 
 
 def test_cli_writes_csv_and_json_and_refuses_to_overwrite(tmp_path, capsys):
-    argv = ["--K", "4", "--n", "5", "--delta", "0,0.1", "--lam", "5e-4,1e-2", "--seeds", "0:2"]
+    argv = ["--K", "4", "--n", "5", "--delta", "0,0.1", "--lam", "5e-4,1e-2", "--seeds", "0:4"]  # GRID: one program
     out = tmp_path / "sweep.csv"
     assert sweep_module.main(argv + ["--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 8 and rows[0]["status"] == "converged" and float(rows[-1]["delta"]) == 0.1
+    assert len(rows) == 16 and rows[0]["status"] == "converged" and float(rows[-1]["delta"]) == 0.1
     assert sweep_module.main(argv + ["--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     out_json = tmp_path / "sweep.json"
     assert sweep_module.main(argv + ["--out", str(out_json)]) == 0
-    assert len(json.loads(out_json.read_text())["rows"]) == 8
+    assert len(json.loads(out_json.read_text())["rows"]) == 16
     assert sweep_module.main(["--K", "1"]) == 2
