@@ -372,7 +372,7 @@ def test_imbalanced_ufm_solution_matches_the_numerical_prediction(imbalanced_sol
     """analyze on the UFM solution with unequal class sizes, in the network layout, against analyze's own
     numerical optimum (ufm.imbalance.solve_reduced from another start, on the K-column reduction).
     Both stop at gradient ratios 1e-10 / 1e-12 on a problem with O(1) curvature: measured 1.2e-9 at
-    most (CE; 3e-10 when the fixture had d = 5); asserted 1e-8."""
+    most (CE; LS 2.2e-10); asserted 1e-8."""
     problem, result = imbalanced_solutions[loss]
     W, H, b = (np.asarray(x) for x in (result.W, result.H, result.b))
     out = ufm.analyze(H.T, np.asarray(problem.labels()), W.T, b, loss=loss, delta=problem.delta, spectra=False, **SETUP)

@@ -105,6 +105,11 @@ def test_every_block_runs(page, tmp_path):
             [(3, "command", ["python", "-c", "import sys; sys.exit(3)"])],
             "block 3: `python -c import sys; sys.exit(3)` exited 3",
         ),
+        # sys.exit in a block: zero ends that block only (the next one still runs), non-zero fails
+        ([(0, "python", "import sys\nsys.exit(0)"), (1, "python", "raise RuntimeError('ran')")], "RuntimeError: ran"),
+        ([(2, "python", "import sys\nsys.exit(4)")], "block 2: python block exited 4"),
+        # the page's folder is first on sys.path, as for python -c: not tests/, where this runner lives
+        ([(0, "python", "import _quick")], "ModuleNotFoundError: No module named '_quick'"),
     ],
 )
 def test_the_page_runner_fails_where_a_fresh_interpreter_would(steps, message, tmp_path):

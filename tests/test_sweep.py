@@ -68,8 +68,8 @@ LANE_CONFIGS = [(0.0, 5e-4, 0), (0.1, 1e-2, 1), (0.3, 5e-3, 2), (0.0, 1e-2, 3), 
 def test_the_number_of_lanes_does_not_change_the_result(lanes):
     # the reduced work queue with one lane (every configuration a refill), fewer lanes than configurations
     # in a number that does not divide M = 5, and more lanes than configurations (clipped to M: the
-    # program that runs every configuration at once, the reference). Each lane count is a program of its
-    # own (2.5 s to compile).
+    # program that runs every configuration at once, the reference, and no 40-lane program compiled).
+    # Each lane count is a program of its own (2.5 s to compile).
     problems = [
         ufm.Problem(K=3, n=2, delta=delta, lam_W=lam, lam_H=lam, lam_b=lam, seed=seed)
         for delta, lam, seed in LANE_CONFIGS
@@ -78,6 +78,8 @@ def test_the_number_of_lanes_does_not_change_the_result(lanes):
     queued = sweep(problems, batch_size=lanes, tol=TOL)
     assert len(queued) == 5 and queued.method == "reduced" and together.converged.all()
     if lanes >= len(problems):
+        lane_counts = {dict(key[2])["lanes"] for key in solver._COMPILED if key[0] is sweep_module._reduced_queue}
+        assert str(lanes) not in lane_counts and str(len(problems)) in lane_counts
         for name in ("iterations", "objective", "W", "H", "b"):
             np.testing.assert_array_equal(getattr(queued, name), getattr(together, name))
         return

@@ -210,7 +210,9 @@ class Result:
             ``"no_progress"`` (gd/momentum/nesterov: the iterates cycle, module docstring) or ``"nonfinite"``.
         converged: ``status == "converged"``. message: one readable sentence.
         history: dict of arrays over recorded iterations, keys ``HISTORY_FIELDS``.
-        seconds: wall time of the compiled run; compile_seconds: tracing + compilation.
+        seconds: wall time of the compiled run; compile_seconds: tracing + compilation of the solver's
+            programs (not of ``ufm.collapse`` at x_0, which fills the start row's NC metrics when the
+            programs do not record them: about 0.2 s once per shape, shared with the comparison).
         suggested_lr: after a divergence or no progress of a fixed step only: the default step unless the
             start's curvature asks for less, always at most lr / 2 (``_suggested_step``; lambda_max of the
             joint Hessian of L, :mod:`ufm.curvature`); GD is locally stable only for ``lr < 2 / lambda_max``.
