@@ -38,6 +38,13 @@ import warnings
 import jax
 
 
+def _exit_status(exit_: SystemExit) -> int:
+    """The status a process ending with ``exit_`` would have: its int code, 0 for None, 1 for anything else
+    (a message)."""
+    code = exit_.code
+    return code if isinstance(code, int) else (0 if code is None else 1)
+
+
 def _run_module(argv: list[str]) -> int:
     module, arguments = argv[2], argv[3:]
     saved = sys.argv
@@ -49,8 +56,7 @@ def _run_module(argv: list[str]) -> int:
             warnings.filterwarnings("ignore", message=".*found in sys.modules", category=RuntimeWarning)
             runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as exit_:
-        code = exit_.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+        return _exit_status(exit_)
     finally:
         sys.argv = saved
     return 0
@@ -67,8 +73,7 @@ def _run_python(source: str, number: int) -> int:
     try:
         exec(compile(source, f"<block {number}>", "exec"), {"__name__": "__main__"})
     except SystemExit as exit_:
-        code = exit_.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+        return _exit_status(exit_)
     return 0
 
 
