@@ -414,3 +414,223 @@ def test_numerical_prediction_is_skipped_with_a_reason(imbalanced_solutions, mon
     big = ufm.analyze(H.T, labels, W.T, b, loss="ce", spectra=False, **SETUP)
     assert big.prediction_kind == last_layer.PREDICTION_CLOSED_FORM and big.predicted["nc2"] == 0.0
     assert any("numerical prediction skipped: K d = 16 > NUMERICAL_MAX_KD = 15" in r for r in big.not_applicable)
+
+
+# --------------------------------------------------------------------------- kappa over the predicted non-zeros
+
+NEAR = dict(K=4, n=5, d=10, delta=0.1, lam_W=1e-2, lam_H=1e-3)  # d > K: extra near-zero W-block eigenvalues
+
+
+def _near_minimizer(spread=1e-3, w_noise=1e-6, seed=0):
+    """Theorem 4.1's minimizer, W perturbed by ``w_noise`` (relative) and within-class noise of relative size
+    ``spread`` on H (zero mean per class, so the class means stay exact; NC1 ~ spread^2 ~ 1e-6 as on a
+    network that collapsed to 1e-6): every direction of the d = 10 > K features carries a little spread."""
+    K, n, d = NEAR["K"], NEAR["n"], NEAR["d"]
+    W, H, b = theory.global_minimizer(K, n, d, NEAR["delta"], NEAR["lam_W"], NEAR["lam_H"], seed=1)
+    labels = np.repeat(np.arange(K), n)
+    rng = np.random.default_rng(seed)
+    E = rng.normal(size=H.shape)
+    for k in range(K):
+        E[:, labels == k] -= E[:, labels == k].mean(axis=1, keepdims=True)
+    H = H + spread * np.linalg.norm(H, axis=0).mean() * E / np.sqrt(d)
+    W = W * (1.0 + w_noise * rng.normal(size=W.shape))
+    return H.T, labels, W.T, b
+
+
+def test_kappa_is_over_the_eigenvalues_predicted_non_zero():
+    K, n = NEAR["K"], NEAR["n"]
+    features, labels, weight, bias = _near_minimizer()
+    setup = {k: NEAR[k] for k in ("delta", "lam_W", "lam_H")}
+    out = ufm.analyze(features, labels, weight, bias, loss="ls", spectra=True, **setup)
+    K_p_t = K * theory.probabilities(K, n, NEAR["delta"], NEAR["lam_W"], NEAR["lam_H"])[0]
+    assert out.predicted["kappa_W"] == pytest.approx(K_p_t, rel=1e-12)
+    W, H, Hm = (out.spectra[name] for name in ("W", "H", "H_class_means"))
+    assert W["kept"] == (K - 1) ** 2 and H["kept"] == Hm["kept"] == n * K * (K - 1)  # theory.spectra's counts
+    # the within-class spread perturbs the kept eigenvalues at second order: measured 3.4e-7 (W), 2.9e-6 (H)
+    assert out.measured["kappa_W"] == pytest.approx(K_p_t, rel=1e-3)
+    assert out.measured["kappa_H"] == Hm["kappa"] == pytest.approx(K_p_t, rel=1e-3)
+    assert out.error["kappa_W"] < 1e-3 and out.error["kappa_H"] < 1e-3
+    # the residue: eigenvalues predicted to be zero, ~spread^2 of the kept ones (measured 1.3e-6)
+    assert 1e-8 < W["residue_ratio"] < 1e-4 and W["residue"] > 0
+    # the old rule (every eigenvalue above 1e-8 lambda_max) on the same reported spectrum: ~1e7, not ~3.6
+    values = np.array(W["values"])
+    positive = values[values > 1e-8 * values.max()]
+    assert positive.max() / positive.min() > 1e3 * K_p_t
+    # at the features the per-sample probabilities spread (first order): shown, not compared
+    assert "kappa_H_point" in out.measured and "kappa_H_point" not in out.error
+    assert not H["compared"] and Hm["compared"] and W["compared"]
+    assert abs(out.measured["kappa_H_point"] - K_p_t) > abs(out.measured["kappa_H"] - K_p_t)
+    # without the setup there is no predicted count: the old rule, labelled
+    bare = ufm.analyze(features, labels, weight, bias, loss="ls", delta=NEAR["delta"], spectra=True)
+    assert "no predicted count" in bare.spectra["W"]["rule"] and "kept" not in bare.spectra["W"]
+    assert bare.measured["kappa_W"] > 1e3 * K_p_t
+    from ufm.analyze import report_text
+
+    text = report_text(out)
+    assert "H (at the class means)" in text and "H (at the features)" in text and "residue" in text
+
+
+# --------------------------------------------------------------------------- held-out set
+
+
+def _held_out_reference(train, test, weight, bias, delta):
+    """The held-out quantities from their definitions (one array, no chunks), with jax's ufm.losses and
+    scipy's entropy: independent of analyze's streaming numpy code."""
+    import jax.numpy as jnp
+    from scipy.special import entr
+
+    from ufm import losses
+
+    (X, y), (T, t) = train, test
+    K = weight.shape[0]
+    means = np.array([X[y == k].mean(axis=0) for k in range(K)])
+    sigma_B = sum(np.outer(m - X.mean(axis=0), m - X.mean(axis=0)) for m in means) / K
+    pinv = np.linalg.pinv(sigma_B, rcond=1e-10)
+    Z = T @ weight.T + bias
+    right = np.argmax(Z, axis=1) == t
+    per_sample = np.asarray(losses.label_smoothing(jnp.asarray(Z.T), jnp.asarray(t), delta))
+    P = np.exp(Z - Z.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    entropy = entr(P).sum(axis=1)
+
+    def nc1(rows):
+        D = T[rows] - means[t[rows]]
+        return np.trace(D.T @ D / rows.sum() @ pinv) / K
+
+    nearest = np.argmin(((T[:, None, :] - means[None]) ** 2).sum(axis=2), axis=1)
+    out = {"accuracy": right.mean(), "nc1": nc1(np.ones_like(right)), "ncc_accuracy": np.mean(nearest == t)}
+    out["loss"], out["entropy"] = per_sample.mean(), entropy.mean()
+    for name, rows in (("correct", right), ("incorrect", ~right)):
+        out[name] = {"count": int(rows.sum()), "nc1": nc1(rows), "loss": per_sample[rows].mean()}
+        out[name]["entropy"] = entropy[rows].mean()
+    return out
+
+
+def test_held_out_against_the_training_means_and_a_direct_formula():
+    features, labels, weight, bias = _imbalanced(K=4, d=6, counts=(3, 7, 1, 5), scale=0.5)
+    test, test_labels, _, _ = _imbalanced(K=4, d=6, counts=(5, 4, 6, 3), seed=9, scale=3.0)
+    test = test + 1.5  # a shifted test set: the shift counts as spread around the training means
+    expected = _held_out_reference((features, labels), (test, test_labels), weight, bias, 0.2)
+    assert 0 < expected["incorrect"]["count"] < test.shape[0]  # both subgroups present
+    for chunk in (None, 4):
+        out = ufm.analyze(
+            features,
+            labels,
+            weight,
+            bias,
+            loss="ls",
+            delta=0.2,
+            spectra=False,
+            chunk_size=chunk,
+            test_features=test,
+            test_labels=test_labels,
+        )
+        held = out.held_out
+        assert held["N"] == test.shape[0] and held["notes"] == []
+        for name in ("accuracy", "nc1", "ncc_accuracy", "loss", "entropy"):
+            assert held[name] == pytest.approx(expected[name], rel=1e-12), name
+        for group in ("correct", "incorrect"):
+            assert held[group]["count"] == expected[group]["count"]
+            for name in ("nc1", "loss", "entropy"):
+                assert held[group][name] == pytest.approx(expected[group][name], rel=1e-12), (group, name)
+    from ufm.analyze import report_text
+
+    assert out.to_json()["held_out"] == held and "Held-out set (M = 18)" in report_text(out)
+    json.dumps(out.to_json(), allow_nan=False)
+
+
+def test_held_out_empty_subgroup_is_none_with_a_note():
+    features, labels, weight, bias = _imbalanced()
+    held = ufm.analyze(features, labels, weight, bias, spectra=False, test_features=features, test_labels=labels)
+    held = held.held_out
+    assert held["incorrect"] == {"count": 0, "nc1": None, "loss": None, "entropy": None}
+    assert held["accuracy"] == 1.0 and any("no incorrectly classified" in note for note in held["notes"])
+
+
+@pytest.mark.parametrize(
+    "loss,kwargs",
+    [
+        ("ce", {}),
+        ("ls", {"delta": 0.3}),
+        ("focal", {"gamma": 2.0}),
+        ("focal", {"gamma": 0.0}),
+        ("mse", {"mse_kappa": 3.0, "mse_beta": 2.0}),
+    ],
+)
+def test_numpy_losses_equal_ufm_losses(loss, kwargs):
+    import jax.numpy as jnp
+
+    from ufm import losses
+
+    rng = np.random.default_rng(1)
+    Z, y = 5.0 * rng.normal(size=(30, 4)), rng.integers(0, 4, size=30)
+    reference = {
+        "ce": lambda z: losses.label_smoothing(z, jnp.asarray(y), 0.0),
+        "ls": lambda z: losses.label_smoothing(z, jnp.asarray(y), kwargs.get("delta")),
+        "focal": lambda z: losses.focal(z, jnp.asarray(y), kwargs.get("gamma")),
+        "mse": lambda z: losses.rescaled_mse(z, jnp.asarray(y), kwargs.get("mse_kappa"), kwargs.get("mse_beta")),
+    }[loss](jnp.asarray(Z.T))
+    ours = last_layer._per_sample_loss(Z, y, loss, **kwargs)
+    np.testing.assert_allclose(ours, np.asarray(reference), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "change,name",
+    [
+        (dict(test_features=np.zeros((3, 6))), "test_labels"),
+        (dict(test_features=np.zeros((3, 5)), test_labels=np.zeros(3, int)), "test_features"),
+        (dict(test_features=np.zeros(6), test_labels=np.zeros(1, int)), "test_features"),
+        (dict(test_features=np.zeros((3, 6)), test_labels=np.array([0, 4, 1])), "test_labels"),
+        (dict(test_features=np.zeros((3, 6)), test_labels=np.zeros(2, int)), "test_labels"),
+        (dict(test_features=np.full((3, 6), np.nan), test_labels=np.zeros(3, int)), "test_features"),
+    ],
+)
+def test_bad_test_arrays_name_the_argument(change, name):
+    features, labels, weight, bias = _imbalanced()
+    with pytest.raises(ValueError, match=name):
+        ufm.analyze(features, labels, weight, bias, spectra=False, **change)
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def test_verdict_at_near_and_away_from_the_minimizer():
+    K, n, d, delta, lam_W, lam_H = 5, 3, 7, 0.2, 1e-3, 1e-2
+    W, H, b = theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=1)
+    labels = np.repeat(np.arange(K), n)
+    setup = dict(loss="ls", delta=delta, lam_W=lam_W, lam_H=lam_H, spectra=False)
+    at = ufm.analyze(H.T, labels, W.T, b, **setup).verdict()
+    assert at["status"] == "at_minimizer" and at["worst_error"] <= 1e-6 and at["text"].startswith("at the minimizer")
+    assert any("kappa_W, kappa_H predicted, not measured" in r for r in at["not_judged"])
+    off = ufm.analyze(H.T, labels, 1.01 * W.T, b, **setup)
+    verdict = off.verdict()
+    assert verdict["status"] == "not_at_minimizer" and "w_norm" in verdict["beyond_rtol"]
+    assert verdict["worst_error"] == max(off.error.values()) and verdict["worst"] in verdict["text"]
+    assert off.verdict(rtol=0.5)["status"] == "at_minimizer"
+    none = ufm.analyze(H.T, labels, W.T, b, spectra=False).verdict()
+    assert none["status"] == "no_prediction" and "no training setup" in none["text"] and none["judged"] == []
+    features, labels, weight, bias = _imbalanced(K=3, d=2, counts=(10, 2, 4))
+    narrow = ufm.analyze(features, labels, weight, bias, loss="ce", lam_W=1e-3, lam_H=1e-3, spectra=False).verdict()
+    assert narrow["status"] == "no_prediction" and "d = 2 < K = 3" in narrow["text"]
+
+
+def test_cli_verdict_test_set_and_rtol(tmp_path, capsys):
+    K, n, d, delta, lam_W, lam_H = 5, 3, 7, 0.2, 1e-3, 1e-2
+    W, H, b = theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=1)
+    labels = np.repeat(np.arange(K), n)
+    np.savez(tmp_path / "l.npz", features=H.T, labels=labels, weight=1.01 * W.T, bias=b)
+    np.savez(tmp_path / "t.npz", features=H.T[::2] + 0.1, labels=labels[::2])
+    argv = [str(tmp_path / "l.npz"), "--quiet", "--no-cache", "--spectra", "off", "--loss", "ls", "--delta", "0.2"]
+    argv += ["--lam-W", "1e-3", "--lam-H", "1e-2", "--test", str(tmp_path / "t.npz")]
+    assert main([*argv, "--json", str(tmp_path / "o.json")]) == 0  # not at the minimizer: still exit 0
+    out = capsys.readouterr().out
+    expected = ufm.analyze(H.T, labels, 1.01 * W.T, b, loss="ls", delta=delta, lam_W=lam_W, lam_H=lam_H, spectra=False)
+    worst = max(expected.error, key=expected.error.get)
+    worst_text = f"worst error {expected.error[worst]:.2e} (relative) in {worst}"
+    assert out.splitlines()[-1].startswith(f"VERDICT: not at the minimizer: {worst_text}; beyond rtol 1e-06: ")
+    assert "hypotheses hold" not in out and "Held-out set (M = 8)" in out
+    record = json.loads((tmp_path / "o.json").read_text())
+    assert record["verdict"]["status"] == "not_at_minimizer" and record["verdict"]["rtol"] == 1e-6
+    assert record["held_out"]["N"] == 8 and record["inputs"]["test"] == str(tmp_path / "t.npz")
+    assert main([*argv, "--rtol", "0.05"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("VERDICT: at the minimizer within rtol 0.05")

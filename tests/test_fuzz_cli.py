@@ -108,6 +108,7 @@ ANALYZE_VALID = {
     "--lam-b": ["0", "1e-3"],
     "--chunk-size": ["1", "7"],
     "--spectra": ["off", "on"],
+    "--rtol": ["1e-6", "0.5"],
 }
 MD_VALID = {
     "--M": ["2", "3"],

@@ -195,3 +195,46 @@ def test_two_concurrent_sweeps_to_one_path_keep_both_results_byte_identical(tmp_
     record = json.loads((tmp_path / "same.json").read_text())
     assert len(record["rows"]) == 4 and "seconds" not in record
     assert record["rows"][0]["delta"] == 0.0 and b'"delta": -0' not in (tmp_path / "same.json").read_bytes()
+
+
+def test_analyze_bad_test_files_name_the_flag(tmp_path, capsys):
+    """``python -m ufm.analyze --test FILE``: a missing or unreadable file, a missing key, wrong shapes,
+    labels out of range, NaN features: exit 2, one error line naming --test, no --json file."""
+    import numpy as np
+
+    from ufm.analyze import main as analyze_main
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 4)
+    weight = rng.normal(size=(3, 4))
+    features = weight[labels] + 0.1 * rng.normal(size=(12, 4))
+    layer = tmp_path / "layer.npz"
+    np.savez(layer, features=features, labels=labels, weight=weight)
+    np.save(tmp_path / "single.npy", features)
+    bad = {
+        "labels_missing": dict(features=features),
+        "features_1d": dict(features=features[0], labels=labels[:1]),
+        "features_d": dict(features=features[:, :3], labels=labels),
+        "labels_range": dict(features=features, labels=labels + 1),
+        "labels_length": dict(features=features, labels=labels[:-1]),
+        "labels_float": dict(features=features, labels=labels * 0.5),
+        "features_nan": dict(features=np.where(features > 1, np.nan, features), labels=labels),
+    }
+    for name, arrays in bad.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+    cases = [
+        ("nope.npz", ["cannot read"]),
+        ("single.npy", ["single array"]),
+        ("labels_missing.npz", ["labels", "missing key"]),
+        ("features_1d.npz", ["test_features"]),
+        ("features_d.npz", ["test_features", "d = 4"]),
+        ("labels_range.npz", ["test_labels", "[0, 3)"]),
+        ("labels_length.npz", ["test_labels"]),
+        ("labels_float.npz", ["test_labels", "integers"]),
+        ("features_nan.npz", ["test_features", "NaN"]),
+    ]
+    out = tmp_path / "out.json"
+    for path, needles in cases:
+        argv = [str(layer), "--quiet", "--no-cache", "--test", str(tmp_path / path), "--json", str(out)]
+        _refused(analyze_main, argv, capsys, "python -m ufm.analyze", "--test", *needles)
+        assert not out.exists()

@@ -5,9 +5,13 @@ Input: one ``.npz`` with keys ``features (N, d)``, ``labels (N,)``, ``weight (K,
 ``bias (K,)`` (the layout of ``torch.nn.Linear``), or separate ``.npy`` files (``--features
 --labels --weight [--bias]``; features are memory-mapped and streamed, so they need not fit in
 memory twice). Optional training setup (``--loss --delta --gamma --lam-W --lam-H --lam-b``)
-adds the UFM prediction and its errors. Prints a report; ``--json PATH`` writes top-level
-``measured``, ``predicted``, ``error`` (and context) atomically. Exit 0 on success, 2 for bad
-arguments or bad files (one ``error:`` line naming the key), 130 on Ctrl-C.
+adds the UFM prediction and its errors; ``--test test.npz`` (keys ``features``, ``labels``) adds the
+held-out collapse of a test set against the training class means and classifier. Prints a report
+ending in a ``VERDICT:`` line (at the UFM minimizer within ``--rtol``, not at it, or no prediction
+applies, and why); ``--json PATH`` writes top-level ``measured``, ``predicted``, ``error``,
+``held_out``, ``verdict`` (and context) atomically. Exit 0 on success whatever the verdict (a
+trained network need not be at the minimizer: the verdict is a measurement, not a failure), 2 for
+bad arguments or bad files (one ``error:`` line naming the key or flag), 130 / 143 on SIGINT / SIGTERM.
 
 The library is :func:`ufm.last_layer.analyze`. This module is also callable:
 ``ufm.analyze(...)`` is that function whether or not this CLI module has been imported
@@ -29,10 +33,22 @@ import numpy as np
 from theory import validation
 from ufm import _cache, _io, _prog
 from ufm._interrupt import exit_on_interrupt
-from ufm.last_layer import LOSSES, SOURCES, Analysis, analyze
+from ufm.last_layer import DEFAULT_RTOL, LOSSES, SOURCES, Analysis, analyze
 
 PROG = "python -m ufm.analyze"  #: the name as a module; ``ufm-analyze`` when started by that script
 KEYS = ("features", "labels", "weight", "bias")
+TEST_KEYS = ("features", "labels")
+
+EPILOG = """\
+verdict: the UFM prediction is for the minimizer of the UFM objective (Guo et al. Thm 4.1/4.2); a
+trained last layer is there only if training reached it. The last line says "at the minimizer
+within rtol" (every judged error <= --rtol: relative for non-zero predictions, absolute for NC1-NC3
+and the bias), "not at the minimizer: worst error X in Y", or "no prediction applies: reasons".
+kappa: over the eigenvalues the theorem predicts to be non-zero (the rest is reported as the
+residue); kappa_H is compared at the class means, kappa_H_point (at the features) is informative.
+exit codes: 0 the analysis ran (whatever the verdict); 2 bad arguments or bad files (one error:
+line naming the key or flag); 130 / 143 interrupted (SIGINT / SIGTERM).
+"""
 
 
 class InputError(ValueError):
@@ -50,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Neural-collapse analysis of a trained network's last layer (NC1-NC3 as Guo et al. "
         "eqs. 4-6, their common variants, norms, logit scale, p_t/p_n, accuracy) and, given the "
         "training setup, the unconstrained-feature-model prediction with relative errors.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = parser.add_argument_group("input (one .npz, or .npy files)")
     data.add_argument(
@@ -60,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for key, shape in zip(KEYS, ("(N, d), memory-mapped", "(N,) integers", "(K, d)", "(K,), optional"), strict=True):
         data.add_argument(f"--{key}", metavar="NPY", default=None, help=f".npy file with {key} {shape}")
+    data.add_argument(
+        "--test",
+        metavar="NPZ",
+        default=None,
+        help="held-out set: .npz with keys features (M, d), labels (M,), measured against the training "
+        "class means and classifier (default: none)",
+    )
     setup = parser.add_argument_group("training setup (for the prediction)")
     setup.add_argument("--loss", choices=LOSSES, default="ce", help="training loss (default ce)")
     setup.add_argument(
@@ -115,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="loss-term Hessian blocks: auto = only for small d N (default), on, off",
     )
+    run.add_argument(
+        "--rtol",
+        type=_number("--rtol", 0.0, 1.0),
+        default=DEFAULT_RTOL,
+        help=f"tolerance of the verdict, in (0, 1) (default {DEFAULT_RTOL:g}, as ufm.solve in float64)",
+    )
     run.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
     run.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -134,27 +165,39 @@ def load_inputs(args) -> dict:
     separate = [key for key in KEYS if getattr(args, key)]
     if args.npz and separate:
         raise InputError(f"give either an .npz or --{'/--'.join(separate)} .npy files, not both")
+    arrays = _load_training(args)
+    if args.test:
+        test = _load_npz(args.test, TEST_KEYS, TEST_KEYS, "--test: ", "features, labels")
+        arrays.update(test_features=test["features"], test_labels=test["labels"])
+    return arrays
+
+
+def _load_training(args) -> dict:
     if args.npz:
-        try:
-            archive = np.load(args.npz, allow_pickle=False)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise InputError(f"cannot read {args.npz} as .npz ({error})") from None
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise InputError(f"{args.npz} is a single array, not an .npz with keys {', '.join(KEYS)}")
-        for key in KEYS[:3]:
-            if key not in archive.files:
-                raise InputError(
-                    f"{key}: missing key {key!r} in {args.npz} (has {sorted(archive.files)}; "
-                    "needs features, labels, weight, optionally bias)"
-                )
-        try:
-            return {key: archive[key] for key in KEYS if key in archive.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise InputError(f"cannot read the arrays of {args.npz} ({error})") from None
+        return _load_npz(args.npz, KEYS, KEYS[:3], "", "features, labels, weight, optionally bias")
     missing = [key for key in KEYS[:3] if not getattr(args, key)]
     if missing:
         raise InputError(f"{missing[0]}: no input: give an .npz or --features, --labels and --weight .npy files")
     return {key: _load_npy(getattr(args, key), key, key == "features") for key in KEYS if getattr(args, key)}
+
+
+def _load_npz(path: str, keys, required, prefix: str, needs: str) -> dict:
+    """The arrays ``keys`` of the .npz ``path`` (``required`` ones checked); errors start with ``prefix``."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise InputError(f"{prefix}cannot read {path} as .npz ({error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise InputError(f"{prefix}{path} is a single array, not an .npz with keys {', '.join(keys)}")
+    for key in required:
+        if key not in archive.files:
+            raise InputError(
+                f"{prefix}{key}: missing key {key!r} in {path} (has {sorted(archive.files)}; needs {needs})"
+            )
+    try:
+        return {key: archive[key] for key in keys if key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise InputError(f"{prefix}cannot read the arrays of {path} ({error})") from None
 
 
 def _fmt(value) -> str:
@@ -165,8 +208,50 @@ def _fmt(value) -> str:
     return f"{value:.8g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.4e}"
 
 
-def report_text(result: Analysis) -> str:
-    """The text report: data, table of measured / predicted / error, reasons, Hessian blocks."""
+def _block_line(name: str, info: dict) -> str:
+    """One Hessian block of the report: where, method, lambda_max, kappa with its rule, residue."""
+    where = {"W": "W", "H": "H (at the features)", "H_class_means": "H (at the class means)"}[name]
+    if "skipped" in info:
+        return f"  {where}: skipped ({info['skipped']})"
+    text = f"  {where}: {info['method']}, lambda_max = {_fmt(info['lambda_max'])}, kappa = {_fmt(info['kappa'])}"
+    if "rule" in info:
+        text += f" over {info['rule']}"
+    if info.get("residue") is not None:
+        text += f"; residue (largest eigenvalue predicted zero) {_fmt(info['residue'])}"
+        if info.get("residue_ratio") is not None:
+            text += f" = {info['residue_ratio']:.2e} x the smallest kept"
+    if "values" in info and len(info["values"]) <= 8:
+        pairs = zip(info["values"], info["multiplicities"], strict=True)
+        text += "; " + ", ".join(f"{_fmt(v)} x{m}" for v, m in pairs)
+    text += (
+        "; Thm 4.2's block" if info.get("compared") else "; informative (includes the per-sample probabilities' spread)"
+    )
+    return text
+
+
+def _held_out_lines(held: dict) -> list[str]:
+    if not held:
+        return []
+    lines = [
+        "",
+        f"Held-out set (M = {held['N']}), against the training class means and classifier:",
+        f"  accuracy {_fmt(held['accuracy'])}, NCC accuracy {_fmt(held['ncc_accuracy'])}, "
+        f"NC1 {_fmt(held['nc1'])}, mean loss {_fmt(held['loss'])}, mean entropy {_fmt(held['entropy'])}",
+    ]
+    for group in ("correct", "incorrect"):
+        g = held[group]
+        lines.append(
+            f"  {group:9s}: {g['count']} samples, NC1 {_fmt(g['nc1'])}, mean loss {_fmt(g['loss'])}, "
+            f"mean entropy {_fmt(g['entropy'])}"
+        )
+    lines.append(f"  ({held['convention']})")
+    lines += [f"  note: {note}" for note in held["notes"]]
+    return lines
+
+
+def report_text(result: Analysis, rtol: float = DEFAULT_RTOL) -> str:
+    """The text report: data, table of measured / predicted / error, reasons, Hessian blocks, held-out
+    set, verdict (:meth:`~ufm.last_layer.Analysis.verdict` at ``rtol``)."""
     counts = result.counts
     lines = [
         f"Last layer: N = {result.N}, d = {result.d}, K = {result.K}; samples per class "
@@ -188,6 +273,8 @@ def report_text(result: Analysis) -> str:
         lines.append(
             f"UFM prediction: {result.prediction_kind}"
             + (" (computed by the solver, not closed-form)" if "numerical" in result.prediction_kind else "")
+            + "; it describes the minimizer of the UFM objective, which this last layer reaches only if "
+            "training did (see the verdict)"
         )
     lines += ["", f"{'quantity':14s} {'measured':>14s} {'UFM':>14s} {'error':>14s}  source"]
     for name, value in result.measured.items():
@@ -200,25 +287,16 @@ def report_text(result: Analysis) -> str:
         )
     for reason in result.not_applicable:
         lines.append(f"does not apply: {reason}")
-    if result.setup and result.applies and not result.not_applicable:
-        lines.append("the theorem's hypotheses hold for this setup (balanced classes, d >= K)")
     spectra = result.spectra
     if "skipped" in spectra:
         lines.append(f"\nHessian blocks: skipped ({spectra['skipped']})")
     else:
         lines.append(f"\nLoss-term Hessian blocks ({spectra.get('dtype')}); K p_t = {_fmt(spectra.get('K_p_t'))}:")
-        for block in ("W", "H"):
-            info = spectra.get(block, {})
-            if "skipped" in info:
-                lines.append(f"  {block}: skipped ({info['skipped']})")
-                continue
-            text = (
-                f"  {block}: {info['method']}, lambda_max = {_fmt(info['lambda_max'])}, kappa = {_fmt(info['kappa'])}"
-            )
-            if "values" in info and len(info["values"]) <= 8:
-                pairs = zip(info["values"], info["multiplicities"], strict=True)
-                text += "; " + ", ".join(f"{_fmt(v)} x{m}" for v, m in pairs)
-            lines.append(text)
+        lines += [
+            _block_line(name, spectra.get(name, {"skipped": "not computed"})) for name in ("W", "H", "H_class_means")
+        ]
+    lines += _held_out_lines(result.held_out)
+    lines += ["", f"VERDICT: {result.verdict(rtol)['text']}"]
     return "\n".join(lines)
 
 
@@ -227,9 +305,9 @@ def _record(result: Analysis, args) -> dict:
         version = metadata.version("ufm-collapse")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    record = result.to_json()
+    record = result.to_json(args.rtol)
     record["package_version"] = version
-    record["inputs"] = {key: getattr(args, key) for key in ("npz", *KEYS) if getattr(args, key)}
+    record["inputs"] = {key: getattr(args, key) for key in ("npz", *KEYS, "test") if getattr(args, key)}
     return record
 
 
@@ -266,11 +344,14 @@ def _main(argv) -> int:
             lam_b=args.lam_b,
             chunk_size=args.chunk_size,
             spectra={"auto": "auto", "on": True, "off": False}[args.spectra],
+            test_features=arrays.get("test_features"),
+            test_labels=arrays.get("test_labels"),
         )
     except (ValueError, OSError) as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        flag = "--test: " if str(error).startswith("test_") else ""  # the library names test_features/labels
+        print(f"{parser.prog}: error: {flag}{error}", file=sys.stderr)
         return 2
-    print(report_text(result), flush=True)
+    print(report_text(result, args.rtol), flush=True)
     if args.json:
         written = _io.write_json(args.json, _record(result, args), overwrite=args.force)
         if not args.quiet:

@@ -47,8 +47,32 @@ Measured quantities (``Analysis.measured``; sources in :data:`SOURCES`):
   ``a_residual = ||M Zbar - a M||_F / ||M Zbar||_F``. ``p_t``, ``p_n``: softmax of each column of
   ``Zbar``, target and mean non-target probability, averaged over classes.
   ``bias``: mean b_k, ``bias_spread``: max |b_k - mean b|.
-* ``kappa_W``, ``kappa_H``, ``K_p_t``: condition numbers (non-zero eigenvalues) of the loss-term
-  Hessian blocks (Guo et al. Thm 4.2 predicts both = K p_t at the optimum), when computed.
+* ``kappa_W``, ``kappa_H``, ``K_p_t``: condition numbers of the loss-term Hessian blocks (Guo et al.
+  Thm 4.2 predicts both = K p_t at the optimum), when computed. With a prediction, kappa is taken
+  over the eigenvalues the theorem predicts to be non-zero: the measured eigenvalues are sorted and
+  the largest ``count`` kept, ``count`` = the non-zero multiplicities of the predicted spectrum
+  (:mod:`theory.spectra`; (K-1)^2 of the dK for W, N(K-1) of the dN for H with CE/LS), kappa = max/min
+  of those. The rest, predicted to be zero, is the *residue*: ``spectra[block]["residue"]`` (the largest
+  of them) and ``"residue_ratio"`` (residue / smallest kept eigenvalue). On a real network those
+  eigenvalues are small but not zero (directions not quite collapsed) and would make the ratio of
+  all positive eigenvalues meaningless (e.g. 5e5 against a predicted 9.06). Without a predicted count
+  (no ``lam_W``/``lam_H``, imbalanced classes, d < K, past the phase boundary) the rule is the old one,
+  labelled in ``spectra[block]["rule"]``: every eigenvalue above ``NONZERO_RTOL`` x the largest.
+  ``kappa_H`` is the H block **at the class means** (every h_i replaced by its class mean, so all
+  samples of a class have the same probabilities, as at the minimizer): the value compared with
+  Thm 4.2. ``kappa_H_point``: the H block at the network's own features; it includes the spread of
+  the per-sample probabilities (a correct measurement, shown for information, not compared).
+
+Held-out collapse (``test_features``, ``test_labels``; ``Analysis.held_out``): a test set measured
+against the **training** class means and the classifier, streamed in chunks like the training pass:
+``accuracy`` (argmax of the logits), ``nc1`` = ``trace(Sigma_W^test Sigma_B^+)/K`` with
+``Sigma_W^test = (1/M) sum_i (h_i - hbar_{y_i})(h_i - hbar_{y_i})^T`` around the *training* class means
+hbar_k and ``Sigma_B`` of the training means (so a shift of the test class means counts as spread),
+``ncc_accuracy`` (nearest training class mean = label), and for the correctly and the incorrectly
+classified test samples (Guo et al. Fig. 4): ``count``, ``nc1`` (the same formula over the subgroup,
+normalised by its size), ``loss`` (mean per-sample training loss: CE, LS with delta, focal, MSE, as
+:mod:`ufm.losses`) and ``entropy`` (mean entropy of the softmax, nats). A value that is undefined
+(an empty subgroup) or not finite (overflow) is ``None``, with the reason in ``held_out["notes"]``.
 
 Prediction (when ``lam_W`` and ``lam_H`` are given): :func:`ufm.compare.predict` of the UFM
 ``Problem`` with the same K, ``n = N/K``, d, loss and lambdas (objective
@@ -95,6 +119,14 @@ STRUCTURED_BYTES = 2**28
 #: imbalanced classes: the numerical UFM prediction (2 K d + K variables, O(K^2 d) per evaluation,
 #: thousands of L-BFGS iterations) is computed only when ``K d`` is at most this
 NUMERICAL_MAX_KD = 2**17
+#: the verdict's default tolerance, as ``ufm.solve``'s in float64
+DEFAULT_RTOL = 1e-6
+#: where each Hessian block of ``Analysis.spectra`` is evaluated (W and H_class_means are compared with Thm 4.2)
+AT = {
+    "W": "the network's features",
+    "H": "the network's features (includes the spread of the per-sample probabilities; not compared)",
+    "H_class_means": "the class means (every h_i replaced by its class mean; compared with Thm 4.2)",
+}
 PREDICTION_CLOSED_FORM = "closed form (Guo et al. Thm 4.1, 4.2; balanced classes)"
 PREDICTION_NUMERICAL = "numerical UFM optimum with the observed class sizes"
 
@@ -122,7 +154,8 @@ SOURCES = {
     "bias": "mean b_k (error: max_k |b_k - b_pred|)",
     "bias_spread": "max |b_k - mean b|",
     "kappa_W": "loss-term W block, Guo et al. Thm 4.2",
-    "kappa_H": "loss-term H block, Guo et al. Thm 4.2",
+    "kappa_H": "loss-term H block at the class means, Guo et al. Thm 4.2",
+    "kappa_H_point": "H block at the features (prob. spread; not compared)",
     "K_p_t": "K p_t (Thm 4.2's kappa from measured p_t)",
 }
 
@@ -142,10 +175,15 @@ class Analysis:
         applies: the theorem's hypotheses hold (balanced classes, d >= K); False when not given.
         not_applicable: reasons a prediction does not apply (empty when everything applies).
         setup: the training setup used for the prediction (loss, delta, gamma, lambdas), or {}.
-        spectra: per Hessian block ``"W"``/``"H"``: method, largest eigenvalue, kappa, distinct
-            eigenvalues with multiplicities (exact methods); ``{"skipped": reason}`` when not computed.
+        spectra: per Hessian block ``"W"``, ``"H"`` (at the features) and ``"H_class_means"``: ``method``,
+            ``lambda_max``, ``kappa`` with its ``rule`` (over the ``kept`` predicted non-zero eigenvalues,
+            then ``residue`` and ``residue_ratio``; else the labelled fallback), ``at`` (:data:`AT`),
+            ``compared`` (the block Thm 4.2's kappa is compared with), distinct eigenvalues with
+            multiplicities (exact methods); ``{"skipped": reason}`` when not computed.
         prediction_kind: :data:`PREDICTION_CLOSED_FORM`, :data:`PREDICTION_NUMERICAL` (imbalanced
             classes, module docstring) or ``""`` (no prediction).
+        held_out: the test set against the training class means and classifier (module docstring),
+            ``{}`` without ``test_features``.
     """
 
     K: int
@@ -161,13 +199,72 @@ class Analysis:
     setup: dict = field(default_factory=dict)
     spectra: dict = field(default_factory=dict)
     prediction_kind: str = ""
+    held_out: dict = field(default_factory=dict)
 
     @property
     def balanced(self) -> bool:
         return min(self.counts) == max(self.counts)
 
-    def to_json(self) -> dict:
-        """Plain dict (JSON-ready): top-level ``measured``, ``predicted``, ``error`` plus context."""
+    def verdict(self, rtol: float = DEFAULT_RTOL) -> dict:
+        """Whether this last layer is at the UFM minimizer the prediction describes.
+
+        The prediction is for the minimizer of the UFM objective (Guo et al. Thm 4.1/4.2, or the
+        numerical optimum with the observed class sizes); a trained network is there only if training
+        reached it. Judged: every quantity with an error (``error``), against ``rtol`` (relative errors
+        for the non-zero predictions, absolute for NC1-NC3 and the bias, as ``ufm.solve``'s checks).
+
+        Returns:
+            ``status``: ``"at_minimizer"`` (every judged error within ``rtol``), ``"not_at_minimizer"`` or
+            ``"no_prediction"``; ``text``: one line saying so; ``rtol``; ``judged``: the names;
+            ``worst``/``worst_error``: the largest error and its name (None without judged ones);
+            ``beyond_rtol``: the names whose error exceeds rtol; ``not_judged``: what is not judged, and why.
+        """
+        _number("rtol", rtol, 0.0, low_open=True)
+        not_judged = list(self.not_applicable)
+        if not self.setup:
+            not_judged.append("no training setup given (lam_W and lam_H switch the UFM prediction on)")
+        unmeasured = [k for k in self.predicted if k not in self.error and k != "bias"]
+        if unmeasured:
+            why = self.spectra.get("skipped") or "the blocks were too large for the exact paths"
+            not_judged.append(f"{', '.join(unmeasured)} predicted, not measured (Hessian blocks: {why})")
+        judged_kind = self.prediction_kind == PREDICTION_NUMERICAL or (bool(self.setup) and self.applies)
+        judged = sorted(self.error) if judged_kind else []
+        out = {"rtol": float(rtol), "judged": judged, "worst": None, "worst_error": None, "beyond_rtol": []}
+        if not judged:
+            reasons = "; ".join(not_judged) or "nothing could be judged"
+            return {
+                **out,
+                "status": "no_prediction",
+                "text": f"no prediction applies: {reasons}",
+                "not_judged": not_judged,
+            }
+        worst = max(judged, key=lambda k: self.error[k])
+        beyond = [k for k in judged if not self.error[k] <= rtol]
+        kind = "relative" if self.relative.get(worst) else "absolute"
+        worst_text = f"worst error {self.error[worst]:.2e} ({kind}) in {worst}"
+        if beyond:
+            status = "not_at_minimizer"
+            text = (
+                f"not at the minimizer: {worst_text}; beyond rtol {rtol:g}: {', '.join(beyond)} ({len(judged)} judged)"
+            )
+        else:
+            status = "at_minimizer"
+            text = f"at the minimizer within rtol {rtol:g}: {worst_text} ({len(judged)} judged)"
+        if self.prediction_kind == PREDICTION_NUMERICAL:
+            text += f" [against the {PREDICTION_NUMERICAL}]"
+        return {
+            **out,
+            "status": status,
+            "text": text,
+            "worst": worst,
+            "worst_error": float(self.error[worst]),
+            "beyond_rtol": beyond,
+            "not_judged": not_judged,
+        }
+
+    def to_json(self, rtol: float = DEFAULT_RTOL) -> dict:
+        """Plain dict (JSON-ready): top-level ``measured``, ``predicted``, ``error``, ``held_out`` and
+        ``verdict`` (:meth:`verdict` at ``rtol``) plus context."""
         return {
             "data": {"K": self.K, "N": self.N, "d": self.d, "counts": list(self.counts), "balanced": self.balanced},
             "measured": dict(self.measured),
@@ -180,6 +277,8 @@ class Analysis:
             "setup": dict(self.setup),
             "spectra": self.spectra,
             "sources": {k: SOURCES[k] for k in self.measured if k in SOURCES},
+            "held_out": self.held_out,
+            "verdict": self.verdict(rtol),
         }
 
 
@@ -207,18 +306,18 @@ def _finite(name: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _labels(labels, N: int, K: int) -> np.ndarray:
-    array = _real_array("labels", labels, 1)
+def _labels(labels, N: int, K: int, name: str = "labels", rows: str = "features") -> np.ndarray:
+    array = _real_array(name, labels, 1)
     if array.shape[0] != N:
-        raise ValueError(f"labels must have one entry per row of features (N = {N}), got {array.shape[0]}")
+        raise ValueError(f"{name} must have one entry per row of {rows} (N = {N}), got {array.shape[0]}")
     if array.dtype.kind == "f":
         values = np.asarray(array, np.float64)
         if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
-            raise ValueError(f"labels must be integers, got non-integer values of dtype {array.dtype}")
+            raise ValueError(f"{name} must be integers, got non-integer values of dtype {array.dtype}")
     out = np.asarray(array).astype(np.int64)
     if N and (out.min() < 0 or out.max() >= K):
         raise ValueError(
-            f"labels must be in [0, K) = [0, {K}) (K = rows of weight), got values in [{out.min()}, {out.max()}]"
+            f"{name} must be in [0, K) = [0, {K}) (K = rows of weight), got values in [{out.min()}, {out.max()}]"
         )
     return out
 
@@ -287,6 +386,21 @@ def _chunk(features, lo: int, hi: int) -> np.ndarray:
     return np.asarray(features[lo:hi], dtype=np.float64)
 
 
+def _rows(features, chunk: int, name: str | None = None):
+    """``(lo, hi, float64 copy of rows lo:hi)`` chunk by chunk; with ``name``, a chunk holding NaN or inf
+    is refused naming it and the row. Each chunk's pages are handed back after use (:class:`_Pages`)."""
+    pages = _Pages(features)
+    N = features.shape[0]
+    for lo in range(0, N, chunk):
+        hi = min(N, lo + chunk)
+        X = _chunk(features, lo, hi)
+        if name is not None and not np.all(np.isfinite(X)):
+            row = lo + int(np.flatnonzero(~np.all(np.isfinite(X), axis=1))[0])
+            raise ValueError(f"{name} contains NaN or inf (first in row {row})")
+        yield lo, hi, X
+        pages.release(lo, hi)
+
+
 def _add_by_class(out: np.ndarray, X: np.ndarray, y: np.ndarray) -> None:
     """``out[k] += sum of the rows of X with label k``: a sparse (K x rows) one-hot product, O(rows d)."""
     import scipy.sparse  # on first use: scipy adds ~0.1 s to every command line's start-up
@@ -341,22 +455,15 @@ class _Moments:
 def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
     N, d = features.shape
     K = weight.shape[0]
-    pages = _Pages(features)
     counts = np.zeros(K, np.int64)
     sums = np.zeros((K, d))
     predicted = np.empty(N, np.int32)
     classifier = _Scores(weight, bias)
-    for lo in range(0, N, chunk):
-        hi = min(N, lo + chunk)
-        X = _chunk(features, lo, hi)
-        if not np.all(np.isfinite(X)):
-            row = lo + int(np.flatnonzero(~np.all(np.isfinite(X), axis=1))[0])
-            raise ValueError(f"features contains NaN or inf (first in row {row})")
+    for lo, hi, X in _rows(features, chunk, "features"):
         y = labels[lo:hi]
         counts += np.bincount(y, minlength=K)
         _add_by_class(sums, X, y)
         predicted[lo:hi] = classifier.argmax(X)
-        pages.release(lo, hi)
     if np.any(counts == 0):
         raise ValueError(
             f"labels: class {int(np.flatnonzero(counts == 0)[0])} has no samples "
@@ -371,9 +478,7 @@ def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
     scatter = np.zeros((d, d), order="F")
     squared = np.zeros(K)
     agree = correct = ncc_correct = 0
-    for lo in range(0, N, chunk):
-        hi = min(N, lo + chunk)
-        X = _chunk(features, lo, hi)
+    for lo, hi, X in _rows(features, chunk):
         y = labels[lo:hi]
         D = X - means[y]
         # upper triangle of scatter += D^T D (BLAS syrk: half the flops of a product)
@@ -383,9 +488,96 @@ def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
         agree += int(np.sum(nearest == predicted[lo:hi]))
         ncc_correct += int(np.sum(nearest == y))
         correct += int(np.sum(predicted[lo:hi] == y))
-        pages.release(lo, hi)
     scatter = np.triu(scatter) + np.triu(scatter, 1).T
     return _Moments(counts, means, global_mean, scatter, squared / counts, correct / N, agree / N, ncc_correct / N)
+
+
+# ----------------------------------------------------------------------------- held-out set
+
+
+def _log_softmax(Z: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax of logits ``Z: (rows, K)`` (shifted by the row maximum: no overflow)."""
+    shifted = Z - Z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+
+
+def _per_sample_loss(Z, y, loss, delta=0.0, gamma=0.0, mse_kappa=1.0, mse_beta=1.0, log_p=None) -> np.ndarray:
+    """Per-sample training loss of logits ``Z: (rows, K)`` (framework layout), numpy float64: the formulas
+    of :mod:`ufm.losses` (label smoothing with ``delta``, CE = delta 0, focal with ``gamma``, rescaled MSE),
+    tested against them. ``log_p``: the row-wise log-softmax of Z when already computed."""
+    rows = np.arange(y.size)
+    if loss == "mse":
+        z_y = Z[rows, y]
+        return mse_kappa * (z_y - mse_beta) ** 2 + np.sum(Z**2, axis=1) - z_y**2
+    log_p = _log_softmax(Z) if log_p is None else log_p
+    target = log_p[rows, y]
+    if loss == "focal":
+        return -np.power(-np.expm1(target), gamma) * target  # (1 - p_y)^gamma with 0^0 = 1, as ufm.losses.focal
+    smoothing = delta if loss == "ls" else 0.0
+    return -((1.0 - smoothing) * target + (smoothing / Z.shape[1]) * np.sum(log_p, axis=1))
+
+
+def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: dict) -> dict:
+    """The test set against the training class means and classifier (module docstring), in chunks."""
+    from scipy.linalg.blas import dsyrk as _syrk  # on first use: scipy adds ~0.1 s to every command line's start-up
+
+    M, d = features.shape
+    K = weight.shape[0]
+    Hbar = (mo.means - mo.global_mean).T  # (d, K) centred training class means
+    nearest_mean = _Scores(Hbar.T, -0.5 * np.sum(Hbar**2, axis=0))
+    groups = ("correct", "incorrect")
+    scatter = {g: np.zeros((d, d), order="F") for g in groups}
+    sums = {g: np.zeros(3) for g in groups}  # count, loss, entropy
+    ncc_correct = 0
+    for lo, hi, X in _rows(features, chunk, "test_features"):
+        y = labels[lo:hi]
+        Z = X @ weight.T + bias
+        log_p = _log_softmax(Z)
+        losses = _per_sample_loss(Z, y, log_p=log_p, **loss)
+        entropy = -np.sum(np.exp(log_p) * log_p, axis=1)
+        right = np.argmax(Z, axis=1) == y
+        D = X - mo.means[y]
+        for group, rows in zip(groups, (right, ~right), strict=True):
+            if rows.any():
+                scatter[group] = _syrk(1.0, D[rows].T, beta=1.0, c=scatter[group], trans=0, lower=0, overwrite_c=1)
+                sums[group] += (rows.sum(), losses[rows].sum(), entropy[rows].sum())
+        ncc_correct += int(np.sum(nearest_mean.argmax(X - mo.global_mean) == y))
+    notes: list[str] = []
+    out: dict = {
+        "N": M,
+        "convention": "NC1 = trace(Sigma_W Sigma_B^+)/K, Sigma_W = mean (h_i - hbar_y)(h_i - hbar_y)^T around "
+        "the TRAINING class means hbar_k, Sigma_B of the training means; per subgroup normalised by its size",
+    }
+
+    def nc1(upper: np.ndarray, count: float) -> float:
+        full = np.triu(upper) + np.triu(upper, 1).T
+        return _pinv_trace(full / count, Hbar) / K
+
+    count = {g: float(sums[g][0]) for g in groups}
+    out["accuracy"] = count["correct"] / M
+    out["nc1"] = nc1(scatter["correct"] + scatter["incorrect"], M)
+    out["ncc_accuracy"] = ncc_correct / M
+    out["loss"] = float(sums["correct"][1] + sums["incorrect"][1]) / M
+    out["entropy"] = float(sums["correct"][2] + sums["incorrect"][2]) / M
+    for group in groups:
+        n = count[group]
+        if n == 0:
+            notes.append(f"no {group}ly classified test samples: their nc1, loss and entropy are undefined")
+            out[group] = {"count": 0, "nc1": None, "loss": None, "entropy": None}
+            continue
+        out[group] = {
+            "count": int(n),
+            "nc1": nc1(scatter[group], n),
+            "loss": float(sums[group][1] / n),
+            "entropy": float(sums[group][2] / n),
+        }
+    for prefix, where in (("", out), ("correct.", out["correct"]), ("incorrect.", out["incorrect"])):
+        for key, value in where.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                where[key] = None
+                notes.append(f"{prefix}{key} is not finite (float64 overflow: the features or logits are too large)")
+    out["notes"] = notes
+    return out
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -555,8 +747,24 @@ def _numerical_optimum(problem, counts):
     return predicted, s.b
 
 
+def _nonzero_counts(pred, d: int, K: int) -> dict:
+    """Block -> how many eigenvalues Thm 4.2's spectrum (``pred.spectra``) has non-zero, or
+    ``{"reason": why there is no such count}``."""
+    if pred.collapsed:
+        return {"reason": "the predicted minimizer is W = H = 0 (beyond the phase boundary)"}
+    if d < K:
+        return {"reason": f"d = {d} < K = {K}, where the theorem does not apply"}
+    if pred.spectra is None:
+        return {"reason": f"no predicted spectrum for loss {pred.loss!r} with this setup"}
+    return {
+        block: int(np.sum(s.multiplicities[s.values != 0.0]))
+        for block, s in (("W", pred.spectra.W), ("H", pred.spectra.H))
+    }
+
+
 def _prediction(problem, counts, measured, lam_b):
-    """(predicted, error, relative, applies, reasons, bias prediction (scalar or (K,)), prediction kind)."""
+    """(predicted, error, relative, applies, reasons, bias prediction (scalar or (K,)), prediction kind,
+    non-zero eigenvalue counts of the predicted Hessian blocks (:func:`_nonzero_counts`))."""
     import theory
     from ufm.compare import predict
 
@@ -579,6 +787,7 @@ def _prediction(problem, counts, measured, lam_b):
             )
     if d < K:
         reasons.append(f"d = {d} < K = {K}: the theorems need d >= K (prediction computed for d = K)")
+    nonzero = {"reason": "the numerical prediction has no Hessian spectrum"}
     if numerical is not None:
         predicted, bias_prediction, kind = numerical, extra, PREDICTION_NUMERICAL
         if predicted["w_norm"] <= 1e-8:
@@ -596,6 +805,9 @@ def _prediction(problem, counts, measured, lam_b):
             "bias": pred.bias,
         }
         bias_prediction, kind = pred.bias, PREDICTION_CLOSED_FORM
+        nonzero = _nonzero_counts(pred, d, K)
+        if min(counts) != max(counts):
+            nonzero = {"reason": "class counts differ: Thm 4.2's spectrum is for balanced classes"}
         if pred.collapsed:
             if problem.loss in ("ce", "ls"):
                 c = theory.phase(K, n, problem.delta, problem.lam_W, problem.lam_H).c
@@ -621,14 +833,57 @@ def _prediction(problem, counts, measured, lam_b):
         relative[name] = p != 0.0 and not name.startswith("nc")
         error[name] = abs(m - p) / abs(p) if relative[name] else abs(m - p)
     applies = not any(r.startswith(("class counts", "d = ")) for r in reasons)
-    return ({k: float(v) for k, v in predicted.items()}, error, relative, applies, reasons, bias_prediction, kind)
+    predicted = {k: float(v) for k, v in predicted.items()}
+    return predicted, error, relative, applies, reasons, bias_prediction, kind, nonzero
 
 
 # ----------------------------------------------------------------------------- Hessians
 
 
-def _spectra(features, labels, weight, bias, problem_or_weights, mode, p_t):
-    """Loss-term Hessian blocks W and H (``ufm.hessian``): exact when small, else Lanczos lambda_max."""
+def _kept(values: np.ndarray, counts: np.ndarray, count: int) -> tuple[float, float, float | None]:
+    """The ``count`` largest of the eigenvalues ``values`` (each ``counts[j]`` times): (largest, smallest
+    kept, largest not kept or None when every eigenvalue is kept)."""
+    keep = counts > 0
+    order = np.argsort(values[keep], kind="stable")[::-1]
+    v, c = values[keep][order], counts[keep][order]
+    cumulative = np.cumsum(c)
+    j = int(np.searchsorted(cumulative, count))  # the first entry that completes `count`
+    residue = float(v[j]) if cumulative[j] > count else (float(v[j + 1]) if j + 1 < v.size else None)
+    return float(v[0]), float(v[j]), residue
+
+
+def _block_info(spectrum, count, reason: str) -> dict:
+    """One block's entry of ``Analysis.spectra``: kappa over the ``count`` largest eigenvalues (the
+    predicted non-zero ones) with the residue, or, without a count, over every eigenvalue above
+    ``NONZERO_RTOL`` x the largest (the rule labelled with ``reason``)."""
+    from ufm import hessian
+
+    values, counts = spectrum.distinct(rtol=1e-6)
+    top = float(np.max(values)) if values.size else 0.0
+    info: dict = {"method": spectrum.method, "lambda_max": top, "size": spectrum.size}
+    if count is not None and 1 <= count <= spectrum.size:
+        largest, smallest, residue = _kept(np.asarray(spectrum.values), np.asarray(spectrum.counts), count)
+        info.update(
+            kappa=largest / smallest if smallest > 0 else None,
+            rule=f"the {count} largest of {spectrum.size} eigenvalues (the non-zero ones of Thm 4.2's spectrum)",
+            kept=count,
+            residue=residue,
+            residue_ratio=None if residue is None or smallest <= 0 else residue / smallest,
+        )
+    else:
+        positive = values > hessian.NONZERO_RTOL * top
+        kappa = float(values[positive].max() / values[positive].min()) if top > 0 else None
+        info.update(
+            kappa=kappa,
+            rule=f"every eigenvalue above {hessian.NONZERO_RTOL:g} lambda_max (no predicted count: {reason})",
+        )
+    info.update(values=values.tolist(), multiplicities=counts.tolist())
+    return info
+
+
+def _spectra(features, labels, weight, bias, weights, mode, p_t, means, nonzero):
+    """Loss-term Hessian blocks W, H (at the features) and H at the class means (``ufm.hessian``): exact
+    when small, else Lanczos lambda_max. ``nonzero``: block -> predicted non-zero count, or ``{"reason": ...}``."""
     import jax
     import jax.numpy as jnp
 
@@ -643,21 +898,21 @@ def _spectra(features, labels, weight, bias, problem_or_weights, mode, p_t):
             "to compute them; they need H in memory as float64)"
         }
     _memory.require(
-        8.0 * 4 * d * N,
-        "the features as float64 JAX arrays (Hessian blocks)",
+        8.0 * 6 * d * N,
+        "the features and their class means as float64 JAX arrays (Hessian blocks)",
         f"N = {N}, d = {d}",
         "pass spectra=False (--spectra off)",
     )
     x64 = bool(jax.config.jax_enable_x64)
     dtype = jnp.float64 if x64 else jnp.float32
-    params = Params(
-        jnp.asarray(weight.T, dtype), jnp.asarray(np.asarray(features, np.float64).T, dtype), jnp.asarray(bias, dtype)
-    )
-    weights = problem_or_weights
+    W, b = jnp.asarray(weight.T, dtype), jnp.asarray(bias, dtype)
+    at_point = Params(W, jnp.asarray(np.asarray(features, np.float64).T, dtype), b)
+    at_means = Params(W, jnp.asarray(means[labels].T, dtype), b)
     y = jnp.asarray(labels)
     out = {"K_p_t": K * p_t, "dtype": "float64" if x64 else "float32 (enable jax_enable_x64 for float64)"}
     softmax_loss = int(np.asarray(weights.loss_id)) == 0
-    for block in ("W", "H"):
+    reason = nonzero.get("reason", "")
+    for name, block, params in (("W", "W", at_point), ("H", "H", at_point), ("H_class_means", "H", at_means)):
         size = d * K if block == "W" else d * N
         if block == "W":
             structured = 8.0 * 3 * K * min(d, N) * N + 8.0 * 3 * (K * min(d, N)) ** 2
@@ -668,27 +923,19 @@ def _spectra(features, labels, weight, bias, problem_or_weights, mode, p_t):
                 spectrum = hessian.block_spectrum(
                     params, y, weights, block, method="dense" if size**2 <= DENSE_ENTRIES else "structured"
                 )
-                values, counts = spectrum.distinct(rtol=1e-6)
-                top = float(np.max(values)) if values.size else 0.0
-                positive = values > hessian.NONZERO_RTOL * top
-                kappa = float(values[positive].max() / values[positive].min()) if top > 0 else math.nan
-                out[block] = {
-                    "method": spectrum.method,
-                    "lambda_max": top,
-                    "kappa": kappa,
-                    "values": values.tolist(),
-                    "multiplicities": counts.tolist(),
-                }
+                out[name] = _block_info(spectrum, nonzero.get(block), reason)
             else:
                 top = hessian.extreme_eigenvalues(params, y, weights, block, k=1, which="LA", tol=1e-8)
-                out[block] = {
+                out[name] = {
                     "method": "lanczos",
                     "lambda_max": float(top[-1]),
                     "kappa": None,
                     "note": "block too large for the exact paths: largest eigenvalue only",
                 }
         except ValueError as error:  # e.g. not enough memory for this block
-            out[block] = {"skipped": str(error)}
+            out[name] = {"skipped": str(error)}
+        out[name]["at"] = AT[name]
+        out[name]["compared"] = name != "H"  # the block Thm 4.2's kappa is compared with
     return out
 
 
@@ -711,6 +958,8 @@ def analyze(
     lam_b: float | None = None,
     chunk_size: int | None = None,
     spectra="auto",
+    test_features=None,
+    test_labels=None,
 ) -> Analysis:
     """Neural-collapse metrics of a last layer and, given the training setup, the UFM prediction.
 
@@ -725,6 +974,9 @@ def analyze(
             during training; ``lam_W`` and ``lam_H`` (both or neither) switch the prediction on.
         chunk_size: rows per chunk (default :func:`default_chunk_size`, ~64 MB of float64 work).
         spectra: ``"auto"`` (loss-term Hessian blocks when ``d N <= AUTO_SPECTRA_ENTRIES``), True, False.
+        test_features, test_labels: a held-out set ``(M, d)``, ``(M,)`` (both or neither; same layout and
+            checks as the training arrays, any class may be absent), measured against the training class
+            means and classifier into ``Analysis.held_out`` (module docstring), streamed in chunks.
 
     Returns:
         :class:`Analysis`. Raises ``ValueError`` naming the argument for bad input (shapes, labels out
@@ -760,6 +1012,21 @@ def analyze(
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
     chunk = int(min(chunk, N))
+    if (test_features is None) != (test_labels is None):
+        raise ValueError(
+            "test_features and test_labels must be given together, got "
+            f"{'test_features' if test_labels is None else 'test_labels'} only"
+        )
+    M = 0
+    if test_features is not None:
+        test_features = _real_array("test_features", test_features, 2)
+        M = test_features.shape[0]
+        if M < 1 or test_features.shape[1] != d:
+            raise ValueError(
+                f"test_features must have shape (M, d) with M >= 1 and d = {d} (columns of features), "
+                f"got {test_features.shape}"
+            )
+        test_labels = _labels(test_labels, M, K, "test_labels", "test_features")
     # the checks of the setup (delta only with ls, ranges) are Problem's: before streaming
     setup, problem = {}, None
     if lam_W is not None and loss == "mse" and lam_b is None:
@@ -779,10 +1046,13 @@ def analyze(
     else:
         problem = _problem(K, [N / K], d, loss, delta, gamma, mse_kappa, mse_beta, 1.0, 1.0, lam_b)
     work = 8.0 * chunk * (2 * d + 2 * K + 4) + 8.0 * (2 * d * d + 3 * K * d) + 12.0 * N
+    if M:  # the held-out pass: a chunk, its centred copy and a subgroup's, 5 K-wide arrays; 3 d x d scatters
+        test_chunk = min(chunk, M)
+        work = max(work, 8.0 * test_chunk * (3 * d + 5 * K + 8) + 8.0 * (3 * d * d + 3 * K * d) + 12.0 * (N + M))
     _memory.require(
         work,
         "streaming the features",
-        f"N = {N}, d = {d}, K = {K}, chunk_size = {chunk}",
+        f"N = {N}, d = {d}, K = {K}, chunk_size = {chunk}" + (f", M = {M} test samples" if M else ""),
         "pass a smaller chunk_size (--chunk-size)",
     )
 
@@ -791,28 +1061,48 @@ def analyze(
     measured = _metrics(mo, weight, bias, N)
 
     predicted, error, relative, applies, reasons, kind = {}, {}, {}, False, [], ""
+    nonzero: dict = {"reason": "no prediction (lam_W and lam_H not given)"}
     if lam_W is not None:
         problem = _problem(K, counts, d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H, lam_b)
-        predicted, error, relative, applies, reasons, bias_prediction, kind = _prediction(
+        predicted, error, relative, applies, reasons, bias_prediction, kind, nonzero = _prediction(
             problem, counts, measured, lam_b
         )
         error["bias"] = float(np.max(np.abs(bias - bias_prediction)))
         relative["bias"] = False
 
+    held_out = {}
+    if M:  # before the Hessian blocks: a bad test file is refused before the slow part
+        settings = dict(loss=loss, delta=delta, gamma=gamma, mse_kappa=mse_kappa, mse_beta=mse_beta)
+        held_out = _held_out(test_features, test_labels, weight, bias, mo, int(min(chunk, M)), settings)
+
     spectra_info = {}
     if spectra is False:
         spectra_info = {"skipped": "spectra=False"}
     else:
-        spectra_info = _spectra(features, labels, weight, bias, problem.weights(), spectra, measured["p_t"])
+        spectra_info = _spectra(
+            features, labels, weight, bias, problem.weights(), spectra, measured["p_t"], mo.means, nonzero
+        )
         measured["K_p_t"] = K * measured["p_t"]
-        for block in ("W", "H"):
+        for name, block in (("kappa_W", "W"), ("kappa_H", "H_class_means"), ("kappa_H_point", "H")):
             kappa = spectra_info.get(block, {}).get("kappa")
             if kappa is not None:
-                measured[f"kappa_{block}"] = kappa
-                if f"kappa_{block}" in predicted:
-                    p = predicted[f"kappa_{block}"]
-                    error[f"kappa_{block}"] = abs(kappa - p) / abs(p)
-                    relative[f"kappa_{block}"] = True
+                measured[name] = kappa
+                if name in predicted:
+                    error[name] = abs(kappa - predicted[name]) / abs(predicted[name])
+                    relative[name] = True
     return Analysis(
-        K, N, d, counts, measured, predicted, error, relative, applies, tuple(reasons), setup, spectra_info, kind
+        K,
+        N,
+        d,
+        counts,
+        measured,
+        predicted,
+        error,
+        relative,
+        applies,
+        tuple(reasons),
+        setup,
+        spectra_info,
+        kind,
+        held_out,
     )
