@@ -493,8 +493,8 @@ def _held_out_reference(train, test, weight, bias, delta):
     P /= P.sum(axis=1, keepdims=True)
     entropy = entr(P).sum(axis=1)
 
-    def nc1(rows):
-        D = T[rows] - means[t[rows]]
+    def nc1(rows, centre=t):
+        D = T[rows] - means[centre[rows]]
         return np.trace(D.T @ D / rows.sum() @ pinv) / K
 
     nearest = np.argmin(((T[:, None, :] - means[None]) ** 2).sum(axis=2), axis=1)
@@ -502,6 +502,7 @@ def _held_out_reference(train, test, weight, bias, delta):
     out["loss"], out["entropy"] = per_sample.mean(), entropy.mean()
     for name, rows in (("correct", right), ("incorrect", ~right)):
         out[name] = {"count": int(rows.sum()), "nc1": nc1(rows), "loss": per_sample[rows].mean()}
+        out[name]["nc1_predicted"] = nc1(rows, np.argmax(Z, axis=1))  # around the predicted class's mean
         out[name]["entropy"] = entropy[rows].mean()
     return out
 
@@ -531,7 +532,7 @@ def test_held_out_against_the_training_means_and_a_direct_formula():
             assert held[name] == pytest.approx(expected[name], rel=1e-12), name
         for group in ("correct", "incorrect"):
             assert held[group]["count"] == expected[group]["count"]
-            for name in ("nc1", "loss", "entropy"):
+            for name in ("nc1", "nc1_predicted", "loss", "entropy"):
                 assert held[group][name] == pytest.approx(expected[group][name], rel=1e-12), (group, name)
     from ufm.analyze import report_text
 
@@ -543,7 +544,7 @@ def test_held_out_empty_subgroup_is_none_with_a_note():
     features, labels, weight, bias = _imbalanced()
     held = ufm.analyze(features, labels, weight, bias, spectra=False, test_features=features, test_labels=labels)
     held = held.held_out
-    assert held["incorrect"] == {"count": 0, "nc1": None, "loss": None, "entropy": None}
+    assert held["incorrect"] == {"count": 0, "nc1": None, "nc1_predicted": None, "loss": None, "entropy": None}
     assert held["accuracy"] == 1.0 and any("no incorrectly classified" in note for note in held["notes"])
 
 

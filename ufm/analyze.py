@@ -241,8 +241,9 @@ def _held_out_lines(held: dict) -> list[str]:
     for group in ("correct", "incorrect"):
         g = held[group]
         lines.append(
-            f"  {group:9s}: {g['count']} samples, NC1 {_fmt(g['nc1'])}, mean loss {_fmt(g['loss'])}, "
-            f"mean entropy {_fmt(g['entropy'])}"
+            f"  {group:9s}: {g['count']} samples, NC1 {_fmt(g['nc1'])}"
+            + (f" (around the predicted class: {_fmt(g['nc1_predicted'])})" if group == "incorrect" else "")
+            + f", mean loss {_fmt(g['loss'])}, mean entropy {_fmt(g['entropy'])}"
         )
     lines.append(f"  ({held['convention']})")
     lines += [f"  note: {note}" for note in held["notes"]]

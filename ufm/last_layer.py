@@ -70,7 +70,9 @@ against the **training** class means and the classifier, streamed in chunks like
 hbar_k and ``Sigma_B`` of the training means (so a shift of the test class means counts as spread),
 ``ncc_accuracy`` (nearest training class mean = label), and for the correctly and the incorrectly
 classified test samples (Guo et al. Fig. 4): ``count``, ``nc1`` (the same formula over the subgroup,
-normalised by its size), ``loss`` (mean per-sample training loss: CE, LS with delta, focal, MSE, as
+normalised by its size), ``nc1_predicted`` (the same, but each sample measured around the training mean
+of the class the classifier *predicts*, as Guo et al. measure misclassified samples, their footnote 3;
+equal to ``nc1`` for the correct ones), ``loss`` (mean per-sample training loss: CE, LS with delta, focal, MSE, as
 :mod:`ufm.losses`) and ``entropy`` (mean entropy of the softmax, nats). A value that is undefined
 (an empty subgroup) or not finite (overflow) is ``None``, with the reason in ``held_out["notes"]``.
 
@@ -528,6 +530,7 @@ def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: di
     groups = ("correct", "incorrect")
     scatter = {g: np.zeros((d, d), order="F") for g in groups}
     sums = {g: np.zeros(3) for g in groups}  # count, loss, entropy
+    to_predicted = np.zeros((d, d), order="F")
     ncc_correct = 0
     for lo, hi, X in _rows(features, chunk, "test_features"):
         y = labels[lo:hi]
@@ -535,12 +538,16 @@ def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: di
         log_p = _log_softmax(Z)
         losses = _per_sample_loss(Z, y, log_p=log_p, **loss)
         entropy = -np.sum(np.exp(log_p) * log_p, axis=1)
-        right = np.argmax(Z, axis=1) == y
+        predicted = np.argmax(Z, axis=1)
+        right = predicted == y
         D = X - mo.means[y]
         for group, rows in zip(groups, (right, ~right), strict=True):
             if rows.any():
                 scatter[group] = _syrk(1.0, D[rows].T, beta=1.0, c=scatter[group], trans=0, lower=0, overwrite_c=1)
                 sums[group] += (rows.sum(), losses[rows].sum(), entropy[rows].sum())
+        if (~right).any():  # misclassified samples around the mean of the class they were assigned to
+            E = X[~right] - mo.means[predicted[~right]]
+            to_predicted = _syrk(1.0, E.T, beta=1.0, c=to_predicted, trans=0, lower=0, overwrite_c=1)
         ncc_correct += int(np.sum(nearest_mean.argmax(X - mo.global_mean) == y))
     notes: list[str] = []
     out: dict = {
@@ -563,11 +570,13 @@ def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: di
         n = count[group]
         if n == 0:
             notes.append(f"no {group}ly classified test samples: their nc1, loss and entropy are undefined")
-            out[group] = {"count": 0, "nc1": None, "loss": None, "entropy": None}
+            out[group] = {"count": 0, "nc1": None, "nc1_predicted": None, "loss": None, "entropy": None}
             continue
         out[group] = {
             "count": int(n),
             "nc1": nc1(scatter[group], n),
+            # Guo et al. Fig. 4, footnote 3: a misclassified sample's spread around its *predicted* class
+            "nc1_predicted": nc1(scatter[group] if group == "correct" else to_predicted, n),
             "loss": float(sums[group][1] / n),
             "entropy": float(sums[group][2] / n),
         }
