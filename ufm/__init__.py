@@ -10,6 +10,23 @@ from ufm import _interrupt
 _interrupt.guard_startup()  # started as python -m ufm.<x>: a signal during the imports below ends in one line
 
 from ufm._cache import enable_compilation_cache as enable_compilation_cache
+from ufm.calibration import BinStatistics as BinStatistics
+from ufm.calibration import ECETemperatureFit as ECETemperatureFit
+from ufm.calibration import Reliability as Reliability
+from ufm.calibration import TemperatureFit as TemperatureFit
+from ufm.calibration import adaptive_ece as adaptive_ece
+from ufm.calibration import bin_statistics as bin_statistics
+from ufm.calibration import brier as brier
+from ufm.calibration import classwise_ece as classwise_ece
+from ufm.calibration import ece as ece
+from ufm.calibration import ece_temperature as ece_temperature
+from ufm.calibration import fit_temperature as fit_temperature
+from ufm.calibration import logits_from_features as logits_from_features
+from ufm.calibration import nll as nll
+from ufm.calibration import reliability_diagram as reliability_diagram
+from ufm.collapse_metrics import METRIC_SOURCES as METRIC_SOURCES
+from ufm.collapse_metrics import ClassStatistics as ClassStatistics
+from ufm.collapse_metrics import collapse_metrics as collapse_metrics
 from ufm.compare import Comparison as Comparison
 from ufm.compare import Row as Row
 from ufm.compare import compare as compare
@@ -44,8 +61,31 @@ from ufm.problem import Problem as Problem
 from ufm.solver import METHODS as METHODS
 from ufm.solver import Result as Result
 from ufm.solver import solve as solve
+from ufm.tracker import CollapseResult as CollapseResult
+from ufm.tracker import CollapseTracker as CollapseTracker
+from ufm.tracker import NCCPass as NCCPass
 
 __all__ = [
+    "BinStatistics",
+    "ECETemperatureFit",
+    "Reliability",
+    "TemperatureFit",
+    "adaptive_ece",
+    "bin_statistics",
+    "brier",
+    "classwise_ece",
+    "ece",
+    "ece_temperature",
+    "fit_temperature",
+    "logits_from_features",
+    "nll",
+    "reliability_diagram",
+    "ClassStatistics",
+    "METRIC_SOURCES",
+    "collapse_metrics",
+    "CollapseResult",
+    "CollapseTracker",
+    "NCCPass",
     "Analysis",
     "analyze",
     "METHODS",
