@@ -101,10 +101,19 @@ def add_format_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def folder_name(text: str) -> str:
+    """argparse type of ``--out``: a folder name; an empty one (which would mean the current folder) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must name a folder, got {text!r}")
+    return text
+
+
 def build_parser(name: str, description: str) -> argparse.ArgumentParser:
     """The arguments of ``python -m experiments.<name>``; ``description``: the module docstring's first line."""
     parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=plain(description))
-    parser.add_argument("--out", default=f"results/{name}", help=f"output folder (default results/{name})")
+    parser.add_argument(
+        "--out", type=folder_name, default=f"results/{name}", help=f"output folder (default results/{name})"
+    )
     parser.add_argument("--quick", action="store_true", help="small settings (seconds on 2 CPU cores)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
     add_format_argument(parser)
@@ -126,9 +135,11 @@ class Outputs:
     Nothing reaches the folder before the experiment has finished, so a failed or interrupted
     run leaves the folder as it was. :func:`preflight` has already checked, before computing,
     that the folder can hold files and (without ``force``) holds none yet; so a refusal never
-    leaves old and new files mixed. Each file is written atomically and exclusively
-    (``ufm._io.write_bytes``): without ``force``, a file that another process created meanwhile
-    is kept and this result goes to a free sibling name, announced on stderr.
+    leaves old and new files mixed. The files are written all or nothing as far as the file
+    system allows (``ufm._io.write_all``: every file to a temporary first, then all renamed; a
+    full disk leaves the folder as it was and the results in the temporary folder) and
+    exclusively: without ``force``, a file that another process created meanwhile is kept and
+    this result goes to a free sibling name, announced on stderr.
     """
 
     def __init__(self, folder: Path, force: bool, fmt: str = FORMATS[0]):
@@ -161,11 +172,13 @@ class Outputs:
         return self._add(name, _io.json_bytes(data))
 
     def commit(self) -> list[Path]:
-        """Write every pending output; an interrupt waits until all are written (``WRITE_LOCK``)."""
-        with _io.WRITE_LOCK:
-            for name, data in self.pending.items():
-                self.written.append(_io.write_bytes(self.folder / name, data, overwrite=self.force))
-            self.pending.clear()
+        """Write every pending output, all or nothing as far as possible (``ufm._io.write_all``; raises its
+        ``NotWrittenError``: what was written, why not the rest, where all were kept); an interrupt waits
+        until all are written (``WRITE_LOCK``)."""
+        files = {self.folder / name: data for name, data in self.pending.items()}
+        self.pending.clear()
+        if files:
+            self.written += _io.write_all(files, overwrite=self.force, what="--out")
         return self.written
 
 
@@ -194,7 +207,7 @@ def run(main_body, name: str, description: str, argv=None, *, missing_extra: Exc
 
     ``missing_extra``: why the optional ``network`` extra could not be imported (None when it was); the
     experiment then exits 2 with one line. SIGINT / SIGTERM at any point: one line, exit 130 / 143,
-    nothing written.
+    nothing written. Outputs computed but not written: one line, exit ``ufm._io.EXIT_NOT_WRITTEN``.
     """
     prog = f"python -m experiments.{name}"
     if missing_extra is not None:
@@ -203,7 +216,7 @@ def run(main_body, name: str, description: str, argv=None, *, missing_extra: Exc
             file=sys.stderr,
         )
         return 2
-    with exit_on_interrupt(prog):
+    with exit_on_interrupt(prog + run_all_note):
         try:
             args = parse_args(name, description, argv)
         except SystemExit as exit_:
@@ -212,13 +225,16 @@ def run(main_body, name: str, description: str, argv=None, *, missing_extra: Exc
         try:
             preflight([args.out], args.force)
             main_body(args, outputs)
-            outputs.commit()
         except OSError as error:
             print(f"{prog}: error: {error}", file=sys.stderr)
             return 2
-    for path in outputs.written:
-        print(f"wrote {path}")
-    return 0
+        return _io.deliver(prog, None, outputs.commit, announce=sys.stdout)
+
+
+#: set by ``run_all`` while it runs the experiments one after another: added to the program name of the
+#: interrupt line (which ends "no partial output written"), so that line says which experiments' outputs
+#: are complete
+run_all_note = ""
 
 
 def gd_checkpoints(problem, lr: float, every: int, max_iters: int):

@@ -1,7 +1,10 @@
 """Run every experiment; each writes its figures and tables to ROOT/<name>/ (default results/<name>/).
 
 ``python -m experiments.run_all [--quick] [--out ROOT] [--force] [--format png|pdf|svg]``; the
-exit code is the worst of the experiments'.
+exit code is the worst of the experiments' (4: an experiment's outputs could not be written). Each
+experiment's outputs are written all at once at its end, so an interrupted run leaves the outputs of
+the experiments that finished, complete, and none of the others: the interrupt line names the
+finished ones.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 from pathlib import Path
 
 from experiments import (
+    _common,
     condition_number,
     convergence,
     imbalance,
@@ -24,7 +28,7 @@ from experiments import (
     real_network,
     speed_vs_kappa,
 )
-from experiments._common import add_format_argument, plain, preflight
+from experiments._common import add_format_argument, folder_name, plain, preflight
 from ufm import _cache
 from ufm._interrupt import exit_on_interrupt
 
@@ -49,7 +53,9 @@ PROG = "python -m experiments.run_all"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=plain(__doc__.splitlines()[0]))
-    parser.add_argument("--out", metavar="ROOT", default="results", help="root folder (default results)")
+    parser.add_argument(
+        "--out", metavar="ROOT", type=folder_name, default="results", help="root folder (default results)"
+    )
     parser.add_argument("--quick", action="store_true", help="small settings (minutes on 2 CPU cores)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     add_format_argument(parser)
@@ -72,18 +78,28 @@ def main(argv=None) -> int:
             print(f"{prog}: error: {error}", file=sys.stderr)
             return 2
         worst = 0
-        for name, module in EXPERIMENTS.items():
-            start = time.perf_counter()
-            argv_one = (
-                ["--out", str(Path(args.out) / name)]
-                + ["--quick"] * args.quick
-                + ["--force"] * args.force
-                + ["--no-cache"] * args.no_cache
-                + ["--format", args.format]
-            )
-            code = module.main(argv_one)
-            print(f"[{name}] exit {code} in {time.perf_counter() - start:.1f} s")
-            worst = max(worst, code)
+        complete: list[str] = []  # the experiments whose outputs are all written
+        try:
+            for name, module in EXPERIMENTS.items():
+                # an interrupt from here on says which experiments' outputs are complete (in its program name)
+                note = f" (run_all: the outputs of {', '.join(complete)} are complete)" if complete else ""
+                _common.run_all_note = note
+                start = time.perf_counter()
+                argv_one = (
+                    ["--out", str(Path(args.out) / name)]
+                    + ["--quick"] * args.quick
+                    + ["--force"] * args.force
+                    + ["--no-cache"] * args.no_cache
+                    + ["--format", args.format]
+                )
+                with exit_on_interrupt(prog + note):  # between experiments
+                    code = module.main(argv_one)
+                    print(f"[{name}] exit {code} in {time.perf_counter() - start:.1f} s")
+                if code == 0:
+                    complete.append(name)
+                worst = max(worst, code)
+        finally:
+            _common.run_all_note = ""
     return worst
 
 

@@ -207,3 +207,53 @@ def test_csv_bytes_round_trip():
     text = _io.csv_bytes(rows, lineterminator="\n").decode()
     back = list(csv.DictReader(io.StringIO(text)))
     assert back == [{"x": "0.0", "y": "1.5", "name": "a,b"}, {"x": "2.0", "y": "-3.0", "name": "c"}]
+
+
+def test_fifos_are_written_into_without_force_and_other_special_files_refused(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert _io.check_writable(fifo, overwrite=False) == fifo  # nothing would be replaced
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileExistsError, match="a symbolic link to the missing"):
+        _io.check_writable(tmp_path / "link", overwrite=False)
+    assert _io.check_writable(tmp_path / "link", overwrite=True) == tmp_path / "link"
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    assert _io.write_json(fifo, {"a": 1}, overwrite=True) == fifo
+    reader.join(timeout=10)
+    assert json.loads(received[0]) == {"a": 1} and fifo.is_fifo() and _leftovers(tmp_path) == []
+
+
+def test_temporary_names_fit_the_name_limit(tmp_path):
+    path = tmp_path / ("r" * (os.pathconf(tmp_path, "PC_NAME_MAX") - 5) + ".json")
+    assert _io.write_json(_io.check_writable(path, overwrite=False), {"a": 1}) == path
+    with pytest.raises(ValueError, match=r"^--json: the name r+\.\.\. is 300 bytes long"):
+        _io.check_writable(tmp_path / ("r" * 300), overwrite=False, what="--json")
+
+
+def test_write_all_is_all_or_nothing_and_keeps_the_results(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "kept"))
+    (tmp_path / "kept").mkdir()
+    failed = []
+
+    def third(handle):
+        if not failed:  # the first time: the disk is full; once more, into the temporary folder: fine
+            failed.append(1)
+            raise OSError(28, "No space left on device")
+        handle.write(b"c")
+
+    out = tmp_path / "out"
+    with pytest.raises(_io.NotWrittenError) as error:
+        _io.write_all({out / "a.csv": b"a", out / "b.csv": b"b", out / "c.png": third}, what="--out")
+    message = str(error.value)
+    assert message.startswith(f"--out {out} was not written (c.png: [Errno 28] No space left on device)")
+    assert list(out.iterdir()) == [] and "\n" not in message
+    assert sorted(p.read_text() for p in error.value.kept.iterdir()) == ["a", "b", "c"]
+    assert message.endswith(f"the results are kept in {error.value.kept}")
+
+
+def test_encodable_gives_ascii_stand_ins():
+    ascii_stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    assert _io.encodable("a · b — λ_Z ≥ é ∂", ascii_stream) == "a . b - lam_Z >= e ?"
+    assert _io.encodable("a · b", io.TextIOWrapper(io.BytesIO(), encoding="utf-8")) == "a · b"

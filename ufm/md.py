@@ -39,7 +39,9 @@ Needs float64 (``jax.config.update("jax_enable_x64", True)``; the CLI does it).
 Command line: ``python -m ufm.md --alpha 0.1 --eta 1e-3`` solves CE (alpha = 0) and LS (alpha = alpha0)
 on Assumption 4.2.1's configurations and reports r*, the normalised dilation ``r* / ||h_1 - h_2||``, the
 memorization ``eta ||h_2 - u_1||``, gamma, Assumption 4.2.3 and Theorem 4.3's inequality; ``--json``.
-Exit 0: both solves converged; 1: one did not; 2: bad arguments.
+Exit 0: both solves converged; 1: one did not; 2: bad arguments; 4: solved, but the ``--json`` file or
+the report could not be written (one ``error:`` line naming the path, the reason and where the result
+was kept).
 """
 
 from __future__ import annotations
@@ -591,7 +593,6 @@ def _main(argv) -> int:
     except (ValueError, OverflowError) as error:  # e.g. not enough memory: one readable line, exit 2
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    print(_report_text(args, check, results, gamma), flush=True)
     converged = all(res.converged for res in results.values())
     if args.json is not None:
         try:
@@ -630,10 +631,13 @@ def _main(argv) -> int:
             },
             "converged": converged,
         }
-        written = _io.write_json(args.json, record, overwrite=args.force)
-        if not args.quiet:
-            print(f"wrote {written}", file=sys.stderr)
-    return 0 if converged else 1
+    return _io.deliver(
+        PROG,
+        _report_text(args, check, results, gamma),
+        None if args.json is None else lambda: _io.write_json(args.json, record, overwrite=args.force, what="--json"),
+        code=0 if converged else 1,
+        announce=None if args.quiet else sys.stderr,
+    )
 
 
 if __name__ == "__main__":

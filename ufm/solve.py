@@ -8,7 +8,11 @@ argv -> Problem -> solve -> compare -> report (text, optional JSON) -> exit code
   the chosen loss or method, or an output that cannot be written (checked before solving);
 - 3: not verified: the run converged but no prediction applies (d < K, label noise, ...), so
   nothing was checked; the report says why;
-- 130 / 143: interrupted by SIGINT (Ctrl-C) / SIGTERM; one line, no file written.
+- 4: solved, but the ``--json`` file or the report on standard output could not be written (disk
+  full, read-only, ``/dev/full``): one ``error:`` line naming the path, the reason and where the
+  result was kept (``ufm._io``);
+- 130 / 143: interrupted by SIGINT (Ctrl-C) / SIGTERM; one line, no file written; 141: the reader
+  of standard output went away.
 
 The module is also callable: ``ufm.solve(problem, ...)`` is :func:`ufm.solver.solve`.
 """
@@ -584,14 +588,14 @@ def _main(argv) -> int:
     except (ValueError, OverflowError) as error:  # e.g. not enough memory: one readable line, exit 2
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    print(_report_text(problem, prediction, result, comparison, rtol), flush=True)
-    if args.json is not None:
-        written = _io.write_json(
-            args.json, _record(problem, prediction, result, comparison, rtol), overwrite=args.force
-        )
-        if not args.quiet:
-            print(f"wrote {written}", file=sys.stderr)
-    return _exit_code(comparison)
+    record = _record(problem, prediction, result, comparison, rtol)
+    return _io.deliver(  # the report, then the JSON file whatever became of the report; exit 4 if one failed
+        parser.prog,
+        _report_text(problem, prediction, result, comparison, rtol),
+        None if args.json is None else lambda: _io.write_json(args.json, record, overwrite=args.force, what="--json"),
+        code=_exit_code(comparison),
+        announce=None if args.quiet else sys.stderr,
+    )
 
 
 class _CallableModule(types.ModuleType):

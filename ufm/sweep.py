@@ -615,8 +615,8 @@ def _write(path, result: SweepResult, extra: dict, *, overwrite: bool):
     """The rows as CSV or JSON (by the suffix), atomically; returns the path written (see ``ufm._io``)."""
     rows = result.rows()
     if str(path).endswith(".json"):
-        return _io.write_json(path, {**extra, "rows": rows}, overwrite=overwrite)
-    return _io.write_bytes(path, _io.csv_bytes(rows, lineterminator="\n"), overwrite=overwrite)
+        return _io.write_json(path, {**extra, "rows": rows}, overwrite=overwrite, what="--out")
+    return _io.write_bytes(path, _io.csv_bytes(rows, lineterminator="\n"), overwrite=overwrite, what="--out")
 
 
 def _refuse_inapplicable(args, method: str) -> None:
@@ -636,7 +636,9 @@ def _refuse_inapplicable(args, method: str) -> None:
 def main(argv=None) -> int:
     """Run the sweep CLI on ``argv`` (default ``sys.argv[1:]``). Exit code 0 when every
     configuration converged, 1 otherwise, 2 for bad arguments (or an existing --out without --force),
-    130 / 143 when interrupted by SIGINT / SIGTERM."""
+    4 when the --out file or the summary on standard output could not be written (one ``error:`` line
+    naming the path, the reason and where the rows were kept), 130 / 143 when interrupted by SIGINT /
+    SIGTERM."""
     with exit_on_interrupt(PROG):  # one line and exit 130 / 143 at once, compilation included
         return _main(argv)
 
@@ -663,29 +665,25 @@ def _main(argv) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     done = int(np.sum(result.converged))
+    extra = {
+        "K": base.K,
+        "n": base.n,
+        "d": base.d,
+        "dtype": dtype,
+        "method": result.method,
+        "tol": tol,
+        "jax_version": jax.__version__,
+    }
     # wall times go to stdout only: the --out file is byte-identical across identical runs
-    print(
+    return _io.deliver(
+        PROG,
         f"{len(result)} configurations (K = {base.K}, n = {base.n}, d = {base.d}, {dtype}, {result.method}): "
         f"{done} converged, {result.seconds:.2f} s (+ {result.compile_seconds:.2f} s compile), "
-        f"{int(result.iterations.max())} iterations at most"
+        f"{int(result.iterations.max())} iterations at most",
+        None if args.out is None else lambda: _write(args.out, result, extra, overwrite=args.force),
+        code=0 if done == len(result) else 1,
+        announce=sys.stdout,
     )
-    if args.out is not None:
-        written = _write(
-            args.out,
-            result,
-            {
-                "K": base.K,
-                "n": base.n,
-                "d": base.d,
-                "dtype": dtype,
-                "method": result.method,
-                "tol": tol,
-                "jax_version": jax.__version__,
-            },
-            overwrite=args.force,
-        )
-        print(f"wrote {written}")
-    return 0 if done == len(result) else 1
 
 
 class _CallableModule(types.ModuleType):
