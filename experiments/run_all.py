@@ -22,6 +22,7 @@ from experiments import (
     label_noise,
     label_noise_network,
     landscape,
+    ls_empirical,
     md_model,
     norms_vs_delta,
     phase_diagram,
@@ -46,6 +47,7 @@ EXPERIMENTS = {
 EXPERIMENTS["imbalance"] = imbalance  # issue 16
 EXPERIMENTS["real_network"] = real_network  # issue 14
 EXPERIMENTS["label_noise_network"] = label_noise_network  # issue 15
+EXPERIMENTS["ls_empirical"] = ls_empirical  # issue 27
 
 
 PROG = "python -m experiments.run_all"
