@@ -5,7 +5,8 @@ Perspective": the global minimizer (Theorem 4.1), the predicted probabilities
 (eq. 14), norms (Appendix B.6) and the Hessian spectra and condition number
 at the minimizer (Theorem 4.2); for every loss (CE, LS, focal, rescaled MSE) and for
 non-negative features, the 1-D reduction and the prediction built on it
-(:mod:`theory.scalar_reduction`, :mod:`theory.prediction`). numpy, float64. Conventions: ``THEORY.md``
+(:mod:`theory.scalar_reduction`, :mod:`theory.prediction`); the minority-collapse threshold of the
+imbalanced UFM (:mod:`theory.minority_collapse`). numpy, float64. Conventions: ``THEORY.md``
 (``W: (d, K)``, ``H: (d, N)`` class-major, ``b: (K,)``, loss averaged over N).
 """
 
@@ -25,6 +26,7 @@ from theory.memorization_dilation import NCConfiguration as NCConfiguration
 from theory.memorization_dilation import assumption_4_2 as assumption_4_2
 from theory.memorization_dilation import md_law as md_law
 from theory.memorization_dilation import nc_configuration as nc_configuration
+from theory.minority_collapse import minority_collapse_threshold as minority_collapse_threshold
 from theory.prediction import Prediction as Prediction
 from theory.prediction import nonnegative_boundary as nonnegative_boundary
 from theory.prediction import predict as predict
@@ -44,6 +46,7 @@ __all__ = [
     "NCConfiguration",
     "assumption_4_2",
     "md_law",
+    "minority_collapse_threshold",
     "nc_configuration",
     "LOSSES",
     "Prediction",
