@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests._hostile import check_contract, hostile
 from ufm.collapse_metrics import ClassStatistics, collapse_metrics
 from ufm.tracker import CollapseResult, CollapseTracker, NCCPass
 
@@ -261,3 +262,33 @@ def test_stale_or_foreign_ncc_pass_refused():
     with pytest.raises(ValueError, match="ncc"):
         tracker.result(ncc=ncc)
     assert isinstance(ncc, NCCPass)
+
+
+# --------------------------------------------------------------------------- hostile inputs (tests/_hostile.py)
+
+
+#: hostile values that are never huge valid sizes (num_classes = 10**7 is valid and would allocate)
+_small_hostile = st.one_of(hostile.filter(lambda v: not (isinstance(v, int) and abs(v) > 64)), st.integers(-3, 6))
+
+
+@given(num_classes=_small_hostile, dim=_small_hostile, features=_small_hostile, labels=_small_hostile)
+def test_hostile_tracker_keeps_the_contract(num_classes, dim, features, labels):
+    """Construction, an update, the statistics and the result: finite numbers or a ValueError naming a
+    parameter (tests/_hostile.py). ``result`` of a tracker missing a class refuses naming ``labels``."""
+
+    def call():
+        tracker = CollapseTracker(num_classes, dim)
+        tracker.update(features, labels)
+        return tracker.result().metrics
+
+    check_contract(call, ["num_classes", "dim", "features", "labels"])
+
+
+@given(weight=_small_hostile, bias=_small_hostile, cdnv_power=_small_hostile)
+def test_hostile_classifier_and_options_keep_the_contract(weight, bias, cdnv_power):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 4)
+    features = rng.normal(size=(12, 4)) + 3.0 * np.eye(4)[labels]
+    tracker = CollapseTracker(3, 4).update(features, labels)
+    names = ["weight", "bias", "cdnv_power"]
+    check_contract(lambda: tracker.result(weight, bias, cdnv_power=cdnv_power).metrics, names)
