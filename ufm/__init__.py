@@ -30,6 +30,11 @@ from ufm.collapse_metrics import collapse_metrics as collapse_metrics
 from ufm.compare import Comparison as Comparison
 from ufm.compare import Row as Row
 from ufm.compare import compare as compare
+from ufm.convex import Certificate as Certificate
+from ufm.convex import ConvexSolution as ConvexSolution
+from ufm.convex import certificate as certificate
+from ufm.convex import convex_objective as convex_objective
+from ufm.convex import solve_convex as solve_convex
 from ufm.hessian import BlockEigenvalues as BlockEigenvalues
 from ufm.hessian import EigenvalueCounts as EigenvalueCounts
 from ufm.hessian import block_eigenvalues as block_eigenvalues
@@ -66,6 +71,11 @@ from ufm.tracker import CollapseTracker as CollapseTracker
 from ufm.tracker import NCCPass as NCCPass
 
 __all__ = [
+    "Certificate",
+    "ConvexSolution",
+    "certificate",
+    "convex_objective",
+    "solve_convex",
     "BinStatistics",
     "ECETemperatureFit",
     "Reliability",
