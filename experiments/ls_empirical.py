@@ -51,6 +51,7 @@ seeds), ``losses.csv`` (Zhou's table), and per data set the figures ``<set>_trai
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -191,7 +192,7 @@ def measure(snapshot, split, lanes: list[dict], dataset: str, final: dict) -> li
     return rows
 
 
-def train_dataset(dataset: str, config: dict, stop=None):
+def train_dataset(dataset: str, config: dict, stop=None, *, quiet: bool = False):
     """Train every lane of one data set; ``(split, curves, lanes, final logits per lane)``."""
     split = cnn.load_images(dataset, config["per_class"], seed=0)
     lanes = _lanes(config["seeds"])
@@ -203,8 +204,13 @@ def train_dataset(dataset: str, config: dict, stop=None):
     final: dict = {}
     epochs = config["epochs"]
 
+    start = time.perf_counter()
+
     def record(snapshot):
         curves.extend(measure(snapshot, split, lanes, dataset, final if snapshot.epoch == epochs else None))
+        if not quiet:  # progress of a run that takes minutes, on stderr (stdout keeps the summary)
+            elapsed = time.perf_counter() - start
+            print(f"[{dataset}] epoch {snapshot.epoch}/{epochs}, {elapsed:.0f} s", file=sys.stderr, flush=True)
 
     cnn.train(
         models,
@@ -842,7 +848,7 @@ def body(args, outputs) -> None:
     all_curves, finals, claim_rows, cal_rows, rel_rows, loss_table, summary = [], [], [], [], [], [], []
     for dataset, c in config.items():
         start = time.perf_counter()
-        split, curves, lanes, final = train_dataset(dataset, c)
+        split, curves, lanes, final = train_dataset(dataset, c, quiet=args.quick)
         seconds = time.perf_counter() - start
         rows, pooled = reliability_rows(final, lanes, split.y_test, dataset)
         rel_rows += rows
