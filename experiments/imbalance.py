@@ -3,17 +3,24 @@
 Setting (Fang et al., PNAS 2021; Hong & Ling, JMLR 2024): K_A majority classes of n_A samples and
 K_B minority classes of n_A / R. Every solve is the exact class-mean reduction with class sizes
 (``ufm.imbalance.solve_reduced``, L-BFGS to a gradient ratio of 1e-12, float64), which lets R vary
-continuously. Normalisation: n_A = 1 and lam_W = lam_H = lam_b = lam; the reduction depends on the
-sizes only through n_k / N and n_k lam_H, so a problem with n_A samples per majority class is the one
-here with lam_H = lam / n_A (lam_W, lam_b unchanged).
+continuously; the threshold test of (a) and (c) solves its convex reformulation instead (``ufm.convex``).
+Normalisation: n_A = 1 and lam_W = lam_H = lam_b = lam; the reduction depends on the sizes only through
+n_k / N and n_k lam_H, so a problem with n_A samples per majority class is the one here with
+lam_H = lam / n_A (lam_W, lam_b unchanged).
 
 (a) Minority collapse. Against R: the angle between the two minority classifiers w_k, between the
     centred minority class means, and ||w_B|| / ||w_A||. The threshold R* where the minority
-    classifiers become equal (``max ||w_i - w_j|| <= 1e-6 ||w_A||`` over minority pairs) is found by
-    bisection to an interval of width 1e-6 in R, and checked by an independent estimate: near R*
-    the distance behaves like sqrt(R* - R) (a pitchfork), so a line through the squared distances at
-    R* (1 - 1e-2) and R* (1 - 2e-2) extrapolates to zero at R_ext. Also located: R_0, where the
-    minority classifiers vanish (``||w_B|| <= 1e-6 ||w_A||``).
+    classifiers become equal is found by bisection to an interval of width 1e-6 in R. Each step's test
+    "equal?" is decided on the convex reformulation (``ufm.convex.solve_convex``, exact for d >= K, which
+    the experiment has: d = K): the minority classifiers are equal iff the minority rows of the logit
+    matrix Z = W^T Hbar are equal (``theory/minority_collapse.py``, step 1), tested to a tolerance set by
+    the solve's duality gap (:func:`convex_spread`); for d < K it falls back to the reduced solve,
+    ``max ||w_i - w_j|| <= 1e-6 ||w_A||`` over minority pairs (which reads R* high: near R* L-BFGS meets
+    its gradient tolerance before the distance falls below 1e-6). Compared with the closed form
+    ``theory.minority_collapse_threshold`` (verdict: within the bisection width). Checked by an independent
+    estimate on the reduced solves: near R* the distance behaves like sqrt(R* - R) (a pitchfork), so a line
+    through the squared distances at R* (1 - 1e-2) and R* (1 - 2e-2) extrapolates to zero at R_ext. Also
+    located: R_0, where the minority classifiers vanish (``||w_B|| <= 1e-6 ||w_A||``, reduced solves).
 (b) SELI (Thrampoulidis et al., NeurIPS 2022): distance of the normalised logits, W^T W and H^T H from
     the SVD factors of Zhat = Y - (1/K) 1 1^T (``ufm.imbalance``), as lam -> 0, for integer sizes with
     several ratios, CE and LS, bias penalised like W and H (lam_b = lam) or pinned (lam_b = 10).
@@ -35,8 +42,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+import theory
 from experiments._common import figure, label_log_axes, run
-from ufm import hessian
+from ufm import convex, hessian
 from ufm import imbalance as im
 from ufm.objective import Params, Weights
 
@@ -45,13 +53,39 @@ NAME = "imbalance"
 EQUAL = 1e-6
 #: Width of the final bisection interval in R.
 R_TOL = 1e-6
+#: Duality gap to which the convex solves of the threshold test run (absolute; F ~ 1, so a few tens of units of
+#: rounding: ``solve_convex``'s default 1e-15 is the rounding floor itself, where a solve can stall).
+CONVEX_TOL = 1e-14
 
 
-def _solve(K_A, K_B, ratio, lam, delta=0.0):
+def _solve(K_A, K_B, ratio, lam, delta=0.0, d=None):
     loss = "ce" if delta == 0 else "ls"
     return im.solve_reduced(
-        im.two_group_sizes(K_A, K_B, ratio), lam_W=lam, lam_H=lam, lam_b=lam, loss=loss, delta=delta, tol=1e-12
+        im.two_group_sizes(K_A, K_B, ratio), d=d, lam_W=lam, lam_H=lam, lam_b=lam, loss=loss, delta=delta, tol=1e-12
     )
+
+
+def _solve_convex(K_A, K_B, ratio, lam, delta=0.0):
+    loss = "ce" if delta == 0 else "ls"
+    sizes = im.two_group_sizes(K_A, K_B, ratio)
+    return convex.solve_convex(sizes, lam_W=lam, lam_H=lam, lam_b=lam, loss=loss, delta=delta, tol=CONVEX_TOL)
+
+
+def convex_spread(solution, K_A: int, mu: float) -> tuple[float, float]:
+    """``(spread, tolerance)`` of a ``solve_convex`` solution: spread = ``max ||z_k - z_l||`` over the minority
+    rows k, l of the logit matrix ``Z = W^T Hbar`` (zero iff the minority classifiers are equal,
+    ``theory/minority_collapse.py`` step 1). At the symmetric minimizer ``Z_BB = beta_2 11^T + y I`` the spread
+    is ``sqrt(2) |y|``, and y enters ``F`` as the singular value ``|y| sqrt(n_B)`` of ``Z D`` (K_B - 1 times),
+    priced ``mu (K_B - 1) sqrt(n_B / 2) spread`` in the nuclear norm; tolerance = the spread whose price is the
+    duality gap, ``max(gap, tol) / (mu (K_B - 1) sqrt(n_B / 2))`` (``mu = sqrt(lam_W lam_H)``): a smaller spread
+    is below what the gap resolves. Collapsed minimizers give spreads at rounding (the singular-value prox
+    zeroes y), apart ones ~(1 ... 2) (1 - R / R*) for K_A = K_B = 2 (lam = 0.03 ... 0.2)."""
+    minority = solution.Z[K_A:]
+    K_B = minority.shape[0]
+    i, j = np.triu_indices(K_B, k=1)
+    spread = float(np.max(np.linalg.norm(minority[i] - minority[j], axis=1)))
+    price = mu * (K_B - 1) * np.sqrt(solution.sizes[K_A] / 2.0)
+    return spread, float(max(solution.gap, CONVEX_TOL) / price)
 
 
 def minority_measures(solution, K_A: int) -> dict:
@@ -82,37 +116,67 @@ def bisect(predicate, low: float, high: float, width: float = R_TOL) -> tuple[fl
     return low, high, steps
 
 
-def thresholds(K_A, K_B, lam, delta, grid) -> dict:
-    """R* (minority classifiers equal), its pitchfork extrapolation R_ext, and R_0 (they vanish)."""
+def thresholds(K_A, K_B, lam, delta, grid, d=None) -> dict:
+    """R* (minority classifiers equal) by bisection, next to the closed form; its pitchfork extrapolation R_ext
+    and R_0 (they vanish), both on reduced solves. The test "equal?" of the bracket and of every bisection step
+    runs on the convex solve (:func:`convex_spread`) where it is exact, ``d >= K`` (``d = None``: K, the
+    experiment's), and on the reduced solve of dimension d otherwise. Equal already at ``grid[0] = 1``: R* = 1
+    (the closed form's value when the minority classifiers are equal at every R >= 1), width 0."""
     statuses = []
+    exact = d is None or d >= K_A + K_B
 
     def measure(R):
-        solution = _solve(K_A, K_B, R, lam, delta)
+        solution = _solve(K_A, K_B, R, lam, delta, d)
         statuses.append(solution.status)
         return minority_measures(solution, K_A)
 
-    equal = lambda R: measure(R)["spread"] <= EQUAL
+    decided: dict[float, bool] = {}  # the bracket's ends are grid points: bisect's own checks of them are free
+
+    def equal(R):
+        if R not in decided:
+            if exact:
+                solution = _solve_convex(K_A, K_B, R, lam, delta)
+                statuses.append(solution.status)
+                spread, tolerance = convex_spread(solution, K_A, lam)
+                decided[R] = spread <= tolerance
+            else:
+                decided[R] = measure(R)["spread"] <= EQUAL
+        return decided[R]
+
     vanished = lambda R: measure(R)["minority_norm_ratio"] <= EQUAL
-    out = dict(K_A=K_A, K_B=K_B, lam=lam, delta=delta, loss="ce" if delta == 0 else "ls")
-    flags = [equal(R) for R in grid]
-    if not any(flags):
-        out.update(R_star=np.nan, R_ext=np.nan, R_zero=np.nan, bisection_steps=0)
-    else:
-        first = flags.index(True)
-        if first == 0:
+    closed = theory.minority_collapse_threshold(K_A, K_B, lam, delta=delta)
+    out = dict(
+        K_A=K_A, K_B=K_B, lam=lam, delta=delta, loss="ce" if delta == 0 else "ls", test="convex" if exact else "reduced"
+    )
+    first = next((k for k, R in enumerate(grid) if equal(R)), None)  # the grid up to the first equal point
+    R_star = width = R_ext = R_zero = np.nan
+    steps = 0
+    if first is not None:
+        if first == 0 and grid[0] != 1.0:
             raise ValueError(f"minority classifiers already equal at the smallest R = {grid[0]:g}")
-        low, high, steps = bisect(equal, grid[first - 1], grid[first])
-        R_star = 0.5 * (low + high)
-        r1, r2 = R_star * (1 - 1e-2), R_star * (1 - 2e-2)
-        s1, s2 = measure(r1)["spread"] ** 2, measure(r2)["spread"] ** 2
-        R_ext = r1 + s1 * (r1 - r2) / (s2 - s1)
+        if first == 0:
+            R_star, width = 1.0, 0.0
+        else:
+            low, high, steps = bisect(equal, grid[first - 1], grid[first])
+            R_star, width = 0.5 * (low + high), high - low
+            r1, r2 = R_star * (1 - 1e-2), R_star * (1 - 2e-2)
+            s1, s2 = measure(r1)["spread"] ** 2, measure(r2)["spread"] ** 2
+            R_ext = r1 + s1 * (r1 - r2) / (s2 - s1)
         gone = [vanished(R) for R in grid]
-        R_zero = np.nan
         if any(gone) and gone.index(True) > 0:
             k = gone.index(True)
             lo0, hi0, _ = bisect(vanished, grid[k - 1], grid[k], width=1e-3 * grid[k])
             R_zero = 0.5 * (lo0 + hi0)
-        out.update(R_star=R_star, R_star_width=high - low, R_ext=R_ext, R_zero=R_zero, bisection_steps=steps)
+    out.update(
+        R_star=R_star,
+        R_star_closed_form=closed,
+        R_star_minus_closed_form=R_star - closed,
+        R_star_width=width,
+        closed_form_within_width=bool(abs(R_star - closed) <= width),
+        R_ext=R_ext,
+        R_zero=R_zero,
+        bisection_steps=steps,
+    )
     out["status"] = (
         "converged"
         if all(s == "converged" for s in statuses)
@@ -254,8 +318,9 @@ def body(args, outputs):
     for row in table:
         print(
             f"K_A={row['K_A']} K_B={row['K_B']} lam={row['lam']:g} {row['loss']} delta={row['delta']:g}: "
-            f"R* = {row['R_star']:.7f} (extrapolated {row['R_ext']:.5f}), minority w = 0 from R_0 = "
-            f"{row['R_zero']:.4g}"
+            f"R* = {row['R_star']:.7f} (closed form {row['R_star_closed_form']:.7f}, difference "
+            f"{row['R_star_minus_closed_form']:+.1e}, width {row['R_star_width']:.1e}; extrapolated "
+            f"{row['R_ext']:.5f}), minority w = 0 from R_0 = {row['R_zero']:.4g}"
         )
     for row in seli_rows:
         if row["lam"] == min(seli_lams):
@@ -290,21 +355,26 @@ def _figure(outputs, curves, table, seli_rows, group):
         title=f"minority collapse, K_A={group[0]}, K_B={group[1]}, CE (n_A = 1)",
     )
     axes[0].legend(fontsize=7)
-    for delta in sorted({r["delta"] for r in table}):
-        sub = [r for r in table if r["delta"] == delta and (r["K_A"], r["K_B"]) == group]
-        axes[1].loglog(
-            [r["lam"] for r in sub],
-            [r["R_star"] for r in sub],
-            "o-",
-            label="CE" if delta == 0 else f"LS delta={delta:g}",
+    lams = np.geomspace(min(r["lam"] for r in table), max(r["lam"] for r in table), 200)
+    settings = [
+        (*group, delta, "o", "CE" if delta == 0 else f"LS delta={delta:g}")
+        for delta in sorted({r["delta"] for r in table})
+    ]
+    settings += [
+        (K_A, K_B, 0.0, "s", f"CE K_A={K_A}, K_B={K_B}")
+        for K_A, K_B in sorted({(r["K_A"], r["K_B"]) for r in table} - {group})
+    ]
+    for K_A, K_B, delta, marker, label in settings:
+        sub = [r for r in table if (r["K_A"], r["K_B"], r["delta"]) == (K_A, K_B, delta)]
+        (line,) = axes[1].loglog(
+            [r["lam"] for r in sub], [r["R_star"] for r in sub], marker, label=f"{label}: bisection"
         )
-    for K_A, K_B in sorted({(r["K_A"], r["K_B"]) for r in table} - {group}):
-        sub = [r for r in table if (r["K_A"], r["K_B"]) == (K_A, K_B)]
-        axes[1].loglog([r["lam"] for r in sub], [r["R_star"] for r in sub], "s:", label=f"CE K_A={K_A}, K_B={K_B}")
+        closed = [theory.minority_collapse_threshold(K_A, K_B, lam, delta=delta) for lam in lams]
+        axes[1].loglog(lams, closed, "-", color=line.get_color(), lw=1.0, label=f"{label}: closed form")
     axes[1].set(
         xlabel="lam (= lam_W = lam_H = lam_b, n_A = 1)",
         ylabel="threshold R*",
-        title="minority-collapse threshold (bisection to 1e-6)",
+        title="minority-collapse threshold: bisection to 1e-6 (convex test) vs closed form",
     )
     axes[1].legend(fontsize=7)
     for key in sorted({(r["sizes"], r["loss"]) for r in seli_rows}):
