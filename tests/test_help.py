@@ -14,6 +14,7 @@ CLIS = [
     ("ufm.analyze", "python -m ufm.analyze", "ufm-analyze"),
     ("ufm.sweep", "python -m ufm.sweep", None),
     ("ufm.md", "python -m ufm.md", None),
+    ("ufm.sharded", "python -m ufm.sharded", None),
     ("experiments.run_all", "python -m experiments.run_all", None),
     *[(f"experiments.{name}", f"python -m experiments.{name}", None) for name in sorted(run_all.EXPERIMENTS)],
 ]

@@ -137,6 +137,9 @@ __all__ = [
     "MDResult",
     "md_profile",
     "solve_md",
+    "ShardStatistics",
+    "ShardedAnalysis",
+    "analyze_shards",
 ]
 
 
@@ -152,4 +155,8 @@ def __getattr__(name):
         import importlib
 
         return getattr(importlib.import_module("ufm.md"), name)
+    if name in ("analyze_shards", "ShardedAnalysis", "ShardStatistics"):  # lazy: python -m ufm.sharded, as ufm.md
+        import importlib
+
+        return getattr(importlib.import_module("ufm.sharded"), name)
     raise AttributeError(f"module 'ufm' has no attribute {name!r}")
