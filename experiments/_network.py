@@ -10,8 +10,8 @@ Network. :class:`MLP` is an equinox module: ReLU hidden layers, a *feature layer
 whose output is the last-layer feature ``h_i`` (linear by default, so ``H`` is free in sign as in
 Guo et al.'s UFM; ``nonnegative=True`` puts a ReLU on it, as in Nguyen et al.'s penultimate
 activations), and a linear classifier ``z = W^T h + b``. :func:`last_layer` returns
-``(W: (d, K), H: (d, N), b: (K,))`` in the package's convention (THEORY.md), i.e. the classifier's
-``(K, d)`` weight transposed and the features of the N training images as columns.
+``(W: (d, K), H: (d, N), b: (K,))`` in the package's convention (docs/theory.md, Notation and layouts),
+i.e. the classifier's ``(K, d)`` weight transposed and the features of the N training images as columns.
 
 Objective (:func:`penalized_loss`), with everything averaged or summed exactly as in Guo et al.'s
 simulated-UFM setting (App. B.2, B.6):

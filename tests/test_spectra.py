@@ -70,7 +70,7 @@ def test_loss_hessian_blocks_match_prediction(K, d, delta):
     assert _nonzero_ratio(eig_H) == pytest.approx(kappa, rel=EIGEN_RTOL)
     assert predicted.W.condition_number() == pytest.approx(kappa, rel=1e-12)
     assert predicted.H.condition_number() == pytest.approx(kappa, rel=1e-12)
-    # K >= 3: W has three distinct non-zero eigenvalues, H two (THEORY.md)
+    # K >= 3: W has three distinct non-zero eigenvalues, H two (docs/theory.md, Theorem 4.2)
     assert len(predicted.W.nonzero()) == 3 and len(predicted.H.nonzero()) == 2
 
 

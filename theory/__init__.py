@@ -6,7 +6,7 @@ Perspective": the global minimizer (Theorem 4.1), the predicted probabilities
 at the minimizer (Theorem 4.2); for every loss (CE, LS, focal, rescaled MSE) and for
 non-negative features, the 1-D reduction and the prediction built on it
 (:mod:`theory.scalar_reduction`, :mod:`theory.prediction`); the minority-collapse threshold of the
-imbalanced UFM (:mod:`theory.minority_collapse`). numpy, float64. Conventions: ``THEORY.md``
+imbalanced UFM (:mod:`theory.minority_collapse`). numpy, float64. Conventions: ``docs/theory.md``
 (``W: (d, K)``, ``H: (d, N)`` class-major, ``b: (K,)``, loss averaged over N).
 """
 

@@ -3,7 +3,7 @@
 Source: Guo et al., "Cross Entropy versus Label Smoothing: A Neural Collapse
 Perspective", Theorem 4.1 (eqs. 11-12), eq. 14 and Appendix B.6.
 
-Conventions (``THEORY.md``): K classes, n samples per class, N = nK,
+Conventions (``docs/theory.md``): K classes, n samples per class, N = nK,
 feature dimension d >= K; ``W: (d, K)``, ``H: (d, N)`` in class-major order
 (columns ``k*n .. (k+1)*n - 1`` are class k), ``b: (K,)``; the objective is
 

@@ -11,7 +11,7 @@ Assumption 4.2.1 and ``lam := lam_H``, minimise over ``U = [u_1, u_2] >= 0`` and
     subject to  eta ||h_2 - u_1|| <= C_MD r / ||h_1 - h_2||  and  eta ||h_1 - u_2|| <= C_MD r / ||h_1 - h_2||
     (constraints (5) and (4)).
 
-Mapping onto the package's conventions (``THEORY.md``):
+Mapping onto the package's conventions (``docs/theory.md``):
 
 - Their ``N = 2`` classes are our ``K = 2``; their feature dimension ``M`` is our ``d``; the
   configuration has one feature per class (our ``n = 1``). Arrays here: ``W: (d, 2)`` (columns

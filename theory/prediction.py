@@ -5,7 +5,7 @@ MSE optimum) and :func:`theory.spectra.curvature_spectrum` (Hessian blocks).
 Sources: Guo et al. Thm 4.1/4.2 (LS/CE), Zhou et al. Thm 1 (FL; MSE loss eq. 6),
 Nguyen et al. Thm 3.2 / Def. 3.1 (H >= 0). numpy float64.
 
-Conventions (``THEORY.md``): ``W: (d, K)``, ``H: (d, N)`` class-major, ``b: (K,)``,
+Conventions (``docs/theory.md``): ``W: (d, K)``, ``H: (d, N)`` class-major, ``b: (K,)``,
 ``lam_W/2 ||W||^2 + lam_H/2 ||H||^2 + lam_b/2 ||b||^2``.
 
 Nguyen et al.'s scaling. They write N classes, K samples per class, feature

@@ -1,10 +1,10 @@
 """The 1-D reduction of the UFM for every loss, solved to machine precision.
 
-Sources: ``THEORY.md`` (scalar reduction), Zhou et al. 2022 (Definition 1,
+Sources: ``docs/theory.md`` (the scalar reduction), Zhou et al. 2022 (Definition 1,
 Theorem 1, eqs. 3-6: CE, FL, LS, rescaled MSE) and Nguyen et al. 2023
 (Theorem 3.2, non-negative features). numpy float64 only (no JAX).
 
-Conventions (``THEORY.md``): ``W: (d, K)``, ``H: (d, N)`` class-major, ``b: (K,)``,
+Conventions (``docs/theory.md``): ``W: (d, K)``, ``H: (d, N)`` class-major, ``b: (K,)``,
 logits ``Z = W^T H + b 1^T``, objective
 ``(1/N) sum_i loss + lam_W/2 ||W||^2 + lam_H/2 ||H||^2 + lam_b/2 ||b||^2``,
 ``lam_Z = sqrt(lam_W lam_H)``, ``R := lam_Z sqrt(n)``.
@@ -205,7 +205,7 @@ class ScalarOptimum(NamedTuple):
 
 
 def optimal_scale(loss: str, K, n, lam_W, lam_H, *, delta=0.0, gamma=0.0, nonnegative=False) -> ScalarOptimum:
-    """Global minimizer of the 1-D problem ``f(a) = l(a) + r a`` on ``a >= 0`` (THEORY.md).
+    """Global minimizer of the 1-D problem ``f(a) = l(a) + r a`` on ``a >= 0`` (docs/theory.md, the scalar reduction).
 
     For LS it reproduces Theorem 4.1's ``a^delta`` (to ~1e-15 relative); for FL it is the
     scale of Zhou et al. Theorem 1's ETF (no closed form). Safeguarded Newton on

@@ -36,7 +36,7 @@ def label_smoothing_loss_at_etf():
 
 
 def scalar_objective():
-    """``f(a) = l(a) + lam_Z sqrt(n) (K - 1) a`` (THEORY.md, scalar reduction)."""
+    """``f(a) = l(a) + lam_Z sqrt(n) (K - 1) a`` (docs/theory.md, the scalar reduction)."""
     return label_smoothing_loss_at_etf() + lam_Z * sp.sqrt(n) * (K - 1) * a
 
 

@@ -46,7 +46,7 @@ class Weights(NamedTuple):
 
 
 def class_major_labels(K: int, n: int) -> jnp.ndarray:
-    """Labels ``(N,)``: ``[0]*n + [1]*n + ... + [K-1]*n`` (THEORY.md ordering), JAX's default integer dtype.
+    """Labels ``(N,)``: ``[0]*n + [1]*n + ... + [K-1]*n`` (class-major, docs/theory.md), JAX's default integer dtype.
 
     Built in numpy and copied over: the same array as ``jnp.repeat(jnp.arange(K), n)`` without compiling
     three small programs for every (K, n) (140 compilations in the test suite)."""
