@@ -679,6 +679,9 @@ def figure_nc1_nc2(curves, dataset, seeds):
         rows = [
             x for x in curves if x["dataset"] == dataset and x["run"] == r and x["status"] == "ok" and x["epoch"] > 0
         ]
+        for seed in seeds:  # each run's path in its colour, under the points
+            path = [x for x in rows if x["seed"] == seed]
+            ax.plot([x["nc1"] for x in path], [x["nc2"] for x in path], color=COLORS[r], lw=0.8, alpha=0.6, zorder=1)
         points = ax.scatter(
             [x["nc1"] for x in rows],
             [x["nc2"] for x in rows],
@@ -687,6 +690,9 @@ def figure_nc1_nc2(curves, dataset, seeds):
             cmap="viridis",
             s=12,
             label=r,
+            edgecolors=COLORS[r],
+            linewidths=0.6,
+            zorder=2,
         )
     fig.colorbar(points, ax=ax, label="test error")
     ax.set_xscale("log")
