@@ -238,3 +238,21 @@ def test_analyze_bad_test_files_name_the_flag(tmp_path, capsys):
         argv = [str(layer), "--quiet", "--no-cache", "--test", str(tmp_path / path), "--json", str(out)]
         _refused(analyze_main, argv, capsys, "python -m ufm.analyze", "--test", *needles)
         assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x", "1.5", "1001", ""])
+def test_bad_restarts_are_refused(value, capsys):
+    """Issue 31's ``--restarts`` (d < K): a bad count exits 2 naming the flag, before solving."""
+    _refused(solve_main, ["--K", "10", "--d", "5", "--quiet", "--restarts", value], capsys, SOLVE, "--restarts")
+
+
+def test_d_below_K_flags_refused_where_no_numerical_optimum_is_computed(capsys):
+    for flags in (["--restarts", "2"], ["--no-certificate"]):
+        _refused(solve_main, ["--K", "3", "--n", "2", "--quiet", *flags], capsys, SOLVE, flags[0], "d < K")
+        _refused(
+            solve_main,
+            ["--K", "5", "--d", "2", "--loss", "focal", "--gamma", "1", "--quiet", *flags],
+            capsys,
+            SOLVE,
+            flags[0],
+        )

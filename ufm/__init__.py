@@ -35,6 +35,9 @@ from ufm.convex import ConvexSolution as ConvexSolution
 from ufm.convex import certificate as certificate
 from ufm.convex import convex_objective as convex_objective
 from ufm.convex import solve_convex as solve_convex
+from ufm.generalized import GeneralizedPrediction as GeneralizedPrediction
+from ufm.generalized import generalized_prediction as generalized_prediction
+from ufm.generalized import gnc_metrics as gnc_metrics
 from ufm.hessian import BlockEigenvalues as BlockEigenvalues
 from ufm.hessian import EigenvalueCounts as EigenvalueCounts
 from ufm.hessian import block_eigenvalues as block_eigenvalues
@@ -76,6 +79,9 @@ __all__ = [
     "certificate",
     "convex_objective",
     "solve_convex",
+    "GeneralizedPrediction",
+    "generalized_prediction",
+    "gnc_metrics",
     "BinStatistics",
     "ECETemperatureFit",
     "Reliability",

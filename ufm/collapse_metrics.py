@@ -162,7 +162,9 @@ def _checked_stats(stats) -> ClassStatistics:
     return stats
 
 
-def _classifier(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
+def shaped_array(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as a finite float64 array of exactly ``shape``; ValueError naming ``name`` otherwise (internal
+    API, also used by :mod:`ufm.generalized`)."""
     array = validation.real_array(name, value, "finite entries")
     if array.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
@@ -251,9 +253,9 @@ def collapse_metrics(stats: ClassStatistics, weight=None, bias=None, *, cdnv_pow
     K, d = stats.means.shape
     power = validation.positive_scalar("cdnv_power", cdnv_power)
     if weight is not None:
-        weight = _classifier("weight", weight, (K, d))
+        weight = shaped_array("weight", weight, (K, d))
     if bias is not None:
-        _classifier("bias", bias, (K,))
+        shaped_array("bias", bias, (K,))
     _memory.require(
         8.0 * (8.0 * K * K + 3.0 * d * min(d, K) + d * K),
         "the collapse metrics (K x K Gram matrices, singular vectors)",

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import theory
-from ufm import hessian, metrics
+from ufm import generalized, hessian, metrics
 from ufm.objective import Params, Weights
 from ufm.solver import Result
 
@@ -51,12 +51,14 @@ class Row:
 
 @dataclass(frozen=True)
 class Comparison:
-    """All rows, the spectra side by side, and why a prediction does not apply (if so)."""
+    """All rows, the spectra side by side, and why a prediction does not apply (if so); ``numerical``: for
+    d < K, the numerical optimum (:class:`ufm.generalized.GeneralizedPrediction`) the rows were compared with."""
 
     rows: tuple[Row, ...]
     converged: bool
     not_applicable: tuple[str, ...] = ()
     spectra: dict = field(default_factory=dict)
+    numerical: generalized.GeneralizedPrediction | None = None
 
     @property
     def failures(self) -> tuple[Row, ...]:
@@ -177,7 +179,10 @@ def predict(problem) -> theory.Prediction:
 def _reasons(p) -> list[str]:
     reasons = []
     if p.d < p.K:
-        reasons.append(f"d = {p.d} < K = {p.K}: the theorems need d >= K")
+        reasons.append(
+            f"d = {p.d} < K = {p.K}: the theorems need d >= K (no simplex ETF in R^d, no closed form)"
+            + ("; compared with the numerical UFM optimum instead" if generalized_applies(p) else "")
+        )
     if p.label_noise > 0:
         reasons.append(f"label_noise = {p.label_noise:g}: the theorems assume clean, balanced labels")
     if p.nonnegative and p.loss == "mse":
@@ -188,6 +193,78 @@ def _reasons(p) -> list[str]:
             "in every class; compared with the numerical optimum instead where it is exact"
         )
     return reasons
+
+
+def generalized_applies(p) -> bool:
+    """Whether the d < K rows (:func:`_generalized_rows`) can be computed: the class-mean reduction is exact
+    (ce/ls/mse, free features, clean labels) and JAX computes in float64 (the restarts need it)."""
+    from ufm.solver import check_method_fits
+
+    try:
+        check_method_fits(p, "reduced")
+    except ValueError:
+        return False
+    # jax.config's flags are dynamic attributes, absent from its type stubs
+    return bool(jax.config.jax_enable_x64)  # type: ignore[attr-defined]
+
+
+#: the rows of the d < K comparison: quantity of :func:`ufm.generalized.gnc_metrics` -> its name in the table
+GENERALIZED_ROWS = {
+    "objective": "objective L",
+    "w_norm": "mean ||w_k||",
+    "h_norm": "mean ||hbar_k - h_G||",
+    "logit_norm": "logits ||W^T Hbar + b||_F",
+    "p_t": "p_t",
+    "p_n": "p_n",
+    "b_sorted": "max |sorted b - sorted b_opt|",
+    "null_classes": "null classes (bias only)",
+    "margin": "min one-vs-rest margin (GNC)",
+    "logit_margin": "min logit margin",
+    "gnc2_H": "Riesz energy, class means (GNC2)",
+    "gnc2_W": "Riesz energy, classifiers (GNC2)",
+    "alignment": "mean cos(w_k, hbar_k - h_G) (GNC3)",
+}
+
+
+def _shown(value) -> float:
+    """A measured quantity as one number of the table: ``b_sorted`` by its largest magnitude."""
+    return float(np.max(np.abs(value))) if np.ndim(value) else float(value)
+
+
+def _generalized_rows(result: Result, prediction: generalized.GeneralizedPrediction, rtol: float) -> list[Row]:
+    """d < K: the result against the numerical optimum (best of the restarts), quantity by quantity
+    (``GENERALIZED_ROWS``; all invariant under rotations and relabelling of the classes). Tolerance of a row:
+    ``rtol`` plus the spread of the quantity over the restarts that reached the best L within ``rtol`` (equally
+    good minimizers lie that far apart in it). Judged when the best restart converged; the directional rows
+    (``ufm.generalized.GEOMETRY``) not at the zero minimizer."""
+    p = result.problem
+    sizes = np.asarray(p.class_sizes if p.class_sizes is not None else (p.n,) * p.K, np.float64)
+    means = np.asarray(_class_means(result.H, p.labels(), p.K))
+    measured = generalized.gnc_metrics(result.W, means, result.b, sizes)
+    best = prediction.metrics
+    restarts = (
+        f"numerical UFM optimum, best of {prediction.restarts} restarts ({len(prediction.agreeing)} within rtol "
+        "of the best L); no closed form for d < K"
+    )
+    spread = prediction.spread
+    measured["objective"], best = result.objective, {**best, "objective": prediction.objective}
+    rows = []
+    for name, label in GENERALIZED_ROWS.items():
+        error, relative = generalized.deviation(name, measured[name], best[name])
+        undefined = name in generalized.GEOMETRY and (prediction.zero or not np.isfinite(best[name]))
+        rows.append(
+            Row(
+                f"{label} [numerical]",
+                _shown(best[name]),
+                _shown(measured[name]),
+                error if np.isfinite(error) else None,
+                relative,
+                rtol + spread[name],
+                prediction.converged and not undefined,
+                f"{restarts}; tolerance = rtol + restart spread {spread[name]:.2e}",
+            )
+        )
+    return rows
 
 
 #: Largest d N for which an imbalanced ``"reduced"`` result is checked against full-problem L-BFGS
@@ -255,7 +332,14 @@ def orthogonal_frame_metrics(H, labels, K: int) -> dict:
     return {"frame_defect": float(defect), "mean_ratio": float(ratio), "min_H": float(np.min(H))}
 
 
-def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True) -> Comparison:
+def compare(
+    result: Result,
+    *,
+    rtol: float = DEFAULT_RTOL,
+    spectra: bool = True,
+    restarts: int = generalized.DEFAULT_RESTARTS,
+    certify: bool = True,
+) -> Comparison:
     """Compare a solver :class:`~ufm.solver.Result` with theory's prediction for its loss.
 
     CE/LS: Guo et al. Theorems 4.1, 4.2; FL: Zhou et al. Theorem 1 with the scale of the
@@ -264,7 +348,11 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
     p_t, p_n and kappa; absolute ``rtol`` for NC1-NC3, the bias and (H >= 0) the
     orthogonal-frame defect. When the minimizer is zero the norms and logits are compared
     absolutely and NC metrics and kappa do not apply. For d < K, label noise, or H >= 0
-    with MSE, the rows are shown but not judged.
+    with MSE, theory's rows are shown but not judged. For d < K with ce/ls/mse, free features and clean
+    labels (float64 JAX) the result is judged against the numerical UFM optimum instead: the best of
+    ``restarts`` seeded restarts of the class-mean solve (:func:`ufm.generalized.generalized_prediction`,
+    with its certificate gap unless ``certify=False``), in the rows of ``GENERALIZED_ROWS``
+    (``Comparison.numerical`` holds that prediction).
     """
     if not isinstance(result, Result):
         raise ValueError(
@@ -373,7 +461,29 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
             # judged where a prediction applies: a feasibility check alone verifies no theory
             _absolute("min H (>= 0)", 0.0, max(0.0, -frame["min_H"]), 0.0, general, "error = max(0, -min H)"),
         ]
-    if not p.balanced:
+    numerical = None
+    if p.d < p.K and generalized_applies(p):
+        sizes = p.class_sizes if p.class_sizes is not None else (p.n,) * p.K
+        numerical = generalized.generalized_prediction(
+            np.asarray(sizes, np.float64),
+            d=p.d,
+            lam_W=p.lam_W,
+            lam_H=p.lam_H,
+            lam_b=p.lam_b,
+            loss=p.loss,
+            delta=p.delta,
+            mse_kappa=p.mse_kappa,
+            mse_beta=p.mse_beta,
+            restarts=restarts,
+            tol=min(result.tol, 1e-10),
+            rtol=rtol,
+            certify=certify,
+        )
+        rows += _generalized_rows(result, numerical, rtol)
+        if not numerical.converged:
+            statuses = ", ".join(numerical.statuses)
+            reasons.append(f"no restart of the d < K optimum converged ({statuses}): nothing to compare with")
+    elif not p.balanced:
         rows += _numerical_rows(result, rtol)
 
     spectra_info = {}
@@ -457,7 +567,7 @@ def compare(result: Result, *, rtol: float = DEFAULT_RTOL, spectra: bool = True)
                         )
                     )
             spectra_info[block] = info
-    return Comparison(tuple(rows), result.converged, tuple(reasons), spectra_info)
+    return Comparison(tuple(rows), result.converged, tuple(reasons), spectra_info, numerical)
 
 
 def spectra_bytes(problem, method: str) -> float:

@@ -6,8 +6,10 @@ argv -> Problem -> solve -> compare -> report (text, optional JSON) -> exit code
 - 1: one does not, or the solver did not converge;
 - 2: bad arguments (one ``error:`` line naming the flag), including flags that do not apply to
   the chosen loss or method, or an output that cannot be written (checked before solving);
-- 3: not verified: the run converged but no prediction applies (d < K, label noise, ...), so
-  nothing was checked; the report says why;
+- 3: not verified: the run converged but no prediction applies (label noise, focal loss with d < K, ...),
+  so nothing was checked; the report says why (for d < K with ce/ls/mse the prediction is the numerical
+  UFM optimum, the best of ``--restarts`` seeded restarts: no closed form exists there, and the verdict
+  says that this is what was compared);
 - 4: solved, but the ``--json`` file or the report on standard output could not be written (disk
   full, read-only, ``/dev/full``): one ``error:`` line naming the path, the reason and where the
   result was kept (``ufm._io``);
@@ -32,6 +34,7 @@ from theory import validation
 from ufm import _cache, _io, _prog
 from ufm._interrupt import exit_on_interrupt
 from ufm.compare import LEGEND, format_number
+from ufm.generalized import DEFAULT_RESTARTS, MAX_RESTARTS
 from ufm.problem import LOSSES, Problem
 from ufm.solver import DEFAULT_LR, METHODS, check_method_fits, default_method
 from ufm.solver import solve as _solve
@@ -233,6 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="agreement tolerance of the verdict (default 1e-6 in float64, 1e-3 in float32)",
     )
     report.add_argument("--no-hessian", action="store_true", help="skip the Hessian spectra")
+    report.add_argument(
+        "--restarts",
+        type=_integer("--restarts", 1, MAX_RESTARTS),
+        default=None,
+        metavar="R",
+        help="d < K only: seeded restarts of the class-mean solve whose best is the numerical prediction "
+        f"(1 to {MAX_RESTARTS}; default {DEFAULT_RESTARTS})",
+    )
+    report.add_argument(
+        "--no-certificate",
+        action="store_true",
+        help="d < K only: skip the certificate gap (the convex lower bound of ufm.convex; one K x K SVD "
+        "per iteration, minutes at K = 1000)",
+    )
     report.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
     report.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     report.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -310,6 +327,8 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
     ]
     for reason in comparison.not_applicable:
         lines.append(f"  does not apply: {reason}")
+    if comparison.numerical is not None:
+        lines += ["", *_numerical_lines(comparison.numerical)]
     lines += [
         "",
         f"Solver: {result.method}"
@@ -321,7 +340,8 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
         "",
         comparison.table(),
         LEGEND,
-        f"tolerance = {num(rtol)} (--rtol)",
+        f"tolerance = {num(rtol)} (--rtol)"
+        + ("; [numerical] rows: rtol + the restart spread of the quantity" if comparison.numerical else ""),
     ]
     for block, info in comparison.spectra.items():
         lines.append("")
@@ -334,7 +354,20 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
             predicted = ", ".join(f"{num(v)} x{m}" for v, m in pairs)
             lines.append(f"  predicted: {predicted}")
     lines.append("")
-    if comparison.ok and comparison.verified:
+    numerical = comparison.numerical
+    if numerical is not None and comparison.verified and comparison.converged:
+        judged = sum(row.applies for row in comparison.rows)
+        what = (
+            f"compared with the numerical UFM optimum for d = {p.d} < K = {p.K}, the best of {numerical.restarts} "
+            "seeded restarts (no closed form exists for d < K): norms, logit scale, p_t, p_n, biases, L and the "
+            "GNC margin, energies and alignment"
+        )
+        if comparison.ok:
+            lines.append(f"VERDICT: agrees — {what}; all {judged} applicable checks within rtol + restart spread")
+        else:
+            names = ", ".join(row.quantity for row in comparison.failures)
+            lines.append(f"VERDICT: MISMATCH — {what}; beyond rtol + restart spread in: {names}")
+    elif comparison.ok and comparison.verified:
         judged = sum(row.applies for row in comparison.rows)
         lines.append(f"VERDICT: agrees — all {judged} applicable checks within {num(rtol)}")
     elif comparison.ok:
@@ -348,6 +381,71 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
         names = ", ".join(row.quantity for row in comparison.failures)
         lines.append(f"VERDICT: MISMATCH beyond {num(rtol)} in: {names}")
     return "\n".join(lines)
+
+
+def _numerical_lines(numerical) -> list[str]:
+    """The report's section on the d < K prediction (:class:`ufm.generalized.GeneralizedPrediction`)."""
+    num = format_number
+    m = numerical.metrics
+    usable = sum(status in ("converged", "stalled") for status in numerical.statuses)
+    proof = numerical.certificate
+    if proof is None:
+        certificate = f"  certificate: {numerical.certificate_note}"
+    else:
+        attained = (
+            f"relaxation rank {proof.rank} <= d: the bound is attained, a gap ~0 proves global optimality"
+            if proof.rank <= proof.d
+            else f"relaxation rank {proof.rank} > d = {proof.d}: the bound need not be attained, so the gap bounds "
+            "the distance to the global minimum without proving it"
+        )
+        certificate = (
+            f"  certificate gap = L - convex lower bound = {num(proof.gap)} (lower bound {num(proof.lower)}, "
+            f"ufm.convex; {attained})"
+        )
+    geometry = (
+        f"  GNC: min one-vs-rest margin = {num(m['margin'])}   min logit margin = {num(m['logit_margin'])}   "
+        f"Riesz energy H = {num(m['gnc2_H'])}, W = {num(m['gnc2_W'])}   "
+        f"mean cos(w_k, hbar_k - h_G) = {num(m['alignment'])}   null classes = {int(m['null_classes'])}"
+    )
+    return [
+        f"Prediction (numerical; no closed form for d < K): the UFM optimum by the exact class-mean reduction, "
+        f"best of {numerical.restarts} seeded restarts (ufm.generalized, seeds {numerical.seeds[0]}.."
+        f"{numerical.seeds[-1]}, {numerical.seconds:.2f} s with the certificate):",
+        f"  L = {num(numerical.objective)} (seed {numerical.seeds[numerical.best]})   restarts: {usable} of "
+        f"{numerical.restarts} converged, {len(numerical.agreeing)} within rtol of the best; L over all restarts "
+        f"{num(float(np.min(numerical.objectives)))} .. {num(float(np.max(numerical.objectives)))} "
+        f"(spread {numerical.objective_spread:.2e})",
+        certificate,
+        geometry,
+        f"  mean ||w_k|| = {num(m['w_norm'])}   mean ||hbar_k - h_G|| = {num(m['h_norm'])}   "
+        f"p_t = {num(m['p_t'])}   p_n = {num(m['p_n'])}",
+    ]
+
+
+def _numerical_record(numerical) -> dict | None:
+    """The d < K prediction for the JSON record (plain numbers and lists)."""
+    if numerical is None:
+        return None
+    proof = numerical.certificate
+    plain = lambda value: np.asarray(value).tolist()
+    return {
+        "kind": "numerical UFM optimum (best of seeded restarts of the class-mean solve); no closed form for d < K",
+        "restarts": numerical.restarts,
+        "seeds": list(numerical.seeds),
+        "objectives": plain(numerical.objectives),
+        "statuses": list(numerical.statuses),
+        "iterations": list(numerical.iterations),
+        "best": numerical.best,
+        "agreeing": list(numerical.agreeing),
+        "objective": numerical.objective,
+        "metrics": {name: plain(value) for name, value in numerical.metrics.items()},
+        "spread": {name: float(value) for name, value in numerical.spread.items()},
+        "certificate": None
+        if proof is None
+        else {"upper": proof.upper, "lower": proof.lower, "gap": proof.gap, "rank": proof.rank, "d": proof.d},
+        "certificate_note": numerical.certificate_note,
+        "seconds": numerical.seconds,
+    }
 
 
 def _prediction(problem):
@@ -449,6 +547,7 @@ def _record(problem, prediction, result, comparison, rtol) -> dict:
             for r in comparison.rows
         ],
         "not_applicable": list(comparison.not_applicable),
+        "numerical_prediction": _numerical_record(comparison.numerical),
         "spectra": comparison.spectra,
         "rtol": rtol,
         "verdict": _verdict(comparison),
@@ -482,6 +581,21 @@ def _check_loss_flags(args) -> None:
         args.noise_seed = 0
     elif not args.label_noise:
         raise ValueError("--noise-seed does not apply without --label-noise > 0")
+
+
+def _check_generalized_flags(args, problem) -> None:
+    """Refuse ``--restarts`` / ``--no-certificate`` where no d < K optimum is computed; fill the default."""
+    from ufm.compare import generalized_applies
+
+    applies = problem.d < problem.K and generalized_applies(problem)
+    for flag, given in (("--restarts", args.restarts is not None), ("--no-certificate", args.no_certificate)):
+        if given and not applies:
+            raise ValueError(
+                f"{flag} applies only for d < K with loss ce/ls/mse, free features and clean labels (there the "
+                f"numerical optimum is the prediction); got d = {problem.d}, K = {problem.K}, loss {problem.loss}"
+            )
+    if args.restarts is None:
+        args.restarts = DEFAULT_RESTARTS
 
 
 def _check_method_flags(args, method: str) -> None:
@@ -537,6 +651,7 @@ def _main(argv) -> int:
         method = default_method(problem) if args.method is None else args.method
         check_method_fits(problem, method)
         _check_method_flags(args, method)
+        _check_generalized_flags(args, problem)
         if args.json is not None:
             _io.check_writable(args.json, overwrite=args.force, what="--json")
         if args.shard and problem.N % jax.device_count():
@@ -555,6 +670,15 @@ def _main(argv) -> int:
                         _memory.solve_bytes(problem.K, problem.N, problem.d, np.dtype(problem.dtype).itemsize, method),
                     )
                 ],
+            )
+        if problem.d < problem.K:  # the d < K prediction's memory (restarts, certificate), before solving
+            from ufm import _memory, generalized
+
+            _memory.require(
+                generalized.prediction_bytes(problem.K, problem.d, args.restarts),
+                f"the d < K prediction ({args.restarts} restarts of the class-mean solve, certificate)",
+                f"K = {problem.K}, d = {problem.d}",
+                "use fewer --restarts",
             )
         prediction = _prediction(problem)  # before solving: a setting the theory cannot represent fails now
     except (ValueError, OverflowError, OSError) as error:
@@ -584,7 +708,13 @@ def _main(argv) -> int:
             shard=args.shard,
             history=False,
         )
-        comparison = compare(result, rtol=rtol, spectra=not args.no_hessian)
+        comparison = compare(
+            result,
+            rtol=rtol,
+            spectra=not args.no_hessian,
+            restarts=args.restarts,
+            certify=not args.no_certificate,
+        )
     except (ValueError, OverflowError) as error:  # e.g. not enough memory: one readable line, exit 2
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
