@@ -112,12 +112,14 @@ def test_sweep_outputs_and_flags_are_checked_before_computing(tmp_path, capsys):
 
 
 def test_no_applicable_prediction_is_its_own_verdict(tmp_path, capsys):
-    """Issue 12's ``--K 10 --d 5``: not "agrees — all 0 applicable checks" and exit 0, but exit 3."""
+    """Not "agrees — all 0 applicable checks" and exit 0, but exit 3: focal loss with d < K (no closed
+    form and no exact class-mean reduction for a numerical optimum)."""
     out = tmp_path / "r.json"
-    assert solve_main(["--K", "10", "--d", "5", "--quiet", "--json", str(out)]) == 3
+    argv = ["--K", "4", "--n", "3", "--d", "2", "--loss", "focal", "--gamma", "2", "--quiet", "--no-hessian"]
+    assert solve_main(argv + ["--json", str(out)]) == 3
     text = capsys.readouterr().out
     assert "agrees" not in text and "0 applicable" not in text
-    assert text.splitlines()[-1].startswith("VERDICT: not verified — no prediction applies because d = 5 < K = 10")
+    assert text.splitlines()[-1].startswith("VERDICT: not verified — no prediction applies because d = 2 < K = 4")
     record = json.loads(out.read_text())
     assert record["verdict"] == "no prediction applies" and not any(row["applies"] for row in record["comparison"])
 
