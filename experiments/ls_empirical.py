@@ -352,9 +352,9 @@ def claims(curves: list[dict], dataset: str, seeds, epochs: int) -> list[dict]:
         shares.append(share)
         agree.append(share > 0.5)
     add(
-        f"log-scaled training loss lower under LS before the first decay (epoch {first_decay})",
+        "log-scaled training loss lower under LS before the first learning-rate decay",
         "App. B.3, Fig. 5, Table 2",
-        f"share of recorded epochs with LS lower, per seed: {[round(x, 2) for x in shares]}",
+        f"share of recorded epochs up to {first_decay} with LS lower, per seed: {[round(x, 2) for x in shares]}",
         agree,
     )
     # §3.2, Fig. 2: NC2 at common NC1 levels
