@@ -10,6 +10,14 @@
   peak RSS < 2 GB). The file is deleted afterwards. It was just written, so it is read from the
   page cache (a cold disk adds its read time).
 
+* Large K (``--large-k``): K = 50,257 (GPT-2's vocabulary), d = 768, memory-mapped float32 and float16
+  ``.npy`` through the command line (target: N = 10^7 under 4 GB peak RSS). Measured at
+  ``--large-k-n`` samples (default 65,536; the file is written, analysed and deleted); the time of the
+  streaming passes (``_moments``, linear in N) and of the pairwise class statistics (``_metrics``,
+  O(K^2 d), independent of N) are reported apart, and the time at N = 10^7 is **extrapolated** from
+  them (labelled so in the table); peak RSS does not grow with N beyond the N one-byte-or-two
+  predictions (added to the extrapolation).
+
 Each case runs in a child process of its own, so its peak RSS (``ru_maxrss``, JAX and numpy
 included) is its own. Features are synthetic: class means plus Gaussian noise.
 """
@@ -34,7 +42,8 @@ import numpy as np  # noqa: E402
 
 from benchmarks._common import machine, print_table  # noqa: E402
 
-SIZES = {"cifar100": (50_000, 512, 100), "imagenet": (1_281_167, 512, 1_000)}
+SIZES = {"cifar100": (50_000, 512, 100), "imagenet": (1_281_167, 512, 1_000), "largek": (65_536, 768, 50_257)}
+LARGE_K_TARGET_N = 10_000_000
 
 
 def _counts(N: int, K: int, rng) -> np.ndarray:
@@ -58,20 +67,64 @@ def _synthetic(N, d, K, seed=0):
     return rng, labels, centres, weight, bias
 
 
-def _write_features(path, labels, centres, rng, block=65_536):
-    """Write ``(N, d)`` float32 features block by block (never the whole array in memory)."""
+def _write_features(path, labels, centres, rng, block=65_536, descr="<f4"):
+    """Write ``(N, d)`` features (``descr``: float32 or float16) block by block (never the whole array in memory)."""
     N, d = labels.size, centres.shape[1]
     with open(path, "wb") as handle:
-        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": (N, d)})
+        np.lib.format.write_array_header_1_0(handle, {"descr": descr, "fortran_order": False, "shape": (N, d)})
         for lo in range(0, N, block):
             y = labels[lo : lo + block]
             rows = centres[y] + 0.5 * rng.standard_normal((y.size, d), dtype=np.float32)
-            handle.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+            handle.write(np.ascontiguousarray(rows, dtype=descr).tobytes())
 
 
-def child(case: str, folder: str) -> None:
+def _timed(module, names) -> dict:
+    """Wrap ``module``'s functions ``names`` so that their wall time is added to the returned dict."""
+    seconds = dict.fromkeys(names, 0.0)
+    for name in names:
+        function = getattr(module, name)
+
+        def timed(*args, _function=function, _name=name, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _function(*args, **kwargs)
+            finally:
+                seconds[_name] += time.perf_counter() - start
+
+        setattr(module, name, timed)
+    return seconds
+
+
+def _cli(argv, out: str) -> tuple[float, dict]:
+    """``python -m ufm.analyze argv --json out`` in this process: (seconds, the measured values)."""
+    from ufm.analyze import main
+
+    start = time.perf_counter()
+    code = main([*argv, "--json", out, "--force", "--quiet", "--no-cache"])
+    seconds = time.perf_counter() - start
+    if code != 0:
+        raise SystemExit(f"ufm.analyze exited with {code}")
+    with open(out) as handle:
+        return seconds, json.load(handle)["measured"]
+
+
+def child(case: str, folder: str, N: int | None = None) -> None:
     """One measurement in this process; prints one JSON line."""
-    N, d, K = SIZES[case]
+    N0, d, K = SIZES[case]
+    N = N or N0
+    if case == "largek":  # labels, weight, bias were written by the parent
+        from ufm import last_layer
+
+        parts = _timed(last_layer, ("_moments", "_metrics"))
+        paths = {key: os.path.join(folder, f"{key}.npy") for key in ("features", "labels", "weight", "bias")}
+        out = os.path.join(folder, "largek.json")
+        seconds, measured = _cli([f"--{key}={path}" for key, path in paths.items()], out)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        estimate = last_layer.memory_bytes(N, d, K, last_layer.default_chunk_size(d, K), itemsize=2) / 2**30
+        record = {"seconds": seconds, "rss_gib": rss, "nc1": measured["nc1"], "accuracy": measured["accuracy"]}
+        record.update(streaming=parts["_moments"], pairwise=parts["_metrics"], estimate_gib=estimate)
+        print(json.dumps(record))
+        return
     rng, labels, centres, weight, bias = _synthetic(N, d, K)
     import jax
 
@@ -86,33 +139,22 @@ def child(case: str, folder: str) -> None:
         seconds = time.perf_counter() - start
         nc1, accuracy = result.measured["nc1"], result.measured["accuracy"]
     else:
-        from ufm.analyze import main
-
         paths = {key: os.path.join(folder, f"{key}.npy") for key in ("labels", "weight", "bias")}
         for key, array in zip(paths, (labels, weight, bias), strict=True):
             np.save(paths[key], array)
         out = os.path.join(folder, "imagenet.json")
-        argv = (
-            ["--features", os.path.join(folder, "features.npy")]
-            + [f"--{key}={path}" for key, path in paths.items()]
-            + ["--json", out, "--force", "--quiet", "--no-cache"]
-        )
         del labels, weight, bias
-        start = time.perf_counter()
-        code = main(argv)
-        seconds = time.perf_counter() - start
-        if code != 0:
-            raise SystemExit(f"ufm.analyze exited with {code}")
-        with open(out) as handle:
-            measured = json.load(handle)["measured"]
+        argv = ["--features", os.path.join(folder, "features.npy")] + [f"--{k}={path}" for k, path in paths.items()]
+        seconds, measured = _cli(argv, out)
         nc1, accuracy = measured["nc1"], measured["accuracy"]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps({"seconds": seconds, "rss_gib": rss, "nc1": nc1, "accuracy": accuracy}))
 
 
-def _run_child(case: str, folder: str) -> dict:
+def _run_child(case: str, folder: str, N: int = 0) -> dict:
     done = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--child", case, "--dir", folder],
+        [sys.executable, os.path.abspath(__file__), "--child", case, "--dir", folder, "--large-k-n", str(N)]
+        + ["--large-k-shape", *map(str, SIZES["largek"][1:])],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -126,13 +168,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-imagenet", action="store_true", help="only the CIFAR-100-sized case")
     parser.add_argument("--dir", default=None, help="folder for the temporary 2.6 GB file (default: system temp)")
+    parser.add_argument("--large-k", action="store_true", help="also K = 50,257, d = 768 (float32 and float16 maps)")
+    parser.add_argument("--large-k-only", action="store_true", help="only the large-K cases")
+    parser.add_argument("--large-k-n", type=int, default=0, help="samples of the large-K cases (default 65,536)")
     parser.add_argument("--child", choices=tuple(SIZES), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--large-k-shape", type=int, nargs=2, default=None, help=argparse.SUPPRESS)  # d K: smoke test
     args = parser.parse_args()
+    if args.large_k_shape:
+        SIZES["largek"] = (SIZES["largek"][0], *args.large_k_shape)
     if args.child:
-        child(args.child, args.dir)
+        child(args.child, args.dir, args.large_k_n or None)
         return
     print(machine())
     rows = []
+    if args.large_k or args.large_k_only:
+        rows += _large_k(args.dir, args.large_k_n or SIZES["largek"][0])
+    if args.large_k_only:
+        print_table(["case", "size", "seconds", "target s", "peak RSS GiB", "target GiB", "nc1"], rows)
+        return
     result = _run_child("cifar100", "")
     rows.append(
         [
@@ -171,6 +224,51 @@ def main() -> None:
             ]
         )
     print_table(["case", "size", "seconds", "target s", "peak RSS GiB", "target GiB", "nc1"], rows)
+
+
+def _large_k(directory, N: int) -> list:
+    """The large-K rows: measured at N samples, float32 and float16 maps; then the extrapolation to 10^7."""
+    _, d, K = SIZES["largek"]
+    rows = []
+    for descr, name in (("<f4", "float32"), ("<f2", "float16")):
+        folder = tempfile.mkdtemp(prefix="ufm-analyze-largek-", dir=directory)
+        try:
+            rng = np.random.default_rng(0)
+            centres = rng.normal(size=(K, d)).astype(np.float32)
+            weight = centres + 0.1 * rng.normal(size=(K, d))
+            bias = 0.01 * rng.normal(size=K)
+            labels = rng.permutation(np.arange(N) % K).astype(np.uint16)  # every class present
+            np.save(os.path.join(folder, "labels.npy"), labels)
+            np.save(os.path.join(folder, "weight.npy"), weight.astype(np.float32))
+            np.save(os.path.join(folder, "bias.npy"), bias)
+            _write_features(os.path.join(folder, "features.npy"), labels, centres, rng, descr=descr)
+            del labels, centres, weight
+            result = _run_child("largek", folder, N)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        size = f"{N:,} x {d}, K = {K:,}, {name} map"
+        rows.append(["large K (CLI), measured", size, result["seconds"], "-", result["rss_gib"], "< 4", result["nc1"]])
+        per_sample = result["streaming"] / N
+        fixed = result["seconds"] - result["streaming"]
+        extrapolated = fixed + per_sample * LARGE_K_TARGET_N
+        rss = result["rss_gib"] + 2 * (LARGE_K_TARGET_N - N) / 2**30  # the N two-byte predictions
+        print(
+            f"{name}: streaming {result['streaming']:.1f} s ({per_sample * 1e3:.3f} ms/sample), pairwise "
+            f"{result['pairwise']:.1f} s, other {fixed - result['pairwise']:.1f} s; estimate "
+            f"{result['estimate_gib']:.2f} GiB"
+        )
+        rows.append(
+            [
+                "large K, EXTRAPOLATED to N = 10^7",
+                f"{LARGE_K_TARGET_N:,} x {d}, K = {K:,}, {name}",
+                extrapolated,
+                "-",
+                rss,
+                "< 4",
+                "-",
+            ]
+        )
+    return rows
 
 
 if __name__ == "__main__":

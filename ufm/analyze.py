@@ -13,6 +13,12 @@ applies, and why); ``--json PATH`` writes top-level ``measured``, ``predicted``,
 trained network need not be at the minimizer: the verdict is a measurement, not a failure), 2 for
 bad arguments or bad files (one ``error:`` line naming the key or flag), 130 / 143 on SIGINT / SIGTERM.
 
+Files are judged by what they declare before any data are read (:func:`read_header`, :class:`_Npz`): the
+.npy header of each file or .npz member (streamed from its first bytes), numbers only (pickled data are
+never loaded), the declared bytes against what the file or the member's declared uncompressed size
+holds, and the memory of the declared shapes (:func:`ufm.last_layer.memory_bytes` plus the arrays read
+into memory) against the free memory, so a forged header or a zip bomb is refused before inflating.
+
 The library is :func:`ufm.last_layer.analyze`. This module is also callable:
 ``ufm.analyze(...)`` is that function whether or not this CLI module has been imported
 (importing it rebinds the package attribute ``ufm.analyze`` to this module, hence
@@ -23,17 +29,20 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import types
 import zipfile
+import zlib
+from dataclasses import dataclass
 from importlib import metadata
 
 import numpy as np
 
 from theory import validation
-from ufm import _cache, _io, _prog
+from ufm import _cache, _io, _memory, _prog
 from ufm._interrupt import exit_on_interrupt
-from ufm.last_layer import DEFAULT_RTOL, LOSSES, SOURCES, Analysis, analyze
+from ufm.last_layer import DEFAULT_RTOL, LOSSES, SOURCES, Analysis, analyze, default_chunk_size, memory_bytes
 
 PROG = "python -m ufm.analyze"  #: the name as a module; ``ufm-analyze`` when started by that script
 KEYS = ("features", "labels", "weight", "bias")
@@ -153,58 +162,240 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_npy(path: str, key: str, mmap: bool):
+# ----------------------------------------------------------------------------- reading files
+#
+# Every input is judged from what its header declares before any of its data is read: the .npy magic
+# and header (numpy.lib.format, read from the first bytes of the file or streamed from the start of a
+# .npz member, never by loading it), the dtype (numbers only: object arrays are refused, never
+# unpickled), the declared size against what the file (or the zip member's declared uncompressed size)
+# holds, and the memory the arrays and the analysis need against what is free. A .npz member is then
+# inflated by zipfile, which stops at the member's declared size: a zip bomb is refused from its
+# declaration, before inflating.
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
+
+
+class _Counted:
+    """A file-like object's ``read`` that counts the bytes read (the .npy header's length)."""
+
+    def __init__(self, stream):
+        self.stream, self.count = stream, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.count += len(data)
+        return data
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What a .npy header declares: ``shape``, ``dtype``, ``fortran_order``, where the data start
+    (``offset``) and how many bytes they take (``nbytes``); ``where`` names the file (and member)."""
+
+    where: str
+    shape: tuple
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int
+    nbytes: int
+
+
+def _sanitised(error: Exception) -> str:
+    """numpy's message, first line, without advice to load pickled data (never done here)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "pickle" in text.lower():
+        return "the header is longer than numpy's safety limit of 10,000 bytes"
+    return text
+
+
+def read_header(stream, where: str, key: str) -> Declared:
+    """The header of the .npy data at the start of ``stream`` (only its first bytes are read).
+
+    Raises :class:`InputError` naming ``key`` for a stream that is not .npy (no magic string), a malformed
+    or unsupported header, and a dtype that is not a plain real number (object arrays included: pickled
+    data are never loaded)."""
+    counted = _Counted(stream)
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        head = counted.read(len(_NPY_MAGIC))
+        if head != _NPY_MAGIC:
+            kind = "an .npz (zip) archive" if head[:4] in _ZIP_MAGIC else "not a .npy array"
+            raise InputError(f"{key}: {where} is {kind} (it does not start with the .npy magic string \\x93NUMPY)")
+        version = tuple(counted.read(2))
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(counted)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(counted)
+        else:
+            raise InputError(f"{key}: {where} has .npy format version {version} (1.0 and 2.0 are read)")
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(f"{key}: {where} has no valid .npy header ({_sanitised(error)})") from None
+    if dtype.hasobject:
+        raise InputError(
+            f"{key}: {where} holds Python objects (dtype {dtype}), not numbers; only numeric arrays are read"
+        )
+    if dtype.kind not in "fiu" or dtype.fields is not None or dtype.subdtype is not None:
+        raise InputError(f"{key} must hold real numbers, got dtype {dtype} in {where}")
+    nbytes = math.prod(shape) * dtype.itemsize
+    return Declared(where, tuple(shape), dtype, bool(fortran_order), counted.count, nbytes)
+
+
+def _too_short(declared: Declared, available: int, key: str, what: str) -> None:
+    if declared.offset + declared.nbytes > available:
+        raise InputError(
+            f"{key}: {declared.where} declares shape {declared.shape} of {declared.dtype} "
+            f"({_memory.gib(declared.nbytes)}) but {what} only {max(0, available - declared.offset)} bytes "
+            "of data (truncated or forged)"
+        )
+
+
+def _npy_header(path: str, key: str) -> Declared:
+    try:
+        with open(path, "rb") as handle:
+            declared = read_header(handle, path, key)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError as error:
+        raise InputError(f"{key}: cannot read {path} as .npy ({error.strerror or error})") from None
+    _too_short(declared, size, key, "the file holds")
+    return declared
+
+
+def _load_npy(declared: Declared, key: str, mmap: bool):
+    try:
+        return np.load(declared.where, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
-        raise InputError(f"{key}: cannot read {path} as .npy ({error})") from None
+        raise InputError(f"{key}: cannot read {declared.where} as .npy ({_sanitised(error)})") from None
 
 
-def load_inputs(args) -> dict:
-    """The arrays named by the arguments: from the .npz (keys checked) or the .npy files."""
+class _Npz:
+    """An .npz archive opened for its headers: ``members`` (key -> ZipInfo, the ``.npy`` suffix dropped, as
+    ``np.load``'s keys), ``declared`` (key -> :class:`Declared`) for the keys asked for."""
+
+    def __init__(self, path: str, prefix: str, keys, required, needs: str):
+        self.path, self.prefix = path, prefix
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(len(_NPY_MAGIC))
+        except OSError as error:
+            raise InputError(f"{prefix}cannot read {path} as .npz ({error.strerror or error})") from None
+        if head == _NPY_MAGIC:
+            raise InputError(f"{prefix}{path} is a single array, not an .npz with keys {', '.join(keys)}")
+        if head[:4] not in _ZIP_MAGIC:
+            raise InputError(f"{prefix}cannot read {path} as .npz: it is not a zip archive (no zip signature)")
+        try:
+            self.zip = zipfile.ZipFile(path)
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError) as error:
+            raise InputError(f"{prefix}cannot read {path} as .npz ({_sanitised(error)})") from None
+        self.members = {info.filename.removesuffix(".npy"): info for info in self.zip.infolist()}
+        for key in required:
+            if key not in self.members:
+                raise InputError(
+                    f"{prefix}{key}: missing key {key!r} in {path} (has {sorted(self.members)}; needs {needs})"
+                )
+        self.declared = {key: self._header(key) for key in keys if key in self.members}
+
+    def _header(self, key: str) -> Declared:
+        info = self.members[key]
+        where = f"member {info.filename} of {self.path}"
+        if info.flag_bits & 0x1:
+            raise InputError(f"{self.prefix}{key}: {where} is encrypted")
+        try:
+            with self.zip.open(info) as member:
+                declared = read_header(member, where, f"{self.prefix}{key}")
+        except (OSError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError) as error:
+            raise InputError(f"{self.prefix}{key}: cannot read {where} ({_sanitised(error)})") from None
+        # zipfile inflates at most the declared uncompressed size: the data must fit in it
+        _too_short(declared, info.file_size, f"{self.prefix}{key}", "its declared uncompressed size holds")
+        return declared
+
+    def load(self, key: str) -> np.ndarray:
+        """The array of ``key``, inflated (at most its declared size: checked against memory before)."""
+        try:
+            with self.zip.open(self.members[key]) as member:
+                return np.lib.format.read_array(member, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError) as error:
+            raise InputError(f"{self.prefix}cannot read the arrays of {self.path} ({_sanitised(error)})") from None
+
+
+def _declared_inputs(args) -> tuple[dict, dict]:
+    """``(declared, sources)``: every input's header (key -> :class:`Declared`; test arrays as
+    ``test_features``/``test_labels``), and how each is read (key -> an :class:`_Npz` or ``"mmap"`` / ``"load"``)."""
     separate = [key for key in KEYS if getattr(args, key)]
     if args.npz and separate:
         raise InputError(f"give either an .npz or --{'/--'.join(separate)} .npy files, not both")
-    arrays = _load_training(args)
-    if args.test:
-        test = _load_npz(args.test, TEST_KEYS, TEST_KEYS, "--test: ", "features, labels")
-        arrays.update(test_features=test["features"], test_labels=test["labels"])
-    return arrays
-
-
-def _load_training(args) -> dict:
+    declared: dict = {}
+    sources: dict = {}
     if args.npz:
-        return _load_npz(args.npz, KEYS, KEYS[:3], "", "features, labels, weight, optionally bias")
-    missing = [key for key in KEYS[:3] if not getattr(args, key)]
-    if missing:
-        raise InputError(f"{missing[0]}: no input: give an .npz or --features, --labels and --weight .npy files")
-    return {key: _load_npy(getattr(args, key), key, key == "features") for key in KEYS if getattr(args, key)}
+        archive = _Npz(args.npz, "", KEYS, KEYS[:3], "features, labels, weight, optionally bias")
+        declared.update(archive.declared)
+        sources.update(dict.fromkeys(archive.declared, archive))
+    else:
+        missing = [key for key in KEYS[:3] if not getattr(args, key)]
+        if missing:
+            raise InputError(f"{missing[0]}: no input: give an .npz or --features, --labels and --weight .npy files")
+        for key in separate:
+            declared[key] = _npy_header(getattr(args, key), key)
+            sources[key] = "mmap" if key in ("features", "labels") else "load"
+    if args.test:
+        test = _Npz(args.test, "--test: ", TEST_KEYS, TEST_KEYS, "features, labels")
+        for key in TEST_KEYS:
+            declared[f"test_{key}"] = test.declared[key]
+            sources[f"test_{key}"] = (test, key)
+    return declared, sources
 
 
-def _load_npz(path: str, keys, required, prefix: str, needs: str) -> dict:
-    """The arrays ``keys`` of the .npz ``path`` (``required`` ones checked); errors start with ``prefix``."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise InputError(f"{prefix}cannot read {path} as .npz ({error})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise InputError(f"{prefix}{path} is a single array, not an .npz with keys {', '.join(keys)}")
-    for key in required:
-        if key not in archive.files:
-            raise InputError(
-                f"{prefix}{key}: missing key {key!r} in {path} (has {sorted(archive.files)}; needs {needs})"
-            )
-    try:
-        return {key: archive[key] for key in keys if key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise InputError(f"{prefix}cannot read the arrays of {path} ({error})") from None
+def _require_memory(declared: dict, sources: dict, chunk_size) -> None:
+    """Refuse, before anything is read, inputs whose declared arrays (those read into memory) and the analysis
+    (:func:`ufm.last_layer.memory_bytes` of the declared shapes) do not fit in the free memory."""
+    loaded = {key: d.nbytes for key, d in declared.items() if sources[key] != "mmap"}
+    features, weight = declared["features"], declared["weight"]
+    work = 0.0
+    if len(features.shape) == 2 and len(weight.shape) == 2 and features.shape[0] >= 1 and weight.shape[0] >= 2:
+        (N, d), K = features.shape, weight.shape[0]
+        test = declared.get("test_features")
+        M = test.shape[0] if test is not None and len(test.shape) == 2 else 0
+        chunk = min(default_chunk_size(d, K) if chunk_size is None else chunk_size, N)
+        floats = any(declared[k].dtype.kind == "f" for k in ("labels", "test_labels") if k in declared)
+        work = memory_bytes(N, d, K, chunk, M, itemsize=features.dtype.itemsize, float_labels=floats)
+    largest = max(loaded, key=lambda key: loaded[key], default=None)
+    read = (
+        f"; reading {_memory.gib(sum(loaded.values()))} into memory (largest: {largest}, {declared[largest].where} "
+        f"declares shape {declared[largest].shape} of {declared[largest].dtype})"
+        if largest
+        else ""
+    )
+    _memory.require(
+        sum(loaded.values()) + work,
+        f"the analysis ({_memory.gib(work)}, estimated from the declared shapes before reading any data){read}",
+        ", ".join(f"{key} {d.shape}" for key, d in declared.items()),
+        "pass the features as a .npy file (--features, memory-mapped) or a smaller --chunk-size",
+    )
+
+
+def load_inputs(args) -> dict:
+    """The arrays named by the arguments, from the .npz (keys checked) or the .npy files (features and labels
+    memory-mapped), after every header was checked and the memory they and the analysis need was
+    estimated from the declared shapes (:func:`_require_memory`)."""
+    declared, sources = _declared_inputs(args)
+    _require_memory(declared, sources, args.chunk_size)
+    arrays = {}
+    for key, source in sources.items():
+        if isinstance(source, tuple):
+            arrays[key] = source[0].load(source[1])
+        elif isinstance(source, _Npz):
+            arrays[key] = source.load(key)
+        else:
+            arrays[key] = _load_npy(declared[key], key, source == "mmap")
+    return arrays
 
 
 def _fmt(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+        return "undefined"  # never NaN or inf as a number
     return f"{value:.8g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.4e}"
 
 
@@ -282,10 +473,13 @@ def report_text(result: Analysis, rtol: float = DEFAULT_RTOL) -> str:
         predicted = result.predicted.get(name)
         error = result.error.get(name)
         kind = "" if error is None else (" rel" if result.relative.get(name) else " abs")
+        shown = "undefined" if value is None else _fmt(value)
         lines.append(
-            f"{name:14s} {_fmt(value):>14s} {_fmt(predicted):>14s} "
+            f"{name:14s} {shown:>14s} {_fmt(predicted):>14s} "
             f"{('-' if error is None else f'{error:.2e}{kind}'):>14s}  {SOURCES.get(name, '')}"
         )
+    for name, reason in result.undefined.items():
+        lines.append(f"undefined: {name}: {reason}")
     for reason in result.not_applicable:
         lines.append(f"does not apply: {reason}")
     spectra = result.spectra
@@ -324,7 +518,7 @@ def _main(argv) -> int:
     if isinstance(args, int):
         return args
     try:
-        if args.json:
+        if args.json is not None:
             _io.check_writable(args.json, overwrite=args.force, what="--json")
         arrays = load_inputs(args)
         if not args.quiet:
@@ -353,7 +547,7 @@ def _main(argv) -> int:
         print(f"{parser.prog}: error: {flag}{error}", file=sys.stderr)
         return 2
     print(report_text(result, args.rtol), flush=True)
-    if args.json:
+    if args.json is not None:
         written = _io.write_json(args.json, _record(result, args), overwrite=args.force)
         if not args.quiet:
             print(f"wrote {written}", file=sys.stderr)

@@ -21,8 +21,27 @@ means known: the within-class scatter ``sum_i (h_i - hbar_y)(h_i - hbar_y)^T`` (
 no cancellation near collapse), per-class variances and the nearest-class-mean predictions.
 The two K-wide products (logits, nearest-mean scores) run in float32 BLAS and every row whose
 top two scores are within a rounding bound is recomputed in float64 (``_Scores``), so the
-predictions are float64's. A memory-mapped array (``np.load(..., mmap_mode="r")``) is read chunk by chunk
-and each chunk's pages are handed back to the kernel after use, so resident memory stays at one chunk.
+predictions are float64's. A memory-mapped array (``np.load(..., mmap_mode="r")``, C- or Fortran-ordered)
+is read chunk by chunk and each chunk's pages are handed back to the kernel after use, so resident memory
+stays at one chunk. Labels are checked in chunks and never widened (a memory-mapped int8 file stays one).
+The memory all this needs (:func:`memory_bytes`: a chunk, the K x d arrays, the tiles, the N predictions)
+is estimated from the shapes before anything is converted, and refused when it does not fit.
+
+Scale: every sum is taken in a scaled form, exactly: the features are divided by their largest
+magnitude's power of two (kept as a running exponent over the chunks), the classifier and each row of a
+score by theirs (:class:`_Scores`), and the result multiplied back analytically, so finite inputs of
+any magnitude (1e-300 to 1e308) neither overflow nor underflow, and ordinary inputs give the same bits
+as unscaled arithmetic (a power of two is exact). A measurement that does not exist for the input (a
+zero norm's cosines, two classes with one mean for the CDNV, a 0/0, a value beyond float64) is None in
+``measured`` with the reason in ``Analysis.undefined``: NaN or inf is never a measurement.
+
+Many classes: no K x K (or K x N) matrix is formed. The pairwise statistics (NC2's ``W^T Hbar``, the
+class-mean logits for a, p_t, p_n, the Gram matrices behind the cosines and the CDNV) are computed in tiles
+of :data:`TILE_BYTES` with float64 sums (two passes where a norm is needed first), NC1's pseudo-inverse
+from a tiled QR when ``K > d``; the K-wide argmax of a chunk is sized by K (:func:`default_chunk_size`).
+The Hessian blocks (``spectra="auto"``) are skipped up front beyond :data:`AUTO_SPECTRA_LOGITS` logits,
+``spectra=True`` that does not fit is refused before streaming, and the UFM prediction is skipped with
+its reason for K above :data:`PREDICTION_MAX_K` (``theory.predict`` builds K x K matrices).
 
 Measured quantities (``Analysis.measured``; sources in :data:`SOURCES`):
 
@@ -115,6 +134,31 @@ SPECTRA = ("auto", True, False)
 CHUNK_BYTES = 64 * 2**20
 #: ``spectra="auto"`` computes Hessian blocks only when ``d N`` is at most this (they need H in memory)
 AUTO_SPECTRA_ENTRIES = 1_000_000
+#: ... and when ``K N`` is at most this (every Hessian-vector product holds the K x N logits)
+AUTO_SPECTRA_LOGITS = 2**24
+#: bytes of one tile of a K x K matrix (W^T Hbar, Zbar, the Gram matrices): never formed whole
+TILE_BYTES = 16 * 2**20
+#: float64 tiles held at once by the pairwise statistics (the Gram tile, squared distances, their
+#: thresholds, masks; the logits, their softmax)
+TILE_COPIES = 4
+#: the thin SVD of the (d, K) centred class means up to this many entries; beyond (K > d), a tiled QR
+SVD_ENTRIES = 2**22
+#: the largest page-cache folio the kernel may map around one faulting page of a memory map (a PMD)
+FOLIO_BYTES = 2 * 2**20
+#: labels are checked this many at a time (never widened as a whole)
+LABEL_CHUNK = 2**20
+#: bytes per row of a chunk, as ``(per feature, per class, fixed)``: the float64 copy, its scaled and
+#: centred copies, the float32 copy of the scores' input, 2 float32 K-wide score arrays, labels, masks
+#: (calibrated with tracemalloc, ``tests/test_reliability_analyze.py``; the resident pages of a
+#: memory-mapped chunk are added by :func:`memory_bytes`)
+ROW_BYTES = (48, 10, 160)
+#: float64 K x d arrays held at once: the classifier (float64 and its float32 scores copy), class sums /
+#: means, centred means, the nearest-mean scores' float32 copy, the scaled classifier of the metrics
+CLASS_COPIES = 6
+#: K-wide float64 arrays per row of the held-out pass (logits, log-softmax, probabilities, products)
+HELD_OUT_K_COPIES = 6
+#: the UFM prediction (``theory.predict``) builds K x K matrices: computed only for K up to this
+PREDICTION_MAX_K = 4096
 #: dense Hessian blocks up to this many entries; the structured path up to ``STRUCTURED_BYTES``; else Lanczos
 DENSE_ENTRIES = 4_000_000
 STRUCTURED_BYTES = 2**28
@@ -186,6 +230,9 @@ class Analysis:
             classes, module docstring) or ``""`` (no prediction).
         held_out: the test set against the training class means and classifier (module docstring),
             ``{}`` without ``test_features``.
+        undefined: name -> why that measurement does not exist for this input (a zero norm, two classes
+            with the same mean, a 0/0, a value beyond the float64 range); its ``measured`` value is None.
+            NaN or inf is never a measurement.
     """
 
     K: int
@@ -202,6 +249,7 @@ class Analysis:
     spectra: dict = field(default_factory=dict)
     prediction_kind: str = ""
     held_out: dict = field(default_factory=dict)
+    undefined: dict = field(default_factory=dict)
 
     @property
     def balanced(self) -> bool:
@@ -225,7 +273,10 @@ class Analysis:
         not_judged = list(self.not_applicable)
         if not self.setup:
             not_judged.append("no training setup given (lam_W and lam_H switch the UFM prediction on)")
-        unmeasured = [k for k in self.predicted if k not in self.error and k != "bias"]
+        undefined = [k for k in self.predicted if k in self.undefined]
+        if undefined:
+            not_judged.append("; ".join(f"{k} undefined ({self.undefined[k]})" for k in undefined))
+        unmeasured = [k for k in self.predicted if k not in self.error and k != "bias" and k not in self.undefined]
         if unmeasured:
             why = self.spectra.get("skipped") or "the blocks were too large for the exact paths"
             not_judged.append(f"{', '.join(unmeasured)} predicted, not measured (Hessian blocks: {why})")
@@ -270,6 +321,7 @@ class Analysis:
         return {
             "data": {"K": self.K, "N": self.N, "d": self.d, "counts": list(self.counts), "balanced": self.balanced},
             "measured": dict(self.measured),
+            "undefined": dict(self.undefined),
             "predicted": dict(self.predicted),
             "error": dict(self.error),
             "error_kind": {k: ("relative" if v else "absolute") for k, v in self.relative.items()},
@@ -308,19 +360,40 @@ def _finite(name: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
+def class_dtype(K: int) -> np.dtype:
+    """The smallest unsigned integer type holding the class indices ``0 .. K-1`` (labels converted from
+    floats, the classifier's predictions: N of them are kept, so their width counts)."""
+    return np.min_scalar_type(max(K - 1, 0))
+
+
 def _labels(labels, N: int, K: int, name: str = "labels", rows: str = "features") -> np.ndarray:
+    """Checked ``(N,)`` class indices, read :data:`LABEL_CHUNK` at a time and never widened: integer labels
+    are returned as given (a memory map stays one), float labels converted to :func:`class_dtype`."""
     array = _real_array(name, labels, 1)
     if array.shape[0] != N:
         raise ValueError(f"{name} must have one entry per row of {rows} (N = {N}), got {array.shape[0]}")
-    if array.dtype.kind == "f":
-        values = np.asarray(array, np.float64)
-        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
-            raise ValueError(f"{name} must be integers, got non-integer values of dtype {array.dtype}")
-    out = np.asarray(array).astype(np.int64)
-    if N and (out.min() < 0 or out.max() >= K):
+    floating = array.dtype.kind == "f"
+    low: float = math.inf
+    high: float = -math.inf
+    pages = _Pages(array)
+    for lo in range(0, N, LABEL_CHUNK):
+        hi = min(N, lo + LABEL_CHUNK)
+        part = np.asarray(array[lo:hi])
+        if floating:
+            values = part.astype(np.float64)
+            if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+                raise ValueError(f"{name} must be integers, got non-integer values of dtype {array.dtype}")
+        low, high = min(low, part.min()), max(high, part.max())
+        pages.release(lo, hi)
+    if N and (low < 0 or high >= K):
         raise ValueError(
-            f"{name} must be in [0, K) = [0, {K}) (K = rows of weight), got values in [{out.min()}, {out.max()}]"
+            f"{name} must be in [0, K) = [0, {K}) (K = rows of weight), got values in [{int(low)}, {int(high)}]"
         )
+    if not floating:
+        return array
+    out = np.empty(N, class_dtype(K))
+    for lo in range(0, N, LABEL_CHUNK):
+        out[lo : lo + LABEL_CHUNK] = array[lo : lo + LABEL_CHUNK]
     return out
 
 
@@ -340,6 +413,31 @@ def default_chunk_size(d: int, K: int) -> int:
     return max(1, CHUNK_BYTES // (8 * (2 * d + 2 * K)))
 
 
+# ----------------------------------------------------------------------------- memory
+
+
+def memory_bytes(
+    N: int, d: int, K: int, chunk: int, M: int = 0, *, itemsize: int = 8, float_labels: bool = False
+) -> float:
+    """Estimated peak bytes :func:`analyze` allocates (beyond the arrays it is given) for ``N`` samples of
+    ``d`` features (``itemsize`` bytes each: the resident pages of a memory-mapped chunk), ``K`` classes,
+    ``chunk`` rows per chunk and ``M`` held-out samples: a chunk's work (:data:`ROW_BYTES`), the
+    ``K x d`` float64 arrays (class means, centred means, scaled copies; :data:`CLASS_COPIES`), the pairwise
+    tiles (:data:`TILE_BYTES` each, never a ``K x K`` matrix), the ``d x d`` scatters and the N
+    predictions (plus the labels when they are floats, converted to :func:`class_dtype`).
+    Calibrated against tracemalloc peaks (``tests/test_reliability_analyze.py``)."""
+    rows_bytes = lambda rows: float(rows) * (ROW_BYTES[0] * d + ROW_BYTES[1] * K + ROW_BYTES[2] + itemsize * d)
+    classes = 8.0 * K * (CLASS_COPIES * d + 16)
+    tiles = TILE_COPIES * min(float(TILE_BYTES), 8.0 * K * K + 8.0 * K * d)
+    square = 8.0 * 6 * d * d
+    per_sample = float(N) * class_dtype(K).itemsize * (2 if float_labels else 1)
+    work = max(rows_bytes(chunk), tiles)
+    if M:  # the held-out pass: K-wide logits, log-softmax, probabilities; 3 d x d scatters
+        test_rows = float(min(chunk, M)) * (ROW_BYTES[0] * d + HELD_OUT_K_COPIES * 8 * K + ROW_BYTES[2])
+        work = max(work, test_rows + 8.0 * 3 * d * d)
+    return work + classes + square + per_sample
+
+
 # ----------------------------------------------------------------------------- streaming
 
 
@@ -348,7 +446,12 @@ class _Pages:
 
     Reading a 2.6 GB ``np.load(mmap_mode="r")`` array through its mapping would otherwise leave
     every page resident (counted in RSS) until the array is dropped; ``MADV_DONTNEED`` on a
-    read-only file mapping only unmaps (the data stay in the page cache, nothing is lost).
+    read-only file mapping only unmaps (the data stay in the page cache, nothing is lost). Rows
+    ``lo:hi`` of a C-ordered array are one byte range; of a Fortran-ordered (N, d) array, d ranges
+    (one per column), each released. Only whole pages before a range's end are released: the page
+    holding it is read again by the next chunk. The kernel may map a whole page-cache folio around a
+    faulting page (up to :data:`FOLIO_BYTES`, also behind the range, or, at a column's end, at the next
+    column's start): each release reaches that far back, and the last chunk's releases the whole mapping.
     """
 
     def __init__(self, array: np.ndarray):
@@ -356,12 +459,13 @@ class _Pages:
         base: object = array  # the chain of .base owners, ending at the mmap (if any)
         while base is not None and not isinstance(base, mmap.mmap):
             base = getattr(base, "base", None)
-        if (
-            not isinstance(base, mmap.mmap)
-            or not array.flags.c_contiguous
-            or not hasattr(base, "madvise")
-            or array.size == 0
-        ):
+        if not isinstance(base, mmap.mmap) or not hasattr(base, "madvise") or array.size == 0:
+            return
+        if array.flags.c_contiguous:
+            self.columns, self.column_stride = 1, 0
+        elif array.ndim == 2 and array.flags.f_contiguous:
+            self.columns, self.column_stride = array.shape[1], array.strides[1]
+        else:
             return
         try:
             view = np.frombuffer(base, np.uint8)
@@ -369,15 +473,22 @@ class _Pages:
             del view
         except (TypeError, ValueError, BufferError):
             return
-        self.mm, self.row = base, array.strides[0]
+        self.mm, self.row, self.count = base, array.strides[0], array.shape[0]
 
     def release(self, lo: int, hi: int) -> None:
         if self.mm is None:
             return
-        start = self.offset + lo * self.row
-        end = min(len(self.mm), self.offset + hi * self.row)
-        start -= start % mmap.PAGESIZE
-        if end > start:
+        if hi >= self.count:  # the last chunk: the whole mapping (pages mapped beyond a range, see above)
+            self._advise(0, len(self.mm))
+            return
+        for column in range(self.columns):
+            first = self.offset + column * self.column_stride
+            start = max(0, first + lo * self.row - FOLIO_BYTES)
+            end = min(len(self.mm), first + hi * self.row)
+            self._advise(start - start % mmap.PAGESIZE, end - end % mmap.PAGESIZE)
+
+    def _advise(self, start: int, end: int) -> None:
+        if end > start and self.mm is not None:
             try:
                 self.mm.madvise(mmap.MADV_DONTNEED, start, end - start)
             except (OSError, ValueError):
@@ -388,10 +499,11 @@ def _chunk(features, lo: int, hi: int) -> np.ndarray:
     return np.asarray(features[lo:hi], dtype=np.float64)
 
 
-def _rows(features, chunk: int, name: str | None = None):
-    """``(lo, hi, float64 copy of rows lo:hi)`` chunk by chunk; with ``name``, a chunk holding NaN or inf
-    is refused naming it and the row. Each chunk's pages are handed back after use (:class:`_Pages`)."""
-    pages = _Pages(features)
+def _rows(features, chunk: int, name: str | None = None, labels=None):
+    """``(lo, hi, float64 copy of rows lo:hi, their labels as intp or None)`` chunk by chunk; with ``name``,
+    a chunk holding NaN or inf is refused naming it and the row. Each chunk's pages (features and labels)
+    are handed back after use (:class:`_Pages`)."""
+    pages = [_Pages(features)] + ([] if labels is None else [_Pages(labels)])
     N = features.shape[0]
     for lo in range(0, N, chunk):
         hi = min(N, lo + chunk)
@@ -399,8 +511,47 @@ def _rows(features, chunk: int, name: str | None = None):
         if name is not None and not np.all(np.isfinite(X)):
             row = lo + int(np.flatnonzero(~np.all(np.isfinite(X), axis=1))[0])
             raise ValueError(f"{name} contains NaN or inf (first in row {row})")
-        yield lo, hi, X
-        pages.release(lo, hi)
+        yield lo, hi, X, None if labels is None else np.asarray(labels[lo:hi], np.intp)
+        for page in pages:
+            page.release(lo, hi)
+
+
+def _exponent(x) -> int:
+    """The smallest integer e with ``max |x| < 2^e`` (0 for an empty or all-zero x): ``x / 2^e`` lies in (-1, 1),
+    exactly (a power of two), so the scaled form of every computation below rounds as the unscaled one."""
+    if np.size(x) == 0:
+        return 0
+    top = max(float(np.max(x)), -float(np.min(x)))
+    return int(np.frexp(top)[1]) if top > 0 else 0
+
+
+def _scaled(x: np.ndarray, exponent: int) -> np.ndarray:
+    """``x / 2^exponent`` (exact; no copy when the exponent is 0)."""
+    return x if exponent == 0 else _times_power(np.array(x, np.float64), -exponent)
+
+
+def _times_power(x: np.ndarray, exponent: int) -> np.ndarray:
+    """``x *= 2^exponent`` in place, correctly rounded (a product by a power of two, as ``np.ldexp``, faster)."""
+    if -1022 <= exponent <= 1023:
+        x *= 2.0**exponent
+    else:
+        np.ldexp(x, exponent, out=x)
+    return x
+
+
+def _unscale(value: float, exponent: int) -> float | None:
+    """``value 2^exponent``, or None where that exceeds the float64 range."""
+    try:
+        return math.ldexp(float(value), int(exponent))
+    except OverflowError:
+        return None
+
+
+def _tiles(count: int, width: int):
+    """``(lo, hi)`` blocks of ``count`` rows of ``width`` float64 numbers, at most :data:`TILE_BYTES` each."""
+    step = max(1, TILE_BYTES // (8 * max(width, 1)))
+    for lo in range(0, count, step):
+        yield lo, min(count, lo + step)
 
 
 def _add_by_class(out: np.ndarray, X: np.ndarray, y: np.ndarray) -> None:
@@ -412,43 +563,76 @@ def _add_by_class(out: np.ndarray, X: np.ndarray, y: np.ndarray) -> None:
 
 
 class _Scores:
-    """``argmax_k (x . a_k + c_k)`` for rows x of a chunk, as float64 arithmetic decides it, at float32 speed.
+    """``argmax_k (x . a_k + c_k)`` for rows x of a chunk, as float64 arithmetic decides it, at float32
+    speed, for finite numbers of any magnitude.
 
-    The products run in float32 (2-3x faster BLAS); a row is recomputed in float64 when the gap
-    between its two largest float32 scores is within twice a bound on their rounding error:
-    ``|fl32(s_k) - s_k| <= (d + 2) u ||x|| max_k ||a_k|| + u (max|c| + max_k |s_k|)`` (u = 2^-24;
-    the dot product's worst case, plus rounding x, a_k and the sum), so the decision is always the
-    float64 one (ties: lowest index, as ``np.argmax``).
+    Scaled form: ``A' = A / 2^ea``, ``c' = c / 2^e(c)`` and each row x divided by ``2^g``, ``g`` its own
+    exponent plus ea (or c's, if larger), so every score is divided by the row's ``2^g``: the argmax is
+    unchanged and nothing overflows (every number is at most 1 in magnitude; a power of two is exact,
+    so in float64 the scaled scores are the unscaled ones' bits, where those are finite). The products
+    run in float32 (2-3x faster BLAS; the bias is one more column); a row is recomputed in float64 when
+    the gap between its two largest float32 scores is within twice a bound on their rounding error:
+    ``(d + 4) u ||x'|| max_k ||a'_k|| + u max|s| + (d + 2) 2^-148`` (u = 2^-24: the dot product and the
+    rounding of its inputs; the last term float32's underflow), so the decision is always the float64
+    one (ties: lowest index, as ``np.argmax``).
     """
 
     def __init__(self, A: np.ndarray, c: np.ndarray):
-        self.A, self.c = A, c
-        self.A32, self.c32 = A.astype(np.float32), c.astype(np.float32)
-        u = float(np.finfo(np.float32).eps) / 2
-        self.u, self.scale = u, (A.shape[1] + 2) * u * float(np.max(np.linalg.norm(A, axis=1)))
-        self.c_max = float(np.max(np.abs(c)))
+        K, d = A.shape
+        self.A, self.d = A, d
+        self.ea = _exponent(A)
+        ec = _exponent(c)
+        self.c = np.ldexp(np.asarray(c, np.float64), -ec)
+        self.ec = ec if np.any(c != 0) else None
+        self.aug = np.empty((K, d + 1), np.float32)  # [A', c']
+        for lo, hi in _tiles(K, d):
+            self.aug[lo:hi, :d] = np.ldexp(A[lo:hi], -self.ea)
+        self.aug[:, d] = self.c
+        self.a_max = math.sqrt(float(np.max(np.einsum("ij,ij->i", self.aug, self.aug, dtype=np.float64))))
+        self.u = float(np.finfo(np.float32).eps) / 2
 
     def argmax(self, X: np.ndarray) -> np.ndarray:
-        S = X.astype(np.float32) @ self.A32.T
-        S += self.c32
+        rows, d = X.shape
+        g = np.frexp(np.maximum(X.max(axis=1), -X.min(axis=1)))[1].astype(np.int64) + self.ea
+        if self.ec is not None:
+            g = np.maximum(g, self.ec)
+        Xs = np.ldexp(X, (self.ea - g)[:, None])  # x / 2^(g - ea), |.| < 1
+        t = np.zeros(rows) if self.ec is None else np.ldexp(1.0, self.ec - g)
+        aug = np.empty((rows, d + 1), np.float32)
+        aug[:, :d], aug[:, d] = Xs, t
+        S = aug @ self.aug.T
         best = np.argmax(S, axis=1)
         if S.shape[1] < 2:
             return best
-        top2 = np.partition(S, S.shape[1] - 2, axis=1)[:, -2:].astype(np.float64)
-        bound = self.scale * np.linalg.norm(X, axis=1) + self.u * (self.c_max + np.abs(top2).max(axis=1))
-        redo = np.flatnonzero(top2[:, 1] - top2[:, 0] <= 2.0 * bound)
+        every = np.arange(rows)
+        first = S[every, best].astype(np.float64)
+        S[every, best] = -np.inf
+        second = S.max(axis=1).astype(np.float64)  # the runner-up (two passes: faster than a partition)
+        del S
+        x_norm = np.sqrt(np.einsum("ij,ij->i", aug, aug, dtype=np.float64))
+        top = np.maximum(np.abs(first), np.abs(second))
+        bound = (d + 4) * self.u * self.a_max * x_norm + self.u * top + (d + 2) * 2.0**-148
+        redo = np.flatnonzero(first - second <= 2.0 * bound)
         if redo.size:
-            best[redo] = np.argmax(X[redo] @ self.A.T + self.c, axis=1)
+            exact = np.ldexp(Xs[redo], -self.ea) @ self.A.T  # x / 2^g . a_k: the float64 products, scaled
+            if self.ec is not None:
+                exact += t[redo, None] * self.c
+            best[redo] = np.argmax(exact, axis=1)
         return best
 
 
 @dataclass(frozen=True)
 class _Moments:
+    """The streamed sums, all in the scaled form: the features divided by ``2^exponent`` (their largest
+    magnitude's power of two), so no sum of squares overflows or underflows; undone where a value has units."""
+
     counts: np.ndarray  # (K,)
-    means: np.ndarray  # (K, d) class means
-    global_mean: np.ndarray  # (d,)
-    scatter: np.ndarray  # (d, d) sum of centred within-class outer products
-    variances: np.ndarray  # (K,) mean squared distance to the class mean
+    means: np.ndarray  # (K, d) class means / 2^exponent
+    global_mean: np.ndarray  # (d,) / 2^exponent
+    centred: np.ndarray  # (K, d) means - global_mean, / 2^exponent
+    scatter: np.ndarray  # (d, d) sum of centred within-class outer products / 4^exponent
+    variances: np.ndarray  # (K,) mean squared distance to the class mean / 4^exponent
+    exponent: int
     accuracy: float
     ncc_agreement: float
     ncc_accuracy: float
@@ -459,39 +643,61 @@ def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
     K = weight.shape[0]
     counts = np.zeros(K, np.int64)
     sums = np.zeros((K, d))
-    predicted = np.empty(N, np.int32)
+    exponent: int | None = None
+    predicted = np.empty(N, class_dtype(K))
     classifier = _Scores(weight, bias)
-    for lo, hi, X in _rows(features, chunk, "features"):
-        y = labels[lo:hi]
+    for lo, hi, X, y in _rows(features, chunk, "features", labels):
         counts += np.bincount(y, minlength=K)
-        _add_by_class(sums, X, y)
+        e = _exponent(X)
+        if exponent is None or e > exponent:  # a larger magnitude: rescale the sums so far (exactly)
+            if exponent is not None:
+                np.ldexp(sums, exponent - e, out=sums)
+            exponent = e
+        _add_by_class(sums, _scaled(X, exponent), y)
         predicted[lo:hi] = classifier.argmax(X)
+    del classifier
+    exponent = exponent or 0
     if np.any(counts == 0):
         raise ValueError(
             f"labels: class {int(np.flatnonzero(counts == 0)[0])} has no samples "
             f"(every one of the K = {K} rows of weight needs at least one)"
         )
-    means = sums / counts[:, None]
     global_mean = sums.sum(axis=0) / N
+    means = sums
+    means /= counts[:, None]
+    del sums
     centred = means - global_mean  # nearest-mean scores on centred coordinates (smaller numbers)
-    nearest_mean = _Scores(centred, -0.5 * np.sum(centred**2, axis=1))  # argmax = nearest class mean
+    nearest_mean = _Scores(centred, -0.5 * np.einsum("ij,ij->i", centred, centred))  # argmax = nearest mean
     from scipy.linalg.blas import dsyrk as _syrk  # on first use: scipy adds ~0.1 s to every command line's start-up
 
     scatter = np.zeros((d, d), order="F")
     squared = np.zeros(K)
     agree = correct = ncc_correct = 0
-    for lo, hi, X in _rows(features, chunk):
-        y = labels[lo:hi]
-        D = X - means[y]
+    for lo, hi, X, y in _rows(features, chunk, None, labels):
+        Xs = _scaled(X, exponent)
+        D = means[y]
+        np.subtract(Xs, D, out=D)
         # upper triangle of scatter += D^T D (BLAS syrk: half the flops of a product)
         scatter = _syrk(1.0, D.T, beta=1.0, c=scatter, trans=0, lower=0, overwrite_c=1)
         squared += np.bincount(y, weights=np.einsum("ij,ij->i", D, D), minlength=K)
-        nearest = nearest_mean.argmax(X - global_mean)
+        np.subtract(Xs, global_mean, out=D)
+        nearest = nearest_mean.argmax(D)
         agree += int(np.sum(nearest == predicted[lo:hi]))
         ncc_correct += int(np.sum(nearest == y))
         correct += int(np.sum(predicted[lo:hi] == y))
     scatter = np.triu(scatter) + np.triu(scatter, 1).T
-    return _Moments(counts, means, global_mean, scatter, squared / counts, correct / N, agree / N, ncc_correct / N)
+    return _Moments(
+        counts,
+        means,
+        global_mean,
+        centred,
+        scatter,
+        squared / counts,
+        exponent,
+        correct / N,
+        agree / N,
+        ncc_correct / N,
+    )
 
 
 # ----------------------------------------------------------------------------- held-out set
@@ -525,30 +731,43 @@ def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: di
 
     M, d = features.shape
     K = weight.shape[0]
-    Hbar = (mo.means - mo.global_mean).T  # (d, K) centred training class means
-    nearest_mean = _Scores(Hbar.T, -0.5 * np.sum(Hbar**2, axis=0))
+    basis = _pinv_basis(mo.centred)  # the training class means (scaled, as every number below)
+    nearest_mean = _Scores(mo.centred, -0.5 * np.einsum("ij,ij->i", mo.centred, mo.centred))
+    classifier = None  # the scaled argmax, for logits beyond float64
     groups = ("correct", "incorrect")
     scatter = {g: np.zeros((d, d), order="F") for g in groups}
     sums = {g: np.zeros(3) for g in groups}  # count, loss, entropy
     to_predicted = np.zeros((d, d), order="F")
-    ncc_correct = 0
-    for lo, hi, X in _rows(features, chunk, "test_features"):
-        y = labels[lo:hi]
-        Z = X @ weight.T + bias
-        log_p = _log_softmax(Z)
-        losses = _per_sample_loss(Z, y, log_p=log_p, **loss)
-        entropy = -np.sum(np.exp(log_p) * log_p, axis=1)
-        predicted = np.argmax(Z, axis=1)
+    ncc_correct = 0.0
+    for _lo, _hi, X, y in _rows(features, chunk, "test_features", labels):
+        with np.errstate(over="ignore", invalid="ignore"):
+            Z = X @ weight.T + bias
+            log_p = _log_softmax(Z)
+            losses = _per_sample_loss(Z, y, log_p=log_p, **loss)
+            entropy = -np.sum(np.exp(log_p) * log_p, axis=1)
+        if np.all(np.isfinite(Z)):
+            predicted = np.argmax(Z, axis=1)
+        else:
+            classifier = _Scores(weight, bias) if classifier is None else classifier
+            predicted = classifier.argmax(X)
         right = predicted == y
-        D = X - mo.means[y]
+        Xs = _scaled(X, mo.exponent)
+        with np.errstate(over="ignore", invalid="ignore"):
+            D = Xs - mo.means[y]
         for group, rows in zip(groups, (right, ~right), strict=True):
             if rows.any():
                 scatter[group] = _syrk(1.0, D[rows].T, beta=1.0, c=scatter[group], trans=0, lower=0, overwrite_c=1)
                 sums[group] += (rows.sum(), losses[rows].sum(), entropy[rows].sum())
         if (~right).any():  # misclassified samples around the mean of the class they were assigned to
-            E = X[~right] - mo.means[predicted[~right]]
+            with np.errstate(over="ignore", invalid="ignore"):
+                E = Xs[~right] - mo.means[predicted[~right]]
             to_predicted = _syrk(1.0, E.T, beta=1.0, c=to_predicted, trans=0, lower=0, overwrite_c=1)
-        ncc_correct += int(np.sum(nearest_mean.argmax(X - mo.global_mean) == y))
+        with np.errstate(over="ignore", invalid="ignore"):
+            centred_rows = Xs - mo.global_mean
+        if np.all(np.isfinite(centred_rows)):
+            ncc_correct += int(np.sum(nearest_mean.argmax(centred_rows) == y))
+        else:  # 2^1023 times the training features' magnitude: no nearest mean in float64
+            ncc_correct = math.nan
     notes: list[str] = []
     out: dict = {
         "N": M,
@@ -558,7 +777,8 @@ def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: di
 
     def nc1(upper: np.ndarray, count: float) -> float:
         full = np.triu(upper) + np.triu(upper, 1).T
-        return _pinv_trace(full / count, Hbar) / K
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _pinv_trace(full / count, basis) / K
 
     count = {g: float(sums[g][0]) for g in groups}
     out["accuracy"] = count["correct"] / M
@@ -592,97 +812,298 @@ def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: di
 # ----------------------------------------------------------------------------- metrics
 
 
-def _unit(x):
-    norm = np.linalg.norm(x)
-    return x / norm if norm > 0 else x
-
-
-def _pinv_trace(sigma_W: np.ndarray, Hbar: np.ndarray) -> float:
-    """``trace(Sigma_W Sigma_B^+)`` for ``Sigma_B = Hbar Hbar^T / K`` (``Hbar: (d, K)``), with the cutoff of
-    ``jnp.linalg.pinv(Sigma_B, hermitian=True)`` (as :func:`ufm.metrics.nc1`): eigenvalues at most
-    ``10 d eps`` of the largest are dropped. The eigenpairs come from the thin SVD of Hbar
-    (``lambda_j = s_j^2 / K``): O(d K min(d, K)) instead of a d x d eigendecomposition."""
-    d, K = Hbar.shape
-    U, s, _ = np.linalg.svd(Hbar, full_matrices=False)
+def _pinv_basis(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(U, lambda)``: the eigenpairs of ``Sigma_B = Hbar Hbar^T / K`` (``Hbar = centred.T``,
+    ``centred: (K, d)``) that ``jnp.linalg.pinv(Sigma_B, hermitian=True)`` keeps (as :func:`ufm.metrics.nc1`):
+    eigenvalues at most ``10 d eps`` of the largest are dropped. They come from the thin SVD of Hbar
+    (``lambda_j = s_j^2 / K``): O(d K min(d, K)) instead of a d x d eigendecomposition. Many classes
+    (``K > d``, ``K d > SVD_ENTRIES``): from the SVD of the ``d x d`` triangle R of a QR of ``centred``
+    built tile by tile (``Hbar = R^T Q^T``: the same singular values, Hbar's left singular vectors are R's
+    right ones), so no ``d x K`` factor is held."""
+    K, d = centred.shape
+    if K > d and K * d > SVD_ENTRIES:
+        R: np.ndarray = np.zeros((0, d))
+        for lo, hi in _tiles(K, d):
+            R = np.asarray(np.linalg.qr(np.vstack([R, centred[lo:hi]]), mode="r"))
+        _, s, Vt = np.linalg.svd(R)
+        U = Vt.T
+    else:
+        U, s, _ = np.linalg.svd(centred.T, full_matrices=False)
     lam = s**2 / K
     keep = lam > 10.0 * d * np.finfo(np.float64).eps * lam.max() if lam.size and lam.max() > 0 else lam > 0
-    U, lam = U[:, keep], lam[keep]
+    return U[:, keep], lam[keep]
+
+
+def _pinv_trace(sigma_W: np.ndarray, basis: tuple[np.ndarray, np.ndarray]) -> float:
+    """``trace(Sigma_W Sigma_B^+)`` with Sigma_B's kept eigenpairs ``basis`` (:func:`_pinv_basis`)."""
+    U, lam = basis
     return float(np.sum(np.sum(U * (sigma_W @ U), axis=0) / lam))
 
 
-def _cosines(columns: np.ndarray) -> tuple[float, float]:
-    """(std of the off-diagonal cosines, mean |cos + 1/(K-1)|) between the columns of ``(m, K)``."""
-    K = columns.shape[1]
-    norms = np.linalg.norm(columns, axis=0)
-    unit = columns / np.where(norms > 0, norms, 1.0)
-    cos = (unit.T @ unit)[~np.eye(K, dtype=bool)]
-    return float(np.std(cos)), float(np.mean(np.abs(cos + 1.0 / (K - 1))))
+def _norms(rows: np.ndarray) -> np.ndarray:
+    """Euclidean norm of each row (no squared copy of the array)."""
+    return np.sqrt(np.einsum("ij,ij->i", rows, rows))
 
 
-def _geometry(weight: np.ndarray, means: np.ndarray, global_mean: np.ndarray, bias: np.ndarray) -> dict:
-    """The measurements that need only the class means ``(K, d)``, ``h_G`` and the classifier: NC2, NC3,
-    norms, cosines, logit scale, p_t/p_n, bias (also evaluated at the numerical UFM optimum)."""
-    K = weight.shape[0]
-    W = weight.T  # (d, K), the solver's layout
-    Hbar = (means - global_mean).T  # (d, K) centred class means
-    M = np.eye(K) - 1.0 / K
-    nc2 = np.linalg.norm(_unit(W.T @ Hbar) - M / np.sqrt(K - 1.0))
-    nc3 = np.linalg.norm(_unit(W) - _unit(Hbar))
-    w_norms = np.linalg.norm(weight, axis=1)
-    h_norms = np.linalg.norm(Hbar, axis=0)
-    Zbar = weight @ means.T + bias[:, None]  # (K, K): column k = class-mean logits of class k
-    a = float(np.trace(M @ Zbar) / (K - 1))
-    centred_logits = M @ Zbar
-    residual = np.linalg.norm(centred_logits - a * M)
-    scale = np.linalg.norm(centred_logits)
-    E = np.exp(Zbar - Zbar.max(axis=0))
-    P = E / E.sum(axis=0)
-    w_cos = _cosines(W)
-    h_cos = _cosines(Hbar)
-    return {
-        "nc2": float(nc2),
-        "nc3": float(nc3),
-        "w_norm": float(np.mean(w_norms)),
-        "h_norm": float(np.mean(h_norms)),
-        "w_norm_cv": float(np.std(w_norms) / np.mean(w_norms)) if np.mean(w_norms) > 0 else math.nan,
-        "h_norm_cv": float(np.std(h_norms) / np.mean(h_norms)) if np.mean(h_norms) > 0 else math.nan,
-        "w_cos_std": w_cos[0],
-        "h_cos_std": h_cos[0],
-        "w_cos_shift": w_cos[1],
-        "h_cos_shift": h_cos[1],
-        "a": a,
-        "a_residual": float(residual / scale) if scale > 0 else math.nan,
-        "p_t": float(np.mean(np.diag(P))),
-        "p_n": float(np.mean(P[~np.eye(K, dtype=bool)])),
-        "bias": float(np.mean(bias)),
-        "bias_spread": float(np.max(np.abs(bias - np.mean(bias)))),
-    }
+class _Spread:
+    """Standard deviation and mean ``|x + shift|`` of numbers given block by block: each block's mean and
+    centred sum of squares (two passes over the block, as ``np.std``), merged by Chan et al.'s update, so
+    the K(K-1) cosines are never held at once."""
+
+    def __init__(self, shift: float):
+        self.shift, self.n, self.mean, self.m2, self.absolute = shift, 0, 0.0, 0.0, 0.0
+
+    def add_off_diagonal(self, C: np.ndarray, k0: int) -> None:
+        """The entries of ``C`` (rows ``k0 + i`` of a K x K matrix) except the diagonal ones; C is overwritten."""
+        T = C.shape[0]
+        n = C.size - T
+        if n == 0:
+            return
+        diagonal = _diagonal(k0, k0 + T)
+        mean = (float(np.sum(C)) - float(np.sum(C[diagonal]))) / n
+        C[diagonal] = mean  # contributes nothing below
+        C -= mean
+        m2 = float(np.vdot(C, C))
+        C += mean + self.shift
+        absolute = float(np.sum(np.abs(C, out=C))) - T * abs(mean + self.shift)
+        total = self.n + n
+        delta = mean - self.mean
+        self.m2 += m2 + delta * delta * self.n * n / total
+        self.mean += delta * n / total
+        self.absolute += absolute
+        self.n = total
+
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.n)
+
+    def mean_abs(self) -> float:
+        return self.absolute / self.n
 
 
-def _metrics(mo: _Moments, weight: np.ndarray, bias: np.ndarray, N: int) -> dict:
-    K = weight.shape[0]
-    Hbar = (mo.means - mo.global_mean).T  # (d, K) centred class means
-    trace = _pinv_trace(mo.scatter / N, Hbar)
-    # pairwise squared distances of the means, from centred coordinates (less cancellation)
-    cgram = Hbar.T @ Hbar
-    csq = np.diag(cgram)
-    distance2 = np.maximum(csq[:, None] + csq[None, :] - 2.0 * cgram, 0.0)
-    upper = np.triu_indices(K, 1)
+def _diagonal(k0: int, k1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the diagonal entries ``(k, k)`` of rows ``k0:k1`` of a K x K matrix held as a (k1 - k0, K) tile."""
+    return np.arange(k1 - k0), np.arange(k0, k1)
+
+
+def _cdnv_block(rows, squares, variances, G, k0: int, c0: int, triangle: bool):
+    """Sum over the pairs (k, j), k in ``k0:k0 + len(G)``, j in ``c0:c0 + G.shape[1]`` (only j < k when
+    ``triangle``), of ``(sigma_j^2 + sigma_k^2) / ||hbar_j - hbar_k||^2``, from the Gram block ``G``; or the
+    first pair ``(j, k)`` whose means coincide. Squared distances that cancel (below 64 eps of the squared
+    norms) are recomputed from the rows."""
+    k1, c1 = k0 + G.shape[0], c0 + G.shape[1]
+    mask = np.tril(np.ones(G.shape, bool), -1) if triangle else None
+    pairs = squares[k0:k1, None] + squares[None, c0:c1]
+    distance2 = G * -2.0
+    distance2 += pairs
+    pairs *= 64.0 * float(np.finfo(np.float64).eps)
+    close = distance2 <= pairs
+    if mask is not None:
+        close &= mask
+    if close.any():
+        ks, js = np.nonzero(close)
+        step = max(1, TILE_BYTES // (8 * rows.shape[1]))
+        for lo in range(0, ks.size, step):
+            k, j = ks[lo : lo + step], js[lo : lo + step]
+            difference = rows[k0 + k] - rows[c0 + j]
+            distance2[k, j] = np.einsum("ij,ij->i", difference, difference)
+            if np.any(distance2[k, j] <= 0):
+                break
+    zero = distance2 <= 0
+    if mask is not None:
+        zero &= mask
+    if zero.any():
+        k, j = np.argwhere(zero)[0]
+        return c0 + int(j), k0 + int(k)
+    ratio = np.add(variances[k0:k1, None], variances[None, c0:c1], out=pairs)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cdnv = (mo.variances[:, None] + mo.variances[None, :])[upper] / (2.0 * distance2[upper])
-    geometry = _geometry(weight, mo.means, mo.global_mean, bias)
-    out = {
-        "nc1": trace / K,
-        "nc1_trace": trace,
-        "nc2": geometry.pop("nc2"),
-        "nc3": geometry.pop("nc3"),
-        "cdnv": float(np.mean(cdnv)),
-        "ncc_agreement": mo.ncc_agreement,
-        "ncc_accuracy": mo.ncc_accuracy,
-        "accuracy": mo.accuracy,
-        **geometry,
-    }
-    return {k: float(v) for k, v in out.items()}
+        ratio /= distance2
+    return 0.5 * float(np.sum(ratio, where=mask) if mask is not None else np.sum(ratio))
+
+
+def _cosine_stats(rows: np.ndarray, norms: np.ndarray, name: str, undefined: dict, variances=None):
+    """Cosine statistics of the rows (``*_cos_std``, ``*_cos_shift``; Papyan et al. 2020) and, given the
+    per-class ``variances`` (same scaled units as rows^2), the CDNV (Galanti et al. 2022), from tiles of
+    rows of the Gram matrix ``rows rows^T`` (at most :data:`TILE_BYTES`, float64 sums): no K x K matrix is
+    held. Undefined values get their reason in ``undefined``."""
+    K = rows.shape[0]
+    out: dict = {}
+    cos = _Spread(1.0 / (K - 1))
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        what = f"w_{zero[0]} = 0" if name == "w" else f"class {zero[0]}'s mean equals the global mean"
+        for key in ("cos_std", "cos_shift"):
+            undefined[f"{name}_{key}"] = f"{what}: its cosines are undefined"
+    cdnv_sum, cdnv_pair = 0.0, None
+    squares = norms * norms
+    for k0, k1 in _tiles(K, K):
+        G = rows[k0:k1] @ rows.T  # (T, K): G[i, j] = row_(k0+i) . row_j
+        if variances is not None and cdnv_pair is None:
+            for c0, c1, triangle in ((0, k0, False), (k0, k1, True)):  # the pairs j < k = k0 + i
+                if c1 > c0:
+                    part = _cdnv_block(rows, squares, variances, G[:, c0:c1], k0, c0, triangle)
+                    if isinstance(part, tuple):
+                        cdnv_pair = part
+                        break
+                    cdnv_sum += part
+        if not zero.size:
+            G /= norms[k0:k1, None]
+            G /= norms[None, :]
+            cos.add_off_diagonal(G, k0)
+    if not zero.size:
+        out[f"{name}_cos_std"], out[f"{name}_cos_shift"] = cos.std(), cos.mean_abs()
+    if variances is not None:
+        if cdnv_pair is None:
+            out["cdnv"] = cdnv_sum / (K * (K - 1) / 2)
+        else:
+            undefined["cdnv"] = "classes {} and {} have the same mean (distance 0)".format(*cdnv_pair)
+    return out
+
+
+def _geometry(
+    weight: np.ndarray,
+    centred: np.ndarray,
+    global_mean: np.ndarray,
+    bias: np.ndarray,
+    exponent: int = 0,
+    variances=None,
+) -> tuple[dict, dict]:
+    """The measurements that need only the class means, ``h_G`` and the classifier: NC2, NC3, norms, cosines,
+    logit scale, p_t/p_n, bias (also evaluated at the numerical UFM optimum), and with the class
+    ``variances`` the CDNV. ``centred`` ``(K, d)``: class means minus h_G, ``global_mean``: h_G, both divided
+    by ``2^exponent`` (``variances`` by ``4^exponent``). Returns ``(values, undefined)``: a value that
+    does not exist (a zero norm, a 0/0, beyond the float64 range) is left out, with its reason in ``undefined``.
+
+    Scaled form: the classifier is divided by its largest magnitude's power of two and the class-mean
+    logits ``Zbar = weight means^T + b`` by theirs; the ratios (NC2, NC3, cosines, CDNV, a_residual) are
+    scale-free, the norms and a are multiplied back (None beyond float64), the softmax is taken of the
+    logits' differences multiplied back (overflowing to -inf, i.e. probability 0). The K x K matrices
+    (``W^T Hbar``, ``Zbar``, the Gram matrices) are formed tile by tile (:data:`TILE_BYTES`) with float64
+    sums, two passes where a norm is needed first (NC2's ``||W^T Hbar||``, a before its residual)."""
+    K, d = weight.shape
+    out: dict = {}
+    undefined: dict = {}
+    ew = _exponent(weight)
+    Ws = _scaled(weight, ew)
+    w_norms, h_norms = _norms(Ws), _norms(centred)
+    for name, norms, e in (("w", w_norms, ew), ("h", h_norms, exponent)):
+        mean = float(np.mean(norms))
+        value = _unscale(mean, e)
+        if value is None:
+            undefined[f"{name}_norm"] = f"the mean norm exceeds the float64 range ({mean:.6g} x 2^{e})"
+        else:
+            out[f"{name}_norm"] = value
+        if mean > 0:
+            out[f"{name}_norm_cv"] = float(np.std(norms) / mean)
+        else:
+            undefined[f"{name}_norm_cv"] = "every norm is 0 (0/0)"
+    w_total, h_total = math.sqrt(float(np.sum(w_norms**2))), math.sqrt(float(np.sum(h_norms**2)))
+    if w_total > 0 and h_total > 0:
+        nc3 = 0.0
+        for lo, hi in _tiles(K, d):
+            difference = Ws[lo:hi] / w_total - centred[lo:hi] / h_total
+            nc3 += float(np.vdot(difference, difference))
+        out["nc3"] = math.sqrt(nc3)
+    else:
+        undefined["nc3"] = f"{'the classifier W' if w_total == 0 else 'every centred class mean'} is zero"
+    out.update(_cosine_stats(Ws, w_norms, "w", undefined))
+    out.update(_cosine_stats(centred, h_norms, "h", undefined, variances))
+    # W^T Hbar (nc2) and Zbar = 2^(ew + exponent) (W'^T Hbar' + u 1^T) + b 1^T, u = W' h_G', in tiles of
+    # their transposes' rows (a class's logits contiguous)
+    u = Ws @ global_mean
+    eb = _exponent(bias)
+    g = ew + exponent + (3 * d).bit_length()  # |W'^T Hbar' + u| <= 3 d
+    if np.any(bias != 0):
+        g = max(g, eb)
+    bs = np.ldexp(np.asarray(bias, np.float64), -g)
+    target = np.zeros(2)  # sum of p_kk, sum of the other p_jk
+    gram2 = trace = centred2 = 0.0
+
+    def logits(k0, k1):
+        """Rows k0:k1 of ``(W'^T Hbar')^T`` and of ``Zbar^T / 2^g`` (row i: the class-mean logits of class
+        k0 + i, contiguous)."""
+        G = centred[k0:k1] @ Ws.T
+        Z = _times_power(G + u[None, :], ew + exponent - g)
+        Z += bs[None, :]
+        return G, Z
+
+    tiles = list(_tiles(K, K))
+    for k0, k1 in tiles:
+        G, Z = logits(k0, k1)
+        gram2 += float(np.vdot(G, G))
+        del G
+        P = Z - Z.max(axis=1, keepdims=True)
+        with np.errstate(over="ignore"):
+            np.exp(_times_power(P, g), out=P)  # softmax of each class's logits, at the true scale
+        P /= P.sum(axis=1, keepdims=True)
+        diagonal = float(np.sum(P[_diagonal(k0, k1)]))
+        target += (diagonal, float(np.sum(P)) - diagonal)
+        del P
+        Z -= Z.mean(axis=1, keepdims=True)
+        trace += float(np.sum(Z[_diagonal(k0, k1)]))
+        centred2 += float(np.vdot(Z, Z))
+    out["p_t"], out["p_n"] = float(target[0] / K), float(target[1] / (K * (K - 1)))
+    a_scaled = trace / (K - 1)
+    a = _unscale(a_scaled, g)
+    if a is None:
+        undefined["a"] = f"exceeds the float64 range ({a_scaled:.6g} x 2^{g})"
+    else:
+        out["a"] = a
+    gram = math.sqrt(gram2)
+    nc2 = residual = 0.0
+    etf = 1.0 / math.sqrt(K - 1.0)
+    for k0, k1 in tiles:
+        G, Z = logits(k0, k1)
+        index = _diagonal(k0, k1)
+        if gram > 0:
+            G /= gram
+            G += etf / K  # G / ||G|| - M / sqrt(K - 1), M = I - 11^T / K (symmetric)
+            G[index] -= etf
+            nc2 += float(np.vdot(G, G))
+        del G
+        Z -= Z.mean(axis=1, keepdims=True)
+        Z += a_scaled / K  # M Zbar - a M
+        Z[index] -= a_scaled
+        residual += float(np.vdot(Z, Z))
+    if gram > 0:
+        out["nc2"] = math.sqrt(nc2)
+    else:
+        undefined["nc2"] = "W^T Hbar = 0 (the classifier or the centred class means are zero, or orthogonal)"
+    if centred2 > 0:
+        out["a_residual"] = math.sqrt(residual / centred2)
+    else:
+        undefined["a_residual"] = "the centred class-mean logits M Zbar are all zero (0/0)"
+    mean_bias = float(np.mean(np.ldexp(bias, -eb)))
+    for name, value in (("bias", mean_bias), ("bias_spread", float(np.max(np.abs(np.ldexp(bias, -eb) - mean_bias))))):
+        unscaled = _unscale(value, eb)
+        if unscaled is None:
+            undefined[name] = f"exceeds the float64 range ({value:.6g} x 2^{eb})"
+        else:
+            out[name] = unscaled
+    return out, undefined
+
+
+def _metrics(mo: _Moments, weight: np.ndarray, bias: np.ndarray, N: int) -> tuple[dict, dict]:
+    """``(measured, undefined)``: every measurement (module docstring) from the scaled moments; the ones that
+    do not exist are left out of ``measured`` and named in ``undefined`` with the reason."""
+    K = weight.shape[0]
+    geometry, undefined = _geometry(weight, mo.centred, mo.global_mean, bias, mo.exponent, mo.variances)
+    out: dict = {}
+    try:
+        basis = _pinv_basis(mo.centred)
+    except np.linalg.LinAlgError as error:
+        undefined["nc1"] = undefined["nc1_trace"] = f"the SVD of the class means failed ({error})"
+    else:
+        if basis[1].size:
+            trace = _pinv_trace(mo.scatter / N, basis)
+            out.update(nc1=trace / K, nc1_trace=trace)
+        else:
+            undefined["nc1"] = undefined["nc1_trace"] = "every class mean equals the global mean (Sigma_B = 0)"
+    for name in ("nc2", "nc3", "cdnv"):
+        if name in geometry:
+            out[name] = geometry.pop(name)
+    out.update(ncc_agreement=mo.ncc_agreement, ncc_accuracy=mo.ncc_accuracy, accuracy=mo.accuracy, **geometry)
+    order = [name for name in SOURCES if name in out or name in undefined]
+    return {name: (float(out[name]) if name in out else None) for name in order}, undefined
 
 
 # ----------------------------------------------------------------------------- theory
@@ -749,9 +1170,10 @@ def _numerical_optimum(problem, counts):
     if s.status != "converged" or not finite:
         return None, f"the solve did not converge ({s.status}, gradient ratio {s.grad_ratio:.2g})"
     sizes = np.asarray(counts, np.float64)
-    geometry = _geometry(s.W.T, s.Hbar.T, s.Hbar @ sizes / sizes.sum(), s.b)
+    global_mean = s.Hbar @ sizes / sizes.sum()
+    geometry, _ = _geometry(s.W.T, s.Hbar.T - global_mean, global_mean, s.b)
     names = ("nc2", "nc3", "w_norm", "h_norm", "a", "bias") + (("p_t", "p_n") if problem.loss != "mse" else ())
-    predicted = {name: geometry[name] for name in names}
+    predicted = {name: geometry[name] for name in names if name in geometry}
     predicted["nc1"] = 0.0  # every minimizer has H = Hbar Y (ufm.solver docstring): no within-class spread
     return predicted, s.b
 
@@ -836,7 +1258,7 @@ def _prediction(problem, counts, measured, lam_b):
                     predicted[f"kappa_{block}"] = float(kappa)
     error, relative = {}, {}
     for name, p in predicted.items():
-        if name == "bias" or name not in measured:
+        if name == "bias" or measured.get(name) is None:
             continue
         m = measured[name]
         relative[name] = p != 0.0 and not name.startswith("nc")
@@ -890,6 +1312,40 @@ def _block_info(spectrum, count, reason: str) -> dict:
     return info
 
 
+def spectra_bytes(N: int, d: int, K: int) -> float:
+    """Bytes the Hessian blocks need at least: the features and their class means as float64 JAX arrays and
+    one Hessian-vector product (its K x N logits and their tangents, :func:`ufm._memory.hvp_bytes`)."""
+    return 8.0 * 6 * d * N + _memory.hvp_bytes(K, N, d)
+
+
+def _spectra_plan(N: int, d: int, K: int, mode) -> dict | None:
+    """Before streaming: None when the Hessian blocks are to be computed, else ``{"skipped": reason}``
+    (``spectra=False``; ``"auto"`` beyond :data:`AUTO_SPECTRA_ENTRIES` or :data:`AUTO_SPECTRA_LOGITS`, or
+    not fitting); ``spectra=True`` that does not fit is refused here (``ValueError``), not attempted."""
+    if mode is False:
+        return {"skipped": "spectra=False"}
+    if mode == "auto" and d * N > AUTO_SPECTRA_ENTRIES:
+        return {
+            "skipped": f"d N = {d * N} > {AUTO_SPECTRA_ENTRIES} (pass spectra=True / --spectra on "
+            "to compute them; they need H in memory as float64)"
+        }
+    if mode == "auto" and K * N > AUTO_SPECTRA_LOGITS:
+        return {
+            "skipped": f"K N = {K * N} > {AUTO_SPECTRA_LOGITS} logits (every Hessian-vector product holds "
+            "K x N logits; pass spectra=True / --spectra on to compute them)"
+        }
+    needed = spectra_bytes(N, d, K)
+    if mode == "auto" and not _memory.fits(needed):
+        return {"skipped": f"they need about {_memory.gib(needed)}, more than the free memory"}
+    _memory.require(
+        needed,
+        "the Hessian blocks (spectra=True / --spectra on: the features as float64 JAX arrays, K x N logits)",
+        f"N = {N}, d = {d}, K = {K}",
+        "pass spectra=False (--spectra off)",
+    )
+    return None
+
+
 def _spectra(features, labels, weight, bias, weights, mode, p_t, means, nonzero):
     """Loss-term Hessian blocks W, H (at the features) and H at the class means (``ufm.hessian``): exact
     when small, else Lanczos lambda_max. ``nonzero``: block -> predicted non-zero count, or ``{"reason": ...}``."""
@@ -901,17 +1357,6 @@ def _spectra(features, labels, weight, bias, weights, mode, p_t, means, nonzero)
 
     N, d = features.shape
     K = weight.shape[0]
-    if mode == "auto" and d * N > AUTO_SPECTRA_ENTRIES:
-        return {
-            "skipped": f"d N = {d * N} > {AUTO_SPECTRA_ENTRIES} (pass spectra=True / --spectra on "
-            "to compute them; they need H in memory as float64)"
-        }
-    _memory.require(
-        8.0 * 6 * d * N,
-        "the features and their class means as float64 JAX arrays (Hessian blocks)",
-        f"N = {N}, d = {d}",
-        "pass spectra=False (--spectra off)",
-    )
     x64 = bool(jax.config.jax_enable_x64)
     dtype = jnp.float64 if x64 else jnp.float32
     W, b = jnp.asarray(weight.T, dtype), jnp.asarray(bias, dtype)
@@ -993,7 +1438,7 @@ def analyze(
     """
     features = _real_array("features", features, 2)
     N, d = features.shape
-    weight = _finite("weight", _real_array("weight", weight, 2))
+    weight = _real_array("weight", weight, 2)
     K = weight.shape[0]
     if N < 1 or d < 1:
         raise ValueError(f"features must have at least one row and one column, got shape {features.shape}")
@@ -1007,7 +1452,7 @@ def analyze(
         bias = _finite("bias", _real_array("bias", bias, 1))
         if bias.shape != (K,):
             raise ValueError(f"bias must have shape (K,) = ({K},) (K = rows of weight), got {bias.shape}")
-    labels = _labels(labels, N, K)
+    labels = _real_array("labels", labels, 1)
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if spectra not in SPECTRA or isinstance(spectra, (int, float)) and not isinstance(spectra, bool):
@@ -1035,7 +1480,7 @@ def analyze(
                 f"test_features must have shape (M, d) with M >= 1 and d = {d} (columns of features), "
                 f"got {test_features.shape}"
             )
-        test_labels = _labels(test_labels, M, K, "test_labels", "test_features")
+        test_labels = _real_array("test_labels", test_labels, 1)
     # the checks of the setup (delta only with ls, ranges) are Problem's: before streaming
     setup, problem = {}, None
     if lam_W is not None and loss == "mse" and lam_b is None:
@@ -1054,24 +1499,36 @@ def analyze(
             setup.update(mse_kappa=problem.mse_kappa, mse_beta=problem.mse_beta)
     else:
         problem = _problem(K, [N / K], d, loss, delta, gamma, mse_kappa, mse_beta, 1.0, 1.0, lam_b)
-    work = 8.0 * chunk * (2 * d + 2 * K + 4) + 8.0 * (2 * d * d + 3 * K * d) + 12.0 * N
-    if M:  # the held-out pass: a chunk, its centred copy and a subgroup's, 5 K-wide arrays; 3 d x d scatters
-        test_chunk = min(chunk, M)
-        work = max(work, 8.0 * test_chunk * (3 * d + 5 * K + 8) + 8.0 * (3 * d * d + 3 * K * d) + 12.0 * (N + M))
+    # memory, estimated from the shapes before anything is converted, and the slow parts planned up front
+    float_labels = labels.dtype.kind == "f" or (M and test_labels.dtype.kind == "f")
+    work = memory_bytes(N, d, K, chunk, M, itemsize=features.dtype.itemsize, float_labels=bool(float_labels))
     _memory.require(
         work,
         "streaming the features",
         f"N = {N}, d = {d}, K = {K}, chunk_size = {chunk}" + (f", M = {M} test samples" if M else ""),
-        "pass a smaller chunk_size (--chunk-size)",
+        f"pass a smaller chunk_size (--chunk-size; at least {max(1, chunk // 16)} rows would do)"
+        if chunk > 1
+        else "reduce the sizes",
     )
+    spectra_info = _spectra_plan(N, d, K, spectra)
+    weight = _finite("weight", weight)
+    labels = _labels(labels, N, K)
+    if M:
+        test_labels = _labels(test_labels, M, K, "test_labels", "test_features")
 
     mo = _moments(features, labels, weight, bias, chunk)
     counts = tuple(int(c) for c in mo.counts)
-    measured = _metrics(mo, weight, bias, N)
+    measured, undefined = _metrics(mo, weight, bias, N)
 
     predicted, error, relative, applies, reasons, kind = {}, {}, {}, False, [], ""
     nonzero: dict = {"reason": "no prediction (lam_W and lam_H not given)"}
-    if lam_W is not None:
+    if lam_W is not None and K > PREDICTION_MAX_K:
+        reasons = [
+            f"K = {K} > PREDICTION_MAX_K = {PREDICTION_MAX_K}: the UFM prediction (theory.predict) builds "
+            "K x K matrices; not computed"
+        ]
+        nonzero = {"reason": reasons[0]}
+    elif lam_W is not None:
         problem = _problem(K, counts, d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H, lam_b)
         predicted, error, relative, applies, reasons, bias_prediction, kind, nonzero = _prediction(
             problem, counts, measured, lam_b
@@ -1084,21 +1541,28 @@ def analyze(
         settings = dict(loss=loss, delta=delta, gamma=gamma, mse_kappa=mse_kappa, mse_beta=mse_beta)
         held_out = _held_out(test_features, test_labels, weight, bias, mo, int(min(chunk, M)), settings)
 
-    spectra_info = {}
-    if spectra is False:
-        spectra_info = {"skipped": "spectra=False"}
-    else:
+    if spectra_info is None:
+        with np.errstate(over="ignore"):
+            means = np.ldexp(mo.means, mo.exponent)
         spectra_info = _spectra(
-            features, labels, weight, bias, problem.weights(), spectra, measured["p_t"], mo.means, nonzero
+            features, labels, weight, bias, problem.weights(), spectra, measured["p_t"], means, nonzero
         )
         measured["K_p_t"] = K * measured["p_t"]
         for name, block in (("kappa_W", "W"), ("kappa_H", "H_class_means"), ("kappa_H_point", "H")):
             kappa = spectra_info.get(block, {}).get("kappa")
-            if kappa is not None:
-                measured[name] = kappa
-                if name in predicted:
-                    error[name] = abs(kappa - predicted[name]) / abs(predicted[name])
-                    relative[name] = True
+            if kappa is None:
+                continue
+            if not math.isfinite(kappa):
+                measured[name], undefined[name] = None, "not finite in float64 (the Hessian block overflowed)"
+                continue
+            measured[name] = kappa
+            if name in predicted:
+                error[name] = abs(kappa - predicted[name]) / abs(predicted[name])
+                relative[name] = True
+    for name, value in measured.items():  # never NaN or inf as a measurement
+        if value is not None and not math.isfinite(value):
+            measured[name] = None
+            undefined.setdefault(name, "not finite in float64 (overflow or 0/0)")
     return Analysis(
         K,
         N,
@@ -1114,4 +1578,5 @@ def analyze(
         spectra_info,
         kind,
         held_out,
+        undefined,
     )
