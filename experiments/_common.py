@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import io
+import platform
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,6 +86,11 @@ def label_log_axes(ax) -> None:
         if decades <= 3.0:
             axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def listed(values) -> str:
+    """``values`` as a set for a figure's text: ``{5}``, ``{0, 0.1, 0.3}`` (never a Python tuple's ``(5,)``)."""
+    return "{" + ", ".join(f"{v:g}" if isinstance(v, int | float) else str(v) for v in values) + "}"
 
 
 def plain(text: str) -> str:
@@ -225,10 +233,44 @@ def run(main_body, name: str, description: str, argv=None, *, missing_extra: Exc
         try:
             preflight([args.out], args.force)
             main_body(args, outputs)
+            if not args.quick:  # full mode: which code made these files (quick outputs stay byte-identical)
+                outputs.json(PROVENANCE, provenance(name, sys.argv[1:] if argv is None else argv))
         except OSError as error:
             print(f"{prog}: error: {error}", file=sys.stderr)
             return 2
         return _io.deliver(prog, None, outputs.commit, announce=sys.stdout)
+
+
+#: the file beside every full-mode output that says which code made it (:func:`provenance`)
+PROVENANCE = "provenance.json"
+
+
+def provenance(name: str, argv) -> dict:
+    """What made a full-mode run's outputs: the command, the commit (``git rev-parse HEAD``; None outside a
+    git checkout) and whether the working tree had uncommitted changes, the UTC date, the versions that set
+    the numbers. Quick outputs carry none of it: they are compared byte for byte and number for number
+    with the committed ones (``tests/_quick.py``)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*command: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *command], cwd=root, capture_output=True, text=True, timeout=30, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return dict(
+        command=" ".join([f"python -m experiments.{name}", *map(str, argv)]),
+        commit=commit,
+        uncommitted_changes=None if status is None else bool(status),
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        python=platform.python_version(),
+        numpy=np.__version__,
+        jax=jax.__version__,
+        machine=platform.machine(),
+    )
 
 
 #: set by ``run_all`` while it runs the experiments one after another: added to the program name of the

@@ -49,30 +49,31 @@ def body(args, outputs):
                 )
             )
         grid = np.linspace(0, 0.95, 200)
-        (line,) = axes[0].plot(
-            grid, theory.condition_number(K, grid, LAM, n=n, beyond_boundary="nan"), label=f"K p_t, K={K}"
-        )
+        (line,) = axes[0].plot(grid, theory.condition_number(K, grid, LAM, n=n, beyond_boundary="nan"), lw=1.2)
         sub = [r for r in rows if r["K"] == K]
+        # W: large open circles, H: small filled dots inside them (equal values stay visible)
         axes[0].plot(
             [r["delta"] for r in sub],
             [r["kappa_W"] for r in sub],
             "o",
+            ms=9,
+            mfc="none",
+            mew=1.3,
             color=line.get_color(),
-            label=f"measured W block, K={K}",
         )
-        axes[0].plot(
-            [r["delta"] for r in sub],
-            [r["kappa_H"] for r in sub],
-            "x",
-            color=line.get_color(),
-            label=f"measured H block, K={K}",
-        )
+        axes[0].plot([r["delta"] for r in sub], [r["kappa_H"] for r in sub], "o", ms=3.5, color=line.get_color())
+        at = 0.5  # the curve's name above it
+        kappa_at = theory.condition_number(K, at, LAM, n=n)
+        axes[0].annotate(f"$K={K}$", (at, kappa_at), xytext=(4, 6), textcoords="offset points", color=line.get_color())
+    axes[0].plot([], [], "k-", lw=1.2, label=r"$K\,p_t$ (Theorem 4.2)")
+    axes[0].plot([], [], "ko", ms=9, mfc="none", mew=1.3, label=r"$\kappa$ of the $W$ block, measured")
+    axes[0].plot([], [], "ko", ms=3.5, label=r"$\kappa$ of the $H$ block, measured")
     axes[0].set(
-        xlabel="delta",
+        xlabel=r"label smoothing $\delta$",
         ylabel="condition number (non-zero eigenvalues)",
-        title=f"Theorem 4.2: kappa = K p_t (n={n}, lam={LAM:g})",
+        title=rf"Theorem 4.2: $\kappa = K\,p_t$ ($n={n}$, $\lambda={LAM:g}$)",
     )
-    axes[0].legend(fontsize=7, ncols=2)
+    axes[0].legend(loc="upper right")
 
     K, delta = 5, 0.1
     problem = ufm.Problem(K=K, n=n, d=K + 2, delta=delta, lam_W=LAM, lam_H=LAM, lam_b=LAM, seed=1)
@@ -84,18 +85,20 @@ def body(args, outputs):
         nonzero,
         bins=np.geomspace(nonzero.min() / 1.2, nonzero.max() * 1.2, 60),
         color="lightgray",
+        edgecolor="gray",
         label="measured (histogram)",
     )
     for value, count in zip(predicted.values, predicted.multiplicities, strict=True):
-        if value > 0:
-            axes[1].vlines(value, 0, count, color="C3", lw=2)
-            axes[1].annotate(f"x{count}", (value, count), fontsize=8)
-    axes[1].plot([], [], color="C3", lw=2, label="predicted (value, multiplicity)")
+        if value > 0:  # the prediction as a marker on top of its bar: the bar stays visible
+            axes[1].plot(value, count, "v", color="C3", ms=7)
+            axes[1].annotate(f"×{count}", (value, count), xytext=(6, 2), textcoords="offset points", fontsize=9)
+    axes[1].plot([], [], "v", color="C3", ms=7, label="predicted (value, multiplicity)")
     axes[1].set(
         xscale="log",
+        ylim=(0, 1.15 * max(c for v, c in zip(predicted.values, predicted.multiplicities, strict=True) if v > 0)),
         xlabel="eigenvalue",
         ylabel="count",
-        title=f"W-block spectrum of phi, K={K}, d={K + 2}, delta={delta}",
+        title=rf"$W$-block spectrum of $\phi$, $K={K}$, $d={K + 2}$, $\delta={delta}$",
     )
     label_log_axes(axes[1])
     axes[1].legend()

@@ -7,12 +7,14 @@ minimizer: safe for every run). Every ``EVERY`` iterations NC1, NC2, NC3, the
 training error and the distance to the closed-form optimum in logit space,
 ``||W^T Hbar - a^delta M||_F / ||a^delta M||_F`` (Theorem 4.1), are recorded.
 The table gives, per delta, the first recorded iteration at which each quantity
-is below a fixed tolerance (resolution ``EVERY`` iterations).
+is below a fixed tolerance (resolution ``EVERY`` iterations); the training error is also recorded at
+every one of the first ``EVERY`` iterations (``first_iterations.csv``), where it falls to 0.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
 
 import theory
@@ -25,7 +27,6 @@ EVERY = 25
 LAM = 5e-4
 LOGIT_TOLERANCES = (1e-2, 1e-4, 1e-6)
 NC_TOLERANCE = 1e-6
-CURVES = ("logit_error", "nc1", "nc2", "nc3", "train_error")
 
 
 def settings(quick: bool):
@@ -76,15 +77,30 @@ def first_below(rows, key: str, tolerance: float):
     return hits[0] if hits else None
 
 
+def first_iterations(problem, lr: float) -> list[dict]:
+    """The training error at every one of the first ``EVERY`` iterations (the curves record every ``EVERY``:
+    at that resolution the training error jumps from its start to 0 in one record)."""
+    labels = np.asarray(problem.labels())
+    return [
+        dict(
+            delta=problem.delta,
+            iteration=iteration,
+            train_error=float(np.mean(np.argmax(np.asarray(ufm.logits(params)), axis=0) != labels)),
+        )
+        for iteration, params in gd_checkpoints(problem, lr, 1, EVERY)
+    ]
+
+
 def body(args, outputs):
     K, n, deltas, max_iters = settings(args.quick)
     runs = problems(K, n, deltas)
     lr = common_step(runs)
-    curves, table = [], []
-    fig, axes = figure(2, 3)
+    curves, table, start = [], [], []
     for problem in runs:
         rows = trajectory(problem, lr, max_iters)
         curves += rows
+        first = first_iterations(problem, lr)
+        start += first
         reached = first_below(rows, "logit_error", min(LOGIT_TOLERANCES)) is not None
         entry = dict(
             delta=problem.delta,
@@ -100,29 +116,67 @@ def body(args, outputs):
             entry[f"iterations_logit_{tol:g}"] = first_below(rows, "logit_error", tol)
         for key in ("nc1", "nc2", "nc3"):
             entry[f"iterations_{key}_{NC_TOLERANCE:g}"] = first_below(rows, key, NC_TOLERANCE)
-        entry["iterations_train_error_0"] = first_below(rows, "train_error", 0.0)
+        entry["iterations_train_error_0"] = first_below(first, "train_error", 0.0)
         table.append(entry)
-        iterations = [r["iteration"] for r in rows]
-        for ax, key in zip(axes.ravel(), CURVES, strict=False):
-            values = np.maximum([abs(r[key]) for r in rows], 1e-18)
-            ax.plot(iterations, values, label=f"delta={problem.delta:g}" + (" (CE)" if problem.delta == 0 else ""))
+    outputs.csv(f"{NAME}.csv", table)
+    outputs.csv("curves.csv", curves)
+    outputs.csv("first_iterations.csv", start)
+    outputs.figure(f"{NAME}.png", plot(table, curves, start, K, n, lr, max_iters))
+    for e in table:
+        counts = ", ".join(f"{tol:g}: {e[f'iterations_logit_{tol:g}']}" for tol in LOGIT_TOLERANCES)
+        print(
+            f"delta={e['delta']:<6g} K p_t={e['K_p_t']:.3f}  iterations to logit error {counts}; "
+            f"training error 0 from iteration {e['iterations_train_error_0']}"
+        )
+
+
+def delta_label(delta: float) -> str:
+    return r"$\delta=0$ (CE)" if delta == 0 else rf"$\delta={delta:g}$"
+
+
+def plot(table, curves, start, K: int, n: int, lr: float, max_iters: int):
+    """Logit distance, NC1-NC3 over the iterations (log scale, every ``EVERY``), the training error over the
+    first ``EVERY`` iterations (every iteration), iterations to the tightest logit tolerance per delta."""
+    fig, axes = figure(2, 3)
     labels = {
-        "logit_error": "||W^T Hbar - a M|| / ||a M||",
+        "logit_error": r"$\|W^\top\bar H - aM\|_F\,/\,\|aM\|_F$",
         "nc1": "NC1",
         "nc2": "NC2",
         "nc3": "NC3",
-        "train_error": "training error",
     }
-    # training error reaches 0 within the first recorded steps: that panel shows the start only
-    start = max(e["iterations_train_error_0"] or 0 for e in table)
-    for ax, key in zip(axes.ravel(), CURVES, strict=False):
-        if key == "train_error":
-            ax.set(xlim=(0, 4 * max(start, EVERY)), title="training error (first iterations)")
-        else:
-            ax.set(yscale="log")
-            label_log_axes(ax)
-        ax.set(xlabel="gradient-descent iteration", ylabel=labels[key])
-    axes[0, 0].legend()
+    titles = {
+        "logit_error": r"distance to Theorem 4.1's logits $aM$",
+        "nc1": "NC1 (each curve ends where float64\nrounding makes it $\\leq 0$)",
+        "nc2": "NC2",
+        "nc3": "NC3",
+    }
+    for j, delta in enumerate(e["delta"] for e in table):
+        rows = [r for r in curves if r["delta"] == delta]
+        color = "C3" if delta == 0 else plt.cm.viridis(0.15 + 0.7 * (j - 1) / max(len(table) - 2, 1))
+        for ax, key in zip(axes.ravel(), labels, strict=False):
+            values = np.array([r[key] for r in rows])
+            stop = int(np.argmax(values <= 0)) if np.any(values <= 0) else len(values)  # rounding from here on
+            ax.plot([r["iteration"] for r in rows][:stop], values[:stop], color=color, label=delta_label(delta))
+        first = [r for r in start if r["delta"] == delta]
+        axes[1, 1].plot(
+            [r["iteration"] for r in first],
+            [r["train_error"] for r in first],
+            "o-",
+            ms=3,
+            color=color,
+            lw=1.0,
+            alpha=0.8,
+        )
+    for ax, key in zip(axes.ravel(), labels, strict=False):
+        ax.set(yscale="log", xlabel="gradient-descent iteration", ylabel=labels[key], title=titles[key])
+        label_log_axes(ax)
+    zeros = [e["iterations_train_error_0"] for e in table]
+    reached = (
+        f"0 after {min(zeros)} to {max(zeros)} iterations (by $\\delta$)"
+        if None not in zeros
+        else f"not 0 within {EVERY} iterations for every $\\delta$"
+    )
+    axes[1, 1].set(xlabel="gradient-descent iteration", ylabel="training error", title=f"training error:\n{reached}")
     ax = axes[1, 2]
     tol = min(LOGIT_TOLERANCES)
     ax.bar(
@@ -130,14 +184,17 @@ def body(args, outputs):
         [e[f"iterations_logit_{tol:g}"] or max_iters for e in table],
         color=["C3" if e["delta"] == 0 else "C0" for e in table],
     )
-    ax.set(xlabel="delta", ylabel=f"iterations to logit error <= {tol:g}", title="iterations to tolerance")
-    fig.suptitle(f"Plain GD from one initialisation: K={K}, n={n}, lam={LAM:g}, step {lr:.3g} for every delta")
-    outputs.csv(f"{NAME}.csv", table)
-    outputs.csv("curves.csv", curves)
-    outputs.figure(f"{NAME}.png", fig)
-    for e in table:
-        counts = ", ".join(f"{tol:g}: {e[f'iterations_logit_{tol:g}']}" for tol in LOGIT_TOLERANCES)
-        print(f"delta={e['delta']:<6g} K p_t={e['K_p_t']:.3f}  iterations to logit error {counts}")
+    ax.set(
+        xlabel=r"$\delta$ (0: CE)",
+        ylabel="GD iterations",
+        title=f"iterations to logit distance $\\leq$ {tol:g}\n(resolution {EVERY})",
+    )
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=len(table))
+    fig.suptitle(
+        f"Plain gradient descent from one initialisation: $K={K}$, $n={n}$, "
+        rf"$\lambda_W=\lambda_H=\lambda_b={LAM:g}$, step {lr:.3g} for every $\delta$"
+    )
+    return fig
 
 
 def main(argv=None) -> int:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+from matplotlib.lines import Line2D
 
 import theory
 from experiments._common import figure, label_log_axes, run
@@ -331,7 +332,7 @@ def body(args, outputs):
 
 
 def _figure(outputs, curves, table, seli_rows, group):
-    fig, axes = figure(1, 3, panel=(5.0, 3.8))
+    fig, axes = figure(1, 3, panel=(4.4, 3.6))
     for lam in sorted({c["lam"] for c in curves}):
         sub = [c for c in curves if c["lam"] == lam and (c["K_A"], c["K_B"]) == group]
         R = [c["R"] for c in sub]
@@ -340,101 +341,120 @@ def _figure(outputs, curves, table, seli_rows, group):
             [c["angle_w"] if c["minority_norm_ratio"] > EQUAL else np.nan for c in sub],
             "o-",
             ms=3,
-            label=f"w, lam={lam:g}",
+            label=rf"$\lambda={lam:g}$",
         )
         axes[0].semilogx(
             R,
             [c["angle_h"] if c["minority_norm_ratio"] > EQUAL else np.nan for c in sub],
             "--",
             color=line.get_color(),
-            label=f"centred hbar, lam={lam:g}",
         )  # both cut at R_0 (w_B = 0)
+    axes[0].plot([], [], "k-o", ms=3, label=r"classifiers $w$")
+    axes[0].plot([], [], "k--", label=r"centred means $\bar h$")
     axes[0].set(
-        xlabel="imbalance ratio R = n_A / n_B",
+        xlabel=r"imbalance ratio $R = n_A / n_B$",
         ylabel="angle between minority classes (deg)",
-        title=f"minority collapse, K_A={group[0]}, K_B={group[1]}, CE (n_A = 1)",
+        title=f"minority collapse, $K_A={group[0]}$, $K_B={group[1]}$, CE",
     )
-    axes[0].legend(fontsize=7)
+    axes[0].legend(loc="upper right")
     lams = np.geomspace(min(r["lam"] for r in table), max(r["lam"] for r in table), 200)
     settings = [
-        (*group, delta, "o", "CE" if delta == 0 else f"LS delta={delta:g}")
+        (*group, delta, "o", "CE" if delta == 0 else rf"LS $\delta={delta:g}$")
         for delta in sorted({r["delta"] for r in table})
     ]
     settings += [
-        (K_A, K_B, 0.0, "s", f"CE K_A={K_A}, K_B={K_B}")
+        (K_A, K_B, 0.0, "s", f"CE $K_A={K_A}$, $K_B={K_B}$")
         for K_A, K_B in sorted({(r["K_A"], r["K_B"]) for r in table} - {group})
     ]
     for K_A, K_B, delta, marker, label in settings:
         sub = [r for r in table if (r["K_A"], r["K_B"], r["delta"]) == (K_A, K_B, delta)]
-        (line,) = axes[1].loglog(
-            [r["lam"] for r in sub], [r["R_star"] for r in sub], marker, label=f"{label}: bisection"
-        )
+        (line,) = axes[1].loglog([r["lam"] for r in sub], [r["R_star"] for r in sub], marker, label=label)
         closed = [theory.minority_collapse_threshold(K_A, K_B, lam, delta=delta) for lam in lams]
-        axes[1].loglog(lams, closed, "-", color=line.get_color(), lw=1.0, label=f"{label}: closed form")
+        axes[1].loglog(lams, closed, "-", color=line.get_color(), lw=1.0)
+    axes[1].plot([], [], "ko", label="bisection")
+    axes[1].plot([], [], "k-", lw=1.0, label="closed form")
     axes[1].set(
-        xlabel="lam (= lam_W = lam_H = lam_b, n_A = 1)",
-        ylabel="threshold R*",
-        title="minority-collapse threshold: bisection to 1e-6 (convex test) vs closed form",
+        xlabel=r"$\lambda = \lambda_W = \lambda_H = \lambda_b$ ($n_A = 1$)",
+        ylabel=r"threshold $R^*$",
+        title="minority-collapse threshold $R^*$:\nbisection (convex test) vs closed form",
     )
-    axes[1].legend(fontsize=7)
+    axes[1].legend(loc="upper right")
     for key in sorted({(r["sizes"], r["loss"]) for r in seli_rows}):
         sub = [r for r in seli_rows if (r["sizes"], r["loss"]) == key and r["lam_b"] != "lam"]
         axes[2].loglog(
             [r["lam"] for r in sub],
             [max(r["seli_HH"], 1e-16) for r in sub],
-            "o-",
+            "o-" if key[1] == "ce" else "s--",
             ms=3,
-            label=f"{key[1]} sizes {key[0]}",
+            label=f"{key[1].upper()}, sizes {key[0]}",
         )
     axes[2].set(
-        xlabel="lam (lam_b = 10: bias pinned)",
-        ylabel="distance of H^T H from SELI",
-        title="SELI geometry as lam -> 0 (balanced: 0 at every lam)",
+        xlabel=r"$\lambda$ ($\lambda_b = 10$: bias pinned)",
+        ylabel=r"distance of $H^\top H$ from SELI",
+        title="SELI geometry as $\\lambda \\to 0$\n(balanced: 0 at every $\\lambda$)",
     )
-    axes[2].legend(fontsize=7)
+    axes[2].legend(loc="center right")
     for ax in axes:
         label_log_axes(ax)
     outputs.figure(f"{NAME}.png", fig)
 
 
 def _spectra_figure(outputs, rows, table, group):
-    fig, axes = figure(1, 3, panel=(5.0, 3.8))
+    """kappa_W and kappa_H against R (colour: lam, solid o: CE, dashed s: LS; dotted verticals: R*) and their
+    divergence below R* (the same, filled: W, open: H); one legend below the panels, clear of the spikes."""
+    lams = sorted({r["lam"] for r in rows})
+    colors = {lam: f"C{j}" for j, lam in enumerate(lams)}
+    losses = (("CE", 0.0, "o", "-"), (r"LS $\delta=0.1$", 0.1, "s", "--"))
+    fig, axes = figure(1, 3, panel=(4.4, 3.6))
     for ax, block in zip(axes, ("W", "H"), strict=False):
-        for loss, delta in (("CE", 0.0), ("LS delta=0.1", 0.1)):
-            for lam in sorted({r["lam"] for r in rows}):
+        for _, delta, marker, style in losses:
+            for lam in lams:
                 sub = sorted((r for r in rows if r["delta"] == delta and r["lam"] == lam), key=lambda r: r["R"])
-                (line,) = ax.loglog(
+                ax.loglog(
                     [r["R"] for r in sub],
                     [r[f"kappa_{block}"] for r in sub],
-                    "o-" if delta == 0 else "s--",
+                    marker + style,
                     ms=3,
-                    label=f"{loss}, lam={lam:g}",
+                    lw=1.0,
+                    color=colors[lam],
                 )
                 for r in table:
                     if (r["K_A"], r["K_B"], r["lam"], r["delta"]) == (*group, lam, delta) and np.isfinite(r["R_star"]):
-                        ax.axvline(r["R_star"], color=line.get_color(), lw=0.6, ls=":")
+                        ax.axvline(r["R_star"], color=colors[lam], lw=0.8, ls=":")
         ax.set(
-            xlabel="imbalance ratio R = n_A / n_B",
-            ylabel=f"kappa of the loss-term {block} block",
-            title=f"{block} block at the optimum, K_A={group[0]}, K_B={group[1]} (dotted: R*)",
+            xlabel=r"imbalance ratio $R = n_A / n_B$",
+            ylabel=rf"$\kappa_{block}$ of the loss-term ${block}$ block",
+            title=f"${block}$ block at the optimum, $K_A={group[0]}$, $K_B={group[1]}$",
         )
-        ax.legend(fontsize=7)
     below = [r for r in rows if r["probe"].startswith("R* (1 -")]
-    for block, marker in (("W", "o-"), ("H", "s--")):
-        for loss, delta in (("CE", 0.0), ("LS", 0.1)):
+    for block in ("W", "H"):
+        for _, delta, marker, style in losses:
             for lam in sorted({r["lam"] for r in below}):
                 sub = sorted((r for r in below if r["delta"] == delta and r["lam"] == lam), key=lambda r: -r["eps"])
                 axes[2].loglog(
                     [-r["eps"] for r in sub],
                     [r[f"kappa_{block}"] for r in sub],
-                    marker,
-                    ms=3,
-                    label=f"kappa_{block}, {loss}, lam={lam:g}",
+                    marker + style,
+                    ms=4,
+                    lw=1.0,
+                    color=colors[lam],
+                    mfc="none" if block == "H" else colors[lam],
                 )
-    axes[2].set(xlabel="1 - R / R* (approaching the threshold from below)", ylabel="kappa", title="divergence below R*")
-    axes[2].legend(fontsize=6, ncol=2)
+    axes[2].set(
+        xlabel=r"$1 - R / R^*$ (approaching the threshold from below)",
+        ylabel=r"$\kappa$",
+        title=r"divergence below $R^*$: $\kappa \propto (1 - R/R^*)^{-1}$",
+    )
     for ax in axes:
         label_log_axes(ax)
+    handles = [Line2D([], [], color=colors[lam], lw=2, label=rf"$\lambda={lam:g}$") for lam in lams]
+    handles += [Line2D([], [], color="k", marker=m, ls=st, ms=4, lw=1.0, label=name) for name, _, m, st in losses]
+    handles += [
+        Line2D([], [], color="k", ls=":", lw=0.8, label=r"$R^*$ (left, middle)"),
+        Line2D([], [], color="k", ls="none", marker="o", ms=4, label=r"right: $\kappa_W$ filled"),
+        Line2D([], [], color="k", ls="none", marker="o", mfc="none", ms=4, label=r"$\kappa_H$ open"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
     outputs.figure("spectra.png", fig)
 
 

@@ -63,20 +63,20 @@ def body(args, outputs):
     fig, axes = figure(1, 2, panel=(4.8, 3.4))
     for delta in deltas:
         sub = [r for r in rows if r["delta"] == delta]
-        name = "CE" if delta == 0 else f"LS delta={delta:g}"
+        name = "CE" if delta == 0 else rf"LS $\delta={delta:g}$"
         axes[0].plot(
             [r["eta"] for r in sub if r["corrupted"]], [r["dilation"] for r in sub if r["corrupted"]], "o-", label=name
         )
         axes[1].plot([r["eta"] for r in sub], [r["nc1_true_mean"] for r in sub], "o-", label=name)
     axes[0].set(
-        xlabel="noise fraction eta",
-        ylabel="||h_i - mu_true|| / mean class-mean distance",
-        title=f"dilation of corrupted samples (K={K}, n={n}, d={d}, lam={lam:g})",
+        xlabel=r"noise fraction $\eta$",
+        ylabel=r"$\|h_i - \mu_{\mathrm{true}}\|$ / mean class-mean distance",
+        title=rf"dilation of corrupted samples ($K={K}$, $n={n}$, $d={d}$, $\lambda={lam:g}$)",
     )
     axes[1].set(
-        xlabel="noise fraction eta",
+        xlabel=r"noise fraction $\eta$",
         ylabel="mean per-class NC1 (true labels)",
-        title="NC1 with the true labels (observed-label NC1 ~ 0)",
+        title="NC1 with the true labels (observed-label NC1 ≈ 0)",
     )
     for ax in axes:
         ax.legend()

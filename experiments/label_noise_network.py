@@ -37,7 +37,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import figure, run
+from experiments._common import figure, listed, run
 from ufm.metrics import nc1_nguyen
 
 try:  # equinox and scikit-learn: the optional 'network' extra
@@ -253,18 +253,19 @@ def plot(rows, fits, config):
                 s=14,
                 color=colors[loss],
                 alpha=0.7,
-                label=f"{loss.upper()}: slope {fit['slope_mean']:.3g} +- {fit['slope_std']:.2g}",
+                label=f"{loss.upper()}: slope {fit['slope_mean']:.3g} ± {fit['slope_std']:.2g}",
             )
             if sub and np.isfinite(fit["slope_pooled"]):
                 grid = np.linspace(0, max(r[x_key] for r in sub), 20)
                 ax.plot(grid, fit["intercept_pooled"] + fit["slope_pooled"] * grid, color=colors[loss], lw=1)
         ax.set(
-            ylabel="sqrt(NC1_test) (eq. 2)",
-            title=f"digits {CLASSES}, M = 2, {len(config['seeds'])} seeds, eta in {config['etas']}",
+            ylabel=r"$\sqrt{\mathrm{NC1}_{\mathrm{test}}}$ (eq. 2)",
+            title=f"digits {listed(CLASSES)}, $M = 2$, {len(config['seeds'])} seeds, "
+            + rf"$\eta \in$ {listed(config['etas'])}",
         )
         ax.legend(fontsize=8)
-    axes[0].set_xlabel("memorization (eq. 3: sum over corrupted samples of ||h_i - h*_true||)")
-    axes[1].set_xlabel("memorization / ||h*_1 - h*_2|| (scale-free)")
+    axes[0].set_xlabel(r"memorization (eq. 3): $\sum_{i\ \mathrm{corrupted}} \|h_i - h^*_{\mathrm{true}}\|$")
+    axes[1].set_xlabel(r"memorization / $\|h^*_1 - h^*_2\|$ (scale-free)")
     for loss in LOSSES:
         acc = [_accuracies(rows, loss, eta) for eta in config["etas"]]
         axes[2].errorbar(
@@ -277,8 +278,8 @@ def plot(rows, fits, config):
             label=loss.upper(),
         )
     axes[2].set(
-        xlabel="label noise eta",
-        ylabel="test accuracy (mean +- std over seeds)",
+        xlabel=r"label noise $\eta$",
+        ylabel="test accuracy (mean ± std over seeds)",
         title="test accuracy (degenerate runs left out)",
     )
     axes[2].legend(fontsize=8)

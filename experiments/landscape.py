@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 import ufm
-from experiments._common import figure, label_log_axes, run
+from experiments._common import figure, label_log_axes, listed, run
 from ufm.compare import compare
 
 NAME = "landscape"
@@ -87,9 +87,9 @@ def body(args, outputs):
     axes[0].axhline(RTOL, color="k", ls="--", lw=1, label="tolerance 1e-6")
     axes[0].set(
         yscale="log",
-        xlabel="log10 init scale",
-        ylabel="worst |solver - theory| (rel.)",
-        title=f"K={K}, n={n}, d in {dims}, lam={lam:g}, {len(seeds)} seeds",
+        xlabel=r"$\log_{10}$ initialisation scale",
+        ylabel="worst relative |solver - theory|",
+        title=rf"$K={K}$, $n={n}$, $d \in$ {listed(dims)}, $\lambda={lam:g}$, {len(seeds)} seeds",
     )
     label_log_axes(axes[0])
     axes[0].legend(fontsize=7)

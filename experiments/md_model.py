@@ -129,7 +129,7 @@ def body(args, outputs):
                 "--s" if ax is axes[0] else "-o",
                 color=color,
                 ms=3,
-                label=f"LS alpha0={alpha0:g}",
+                label=rf"LS $\alpha_0={alpha0:g}$",
             )
             ax.axvspan(etas[0], bound, color=color, alpha=0.07)
             ax.axvline(bound, color=color, lw=0.8, ls=":")
@@ -139,19 +139,19 @@ def body(args, outputs):
         [r["ratio"] for r in circ],
         "x",
         color="gray",
-        label=f"circle law, alpha0={circle_alpha:g}",
+        label=rf"circle law, $\alpha_0={circle_alpha:g}$",
     )
     axes[0].set(
-        xlabel="noise level eta",
-        ylabel="normalised dilation r* / ||h1 - h2||",
-        title=f"MD model (two-point law), lam_W = lam_H = {LAM:g}, C_MD = {c_md:g}",
+        xlabel=r"noise level $\eta$",
+        ylabel=r"normalised dilation $r^* / \|h_1 - h_2\|$",
+        title=rf"MD model (two-point law), $\lambda_W = \lambda_H = {LAM:g}$, $C_{{MD}} = {c_md:g}$",
     )
     axes[1].set_xscale("log")
     axes[1].axhline(1.0, color="k", lw=0.8)
     axes[1].set(
-        xlabel="noise level eta",
-        ylabel="dilation_CE / dilation_LS (> 1: Thm 4.3 holds)",
-        title="shaded: inside Assumption 4.2.3 (eta below its bound)",
+        xlabel=r"noise level $\eta$",
+        ylabel=r"dilation$_{\mathrm{CE}}$ / dilation$_{\mathrm{LS}}$ (> 1: Thm 4.3 holds)",
+        title=r"shaded: inside Assumption 4.2.3 ($\eta$ below its bound)",
     )
     for ax in axes:
         label_log_axes(ax)

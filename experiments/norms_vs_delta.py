@@ -10,6 +10,7 @@ K = 10) with n = 100 (quick) or n = 1000, and the CLI default (lam = 5e-4, n = 5
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.lines import Line2D
 
 import theory
 import ufm
@@ -24,6 +25,8 @@ def settings(quick: bool):
         label=f"B.6: lam_W=1e-3, lam_H=1e-6, lam_b=1e-2, n={b6_n}", K=10, n=b6_n, lam_W=1e-3, lam_H=1e-6, lam_b=1e-2
     )
     default = dict(label="lam=5e-4, n=500", K=10, n=500, lam_W=5e-4, lam_H=5e-4, lam_b=5e-4)
+    b6["legend"] = rf"B.6: $\lambda_W=10^{{-3}}$, $\lambda_H=10^{{-6}}$, $\lambda_b=10^{{-2}}$, $n={b6_n}$"
+    default["legend"] = r"CLI default: $\lambda_W=\lambda_H=\lambda_b=5\cdot10^{-4}$, $n=500$"
     out = []
     for s in (b6, default):
         star = theory.phase(s["K"], s["n"], 0.0, s["lam_W"], s["lam_H"]).delta_star
@@ -34,7 +37,7 @@ def settings(quick: bool):
 
 
 def body(args, outputs):
-    rows = []
+    rows, handles = [], []
     fig, axes = figure(1, 2, panel=(4.6, 3.4))
     for setting, deltas in settings(args.quick):
         K, n, lam_W, lam_H = setting["K"], setting["n"], setting["lam_W"], setting["lam_H"]
@@ -67,34 +70,38 @@ def body(args, outputs):
                 )
             )
         sub = [r for r in rows if r["setting"] == setting["label"]]
+        color = f"C{len(handles)}"
+        handles.append(Line2D([], [], color=color, lw=6, alpha=0.6, label=setting["legend"]))
         grid = np.linspace(0, 0.999, 400)
         curve = theory.norms(K, n, grid, lam_W, lam_H)
-        (line,) = axes[0].plot(grid, curve.w, label=f"theory ||w|| ({setting['label']})")
-        axes[0].plot(
-            [r["delta"] for r in sub], [r["w_solver"] for r in sub], "o", color=line.get_color(), label="solver ||w||"
-        )
-        (line,) = axes[0].plot(grid, curve.h, "--", label=f"theory ||h|| ({setting['label']})")
-        axes[0].plot(
-            [r["delta"] for r in sub], [r["h_solver"] for r in sub], "s", color=line.get_color(), label="solver ||h||"
-        )
-        inside = [r for r in sub if not r["collapsed"]]
-        axes[1].semilogy(
-            [r["delta"] for r in inside],
-            [max(r["w_error"], 1e-17) for r in inside],
-            "o-",
-            label=f"||w|| ({setting['label']})",
-        )
-        axes[1].semilogy(
-            [r["delta"] for r in inside],
-            [max(r["h_error"], 1e-17) for r in inside],
-            "s--",
-            label=f"||h|| ({setting['label']})",
-        )
-    axes[0].set(xlabel="delta", ylabel="mean norm", yscale="log", title="Norms vs delta (Theorem 4.1, B.6)")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=7)
+        for key, style, marker in (("w", "-", "o"), ("h", "--", "s")):
+            axes[0].plot(grid, getattr(curve, key), style, color=color)
+            axes[0].plot([r["delta"] for r in sub], [r[f"{key}_solver"] for r in sub], marker, color=color)
+            inside = [r for r in sub if not r["collapsed"]]
+            axes[1].semilogy(
+                [r["delta"] for r in inside],
+                [max(r[f"{key}_error"], 1e-17) for r in inside],
+                marker + style,
+                color=color,
+            )
+    handles += [
+        Line2D([], [], color="k", ls="-", marker="o", label=r"mean $\|w_k\|$: theory (line), solver (marker)"),
+        Line2D([], [], color="k", ls="--", marker="s", label=r"mean $\|\bar h_k - h_G\|$: theory, solver"),
+        Line2D([], [], color="gray", ls=":", lw=0.8, label="right: acceptance tolerance 1e-6"),
+    ]
+    axes[0].set(
+        xlabel=r"label smoothing $\delta$",
+        ylabel="mean norm",
+        yscale="log",
+        title="Norms vs $\\delta$ (Theorem 4.1; 0 past the boundary)",
+    )
     axes[1].axhline(1e-6, color="gray", lw=0.8, ls=":")
-    axes[1].set(xlabel="delta", ylabel="relative error (solver vs theory)", title="Relative error below the boundary")
-    axes[1].legend(fontsize=7)
+    axes[1].set(
+        xlabel=r"label smoothing $\delta$",
+        ylabel="relative error vs Theorem 4.1",
+        title="Relative error below the boundary",
+    )
+    fig.legend(handles=handles, loc="outside lower center", ncols=2)
     for ax in axes:
         label_log_axes(ax)
     outputs.csv("norms_vs_delta.csv", rows)

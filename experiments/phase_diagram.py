@@ -24,7 +24,7 @@ def body(args, outputs):
     p_t, _ = theory.probabilities(K, n, deltas[None, :], lam, lam)
     fig, ax = figure(panel=(4.8, 3.6))
     image = ax.pcolormesh(deltas, scales, p_t, shading="auto", cmap="viridis", vmin=1 / K, vmax=1)
-    ax.plot(deltas, 1 - deltas, "w--", lw=1.5, label="c = 1")
+    ax.plot(deltas, 1 - deltas, "w--", lw=1.5, label=r"boundary $c = \delta + \sqrt{KN}\,\lambda_Z = 1$")
     rows = []
     point_deltas = np.linspace(0.05, 0.95, 4 if args.quick else 10)
     point_scales = np.linspace(0.05, 1.4, 4 if args.quick else 10)
@@ -65,11 +65,16 @@ def body(args, outputs):
         vmax=1,
         edgecolors="red",
         s=50,
-        label="solver",
+        label=r"solver (fill: the $p_t$ it reaches)",
     )
-    fig.colorbar(image, ax=ax, label="p_t")
-    ax.set(xlabel="delta", ylabel="sqrt(KN) lam_Z", title=f"Phase diagram (K={K}, n={n})")
-    ax.legend(loc="upper right")
+    fig.colorbar(image, ax=ax, label=r"$p_t$ of Theorem 4.1 (1/K above the boundary)")
+    ax.set(
+        xlabel=r"label smoothing $\delta$",
+        ylabel=r"$\sqrt{KN}\,\lambda_Z$,  $\lambda_Z = \sqrt{\lambda_W \lambda_H}$",
+        title=f"Phase diagram ($K={K}$, $n={n}$): $p_t$",
+    )
+    # below the axes: every solver point stays visible
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), ncols=2, frameon=False)
     outputs.csv("phase_diagram.csv", rows)
     outputs.figure("phase_diagram.png", fig)
     print(f"worst relative p_t error over {len(rows)} solver points: {max(r['error'] for r in rows):.2e}")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
 
 import theory
 from experiments._common import figure, label_log_axes, run
@@ -227,62 +228,99 @@ def analyse(W, H, b, labels, setting: str, delta: float, theory_j: dict) -> dict
     return result.to_json()
 
 
+def delta_label(delta: float) -> str:
+    return "CE" if delta == 0 else rf"LS $\delta={delta:g}$"
+
+
 def plot(rows, curves, config):
-    fig, axes = figure(2, 4, panel=(4.6, 3.6))
+    """Six panels, one legend below them. Over the steps (colour: delta; solid: simulated UFM, dotted: weight
+    decay; grey line: Adam -> L-BFGS): the norms' distance to Theorem 4.1 (Fig. 8), NC1, NC2, NC3 (Figs.
+    1/10/9); at the end, the norms against delta (Fig. 6b): Theorem 4.1's curve for the simulated UFM, and for
+    weight decay the theorem at the lam_H fitted to each run on its own (separate points, not a curve)."""
+    fig, axes = figure(2, 3, panel=(4.0, 3.2))
     colors = dict(zip(DELTAS, plt.cm.viridis(np.linspace(0, 0.9, len(DELTAS))), strict=True))
-    for setting, style in (("simulated_ufm", "-"), ("weight_decay", ":")):
+    styles = {"simulated_ufm": "-", "weight_decay": ":"}
+    errors, ncs = axes[0, 0], (axes[0, 1], axes[1, 0], axes[1, 1])
+    for setting, style in styles.items():
         for delta in DELTAS:
             sub = [c for c in curves if c["setting"] == setting and c["delta"] == delta]
             if not sub:
                 continue
             steps = [c["step"] for c in sub]
-            label = f"{'CE' if delta == 0 else f'LS {delta:g}'}" + (" (wd)" if setting == "weight_decay" else "")
-            kw = dict(color=colors[delta], ls=style, label=label)
+            kw = dict(color=colors[delta], ls=style)
             if setting == "simulated_ufm":
-                axes[0, 0].semilogy(steps, [max(c["w_rel_error"], 1e-16) for c in sub], **kw)
-                axes[0, 1].semilogy(steps, [max(c["h_rel_error"], 1e-16) for c in sub], **kw)
-            axes[0, 2].plot(steps, [c["train_error"] for c in sub], **kw)
-            for ax, key in zip((axes[1, 0], axes[1, 1], axes[1, 2]), ("nc1", "nc2", "nc3"), strict=True):
+                errors.semilogy(steps, [max(c["w_rel_error"], c["h_rel_error"], 1e-16) for c in sub], **kw)
+            for ax, key in zip(ncs, ("nc1", "nc2", "nc3"), strict=True):
                 ax.semilogy(steps, [max(c[key], 1e-16) for c in sub], **kw)
-    for ax, title in zip((axes[0, 0], axes[0, 1]), ("||w||", "||h||"), strict=True):
-        ax.axvline(config["adam_steps"], color="grey", lw=0.5)
-        ax.set(
-            xlabel="full-batch step (Adam, then L-BFGS)",
-            ylabel="relative error vs Thm 4.1",
-            title=f"Fig. 8: {title}, simulated UFM",
+    for ax in (errors, *ncs):
+        ax.axvline(config["adam_steps"], color="grey", lw=0.8)
+        ax.set(xlabel="full-batch step (Adam, then L-BFGS)")
+    errors.set(
+        ylabel="relative error vs Theorem 4.1",
+        title=r"Fig. 8: worse of mean $\|w_k\|$, $\|\bar h_k - h_G\|$" + "\n(simulated UFM)",
+    )
+    for ax, key in zip(ncs, ("NC1", "NC2", "NC3"), strict=True):
+        ax.set(ylabel=key, title=f"Figs. 1/10/9: {key}")
+    ax = axes[0, 2]
+    dense = np.linspace(0.0, max(DELTAS), 100)
+    simulated = [r for r in rows if r["setting"] == "simulated_ufm"]
+    n = simulated[0]["n"]
+    curve = theory.norms(10, n, dense, LAM_W, LAM_H)
+    for key, color, name in (("w", "C0", r"$\|w_k\|$"), ("h", "C1", r"$\|\bar h_k - h_G\|$")):
+        ax.plot(dense, getattr(curve, key), "-", color=color, lw=1.2)
+        ax.plot([r["delta"] for r in simulated], [r[f"{key}_norm"] for r in simulated], "o", color=color)
+        decay = [r for r in rows if r["setting"] == "weight_decay"]
+        ax.plot([r["delta"] for r in decay], [r[f"{key}_norm"] for r in decay], "s", color=color, mfc="none", ms=7)
+        ax.plot([r["delta"] for r in decay], [r[f"{key}_norm_theory"] for r in decay], "x", color=color, ms=7)
+        ax.annotate(
+            f"mean {name}",
+            (dense[-1], getattr(curve, key)[-1]),
+            xytext=(-4, 6),
+            textcoords="offset points",
+            ha="right",
+            color=color,
         )
-    panels = (axes[0, 2], axes[1, 0], axes[1, 1], axes[1, 2])
-    for ax, key in zip(panels, ("training error", "NC1", "NC2", "NC3"), strict=True):
-        ax.axvline(config["adam_steps"], color="grey", lw=0.5)
-        ax.set(xlabel="full-batch step", title=f"Figs. 1/10/9: {key} (solid: simulated UFM, dotted: wd)")
-    for setting, marker in (("simulated_ufm", "o"), ("weight_decay", "s")):
-        sub = [r for r in rows if r["setting"] == setting]
-        ds = [r["delta"] for r in sub]
-        axes[0, 3].plot(ds, [r["w_norm"] for r in sub], marker, color="C0", label=f"||w|| network ({setting})")
-        axes[0, 3].plot(
-            ds,
-            [r["w_norm_theory"] for r in sub],
-            "-" if setting == "simulated_ufm" else ":",
-            color="C0",
-            label=f"||w|| Thm 4.1 ({setting})",
-        )
-        axes[1, 3].plot(ds, [r["h_norm"] for r in sub], marker, color="C1", label=f"||h|| network ({setting})")
-        axes[1, 3].plot(
-            ds,
-            [r["h_norm_theory"] for r in sub],
-            "-" if setting == "simulated_ufm" else ":",
-            color="C1",
-            label=f"||h|| Thm 4.1 ({setting})",
-        )
-    axes[0, 3].set(xlabel="delta", ylabel="mean ||w_k||", title="Fig. 6b: final classifier norm vs delta")
-    axes[1, 3].set(xlabel="delta", ylabel="mean ||hbar_k - h_G||", title="Fig. 6b: final feature norm vs delta")
-    for ax in axes.flat:
-        ax.legend(fontsize=6)
-    for ax in axes.flat:
+    ax.set(
+        yscale="log",
+        xlabel=r"label smoothing $\delta$",
+        ylabel="mean norm at the end",
+        title="Fig. 6b: final norms vs $\\delta$",
+    )
+    for ax in (errors, *ncs, axes[0, 2]):
         label_log_axes(ax)
+    axes[1, 2].axis("off")
+    handles = [Line2D([], [], color=colors[d], lw=2, label=delta_label(d)) for d in DELTAS]
+    handles += [
+        Line2D([], [], color="k", ls="-", label=r"simulated UFM ($\lambda_H\|H\|^2$ on the features)"),
+        Line2D([], [], color="k", ls=":", label=f"weight decay {WEIGHT_DECAY:g} (no feature penalty)"),
+        Line2D([], [], color="grey", lw=0.8, label="Adam → L-BFGS"),
+        Line2D([], [], color="k", marker="o", ls="-", lw=1.2, label="Fig. 6b: network (●), Theorem 4.1 (line)"),
+        Line2D([], [], color="k", marker="s", mfc="none", ls="none", label="Fig. 6b: network, weight decay"),
+        Line2D(
+            [],
+            [],
+            color="k",
+            marker="x",
+            ls="none",
+            label="Fig. 6b: Theorem 4.1 at the $\\lambda_H$ fitted\nto each weight-decay run on its own",
+        ),
+    ]
+    axes[1, 2].legend(handles=handles, loc="center", frameon=False, fontsize=8)
+    zero = [r["steps_train_error_0"] for r in rows]
+    if not all(isinstance(z, int) for z in zero):
+        trained = "training error not 0 in every run"
+    elif min(zero) == max(zero):
+        trained = f"training error 0 from step {min(zero)} on in every run"
+    else:
+        trained = f"training error 0 from step {min(zero)} to {max(zero)} on"
     fig.suptitle(
-        f"MLP {config['widths']} -> d={config['d']} on digits, K=10, n={config['n']}; "
-        f"simulated UFM lam_W={LAM_W:g}, lam_H={LAM_H:g}, lam_b={LAM_B:g}; weight decay {WEIGHT_DECAY:g}"
+        f"MLP {'-'.join(map(str, config['widths']))}, $d={config['d']}$, on digits, $K=10$, $n={config['n']}$; "
+        + r"simulated UFM: $\lambda_W$ = "
+        + f"{LAM_W:g}, "
+        + r"$\lambda_H$ = "
+        + f"{LAM_H:g}, "
+        + r"$\lambda_b$ = "
+        + f"{LAM_B:g}; {trained}"
     )
     return fig
 
@@ -295,13 +333,28 @@ def body(args, outputs):
     outputs.csv("curves.csv", curves)
     outputs.json("analysis.json", analyses)
     outputs.figure(f"{NAME}.png", plot(rows, curves, config))
+    print(
+        f"every run takes the whole budget of {config['adam_steps']} Adam + {config['lbfgs_steps']} L-BFGS steps; "
+        f"at its end it is 'converged' if its gradient norm is <= {config['gtol']:g} or its objective changed by "
+        f"<= {config['ftol']:g} (relative) per step, else 'max_steps' (not converged)"
+    )
     for r in rows:
         print(
-            f"{r['setting']:>13} delta={r['delta']:<4g} {r['status']:>9} steps={r['steps']} "
-            f"grad={r['grad_norm']:.1e} "
+            f"{r['setting']:>13} delta={r['delta']:<4g} {status_words(r, config):<44} "
             f"rel.err ||w|| {r['w_rel_error']:.2e} ||h|| {r['h_rel_error']:.2e} NC1 {r['nc1']:.1e} "
             f"test error {r['test_error']:.3f}"
         )
+
+
+def status_words(row: dict, config: dict) -> str:
+    """Why a run that took the whole budget is called converged or not (its status and the test that decided)."""
+    if row["status"] == "converged" and row["stopped_by"] == "gradient":
+        return f"converged: gradient {row['grad_norm']:.1e} <= {config['gtol']:g}"
+    if row["status"] == "converged":
+        return f"converged: objective change {row['objective_change']:.1e} <= {config['ftol']:g}"
+    if row["status"] == "max_steps":
+        return f"not converged: gradient {row['grad_norm']:.1e} > {config['gtol']:g}"
+    return row["status"]
 
 
 def main(argv=None) -> int:

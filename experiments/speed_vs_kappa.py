@@ -21,15 +21,19 @@ including those only the regularizer sees) and to a logit-space tolerance
 (the collapse geometry, which the NC metrics see). For each pair a
 least-squares fit ``log(iterations) = slope log(quantity) + c`` with its R^2
 is reported, over the whole grid and at fixed lam (per-lam intercepts: the
-effect of delta alone, the paper's claim) (marker size grows with lam, colour is
-delta), and the measured asymptotic rate of ``log ||grad L||`` is
+effect of delta alone, the paper's claim; not made for a quantity that varies by less than
+``MIN_RANGE`` within every lam, such as kappa_step = 1/(lr lam) where mu = lam) (marker size grows
+with lam, colour is delta), and the measured asymptotic rate of ``log ||grad L||`` is
 compared with the linearised prediction ``-log(1 - lr mu)``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 import numpy as np
+from matplotlib.lines import Line2D
 
 import theory
 import ufm
@@ -125,15 +129,45 @@ def measure(K: int, n: int, delta: float, lam: float) -> dict:
     )
 
 
-def body(args, outputs):
-    K, n, deltas, lams = grid(args.quick)
-    rows = [measure(K, n, float(delta), float(lam)) for lam in lams for delta in deltas]
+#: the candidates' names in the figure
+SYMBOLS = {
+    "K_p_t": r"$K\,p_t$ (Theorem 4.2)",
+    "kappa_W_reg": r"$\kappa_W$ of the regularized $W$ block",
+    "kappa_H_reg": r"$\kappa_H$ of the regularized $H$ block",
+    "kappa_joint": r"$\kappa$ of the joint $(W, H)$ Hessian",
+    "kappa_step": r"$\kappa_{\mathrm{step}} = 1/(\mathrm{lr}\,\mu)$",
+}
+#: the names in the console summary
+NAMES = {
+    "K_p_t": "K p_t",
+    "kappa_W_reg": "kappa_W (regularized W block)",
+    "kappa_H_reg": "kappa_H (regularized H block)",
+    "kappa_joint": "kappa of the joint (W, H) Hessian",
+    "kappa_step": "kappa_step = 1/(lr mu)",
+}
+#: a quantity that varies by less than this (max / min - 1) within every lam cannot explain anything at
+#: fixed lam: its fixed-lam fit is not made (a slope over a nearly constant regressor is noise / its range)
+MIN_RANGE = 0.01
+
+
+def within_range(values, groups) -> float:
+    """The largest relative range ``max / min - 1`` of ``values`` within one group."""
+    values, groups = np.asarray(values, float), np.asarray(groups)
+    return float(max(values[groups == g].max() / values[groups == g].min() - 1 for g in np.unique(groups)))
+
+
+def fits_of(rows) -> list[dict]:
+    """Per target and candidate: the fit over the grid and at fixed lam, with the ranges within one lam of the
+    candidate and of the iterations (the fixed-lam fit is NaN where the candidate barely varies)."""
     fits = []
+    lam = [r["lam"] for r in rows]
     for target in TARGETS:
+        y = [r[target] for r in rows]
         for q in CANDIDATES:
-            x, y, lam = [r[q] for r in rows], [r[target] for r in rows], [r["lam"] for r in rows]
+            x = [r[q] for r in rows]
             slope, r2 = fit(x, y)
-            slope_within, r2_within = fit(x, y, groups=lam)
+            spread = within_range(x, lam)
+            slope_within, r2_within = fit(x, y, groups=lam) if spread >= MIN_RANGE else (float("nan"),) * 2
             fits.append(
                 dict(
                     target=target,
@@ -142,10 +176,58 @@ def body(args, outputs):
                     r2=r2,
                     slope_within_lam=slope_within,
                     r2_within_lam=r2_within,
+                    range_within_lam=spread,
+                    target_range_within_lam=within_range(y, lam),
                 )
             )
-    fig, axes = figure(2, 3, panel=(4.4, 3.6))
-    for ax, q in zip(axes.ravel(), CANDIDATES, strict=False):
+    return fits
+
+
+def describe(f: dict) -> str:
+    """One line of the console summary: what the fits say, in words where a number alone would mislead."""
+    name = NAMES[f["quantity"]]
+    line = f"  {name}: over the grid slope {f['slope']:+.3f}, R^2 {f['r2']:.3f}; at fixed lam "
+    if np.isnan(f["slope_within_lam"]):
+        return line + (
+            f"not fitted: {name} varies by only {100 * f['range_within_lam']:.2g} % within each lam "
+            f"(a fit needs {100 * MIN_RANGE:g} %)"
+        )
+    line += f"slope {f['slope_within_lam']:+.3f}, R^2 {f['r2_within_lam']:.3f}"
+    if f["slope_within_lam"] < 0:
+        line += (
+            f" (negative: at fixed lam a smaller {name} goes with more iterations, the opposite of "
+            f"'smaller kappa, faster'; over a {100 * f['range_within_lam']:.0f} % range of {name} the iterations "
+            f"change by {100 * f['target_range_within_lam']:.2g} %)"
+        )
+    return line
+
+
+def body(args, outputs):
+    K, n, deltas, lams = grid(args.quick)
+    rows = [measure(K, n, float(delta), float(lam)) for lam in lams for delta in deltas]
+    fits = fits_of(rows)
+    outputs.csv(f"{NAME}.csv", rows)
+    outputs.csv("fits.csv", fits)
+    outputs.figure(f"{NAME}.png", plot(rows, fits, K, n, deltas, lams))
+    for target, words in TARGETS.items():
+        print(f"log(iterations to {words}) against log(quantity):")
+        for f in fits:
+            if f["target"] == target:
+                print(describe(f))
+    measured = np.array([r["rate_measured"] for r in rows])
+    predicted = np.array([r["rate_predicted"] for r in rows])
+    error = np.nanmax(np.abs(measured / predicted - 1))
+    print(f"asymptotic rate vs linearised prediction: worst relative difference {error:.2e}")
+
+
+def plot(rows, fits, K: int, n: int, deltas, lams):
+    """One panel per candidate (the W and H blocks share one where their kappas are equal), iterations against
+    the candidate (colour: delta, size: lam, o / x: gradient / logit tolerance); the asymptotic rate."""
+    same_blocks = all(abs(r["kappa_H_reg"] / r["kappa_W_reg"] - 1) <= 1e-9 for r in rows)
+    shown = [q for q in CANDIDATES if not (same_blocks and q == "kappa_H_reg")]
+    fig, axes = figure(2, 3, panel=(4.0, 3.3))
+    panels = list(axes.ravel())
+    for ax, q in zip(panels, shown, strict=False):
         for target, marker in zip(TARGETS, "ox", strict=True):
             for j, lam in enumerate(lams):
                 sub = [r for r in rows if r["lam"] == lam]
@@ -157,48 +239,63 @@ def body(args, outputs):
                     vmin=0,
                     vmax=max(deltas),
                     marker=marker,
-                    s=12 + 10 * j,
-                    label=f"{target}, lam={lam:g}" if q == CANDIDATES[0] else None,
+                    s=12 + 14 * j,
                 )
-        r2 = {f["target"]: (f["r2"], f["r2_within_lam"]) for f in fits if f["quantity"] == q}
+        by = {f["target"]: f for f in fits if f["quantity"] == q}
+        grad, logit = by["iterations_grad"], by["iterations_logit"]
+        if np.isnan(grad["slope_within_lam"]):
+            within = f"at fixed $\\lambda$: no fit (varies < {100 * MIN_RANGE:g} %)"
+        else:
+            within = (
+                f"at fixed $\\lambda$: {grad['r2_within_lam']:.2f} / {logit['r2_within_lam']:.2f}, "
+                f"slope {grad['slope_within_lam']:+.2f}" + (" (wrong sign)" if grad["slope_within_lam"] < 0 else "")
+            )
+        label = SYMBOLS[q] + (r" $= \kappa_H$" if q == "kappa_W_reg" and same_blocks else "")
         ax.set(
             xscale="log",
             yscale="log",
-            xlabel=q,
-            ylabel="GD iterations (o: gradient, x: logits)",
-            title="R^2 over the grid: gradient {:.2f}, logits {:.2f}\nR^2 at fixed lam: gradient {:.2f}, "
-            "logits {:.2f}".format(
-                r2["iterations_grad"][0], r2["iterations_logit"][0], r2["iterations_grad"][1], r2["iterations_logit"][1]
-            ),
+            xlabel=label,
+            ylabel="GD iterations",
+            title=f"$R^2$ gradient / logits: grid {grad['r2']:.2f} / {logit['r2']:.2f}\n{within}",
         )
         ax.title.set_fontsize(9)
         label_log_axes(ax)
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
-    fig.colorbar(points, ax=axes[0, :], label="delta", fraction=0.02)
-    ax = axes[1, 2]
+    ax = panels[len(shown)]
     measured = np.array([r["rate_measured"] for r in rows])
     predicted = np.array([r["rate_predicted"] for r in rows])
-    ax.loglog(predicted, measured, "o")
+    ax.loglog(predicted, measured, "o", color="C0", label="one run")
     span = np.array([np.nanmin(predicted), np.nanmax(predicted)])
     ax.loglog(span, span, "k:", label="measured = predicted")
     ax.set(
-        xlabel="-log(1 - lr mu): linearised GD rate",
-        ylabel="measured rate of log |grad L|",
-        title="asymptotic rate vs joint Hessian",
+        xlabel=r"linearised GD rate $-\log(1 - \mathrm{lr}\,\mu)$",
+        ylabel=r"measured decay rate of $\log\|\nabla L\|$",
+        title="asymptotic rate vs the joint Hessian",
     )
     label_log_axes(ax)
-    ax.legend()
-    fig.suptitle(f"Plain GD (step 1/L) on the UFM, K={K}, n={n}: which condition number predicts the iterations?")
-    outputs.csv(f"{NAME}.csv", rows)
-    outputs.csv("fits.csv", fits)
-    outputs.figure(f"{NAME}.png", fig)
-    for f in fits:
-        print(
-            f"log({f['target']}) vs log({f['quantity']}): slope {f['slope']:+.3f}, R^2 {f['r2']:.3f}; "
-            f"at fixed lam: slope {f['slope_within_lam']:+.3f}, R^2 {f['r2_within_lam']:.3f}"
-        )
-    error = np.nanmax(np.abs(measured / predicted - 1))
-    print(f"asymptotic rate vs linearised prediction: worst relative difference {error:.2e}")
+    ax.legend(loc="upper left")
+    grey: dict[str, Any] = dict(color="grey", ls="none")
+    handles = [
+        Line2D(
+            [], [], marker="o", label="to " + r"$\|\nabla L\| \leq$" + f" {TOL:g} " + r"$\|\nabla L(x_0)\|$", **grey
+        ),
+        Line2D(
+            [], [], marker="x", label="to " + r"$\|W^\top\bar H - aM\| \leq$" + f" {LOGIT_TOL:g} " + r"$\|aM\|$", **grey
+        ),
+    ] + [
+        Line2D([], [], marker="o", ms=np.sqrt(12 + 14 * j), label=rf"$\lambda = {lam:g}$ (marker size)", **grey)
+        for j, lam in enumerate(lams)
+    ]
+    spare = panels[len(shown) + 1 :]
+    if spare:  # the legend in the first free panel
+        spare[0].axis("off")
+        spare[0].legend(handles=handles, loc="center", title="iterations counted", fontsize=9, frameon=False)
+        for ax in spare[1:]:
+            ax.remove()
+    else:
+        fig.legend(handles=handles, loc="outside lower center", ncols=2)
+    fig.colorbar(points, ax=axes[0, :], label=r"label smoothing $\delta$", fraction=0.02)
+    fig.suptitle(f"Plain GD (step 1/L) on the UFM, $K={K}$, $n={n}$: which condition number predicts the iterations?")
+    return fig
 
 
 def main(argv=None) -> int:

@@ -6,15 +6,25 @@ import csv
 import pytest
 
 from experiments import md_model as experiment
-from tests._quick import run_quick
+from tests._quick import compare_with_committed, run_quick
 
 
 @pytest.fixture(scope="module")
-def tables(tmp_path_factory):
+def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("md_model")
-    rows = run_quick(experiment, "md_model", out)  # the checks of every quick run (tests/_quick.py)
+    # the checks of every quick run (tests/_quick.py); the committed outputs are compared in their own test
+    return out, run_quick(experiment, "md_model", out, compare=False)
+
+
+@pytest.fixture(scope="module")
+def tables(quick_run):
+    out, rows = quick_run
     with open(out / "map.csv", newline="") as handle:
         return rows, list(csv.DictReader(handle))
+
+
+def test_quick_outputs_are_the_committed_ones(quick_run):
+    compare_with_committed("md_model", quick_run[0])
 
 
 def test_every_solve_converged_and_r_star_below_r_max(tables):
