@@ -46,14 +46,23 @@ SHOWN = 20
 
 
 def run_quick(
-    module, name: str, out: Path, *, figures=None, statuses=("converged",), compare: bool = True
+    module,
+    name: str,
+    out: Path,
+    *,
+    figures=None,
+    statuses=("converged",),
+    compare: bool = True,
+    rtol: float = RTOL,
+    atol: float = ATOL,
 ) -> list[dict[str, str]]:
     """Run ``module`` (``experiments.<name>``) in quick mode into ``out``, check the generic outputs and
     return the rows of ``<name>.csv``. ``figures``: the figure files it must write (default
     ``<name>.png``); ``statuses``: the status words its rows may carry (a network trained for a fixed
     budget is not "converged": it says whether it reached the terminal phase). ``compare``: compare the
     CSVs with the committed quick outputs here (:func:`compare_with_committed`); a test that checks more
-    first passes False and calls it at its end, so that stale committed outputs never hide its own checks."""
+    first passes False and calls it at its end, so that stale committed outputs never hide its own checks.
+    ``rtol``, ``atol``: the comparison's tolerances (an experiment that trains in float32 passes its own)."""
     assert module.main(["--quick", "--out", str(out)]) == 0
     for figure in figures or [f"{name}.png"]:
         assert (out / figure).stat().st_size > 10_000, figure
@@ -62,11 +71,13 @@ def run_quick(
     assert rows and all(row["status"] in statuses for row in rows)
     assert module.main(["--quick", "--out", str(out)]) == 2  # outputs are never silently overwritten
     if compare:
-        compare_with_committed(name, out)
+        compare_with_committed(name, out, rtol=rtol, atol=atol)
     return rows
 
 
-def compare_with_committed(name: str, out: Path, committed: Path | None = None) -> None:
+def compare_with_committed(
+    name: str, out: Path, committed: Path | None = None, *, rtol: float = RTOL, atol: float = ATOL
+) -> None:
     """Every CSV of the quick run in ``out`` against ``experiments/figures/<name>/`` (or ``committed``): the
     same files, columns and rows, every number within :data:`RTOL` / :data:`ATOL`, every text equal.
     Raises AssertionError listing each difference as ``file, row i (key columns), column: committed X, now Y``."""
@@ -84,19 +95,19 @@ def compare_with_committed(name: str, out: Path, committed: Path | None = None) 
     ]
     problems += [f"{f}: written by the quick run, not committed" for f in sorted(set(written) - set(kept))]
     for file in sorted(set(written) & set(kept)):
-        problems += csv_differences(committed / file, out / file)
+        problems += csv_differences(committed / file, out / file, rtol=rtol, atol=atol)
     if problems:
         listed = "\n  ".join(problems[:SHOWN]) + (
             f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
         )
         raise AssertionError(
             f"the committed quick outputs of {name} ({_shown(committed)}) are stale: {len(problems)} "
-            f"difference(s) (numbers at rtol {RTOL:g}, atol {ATOL:g}):\n  {listed}\n"
+            f"difference(s) (numbers at rtol {rtol:g}, atol {atol:g}):\n  {listed}\n"
             f"remake them with `{REGENERATE}`, check the README's quoted numbers against them, commit both"
         )
 
 
-def csv_differences(committed: Path, new: Path) -> list[str]:
+def csv_differences(committed: Path, new: Path, *, rtol: float = RTOL, atol: float = ATOL) -> list[str]:
     """The differences of the CSV ``new`` from ``committed`` (one line each; see :func:`compare_with_committed`)."""
     old_rows, old_columns = _read(committed)
     new_rows, new_columns = _read(new)
@@ -115,7 +126,7 @@ def csv_differences(committed: Path, new: Path) -> list[str]:
     keys = _naming_columns(old_rows, old_columns)
     for i, (old, now) in enumerate(zip(old_rows, new_rows, strict=False), start=1):
         for column in columns:
-            if not _same(old[column], now[column]):
+            if not _same(old[column], now[column], rtol, atol):
                 label = ", ".join(f"{k}={old[k]}" for k in keys)
                 problems.append(
                     f"{where}, row {i}{f' ({label})' if label else ''}, column {column}: "
@@ -146,7 +157,7 @@ def _number(text: str) -> float | None:
         return None
 
 
-def _same(old: str, new: str) -> bool:
+def _same(old: str, new: str, rtol: float = RTOL, atol: float = ATOL) -> bool:
     if old == new:
         return True
     a, b = _number(old), _number(new)
@@ -154,7 +165,7 @@ def _same(old: str, new: str) -> bool:
         return False  # text, or a number against text or an empty cell
     if math.isnan(a) or math.isnan(b) or math.isinf(a) or math.isinf(b):
         return (math.isnan(a) and math.isnan(b)) or a == b
-    return abs(b - a) <= RTOL * abs(a) + ATOL
+    return abs(b - a) <= rtol * abs(a) + atol
 
 
 def _shown(path: Path) -> str:

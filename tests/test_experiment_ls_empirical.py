@@ -191,12 +191,17 @@ def test_quick_run_writes_every_file(tmp_path):
         for s in ("mnist", "digits")
         for f in ("training", "nc1_nc2", "calibration", "subgroups", "delta", "reliability", "losses")
     ]
+    # the networks train in float32 (36 SGD steps in quick mode): on one machine two runs write identical
+    # bytes; another CPU's float32 kernels may round differently, so numbers are compared at rtol 1e-4
+    # (a guess, not a measurement across machines), against 1e-6 for the float64 experiments
     rows = run_quick(
         experiment,
         "ls_empirical",
         tmp_path,
         figures=figures,
         statuses=("terminal phase", "training error above threshold"),
+        rtol=1e-4,
+        atol=1e-9,
     )
     assert {(r["dataset"], r["run"]) for r in rows} == {
         (s, run[0]) for s in ("mnist", "digits") for run in experiment.RUNS
