@@ -59,10 +59,18 @@ def test_default_problem_agrees_to_1e_6(tmp_path, capsys):
     assert record["theory"]["kappa"] == pytest.approx(10 * record["theory"]["p_t"], rel=1e-15)
 
 
+def _significant_digits(text: str) -> int:
+    """The significant digits of a number as printed (``8.093769410`` -> 10, ``3.0e-29`` -> 2)."""
+    mantissa = text.lstrip("-").split("e")[0].replace(".", "")
+    return len(mantissa.lstrip("0"))
+
+
 def test_report_explains_itself(tmp_path, capsys):
     """The report's table shows the JSON's numbers in the one format of ``format_number`` (10 significant
-    digits), with the legend and the tolerance under it; the eigenvalue rows show the largest of the
-    distinct eigenvalues listed in the spectra; kappa is written as K·p_t and equals K times the p_t shown."""
+    digits, trailing zeros kept), with the legend and the tolerance under it; the eigenvalue rows show the
+    largest of the distinct eigenvalues listed in the spectra; kappa is written as K·p_t and equals K times
+    the p_t shown. Every symbol is defined where it appears (issue 32): lam_Z beside c, kappa over the
+    non-zero eigenvalues beside spectra that start with 0 x19; no row claims the eigenvalues are distinct."""
     from ufm.compare import LEGEND, format_number
 
     out = tmp_path / "r.json"
@@ -78,16 +86,23 @@ def test_report_explains_itself(tmp_path, capsys):
         assert (theory, solver) == (format_number(row["theory"]), format_number(row["measured"]))
         # 10 significant digits: the text reads back within half a unit of the 10th digit
         assert float(solver) == pytest.approx(row["measured"], rel=5e-10, abs=1e-300)
+        for number in (theory, solver):  # all ten of them, trailing zeros included; an exact zero is 0
+            assert number == "0" or _significant_digits(number) == 10, number
         assert kind == ("rel" if row["relative"] else "abs") and check == "ok"
     rows = {row["quantity"]: row for row in record["comparison"]}
     for block in "WH":
-        row = rows[f"{block}-block eigenvalues (all distinct; largest shown)"]
+        row = rows[f"{block}-block eigenvalues (all, with multiplicities; largest shown)"]
         assert row["theory"] == max(record["spectra"][block]["predicted_values"])
         assert row["measured"] == max(record["spectra"][block]["measured_values"])
     kappa_line = next(line for line in lines if "kappa = K·p_t = " in line)
     kappa = float(kappa_line.split("kappa = K·p_t = ")[1].split(":")[0])
     p_t = float(next(line for line in lines if "p_t = " in line).split("p_t = ")[1].split()[0])
     assert kappa == pytest.approx(4 * p_t, rel=1e-9)  # both printed to 10 digits
+    text = "\n".join(lines)
+    c_line = next(line for line in lines if line.startswith("  c = "))
+    assert c_line.startswith("  c = sqrt(KN) lam_Z + delta = ") and "lam_Z = sqrt(lam_W lam_H)" in c_line
+    assert "largest / smallest non-zero eigenvalue" in kappa_line and " x" in text  # spectra list "0 x.."
+    assert "all distinct" not in text and "numbers to 10 significant digits" in text
 
 
 @pytest.mark.parametrize(
@@ -137,10 +152,20 @@ def test_main_restores_the_signal_handling(capsys):
     assert after == before
 
 
-def test_beyond_boundary_says_what_does_not_apply(capsys):
-    assert main(["--K", "4", "--n", "10", "--delta", "0.95", "--lam", "1e-2", "--quiet"]) == 0
+def test_beyond_boundary_says_what_does_not_apply(tmp_path, capsys):
+    """Past the boundary NC1-NC3 and kappa do not exist (W = H = 0): theory and solver columns say so, never
+    nan or a theory 0, and no kappa is measured from eigenvalues that are rounding noise (issue 32)."""
+    out_json = tmp_path / "r.json"
+    argv = ["--K", "4", "--n", "10", "--delta", "0.95", "--lam", "1e-2", "--quiet", "--json", str(out_json)]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "collapsed phase" in out and "does not apply: c =" in out and "VERDICT: agrees" in out
+    assert "nan" not in out
+    table = {line.split("  ")[0]: line for line in out.splitlines()}
+    for name in ("NC1", "NC2", "NC3", "kappa_W (loss block)", "kappa_H (loss block)"):
+        assert table[name].count("undefined (at W = H = 0)") == 2 and table[name].endswith("n/a"), table[name]
+    rows = {row["quantity"]: row for row in json.loads(out_json.read_text())["comparison"]}
+    assert rows["NC1"]["theory"] is None and rows["kappa_W (loss block)"]["measured"] is None
 
 
 def test_d_below_K_is_judged_against_the_numerical_optimum(capsys):
@@ -157,9 +182,11 @@ def test_d_below_K_is_judged_against_the_numerical_optimum(capsys):
 
 
 def test_same_seed_gives_identical_json(tmp_path):
-    """Two separate processes, same command and seed: byte-identical JSON (no timings, no paths in it)."""
+    """Two separate processes, same command and seed: byte-identical JSON (no timings, no paths in it). The
+    second loads the first's programs from the compilation cache, and its report says so (not "compile")."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    reports = []
     for path in paths:
         run = subprocess.run(
             [
@@ -185,7 +212,10 @@ def test_same_seed_gives_identical_json(tmp_path):
             timeout=300,
         )
         assert run.returncode == 0, run.stderr
+        reports.append(run.stdout)
     assert paths[0].read_text() == paths[1].read_text()
+    solver_line = next(line for line in reports[1].splitlines() if line.startswith("Solver:"))
+    assert "s loading compiled programs from the cache)" in solver_line, solver_line
     record = json.loads(paths[0].read_text())
     assert record["problem"]["seed"] == 5 and record["problem"]["dtype"] == "float64"
     assert record["jax_version"] and record["device"] and record["package_version"]
@@ -225,6 +255,40 @@ def test_module_entry_point_in_subprocess():
         timeout=300,
     )
     assert bad.returncode == 2 and "--delta" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_compile_time_is_named_for_what_it_was(capsys):
+    """The time before the compiled run: compile, a load from the persistent cache, or both (JAX's cache
+    events, ufm._cli.CompileWatch); with --no-cache nothing is looked up, so it is compile."""
+    from ufm._cli import CompileWatch
+
+    watch = CompileWatch()
+    assert watch.phrase(3.671) == "3.67 s compile"
+    watch.requests, watch.hits = 2, 2
+    assert watch.phrase(0.35) == "0.35 s loading compiled programs from the cache"
+    watch.requests, watch.hits = 3, 1
+    assert watch.phrase(1.0) == "1.00 s compile and cache load: 1 of 3 programs from the cache"
+    assert main(["--K", "3", "--n", "2", "--quiet", "--no-hessian", "--no-cache"]) == 0
+    assert "s compile), on " in capsys.readouterr().out
+
+
+def test_comparison_rows_by_key():
+    """From Python the rows are read by key, not by their display names (issue 32): comparison["kappa_W"],
+    keys(), dict(comparison), to_records() for a data frame; every key is documented in ROW_KEYS."""
+    import ufm
+    from ufm.compare import ROW_KEYS
+
+    comparison = ufm.compare(ufm.solve(ufm.Problem(K=4, n=5, delta=0.1)))
+    assert comparison["kappa_W"].measured == pytest.approx(comparison["kappa_W"].theory, rel=1e-6)
+    assert comparison["kappa_W"] is next(row for row in comparison.rows if row.quantity == "kappa_W (loss block)")
+    keys = comparison.keys()
+    assert len(set(keys)) == len(keys) == len(comparison.rows) and set(keys) <= set(ROW_KEYS)
+    assert "W_eigenvalues" in comparison and dict(comparison)["p_t"] is comparison["p_t"]
+    records = comparison.to_records()
+    assert [record["key"] for record in records] == list(keys)
+    assert records[0]["measured"] == comparison.rows[0].measured and records[0]["ok"] is True
+    with pytest.raises(KeyError, match="no row 'kappa'"):
+        comparison["kappa"]
 
 
 def test_float32_run_agrees_at_its_tolerance(capsys):

@@ -22,3 +22,13 @@ def test_tutorial_notebook_executes(tmp_path):
     )
     assert "kappa = K p_t" in outputs and "agrees: False" not in outputs and outputs.count("agrees: True") == 2
     assert "check" in outputs and "rel" in outputs  # the comparison printed as a table
+    assert "kappa_W measured:" in outputs and "'key': 'w_norm'" in outputs  # rows read by key
+    # the figure is in the executed notebook (the inline backend), not only drawn off screen
+    images = [
+        out
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if "image/png" in out.get("data", {})
+    ]
+    assert len(images) == 1

@@ -294,6 +294,17 @@ def test_cli_default_run_writes_json(tmp_path, capsys):
     assert main(["--json", str(out), "--quiet", "--no-cache"]) == 0
     text = capsys.readouterr().out
     assert "inside the assumptions: True" in text and "holds" in text
+    # every symbol of the report is defined in it (issue 32): N is the number of samples elsewhere, not of classes
+    assert "N = 2 classes" not in text and "2 classes, feature dimension M = 2" in text
+    for defined in (
+        "C~ = C_MD / (sqrt(2) ||h1 - h2||_CE)",
+        "r_max = eta ||h1 - h2||^2 / C_MD",
+        "KKT res.:",
+        "dR res.:",
+    ):
+        assert defined in text, defined
+    # the dilation and memorization columns are equal at C_MD = 1, and the report says why
+    assert "with C_MD = 1 the two columns are equal" in text
     record = json.loads(out.read_text())
     for loss in ("ce", "ls"):
         for key in ("r_star", "dilation", "memorization", "gamma"):

@@ -187,9 +187,25 @@ def test_cli_writes_csv_and_json_and_refuses_to_overwrite(tmp_path, capsys):
     assert sweep_module.main(argv + ["--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 16 and rows[0]["status"] == "converged" and float(rows[-1]["delta"]) == 0.1
+    # p_t measured, and theory's p_t and kappa = K p_t: kappa against delta is plotted from the file alone
+    for row in rows:
+        assert float(row["p_t"]) == pytest.approx(float(row["p_t_theory"]), rel=1e-8)
+        assert float(row["kappa_theory"]) == pytest.approx(4 * float(row["p_t_theory"]), rel=1e-12)
+    assert list(rows[0])[-3:] == list(sweep_module.CLI_COLUMNS)
     assert sweep_module.main(argv + ["--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     out_json = tmp_path / "sweep.json"
     assert sweep_module.main(argv + ["--out", str(out_json)]) == 0
     assert len(json.loads(out_json.read_text())["rows"]) == 16
     assert sweep_module.main(["--K", "1"]) == 2
+
+
+def test_cli_iteration_cap_follows_the_method():
+    """--max-iters unset is the cap of ufm.solve for the method (2000 lbfgs, 20000 reduced, 100000 the others)."""
+    from ufm import _cli
+
+    assert sweep_module.build_parser().parse_args([]).max_iters is None
+    assert [_cli.max_iters(m) for m in ("lbfgs", "reduced", "gd", "momentum")] == [2_000, 20_000, 100_000, 100_000]
+    assert _cli.max_iters("gd", 7) == 7
+    seeds = next(a for a in sweep_module.build_parser()._actions if "--seeds" in a.option_strings)
+    assert "HI exclusive" in seeds.help and list(seeds.type("0:3")) == [0, 1, 2]

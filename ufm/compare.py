@@ -4,6 +4,9 @@
 (quantity, theory, measured, error, tolerance, applies). It is the single place
 where a predicted number and a measured number are put side by side; the CLI,
 the experiments and the tests all read it.
+
+Each row has a stable ``key`` besides its display name (``comparison["kappa_W"].measured``;
+``comparison.keys()``; ``comparison.to_records()`` for a data frame): :data:`ROW_KEYS` lists them.
 """
 
 from __future__ import annotations
@@ -29,20 +32,26 @@ COMPARE_DENSE_SIZE = 500
 class Row:
     """One compared quantity.
 
-    ``error`` is relative (``|measured - theory| / |theory|``) when ``relative``
-    else absolute; the row passes when it does not apply or ``error <= tolerance``.
-    ``error`` is None when the two sides cannot be compared (e.g. different numbers
-    of distinct eigenvalues); an applicable row then fails.
+    ``quantity`` is the name shown in the table, ``key`` the name to look it up by
+    (:meth:`Comparison.__getitem__`, :data:`ROW_KEYS`). ``error`` is relative
+    (``|measured - theory| / |theory|``) when ``relative`` else absolute; the row passes
+    when it does not apply or ``error <= tolerance``. ``error`` is None when the two sides
+    cannot be compared (e.g. different numbers of distinct eigenvalues); an applicable row
+    then fails. ``theory`` or ``measured`` is None where the value does not exist (NC1-NC3
+    and kappa at the zero minimizer past the phase boundary, a kappa that is not derived);
+    ``undefined`` then says why, and the table shows it in their place.
     """
 
     quantity: str
     theory: float | None
-    measured: float
+    measured: float | None
     error: float | None
     relative: bool
     tolerance: float
     applies: bool
     note: str = ""
+    key: str = ""
+    undefined: str = ""
 
     @property
     def ok(self) -> bool:
@@ -74,13 +83,41 @@ class Comparison:
         ``ok`` is then vacuous and verifies nothing."""
         return any(row.applies for row in self.rows)
 
+    def __getitem__(self, key: str) -> Row:
+        """The row with this ``key`` (:data:`ROW_KEYS`): ``comparison["kappa_W"].measured``."""
+        for row in self.rows:
+            if row.key == key:
+                return row
+        raise KeyError(f"no row {key!r} in this comparison; its rows: {', '.join(self.keys())}")
+
+    def __contains__(self, key: object) -> bool:
+        return any(row.key == key for row in self.rows)
+
+    def keys(self) -> tuple[str, ...]:
+        """The keys of the rows, in table order (``dict(comparison)`` maps them to the rows)."""
+        return tuple(row.key for row in self.rows)
+
+    def to_records(self) -> list[dict]:
+        """One plain dict per row, in table order, for ``pandas.DataFrame(comparison.to_records())`` or JSON:
+        ``quantity``, ``theory``, ``measured``, ``error``, ``relative``, ``tolerance``, ``applies``, ``ok``,
+        ``note``, ``key``, ``undefined`` (values as in :class:`Row`; None where a value does not exist)."""
+        fields = ("quantity", "theory", "measured", "error", "relative", "tolerance", "applies", "ok", "note")
+        return [
+            {**{name: getattr(row, name) for name in fields}, "key": row.key, "undefined": row.undefined}
+            for row in self.rows
+        ]
+
     def table_rows(self) -> list[tuple[str, str, str, str, str]]:
         """``(quantity, theory, measured, error, check)`` as text, one tuple per row (see :data:`LEGEND`)."""
         out = []
         for row in self.rows:
             error = "-" if row.error is None else f"{row.error:.2e} {'rel' if row.relative else 'abs'}"
             check = ("ok" if row.ok else "MISMATCH") if row.applies else "n/a"
-            out.append((row.quantity, format_number(row.theory), format_number(row.measured), error, check))
+            theory, measured = (
+                row.undefined if value is None and row.undefined else format_number(value)
+                for value in (row.theory, row.measured)
+            )
+            out.append((row.quantity, theory, measured, error, check))
         return out
 
     def table(self) -> str:
@@ -116,29 +153,45 @@ TABLE_HEADER = ("quantity", "theory", "solver", "error", "check")
 #: what the error column means (printed under every comparison table)
 LEGEND = (
     "error: rel = |solver - theory| / |theory|, abs = |solver - theory|; "
-    "check: ok = error <= tolerance, n/a = prediction does not apply"
+    "check: ok = error <= tolerance, n/a = prediction does not apply; numbers to 10 significant digits"
 )
 
 
 def format_number(value) -> str:
-    """One format for every reported number: 10 significant digits (``-`` for none, ``nan``/``inf`` as such)."""
+    """One format for every computed number of a report: 10 significant digits, trailing zeros kept
+    (``8.093769410``), an exact zero as ``0`` (``-`` for none, ``nan``/``inf`` as such)."""
     if value is None:
         return "-"
     value = float(value)
     if value != value or value in (float("inf"), float("-inf")):
         return str(value)
-    return f"{value:.10g}"
+    if value == 0:
+        return "0"
+    return f"{value:#.10g}".replace(".e", "e").rstrip(".")
 
 
-def _relative(quantity, predicted, measured, rtol, applies, note=""):
+def format_input(value) -> str:
+    """A parameter as given (the shortest text that reads back as the same float: ``0.0005``, ``1e-06``)."""
+    return repr(float(value) + 0.0).removesuffix(".0")
+
+
+def _relative(quantity, predicted, measured, rtol, applies, note="", key=""):
     predicted, measured = float(predicted), float(measured)
     error = abs(measured - predicted) / abs(predicted) if predicted != 0 else abs(measured - predicted)
-    return Row(quantity, predicted, measured, error, predicted != 0, rtol, applies, note)
+    return Row(quantity, predicted, measured, error, predicted != 0, rtol, applies, note, key)
 
 
-def _absolute(quantity, predicted, measured, tol, applies, note=""):
+def _absolute(quantity, predicted, measured, tol, applies, note="", key=""):
     return Row(
-        quantity, float(predicted), float(measured), abs(float(measured) - float(predicted)), False, tol, applies, note
+        quantity,
+        float(predicted),
+        float(measured),
+        abs(float(measured) - float(predicted)),
+        False,
+        tol,
+        applies,
+        note,
+        key,
     )
 
 
@@ -147,15 +200,36 @@ def _absolute(quantity, predicted, measured, tol, applies, note=""):
 _class_means = jax.jit(metrics.class_means, static_argnums=2)
 
 
-def _measured_probabilities(result: Result):
+def measured_probabilities(result: Result) -> tuple[float, float]:
+    """``(p_t, p_n)`` measured at the solver's point: the softmax of each sample's logits, on its own class and
+    on each other class (mean over the K - 1), averaged over the samples. Also the p_t column of ``ufm.sweep``.
+    The logits are formed for at most 2^22 / K samples at a time (no K x N matrix for many classes)."""
     problem = result.problem
-    Z = result.W.T @ result.H + result.b[:, None]
-    shifted = np.exp(Z - Z.max(axis=0, keepdims=True))  # softmax over classes, in numpy (nothing to compile)
-    p = shifted / shifted.sum(axis=0, keepdims=True)
     labels = np.asarray(problem.labels())
-    target = p[labels, np.arange(problem.N)]
+    step = max(1, (1 << 22) // problem.K)
+    target = np.empty(problem.N)
+    for start in range(0, problem.N, step):
+        Z = result.W.T @ result.H[:, start : start + step] + result.b[:, None]
+        shifted = np.exp(Z - Z.max(axis=0, keepdims=True))  # softmax over classes, in numpy (nothing to compile)
+        p = shifted / shifted.sum(axis=0, keepdims=True)
+        target[start : start + step] = p[labels[start : start + step], np.arange(Z.shape[1])]
     p_n = (1.0 - target) / (problem.K - 1)  # mean over the K - 1 non-target classes
     return float(np.mean(target)), float(np.mean(p_n))
+
+
+def predicted_p_t_kappa(problem) -> tuple[float, float]:
+    """Theory's ``(p_t, kappa)`` for a ce/ls :class:`~ufm.problem.Problem` with d >= K (Guo et al. eq. 14,
+    Thm 4.2: kappa = K p_t, 1 for K = 2), from scalars only (any K); ``(nan, nan)`` where no closed form applies
+    (d < K, another loss, H >= 0, label noise, unequal classes) and kappa nan past the phase boundary. The
+    theory columns of ``ufm.sweep``."""
+    nan = float("nan")
+    if _reasons(problem) or problem.loss not in ("ce", "ls") or problem.nonnegative:
+        return nan, nan
+    where = (problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H)
+    p_t = float(theory.probabilities(*where)[0])
+    K, n, delta, lam_W, lam_H = where
+    kappa = float(theory.condition_number(K, delta, lam_W, n=n, lam_H=lam_H, beyond_boundary="nan"))
+    return p_t, kappa
 
 
 def predict(problem) -> theory.Prediction:
@@ -226,6 +300,32 @@ GENERALIZED_ROWS = {
 }
 
 
+#: the key of each row :func:`compare` can give (``comparison[key]``), with the quantity it names
+ROW_KEYS = {
+    "w_norm": "mean ||w_k||",
+    "h_norm": "mean ||hbar_k - h_G||",
+    "logits": "logits W^T Hbar + b (Frobenius; max abs past the phase boundary)",
+    "p_t": "p_t, mean predicted probability of the true class",
+    "p_n": "p_n, mean predicted probability of each other class",
+    "nc1": "NC1",
+    "nc2": "NC2",
+    "nc3": "NC3",
+    "bias": "max |b_k - b_pred|",
+    "class_mean_norm": "mean ||hbar_k|| (uncentred; H >= 0)",
+    "frame_defect": "orthogonal-frame defect (H >= 0)",
+    "mean_ratio": "||h_G|| / mean ||hbar_k|| (H >= 0)",
+    "min_H": "min H (>= 0)",
+    "kappa_W": "kappa_W (loss block): largest / smallest non-zero eigenvalue of the W block of the loss term",
+    "W_eigenvalues": "W-block eigenvalues (all, with multiplicities; largest shown)",
+    "kappa_H": "kappa_H (loss block), the same for the H block",
+    "H_eigenvalues": "H-block eigenvalues (all, with multiplicities; largest shown)",
+    "nc1_any_sizes": "NC1 (any class sizes; imbalanced classes)",
+    # d < K: against the numerical optimum; imbalanced classes: w_norm, h_norm, logits, objective likewise
+    **{f"numerical_{name}": f"{label} [numerical] or (numerical)" for name, label in GENERALIZED_ROWS.items()},
+    "numerical_logits": "logits W^T hbar_k + b (numerical; imbalanced classes)",
+}
+
+
 def _shown(value) -> float:
     """A measured quantity as one number of the table: ``b_sorted`` by its largest magnitude."""
     return float(np.max(np.abs(value))) if np.ndim(value) else float(value)
@@ -262,6 +362,7 @@ def _generalized_rows(result: Result, prediction: generalized.GeneralizedPredict
                 rtol + spread[name],
                 prediction.converged and not undefined,
                 f"{restarts}; tolerance = rtol + restart spread {spread[name]:.2e}",
+                f"numerical_{name}",
             )
         )
     return rows
@@ -286,7 +387,11 @@ def _numerical_rows(result: Result, rtol: float) -> list[Row]:
         return []
     labels = p.labels()
     nc = metrics.collapse(result.W, result.H, labels, p.K)
-    rows = [_absolute("NC1 (any class sizes)", 0.0, nc.nc1, rtol, True, "every minimizer is class-collapsed")]
+    rows = [
+        _absolute(
+            "NC1 (any class sizes)", 0.0, nc.nc1, rtol, True, "every minimizer is class-collapsed", "nc1_any_sizes"
+        )
+    ]
     if result.method != "reduced":
         reference = solve(p, "reduced", tol=1e-12, history=False)
     elif p.d * p.N <= _FULL_REFERENCE_SIZE:
@@ -299,8 +404,18 @@ def _numerical_rows(result: Result, rtol: float) -> list[Row]:
     Z, Z_ref = logits(result), logits(reference)
     scale = float(np.linalg.norm(Z_ref)) or 1.0  # W = H = 0 past the phase boundary: absolute
     rows += [
-        _relative("mean ||w_k|| (numerical)", ref.w_norm, nc.w_norm, rtol, reference.converged, note),
-        _relative("mean ||hbar_k - h_G|| (numerical)", ref.h_norm, nc.h_norm, rtol, reference.converged, note),
+        _relative(
+            "mean ||w_k|| (numerical)", ref.w_norm, nc.w_norm, rtol, reference.converged, note, "numerical_w_norm"
+        ),
+        _relative(
+            "mean ||hbar_k - h_G|| (numerical)",
+            ref.h_norm,
+            nc.h_norm,
+            rtol,
+            reference.converged,
+            note,
+            "numerical_h_norm",
+        ),
         Row(
             "logits W^T hbar_k + b (numerical)",
             float(np.linalg.norm(Z_ref)),
@@ -310,10 +425,31 @@ def _numerical_rows(result: Result, rtol: float) -> list[Row]:
             rtol,
             reference.converged,
             "error = ||Z - Zref||_F / ||Zref||_F; " + note,
+            "numerical_logits",
         ),
-        _relative("objective L (numerical)", reference.objective, result.objective, rtol, reference.converged, note),
+        _relative(
+            "objective L (numerical)",
+            reference.objective,
+            result.objective,
+            rtol,
+            reference.converged,
+            note,
+            "numerical_objective",
+        ),
     ]
     return rows
+
+
+#: what the table shows for NC1-NC3 and kappa past the phase boundary (:func:`_at_zero`)
+AT_ZERO = "undefined (at W = H = 0)"
+
+
+def _at_zero(quantity: str, key: str, measured, solver_zero: bool, rtol: float, note: str = "") -> Row:
+    """A row of NC1-NC3 or kappa past the phase boundary: undefined at the zero minimizer, and the measured
+    value too where the solver reached that zero (``solver_zero``: its directions are rounding noise)."""
+    shown = None if solver_zero or measured is None else float(measured)
+    why = "W = H = 0 at the minimizer past the phase boundary: no directions, no non-zero eigenvalues"
+    return Row(quantity, None, shown, None, False, rtol, False, f"{why}; {note}" if note else why, key, AT_ZERO)
 
 
 def orthogonal_frame_metrics(H, labels, K: int) -> dict:
@@ -378,7 +514,7 @@ def compare(
     if general and prediction.collapsed:
         if p.loss in ("ce", "ls") and not p.nonnegative:
             c = theory.phase(K, n, p.delta, p.lam_W, p.lam_H).c
-            reasons.append(f"c = {c:.6g} >= 1: the minimizer is zero; NC1-NC3 and kappa are undefined there")
+            reasons.append(f"c = {format_number(c)} >= 1: the minimizer is zero; NC1-NC3 and kappa are undefined there")
         else:
             reasons.append(
                 "a = 0 (past the phase boundary): W = H = 0 at the minimizer; NC1-NC3 and kappa are undefined there"
@@ -388,13 +524,13 @@ def compare(
     means = np.asarray(_class_means(result.H, labels, K))
     Zbar = result.W.T @ means + result.b[:, None]
     Zbar_pred = prediction.zbar
-    p_t_meas, p_n_meas = _measured_probabilities(result)
+    p_t_meas, p_n_meas = measured_probabilities(result)
     logit_scale = np.linalg.norm(Zbar_pred)
 
     if inside:
         norm_rows = [
-            _relative("mean ||w_k||", prediction.w_norm, nc.w_norm, rtol, True),
-            _relative("mean ||hbar_k - h_G||", prediction.h_norm, nc.h_norm, rtol, True),
+            _relative("mean ||w_k||", prediction.w_norm, nc.w_norm, rtol, True, key="w_norm"),
+            _relative("mean ||hbar_k - h_G||", prediction.h_norm, nc.h_norm, rtol, True, key="h_norm"),
         ]
         logit_error = np.linalg.norm(Zbar - Zbar_pred) / logit_scale
         logit_row = Row(
@@ -406,21 +542,31 @@ def compare(
             rtol,
             True,
             "error = ||Z - Zpred||_F / ||Zpred||_F",
+            "logits",
         )
     else:
         norm_rows = [
-            _absolute("mean ||w_k||", prediction.w_norm, nc.w_norm, rtol, general),
-            _absolute("mean ||hbar_k - h_G||", prediction.h_norm, nc.h_norm, rtol, general),
+            _absolute("mean ||w_k||", prediction.w_norm, nc.w_norm, rtol, general, key="w_norm"),
+            _absolute("mean ||hbar_k - h_G||", prediction.h_norm, nc.h_norm, rtol, general, key="h_norm"),
         ]
-        logit_row = _absolute("logits W^T Hbar + b (max abs)", 0.0, np.max(np.abs(Zbar - Zbar_pred)), rtol, general)
+        logit_row = _absolute(
+            "logits W^T Hbar + b (max abs)", 0.0, np.max(np.abs(Zbar - Zbar_pred)), rtol, general, key="logits"
+        )
+    # past the phase boundary the minimizer is W = H = 0: NC1-NC3 and kappa do not exist there, and where the
+    # solver reached that zero (within rtol) its own NC metrics and kappa are those of rounding noise
+    zero = general and prediction.collapsed
+    solver_zero = zero and all(row.ok for row in (*norm_rows, logit_row))
     rows = [
         *norm_rows,
         logit_row,
-        _relative("p_t", prediction.p_t, p_t_meas, rtol, general),
-        _relative("p_n", prediction.p_n, p_n_meas, rtol, general),
-        _absolute("NC1", 0.0, nc.nc1, rtol, inside),
-        _absolute("NC2", 0.0, nc.nc2, rtol, inside),
-        _absolute("NC3", 0.0, nc.nc3, rtol, inside),
+        _relative("p_t", prediction.p_t, p_t_meas, rtol, general, key="p_t"),
+        _relative("p_n", prediction.p_n, p_n_meas, rtol, general, key="p_n"),
+        *(
+            _at_zero(name, key, value, solver_zero, rtol)
+            if zero
+            else _absolute(name, 0.0, value, rtol, inside, key=key)
+            for name, key, value in (("NC1", "nc1", nc.nc1), ("NC2", "nc2", nc.nc2), ("NC3", "nc3", nc.nc3))
+        ),
         Row(
             "max |b_k - b_pred|",
             prediction.bias,
@@ -430,6 +576,7 @@ def compare(
             rtol,
             general,
             "predicted b = bias * 1",
+            "bias",
         ),
     ]
     if p.nonnegative:
@@ -441,6 +588,7 @@ def compare(
                 float(np.mean(np.linalg.norm(means, axis=0))),
                 rtol,
                 inside,
+                key="class_mean_norm",
             ),
             _absolute(
                 "orthogonal-frame defect",
@@ -449,6 +597,7 @@ def compare(
                 rtol,
                 inside,
                 "|| G/||G|| - I/sqrt(K) ||_F, G = Gram of uncentred class means",
+                "frame_defect",
             ),
             _relative(
                 "||h_G|| / mean ||hbar_k||",
@@ -457,9 +606,10 @@ def compare(
                 rtol,
                 inside,
                 "1/sqrt(K) for an orthogonal frame, 0 for an ETF",
+                "mean_ratio",
             ),
             # judged where a prediction applies: a feasibility check alone verifies no theory
-            _absolute("min H (>= 0)", 0.0, max(0.0, -frame["min_H"]), 0.0, general, "error = max(0, -min H)"),
+            _absolute("min H (>= 0)", 0.0, max(0.0, -frame["min_H"]), 0.0, general, "error = max(0, -min H)", "min_H"),
         ]
     numerical = None
     if p.d < p.K and generalized_applies(p):
@@ -513,19 +663,24 @@ def compare(
                 max_dense_entries=COMPARE_DENSE_SIZE**2,
                 cluster_rtol=min(rtol / 10, 1e-6),
             )
-            kappa_meas = hessian.nonzero_condition_number(measured.values[measured.counts > 0])
+            kappa_meas: float | None = hessian.nonzero_condition_number(measured.values[measured.counts > 0])
+            if solver_zero:  # a ratio of eigenvalues of a block that is 0 up to the solver's tolerance
+                kappa_meas = None
             # clusters: eigenvalues closer than rtol x the largest count as one distinct value
             values, counts = measured.distinct(rtol)
-            rows.append(
-                _relative(
-                    f"kappa_{block} (loss block)",
-                    kappas[block],
-                    kappa_meas,
-                    rtol,
-                    inside and predicted is not None,
-                    "non-zero eigenvalues above 1e-8 of the largest",
-                )
+            name, key, note = (
+                f"kappa_{block} (loss block)",
+                f"kappa_{block}",
+                "non-zero eigenvalues above 1e-8 of the largest",
             )
+            if zero:
+                rows.append(_at_zero(name, key, kappa_meas, solver_zero, rtol, note))
+            elif not np.isfinite(kappas[block]):  # no spectrum derived for this setting (e.g. H >= 0)
+                rows.append(Row(name, None, kappa_meas, None, True, rtol, False, note, key, "not derived"))
+            else:
+                rows.append(
+                    _relative(name, kappas[block], kappa_meas, rtol, inside and predicted is not None, note, key)
+                )
             info = {
                 "method": measured.method,
                 "measured_values": values.tolist(),
@@ -542,7 +697,7 @@ def compare(
                     match = counts.tolist() == block_pred.multiplicities.tolist()
                     rows.append(
                         Row(
-                            f"{block}-block eigenvalues (all distinct; largest shown)",
+                            f"{block}-block eigenvalues (all, with multiplicities; largest shown)",
                             float(scale),
                             float(np.abs(values).max()),
                             error if match else None,
@@ -551,6 +706,7 @@ def compare(
                             True,
                             "max |measured - predicted| / largest; multiplicities "
                             + ("match" if match else f"differ: {counts.tolist()}"),
+                            f"{block}_eigenvalues",
                         )
                     )
                 elif inside:
@@ -564,6 +720,7 @@ def compare(
                             rtol,
                             True,
                             "number of distinct eigenvalues differs (theory vs measured)",
+                            f"{block}_eigenvalues",
                         )
                     )
             spectra_info[block] = info

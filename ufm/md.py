@@ -41,7 +41,8 @@ on Assumption 4.2.1's configurations and reports r*, the normalised dilation ``r
 memorization ``eta ||h_2 - u_1||``, gamma, Assumption 4.2.3 and Theorem 4.3's inequality; ``--json``.
 Exit 0: both solves converged; 1: one did not; 2: bad arguments; 4: solved, but the ``--json`` file or
 the report could not be written (one ``error:`` line naming the path, the reason and where the result
-was kept).
+was kept); 130 / 143: interrupted; 141: the reader of standard output went away (``--help`` lists them:
+:data:`EXIT_CODES`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import textwrap
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -57,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from theory import validation
-from ufm import _cache, _io, _memory, _prog
+from ufm import _cache, _cli, _io, _memory, _prog
 from ufm._interrupt import exit_on_interrupt
 
 PROG = "python -m ufm.md"
@@ -427,13 +429,21 @@ def _failed(alpha, lam, eta, c_md, rmax, gap, W, grid, message) -> MDResult:
 
 
 # ----------------------------------------------------------------------------- command line
+EXIT_CODES = _cli.exit_codes((0, "both solves (CE and LS) converged"), (1, "one of them did not"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Solve Nguyen et al.'s memorization-dilation problem (Definition 4.1) for CE (alpha = 0) and "
-        "LS (alpha = alpha0) on Assumption 4.2.1's non-negative NC configurations; report r*, the "
-        "normalised dilation, the memorization, gamma, Assumption 4.2.3 and Theorem 4.3's inequality. "
-        "Defaults: a setting inside Assumption 4.2.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Solve Nguyen et al.'s memorization-dilation problem (Definition 4.1) for CE (alpha = 0) and "
+            "LS (alpha = alpha0) on Assumption 4.2.1's non-negative NC configurations (two classes); report r*, "
+            "the normalised dilation, the memorization, gamma, Assumption 4.2.3 and Theorem 4.3's inequality. "
+            "Defaults: a setting inside Assumption 4.2.",
+            width=100,
+        ),
+        epilog=EXIT_CODES,
     )
     problem = parser.add_argument_group("problem")
     problem.add_argument(
@@ -519,12 +529,13 @@ def _entry(result: MDResult, config, gamma: float) -> dict:
 
 def _report_text(args, check, results, gamma) -> str:
     lines = [
-        f"MD problem (Nguyen et al. Def. 4.1): N = 2 classes, M = {args.M}, lam_W = {args.lam_W:g}, "
-        f"lam_H = lam = {args.lam_H:g}, eta = {args.eta:g}, C_MD = {args.c_md:g}, mu_r: {args.distribution}",
+        f"MD problem (Nguyen et al. Def. 4.1): 2 classes, feature dimension M = {args.M}, lam_W = {args.lam_W:g}, "
+        f"lam_H = lam = {args.lam_H:g}, noise level eta = {args.eta:g}, C_MD = {args.c_md:g}, "
+        f"law of the clean features mu_r: {args.distribution}",
         "",
         "Assumption 4.2.3:",
         f"  alpha0 = {args.alpha:g} > 4 sqrt(lam_W lam_H) = {check.alpha_bound:.6g}: {check.alpha_ok}",
-        f"  gamma = ||H^CE|| / ||H^LS|| = {gamma:.10g}, C~ = {check.c_tilde:.6g}",
+        f"  gamma = ||H^CE|| / ||H^LS|| = {gamma:.10g}, C~ = C_MD / (sqrt(2) ||h1 - h2||_CE) = {check.c_tilde:.6g}",
         f"  eta = {args.eta:g} < (C~ (1 - 1/gamma))^2 = {check.eta_bound:.6g}: {check.eta_ok}",
         f"  inside the assumptions: {check.holds}",
         "",
@@ -536,6 +547,16 @@ def _report_text(args, check, results, gamma) -> str:
             f"{name:4s} {res.alpha:6g} {res.r_max:14.8g} {res.r_star:14.8g} {res.dilation:14.8g} "
             f"{res.memorization:14.8g} {res.kkt_residual:9.1e} {res.derivative_residual:9.1e}  {res.status}"
         )
+    same = all(math.isclose(res.memorization, args.c_md * res.dilation, rel_tol=1e-9) for res in results.values())
+    binds = ": it binds here, and with C_MD = 1 the two columns are equal" if args.c_md == 1 else ": it binds here"
+    lines += [
+        "  alpha: label smoothing; r_max = eta ||h1 - h2||^2 / C_MD: end of the r search (the risk only grows beyond",
+        "    it, Remark 1); r*: the optimal dilation; r*/||h1-h2||: normalised (h1, h2: the two clean features)",
+        "  memorization = eta ||h2 - u1|| (u1: the feature of class 1's noisy samples), at most C_MD r*/||h1-h2||",
+        f"    (the MD constraint){binds if same else ''}",
+        "  KKT res.: worst relative KKT residual of the two U-problems at r*; dR res.: |dR/dr| at r* relative to",
+        f"    its two terms (0 at an end of [0, r_max]); converged when both are <= {_TOL:g}",
+    ]
     ce, ls = results["CE"], results["LS"]
     holds = ce.dilation > ls.dilation
     lines += [

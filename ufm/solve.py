@@ -31,9 +31,9 @@ import jax
 import numpy as np
 
 from theory import validation
-from ufm import _cache, _io, _prog
+from ufm import _cache, _cli, _io, _prog
 from ufm._interrupt import exit_on_interrupt
-from ufm.compare import LEGEND, format_number
+from ufm.compare import LEGEND, format_input, format_number
 from ufm.generalized import DEFAULT_RESTARTS, MAX_RESTARTS
 from ufm.problem import LOSSES, Problem
 from ufm.solver import DEFAULT_LR, METHODS, check_method_fits, default_method
@@ -86,10 +86,27 @@ def _class_sizes_of(args) -> tuple[tuple[int, ...] | None, int | None]:
 
 #: under --help (RawDescriptionHelpFormatter keeps the lines as written); the full story is docs/cli.md
 _GLOSSARY = """\
-glossary: NC1-NC3 = within-class variability, distance from a simplex ETF, classifier vs class-mean
-  mismatch (0 at collapse); loss block = Hessian of the loss term alone (no weight decay) in W or in H.
+glossary: N = nK samples; lam_Z = sqrt(lam_W lam_H); c = sqrt(KN) lam_Z + delta (the minimizer is
+  non-zero iff c < 1); delta* = the delta where c = 1 (phase boundary); a = scale of the optimal
+  simplex-ETF logits; p_t, p_n = predicted probability of the true class, of each other class;
+  kappa = condition number of a loss block over its non-zero eigenvalues (K·p_t for ce/ls, K >= 3);
+  loss block = Hessian of the loss term alone (no weight decay) in W or in H; hbar_k = mean feature of
+  class k, h_G = mean of all features; L = the objective; NC1-NC3 = within-class variability, distance
+  from a simplex ETF, classifier vs class-mean mismatch (0 at collapse; undefined at W = H = 0).
 methods: reduced = L-BFGS on the exact K-class-mean reduction; lbfgs = L-BFGS on all of (W, H, b);
-  gd, momentum, nesterov = the papers' gradient descent and its accelerated forms. See docs/cli.md."""
+  gd, momentum, nesterov = the papers' gradient descent and its accelerated forms. See docs/cli.md.
+"""
+EXIT_CODES = _cli.exit_codes(
+    (0, "every applicable prediction agrees within --rtol (VERDICT: agrees)"),
+    (1, "a prediction disagrees (VERDICT: MISMATCH) or the solver did not converge"),
+    (
+        EXIT_NOT_VERIFIED,
+        "the run converged but no prediction applies, so nothing was checked (label noise, focal "
+        "loss with d < K, ...; VERDICT: not verified, the report says why)",
+    ),
+    bad_input="bad input: one error: line naming the flag (also a flag that does not apply, a --json path that "
+    "cannot be written, a problem that does not fit in memory); no file written",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Solve the unconstrained feature model numerically and compare it, number by number, with\n"
         "theory: Guo et al. Theorems 4.1 and 4.2 (CE/LS), the 1-D reduction of Zhou et al. Theorem 1\n"
         "(focal), the derived rescaled-MSE optimum, and Nguyen et al. Theorem 3.2 (H >= 0).",
-        epilog=_GLOSSARY,
+        epilog=_GLOSSARY + EXIT_CODES,
     )
     problem = parser.add_argument_group("problem")
     problem.add_argument("--K", type=_integer("--K", 2), default=10, help="classes (>= 2; default 10)")
@@ -226,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-iters",
         type=_integer("--max-iters", 1),
         default=None,
-        help="iteration cap (default 2000 for lbfgs, 20000 for reduced, 100000 otherwise)",
+        help=_cli.MAX_ITERS_HELP,
     )
     report = parser.add_argument_group("report")
     report.add_argument(
@@ -283,44 +300,51 @@ def _kappa_line(problem, prediction) -> str:
             "(K·p_t needs K >= 3)"
         )
     if problem.loss in ("ce", "ls"):
-        return f"kappa = K·p_t = {format_number(kappa_W)}: condition number of the W and of the H loss block (Thm 4.2)"
+        return (
+            f"kappa = K·p_t = {format_number(kappa_W)}: condition number of the W and of the H loss block, "
+            "largest / smallest non-zero eigenvalue (Thm 4.2)"
+        )
     return (
         f"kappa_W = {format_number(kappa_W)}, kappa_H = {format_number(kappa_H)}: largest / smallest non-zero "
         f"eigenvalue of each derived loss block (not K·p_t for {problem.loss})"
     )
 
 
-def _report_text(problem, prediction, result, comparison, rtol) -> str:
-    num = format_number  # the one number format of the report, tables and Comparison alike
+def _report_text(problem, prediction, result, comparison, rtol, compiled: str) -> str:
+    """The report; ``compiled``: what the time before the compiled run went to
+    (:meth:`ufm._cli.CompileWatch.phrase`)."""
+    num, given = format_number, format_input  # computed numbers (10 significant digits); parameters as given
     p = problem
     loss = {
-        "ls": f"ls (delta = {num(p.delta)})",
-        "focal": f"focal (gamma = {num(p.gamma)})",
-        "mse": f"mse (kappa = {num(p.mse_kappa)}, beta = {num(p.mse_beta)})",
+        "ls": f"ls (delta = {given(p.delta)})",
+        "focal": f"focal (gamma = {given(p.gamma)})",
+        "mse": f"mse (kappa = {given(p.mse_kappa)}, beta = {given(p.mse_beta)})",
         "ce": "ce",
     }[p.loss]
     extras = (
         (f", class sizes {','.join(map(str, p.class_sizes))}" if p.class_sizes else "")
         + (", H >= 0" if p.nonnegative else "")
-        + (f", label noise {num(p.label_noise)} (seed {p.noise_seed})" if p.label_noise else "")
+        + (f", label noise {given(p.label_noise)} (seed {p.noise_seed})" if p.label_noise else "")
     )
     source = "Nguyen et al. Thm 3.2 + 1-D reduction" if p.nonnegative else _SOURCES[p.loss]
     lines = [
-        f"UFM problem: K = {p.K}, n = {p.n} (N = {p.N}), d = {p.d}, loss {loss}{extras}, "
-        f"lam_W = {num(p.lam_W)}, lam_H = {num(p.lam_H)}, lam_b = {num(p.lam_b)}, {p.dtype}, seed = {p.seed}",
+        f"UFM problem: K = {p.K} classes, n = {p.n} samples per class (N = {p.N}), d = {p.d}, loss {loss}{extras}, "
+        f"lam_W = {given(p.lam_W)}, lam_H = {given(p.lam_H)}, lam_b = {given(p.lam_b)}, {p.dtype}, seed = {p.seed}",
         "",
         f"Theory ({source}):",
     ]
     if prediction["c"] is not None:
         lines.append(
-            f"  c = sqrt(KN) lam_Z + delta = {num(prediction['c'])}   "
+            f"  c = sqrt(KN) lam_Z + delta = {num(prediction['c'])}, lam_Z = sqrt(lam_W lam_H)   "
             f"({'collapsed phase: W = H = 0' if prediction['collapsed'] else 'c < 1: non-zero minimizer'}; "
             f"boundary delta* = {num(prediction['delta_star'])})"
         )
     elif prediction["collapsed"]:
         lines.append("  a = 0: collapsed phase, W = H = 0")
     lines += [
-        f"  a = {num(prediction['a'])}   p_t = {num(prediction['p_t'])}   p_n = {num(prediction['p_n'])}"
+        f"  a = {num(prediction['a'])} (logit scale)   "
+        f"p_t = {num(prediction['p_t'])} (probability of the true class)   "
+        f"p_n = {num(prediction['p_n'])} (of each other class)"
         + (f"   b = {num(prediction['bias'])} * 1" if p.loss == "mse" else ""),
         f"  {_kappa_line(p, prediction)}",
         f"  mean ||w_k|| = {num(prediction['w_norm'])}   mean ||hbar_k - h_G|| = {num(prediction['h_norm'])}",
@@ -333,14 +357,14 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
         "",
         f"Solver: {result.method}"
         + (f" (lr = {num(result.lr)})" if result.lr is not None else " (line search)")
-        + f", {result.iterations} iterations, {result.seconds:.2f} s (+ {result.compile_seconds:.2f} s compile), "
+        + f", {result.iterations} iterations, {result.seconds:.2f} s (+ {compiled}), "
         f"on {jax.devices()[0].platform}",
         f"  {result.message}",
         f"  L = {num(result.objective)}",
         "",
         comparison.table(),
         LEGEND,
-        f"tolerance = {num(rtol)} (--rtol)"
+        f"tolerance = {given(rtol)} (--rtol)"
         + ("; [numerical] rows: rtol + the restart spread of the quantity" if comparison.numerical else ""),
     ]
     for block, info in comparison.spectra.items():
@@ -369,7 +393,7 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
             lines.append(f"VERDICT: MISMATCH — {what}; beyond rtol + restart spread in: {names}")
     elif comparison.ok and comparison.verified:
         judged = sum(row.applies for row in comparison.rows)
-        lines.append(f"VERDICT: agrees — all {judged} applicable checks within {num(rtol)}")
+        lines.append(f"VERDICT: agrees — all {judged} applicable checks within {given(rtol)}")
     elif comparison.ok:
         lines.append(
             "VERDICT: not verified — no prediction applies because "
@@ -379,7 +403,7 @@ def _report_text(problem, prediction, result, comparison, rtol) -> str:
         lines.append(f"VERDICT: not verified — the solver did not converge ({result.status})")
     else:
         names = ", ".join(row.quantity for row in comparison.failures)
-        lines.append(f"VERDICT: MISMATCH beyond {num(rtol)} in: {names}")
+        lines.append(f"VERDICT: MISMATCH beyond {given(rtol)} in: {names}")
     return "\n".join(lines)
 
 
@@ -532,19 +556,10 @@ def _record(problem, prediction, result, comparison, rtol) -> dict:
             "grad_norm": result.grad_norm,
             "initial_grad_norm": result.initial_grad_norm,
         },
+        # the rows as Comparison.to_records gives them, without the keys (the file's format predates them)
         "comparison": [
-            {
-                "quantity": r.quantity,
-                "theory": r.theory,
-                "measured": r.measured,
-                "error": r.error,
-                "relative": r.relative,
-                "tolerance": r.tolerance,
-                "applies": r.applies,
-                "ok": r.ok,
-                "note": r.note,
-            }
-            for r in comparison.rows
+            {name: value for name, value in record.items() if name not in ("key", "undefined")}
+            for record in comparison.to_records()
         ],
         "not_applicable": list(comparison.not_applicable),
         "numerical_prediction": _numerical_record(comparison.numerical),
@@ -688,26 +703,26 @@ def _main(argv) -> int:
     tol = args.tol if args.tol is not None else (1e-5 if float32 else 1e-10)
     rtol = args.rtol if args.rtol is not None else (1e-3 if float32 else 1e-6)
     line_search = method in ("lbfgs", "reduced")
-    max_iters = (
-        args.max_iters if args.max_iters is not None else {"lbfgs": 2_000, "reduced": 20_000}.get(method, 100_000)
-    )
+    max_iters = _cli.max_iters(method, args.max_iters)
     progress_every = 0 if args.quiet else (100 if line_search else 2_000)
     if not args.quiet:
         print(
             f"solving K = {problem.K}, n = {problem.n}, d = {problem.d} with {method} ...", file=sys.stderr, flush=True
         )
+    watch = _cli.CompileWatch()
     try:
-        result = _solve(
-            problem,
-            method,
-            lr=args.lr,
-            tol=tol,
-            max_iters=max_iters,
-            record_every=max(1, max_iters // 1000),
-            progress_every=progress_every,
-            shard=args.shard,
-            history=False,
-        )
+        with watch.watching():
+            result = _solve(
+                problem,
+                method,
+                lr=args.lr,
+                tol=tol,
+                max_iters=max_iters,
+                record_every=max(1, max_iters // 1000),
+                progress_every=progress_every,
+                shard=args.shard,
+                history=False,
+            )
         comparison = compare(
             result,
             rtol=rtol,
@@ -721,7 +736,7 @@ def _main(argv) -> int:
     record = _record(problem, prediction, result, comparison, rtol)
     return _io.deliver(  # the report, then the JSON file whatever became of the report; exit 4 if one failed
         parser.prog,
-        _report_text(problem, prediction, result, comparison, rtol),
+        _report_text(problem, prediction, result, comparison, rtol, watch.phrase(result.compile_seconds)),
         None if args.json is None else lambda: _io.write_json(args.json, record, overwrite=args.force, what="--json"),
         code=_exit_code(comparison),
         announce=None if args.quiet else sys.stderr,

@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import itertools
 import sys
+import textwrap
 import time
 import types
 from collections.abc import Sequence
@@ -39,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm import _cache, _io, _lbfgs, _memory, _prog, metrics, solver
+from ufm import _cache, _cli, _io, _lbfgs, _memory, _prog, metrics, solver
 from ufm._interrupt import exit_on_interrupt
 from ufm.losses import LOSS_IDS
 from ufm.objective import Weights
@@ -558,11 +559,32 @@ def _list(name: str, kind):
     return parse
 
 
+#: the columns the command line adds to :meth:`SweepResult.rows`: p_t measured at the solution, and theory's
+#: p_t and kappa = K p_t (Guo et al. Thm 4.2; NaN past the phase boundary or for d < K, 1 for K = 2)
+CLI_COLUMNS = ("p_t", "p_t_theory", "kappa_theory")
+
+EXIT_CODES = _cli.exit_codes(
+    (0, "every configuration converged"),
+    (1, "at least one did not (its row says why)"),
+    bad_input="bad input: one error: line naming the flag (also an --out file that exists, without --force); "
+    "no file written",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Solve a grid of UFM configurations (delta x lam x seed) of one shape in one "
-        "vmapped, compiled call and write one row per configuration.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Solve a grid of UFM configurations (delta x lam x seed) of one shape in one vmapped, compiled call "
+            "and write one row per configuration: the configuration, status, iterations, objective, |grad L| / "
+            "|grad L(x0)|, the norms, NC1-NC3, p_t (measured at the solution), p_t_theory and kappa_theory (K p_t, "
+            "the condition number of the loss blocks over their non-zero eigenvalues; Guo et al. Thm 4.2; nan past "
+            "the phase boundary and for d < K). The measured kappa needs the Hessian: "
+            "ufm.compare(SweepResult.result(j)).",
+            width=100,
+        ),
+        epilog=EXIT_CODES,
     )
     parser.add_argument("--K", type=int, default=10, help="classes (>= 2; default 10)")
     parser.add_argument("--n", type=int, default=50, help="samples per class (>= 1; default 50)")
@@ -580,7 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated lam_W = lam_H = lam_b values (> 0; default 5e-4)",
     )
     parser.add_argument(
-        "--seeds", type=_list("--seeds", int), default=[0], help="comma-separated seeds or a range LO:HI (default 0)"
+        "--seeds",
+        type=_list("--seeds", int),
+        default=[0],
+        help="comma-separated seeds or a range LO:HI, HI exclusive (0:3 is 0, 1, 2; default 0)",
     )
     parser.add_argument("--float32", action="store_true", help="solve in float32")
     parser.add_argument(
@@ -597,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tol", type=float, default=None, help="relative gradient tolerance (default 1e-10; 1e-5 in float32)"
     )
-    parser.add_argument("--max-iters", type=int, default=20_000, help="iteration cap (default 20000)")
+    parser.add_argument("--max-iters", type=int, default=None, help=_cli.MAX_ITERS_HELP)
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -611,9 +636,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rows(result: SweepResult) -> list[dict[str, Any]]:
+    """:meth:`SweepResult.rows` with the :data:`CLI_COLUMNS` (theory through :mod:`ufm.compare`, which sees both)."""
+    from ufm.compare import measured_probabilities, predicted_p_t_kappa
+
+    rows = result.rows()
+    for j, row in enumerate(rows):
+        row["p_t"] = measured_probabilities(result.result(j))[0]
+        row["p_t_theory"], row["kappa_theory"] = predicted_p_t_kappa(result.problems[j])
+    return rows
+
+
 def _write(path, result: SweepResult, extra: dict, *, overwrite: bool):
     """The rows as CSV or JSON (by the suffix), atomically; returns the path written (see ``ufm._io``)."""
-    rows = result.rows()
+    rows = _rows(result)
     if str(path).endswith(".json"):
         return _io.write_json(path, {**extra, "rows": rows}, overwrite=overwrite, what="--out")
     return _io.write_bytes(path, _io.csv_bytes(rows, lineterminator="\n"), overwrite=overwrite, what="--out")
@@ -658,9 +694,19 @@ def _main(argv) -> int:
                 raise ValueError(f"--out must end in .csv or .json, got {args.out!r}")
             _io.check_writable(args.out, overwrite=args.force, what="--out")
         base = Problem(K=args.K, n=args.n, d=args.d, dtype=dtype)
-        _refuse_inapplicable(args, default_method(base) if args.method is None else args.method)
+        method = default_method(base) if args.method is None else args.method
+        _refuse_inapplicable(args, method)
         problems = grid(base, delta=args.delta, lam=args.lam, seed=args.seeds)
-        result = sweep(problems, args.method, lr=args.lr, tol=tol, max_iters=args.max_iters, batch_size=args.batch_size)
+        watch = _cli.CompileWatch()
+        with watch.watching():
+            result = sweep(
+                problems,
+                method,
+                lr=args.lr,
+                tol=tol,
+                max_iters=_cli.max_iters(method, args.max_iters),
+                batch_size=args.batch_size,
+            )
     except (ValueError, OSError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
@@ -678,7 +724,7 @@ def _main(argv) -> int:
     return _io.deliver(
         PROG,
         f"{len(result)} configurations (K = {base.K}, n = {base.n}, d = {base.d}, {dtype}, {result.method}): "
-        f"{done} converged, {result.seconds:.2f} s (+ {result.compile_seconds:.2f} s compile), "
+        f"{done} converged, {result.seconds:.2f} s (+ {watch.phrase(result.compile_seconds)}), "
         f"{int(result.iterations.max())} iterations at most",
         None if args.out is None else lambda: _write(args.out, result, extra, overwrite=args.force),
         code=0 if done == len(result) else 1,

@@ -1,0 +1,111 @@
+"""What the command lines share in their text: the exit codes of ``--help``, the iteration cap per method,
+and the words for the time spent before a compiled program runs.
+
+Internal API (``ufm.solve``, ``ufm.sweep``, ``ufm.md``, ``ufm.analyze``); the one place where the exit codes
+are written down for the user. The codes themselves live where they are produced: 2 is argparse's and each
+command line's ``error:`` path, :data:`ufm._io.EXIT_NOT_WRITTEN` (4), :mod:`ufm._interrupt` (130, 143, 141).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import textwrap
+
+from ufm._interrupt import BROKEN_PIPE_EXIT_CODE, EXIT_CODES
+from ufm._io import EXIT_NOT_WRITTEN
+
+#: exit code 2, as every command line uses it (argparse's own refusals included)
+BAD_INPUT = "bad input: one error: line naming the flag; no file written"
+#: exit code 4 (:data:`ufm._io.EXIT_NOT_WRITTEN`)
+NOT_WRITTEN = (
+    "computed, but the output file or the report could not be written: one error: line naming the path, "
+    "the reason and where the result was kept"
+)
+
+
+def exit_codes(*own: tuple[int, str], bad_input: str = BAD_INPUT, written: bool = True) -> str:
+    """The ``exit codes:`` block of a command line's ``--help`` epilog, one code a line: its ``own`` codes
+    ``(code, meaning)`` (0, 1, 3), and the shared ones: 2 (``bad_input``), 4 where the command line writes
+    through :func:`ufm._io.deliver` (``written``), 130 / 143 (SIGINT / SIGTERM), 141 (reader gone). For
+    ``argparse.RawDescriptionHelpFormatter``, which keeps the lines as written."""
+    codes = [(str(code), meaning) for code, meaning in own] + [("2", bad_input)]
+    if written:
+        codes.append((str(EXIT_NOT_WRITTEN), NOT_WRITTEN))
+    codes += [
+        (
+            " / ".join(map(str, EXIT_CODES.values())),
+            "interrupted by SIGINT (Ctrl-C) / SIGTERM: one line, no file written",
+        ),
+        (str(BROKEN_PIPE_EXIT_CODE), "the reader of standard output went away (| head): quietly"),
+    ]
+    codes.sort(key=lambda entry: int(entry[0].split()[0]))
+    lines = ["exit codes:"]
+    for code, meaning in codes:
+        lines += textwrap.wrap(
+            meaning, width=100, initial_indent=f"  {code:<9s} ", subsequent_indent=" " * 12, break_on_hyphens=False
+        )
+    return "\n".join(lines)
+
+
+#: the exit codes of ``python -m ufm.analyze`` (its own module is owned elsewhere: it may use this text)
+ANALYZE_EXIT_CODES = exit_codes(
+    (0, "the analysis ran, whatever the verdict (a network not at the minimizer is a measurement, not an error)"),
+    bad_input="bad arguments or bad files: one error: line naming the key or flag",
+    written=False,  # its --json is written by ufm._io.write_json, not ufm._io.deliver
+)
+
+
+#: iteration cap of a method when ``--max-iters`` is not given (``ufm.solve`` and ``ufm.sweep`` alike)
+MAX_ITERS = {"lbfgs": 2_000, "reduced": 20_000}
+#: the cap of the fixed-step methods (gd, momentum, nesterov)
+MAX_ITERS_FIXED_STEP = 100_000
+MAX_ITERS_HELP = (
+    f"iteration cap (default {MAX_ITERS['lbfgs']} for lbfgs, {MAX_ITERS['reduced']} for reduced, "
+    f"{MAX_ITERS_FIXED_STEP} otherwise)"
+)
+
+
+def max_iters(method: str, given: int | None = None) -> int:
+    """``given``, or the default cap of ``method`` (:data:`MAX_ITERS`)."""
+    return given if given is not None else MAX_ITERS.get(method, MAX_ITERS_FIXED_STEP)
+
+
+_CACHE_REQUESTS = "/jax/compilation_cache/compile_requests_use_cache"
+_CACHE_HITS = "/jax/compilation_cache/cache_hits"
+
+
+class CompileWatch:
+    """Counts, while open, the programs JAX looked up in the persistent compilation cache and the ones it
+    found there (JAX's monitoring events), so that the time before a run can be named for what it was:
+    :meth:`phrase`. Without the cache (``--no-cache``) nothing is looked up and every program is compiled."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.hits = 0
+
+    def _count(self, event: str, **_) -> None:
+        self.requests += event == _CACHE_REQUESTS
+        self.hits += event == _CACHE_HITS
+
+    @contextlib.contextmanager
+    def watching(self):
+        import jax
+
+        listener = self._count
+        jax.monitoring.register_event_listener(listener)
+        try:
+            yield self
+        finally:
+            with contextlib.suppress(AssertionError, ValueError):  # gone already (the listeners were cleared)
+                jax.monitoring.unregister_event_listener(listener)
+
+    def phrase(self, seconds: float) -> str:
+        """``"3.67 s compile"``, ``"0.35 s loading compiled programs from the cache"`` or ``"… s compile and
+        cache load"``: what the ``seconds`` before the compiled run were spent on."""
+        if self.hits == 0:
+            what = "compile"
+        elif self.hits >= self.requests:
+            what = "loading compiled programs from the cache"
+        else:
+            what = f"compile and cache load: {self.hits} of {self.requests} programs from the cache"
+        return f"{seconds:.2f} s {what}"
