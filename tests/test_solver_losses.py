@@ -42,7 +42,7 @@ def test_solver_reaches_the_prediction_for_every_loss(loss, params):
         "mean ||w_k||",
         "mean ||hbar_k - h_G||",
         "kappa_W (loss block)",
-        "W-block eigenvalues (all distinct; largest shown)",
+        "W-block eigenvalues (all, with multiplicities; largest shown)",
     ):
         assert rows[name].applies and rows[name].error <= RTOL, name
 
