@@ -258,3 +258,30 @@ def test_d_below_K_flags_refused_where_no_numerical_optimum_is_computed(capsys):
             SOLVE,
             flags[0],
         )
+
+
+@pytest.mark.parametrize(
+    "flags,needles",
+    [
+        (["--restarts", "0"], ["--restarts"]),
+        (["--restarts", "1.5"], ["--restarts"]),
+        (["--restarts", "1001"], ["--restarts"]),
+        (["--restarts", "2"], ["--restarts", "d < K", "d = 4, K = 3", "no --lam-W"]),  # d >= K: no d < K optimum
+        (["--restarts", "2", "--lam-W", "1e-3", "--lam-H", "1e-3"], ["--restarts", "d = 4, K = 3"]),
+    ],
+)
+def test_analyze_bad_or_inapplicable_restarts_are_refused(flags, needles, tmp_path, capsys):
+    """``python -m ufm.analyze --restarts`` (issue 31, d < K): a bad count, or one where no d < K optimum is
+    computed, exits 2 naming the flag, before analysing; no --json file."""
+    import numpy as np
+
+    from ufm.analyze import main as analyze_main
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 4)
+    weight = rng.normal(size=(3, 4))
+    np.savez(tmp_path / "layer.npz", features=weight[labels], labels=labels, weight=weight)
+    out = tmp_path / "out.json"
+    argv = [str(tmp_path / "layer.npz"), "--quiet", "--no-cache", "--json", str(out), *flags]
+    _refused(analyze_main, argv, capsys, "python -m ufm.analyze", *needles)
+    assert not out.exists()

@@ -7,18 +7,20 @@ the same on any machine. The scale cases are checked against the float64 truth o
 """
 
 import io
+import json
 import struct
 import time
 import tracemalloc
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import ufm
 from tests.test_analyze import _brute_force, _imbalanced
-from ufm import _memory, last_layer
+from ufm import _io, _memory, last_layer
 from ufm.analyze import main
 
 PROG = "python -m ufm.analyze"
@@ -386,3 +388,82 @@ def test_empty_json_path_is_refused_naming_the_flag(tmp_path, capsys):
     features, labels, weight = _layer()
     np.savez(tmp_path / "layer.npz", features=features, labels=labels, weight=weight)
     _refused([str(tmp_path / "layer.npz"), "--json", ""], capsys, "--json", "file name")
+
+
+# --------------------------------------------------------------------------- outputs (ufm._io.deliver)
+
+
+def _one_error(err: str, *needles) -> str:
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"{PROG}: error: "), err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", ["full device", "folder replaced"])
+def test_a_json_that_cannot_be_written_exits_4_with_one_line_and_keeps_the_result(case, tmp_path, capsys, monkeypatch):
+    """As ufm.solve (tests/test_reliability_files.py): computed, then the --json cannot be written (a device that
+    behaves as /dev/full, or its folder replaced by a file while computing): exit 4, one error: line naming
+    --json and the path, the JSON kept in the temporary folder, the report printed."""
+    import os
+    import stat
+    import tempfile
+
+    import ufm.analyze as cli
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(kept))
+    features, labels, weight = _layer()
+    np.savez(tmp_path / "layer.npz", features=features, labels=labels, weight=weight)
+    if case == "full device":
+        target = tmp_path / "full"
+        try:
+            os.mknod(target, 0o666 | stat.S_IFCHR, os.makedev(1, 7))  # the test's own /dev/full
+        except PermissionError:
+            pytest.skip("os.mknod of a character device needs root (CAP_MKNOD)")
+        needles = [f"--json {target}", "No space left on device", "kept in"]
+    else:
+        folder = tmp_path / "out"
+        folder.mkdir()
+        target = folder / "r.json"
+        analyze = cli.analyze
+
+        def analyze_then_replace(*args, **kwargs):
+            result = analyze(*args, **kwargs)
+            folder.rmdir()
+            folder.write_text("a file now")
+            return result
+
+        monkeypatch.setattr(cli, "analyze", analyze_then_replace)
+        needles = [f"--json {target} was not written", f"{folder} is not a folder", "kept in"]
+    code = main([str(tmp_path / "layer.npz"), "--quiet", "--no-cache", "--spectra", "off", "--json", str(target)])
+    captured = capsys.readouterr()
+    assert code == _io.EXIT_NOT_WRITTEN == 4
+    line = _one_error(captured.err, *needles)
+    record = json.loads(Path(line.rsplit("kept in ", 1)[1]).read_text())
+    assert record["data"]["K"] == 3 and record["verdict"]["status"] == "no_prediction"
+    assert captured.out.splitlines()[-1].startswith("VERDICT: ")  # the report was printed
+
+
+def test_a_failing_standard_output_exits_4_after_the_json_is_written(tmp_path, capsys, monkeypatch):
+    import errno
+    import sys
+
+    class Failing(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    features, labels, weight = _layer()
+    np.savez(tmp_path / "layer.npz", features=features, labels=labels, weight=weight)
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(Failing()))
+    target = tmp_path / "r.json"
+    code = main([str(tmp_path / "layer.npz"), "--quiet", "--no-cache", "--spectra", "off", "--json", str(target)])
+    assert code == 4
+    _one_error(capsys.readouterr().err, f"{PROG}: error: standard output: [Errno 28]")
+    assert json.loads(target.read_text())["data"]["N"] == 12  # written anyway

@@ -6,12 +6,18 @@ Input: one ``.npz`` with keys ``features (N, d)``, ``labels (N,)``, ``weight (K,
 --labels --weight [--bias]``; features are memory-mapped and streamed, so they need not fit in
 memory twice). Optional training setup (``--loss --delta --gamma --lam-W --lam-H --lam-b``)
 adds the UFM prediction and its errors; ``--test test.npz`` (keys ``features``, ``labels``) adds the
-held-out collapse of a test set against the training class means and classifier. Prints a report
-ending in a ``VERDICT:`` line (at the UFM minimizer within ``--rtol``, not at it, or no prediction
+held-out collapse of a test set against the training class means and classifier. With d < K the
+prediction is the numerical UFM optimum (the best of ``--restarts`` seeded restarts, :mod:`ufm.generalized`;
+no closed form exists there) and the generalized-collapse metrics are measured and compared. Prints a
+report ending in a ``VERDICT:`` line (at the UFM minimizer within ``--rtol``, not at it, or no prediction
 applies, and why); ``--json PATH`` writes top-level ``measured``, ``predicted``, ``error``,
-``held_out``, ``verdict`` (and context) atomically. Exit 0 on success whatever the verdict (a
-trained network need not be at the minimizer: the verdict is a measurement, not a failure), 2 for
-bad arguments or bad files (one ``error:`` line naming the key or flag), 130 / 143 on SIGINT / SIGTERM.
+``held_out``, ``verdict`` (and context) atomically. The report and the JSON go through
+:func:`ufm._io.deliver`, as every command line's do. Exit codes (``--help``'s epilog, from
+:func:`ufm._cli.exit_codes`): 0 on success whatever the verdict (a trained network need not be at the
+minimizer: the verdict is a measurement, not a failure), 2 for bad arguments or bad files (one ``error:``
+line naming the key or flag), 4 when the result was computed but the report or the ``--json`` file could
+not be written (one ``error:`` line naming the path; the JSON kept in the temporary folder), 130 / 143 on
+SIGINT / SIGTERM, 141 when the reader of standard output went away.
 
 Files are judged by what they declare before any data are read (:func:`read_header`, :class:`_Npz`): the
 .npy header of each file or .npz member (streamed from its first bytes), numbers only (pickled data are
@@ -40,9 +46,19 @@ from importlib import metadata
 import numpy as np
 
 from theory import validation
-from ufm import _cache, _io, _memory, _prog
+from ufm import _cache, _cli, _io, _memory, _prog
 from ufm._interrupt import exit_on_interrupt
-from ufm.last_layer import DEFAULT_RTOL, LOSSES, SOURCES, Analysis, analyze, default_chunk_size, memory_bytes
+from ufm.generalized import DEFAULT_RESTARTS, MAX_RESTARTS
+from ufm.last_layer import (
+    DEFAULT_RTOL,
+    LOSSES,
+    PREDICTION_NUMERICAL,
+    SOURCES,
+    Analysis,
+    analyze,
+    default_chunk_size,
+    memory_bytes,
+)
 
 PROG = "python -m ufm.analyze"  #: the name as a module; ``ufm-analyze`` when started by that script
 KEYS = ("features", "labels", "weight", "bias")
@@ -53,11 +69,15 @@ verdict: the UFM prediction is for the minimizer of the UFM objective (Guo et al
 trained last layer is there only if training reached it. The last line says "at the minimizer
 within rtol" (every judged error <= --rtol: relative for non-zero predictions, absolute for NC1-NC3
 and the bias), "not at the minimizer: worst error X in Y", or "no prediction applies: reasons".
+d < K: no closed form exists; the prediction is the numerical UFM optimum for the observed class sizes
+(best of --restarts seeded restarts), each row judged within rtol + its restart spread, including the
+generalized-collapse metrics (one-vs-rest margin, Riesz energies, classifier-mean alignment).
 kappa: over the eigenvalues the theorem predicts to be non-zero (the rest is reported as the
 residue); kappa_H is compared at the class means, kappa_H_point (at the features) is informative.
-exit codes: 0 the analysis ran (whatever the verdict); 2 bad arguments or bad files (one error:
-line naming the key or flag); 130 / 143 interrupted (SIGINT / SIGTERM).
-"""
+""" + _cli.exit_codes(
+    (0, "the analysis ran, whatever the verdict (a network not at the minimizer is a measurement, not an error)"),
+    bad_input="bad arguments or bad files: one error: line naming the key or flag; no file written",
+)
 
 
 class InputError(ValueError):
@@ -67,6 +87,7 @@ class InputError(ValueError):
 # argparse types: the library's own checks and messages (theory.validation: one rule, one message)
 _number = validation.number_type
 _chunk_size = validation.integer_type("--chunk-size", 1)
+_restarts = validation.integer_type("--restarts", 1, MAX_RESTARTS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number("--rtol", 0.0, 1.0),
         default=DEFAULT_RTOL,
         help=f"tolerance of the verdict, in (0, 1) (default {DEFAULT_RTOL:g}, as ufm.solve in float64)",
+    )
+    run.add_argument(
+        "--restarts",
+        type=_restarts,
+        default=None,
+        metavar="R",
+        help="d < K only (with --lam-W/--lam-H, loss ce/ls/mse): seeded restarts of the class-mean solve whose "
+        f"best is the numerical prediction (1 to {MAX_RESTARTS}; default {DEFAULT_RESTARTS}, as ufm.solve)",
     )
     run.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
     run.add_argument("--force", action="store_true", help="overwrite an existing --json file")
@@ -358,7 +387,8 @@ def _require_memory(declared: dict, sources: dict, chunk_size) -> None:
         M = test.shape[0] if test is not None and len(test.shape) == 2 else 0
         chunk = min(default_chunk_size(d, K) if chunk_size is None else chunk_size, N)
         floats = any(declared[k].dtype.kind == "f" for k in ("labels", "test_labels") if k in declared)
-        work = memory_bytes(N, d, K, chunk, M, itemsize=features.dtype.itemsize, float_labels=floats)
+        # without the d < K measurements: the library skips them, with the reason, where they do not fit
+        work = memory_bytes(N, d, K, chunk, M, itemsize=features.dtype.itemsize, float_labels=floats, gnc=False)
     largest = max(loaded, key=lambda key: loaded[key], default=None)
     read = (
         f"; reading {_memory.gib(sum(loaded.values()))} into memory (largest: {largest}, {declared[largest].where} "
@@ -441,6 +471,43 @@ def _held_out_lines(held: dict) -> list[str]:
     return lines
 
 
+def _generalized_lines(result: Analysis) -> list[str]:
+    """d < K: the restarts behind the numerical prediction, its certificate, or why it was skipped; the GNC
+    measurements' skip reason."""
+    info = result.generalized
+    lines = []
+    if "restarts" in info:
+        seeds, values = info["seeds"], info["objectives"]
+        usable = sum(status in ("converged", "stalled") for status in info["statuses"])
+        lines.append(
+            f"d < K prediction (ufm.generalized): best of {info['restarts']} seeded restarts (seeds {seeds[0]}.."
+            f"{seeds[-1]}): L = {_fmt(info['objective'])} (seed {info['best_seed']}); {usable} converged, "
+            f"{info['agreeing']} within rtol {info['rtol']:g} of the best; L over all restarts {_fmt(min(values))} "
+            f"to {_fmt(max(values))}"
+        )
+        proof = info["certificate"]
+        if proof is None:
+            lines.append(f"  certificate: {info['certificate_note']}")
+        else:
+            lines.append(
+                f"  certificate gap {proof['gap']:.3g} (L minus the lower bound {_fmt(proof['lower'])} of the convex "
+                "relaxation: the best restart is at most this above the global minimum"
+                + (
+                    f"; the relaxation's minimizer has rank {proof['rank']} > d = {proof['d']}: it bounds, it does not "
+                    "certify)"
+                    if proof["rank"] > proof["d"]
+                    else ")"
+                )
+            )
+        if result.spread:
+            lines.append("  each judged row: tolerance rtol + the restart spread of its quantity ([tol ...] below)")
+    if "skipped" in info:
+        lines.append(f"d < K prediction: skipped ({info['skipped']})")
+    if "gnc_skipped" in info:
+        lines.append(f"GNC metrics (d < K): not measured ({info['gnc_skipped']})")
+    return lines
+
+
 def report_text(result: Analysis, rtol: float = DEFAULT_RTOL) -> str:
     """The text report: data, table of measured / predicted / error, reasons, Hessian blocks, held-out
     set, verdict (:meth:`~ufm.last_layer.Analysis.verdict` at ``rtol``)."""
@@ -464,19 +531,21 @@ def report_text(result: Analysis, rtol: float = DEFAULT_RTOL) -> str:
     if result.prediction_kind:
         lines.append(
             f"UFM prediction: {result.prediction_kind}"
-            + (" (computed by the solver, not closed-form)" if "numerical" in result.prediction_kind else "")
+            + (" (computed by the solver, not closed-form)" if result.prediction_kind == PREDICTION_NUMERICAL else "")
             + "; it describes the minimizer of the UFM objective, which this last layer reaches only if "
             "training did (see the verdict)"
         )
+    lines += _generalized_lines(result)
     lines += ["", f"{'quantity':14s} {'measured':>14s} {'UFM':>14s} {'error':>14s}  source"]
     for name, value in result.measured.items():
         predicted = result.predicted.get(name)
         error = result.error.get(name)
         kind = "" if error is None else (" rel" if result.relative.get(name) else " abs")
         shown = "undefined" if value is None else _fmt(value)
+        tolerance = f" [tol rtol + spread {result.spread[name]:.1e}]" if name in result.spread else ""
         lines.append(
             f"{name:14s} {shown:>14s} {_fmt(predicted):>14s} "
-            f"{('-' if error is None else f'{error:.2e}{kind}'):>14s}  {SOURCES.get(name, '')}"
+            f"{('-' if error is None else f'{error:.2e}{kind}'):>14s}  {SOURCES.get(name, '')}{tolerance}"
         )
     for name, reason in result.undefined.items():
         lines.append(f"undefined: {name}: {reason}")
@@ -521,6 +590,7 @@ def _main(argv) -> int:
         if args.json is not None:
             _io.check_writable(args.json, overwrite=args.force, what="--json")
         arrays = load_inputs(args)
+        _check_restarts(args, arrays)
         if not args.quiet:
             features = arrays["features"]
             print(f"analysing {getattr(features, 'shape', '?')} features ...", file=sys.stderr, flush=True)
@@ -541,17 +611,36 @@ def _main(argv) -> int:
             spectra={"auto": "auto", "on": True, "off": False}[args.spectra],
             test_features=arrays.get("test_features"),
             test_labels=arrays.get("test_labels"),
+            restarts=args.restarts,
         )
     except (ValueError, OSError) as error:
         flag = "--test: " if str(error).startswith("test_") else ""  # the library names test_features/labels
         print(f"{parser.prog}: error: {flag}{error}", file=sys.stderr)
         return 2
-    print(report_text(result, args.rtol), flush=True)
-    if args.json is not None:
-        written = _io.write_json(args.json, _record(result, args), overwrite=args.force)
-        if not args.quiet:
-            print(f"wrote {written}", file=sys.stderr)
-    return 0
+    record = _record(result, args)
+    return _io.deliver(  # the report, then the JSON whatever became of the report; exit 4 if one failed
+        parser.prog,
+        report_text(result, args.rtol),
+        None if args.json is None else lambda: _io.write_json(args.json, record, overwrite=args.force, what="--json"),
+        code=0,
+        announce=None if args.quiet else sys.stderr,
+    )
+
+
+def _check_restarts(args, arrays: dict) -> None:
+    """Refuse ``--restarts`` where no d < K prediction is computed (as ``ufm.solve`` does); fill the default."""
+    features: tuple = getattr(arrays["features"], "shape", ())
+    weight: tuple = getattr(arrays["weight"], "shape", ())
+    if args.restarts is not None and len(features) == 2 and len(weight) == 2:
+        d, K = features[1], weight[0]
+        if not (d < K and args.lam_W is not None and args.loss in ("ce", "ls", "mse")):
+            raise InputError(
+                "--restarts applies only for d < K with --lam-W/--lam-H and loss ce/ls/mse (there the numerical "
+                f"optimum is the prediction); got d = {d}, K = {K}, loss {args.loss}"
+                + ("" if args.lam_W is not None else ", no --lam-W")
+            )
+    if args.restarts is None:
+        args.restarts = DEFAULT_RESTARTS
 
 
 class _CallableModule(types.ModuleType):

@@ -5,7 +5,8 @@
 Layout: the one frameworks use, **not** the solver's. ``features: (N, d)`` (row i = the
 penultimate-layer feature h_i of training sample i), ``labels: (N,)`` integers in ``[0, K)``,
 ``weight: (K, d)`` (as ``torch.nn.Linear`` stores it: row k = classifier w_k), ``bias: (K,)``
-(zeros when None). In the solver's notation (``W: (d, K)``, ``H: (d, N)``, THEORY.md)
+(zeros when None). In the solver's notation (``W: (d, K)``, ``H: (d, N)``; docs/theory.md, Notation and
+layouts)
 ``W = weight.T`` and ``H = features.T``; logits ``z_i = weight h_i + bias``.
 
 Why a module of its own: ``python -m ufm.analyze`` is the command line (:mod:`ufm.analyze`) and
@@ -112,9 +113,32 @@ not a closed form: ``nc1`` (0: every minimizer has collapsed classes), ``nc2``, 
 ``h_norm``, ``a``, ``p_t``/``p_n`` (softmax losses) and ``bias`` are the same formulas as the
 measurement evaluated at that optimum (class means centred at ``h_G = sum_k n_k hbar_k / N``), and
 the bias error is ``max_k |b_k - b*_k|`` against the optimum's ``b*``. Skipped with a reason (the
-closed form for ``n = round(N/K)`` is shown, not judged) when ``K d > NUMERICAL_MAX_KD``, ``d < K``
-(where one start need not reach the global minimum), for focal loss (no exact class-mean
-reduction), without ``jax_enable_x64`` (the CLI enables it), or when the solve does not converge.
+closed form for ``n = round(N/K)`` is shown, not judged) when ``K d > NUMERICAL_MAX_KD``, for focal
+loss (no exact class-mean reduction), without ``jax_enable_x64`` (the CLI enables it), or when the
+solve does not converge.
+
+More classes than dimensions (``d < K``, balanced or not; ``prediction_kind`` :data:`PREDICTION_GENERALIZED`):
+no simplex ETF fits in R^d and no closed form of the minimizer exists, and one start of the (non-convex)
+class-mean problem need not reach its global minimum. The prediction is :func:`ufm.generalized.generalized_prediction`
+for the observed class sizes and d: the best of ``restarts`` seeded restarts (default
+:data:`ufm.generalized.DEFAULT_RESTARTS`, as ``ufm.solve``; restarts within :data:`DEFAULT_RTOL` of the best
+objective count as agreeing), labelled numerical, with its restart spread and certificate gap
+(``Analysis.generalized``). Judged, as :mod:`ufm.compare` judges a ``d < K`` solve: ``w_norm``, ``h_norm``,
+``a``, ``p_t``/``p_n`` (softmax losses), ``nc1`` (0) and ``bias`` (its error ``max |sorted b - sorted b*|``: two
+optimal points may permute the classes), each from the same formulas as the measurement at the best restart,
+and the generalized-collapse (GNC) measurements of :func:`ufm.generalized.gnc_metrics` (``margin``,
+``logit_margin``, ``gnc2_H``, ``gnc2_W``, ``alignment``, ``logit_norm``, ``null_classes``). Tolerance of each:
+``rtol`` plus the restart spread of that quantity (``Analysis.spread``; ``a`` takes that of ``logit_norm``,
+``bias`` that of ``b_sorted``, ``nc1`` none); errors relative where the prediction is non-zero, absolute
+otherwise (and for ``null_classes``, ``bias``). At the zero minimizer (past the phase boundary) the directional
+ones and ``nc1`` are not predicted, and ``w_norm``, ``h_norm``, ``a`` are 0, compared absolutely without a spread.
+Skipped with a reason (the closed form for d = K is then shown, not judged, as before) for focal loss, when
+``K d > NUMERICAL_MAX_KD``, when the restarts' memory (:func:`ufm.generalized.prediction_bytes`, estimated
+before streaming) does not fit, without ``jax_enable_x64``, or when no restart converges. Whatever the setup,
+the GNC measurements of the network's own last layer (:data:`GNC_MEASURED`: :func:`ufm.generalized.gnc_metrics`
+of ``weight.T``, the class means, ``bias`` and the class counts) are in ``measured`` for ``d < K``; they build
+K x K matrices, so they are skipped with a reason (``Analysis.generalized["gnc_skipped"]``) above
+:data:`GNC_MAX_K` or when they do not fit in memory (estimated first, :func:`gnc_bytes`).
 """
 
 from __future__ import annotations
@@ -126,7 +150,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ufm import _memory
+from theory import validation
+from ufm import _memory, generalized
 
 LOSSES = ("ce", "ls", "focal", "mse")
 SPECTRA = ("auto", True, False)
@@ -175,6 +200,37 @@ AT = {
 }
 PREDICTION_CLOSED_FORM = "closed form (Guo et al. Thm 4.1, 4.2; balanced classes)"
 PREDICTION_NUMERICAL = "numerical UFM optimum with the observed class sizes"
+PREDICTION_GENERALIZED = (
+    "numerical UFM optimum for d < K with the observed class sizes (best of seeded restarts; no closed form)"
+)
+#: d < K: the GNC measurements (:func:`ufm.generalized.gnc_metrics` builds K x K Grams and logits) up to this K
+GNC_MAX_K = 2048
+#: d < K: the measurements of :func:`ufm.generalized.gnc_metrics` added to ``Analysis.measured`` (its ``w_norm``,
+#: ``h_norm`` are the measured ones already; its ``p_t``/``p_n`` weight the classes by size, analyze's do not)
+GNC_MEASURED = (
+    "margin",
+    "logit_margin",
+    "gnc2_H",
+    "gnc2_W",
+    "gnc2_log_H",
+    "gnc2_log_W",
+    "alignment",
+    "gnc3",
+    "logit_norm",
+    "null_classes",
+)
+#: d < K: the GNC measurements compared with the numerical optimum (those with a restart spread)
+GNC_JUDGED = ("margin", "logit_margin", "gnc2_H", "gnc2_W", "alignment", "logit_norm", "null_classes")
+#: d < K: the restart spread (``GeneralizedPrediction.spread``) that widens each judged row's tolerance
+SPREAD_OF = {
+    "w_norm": "w_norm",
+    "h_norm": "h_norm",
+    "a": "logit_norm",  # a = trace(M Zbar)/(K-1) is linear in the logits; its own spread is not recorded
+    "p_t": "p_t",
+    "p_n": "p_n",
+    "bias": "b_sorted",
+    **{name: name for name in GNC_JUDGED},
+}
 
 SOURCES = {
     "nc1": "Guo et al. eq. 4",
@@ -203,6 +259,16 @@ SOURCES = {
     "kappa_H": "loss-term H block at the class means, Guo et al. Thm 4.2",
     "kappa_H_point": "H block at the features (prob. spread; not compared)",
     "K_p_t": "K p_t (Thm 4.2's kappa from measured p_t)",
+    "margin": "GNC: min one-vs-rest margin <u_k - u_l, v_k> (Jiang et al. 2024)",
+    "logit_margin": "GNC: min_k (z_kk - max_l z_lk), class-mean logits",
+    "gnc2_H": "GNC2: Riesz 1-energy of the centred means",
+    "gnc2_W": "GNC2: Riesz 1-energy of the classifiers",
+    "gnc2_log_H": "GNC2: logarithmic energy of the centred means",
+    "gnc2_log_W": "GNC2: logarithmic energy of the classifiers",
+    "alignment": "GNC3: mean cos(w_k, hbar_k - h_G)",
+    "gnc3": "GNC3: 1 - alignment",
+    "logit_norm": "||W^T Hbar + b 1^T||_F, class-mean logits",
+    "null_classes": "classes with w_k = 0 and hbar_k = h_G (bias only)",
 }
 
 
@@ -233,6 +299,13 @@ class Analysis:
         undefined: name -> why that measurement does not exist for this input (a zero norm, two classes
             with the same mean, a 0/0, a value beyond the float64 range); its ``measured`` value is None.
             NaN or inf is never a measurement.
+        spread: d < K: name -> the restart spread added to ``rtol`` in that row's tolerance (module docstring;
+            empty otherwise).
+        generalized: d < K (empty otherwise): the numerical prediction's ``restarts``, ``seeds``, ``best_seed``,
+            ``objective`` (best L), ``objectives``, ``statuses``, ``agreeing`` (restarts within ``rtol`` of the
+            best L), ``rtol``, ``converged``, ``zero``, ``spread`` (every quantity's), ``certificate`` (``upper``,
+            ``lower``, ``gap``, ``rank``, ``d``; None with ``certificate_note``), or ``skipped`` (why not
+            computed); ``gnc_skipped`` when the GNC measurements were not taken.
     """
 
     K: int
@@ -250,6 +323,8 @@ class Analysis:
     prediction_kind: str = ""
     held_out: dict = field(default_factory=dict)
     undefined: dict = field(default_factory=dict)
+    spread: dict = field(default_factory=dict)
+    generalized: dict = field(default_factory=dict)
 
     @property
     def balanced(self) -> bool:
@@ -259,9 +334,11 @@ class Analysis:
         """Whether this last layer is at the UFM minimizer the prediction describes.
 
         The prediction is for the minimizer of the UFM objective (Guo et al. Thm 4.1/4.2, or the
-        numerical optimum with the observed class sizes); a trained network is there only if training
-        reached it. Judged: every quantity with an error (``error``), against ``rtol`` (relative errors
-        for the non-zero predictions, absolute for NC1-NC3 and the bias, as ``ufm.solve``'s checks).
+        numerical optimum with the observed class sizes, or for d < K the best of seeded restarts); a trained
+        network is there only if training reached it. Judged: every quantity with an error (``error``),
+        against ``rtol`` (relative errors for the non-zero predictions, absolute for NC1-NC3 and the bias, as
+        ``ufm.solve``'s checks), for d < K against ``rtol`` plus the quantity's restart spread (``spread``,
+        as :mod:`ufm.compare`).
 
         Returns:
             ``status``: ``"at_minimizer"`` (every judged error within ``rtol``), ``"not_at_minimizer"`` or
@@ -280,7 +357,8 @@ class Analysis:
         if unmeasured:
             why = self.spectra.get("skipped") or "the blocks were too large for the exact paths"
             not_judged.append(f"{', '.join(unmeasured)} predicted, not measured (Hessian blocks: {why})")
-        judged_kind = self.prediction_kind == PREDICTION_NUMERICAL or (bool(self.setup) and self.applies)
+        numerical = self.prediction_kind in (PREDICTION_NUMERICAL, PREDICTION_GENERALIZED)
+        judged_kind = numerical or (bool(self.setup) and self.applies)
         judged = sorted(self.error) if judged_kind else []
         out = {"rtol": float(rtol), "judged": judged, "worst": None, "worst_error": None, "beyond_rtol": []}
         if not judged:
@@ -292,19 +370,27 @@ class Analysis:
                 "not_judged": not_judged,
             }
         worst = max(judged, key=lambda k: self.error[k])
-        beyond = [k for k in judged if not self.error[k] <= rtol]
+        beyond = [k for k in judged if not self.error[k] <= rtol + self.spread.get(k, 0.0)]
         kind = "relative" if self.relative.get(worst) else "absolute"
         worst_text = f"worst error {self.error[worst]:.2e} ({kind}) in {worst}"
+        tolerance = f"rtol {rtol:g}" + (" + restart spread" if self.spread else "")
         if beyond:
             status = "not_at_minimizer"
-            text = (
-                f"not at the minimizer: {worst_text}; beyond rtol {rtol:g}: {', '.join(beyond)} ({len(judged)} judged)"
-            )
+            text = f"not at the minimizer: {worst_text}; beyond {tolerance}: {', '.join(beyond)} ({len(judged)} judged)"
         else:
             status = "at_minimizer"
-            text = f"at the minimizer within rtol {rtol:g}: {worst_text} ({len(judged)} judged)"
+            text = f"at the minimizer within {tolerance}: {worst_text} ({len(judged)} judged)"
         if self.prediction_kind == PREDICTION_NUMERICAL:
             text += f" [against the {PREDICTION_NUMERICAL}]"
+        elif self.prediction_kind == PREDICTION_GENERALIZED:
+            gnc = [k for k in judged if k in GNC_JUDGED]
+            rows = [k for k in judged if k not in GNC_JUDGED]
+            text += (
+                f" [against the numerical UFM optimum for d = {self.d} < K = {self.K}, best of "
+                f"{self.generalized.get('restarts')} seeded restarts: {', '.join(rows)}"
+                + (f" and the GNC metrics {', '.join(gnc)}" if gnc else "")
+                + "; no closed form exists for d < K]"
+            )
         return {
             **out,
             "status": status,
@@ -332,6 +418,8 @@ class Analysis:
             "spectra": self.spectra,
             "sources": {k: SOURCES[k] for k in self.measured if k in SOURCES},
             "held_out": self.held_out,
+            "spread": dict(self.spread),
+            "generalized": self.generalized,
             "verdict": self.verdict(rtol),
         }
 
@@ -416,15 +504,36 @@ def default_chunk_size(d: int, K: int) -> int:
 # ----------------------------------------------------------------------------- memory
 
 
+def gnc_bytes(d: int, K: int) -> float:
+    """Peak bytes of the d < K measurements (:func:`ufm.generalized.gnc_metrics`: K x K logits and Grams, its own
+    estimate ``12 K^2 + 6 d K`` floats; ~10 K^2 measured with tracemalloc) and the class means handed to it."""
+    return 8.0 * (12.0 * K * K + 8.0 * d * K)
+
+
+def _measures_gnc(d: int, K: int) -> bool:
+    """Whether :func:`analyze` takes the d < K measurements for these sizes (memory permitting)."""
+    return d < K <= GNC_MAX_K
+
+
 def memory_bytes(
-    N: int, d: int, K: int, chunk: int, M: int = 0, *, itemsize: int = 8, float_labels: bool = False
+    N: int,
+    d: int,
+    K: int,
+    chunk: int,
+    M: int = 0,
+    *,
+    itemsize: int = 8,
+    float_labels: bool = False,
+    gnc: bool | None = None,
 ) -> float:
     """Estimated peak bytes :func:`analyze` allocates (beyond the arrays it is given) for ``N`` samples of
     ``d`` features (``itemsize`` bytes each: the resident pages of a memory-mapped chunk), ``K`` classes,
     ``chunk`` rows per chunk and ``M`` held-out samples: a chunk's work (:data:`ROW_BYTES`), the
     ``K x d`` float64 arrays (class means, centred means, scaled copies; :data:`CLASS_COPIES`), the pairwise
     tiles (:data:`TILE_BYTES` each, never a ``K x K`` matrix), the ``d x d`` scatters and the N
-    predictions (plus the labels when they are floats, converted to :func:`class_dtype`).
+    predictions (plus the labels when they are floats, converted to :func:`class_dtype`), and for d < K the GNC
+    measurements (:func:`gnc_bytes`, after the streaming passes; ``gnc``: include them, default where
+    :func:`analyze` takes them, ``d < K <= GNC_MAX_K``; ``gnc=False`` gives what the analysis needs without).
     Calibrated against tracemalloc peaks (``tests/test_reliability_analyze.py``)."""
     rows_bytes = lambda rows: float(rows) * (ROW_BYTES[0] * d + ROW_BYTES[1] * K + ROW_BYTES[2] + itemsize * d)
     classes = 8.0 * K * (CLASS_COPIES * d + 16)
@@ -435,6 +544,8 @@ def memory_bytes(
     if M:  # the held-out pass: K-wide logits, log-softmax, probabilities; 3 d x d scatters
         test_rows = float(min(chunk, M)) * (ROW_BYTES[0] * d + HELD_OUT_K_COPIES * 8 * K + ROW_BYTES[2])
         work = max(work, test_rows + 8.0 * 3 * d * d)
+    if _measures_gnc(d, K) if gnc is None else gnc:
+        work = max(work, gnc_bytes(d, K))
     return work + classes + square + per_sample
 
 
@@ -1132,6 +1243,13 @@ def _problem(K, counts, d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H
     )
 
 
+def _settings(problem) -> dict:
+    """The loss and penalties of ``problem`` as the class-mean solvers take them (``ufm.imbalance.solve_reduced``,
+    ``ufm.generalized.generalized_prediction``)."""
+    names = ("lam_W", "lam_H", "lam_b", "loss", "delta", "mse_kappa", "mse_beta")
+    return {name: getattr(problem, name) for name in names}
+
+
 def _numerical_optimum(problem, counts):
     """Imbalanced classes: ``(predicted, b*)`` at the numerical UFM optimum with the class sizes ``counts``
     (module docstring), or ``(None, reason)`` when it is not computed."""
@@ -1143,7 +1261,7 @@ def _numerical_optimum(problem, counts):
     if problem.loss not in ("ce", "ls", "mse"):
         return None, f"loss {problem.loss!r} has no exact class-mean reduction"
     if d < K:
-        return None, f"d = {d} < K = {K}, where one start need not reach the global minimum"
+        return None, f"d = {d} < K = {K}: see the d < K reason"
     if K * d > NUMERICAL_MAX_KD:
         return None, f"K d = {K * d} > NUMERICAL_MAX_KD = {NUMERICAL_MAX_KD}"
     if not jax.config.jax_enable_x64:
@@ -1155,17 +1273,7 @@ def _numerical_optimum(problem, counts):
         f"K = {K}, d = {d}",
         "omit lam_W/lam_H (--lam-W/--lam-H)",
     )
-    s = imbalance.solve_reduced(
-        counts,
-        d=d,
-        lam_W=problem.lam_W,
-        lam_H=problem.lam_H,
-        lam_b=problem.lam_b,
-        loss=problem.loss,
-        delta=problem.delta,
-        mse_kappa=problem.mse_kappa,
-        mse_beta=problem.mse_beta,
-    )
+    s = imbalance.solve_reduced(counts, d=d, **_settings(problem))
     finite = all(np.all(np.isfinite(x)) for x in (s.W, s.Hbar, s.b))
     if s.status != "converged" or not finite:
         return None, f"the solve did not converge ({s.status}, gradient ratio {s.grad_ratio:.2g})"
@@ -1193,16 +1301,171 @@ def _nonzero_counts(pred, d: int, K: int) -> dict:
     }
 
 
-def _prediction(problem, counts, measured, lam_b):
-    """(predicted, error, relative, applies, reasons, bias prediction (scalar or (K,)), prediction kind,
-    non-zero eigenvalue counts of the predicted Hessian blocks (:func:`_nonzero_counts`))."""
+def _gnc_plan(N: int, d: int, K: int, chunk: int, M: int, shapes: dict) -> str | None:
+    """Before streaming: None when the d < K measurements are to be taken (d < K, :data:`GNC_MAX_K`, memory),
+    else why not (None as well for d >= K, where there are none)."""
+    if d >= K:
+        return None
+    if K > GNC_MAX_K:
+        return f"K = {K} > GNC_MAX_K = {GNC_MAX_K} (ufm.generalized.gnc_metrics builds K x K matrices)"
+    needed = memory_bytes(N, d, K, chunk, M, **shapes, gnc=True)
+    if not _memory.fits(needed):
+        return f"they need about {_memory.gib(gnc_bytes(d, K))} (K x K matrices), more than the free memory"
+    return None
+
+
+def _gnc_measured(mo: _Moments, weight: np.ndarray, bias: np.ndarray, counts, measured: dict, undefined: dict) -> None:
+    """d < K: :func:`ufm.generalized.gnc_metrics` of the network's classifier, class means, bias and class counts
+    into ``measured`` (:data:`GNC_MEASURED`); a value that does not exist is None with its reason in ``undefined``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        means = np.ldexp(mo.means, mo.exponent)
+    if not np.all(np.isfinite(means)):
+        for name in GNC_MEASURED:
+            measured[name], undefined[name] = None, "the class means exceed the float64 range"
+        return
+    with np.errstate(all="ignore"):
+        values = generalized.gnc_metrics(weight.T, means.T, bias, np.asarray(counts, np.float64))
+    for name in GNC_MEASURED:
+        value = float(values[name])
+        if math.isfinite(value):
+            measured[name] = value
+        elif name in generalized.GEOMETRY:
+            measured[name] = None
+            undefined[name] = "fewer than two classes have a direction (w_k and hbar_k - h_G both non-zero)"
+        else:
+            measured[name], undefined[name] = None, "not finite in float64 (overflow)"
+
+
+def _generalized_plan(K: int, d: int, loss: str, restarts: int) -> str | None:
+    """Before streaming (d < K, a setup given): None when the numerical d < K prediction is to be computed, else
+    why not (the loss, :data:`NUMERICAL_MAX_KD`, float64, its memory estimated by
+    :func:`ufm.generalized.prediction_bytes`)."""
+    import jax
+
+    if loss not in ("ce", "ls", "mse"):
+        return f"loss {loss!r} has no exact class-mean reduction"
+    if K * d > NUMERICAL_MAX_KD:
+        return f"K d = {K * d} > NUMERICAL_MAX_KD = {NUMERICAL_MAX_KD}"
+    if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
+        return "it runs in float64: enable jax_enable_x64 (the CLI does)"
+    needed = generalized.prediction_bytes(K, d, restarts)
+    if not _memory.fits(needed):
+        return f"{restarts} restarts need about {_memory.gib(needed)}, more than the free memory (use fewer restarts)"
+    return None
+
+
+def _generalized_info(pred) -> dict:
+    """The JSON-ready summary of a :class:`ufm.generalized.GeneralizedPrediction` (``Analysis.generalized``)."""
+    proof = pred.certificate
+    return {
+        "restarts": pred.restarts,
+        "seeds": list(pred.seeds),
+        "best_seed": pred.seeds[pred.best],
+        "objective": pred.objective,
+        "objectives": [float(v) for v in pred.objectives],
+        "statuses": list(pred.statuses),
+        "iterations": list(pred.iterations),
+        "agreeing": len(pred.agreeing),
+        "rtol": pred.rtol,
+        "converged": pred.converged,
+        "zero": pred.zero,
+        "spread": {name: float(value) for name, value in pred.spread.items()},
+        "certificate": None
+        if proof is None
+        else {"upper": proof.upper, "lower": proof.lower, "gap": proof.gap, "rank": int(proof.rank), "d": int(proof.d)},
+        "certificate_note": pred.certificate_note,
+    }
+
+
+def _generalized(problem, counts, measured, bias, restarts):
+    """d < K: ``((predicted, error, relative, spread), info)`` against the numerical optimum (module docstring),
+    or ``(None, info)`` with ``info["skipped"]`` when no restart converged."""
+    sizes = np.asarray(counts, np.float64)
+    pred = generalized.generalized_prediction(
+        sizes, d=problem.d, restarts=restarts, rtol=DEFAULT_RTOL, **_settings(problem)
+    )
+    info = _generalized_info(pred)
+    if not pred.converged:
+        return None, {**info, "skipped": f"no restart of the d < K optimum converged ({', '.join(pred.statuses)})"}
+    global_mean = pred.Hbar @ sizes / sizes.sum()
+    geometry, _ = _geometry(pred.W.T, pred.Hbar.T - global_mean, global_mean, pred.b)
+    names = ("w_norm", "h_norm", "a") + (("p_t", "p_n") if problem.loss != "mse" else ())
+    predicted = {name: float(geometry[name]) for name in names if name in geometry}
+    vanishing = ("w_norm", "h_norm", "a")  # 0 at the zero minimizer: compared absolutely there, without a spread
+    if pred.zero:
+        predicted.update({name: 0.0 for name in vanishing if name in predicted})
+    else:
+        predicted["nc1"] = 0.0  # every minimizer has H = Hbar Y, whatever d (ufm.solver docstring)
+    for name in GNC_JUDGED:
+        value = float(pred.metrics[name])
+        directional = name in generalized.GEOMETRY
+        if name in measured and math.isfinite(value) and not (pred.zero and directional):
+            predicted[name] = value
+    error, relative = {}, {}
+    for name, p in predicted.items():
+        m = measured.get(name)
+        if m is None:
+            continue
+        if name in GNC_JUDGED:
+            error[name], relative[name] = generalized.deviation(name, m, p)
+        else:
+            relative[name] = p != 0.0 and not name.startswith("nc")
+            error[name] = abs(m - p) / abs(p) if relative[name] else abs(m - p)
+    predicted["bias"] = float(np.mean(pred.b))
+    error["bias"], relative["bias"] = generalized.deviation("b_sorted", np.sort(bias), np.sort(pred.b))
+    spread = {name: float(pred.spread[SPREAD_OF[name]]) for name in error if name in SPREAD_OF}
+    if pred.zero:
+        spread.update({name: 0.0 for name in vanishing if name in spread})
+    return (predicted, error, relative, spread), info
+
+
+def _prediction(problem, counts, measured, bias, generalized_plan=None, restarts=generalized.DEFAULT_RESTARTS):
+    """(predicted, error, relative, applies, reasons, prediction kind, non-zero eigenvalue counts of the predicted
+    Hessian blocks (:func:`_nonzero_counts`), restart spread per row (d < K), ``Analysis.generalized``).
+    ``generalized_plan``: why the d < K prediction is not computed (:func:`_generalized_plan`), or None."""
     import theory
     from ufm.compare import predict
 
     K, n, d = problem.K, problem.n, problem.d
     reasons = []
     numerical = None
-    if min(counts) != max(counts):
+    imbalanced = min(counts) != max(counts)
+    info = {}
+    if d < K:
+        rows, info = (
+            (None, {"skipped": generalized_plan})
+            if generalized_plan
+            else _generalized(problem, counts, measured, bias, restarts)
+        )
+        if rows is not None:
+            predicted, error, relative, spread = rows
+            if imbalanced:
+                reasons.append(
+                    f"class counts differ ({min(counts)} to {max(counts)} per class): the closed forms assume "
+                    "balanced classes; the d < K prediction below is for the observed class sizes"
+                )
+            certificate = info["certificate"]
+            reasons.append(
+                f"d = {d} < K = {K}: no simplex ETF fits in R^d and no closed form exists (the theorems need "
+                f"d >= K); predicted instead: the numerical UFM optimum, best of {info['restarts']} seeded restarts "
+                f"({info['agreeing']} within rtol {info['rtol']:g} of the best L; "
+                + (
+                    f"certificate gap {certificate['gap']:.3g}"
+                    if certificate
+                    else f"certificate {info['certificate_note']}"
+                )
+                + "), judged within rtol + restart spread"
+            )
+            if info["zero"]:
+                reasons.append(
+                    "the numerical optimum is W = H = 0 (beyond the phase boundary): NC1 and the directional GNC "
+                    "metrics not predicted"
+                )
+            nonzero = {"reason": f"d = {d} < K = {K}: the numerical optimum has no predicted spectrum"}
+            kind = PREDICTION_GENERALIZED
+            predicted = {k: float(v) for k, v in predicted.items()}
+            return predicted, error, relative, False, reasons, kind, nonzero, spread, info
+    if imbalanced:
         numerical, extra = _numerical_optimum(problem, counts)
         if numerical is None:
             reasons.append(
@@ -1217,7 +1480,10 @@ def _prediction(problem, counts, measured, lam_b):
                 f"(numerical, not closed-form; d = {d}, lam_b = {problem.lam_b:g})"
             )
     if d < K:
-        reasons.append(f"d = {d} < K = {K}: the theorems need d >= K (prediction computed for d = K)")
+        reasons.append(
+            f"d = {d} < K = {K}: the theorems need d >= K (prediction computed for d = K, not judged; the "
+            f"numerical d < K prediction was skipped: {info['skipped']})"
+        )
     nonzero = {"reason": "the numerical prediction has no Hessian spectrum"}
     if numerical is not None:
         predicted, bias_prediction, kind = numerical, extra, PREDICTION_NUMERICAL
@@ -1237,7 +1503,7 @@ def _prediction(problem, counts, measured, lam_b):
         }
         bias_prediction, kind = pred.bias, PREDICTION_CLOSED_FORM
         nonzero = _nonzero_counts(pred, d, K)
-        if min(counts) != max(counts):
+        if imbalanced:
             nonzero = {"reason": "class counts differ: Thm 4.2's spectrum is for balanced classes"}
         if pred.collapsed:
             if problem.loss in ("ce", "ls"):
@@ -1263,9 +1529,11 @@ def _prediction(problem, counts, measured, lam_b):
         m = measured[name]
         relative[name] = p != 0.0 and not name.startswith("nc")
         error[name] = abs(m - p) / abs(p) if relative[name] else abs(m - p)
+    error["bias"] = float(np.max(np.abs(bias - bias_prediction)))
+    relative["bias"] = False
     applies = not any(r.startswith(("class counts", "d = ")) for r in reasons)
     predicted = {k: float(v) for k, v in predicted.items()}
-    return predicted, error, relative, applies, reasons, bias_prediction, kind, nonzero
+    return predicted, error, relative, applies, reasons, kind, nonzero, {}, info
 
 
 # ----------------------------------------------------------------------------- Hessians
@@ -1414,6 +1682,7 @@ def analyze(
     spectra="auto",
     test_features=None,
     test_labels=None,
+    restarts: int = generalized.DEFAULT_RESTARTS,
 ) -> Analysis:
     """Neural-collapse metrics of a last layer and, given the training setup, the UFM prediction.
 
@@ -1431,6 +1700,8 @@ def analyze(
         test_features, test_labels: a held-out set ``(M, d)``, ``(M,)`` (both or neither; same layout and
             checks as the training arrays, any class may be absent), measured against the training class
             means and classifier into ``Analysis.held_out`` (module docstring), streamed in chunks.
+        restarts: d < K only: seeded restarts of the class-mean solve whose best is the numerical prediction
+            (1 to :data:`ufm.generalized.MAX_RESTARTS`; default as ``ufm.solve``).
 
     Returns:
         :class:`Analysis`. Raises ``ValueError`` naming the argument for bad input (shapes, labels out
@@ -1457,6 +1728,7 @@ def analyze(
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if spectra not in SPECTRA or isinstance(spectra, (int, float)) and not isinstance(spectra, bool):
         raise ValueError(f"spectra must be 'auto', True or False, got {spectra!r}")
+    restarts = validation.integer("restarts", restarts, 1, generalized.MAX_RESTARTS)
     if (lam_W is None) != (lam_H is None):
         raise ValueError(
             "lam_W and lam_H must be given together (both switch the UFM prediction on), got "
@@ -1501,7 +1773,9 @@ def analyze(
         problem = _problem(K, [N / K], d, loss, delta, gamma, mse_kappa, mse_beta, 1.0, 1.0, lam_b)
     # memory, estimated from the shapes before anything is converted, and the slow parts planned up front
     float_labels = labels.dtype.kind == "f" or (M and test_labels.dtype.kind == "f")
-    work = memory_bytes(N, d, K, chunk, M, itemsize=features.dtype.itemsize, float_labels=bool(float_labels))
+    shapes = dict(itemsize=features.dtype.itemsize, float_labels=bool(float_labels))
+    gnc_skipped = _gnc_plan(N, d, K, chunk, M, shapes)
+    work = memory_bytes(N, d, K, chunk, M, **shapes, gnc=d < K and gnc_skipped is None)
     _memory.require(
         work,
         "streaming the features",
@@ -1511,6 +1785,7 @@ def analyze(
         else "reduce the sizes",
     )
     spectra_info = _spectra_plan(N, d, K, spectra)
+    generalized_plan = _generalized_plan(K, d, loss, restarts) if lam_W is not None and d < K else None
     weight = _finite("weight", weight)
     labels = _labels(labels, N, K)
     if M:
@@ -1519,8 +1794,13 @@ def analyze(
     mo = _moments(features, labels, weight, bias, chunk)
     counts = tuple(int(c) for c in mo.counts)
     measured, undefined = _metrics(mo, weight, bias, N)
+    info: dict = {}
+    if d < K and gnc_skipped is None:
+        _gnc_measured(mo, weight, bias, counts, measured, undefined)
+    elif d < K:
+        info["gnc_skipped"] = gnc_skipped
 
-    predicted, error, relative, applies, reasons, kind = {}, {}, {}, False, [], ""
+    predicted, error, relative, applies, reasons, kind, spread = {}, {}, {}, False, [], "", {}
     nonzero: dict = {"reason": "no prediction (lam_W and lam_H not given)"}
     if lam_W is not None and K > PREDICTION_MAX_K:
         reasons = [
@@ -1530,11 +1810,10 @@ def analyze(
         nonzero = {"reason": reasons[0]}
     elif lam_W is not None:
         problem = _problem(K, counts, d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H, lam_b)
-        predicted, error, relative, applies, reasons, bias_prediction, kind, nonzero = _prediction(
-            problem, counts, measured, lam_b
+        predicted, error, relative, applies, reasons, kind, nonzero, spread, found = _prediction(
+            problem, counts, measured, bias, generalized_plan, restarts
         )
-        error["bias"] = float(np.max(np.abs(bias - bias_prediction)))
-        relative["bias"] = False
+        info.update(found)
 
     held_out = {}
     if M:  # before the Hessian blocks: a bad test file is refused before the slow part
@@ -1579,4 +1858,6 @@ def analyze(
         kind,
         held_out,
         undefined,
+        spread,
+        info,
     )
