@@ -47,14 +47,6 @@ def exit_codes(*own: tuple[int, str], bad_input: str = BAD_INPUT, written: bool 
     return "\n".join(lines)
 
 
-#: the exit codes of ``python -m ufm.analyze`` (its own module is owned elsewhere: it may use this text)
-ANALYZE_EXIT_CODES = exit_codes(
-    (0, "the analysis ran, whatever the verdict (a network not at the minimizer is a measurement, not an error)"),
-    bad_input="bad arguments or bad files: one error: line naming the key or flag",
-    written=False,  # its --json is written by ufm._io.write_json, not ufm._io.deliver
-)
-
-
 #: iteration cap of a method when ``--max-iters`` is not given (``ufm.solve`` and ``ufm.sweep`` alike)
 MAX_ITERS = {"lbfgs": 2_000, "reduced": 20_000}
 #: the cap of the fixed-step methods (gd, momentum, nesterov)
