@@ -308,7 +308,8 @@ def test_an_ascii_only_standard_output_gets_ascii_stand_ins(tmp_path, capsys, mo
 
 
 def _three_outputs(args, outputs):
-    """An experiment's outputs as md_model writes them: two CSVs and a figure."""
+    """An experiment's outputs as md_model writes them: two CSVs and a figure (run with --quick: a full-mode
+    run adds its provenance.json)."""
     outputs.csv("md_model.csv", [{"r": float(k), "value": 0.5 * k} for k in range(50)])
     outputs.csv("md_profile.csv", [{"r": float(k)} for k in range(50)])
     fig, ax = _common.figure()
@@ -322,7 +323,7 @@ def test_an_experiment_on_a_full_disk_writes_nothing_and_can_be_rerun(tmp_path, 
         out = small / "md_model"
         out.mkdir()
         (small / "filler").write_bytes(b"\0" * (64 * 1024 - 4 * 4096))  # room for the CSVs, not the figure
-        code = _common.run(_three_outputs, "md_model", "MD model.", ["--out", str(out)])
+        code = _common.run(_three_outputs, "md_model", "MD model.", ["--quick", "--out", str(out)])
         assert code == 4
         line = _one_error(capsys.readouterr(), f"--out {out} was not written", "[Errno 28]", "the results are kept in")
         assert sorted(p.name for p in _kept_result(line).iterdir()) == [
@@ -332,7 +333,7 @@ def test_an_experiment_on_a_full_disk_writes_nothing_and_can_be_rerun(tmp_path, 
         ]
         assert list(out.iterdir()) == []  # no CSVs without the figure, no temporaries
         (small / "filler").unlink()
-        assert _common.run(_three_outputs, "md_model", "MD model.", ["--out", str(out)]) == 0  # not refused
+        assert _common.run(_three_outputs, "md_model", "MD model.", ["--quick", "--out", str(out)]) == 0  # not refused
         assert len(list(out.iterdir())) == 3
 
 
@@ -344,7 +345,7 @@ def test_an_experiment_whose_folder_is_replaced_mid_run(tmp_path, capsys, kept):
         out.rmdir()
         out.write_text("a file now")
 
-    assert _common.run(body, "md_model", "MD model.", ["--out", str(out)]) == 4
+    assert _common.run(body, "md_model", "MD model.", ["--quick", "--out", str(out)]) == 4
     line = _one_error(capsys.readouterr(), f"--out {out} was not written", "is not a folder")
     assert len(list(_kept_result(line).iterdir())) == 3 and out.read_text() == "a file now"
 
