@@ -223,3 +223,25 @@ def test_quick_run_writes_every_file(tmp_path):
     calibration = list(csv.DictReader(open(tmp_path / "calibration.csv")))
     assert len(calibration) == 2 * len(experiment.DELTAS)
     assert all(0.01 <= float(r["temperature"]) <= 100.0 for r in calibration)
+
+
+@pytest.mark.parametrize(
+    "argv,named",
+    [
+        (["--quick", "--out", ""], "--out"),
+        (["--quick", "--epochs", "3"], "--epochs"),
+        (["--quick", "--format", "gif"], "--format"),
+    ],
+)
+def test_bad_arguments_are_refused_before_computing(argv, named, capsys):
+    """The experiment's command line keeps the contract of every entry point: exit 2 and one error line
+    naming the flag, nothing trained (tests/_hostile.py's rule, here for argparse)."""
+    assert experiment.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert named in err[-1] and "error" in err[-1]
+
+
+def test_a_used_folder_is_refused_before_computing(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("keep")
+    assert experiment.main(["--quick", "--out", str(tmp_path)]) == 2
+    assert "notes.txt" in capsys.readouterr().err and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
