@@ -79,6 +79,16 @@ def solve_bytes(K: int, N: int, d: int, itemsize: int, method: str, history_rows
     return itemsize * (_COPIES.get(method, 32) * parameters + 8.0 * K * N + 8.0 * history_rows)
 
 
+#: float-sized arrays of the (d, N) size held while :meth:`ufm.Problem.init` draws H: the drawn batch (up
+#: to 1.25 times the entries), the sampler's random bits, and the copy trimmed to (d, N).
+INIT_COPIES = 3.5
+
+
+def init_bytes(K: int, N: int, d: int, itemsize: int) -> float:
+    """Estimated peak bytes of :meth:`ufm.Problem.init`: W (d, K), b (K,) and ``INIT_COPIES`` times H (d, N)."""
+    return itemsize * (INIT_COPIES * float(d) * N + 2.0 * float(d) * K + K)
+
+
 #: Numbers held per Hessian-vector product of the objective, in units of the logits (K x N) and of the
 #: parameters P = d(K + N) + K: the forward-over-reverse pass keeps the logits, the softmax, their
 #: tangents and the cotangents. Calibrated on CPU (float64, K = 10, d = 10, n = 2000, a W-block

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from theory import validation
+from ufm import _memory
 from ufm.losses import LOSS_IDS
 from ufm.objective import Params, Weights, class_major_labels
 
@@ -182,6 +183,19 @@ class Problem:
         (``|H|`` when ``nonnegative``, so the start is feasible)."""
         require_dtype_enabled(self.dtype)
         check_seed(self.seed)
+        _memory.require(
+            _memory.init_bytes(self.K, self.N, self.d, np.dtype(self.dtype).itemsize),
+            "the initial parameters (W, H, b)",
+            f"K = {self.K}, n = {self.n}, d = {self.d} (N = n K = {self.N}), {self.dtype}",
+            lambda: (
+                "reduce n, K or d"
+                + (
+                    f", or use dtype='float32' (about {_memory.gib(half)})"
+                    if self.dtype != "float32" and _memory.fits(half := _memory.init_bytes(self.K, self.N, self.d, 4))
+                    else ""
+                )
+            ),
+        )
         params = _initial_params_bucketed(self.seed, self.init_scale, self.d, self.K, self.N, self.jnp_dtype)
         return params._replace(H=jnp.abs(params.H)) if self.nonnegative else params
 
