@@ -209,3 +209,32 @@ def test_cli_iteration_cap_follows_the_method():
     assert _cli.max_iters("gd", 7) == 7
     seeds = next(a for a in sweep_module.build_parser()._actions if "--seeds" in a.option_strings)
     assert "HI exclusive" in seeds.help and list(seeds.type("0:3")) == [0, 1, 2]
+
+
+def test_grid_advice_is_a_count_the_sweep_accepts(monkeypatch):
+    # issue 29 item 10: the advice counted only the configurations' Python objects ("at most 3
+    # configurations (about 1.14e-05 GiB)") and the sweep of 3 was then refused as needing 358 GiB
+    import re
+
+    from ufm import _memory
+
+    free = 200_000
+    monkeypatch.setattr(_memory, "free_bytes", lambda device=None: free)
+    base = ufm.Problem(K=3, n=2)
+    with pytest.raises(ValueError, match="at most") as refused:
+        grid(base, delta=[0.0, 0.1], seed=range(1000))
+    m = int(re.search(r"at most (\d+) configurations", str(refused.value)).group(1))
+    problems = grid(base, seed=range(m))  # the grid of m is accepted, and so is its sweep (same estimate)
+    method = solver.default_method(base)
+    lanes = min(m, sweep_module.REDUCED_LANES) if method == "reduced" else m
+    assert len(problems) == m and _memory.sweep_bytes(m, lanes, 3, 6, 3, 8, method) <= free
+    monkeypatch.setattr(_memory, "free_bytes", lambda device=None: 1000)  # not even one fits: says so
+    with pytest.raises(ValueError, match="even one configuration of this shape needs about"):
+        grid(base, seed=range(1000))
+
+
+@pytest.mark.parametrize("text", ["0,,0.1", "0,0.1,", ",0"])
+def test_cli_refuses_an_empty_delta_entry(capsys, text):
+    assert sweep_module.main(["--K", "4", "--n", "5", "--delta", text]) == 2
+    err = capsys.readouterr().err
+    assert "--delta has an empty entry" in err and "Traceback" not in err

@@ -79,6 +79,12 @@ def solve_bytes(K: int, N: int, d: int, itemsize: int, method: str, history_rows
     return itemsize * (_COPIES.get(method, 32) * parameters + 8.0 * K * N + 8.0 * history_rows)
 
 
+def sweep_bytes(M: int, lanes: int, K: int, N: int, d: int, itemsize: int, method: str) -> float:
+    """Estimated peak bytes of ``ufm.sweep``: the results of all ``M`` (W, H, b), twice (device and host),
+    plus ``lanes`` configurations solving at once (:func:`solve_bytes` each)."""
+    return 2.0 * itemsize * M * (float(d) * (K + N) + K) + lanes * solve_bytes(K, N, d, itemsize, method)
+
+
 #: float-sized arrays of the (d, N) size held while :meth:`ufm.Problem.init` draws H: the drawn batch (up
 #: to 1.25 times the entries), the sampler's random bits, and the copy trimmed to (d, N).
 INIT_COPIES = 3.5

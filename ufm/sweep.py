@@ -190,21 +190,27 @@ def grid(
     count = 1
     for v in values:
         count *= len(v)  # len of a range is O(1): nothing is built before the check
+    per_configuration = _memory.SWEEP_BYTES_PER_CONFIGURATION + 8.0 * (base.d * (base.K + base.N) + base.K)
+
+    def runs(m: int) -> float:
+        """The grid of ``m`` configurations, or the sweep of them with base's default method (whichever
+        is larger), so that the advice is a count that :func:`sweep` then accepts too."""
+        method = default_method(base)
+        lanes = min(m, REDUCED_LANES) if method == "reduced" else m
+        itemsize = np.dtype(base.dtype).itemsize
+        return max(m * per_configuration, _memory.sweep_bytes(m, lanes, base.K, base.N, base.d, itemsize, method))
+
+    def advice() -> str:
+        m = _memory.largest_fitting(1, count, runs)
+        if m is None:
+            return f"even one configuration of this shape needs about {_memory.gib(runs(1))}; reduce n, K or d"
+        return f"instead: at most {m} configurations (their sweep needs about {_memory.gib(runs(m))})"
+
     _memory.require(
-        count * _memory.SWEEP_BYTES_PER_CONFIGURATION + 8.0 * count * (base.d * (base.K + base.N) + base.K),
+        count * per_configuration,
         "a sweep grid",
         f"{count} configurations (K = {base.K}, n = {base.n}, d = {base.d})",
-        lambda: [
-            (f"at most {m} configurations", m * _memory.SWEEP_BYTES_PER_CONFIGURATION)
-            for m in [
-                _memory.largest_fitting(
-                    1,
-                    count,
-                    lambda m: m * (_memory.SWEEP_BYTES_PER_CONFIGURATION + 8.0 * (base.d * (base.K + base.N) + base.K)),
-                )
-            ]
-            if m
-        ],
+        advice,
     )
     values = [list(v) for v in values]
     problems = []
@@ -427,11 +433,8 @@ def sweep(
     itemsize = np.dtype(first.dtype).itemsize
     lanes = min(batch_size, M)
     # the results of all M (W, H, b), twice (device and host), plus the configurations in flight
-    needed = 2.0 * itemsize * M * (first.d * (first.K + first.N) + first.K) + lanes * _memory.solve_bytes(
-        first.K, first.N, first.d, itemsize, method
-    )
     _memory.require(
-        needed,
+        _memory.sweep_bytes(M, lanes, first.K, first.N, first.d, itemsize, method),
         f"a sweep with {method}",
         f"M = {M} configurations of K = {first.K}, n = {first.n}, d = {first.d}, {lanes} at a time",
         "use fewer configurations, a smaller batch_size (--batch-size), or reduce n",
@@ -541,12 +544,14 @@ def _sweep_reduced(problems, tol, max_iters, lanes) -> SweepResult:
 
 def _list(name: str, kind):
     def parse(text: str):
+        if "," in text and any(not part.strip() for part in text.split(",")):
+            raise argparse.ArgumentTypeError(f"{name} has an empty entry (comma-separated numbers), got {text!r}")
         try:
             if kind is int and ":" in text:
                 lo, hi = (int(x) for x in text.split(":"))
                 values: Sequence[Any] = range(lo, hi)  # not listed: grid() checks its size first
             else:
-                values = [kind(x) + kind(0) for x in text.split(",") if x.strip()]  # + 0: -0.0 is 0.0
+                values = [kind(x) + kind(0) for x in text.split(",")]  # + 0: -0.0 is 0.0; "" is refused
         except ValueError:
             also = " or a range LO:HI" if kind is int else ""
             raise argparse.ArgumentTypeError(
