@@ -348,3 +348,44 @@ def test_cli_refuses_to_overwrite_json(tmp_path, capsys):
     out.write_text("keep me")
     assert main(["--json", str(out), "--quiet", "--no-cache"]) == 2
     assert "already exists" in capsys.readouterr().err and out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--M", "100000000"], "--M 100000000 needs"),
+        (["--M", "60000"], "--M 60000 needs"),
+        (["--M", "40000"], "--M 40000 needs"),
+        (["--M", "1" + "0" * 21], "--M 1000000000000000000000 needs"),
+        (["--M", "3000", "--distribution", "circle"], "circle's QR"),
+        (["--grid", "1000000000000"], "radii (--grid)"),
+    ],
+)
+def test_cli_refuses_sizes_that_do_not_fit_before_allocating(monkeypatch, capsys, argv, needle):
+    # issue 29 item 8: MemoryError tracebacks (71 PiB, 27 GiB, 7.3 TiB), 12 GB grown at M = 40000,
+    # "Maximum allowed dimension exceeded" without the parameter
+    from theory import validation
+    from ufm import _memory
+
+    monkeypatch.setattr(validation, "host_free_bytes", lambda: 2**27)  # 128 MiB: nothing large is allocated
+    monkeypatch.setattr(_memory, "free_bytes", lambda device=None: 2**27)
+    assert main([*argv, "--quiet", "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and err.count("error:") == 1
+
+
+@pytest.mark.parametrize("argv", [["--eta", "1e300"], ["--c-md", "1e-300"], ["--eta", "1e-300"]])
+def test_cli_underflow_and_overflow_say_undefined_never_nan(tmp_path, capsys, argv):
+    # issue 29 item 8: rows of nan and "Theorem 4.3 ... = nan: FAILS"; "not converged" with "holds"
+    out = tmp_path / "md.json"
+    assert main([*argv, "--json", str(out), "--quiet", "--no-cache"]) == 1
+    text = capsys.readouterr().out
+    assert "nan" not in text and "Theorem 4.3: undefined: the CE solve did not converge" in text
+    assert "holds" not in text and "FAILS" not in text
+    record = json.loads(out.read_text())
+    assert record["theorem_4_3"]["holds"] is None and record["theorem_4_3"]["undefined"]
+
+
+def test_cli_prints_parameters_as_given(capsys):
+    assert main(["--alpha", "0.123456789012", "--quiet", "--no-cache"]) == 0
+    assert "alpha0 = 0.123456789012 >" in capsys.readouterr().out

@@ -61,6 +61,7 @@ import numpy as np
 from theory import validation
 from ufm import _cache, _cli, _io, _memory, _prog
 from ufm._interrupt import exit_on_interrupt
+from ufm.compare import format_input
 
 PROG = "python -m ufm.md"
 _OUTER_HALVINGS = 64  # log-tau bracket <= ~750 wide: 750 / 2^64 ~ 4e-17
@@ -259,24 +260,48 @@ def md_profile(r, W, H, offsets, weights, *, lam, alpha, eta, c_md) -> dict:
     r = np.atleast_1d(np.asarray(r, dtype=np.float64))
     if r.ndim != 1 or not np.all(np.isfinite(r)) or np.any(r < 0):
         raise ValueError("r must be a 1-D array of finite numbers >= 0")
-    _memory.require(
-        8.0 * r.size * (12.0 * V.size + 40.0 * W.shape[0]),
-        "the MD profile",
-        f"{r.size} radii x {V.shape[0]} nodes x M = {W.shape[0]}",
-        "use a smaller --grid or M",
-    )
-    bucket = 1 << max(1, (V.shape[0] - 1).bit_length())  # node counts padded to a power of two (zero weight):
+    _require_profile(r.size, V.shape[0], W.shape[0])
+    bucket = _padded(V.shape[0], 1)  # node counts padded to a power of two (zero weight):
     V = np.vstack([V, np.zeros((bucket - V.shape[0], V.shape[1]))])  # one compiled program per bucket, not per m
     w = np.concatenate([w, np.zeros(bucket - w.size)])
     # radii padded likewise (repeating the last one), to at least 16: solve_md's last call (its 1-3
     # candidates) then shares the program of up-to-16-radius profiles; each radius is computed on its
     # own, so the padding changes no bit of the values kept (tests/test_md.py)
-    size = 1 << max(4, (r.size - 1).bit_length())
+    size = _padded(r.size, 4)
     padded = np.concatenate([r, np.full(size - r.size, r[-1])])
     out = _profile(
         jnp.asarray(padded), jnp.asarray(W), jnp.asarray(H), jnp.asarray(V), jnp.asarray(w), lam, alpha, eta, c_md
     )
     return {key: np.asarray(value)[: r.size] for key, value in out.items()}
+
+
+def _padded(count: int, least: int) -> int:
+    """``count`` rounded up to a power of two, at least ``2**least`` (md_profile's padding)."""
+    return 1 << max(least, (count - 1).bit_length())
+
+
+def profile_bytes(radii: int, nodes: int, M: int) -> float:
+    """Estimated peak bytes of :func:`md_profile` on ``radii`` radii, a law of ``nodes`` nodes, dimension M
+    (radii and nodes padded to powers of two as it does; the radii themselves included)."""
+    padded_radii, padded_nodes = float(_padded(radii, 4)), float(_padded(nodes, 1))
+    return 8.0 * (radii + padded_radii * (12.0 * padded_nodes * M + 40.0 * M))
+
+
+def _require_profile(radii: int, nodes: int, M: int) -> None:
+    _memory.require(
+        profile_bytes(radii, nodes, M),
+        "the MD profile",
+        f"{radii} radii (--grid) x {nodes} nodes x M = {M}",
+        "use a smaller --grid or M",
+    )
+
+
+def setup_floats(M: int, distribution: str) -> float:
+    """Numbers the command line's setup holds at once for dimension M: the M x M identity of
+    :func:`theory.memorization_dilation.nc_configuration`, and for the circle the QR of an M x (M + 2)
+    matrix in ``second_direction`` (the matrix, its Q and LAPACK's workspace)."""
+    M = float(M)
+    return M * M + (3.0 * M * (M + 2.0) if distribution == "circle" else 0.0)
 
 
 def _require_x64():
@@ -318,6 +343,7 @@ def solve_md(W, H, offsets, weights, *, lam, alpha, eta, c_md, grid=128) -> MDRe
     def profile(r):
         return md_profile(r, W, H, V, w, lam=lam, alpha=alpha, eta=eta, c_md=c_md)
 
+    _require_profile(grid, V.shape[0], W.shape[0])  # before the grid itself is allocated
     r0 = np.linspace(0.0, rmax, grid)
     first = profile(r0)
     R0, dR0 = first["R"], first["dR"]
@@ -529,22 +555,27 @@ def _entry(result: MDResult, config, gamma: float) -> dict:
 
 def _report_text(args, check, results, gamma) -> str:
     lines = [
-        f"MD problem (Nguyen et al. Def. 4.1): 2 classes, feature dimension M = {args.M}, lam_W = {args.lam_W:g}, "
-        f"lam_H = lam = {args.lam_H:g}, noise level eta = {args.eta:g}, C_MD = {args.c_md:g}, "
+        f"MD problem (Nguyen et al. Def. 4.1): 2 classes, feature dimension M = {args.M}, "
+        f"lam_W = {format_input(args.lam_W)}, lam_H = lam = {format_input(args.lam_H)}, "
+        f"noise level eta = {format_input(args.eta)}, C_MD = {format_input(args.c_md)}, "
         f"law of the clean features mu_r: {args.distribution}",
         "",
         "Assumption 4.2.3:",
-        f"  alpha0 = {args.alpha:g} > 4 sqrt(lam_W lam_H) = {check.alpha_bound:.6g}: {check.alpha_ok}",
+        f"  alpha0 = {format_input(args.alpha)} > 4 sqrt(lam_W lam_H) = {check.alpha_bound:.6g}: {check.alpha_ok}",
         f"  gamma = ||H^CE|| / ||H^LS|| = {gamma:.10g}, C~ = C_MD / (sqrt(2) ||h1 - h2||_CE) = {check.c_tilde:.6g}",
-        f"  eta = {args.eta:g} < (C~ (1 - 1/gamma))^2 = {check.eta_bound:.6g}: {check.eta_ok}",
+        f"  eta = {format_input(args.eta)} < (C~ (1 - 1/gamma))^2 = {check.eta_bound:.6g}: {check.eta_ok}",
         f"  inside the assumptions: {check.holds}",
         "",
         f"{'':4s} {'alpha':>6s} {'r_max':>14s} {'r*':>14s} {'r*/||h1-h2||':>14s} {'memorization':>14s} "
         f"{'KKT res.':>9s} {'dR res.':>9s}  status",
     ]
     for name, res in results.items():
+        numbers = (res.r_star, res.dilation, res.memorization, res.kkt_residual, res.derivative_residual)
+        if not all(math.isfinite(x) for x in numbers):
+            lines.append(f"{name:4s} {format_input(res.alpha):>6s} {res.r_max:14.8g}  undefined: {res.message}")
+            continue
         lines.append(
-            f"{name:4s} {res.alpha:6g} {res.r_max:14.8g} {res.r_star:14.8g} {res.dilation:14.8g} "
+            f"{name:4s} {format_input(res.alpha):>6s} {res.r_max:14.8g} {res.r_star:14.8g} {res.dilation:14.8g} "
             f"{res.memorization:14.8g} {res.kkt_residual:9.1e} {res.derivative_residual:9.1e}  {res.status}"
         )
     same = all(math.isclose(res.memorization, args.c_md * res.dilation, rel_tol=1e-9) for res in results.values())
@@ -558,6 +589,10 @@ def _report_text(args, check, results, gamma) -> str:
         f"    its two terms (0 at an end of [0, r_max]); converged when both are <= {_TOL:g}",
     ]
     ce, ls = results["CE"], results["LS"]
+    undefined = _theorem_undefined(results)
+    if undefined is not None:
+        lines += ["", f"Theorem 4.3: undefined: {undefined}"]
+        return "\n".join(lines)
     holds = ce.dilation > ls.dilation
     lines += [
         "",
@@ -566,6 +601,14 @@ def _report_text(args, check, results, gamma) -> str:
         + ("" if check.holds else " (outside Assumption 4.2)"),
     ]
     return "\n".join(lines)
+
+
+def _theorem_undefined(results) -> str | None:
+    """Why Theorem 4.3's comparison cannot be made (a solve that did not converge), or None."""
+    failed = [
+        f"the {name} solve did not converge ({res.message})" for name, res in results.items() if not res.converged
+    ]
+    return "; ".join(failed) if failed else None
 
 
 def main(argv=None) -> int:
@@ -584,6 +627,12 @@ def _main(argv) -> int:
     try:
         if args.json is not None:
             _io.check_writable(args.json, overwrite=args.force, what="--json")
+        validation.allocation(
+            "the MD configurations (an M x M identity"
+            + (", the circle's QR)" if args.distribution == "circle" else ")"),
+            setup_floats(args.M, args.distribution),
+            f"--M {validation.show(args.M)}",
+        )
         configs = {
             "CE": tmd.nc_configuration(args.M, args.lam_W, args.lam_H, 0.0),
             "LS": tmd.nc_configuration(args.M, args.lam_W, args.lam_H, args.alpha),
@@ -596,7 +645,11 @@ def _main(argv) -> int:
         return 2
     gamma = configs["CE"].H_norm / configs["LS"].H_norm
     if not args.quiet:
-        print(f"solving the MD problem for CE and LS (alpha0 = {args.alpha:g}) ...", file=sys.stderr, flush=True)
+        print(
+            f"solving the MD problem for CE and LS (alpha0 = {format_input(args.alpha)}) ...",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         results = {
             name: solve_md(
@@ -648,7 +701,10 @@ def _main(argv) -> int:
             "theorem_4_3": {
                 "dilation_ce": results["CE"].dilation,
                 "dilation_ls": results["LS"].dilation,
-                "holds": bool(results["CE"].dilation > results["LS"].dilation),
+                "holds": None
+                if _theorem_undefined(results) is not None
+                else bool(results["CE"].dilation > results["LS"].dilation),
+                "undefined": _theorem_undefined(results),
             },
             "converged": converged,
         }
