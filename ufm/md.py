@@ -300,8 +300,8 @@ def setup_floats(M: int, distribution: str) -> float:
     """Numbers the command line's setup holds at once for dimension M: the M x M identity of
     :func:`theory.memorization_dilation.nc_configuration`, and for the circle the QR of an M x (M + 2)
     matrix in ``second_direction`` (the matrix, its Q and LAPACK's workspace)."""
-    M = float(M)
-    return M * M + (3.0 * M * (M + 2.0) if distribution == "circle" else 0.0)
+    m = float(M)
+    return m * m + (3.0 * m * (m + 2.0) if distribution == "circle" else 0.0)
 
 
 def _require_x64():
