@@ -162,7 +162,7 @@ def nc_configuration(M, lam_W, lam_H, alpha) -> NCConfiguration:
     pred = predict(2, 1, M, lam_W, lam_H, loss="ls", delta=alpha, nonnegative=True)
     if pred.collapsed:
         raise ValueError(
-            f"alpha = {alpha:g}, lam_W = {lam_W:g}, lam_H = {lam_H:g} give W = H = 0 under H >= 0 "
+            f"alpha = {alpha!r}, lam_W = {lam_W!r}, lam_H = {lam_H!r} give W = H = 0 under H >= 0 "
             "(needs alpha/2 + sqrt(2 lam_W lam_H) < 1/2); the MD model needs h_1 != h_2"
         )
     rho = pred.class_mean_norm
