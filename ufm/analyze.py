@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import types
 import zipfile
 import zlib
-from dataclasses import dataclass
 from importlib import metadata
 
 import numpy as np
@@ -48,6 +46,7 @@ import numpy as np
 from theory import validation
 from ufm import _cache, _cli, _io, _memory, _prog
 from ufm._interrupt import exit_on_interrupt
+from ufm._npy import NPY_MAGIC, ZIP_MAGIC, Declared, InputError, file_header, read_header, sanitised, too_short
 from ufm.generalized import DEFAULT_RESTARTS, MAX_RESTARTS
 from ufm.last_layer import (
     DEFAULT_RTOL,
@@ -78,10 +77,6 @@ residue); kappa_H is compared at the class means, kappa_H_point (at the features
     (0, "the analysis ran, whatever the verdict (a network not at the minimizer is a measurement, not an error)"),
     bad_input="bad arguments or bad files: one error: line naming the key or flag; no file written",
 )
-
-
-class InputError(ValueError):
-    """A bad input file (reported as one ``error:`` line, exit 2)."""
 
 
 # argparse types: the library's own checks and messages (theory.validation: one rule, one message)
@@ -201,101 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
 # inflated by zipfile, which stops at the member's declared size: a zip bomb is refused from its
 # declaration, before inflating.
 
-_NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
-
-
-class _Counted:
-    """A file-like object's ``read`` that counts the bytes read (the .npy header's length)."""
-
-    def __init__(self, stream):
-        self.stream, self.count = stream, 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        self.count += len(data)
-        return data
-
-
-@dataclass(frozen=True)
-class Declared:
-    """What a .npy header declares: ``shape``, ``dtype``, ``fortran_order``, where the data start
-    (``offset``) and how many bytes they take (``nbytes``); ``where`` names the file (and member)."""
-
-    where: str
-    shape: tuple
-    dtype: np.dtype
-    fortran_order: bool
-    offset: int
-    nbytes: int
-
-
-def _sanitised(error: Exception) -> str:
-    """numpy's message, first line, without advice to load pickled data (never done here)."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if "pickle" in text.lower():
-        return "the header is longer than numpy's safety limit of 10,000 bytes"
-    return text
-
-
-def read_header(stream, where: str, key: str) -> Declared:
-    """The header of the .npy data at the start of ``stream`` (only its first bytes are read).
-
-    Raises :class:`InputError` naming ``key`` for a stream that is not .npy (no magic string), a malformed
-    or unsupported header, and a dtype that is not a plain real number (object arrays included: pickled
-    data are never loaded)."""
-    counted = _Counted(stream)
-    try:
-        head = counted.read(len(_NPY_MAGIC))
-        if head != _NPY_MAGIC:
-            kind = "an .npz (zip) archive" if head[:4] in _ZIP_MAGIC else "not a .npy array"
-            raise InputError(f"{key}: {where} is {kind} (it does not start with the .npy magic string \\x93NUMPY)")
-        version = tuple(counted.read(2))
-        if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(counted)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(counted)
-        else:
-            raise InputError(f"{key}: {where} has .npy format version {version} (1.0 and 2.0 are read)")
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
-        if isinstance(error, InputError):
-            raise
-        raise InputError(f"{key}: {where} has no valid .npy header ({_sanitised(error)})") from None
-    if dtype.hasobject:
-        raise InputError(
-            f"{key}: {where} holds Python objects (dtype {dtype}), not numbers; only numeric arrays are read"
-        )
-    if dtype.kind not in "fiu" or dtype.fields is not None or dtype.subdtype is not None:
-        raise InputError(f"{key} must hold real numbers, got dtype {dtype} in {where}")
-    nbytes = math.prod(shape) * dtype.itemsize
-    return Declared(where, tuple(shape), dtype, bool(fortran_order), counted.count, nbytes)
-
-
-def _too_short(declared: Declared, available: int, key: str, what: str) -> None:
-    if declared.offset + declared.nbytes > available:
-        raise InputError(
-            f"{key}: {declared.where} declares shape {declared.shape} of {declared.dtype} "
-            f"({_memory.gib(declared.nbytes)}) but {what} only {max(0, available - declared.offset)} bytes "
-            "of data (truncated or forged)"
-        )
-
-
-def _npy_header(path: str, key: str) -> Declared:
-    try:
-        with open(path, "rb") as handle:
-            declared = read_header(handle, path, key)
-            size = os.fstat(handle.fileno()).st_size
-    except OSError as error:
-        raise InputError(f"{key}: cannot read {path} as .npy ({error.strerror or error})") from None
-    _too_short(declared, size, key, "the file holds")
-    return declared
-
 
 def _load_npy(declared: Declared, key: str, mmap: bool):
     try:
         return np.load(declared.where, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
-        raise InputError(f"{key}: cannot read {declared.where} as .npy ({_sanitised(error)})") from None
+        raise InputError(f"{key}: cannot read {declared.where} as .npy ({sanitised(error)})") from None
 
 
 class _Npz:
@@ -306,17 +212,17 @@ class _Npz:
         self.path, self.prefix = path, prefix
         try:
             with open(path, "rb") as handle:
-                head = handle.read(len(_NPY_MAGIC))
+                head = handle.read(len(NPY_MAGIC))
         except OSError as error:
             raise InputError(f"{prefix}cannot read {path} as .npz ({error.strerror or error})") from None
-        if head == _NPY_MAGIC:
+        if head == NPY_MAGIC:
             raise InputError(f"{prefix}{path} is a single array, not an .npz with keys {', '.join(keys)}")
-        if head[:4] not in _ZIP_MAGIC:
+        if head[:4] not in ZIP_MAGIC:
             raise InputError(f"{prefix}cannot read {path} as .npz: it is not a zip archive (no zip signature)")
         try:
             self.zip = zipfile.ZipFile(path)
         except (OSError, zipfile.BadZipFile, ValueError, EOFError) as error:
-            raise InputError(f"{prefix}cannot read {path} as .npz ({_sanitised(error)})") from None
+            raise InputError(f"{prefix}cannot read {path} as .npz ({sanitised(error)})") from None
         self.members = {info.filename.removesuffix(".npy"): info for info in self.zip.infolist()}
         for key in required:
             if key not in self.members:
@@ -334,9 +240,9 @@ class _Npz:
             with self.zip.open(info) as member:
                 declared = read_header(member, where, f"{self.prefix}{key}")
         except (OSError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError) as error:
-            raise InputError(f"{self.prefix}{key}: cannot read {where} ({_sanitised(error)})") from None
+            raise InputError(f"{self.prefix}{key}: cannot read {where} ({sanitised(error)})") from None
         # zipfile inflates at most the declared uncompressed size: the data must fit in it
-        _too_short(declared, info.file_size, f"{self.prefix}{key}", "its declared uncompressed size holds")
+        too_short(declared, info.file_size, f"{self.prefix}{key}", "its declared uncompressed size holds")
         return declared
 
     def load(self, key: str) -> np.ndarray:
@@ -345,7 +251,7 @@ class _Npz:
             with self.zip.open(self.members[key]) as member:
                 return np.lib.format.read_array(member, allow_pickle=False)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError) as error:
-            raise InputError(f"{self.prefix}cannot read the arrays of {self.path} ({_sanitised(error)})") from None
+            raise InputError(f"{self.prefix}cannot read the arrays of {self.path} ({sanitised(error)})") from None
 
 
 def _declared_inputs(args) -> tuple[dict, dict]:
@@ -365,7 +271,7 @@ def _declared_inputs(args) -> tuple[dict, dict]:
         if missing:
             raise InputError(f"{missing[0]}: no input: give an .npz or --features, --labels and --weight .npy files")
         for key in separate:
-            declared[key] = _npy_header(getattr(args, key), key)
+            declared[key] = file_header(getattr(args, key), key)
             sources[key] = "mmap" if key in ("features", "labels") else "load"
     if args.test:
         test = _Npz(args.test, "--test: ", TEST_KEYS, TEST_KEYS, "features, labels")

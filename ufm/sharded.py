@@ -64,13 +64,13 @@ import numpy as np
 from theory import validation
 from ufm import _io, _prog
 from ufm._interrupt import exit_on_interrupt
+from ufm._npy import Declared, file_header
 from ufm.calibration import DEFAULT_BINS, BinStatistics, bin_statistics, default_chunk_size
 from ufm.tracker import CollapseResult, CollapseTracker, NCCPass, buffer_rows, checked_batch
 
 __all__ = ["ShardStatistics", "ShardedAnalysis", "analyze_shards", "npy_header"]
 
 PROG = "python -m ufm.sharded"
-_MAGIC = b"\x93NUMPY"
 #: the calibration metrics added to the tracker's with a weight, and their sources
 CALIBRATION_SOURCES = {
     "ece": "expected calibration error, equal-width confidence bins (Guo, Pleiss, Sun & Weinberger 2017, eq. 3)",
@@ -96,82 +96,37 @@ def _dask():
 # ----------------------------------------------------------------------------- .npy headers
 
 
-@dataclass(frozen=True)
-class NpyHeader:
-    """What a ``.npy`` file declares: its ``path``, ``shape`` and ``dtype``."""
-
-    path: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
-
-
-def npy_header(path, what: str) -> NpyHeader:
-    """The header of the ``.npy`` file ``path``, read from its first bytes only and checked: a real dtype
-    (Python objects are refused, never unpickled), and the declared data present in the file.
-    Raises ``ValueError`` starting with ``what`` (the argument that named the file)."""
-    path = os.fspath(path)
-    readers = {1: np.lib.format.read_array_header_1_0, 2: np.lib.format.read_array_header_2_0}
-    problem = None
-    try:
-        with open(path, "rb") as handle:
-            magic, version = handle.read(len(_MAGIC)), handle.read(2)
-            if magic != _MAGIC:
-                problem = "is not a .npy file (it does not start with the magic string \\x93NUMPY)"
-            elif len(version) < 2 or version[0] not in readers:
-                problem = f"has .npy format version {tuple(version)} (1.0 and 2.0 are read)"
-            else:
-                shape, _, dtype = readers[version[0]](handle)
-                data = os.fstat(handle.fileno()).st_size - handle.tell()
-    except OSError as error:
-        raise ValueError(f"{what}: cannot read {path} ({error.strerror or error})") from None
-    except (ValueError, EOFError) as error:  # numpy's words; its advice to unpickle is never followed here
-        text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        problem = (
-            "has a header longer than 10,000 bytes" if "pickle" in text.lower() else f"has no valid header ({text})"
-        )
-    if problem is not None:
-        raise ValueError(f"{what}: {path} {problem}")
-    if dtype.hasobject:
-        raise ValueError(f"{what}: {path} holds Python objects (dtype {dtype}), not numbers; they are never loaded")
-    if dtype.kind not in "fiu" or dtype.fields is not None or dtype.subdtype is not None:
-        raise ValueError(f"{what}: {path} must hold real numbers, got dtype {dtype}")
-    header = NpyHeader(path, tuple(int(n) for n in shape), dtype)
-    if header.nbytes > data:
-        raise ValueError(
-            f"{what}: {path} declares shape {header.shape} of {dtype} ({header.nbytes} bytes) but holds only "
-            f"{max(data, 0)} bytes of data (truncated or forged)"
-        )
-    return header
+def npy_header(path, what: str) -> Declared:
+    """The header of the ``.npy`` file ``path``, read from its first bytes only and checked
+    (:func:`ufm._npy.file_header`: a real dtype, never Python objects, the declared data present in the
+    file). Raises ``ValueError`` starting with ``what`` (the argument that named the file)."""
+    return file_header(os.fspath(path), what)
 
 
 @dataclass(frozen=True)
 class _Files:
     """One shard as two ``.npy`` files, with the headers declared when the call was checked."""
 
-    features: NpyHeader
-    labels: NpyHeader
+    features: Declared
+    labels: Declared
 
     def __str__(self) -> str:
-        return f"{self.features.path} / {self.labels.path}"
+        return f"{self.features.where} / {self.labels.where}"
 
     def open(self) -> tuple[np.ndarray, np.ndarray]:
         """Both arrays memory-mapped, after their headers were read again and found unchanged."""
         arrays = []
         for declared in (self.features, self.labels):
-            now = npy_header(declared.path, "shards")
+            now = npy_header(declared.where, "shards")
             if (now.shape, now.dtype) != (declared.shape, declared.dtype):
                 raise ValueError(
-                    f"shards: {declared.path} changed during the analysis (shape {declared.shape} of "
+                    f"shards: {declared.where} changed during the analysis (shape {declared.shape} of "
                     f"{declared.dtype} declared before, now {now.shape} of {now.dtype})"
                 )
             if not now.nbytes:  # numpy cannot map an empty file region
                 arrays.append(np.empty(now.shape, now.dtype))
             else:
-                arrays.append(np.load(now.path, mmap_mode="r", allow_pickle=False))
+                arrays.append(np.load(now.where, mmap_mode="r", allow_pickle=False))
         return arrays[0], arrays[1]
 
 
@@ -293,7 +248,7 @@ def _file_sources(shards) -> tuple[list, int, int, float]:
         if d is not None and features.shape[1] != d:
             raise ValueError(
                 f"shards: {features_path} has d = {features.shape[1]} features per row, the first shard "
-                f"{sources[0][0].features.path} has d = {d}"
+                f"{sources[0][0].features.where} has d = {d}"
             )
         d = features.shape[1]
         if labels.shape != features.shape[:1]:
@@ -581,7 +536,7 @@ def _classifier(path, flag: str) -> np.ndarray | None:
         return None
     header = npy_header(path, flag)
     validation.allocation(f"{flag} {path}", header.nbytes / 8.0, f"{flag} of shape {header.shape}")
-    return np.load(header.path, allow_pickle=False)
+    return np.load(header.where, allow_pickle=False)
 
 
 def report_text(result: ShardedAnalysis, where: str) -> str:
