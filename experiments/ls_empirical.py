@@ -125,10 +125,6 @@ def _analyze_loss(lane: dict) -> dict:
     return dict(loss=lane["loss"], gamma=lane["gamma"])
 
 
-def _logits(features: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    return ufm.logits_from_features(features, weight, bias)
-
-
 def measure(snapshot, split, lanes: list[dict], dataset: str, final: dict) -> list[dict]:
     """One row per lane at this snapshot (module docstring); at the last epoch ``final[j]`` keeps the
     lane's validation and test logits for the reliability diagrams."""
@@ -173,8 +169,8 @@ def measure(snapshot, split, lanes: list[dict], dataset: str, final: dict) -> li
             for key in ("nc1", "loss", "entropy"):
                 row[f"{group}_{key}"] = g[key] if g[key] is not None else math.nan
         row["incorrect_nc1_predicted"] = held["incorrect"]["nc1_predicted"] or math.nan
-        val = _logits(F["val"][j], weights[j], biases[j])
-        test = _logits(F["test"][j], weights[j], biases[j])
+        val = ufm.logits_from_features(F["val"][j], weights[j], biases[j])
+        test = ufm.logits_from_features(F["test"][j], weights[j], biases[j])
         by_val = ufm.fit_temperature(val, split.y_val)
         by_test = ufm.fit_temperature(test, split.y_test)
         for bins in BINS:
@@ -196,7 +192,7 @@ def measure(snapshot, split, lanes: list[dict], dataset: str, final: dict) -> li
     return rows
 
 
-def train_dataset(dataset: str, config: dict, stop=None, *, quiet: bool = False):
+def train_dataset(dataset: str, config: dict, *, quiet: bool = False):
     """Train every lane of one data set; ``(split, curves, lanes, final logits per lane)``."""
     split = cnn.load_images(dataset, config["per_class"], seed=0)
     lanes = _lanes(config["seeds"])
@@ -224,7 +220,6 @@ def train_dataset(dataset: str, config: dict, stop=None, *, quiet: bool = False)
         epochs=epochs,
         record_epochs=record_epochs(epochs),
         record=record,
-        stop=stop,
     )
     return split, curves, lanes, final
 
