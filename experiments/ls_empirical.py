@@ -40,7 +40,9 @@ of a seed's CE and LS runs (so both reach it, as late as possible), "similar tes
 (Zhou) when the per-loss mean test errors lie within :data:`SIMILAR_TEST_ERROR` of each other.
 
 Outputs (``--out``): ``ls_empirical.csv`` (one row per data set, run and seed: final state),
-``curves.csv`` (every record), ``claims.csv`` (claim, paper, data set, here, verdict),
+``curves.csv`` (every record; ``nan`` means undefined, never a measurement: ``batch_loss`` at epoch 0,
+before any minibatch, and a subgroup's values when it is empty, e.g. no misclassified test image),
+``claims.csv`` (claim, paper, data set, here, verdict),
 ``calibration.csv`` (per delta and seed: ECE before / after scaling, both T, norms, test error),
 ``reliability.csv`` (20-bin reliability data, CE and LS, before and after scaling, pooled over
 seeds), ``losses.csv`` (Zhou's table), and per data set the figures ``<set>_training``,
