@@ -78,7 +78,7 @@ def body(args, outputs):
     K, delta = 5, 0.1
     problem = ufm.Problem(K=K, n=n, d=K + 2, delta=delta, lam_W=LAM, lam_H=LAM, lam_b=LAM, seed=1)
     result = ufm.solve(problem, tol=1e-11, max_iters=5000, history=False)
-    predicted = theory.hessian_spectrum(K, n, K + 2, delta, LAM, LAM).W
+    predicted = theory.hessian_spectrum(K, n, K + 2, delta=delta, lam_W=LAM, lam_H=LAM).W
     measured = ufm.block_eigenvalues(result.params, problem.labels(), problem.weights(), "W").values
     nonzero = measured[measured > 1e-8 * measured.max()]
     axes[1].hist(

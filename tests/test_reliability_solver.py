@@ -90,7 +90,7 @@ def test_cli_refuses_overflow_naming_the_parameter():
         (lambda: ufm.solve(ufm.Problem(K=3, n=2), tol=np.float32(2.0)), "tol"),
         (lambda: ufm.compare(5), "result"),
         (lambda: theory.a_delta(K=5, n=10**400, delta=0.1, lam_W=1e-3, lam_H=1e-3), "n"),
-        (lambda: theory.predict(5, 20, 5, 5e-4, 5e-4, 5e-4, loss="focal", gamma=1e308), "gamma"),
+        (lambda: theory.predict(5, 20, 5, lam_W=5e-4, lam_H=5e-4, lam_b=5e-4, loss="focal", gamma=1e308), "gamma"),
     ],
 )
 def test_errors_name_their_parameter(call, name):
@@ -104,7 +104,7 @@ def test_numpy_scalars_and_the_largest_seed_are_accepted():
     result = ufm.solve(problem, tol=np.float32(1e-8), max_iters=np.int64(500))
     assert result.converged
     # a tiny lambda (denormal) has a finite prediction instead of "a must be finite"
-    prediction = theory.predict(5, 20, 5, 5e-324, 5e-324, 5e-324)
+    prediction = theory.predict(5, 20, 5, lam_W=5e-324, lam_H=5e-324, lam_b=5e-324)
     assert np.isfinite(prediction.a) and prediction.a > 0
 
 
