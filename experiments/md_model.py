@@ -78,7 +78,7 @@ def body(args, outputs):
     alphas = (0.05, 0.3) if quick else (0.02, 0.05, 0.1, 0.3)
     etas = np.geomspace(1e-4, 0.3, 6 if quick else 22)
     c_md = 1.0
-    cache = {}
+    cache: dict = {}
     rows = []
     for alpha0 in alphas:
         for eta in etas:
@@ -94,7 +94,7 @@ def body(args, outputs):
     map_etas = np.geomspace(1e-4, 0.9, 4 if quick else 12)
     grid = []
     for c in map_cs:
-        cache_c = {}
+        cache_c: dict = {}
         for alpha0 in map_alphas:
             for eta in map_etas:
                 grid.append(_row(alpha0, float(eta), c, "two-point", *_pair(alpha0, float(eta), c, cache=cache_c)))

@@ -37,7 +37,8 @@ def settings(quick: bool):
 
 
 def body(args, outputs):
-    rows, handles = [], []
+    rows: list[dict] = []
+    handles: list = []
     fig, axes = figure(1, 2, panel=(4.6, 3.4))
     for setting, deltas in settings(args.quick):
         K, n, lam_W, lam_H = setting["K"], setting["n"], setting["lam_W"], setting["lam_H"]
