@@ -642,7 +642,7 @@ def test_cli_verdict_test_set_and_rtol(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1].startswith("VERDICT: at the minimizer within rtol 0.05")
 
 
-# --------------------------------------------------------------------------- d < K: the numerical optimum (issue 31)
+# --------------------------------------------------------------------------- d < K: the numerical optimum
 
 BELOW_K = dict(loss="ls", delta=0.1, lam_W=1e-2, lam_H=1e-3, lam_b=1e-2)
 

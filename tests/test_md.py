@@ -294,7 +294,7 @@ def test_cli_default_run_writes_json(tmp_path, capsys):
     assert main(["--json", str(out), "--quiet", "--no-cache"]) == 0
     text = capsys.readouterr().out
     assert "inside the assumptions: True" in text and "holds" in text
-    # every symbol of the report is defined in it (issue 32): N is the number of samples elsewhere, not of classes
+    # every symbol of the report is defined in it: N is the number of samples elsewhere, not of classes
     assert "N = 2 classes" not in text and "2 classes, feature dimension M = 2" in text
     for defined in (
         "C~ = C_MD / (sqrt(2) ||h1 - h2||_CE)",
@@ -362,7 +362,7 @@ def test_cli_refuses_to_overwrite_json(tmp_path, capsys):
     ],
 )
 def test_cli_refuses_sizes_that_do_not_fit_before_allocating(monkeypatch, capsys, argv, needle):
-    # issue 29 item 8: MemoryError tracebacks (71 PiB, 27 GiB, 7.3 TiB), 12 GB grown at M = 40000,
+    # once: MemoryError tracebacks (71 PiB, 27 GiB, 7.3 TiB), 12 GB grown at M = 40000,
     # "Maximum allowed dimension exceeded" without the parameter
     from theory import _host
     from ufm import _memory
@@ -376,7 +376,7 @@ def test_cli_refuses_sizes_that_do_not_fit_before_allocating(monkeypatch, capsys
 
 @pytest.mark.parametrize("argv", [["--eta", "1e300"], ["--c-md", "1e-300"], ["--eta", "1e-300"]])
 def test_cli_underflow_and_overflow_say_undefined_never_nan(tmp_path, capsys, argv):
-    # issue 29 item 8: rows of nan and "Theorem 4.3 ... = nan: FAILS"; "not converged" with "holds"
+    # once: rows of nan and "Theorem 4.3 ... = nan: FAILS"; "not converged" with "holds"
     out = tmp_path / "md.json"
     assert main([*argv, "--json", str(out), "--quiet", "--no-cache"]) == 1
     text = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Issue 12 (reliability): a non-finite start is never "converged", foreseeable overflow is refused
+"""Reliability of the solver: a non-finite start is never "converged", foreseeable overflow is refused
 at the boundary naming the parameter, and every error names its parameter (numpy scalars accepted)."""
 
 import contextlib
@@ -108,7 +108,7 @@ def test_numpy_scalars_and_the_largest_seed_are_accepted():
     assert np.isfinite(prediction.a) and prediction.a > 0
 
 
-# --- divergence, cycles and default steps (issue 12, "Divergence" and "Advice that misleads") ---
+# --- divergence, cycles and default steps (advice that would mislead) ---
 
 
 @pytest.mark.parametrize(
@@ -245,7 +245,7 @@ def test_a_line_search_method_is_not_rerun():
 )
 def test_every_default_converges(changes, nonnegative):
     """Every loss and flag with the default method and step converges (CLI at K = 10, n = 20; the CLI default
-    n = 500 is in the report of issue 12: MSE with H >= 0 diverged at iteration 4 with momentum lr 3).
+    n = 500 once failed this: MSE with H >= 0 diverged at iteration 4 with momentum lr 3).
     Exit 0 (agrees) or 3 (no prediction applies, e.g. label noise): never 1."""
     argv = ["--K", "10", "--n", "20", "--quiet", "--no-hessian"]
     for key, value in changes.items():

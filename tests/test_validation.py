@@ -54,3 +54,23 @@ def test_delta_has_one_message(value):
         validation.delta(value)
     with pytest.raises(ValueError, match=r"^delta must be in \[0, 1\), got "):
         validation.interval("delta", np.ravel(value)[-1], 0.0, 1.0, low_open=False)
+
+
+@pytest.mark.parametrize(
+    "labels,match",
+    [
+        (np.array([0.0, 1.5]), "labels must be integers, got non-integer values of dtype float64"),
+        (np.array([0.0, np.nan]), "labels must be integers"),
+        (np.array([0, 3]), r"labels must be in \[0, K\) = \[0, 3\) \(K = columns of logits\), got values in \[0, 3\]"),
+        (np.array([-1, 2]), r"got values in \[-1, 2\]"),
+    ],
+)
+def test_class_labels_refuse(labels, match):
+    with pytest.raises(ValueError, match=match):
+        validation.class_labels("labels", labels, 3, K_is="columns of logits")
+
+
+def test_class_labels_are_int64():
+    out = validation.class_labels("labels", np.array([2.0, 0.0, 1.0]), 3)
+    assert out.dtype == np.int64 and out.tolist() == [2, 0, 1]
+    assert validation.class_labels("labels", np.array([], dtype=np.uint8), 3).size == 0

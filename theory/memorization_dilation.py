@@ -151,7 +151,7 @@ def nc_configuration(M, *, lam_W, lam_H, alpha) -> NCConfiguration:
     """The non-negative NC configuration of Assumption 4.2.1 for ``alpha`` (CE: 0), ``d = M``.
 
     ``h_1 = rho e_1``, ``h_2 = rho e_2`` and ``W = (a / rho) [e_1, e_2] (I - 1 1^T / 2)`` (the
-    :meth:`theory.Prediction.minimizer` of ``predict(2, 1, M, lam_W, lam_H, delta=alpha, nonnegative=True)``
+    :meth:`theory.Prediction.minimizer` of ``predict(2, 1, M, delta=alpha, lam_W=lam_W, lam_H=lam_H, nonnegative=True)``
     with the identity's first two columns). Raises ``ValueError`` when that problem's minimizer is
     ``W = H = 0`` (``alpha/2 + sqrt(2 lam_W lam_H) >= 1/2``): the MD model needs ``h_1 != h_2``.
     """

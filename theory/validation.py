@@ -183,6 +183,18 @@ def finite_array(name: str, value) -> np.ndarray:
     return arr
 
 
+def class_labels(name: str, labels: np.ndarray, K: int, *, K_is: str = "") -> np.ndarray:
+    """``labels`` (a 1-D real array, :func:`array`) as int64 class indices in ``[0, K)``: integers, or floats
+    with integral values. ``K_is``: what K is, for the message (``"columns of logits"``)."""
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+        raise ValueError(f"{name} must be integers, got non-integer values of dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= K):
+        low, high = int(labels.min()), int(labels.max())
+        what = f" (K = {K_is})" if K_is else ""
+        raise ValueError(f"{name} must be in [0, K) = [0, {K}){what}, got values in [{low}, {high}]")
+    return labels.astype(np.int64)
+
+
 def _scalar_or_array(arr: np.ndarray):
     return float(arr) if arr.ndim == 0 else arr
 

@@ -89,14 +89,7 @@ def _labels(labels, N: int, K: int) -> np.ndarray:
     array = validation.array("labels", labels, 1, shape="(N,)", nonempty=True)
     if array.shape != (N,):
         raise ValueError(f"labels must have shape (N,) = ({N},) (N = rows of logits), got {array.shape}")
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
-        raise ValueError(f"labels must be integers, got non-integer values of dtype {array.dtype}")
-    out = array.astype(np.int64)
-    if out.min() < 0 or out.max() >= K:
-        raise ValueError(
-            f"labels must be in [0, K) = [0, {K}) (K = columns of logits), got values in [{out.min()}, {out.max()}]"
-        )
-    return out
+    return validation.class_labels("labels", array, K, K_is="columns of logits")
 
 
 def _inputs(logits, labels, temperature, chunk_size) -> tuple[np.ndarray, np.ndarray, float, int]:

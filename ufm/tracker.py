@@ -99,13 +99,9 @@ def checked_batch(features, labels, K: int, d: int | None) -> tuple[np.ndarray, 
     y = validation.array("labels", as_numpy("labels", labels), 1, shape="(B,)")
     if y.shape != (X.shape[0],):
         raise ValueError(f"labels must have shape (B,) = ({X.shape[0]},) (one per row of features), got {y.shape}")
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise ValueError(f"labels must be integers, got non-integer values of dtype {y.dtype}")
-    if y.size and (y.min() < 0 or y.max() >= K):
-        raise ValueError(f"labels must be in [0, K) = [0, {K}), got values in [{y.min()}, {y.max()}]")
+    y = validation.class_labels("labels", y, K)
     X = validation.finite_array("features", np.ascontiguousarray(X, dtype=np.float64))
-    return X, y.astype(np.int64)
+    return X, y
 
 
 def add_by_class(out: np.ndarray, X: np.ndarray, y: np.ndarray, present: np.ndarray | None = None) -> None:
