@@ -152,3 +152,13 @@ def test_mse_optimum(K, n, lam_W, lam_H, lam_b, mse_kappa, mse_beta):
         ("K", "n", "lam_W", "lam_H", "lam_b", "mse_kappa", "mse_beta"),
     )
     check_contract(lambda: theory.nonnegative_boundary(K, n, lam_W=lam_W, lam_H=lam_H), ("K", "n", "lam_W", "lam_H"))
+
+
+@pytest.mark.parametrize("lam_W,lam_H", [(1e-3, 5e-324), (5e-324, 1e-3), (1.7e308, 5e-324), (1e300, 1e-300)])
+def test_nonnegative_prediction_is_finite_where_lam_W_over_lam_H_overflows(lam_W, lam_H):
+    # lam_W / lam_H beyond float64 once gave ||hbar_k|| = inf and ||w_k|| = 0 (nan with a = 0) as a prediction
+    pred = theory.predict(2, 1, 2, delta=0.1, lam_W=lam_W, lam_H=lam_H, nonnegative=True)
+    norms = (pred.a, pred.w_norm, pred.h_norm, pred.class_mean_norm)
+    assert all(math.isfinite(x) for x in norms), norms
+    # ||w_k|| ||hbar_k|| = a sqrt((K - 1) / K) at the minimizer (K = 2); rel 1e-12: a few roundings of each
+    assert pred.w_norm * pred.class_mean_norm == pytest.approx(pred.a * math.sqrt(0.5), rel=1e-12)

@@ -164,13 +164,20 @@ def predict(
         a = sr.optimal_scale(loss, K, n, lam_W=lam_W, lam_H=lam_H, delta=delta, gamma=gamma, nonnegative=nonnegative).a
         bias, shift, centred = 0.0, 0.0, True
         if nonnegative:
-            r2 = a * np.sqrt(lam_W * (K - 1) / (lam_H * n * K))
-            w_norm = a / np.sqrt(r2) * np.sqrt((K - 1) / K) if a > 0 else 0.0
-            class_mean_norm = np.sqrt(r2)
+            with np.errstate(over="ignore", invalid="ignore"):  # handled just below
+                r2 = a * np.sqrt(lam_W * (K - 1) / (lam_H * n * K))
+            # ||hbar_k||; when lam_W / lam_H overflows float64 (lam_H = 5e-324), the same in fourth roots
+            fourth_roots = (lam_W**0.25 / lam_H**0.25) * ((K - 1) / (n * K)) ** 0.25
+            r = np.sqrt(r2) if np.isfinite(r2) else np.sqrt(a) * fourth_roots
+            w_norm = a / r * np.sqrt((K - 1) / K) if a > 0 else 0.0
+            class_mean_norm = r
         else:
             w_norm = rho * np.sqrt(a * (K - 1) / K)
             class_mean_norm = np.sqrt(a * (K - 1) / K) / rho
-    h_norm = np.sqrt(class_mean_norm**2 * (K - 1) / K) if nonnegative else np.sqrt(a * (K - 1) / K) / rho
+    with np.errstate(over="ignore"):  # a square beyond float64: the product form below
+        h_norm = np.sqrt(class_mean_norm**2 * (K - 1) / K) if nonnegative else np.sqrt(a * (K - 1) / K) / rho
+    if nonnegative and not np.isfinite(h_norm):
+        h_norm = class_mean_norm * np.sqrt((K - 1) / K)
     zbar = a * M + (shift + bias) * np.ones((K, K))
     probs = softmax(zbar[:, 0])
     mu1, mu2 = sr.logit_curvatures(loss, K, a, delta=delta, gamma=gamma, mse_kappa=mse_kappa)
