@@ -36,7 +36,7 @@ DELTA, LAM = 0.1, 5e-5  # c = sqrt(KN) lam + delta = 0.45 < 1 at K=100, n=5000: 
 
 def check(K, n, d, block, spectrum):
     """Largest relative error of the distinct eigenvalues against theory; multiplicities equal?"""
-    predicted = getattr(theory.hessian_spectrum(K, n, d, DELTA, LAM, LAM), block)
+    predicted = getattr(theory.hessian_spectrum(K, n, d, delta=DELTA, lam_W=LAM, lam_H=LAM), block)
     values, counts = spectrum.distinct(rtol=1e-6)
     if values.shape != predicted.values.shape or not np.array_equal(counts, predicted.multiplicities):
         return float("inf"), False
@@ -45,7 +45,7 @@ def check(K, n, d, block, spectrum):
 
 
 def old_structured(params, labels, weights, block):
-    """The structured path before issue 5 (kept here as the baseline): every per-sample
+    """The first structured path (kept here as the baseline): every per-sample
     K x K logit Hessian by ``vmap(jax.hessian)``, then N K x K ``eigh`` (H block) or one
     dense rK x rK ``eigh`` (W block)."""
     d, K = params.W.shape
@@ -63,7 +63,7 @@ def old_structured(params, labels, weights, block):
 
 
 def point(K, n, d):
-    W, H, b = theory.global_minimizer(K, n, d, DELTA, LAM, LAM)
+    W, H, b = theory.global_minimizer(K, n, d, delta=DELTA, lam_W=LAM, lam_H=LAM)
     params = ufm.Params(jnp.asarray(W), jnp.asarray(H), jnp.asarray(b))
     weights = ufm.Weights(*(jnp.float64(x) for x in (DELTA, LAM, LAM, LAM)))
     return params, ufm.class_major_labels(K, n), weights

@@ -11,7 +11,7 @@ the cache, solving, the comparison with theory and its Hessian spectra, the repo
 
 Prints the median and the range over ``--repeats`` runs of each, the load average
 (other processes on the machine slow every figure), and the machine line. Targets
-(issue 13): warm <= 1.5 s, cold <= 4 s on 2 CPU cores, default faster than gd in both.
+(the project's start-up goals): warm <= 1.5 s, cold <= 4 s on 2 CPU cores, default faster than gd in both.
 """
 
 from __future__ import annotations

@@ -34,11 +34,11 @@ from benchmarks._common import machine, peak_rss_gib, print_table  # noqa: E402
 def relative_error(problem: ufm.Problem, result) -> float:
     """Largest relative error of the norms and class-mean logits against Theorem 4.1."""
     labels = problem.labels()
-    args = (problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H)
-    predicted = theory.norms(*args)
+    args = dict(delta=problem.delta, lam_W=problem.lam_W, lam_H=problem.lam_H)
+    predicted = theory.norms(problem.K, problem.n, **args)
     measured = ufm.collapse(result.W, result.H, labels, problem.K)
     Zbar = result.W.T @ np.asarray(ufm.class_means(result.H, labels, problem.K)) + result.b[:, None]
-    Zpred = theory.logit_matrix(*args)
+    Zpred = theory.logit_matrix(problem.K, problem.n, **args)
     return max(
         abs(float(measured.w_norm) - predicted.w) / predicted.w,
         abs(float(measured.h_norm) - predicted.h) / predicted.h,

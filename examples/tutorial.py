@@ -52,7 +52,7 @@ import ufm
 K, n, lam = 10, 500, 5e-4
 print("a^delta      :", theory.a_delta(K=K, n=n, delta=0.1, lam_W=lam, lam_H=lam))
 print("kappa = K p_t:", theory.condition_number(K, 0.1, lam, n=n))
-print("phase        :", theory.phase(K, n, 0.1, lam, lam))
+print("phase        :", theory.phase(K, n, delta=0.1, lam_W=lam, lam_H=lam))
 
 # %% [markdown]
 # Label smoothing lowers p_t and with it κ: the loss landscape at the optimum is better
@@ -106,7 +106,7 @@ print(comparison.to_records()[0])
 # from the closed form and from the solver's point.
 
 # %%
-predicted = theory.hessian_spectrum(K, n, K, 0.1, lam, lam).W
+predicted = theory.hessian_spectrum(K, n, K, delta=0.1, lam_W=lam, lam_H=lam).W
 measured = ufm.block_spectrum(result.params, problem.labels(), problem.weights(), "W")
 for value, count in zip(predicted.values, predicted.multiplicities):
     print(f"theory  {value:.10g} x {count}")
@@ -126,5 +126,7 @@ for spec in (dict(loss="focal", gamma=2.0), dict(loss="ls", delta=0.1, nonnegati
     variant_result = ufm.solve(variant)
     variant_comparison = ufm.compare(variant_result)
     worst = max(row.error for row in variant_comparison.rows if row.applies and row.error is not None)
-    print(f"{spec}: {variant_result.method}, {variant_result.status}, worst applicable error {worst:.1e}, "
-          f"agrees: {variant_comparison.ok}")
+    print(
+        f"{spec}: {variant_result.method}, {variant_result.status}, worst applicable error {worst:.1e}, "
+        f"agrees: {variant_comparison.ok}"
+    )

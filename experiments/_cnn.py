@@ -15,9 +15,8 @@ Network (:class:`CNN`, equinox): two 3x3 convolutions with stride 2 and ReLU (ch
 feature ``h_i``, non-negative as after a ResNet's last ReLU and pooling), and a linear classifier
 ``z = weight h + bias`` (``weight: (K, d)``, the framework layout of :func:`ufm.analyze`). A
 convolution is computed as an image-patch extraction followed by one matrix product
-(``jax.lax.conv_general_dilated_patches``): on this CPU, and vmapped over several networks, that is
-3-5x faster than XLA's convolution (measured on the 2-core machine with channels 16 and 32: 114
-against 600 microseconds per image and network for 8 networks at once, forward and backward).
+(``jax.lax.conv_general_dilated_patches``): on a CPU, vmapped over several networks, that is several
+times faster than XLA's convolution (docs/performance.md, the CNN of the empirical study).
 
 Training (:func:`train`), the recipe of Guo et al. §2 scaled down: minibatches of ``BATCH`` = 128
 drawn without replacement each epoch (seeded; the last incomplete batch is dropped), SGD with

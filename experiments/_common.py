@@ -304,7 +304,7 @@ def logit_error(params, K: int, n: int, delta: float, lam_W: float, lam_H: float
     ``Zbar``. Beyond the phase boundary (a = 0) the absolute distance is returned.
     """
     H_bar = np.asarray(ufm.class_means(params.H, ufm.class_major_labels(K, n), K))
-    target = theory.a_delta(K, n, delta, lam_W, lam_H) * theory.simplex_projector(K)
+    target = theory.a_delta(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H) * theory.simplex_projector(K)
     scale = np.linalg.norm(target)
     distance = np.linalg.norm(np.asarray(params.W).T @ H_bar - target)
     return float(distance / scale if scale > 0 else distance)

@@ -28,7 +28,7 @@ def body(args, outputs):
             problem = ufm.Problem(K=K, n=n, delta=float(delta), lam_W=LAM, lam_H=LAM, lam_b=LAM, seed=0)
             result = ufm.solve(problem, tol=1e-11, max_iters=5000, history=False)
             kappa = theory.condition_number(K, float(delta), LAM, n=n, beyond_boundary="nan")
-            measured = {
+            kappas = {
                 block: ufm.nonzero_condition_number(
                     ufm.block_eigenvalues(result.params, problem.labels(), problem.weights(), block).values
                 )
@@ -42,10 +42,10 @@ def body(args, outputs):
                     lam=LAM,
                     status=result.status,
                     kappa_theory=kappa,
-                    kappa_W=measured["W"],
-                    kappa_H=measured["H"],
-                    error_W=abs(measured["W"] / kappa - 1),
-                    error_H=abs(measured["H"] / kappa - 1),
+                    kappa_W=kappas["W"],
+                    kappa_H=kappas["H"],
+                    error_W=abs(kappas["W"] / kappa - 1),
+                    error_H=abs(kappas["H"] / kappa - 1),
                 )
             )
         grid = np.linspace(0, 0.95, 200)
@@ -78,7 +78,7 @@ def body(args, outputs):
     K, delta = 5, 0.1
     problem = ufm.Problem(K=K, n=n, d=K + 2, delta=delta, lam_W=LAM, lam_H=LAM, lam_b=LAM, seed=1)
     result = ufm.solve(problem, tol=1e-11, max_iters=5000, history=False)
-    predicted = theory.hessian_spectrum(K, n, K + 2, delta, LAM, LAM).W
+    predicted = theory.hessian_spectrum(K, n, K + 2, delta=delta, lam_W=LAM, lam_H=LAM).W
     measured = ufm.block_eigenvalues(result.params, problem.labels(), problem.weights(), "W").values
     nonzero = measured[measured > 1e-8 * measured.max()]
     axes[1].hist(

@@ -43,7 +43,9 @@ def common_step(problems_) -> float:
     """``1 / L`` with L the largest joint curvature at the start and at the optimum, over all problems."""
     curvatures = []
     for p in problems_:
-        optimum = ufm.Params(*(jnp.asarray(x) for x in theory.global_minimizer(p.K, p.n, p.d, p.delta, LAM, LAM)))
+        optimum = ufm.Params(
+            *(jnp.asarray(x) for x in theory.global_minimizer(p.K, p.n, p.d, delta=p.delta, lam_W=LAM, lam_H=LAM))
+        )
         for point in (p.init(), optimum):
             curvatures.append(curvature.largest_curvature(point, p.labels(), p.weights()))
     return 1.0 / max(curvatures)
@@ -108,7 +110,7 @@ def body(args, outputs):
             n=n,
             lam=LAM,
             lr=lr,
-            a_delta=theory.a_delta(K, n, problem.delta, LAM, LAM),
+            a_delta=theory.a_delta(K, n, delta=problem.delta, lam_W=LAM, lam_H=LAM),
             K_p_t=theory.condition_number(K, problem.delta, LAM, n=n),
             status="converged" if reached else "max_iters",
         )

@@ -284,7 +284,7 @@ def body(args, outputs):
                         sizes,
                         lam_W=lam,
                         lam_H=lam,
-                        lam_b=lam if lam_b == "lam" else lam_b,
+                        lam_b=lam if isinstance(lam_b, str) else lam_b,
                         loss="ce" if delta == 0 else "ls",
                         delta=delta,
                         tol=1e-12,

@@ -20,7 +20,7 @@ from ufm.compare import compare
 
 NAME = "landscape"
 RTOL = 1e-6
-CASES = {
+CASES: dict[str, dict] = {
     "ce": dict(loss="ce"),
     "ls (delta=0.1)": dict(loss="ls", delta=0.1),
     "focal (gamma=2)": dict(loss="focal", gamma=2.0),
@@ -39,7 +39,7 @@ def body(args, outputs):
     dims = (K + 1,) if args.quick else (K + 1, 3 * K)  # quick: the narrower d, where H >= 0 can fail
     scales = (0.01, 10.0) if args.quick else (0.01, 0.1, 1.0, 10.0)
     seeds = range(2 if args.quick else 10)
-    rows = []
+    rows: list[dict] = []
     for label, params in CASES.items():
         for d in dims:
             for scale in scales:

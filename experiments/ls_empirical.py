@@ -127,7 +127,7 @@ def _analyze_loss(lane: dict) -> dict:
     return dict(loss=lane["loss"], gamma=lane["gamma"])
 
 
-def measure(snapshot, split, lanes: list[dict], dataset: str, final: dict) -> list[dict]:
+def measure(snapshot, split, lanes: list[dict], dataset: str, final: dict | None) -> list[dict]:
     """One row per lane at this snapshot (module docstring); at the last epoch ``final[j]`` keeps the
     lane's validation and test logits for the reliability diagrams."""
     F = {part: cnn.features(snapshot.models, getattr(split, f"x_{part}")) for part in ("train", "val", "test")}

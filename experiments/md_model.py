@@ -24,8 +24,8 @@ LAM = 1e-3
 
 
 def _solve(alpha, eta, c_md, law="two-point"):
-    config = tmd.nc_configuration(2, LAM, LAM, alpha)
-    V, w = tmd.md_law(config, law, eta, c_md)
+    config = tmd.nc_configuration(2, lam_W=LAM, lam_H=LAM, alpha=alpha)
+    V, w = tmd.md_law(config, law, eta=eta, c_md=c_md)
     result = ufm.solve_md(config.W, config.H, V, w, lam=LAM, alpha=alpha, eta=eta, c_md=c_md)
     if not result.converged:
         raise RuntimeError(f"MD solve did not converge (alpha={alpha}, eta={eta}, c_md={c_md}): {result.message}")
@@ -38,13 +38,13 @@ def _pair(alpha0, eta, c_md, law="two-point", cache=None):
         cache[key] = _solve(0.0, eta, c_md, law)
     ce = cache[key] if cache is not None else _solve(0.0, eta, c_md, law)
     ls = _solve(alpha0, eta, c_md, law)
-    check = tmd.assumption_4_2(LAM, LAM, alpha0, eta, c_md)
+    check = tmd.assumption_4_2(lam_W=LAM, lam_H=LAM, alpha0=alpha0, eta=eta, c_md=c_md)
     return ce, ls, check
 
 
 def _row(alpha0, eta, c_md, law, ce, ls, check):
-    bound_ce = tmd.lemma_c6_lower_bound(eta, c_md, ce.distance)
-    bound_ls = tmd.lemma_c6_lower_bound(eta, c_md, ls.distance)
+    bound_ce = tmd.lemma_c6_lower_bound(eta=eta, c_md=c_md, distance=ce.distance)
+    bound_ls = tmd.lemma_c6_lower_bound(eta=eta, c_md=c_md, distance=ls.distance)
     return dict(
         alpha0=alpha0,
         eta=eta,
@@ -78,7 +78,7 @@ def body(args, outputs):
     alphas = (0.05, 0.3) if quick else (0.02, 0.05, 0.1, 0.3)
     etas = np.geomspace(1e-4, 0.3, 6 if quick else 22)
     c_md = 1.0
-    cache = {}
+    cache: dict = {}
     rows = []
     for alpha0 in alphas:
         for eta in etas:
@@ -94,7 +94,7 @@ def body(args, outputs):
     map_etas = np.geomspace(1e-4, 0.9, 4 if quick else 12)
     grid = []
     for c in map_cs:
-        cache_c = {}
+        cache_c: dict = {}
         for alpha0 in map_alphas:
             for eta in map_etas:
                 grid.append(_row(alpha0, float(eta), c, "two-point", *_pair(alpha0, float(eta), c, cache=cache_c)))

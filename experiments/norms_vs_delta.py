@@ -29,7 +29,7 @@ def settings(quick: bool):
     default["legend"] = r"CLI default: $\lambda_W=\lambda_H=\lambda_b=5\cdot10^{-4}$, $n=500$"
     out = []
     for s in (b6, default):
-        star = theory.phase(s["K"], s["n"], 0.0, s["lam_W"], s["lam_H"]).delta_star
+        star = theory.phase(s["K"], s["n"], delta=0.0, lam_W=s["lam_W"], lam_H=s["lam_H"]).delta_star
         inside = np.linspace(0.0, 0.95 * star, 5 if quick else 12)
         beyond = [min(star + 0.5 * (1 - star), 0.999)]
         out.append((s, [float(x) for x in np.concatenate([inside, beyond])]))
@@ -37,7 +37,8 @@ def settings(quick: bool):
 
 
 def body(args, outputs):
-    rows, handles = [], []
+    rows: list[dict] = []
+    handles: list = []
     fig, axes = figure(1, 2, panel=(4.6, 3.4))
     for setting, deltas in settings(args.quick):
         K, n, lam_W, lam_H = setting["K"], setting["n"], setting["lam_W"], setting["lam_H"]
@@ -51,8 +52,8 @@ def body(args, outputs):
         for j, (problem, delta) in enumerate(zip(problems, deltas, strict=True)):
             result = swept.result(j)
             nc = ufm.collapse(result.W, result.H, problem.labels(), K)
-            predicted = theory.norms(K, n, delta, lam_W, lam_H)
-            collapsed = theory.phase(K, n, delta, lam_W, lam_H).collapsed
+            predicted = theory.norms(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H)
+            collapsed = theory.phase(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H).collapsed
             rel = lambda measured, pred: abs(measured - pred) / pred if pred > 0 else abs(measured)
             rows.append(
                 dict(
@@ -73,7 +74,7 @@ def body(args, outputs):
         color = f"C{len(handles)}"
         handles.append(Line2D([], [], color=color, lw=6, alpha=0.6, label=setting["legend"]))
         grid = np.linspace(0, 0.999, 400)
-        curve = theory.norms(K, n, grid, lam_W, lam_H)
+        curve = theory.norms(K, n, delta=grid, lam_W=lam_W, lam_H=lam_H)
         for key, style, marker in (("w", "-", "o"), ("h", "--", "s")):
             axes[0].plot(grid, getattr(curve, key), style, color=color)
             axes[0].plot([r["delta"] for r in sub], [r[f"{key}_solver"] for r in sub], marker, color=color)

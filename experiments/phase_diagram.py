@@ -21,7 +21,7 @@ def body(args, outputs):
     deltas = np.linspace(0.0, 0.99, 300)
     scales = np.linspace(0.01, 1.5, 300)  # sqrt(K N) lam_Z = K sqrt(n) lam for lam_W = lam_H = lam
     lam = scales[:, None] / (K * np.sqrt(n))
-    p_t, _ = theory.probabilities(K, n, deltas[None, :], lam, lam)
+    p_t, _ = theory.probabilities(K, n, delta=deltas[None, :], lam_W=lam, lam_H=lam)
     fig, ax = figure(panel=(4.8, 3.6))
     image = ax.pcolormesh(deltas, scales, p_t, shading="auto", cmap="viridis", vmin=1 / K, vmax=1)
     ax.plot(deltas, 1 - deltas, "w--", lw=1.5, label=r"boundary $c = \delta + \sqrt{KN}\,\lambda_Z = 1$")

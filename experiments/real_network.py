@@ -108,13 +108,13 @@ def target(setting: str, delta: float, K: int, n: int, w_norm: float, h_norm: fl
     else:
         lam_W = WEIGHT_DECAY
         lam_H = lam_W * (w_norm / h_norm) ** 2 / n
-    norms = theory.norms(K, n, delta, lam_W, lam_H)
+    norms = theory.norms(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H)
     return dict(
         lam_W=lam_W,
         lam_H=lam_H,
         w_norm_theory=norms.w,
         h_norm_theory=norms.h,
-        c=float(theory.phase(K, n, delta, lam_W, lam_H).c),
+        c=float(theory.phase(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H).c),
     )
 
 
@@ -265,7 +265,7 @@ def plot(rows, curves, config):
     dense = np.linspace(0.0, max(DELTAS), 100)
     simulated = [r for r in rows if r["setting"] == "simulated_ufm"]
     n = simulated[0]["n"]
-    curve = theory.norms(10, n, dense, LAM_W, LAM_H)
+    curve = theory.norms(10, n, delta=dense, lam_W=LAM_W, lam_H=LAM_H)
     for key, color, name in (("w", "C0", r"$\|w_k\|$"), ("h", "C1", r"$\|\bar h_k - h_G\|$")):
         ax.plot(dense, getattr(curve, key), "-", color=color, lw=1.2)
         ax.plot([r["delta"] for r in simulated], [r[f"{key}_norm"] for r in simulated], "o", color=color)

@@ -33,7 +33,8 @@ from experiments._common import add_format_argument, folder_name, plain, preflig
 from ufm import _cache
 from ufm._interrupt import exit_on_interrupt
 
-#: experiments 1-5 of issue 4, then those of issue 6
+#: every experiment, in the order of experiments/README.md: the UFM claims, the MD model, imbalance, real
+#: networks and the empirical label-smoothing study
 EXPERIMENTS = {
     "norms_vs_delta": norms_vs_delta,
     "convergence": convergence,
@@ -43,11 +44,11 @@ EXPERIMENTS = {
     "landscape": landscape,
     "label_noise": label_noise,
     "md_model": md_model,
+    "imbalance": imbalance,
+    "real_network": real_network,
+    "label_noise_network": label_noise_network,
+    "ls_empirical": ls_empirical,
 }
-EXPERIMENTS["imbalance"] = imbalance  # issue 16
-EXPERIMENTS["real_network"] = real_network  # issue 14
-EXPERIMENTS["label_noise_network"] = label_noise_network  # issue 15
-EXPERIMENTS["ls_empirical"] = ls_empirical  # issue 27
 
 
 PROG = "python -m experiments.run_all"

@@ -93,7 +93,9 @@ def asymptotic_rate(history, tol: float) -> float:
 def measure(K: int, n: int, delta: float, lam: float) -> dict:
     problem = ufm.Problem(K=K, n=n, delta=delta, lam_W=lam, lam_H=lam, lam_b=lam, seed=0)
     labels, weights = problem.labels(), problem.weights()
-    optimum = ufm.Params(*(jnp.asarray(x) for x in theory.global_minimizer(K, n, K, delta, lam, lam, seed=1)))
+    optimum = ufm.Params(
+        *(jnp.asarray(x) for x in theory.global_minimizer(K, n, K, delta=delta, lam_W=lam, lam_H=lam, seed=1))
+    )
     joint_all = curvature.joint_eigenvalues(optimum, labels, weights)
     top, mu, zeros = curvature.nonzero_range(joint_all)
     top_wh, mu_wh, _ = curvature.nonzero_range(curvature.joint_eigenvalues(optimum, labels, weights, ("W", "H")))

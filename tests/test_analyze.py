@@ -63,7 +63,7 @@ def test_ufm_solution_agrees_with_solver_metrics_and_theory(solved):
 
 def test_closed_form_minimizer_balanced_and_phase_boundary():
     K, n, d, delta, lam_W, lam_H = 5, 3, 7, 0.2, 1e-3, 1e-2
-    W, H, b = theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=1)
+    W, H, b = theory.global_minimizer(K, n, d, delta=delta, lam_W=lam_W, lam_H=lam_H, seed=1)
     labels = np.repeat(np.arange(K), n)
     out = ufm.analyze(H.T, labels, W.T, b, loss="ls", delta=delta, lam_W=lam_W, lam_H=lam_H, spectra=False)
     # exact minimizer: only float64 rounding of O(1) numbers separates measured from predicted
@@ -430,7 +430,7 @@ def _near_minimizer(spread=1e-3, w_noise=1e-6, seed=0):
     ``spread`` on H (zero mean per class, so the class means stay exact; NC1 ~ spread^2 ~ 1e-6 as on a
     network that collapsed to 1e-6): every direction of the d = 10 > K features carries a little spread."""
     K, n, d = NEAR["K"], NEAR["n"], NEAR["d"]
-    W, H, b = theory.global_minimizer(K, n, d, NEAR["delta"], NEAR["lam_W"], NEAR["lam_H"], seed=1)
+    W, H, b = theory.global_minimizer(K, n, d, delta=NEAR["delta"], lam_W=NEAR["lam_W"], lam_H=NEAR["lam_H"], seed=1)
     labels = np.repeat(np.arange(K), n)
     rng = np.random.default_rng(seed)
     E = rng.normal(size=H.shape)
@@ -446,7 +446,7 @@ def test_kappa_is_over_the_eigenvalues_predicted_non_zero():
     features, labels, weight, bias = _near_minimizer()
     setup = {k: NEAR[k] for k in ("delta", "lam_W", "lam_H")}
     out = ufm.analyze(features, labels, weight, bias, loss="ls", spectra=True, **setup)
-    K_p_t = K * theory.probabilities(K, n, NEAR["delta"], NEAR["lam_W"], NEAR["lam_H"])[0]
+    K_p_t = K * theory.probabilities(K, n, delta=NEAR["delta"], lam_W=NEAR["lam_W"], lam_H=NEAR["lam_H"])[0]
     assert out.predicted["kappa_W"] == pytest.approx(K_p_t, rel=1e-12)
     W, H, Hm = (out.spectra[name] for name in ("W", "H", "H_class_means"))
     assert W["kept"] == (K - 1) ** 2 and H["kept"] == Hm["kept"] == n * K * (K - 1)  # theory.spectra's counts
@@ -601,7 +601,7 @@ def test_bad_test_arrays_name_the_argument(change, name):
 
 def test_verdict_at_near_and_away_from_the_minimizer():
     K, n, d, delta, lam_W, lam_H = 5, 3, 7, 0.2, 1e-3, 1e-2
-    W, H, b = theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=1)
+    W, H, b = theory.global_minimizer(K, n, d, delta=delta, lam_W=lam_W, lam_H=lam_H, seed=1)
     labels = np.repeat(np.arange(K), n)
     setup = dict(loss="ls", delta=delta, lam_W=lam_W, lam_H=lam_H, spectra=False)
     at = ufm.analyze(H.T, labels, W.T, b, **setup).verdict()
@@ -622,7 +622,7 @@ def test_verdict_at_near_and_away_from_the_minimizer():
 
 def test_cli_verdict_test_set_and_rtol(tmp_path, capsys):
     K, n, d, delta, lam_W, lam_H = 5, 3, 7, 0.2, 1e-3, 1e-2
-    W, H, b = theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=1)
+    W, H, b = theory.global_minimizer(K, n, d, delta=delta, lam_W=lam_W, lam_H=lam_H, seed=1)
     labels = np.repeat(np.arange(K), n)
     np.savez(tmp_path / "l.npz", features=H.T, labels=labels, weight=1.01 * W.T, bias=b)
     np.savez(tmp_path / "t.npz", features=H.T[::2] + 0.1, labels=labels[::2])
@@ -642,7 +642,7 @@ def test_cli_verdict_test_set_and_rtol(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1].startswith("VERDICT: at the minimizer within rtol 0.05")
 
 
-# --------------------------------------------------------------------------- d < K: the numerical optimum (issue 31)
+# --------------------------------------------------------------------------- d < K: the numerical optimum
 
 BELOW_K = dict(loss="ls", delta=0.1, lam_W=1e-2, lam_H=1e-3, lam_b=1e-2)
 

@@ -69,7 +69,7 @@ def test_report_explains_itself(tmp_path, capsys):
     """The report's table shows the JSON's numbers in the one format of ``format_number`` (10 significant
     digits, trailing zeros kept), with the legend and the tolerance under it; the eigenvalue rows show the
     largest of the distinct eigenvalues listed in the spectra; kappa is written as K·p_t and equals K times
-    the p_t shown. Every symbol is defined where it appears (issue 32): lam_Z beside c, kappa over the
+    the p_t shown. Every symbol is defined where it appears: lam_Z beside c, kappa over the
     non-zero eigenvalues beside spectra that start with 0 x19; no row claims the eigenvalues are distinct."""
     from ufm.compare import LEGEND, format_number
 
@@ -154,7 +154,7 @@ def test_main_restores_the_signal_handling(capsys):
 
 def test_beyond_boundary_says_what_does_not_apply(tmp_path, capsys):
     """Past the boundary NC1-NC3 and kappa do not exist (W = H = 0): theory and solver columns say so, never
-    nan or a theory 0, and no kappa is measured from eigenvalues that are rounding noise (issue 32)."""
+    nan or a theory 0, and no kappa is measured from eigenvalues that are rounding noise."""
     out_json = tmp_path / "r.json"
     argv = ["--K", "4", "--n", "10", "--delta", "0.95", "--lam", "1e-2", "--quiet", "--json", str(out_json)]
     assert main(argv) == 0
@@ -273,7 +273,7 @@ def test_compile_time_is_named_for_what_it_was(capsys):
 
 
 def test_comparison_rows_by_key():
-    """From Python the rows are read by key, not by their display names (issue 32): comparison["kappa_W"],
+    """From Python the rows are read by key, not by their display names: comparison["kappa_W"],
     keys(), dict(comparison), to_records() for a data frame; every key is documented in ROW_KEYS."""
     import ufm
     from ufm.compare import ROW_KEYS
@@ -378,8 +378,8 @@ def test_h_nonnegative_without_a_prediction_is_not_verified(flags, reason, capsy
     ],
 )
 def test_default_problem_every_loss_agrees_to_1e_6(flags, tmp_path):
-    """Issue 6 acceptance on K = 10, n = 500, d = 10, lam = 5e-4 (the solver compiles once for every loss:
-    the loss is a traced switch), norms within 1e-6."""
+    """Every loss agrees with its prediction on K = 10, n = 500, d = 10, lam = 5e-4 (the solver compiles once
+    for every loss: the loss is a traced switch), norms within 1e-6."""
     out = tmp_path / "r.json"
     assert main([*flags, "--json", str(out), "--quiet", "--no-hessian"]) == 0
     rows = {row["quantity"]: row for row in json.loads(out.read_text())["comparison"]}

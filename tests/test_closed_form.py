@@ -53,7 +53,7 @@ GRADIENT_CASES = [
 @pytest.mark.parametrize("K,d,delta,lam_W,lam_H", GRADIENT_CASES)
 def test_gradient_vanishes_at_global_minimizer(K, d, delta, lam_W, lam_H):
     n, lam_b = 3, 1e-2
-    W, H, b = theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=K + d)
+    W, H, b = theory.global_minimizer(K, n, d, delta=delta, lam_W=lam_W, lam_H=lam_H, seed=K + d)
     weights = Weights(*(jnp.float64(x) for x in (delta, lam_W, lam_H, lam_b)))
     _, grads = _objective_and_gradient(
         Params(jnp.asarray(W), jnp.asarray(H), jnp.asarray(b)), class_major_labels(K, n), weights
@@ -67,7 +67,7 @@ def test_gradient_vanishes_at_global_minimizer(K, d, delta, lam_W, lam_H):
 def test_minimizer_beats_perturbations(K, d, delta):
     """A second-order check: random perturbations never decrease the objective."""
     n, lam_W, lam_H, lam_b = 2, 1e-2, 1e-2, 1e-2
-    W, H, b = theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=1)
+    W, H, b = theory.global_minimizer(K, n, d, delta=delta, lam_W=lam_W, lam_H=lam_H, seed=1)
     weights = Weights(*(jnp.float64(x) for x in (delta, lam_W, lam_H, lam_b)))
     labels = class_major_labels(K, n)
     best = float(_objective_and_gradient(Params(jnp.asarray(W), jnp.asarray(H), jnp.asarray(b)), labels, weights)[0])
@@ -82,15 +82,15 @@ def test_minimizer_beats_perturbations(K, d, delta):
 @given(settings_below_boundary())
 def test_probabilities_sum_to_one(setting):
     K, n, _, delta, lam_W, lam_H = setting
-    p_t, p_n = theory.probabilities(K, n, delta, lam_W, lam_H)
+    p_t, p_n = theory.probabilities(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H)
     assert p_t + (K - 1) * p_n == pytest.approx(1.0, rel=1e-13)  # a few ulp of rounding
 
 
 @given(settings_below_boundary())
 def test_target_probability_is_linear_in_c(setting):
     K, n, _, delta, lam_W, lam_H = setting
-    p_t, _ = theory.probabilities(K, n, delta, lam_W, lam_H)
-    c = theory.phase(K, n, delta, lam_W, lam_H).c
+    p_t, _ = theory.probabilities(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H)
+    c = theory.phase(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H).c
     # eq. 14 evaluated through e^a vs the stationarity identity; both O(1), 1e-12 covers rounding.
     assert p_t == pytest.approx(1.0 - (K - 1) * c / K, rel=1e-12, abs=1e-14)
 
@@ -99,7 +99,7 @@ def test_target_probability_is_linear_in_c(setting):
 def test_condition_number_decreases_strictly_in_delta(setting, gap):
     K, n, _, delta, lam_W, lam_H = setting
     assume(K >= 3)  # for K = 2 kappa is identically 1 (one non-zero eigenvalue per block)
-    delta_star = theory.phase(K, n, delta, lam_W, lam_H).delta_star
+    delta_star = theory.phase(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H).delta_star
     assume(delta + gap < delta_star)
     low = theory.condition_number(K, delta, lam_W, n=n, lam_H=lam_H)
     high = theory.condition_number(K, delta + gap, lam_W, n=n, lam_H=lam_H)
@@ -109,8 +109,8 @@ def test_condition_number_decreases_strictly_in_delta(setting, gap):
 @given(settings_below_boundary(), st.integers(0, 2**31 - 1))
 def test_minimizer_logits_are_scaled_simplex(setting, seed):
     K, n, d, delta, lam_W, lam_H = setting
-    W, H, b = theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=seed)
-    a = theory.a_delta(K, n, delta, lam_W, lam_H)
+    W, H, b = theory.global_minimizer(K, n, d, delta=delta, lam_W=lam_W, lam_H=lam_H, seed=seed)
+    a = theory.a_delta(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H)
     Zbar = W.T @ _class_means(H, K, n)
     M = np.eye(K) - 1.0 / K
     assert np.max(np.abs(Zbar - a * M)) <= 1e-12 * max(a, 1.0)  # products of O(sqrt(a)) numbers
@@ -122,10 +122,10 @@ def test_minimizer_logits_are_scaled_simplex(setting, seed):
 @given(settings_below_boundary())
 def test_norms_match_matrices(setting):
     K, n, d, delta, lam_W, lam_H = setting
-    W, H, _ = theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=3)
+    W, H, _ = theory.global_minimizer(K, n, d, delta=delta, lam_W=lam_W, lam_H=lam_H, seed=3)
     means = _class_means(H, K, n)
     centred = means - means.mean(axis=1, keepdims=True)
-    predicted = theory.norms(K, n, delta, lam_W, lam_H)
+    predicted = theory.norms(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H)
     w_norms = np.linalg.norm(W, axis=0)
     h_norms = np.linalg.norm(centred, axis=0)
     assert np.allclose(w_norms, predicted.w, rtol=1e-12, atol=0)  # every w_k has the same norm
@@ -135,7 +135,7 @@ def test_norms_match_matrices(setting):
 @given(settings_below_boundary())
 def test_symbolic_expression_evaluates_to_a_delta(setting):
     K, n, _, delta, lam_W, lam_H = setting
-    expected = theory.a_delta(K, n, delta, lam_W, lam_H)
+    expected = theory.a_delta(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H)
     got = float(_symbolic_a()(K, n, delta, lam_W, lam_H))
     # The sympy form log(num/den) loses up to ~1e-13 relative near the boundary where a -> 0.
     assert got == pytest.approx(expected, rel=1e-10, abs=1e-12)
@@ -164,19 +164,19 @@ def test_symbolic_stationary_point_is_minimum():
 @pytest.mark.parametrize("K,n,delta,lam", [(10, 500, 0.1, 5e-4), (3, 1, 0.5, 1e-2), (2, 100, 0.0, 1e-3)])
 def test_a_delta_matches_definition(K, n, delta, lam):
     c = np.sqrt(K * n * K) * lam + delta
-    assert theory.a_delta(K, n, delta, lam, lam) == pytest.approx(np.log(K / c - K + 1), rel=1e-13)
+    assert theory.a_delta(K, n, delta=delta, lam_W=lam, lam_H=lam) == pytest.approx(np.log(K / c - K + 1), rel=1e-13)
 
 
 def test_vectorised_over_delta_and_lambda():
     deltas = np.linspace(0.0, 0.9, 7)
     lams = np.array([1e-4, 1e-3])[:, None]
-    grid = theory.a_delta(5, 10, deltas, lams, lams)
+    grid = theory.a_delta(5, 10, delta=deltas, lam_W=lams, lam_H=lams)
     assert grid.shape == (2, 7)
     for i, lam in enumerate(lams[:, 0]):
         for j, delta in enumerate(deltas):
-            assert grid[i, j] == theory.a_delta(5, 10, delta, lam, lam)
+            assert grid[i, j] == theory.a_delta(5, 10, delta=delta, lam_W=lam, lam_H=lam)
     kappa = theory.condition_number(5, deltas, 1e-2, n=10, beyond_boundary="nan")
-    assert np.all(np.isfinite(kappa[deltas < theory.phase(5, 10, 0.0, 1e-2, 1e-2).delta_star]))
+    assert np.all(np.isfinite(kappa[deltas < theory.phase(5, 10, delta=0.0, lam_W=1e-2, lam_H=1e-2).delta_star]))
 
 
 # --- the phase boundary -------------------------------------------------------------
@@ -184,12 +184,12 @@ def test_vectorised_over_delta_and_lambda():
 
 @pytest.mark.parametrize("K,n,delta,lam", [(10, 500, 0.9, 5e-4), (4, 100, 0.0, 0.06), (3, 1, 0.99, 1e-2)])
 def test_beyond_boundary_everything_collapses(K, n, delta, lam):
-    where = theory.phase(K, n, delta, lam, lam)
+    where = theory.phase(K, n, delta=delta, lam_W=lam, lam_H=lam)
     assert where.collapsed and where.c >= 1.0
-    assert theory.a_delta(K, n, delta, lam, lam) == 0.0
-    W, H, b = theory.global_minimizer(K, n, K + 1, delta, lam, lam)
+    assert theory.a_delta(K, n, delta=delta, lam_W=lam, lam_H=lam) == 0.0
+    W, H, b = theory.global_minimizer(K, n, K + 1, delta=delta, lam_W=lam, lam_H=lam)
     assert not W.any() and not H.any() and not b.any()
-    assert theory.probabilities(K, n, delta, lam, lam) == (1.0 / K, 1.0 / K)
+    assert theory.probabilities(K, n, delta=delta, lam_W=lam, lam_H=lam) == (1.0 / K, 1.0 / K)
     with pytest.raises(ValueError, match="phase boundary"):
         theory.condition_number(K, delta, lam, n=n)
     assert np.isnan(theory.condition_number(K, delta, lam, n=n, beyond_boundary="nan"))
@@ -198,8 +198,8 @@ def test_beyond_boundary_everything_collapses(K, n, delta, lam):
 def test_boundary_is_continuous():
     """a^delta -> 0 as c -> 1 from below, with no cancellation (log1p form)."""
     K, n, lam = 10, 500, 5e-4
-    delta_star = theory.phase(K, n, 0.0, lam, lam).delta_star
-    a = theory.a_delta(K, n, delta_star - 1e-12, lam, lam)
+    delta_star = theory.phase(K, n, delta=0.0, lam_W=lam, lam_H=lam).delta_star
+    a = theory.a_delta(K, n, delta=delta_star - 1e-12, lam_W=lam, lam_H=lam)
     # a ~ K (1 - c) / c = 1e-11 to first order
     assert a == pytest.approx(K * 1e-12 / (1 - 1e-12), rel=1e-3)
 
@@ -213,8 +213,8 @@ BAD_INPUTS = [
     (dict(K=True), "K must be an integer >= 2"),
     (dict(n=0), "n must be an integer >= 1"),
     (dict(d=3), "d must be an integer >= K"),
-    (dict(delta=1.0), "delta must satisfy 0 <= delta < 1"),
-    (dict(delta=-0.1), "delta must satisfy 0 <= delta < 1"),
+    (dict(delta=1.0), r"delta must be in \[0, 1\)"),
+    (dict(delta=-0.1), r"delta must be in \[0, 1\)"),
     (dict(delta=float("nan")), "delta must be finite"),
     (dict(lam_W=0.0), "lam_W must be > 0"),
     (dict(lam_H=-1e-3), "lam_H must be > 0"),
@@ -236,8 +236,8 @@ def test_bad_inputs_raise_named_errors(override, message):
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: theory.a_delta(10, 5, 0.0, 5e-324, 5e-324),
-        lambda: theory.norms(3, 1, 0.0, 5e-324, 1e-300),
+        lambda: theory.a_delta(10, 5, delta=0.0, lam_W=5e-324, lam_H=5e-324),
+        lambda: theory.norms(3, 1, delta=0.0, lam_W=5e-324, lam_H=1e-300),
     ],
 )
 def test_underflowing_regularization_is_an_overflow_error(call):
@@ -256,12 +256,14 @@ def test_tiny_products_of_lambdas_are_exact(K, n, delta, lam_W, lam_H):
     mpmath.mp.dps = 50
     c = K * mpmath.sqrt(n * mpmath.mpf(lam_W) * mpmath.mpf(lam_H)) + mpmath.mpf(delta)
     expected = float(mpmath.log(K / c - K + 1))
-    assert theory.a_delta(K, n, delta, lam_W, lam_H) == pytest.approx(expected, rel=1e-14)  # a few ulp
+    assert theory.a_delta(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H) == pytest.approx(
+        expected, rel=1e-14
+    )  # a few ulp
 
 
 def test_two_classes_condition_number_is_one():
     assert theory.condition_number(2, np.array([0.0, 0.3]), 1e-3).tolist() == [1.0, 1.0]
-    assert theory.hessian_spectrum(2, 1, 2, 0.3, 1e-3, 1e-3).W.condition_number() == 1.0
+    assert theory.hessian_spectrum(2, 1, 2, delta=0.3, lam_W=1e-3, lam_H=1e-3).W.condition_number() == 1.0
 
 
 def test_condition_number_notebook_call():

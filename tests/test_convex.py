@@ -8,7 +8,7 @@ from ufm import convex
 from ufm import imbalance as im
 
 #: Both solvers stop far below this: reduced at a gradient ratio of 1e-12, convex at a duality gap of 1e-15;
-#: measured differences are ~1e-12 in the logits and ~1e-16 in the objective (issue 31 asks for 1e-8).
+#: measured differences are ~1e-12 in the logits and ~1e-16 in the objective (the required agreement is 1e-8).
 AGREE = 1e-8
 
 

@@ -11,7 +11,9 @@ from ufm.objective import Params
 
 def _setting(K, n, d, delta, lam, seed=0):
     problem = ufm.Problem(K=K, n=n, d=d, delta=delta, lam_W=lam, lam_H=lam, lam_b=lam, seed=seed)
-    optimum = Params(*(np.asarray(x) for x in theory.global_minimizer(K, n, d, delta, lam, lam, seed=seed)))
+    optimum = Params(
+        *(np.asarray(x) for x in theory.global_minimizer(K, n, d, delta=delta, lam_W=lam, lam_H=lam, seed=seed))
+    )
     return problem, optimum
 
 

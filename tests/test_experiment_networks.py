@@ -238,8 +238,8 @@ def test_nc1_nguyen_matches_brute_force_and_equals_nc1_when_balanced(counts, d):
 def test_theorem_targets_of_the_simulated_ufm_setting_are_finite():
     """The setting of Guo App. B.6 on the digits is below the phase boundary (the theorem's a > 0)."""
     for n in (20, 100):
-        assert theory.phase(10, n, 0.3, 1e-3, 1e-6).c < 1
-        norms = theory.norms(10, n, 0.0, 1e-3, 1e-6)
+        assert theory.phase(10, n, delta=0.3, lam_W=1e-3, lam_H=1e-6).c < 1
+        norms = theory.norms(10, n, delta=0.0, lam_W=1e-3, lam_H=1e-6)
         assert np.isfinite(norms.w) and norms.w > 0
 
 
@@ -262,7 +262,7 @@ def test_real_network_rows_agree_with_theory_and_with_ufm_analyze():
         # ufm.analyze (streamed float64 moments of features (N, d)) vs ufm.collapse on H (d, N): same point
         for key in ("w_norm", "h_norm", "nc1", "nc2", "nc3"):
             assert analysis["measured"][key] == pytest.approx(row[key], rel=1e-9, abs=1e-12)
-        norms = theory.norms(10, config["n"], row["delta"], row["lam_W"], row["lam_H"])
+        norms = theory.norms(10, config["n"], delta=row["delta"], lam_W=row["lam_W"], lam_H=row["lam_H"])
         assert row["w_norm_theory"] == pytest.approx(norms.w, rel=1e-14)
         assert row["w_rel_error"] == pytest.approx(abs(row["w_norm"] - norms.w) / norms.w, rel=1e-12)
         assert analysis["predicted"]["w_norm"] == pytest.approx(norms.w, rel=1e-10)

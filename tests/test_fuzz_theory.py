@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import theory
 from tests._hostile import check_contract, hostile, maybe
-from theory import validation
+from theory import _host
 
 K_ = maybe(st.integers(2, 12))
 n_ = maybe(st.integers(1, 50))
@@ -27,7 +27,7 @@ lam_ = maybe(st.floats(1e-12, 10))
 @pytest.fixture(autouse=True, scope="module")
 def _small_memory():
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(validation, "host_free_bytes", lambda: 32 * 2**20)
+        patch.setattr(_host, "free_bytes", lambda: 32 * 2**20)
         yield
 
 
@@ -35,13 +35,13 @@ def _small_memory():
 def test_scalar_closed_forms(K, n, delta, lam_W, lam_H):
     names = ("K", "n", "delta", "lam_W", "lam_H")
     for function in (theory.phase, theory.a_delta, theory.probabilities, theory.norms, theory.logit_matrix):
-        check_contract(functools.partial(function, K, n, delta, lam_W, lam_H), names)
+        check_contract(functools.partial(function, K, n, delta=delta, lam_W=lam_W, lam_H=lam_H), names)
 
 
 @given(K_, n_, d_, delta_, lam_, lam_, maybe(st.integers(0, 2**32)), st.one_of(st.none(), hostile))
 def test_global_minimizer(K, n, d, delta, lam_W, lam_H, seed, P):
     check_contract(
-        lambda: theory.global_minimizer(K, n, d, delta, lam_W, lam_H, P=P, seed=seed),
+        lambda: theory.global_minimizer(K, n, d, delta=delta, lam_W=lam_W, lam_H=lam_H, P=P, seed=seed),
         ("K", "n", "d", "delta", "lam_W", "lam_H", "seed", "P"),
     )
 
@@ -56,7 +56,9 @@ def test_matrices(K, n, d, seed):
 @given(K_, n_, d_, delta_, lam_, lam_, st.one_of(st.none(), lam_), st.booleans())
 def test_hessian_spectrum(K, n, d, delta, lam_W, lam_H, lam_b, regularized):
     check_contract(
-        lambda: theory.hessian_spectrum(K, n, d, delta, lam_W, lam_H, lam_b=lam_b, regularized=regularized),
+        lambda: theory.hessian_spectrum(
+            K, n, d, delta=delta, lam_W=lam_W, lam_H=lam_H, lam_b=lam_b, regularized=regularized
+        ),
         ("K", "n", "d", "delta", "lam_W", "lam_H", "lam_b", "regularized"),
     )
 
@@ -94,9 +96,9 @@ def test_predict_every_loss(K, n, d, lam_W, lam_H, lam_b, loss, delta, gamma, ms
             K,
             n,
             d,
-            lam_W,
-            lam_H,
-            lam_b,
+            lam_W=lam_W,
+            lam_H=lam_H,
+            lam_b=lam_b,
             loss=loss,
             delta=delta,
             gamma=gamma,
@@ -132,7 +134,10 @@ def test_predict_every_loss(K, n, d, lam_W, lam_H, lam_b, loss, delta, gamma, ms
 def test_scalar_reduction(loss, K, n, lam_W, lam_H, delta, gamma, nonnegative, a, mse_kappa):
     names = ("loss", "K", "n", "lam_W", "lam_H", "delta", "gamma", "nonnegative", "a", "mse_kappa")
     check_contract(
-        lambda: theory.optimal_scale(loss, K, n, lam_W, lam_H, delta=delta, gamma=gamma, nonnegative=nonnegative), names
+        lambda: theory.optimal_scale(
+            loss, K, n, lam_W=lam_W, lam_H=lam_H, delta=delta, gamma=gamma, nonnegative=nonnegative
+        ),
+        names,
     )
     check_contract(lambda: theory.loss_derivatives(loss, K, a, delta=delta, gamma=gamma), names)
     check_contract(lambda: theory.logit_curvatures(loss, K, a, delta=delta, gamma=gamma, mse_kappa=mse_kappa), names)
@@ -143,7 +148,17 @@ def test_scalar_reduction(loss, K, n, lam_W, lam_H, delta, gamma, nonnegative, a
 @example(K=1e150, n=1, lam_W=8.0, lam_H=4039625758913876.0, lam_b=0.0, mse_kappa=1.0, mse_beta=1.0)
 def test_mse_optimum(K, n, lam_W, lam_H, lam_b, mse_kappa, mse_beta):
     check_contract(
-        lambda: theory.mse_optimum(K, n, lam_W, lam_H, lam_b, mse_kappa=mse_kappa, mse_beta=mse_beta),
+        lambda: theory.mse_optimum(K, n, lam_W=lam_W, lam_H=lam_H, lam_b=lam_b, mse_kappa=mse_kappa, mse_beta=mse_beta),
         ("K", "n", "lam_W", "lam_H", "lam_b", "mse_kappa", "mse_beta"),
     )
-    check_contract(lambda: theory.nonnegative_boundary(K, n, lam_W, lam_H), ("K", "n", "lam_W", "lam_H"))
+    check_contract(lambda: theory.nonnegative_boundary(K, n, lam_W=lam_W, lam_H=lam_H), ("K", "n", "lam_W", "lam_H"))
+
+
+@pytest.mark.parametrize("lam_W,lam_H", [(1e-3, 5e-324), (5e-324, 1e-3), (1.7e308, 5e-324), (1e300, 1e-300)])
+def test_nonnegative_prediction_is_finite_where_lam_W_over_lam_H_overflows(lam_W, lam_H):
+    # lam_W / lam_H beyond float64 once gave ||hbar_k|| = inf and ||w_k|| = 0 (nan with a = 0) as a prediction
+    pred = theory.predict(2, 1, 2, delta=0.1, lam_W=lam_W, lam_H=lam_H, nonnegative=True)
+    norms = (pred.a, pred.w_norm, pred.h_norm, pred.class_mean_norm)
+    assert all(math.isfinite(x) for x in norms), norms
+    # ||w_k|| ||hbar_k|| = a sqrt((K - 1) / K) at the minimizer (K = 2); rel 1e-12: a few roundings of each
+    assert pred.w_norm * pred.class_mean_norm == pytest.approx(pred.a * math.sqrt(0.5), rel=1e-12)

@@ -92,7 +92,7 @@ def _duplicated_point(K, n, d, G, seed):
 def _collapsed_point(K, n, d, delta=0.1, lam=5e-3):
     import theory
 
-    W, H, b = theory.global_minimizer(K, n, d, delta, lam, lam)
+    W, H, b = theory.global_minimizer(K, n, d, delta=delta, lam_W=lam, lam_H=lam)
     weights = Weights(*(jnp.float64(x) for x in (delta, lam, lam, lam)))
     return Params(jnp.asarray(W), jnp.asarray(H), jnp.asarray(b)), class_major_labels(K, n), weights
 
@@ -120,7 +120,7 @@ def test_block_spectrum_matches_theory_at_the_minimizer():
 
     K, n, d = 6, 40, 9
     params, labels, weights = _collapsed_point(K, n, d)
-    predicted = theory.hessian_spectrum(K, n, d, 0.1, 5e-3, 5e-3)
+    predicted = theory.hessian_spectrum(K, n, d, delta=0.1, lam_W=5e-3, lam_H=5e-3)
     for block in ("W", "H"):
         spectrum = ufm.block_spectrum(params, labels, weights, block, method="structured")
         values, counts = spectrum.distinct()

@@ -1,4 +1,4 @@
-"""The hostile commands of issue 12 (outputs, verdicts, flags, reproducibility): each either succeeds
+"""The hostile commands (outputs, verdicts, flags, reproducibility): each either succeeds
 or exits with its documented code and exactly one ``error:`` line, never a traceback.
 
 In-process through ``main(argv)``; subprocesses only where concurrency needs them. The refusals
@@ -244,7 +244,7 @@ def test_analyze_bad_test_files_name_the_flag(tmp_path, capsys):
 
 @pytest.mark.parametrize("value", ["0", "-1", "x", "1.5", "1001", ""])
 def test_bad_restarts_are_refused(value, capsys):
-    """Issue 31's ``--restarts`` (d < K): a bad count exits 2 naming the flag, before solving."""
+    """``--restarts`` (d < K): a bad count exits 2 naming the flag, before solving."""
     _refused(solve_main, ["--K", "10", "--d", "5", "--quiet", "--restarts", value], capsys, SOLVE, "--restarts")
 
 
@@ -271,7 +271,7 @@ def test_d_below_K_flags_refused_where_no_numerical_optimum_is_computed(capsys):
     ],
 )
 def test_analyze_bad_or_inapplicable_restarts_are_refused(flags, needles, tmp_path, capsys):
-    """``python -m ufm.analyze --restarts`` (issue 31, d < K): a bad count, or one where no d < K optimum is
+    """``python -m ufm.analyze --restarts`` (d < K): a bad count, or one where no d < K optimum is
     computed, exits 2 naming the flag, before analysing; no --json file."""
     import numpy as np
 

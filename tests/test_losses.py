@@ -28,11 +28,11 @@ def test_ls_scalar_solver_reproduces_closed_form(K, n, delta, log_lam):
     lam = 10.0**log_lam
     c = K * np.sqrt(n) * lam + delta
     assume(c < 0.999 or c > 1.001)  # right at the boundary a ~ 0 and a relative error is meaningless
-    a = sr.optimal_scale("ls", K, n, lam, lam, delta=delta).a
-    expected = theory.a_delta(K, n, delta, lam, lam)
+    a = sr.optimal_scale("ls", K, n, lam_W=lam, lam_H=lam, delta=delta).a
+    expected = theory.a_delta(K, n, delta=delta, lam_W=lam, lam_H=lam)
     assert a == pytest.approx(expected, rel=SCALAR_RTOL, abs=1e-15)
     if delta == 0.0:
-        assert sr.optimal_scale("ce", K, n, lam, lam).a == a
+        assert sr.optimal_scale("ce", K, n, lam_W=lam, lam_H=lam).a == a
 
 
 def _sympy_derivatives(loss, K, a_value, delta=0.0, gamma=0.0):
@@ -77,7 +77,7 @@ def test_focal_gamma_zero_is_cross_entropy():
 @pytest.mark.parametrize("K,gamma,lam", [(10, 2.0, 5e-4), (100, 5.0, 5e-4), (3, 1.0, 3e-2), (50, 0.5, 1e-3)])
 def test_focal_scale_is_the_global_minimizer(K, gamma, lam):
     n = 500
-    opt = sr.optimal_scale("focal", K, n, lam, lam, gamma=gamma)
+    opt = sr.optimal_scale("focal", K, n, lam_W=lam, lam_H=lam, gamma=gamma)
     f = lambda a: sr.loss_derivatives("focal", K, a, gamma=gamma)[0] + opt.r * a
     grid = np.linspace(0.0, 4 * max(opt.a, 1.0), 20001)
     assert f(opt.a) <= np.min(f(grid)) + 1e-15  # no grid point does better
@@ -98,8 +98,8 @@ def test_focal_scale_is_the_global_minimizer(K, gamma, lam):
 )
 def test_mse_optimum_minimises_the_reduced_problem(kappa, beta, lam_b, lam):
     K, n = 5, 20
-    opt = sr.mse_optimum(K, n, lam, lam, lam_b, mse_kappa=kappa, mse_beta=beta)
-    F = lambda x: sr.mse_objective(K, n, lam, lam, lam_b, *x, mse_kappa=kappa, mse_beta=beta)
+    opt = sr.mse_optimum(K, n, lam_W=lam, lam_H=lam, lam_b=lam_b, mse_kappa=kappa, mse_beta=beta)
+    F = lambda x: sr.mse_objective(K, n, *x, lam_W=lam, lam_H=lam, lam_b=lam_b, mse_kappa=kappa, mse_beta=beta)
     best = min(
         (
             scipy.optimize.minimize(F, x0, method="Nelder-Mead", options=dict(xatol=1e-12, fatol=1e-16, maxiter=40000))
@@ -142,7 +142,7 @@ def _gradient_and_dense_blocks(W, H, b, labels, weights):
 @pytest.mark.parametrize("K,d", [(4, 6), (2, 3)])
 def test_predicted_point_is_stationary_and_spectra_match_dense_hessian(loss, params, K, d):
     n, lam_W, lam_H, lam_b = 2, 5e-3, 2e-2, 1e-2
-    pred = theory.predict(K, n, d, lam_W, lam_H, lam_b, loss=loss, **params)
+    pred = theory.predict(K, n, d, lam_W=lam_W, lam_H=lam_H, lam_b=lam_b, loss=loss, **params)
     assert pred.a > 0
     point = tuple(jnp.asarray(x) for x in pred.minimizer(seed=3))
     grad, dense = _gradient_and_dense_blocks(
@@ -159,13 +159,13 @@ def test_predicted_point_is_stationary_and_spectra_match_dense_hessian(loss, par
 
 def test_ls_prediction_equals_closed_form():
     K, n, d, delta, lam = 10, 500, 12, 0.1, 5e-4
-    pred = theory.predict(K, n, d, lam, lam, lam, loss="ls", delta=delta)
-    norms = theory.norms(K, n, delta, lam, lam)
-    p_t, p_n = theory.probabilities(K, n, delta, lam, lam)
+    pred = theory.predict(K, n, d, lam_W=lam, lam_H=lam, lam_b=lam, loss="ls", delta=delta)
+    norms = theory.norms(K, n, delta=delta, lam_W=lam, lam_H=lam)
+    p_t, p_n = theory.probabilities(K, n, delta=delta, lam_W=lam, lam_H=lam)
     assert pred.w_norm == pytest.approx(norms.w, rel=1e-13) and pred.h_norm == pytest.approx(norms.h, rel=1e-13)
     assert pred.p_t == pytest.approx(p_t, rel=1e-13) and pred.p_n == pytest.approx(p_n, rel=1e-12)
     assert pred.kappa_W == pytest.approx(K * p_t, rel=1e-12) and pred.kappa_H == pytest.approx(K * p_t, rel=1e-12)
-    old = theory.hessian_spectrum(K, n, d, delta, lam, lam)
+    old = theory.hessian_spectrum(K, n, d, delta=delta, lam_W=lam, lam_H=lam)
     for block in ("W", "H", "b"):
         np.testing.assert_allclose(getattr(pred.spectra, block).values, getattr(old, block).values, rtol=1e-12)
     assert pred.mu2 == pytest.approx(K * p_t * p_n, rel=1e-12) and pred.mu1 == pytest.approx(p_n, rel=1e-12)
@@ -174,7 +174,7 @@ def test_ls_prediction_equals_closed_form():
 def test_focal_curvatures_at_the_optimum():
     """mu1 = -l'(a)/(K-1) = lam_Z sqrt(n) at the FL optimum (f'(a) = 0); mu2 = K l''/(K-1)."""
     K, n, lam, gamma = 10, 500, 5e-4, 2.0
-    pred = theory.predict(K, n, K, lam, lam, lam, loss="focal", gamma=gamma)
+    pred = theory.predict(K, n, K, lam_W=lam, lam_H=lam, lam_b=lam, loss="focal", gamma=gamma)
     assert pred.mu1 == pytest.approx(lam * np.sqrt(n), rel=1e-12)
     assert pred.kappa_W == pytest.approx(max(pred.mu1, pred.mu2) / min(pred.mu1, pred.mu2), rel=1e-12)
 
@@ -183,7 +183,7 @@ def test_focal_curvatures_at_the_optimum():
 def test_nonnegative_prediction_is_a_stationary_orthogonal_frame(loss):
     K, n, d, lam = 4, 3, 6, 1e-2
     gamma = 2.0 if loss == "focal" else 0.0
-    pred = theory.predict(K, n, d, lam, lam, lam, loss=loss, gamma=gamma, nonnegative=True)
+    pred = theory.predict(K, n, d, lam_W=lam, lam_H=lam, lam_b=lam, loss=loss, gamma=gamma, nonnegative=True)
     W, H, b = pred.minimizer(seed=1)
     assert H.min() >= 0
     means = H[:, ::n]
@@ -198,19 +198,22 @@ def test_nonnegative_prediction_is_a_stationary_orthogonal_frame(loss):
     gH = np.asarray(grad.H)
     assert np.max(np.abs(gH[H > 0])) <= 1e-12 and gH[H == 0].min() >= -1e-12
     # free features reach a lower objective: the constraint costs sqrt(K/(K-1)) in the slope
-    free = theory.predict(K, n, d, lam, lam, lam, loss=loss, gamma=gamma)
+    free = theory.predict(K, n, d, lam_W=lam, lam_H=lam, lam_b=lam, loss=loss, gamma=gamma)
     assert free.a > pred.a
 
 
 def test_nonnegative_boundary_is_stricter_than_nguyen_condition():
     K, n = 4, 5
     lam = 0.15  # sqrt(K(K-1)n) lam = 1.16 >= (K-1)/K: a = 0 ; Nguyen's sqrt((K-1)n) lam = 0.58 < 1
-    bounds = theory.nonnegative_boundary(K, n, lam, lam)
+    bounds = theory.nonnegative_boundary(K, n, lam_W=lam, lam_H=lam)
     assert bounds["delta_star_ours"] < 0 < bounds["delta_star_nguyen"]
-    assert theory.predict(K, n, K, lam, lam, lam, nonnegative=True).a == 0.0
-    delta_star = theory.nonnegative_boundary(K, n, 1e-3, 1e-3)["delta_star_ours"]
+    assert theory.predict(K, n, K, lam_W=lam, lam_H=lam, lam_b=lam, nonnegative=True).a == 0.0
+    delta_star = theory.nonnegative_boundary(K, n, lam_W=1e-3, lam_H=1e-3)["delta_star_ours"]
     for delta, collapsed in ((delta_star - 1e-6, False), (delta_star + 1e-6, True)):
-        assert theory.predict(K, n, K, 1e-3, 1e-3, nonnegative=True, loss="ls", delta=delta).collapsed == collapsed
+        assert (
+            theory.predict(K, n, K, lam_W=1e-3, lam_H=1e-3, nonnegative=True, loss="ls", delta=delta).collapsed
+            == collapsed
+        )
 
 
 @pytest.mark.parametrize(
@@ -226,15 +229,15 @@ def test_nonnegative_boundary_is_stricter_than_nguyen_condition():
         (dict(loss="mse", mse_beta=-1.0), "mse_beta must be > 0"),
         (dict(loss="mse", lam_b=None), "lam_b .* is needed for loss='mse'"),
         (dict(loss="mse", nonnegative=True), "nonnegative=True is derived only"),
-        (dict(loss="ls", delta=1.0), "delta must satisfy 0 <= delta < 1"),
+        (dict(loss="ls", delta=1.0), r"delta must be in \[0, 1\)"),
     ],
 )
 def test_bad_inputs_name_the_parameter(kwargs, match):
     kwargs = {"lam_b": 1e-3, **kwargs}
     with pytest.raises(ValueError, match=match):
-        theory.predict(4, 3, 5, 1e-3, 1e-3, **kwargs)
+        theory.predict(4, 3, 5, lam_W=1e-3, lam_H=1e-3, **kwargs)
 
 
 def test_dimension_below_K_is_rejected():
     with pytest.raises(ValueError, match="d must be an integer >= K"):
-        theory.predict(4, 3, 3, 1e-3, 1e-3, 1e-3, loss="focal", gamma=1.0)
+        theory.predict(4, 3, 3, lam_W=1e-3, lam_H=1e-3, lam_b=1e-3, loss="focal", gamma=1.0)

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _setup(M=2, alpha=0.0, law="two-point", lam_W=1e-3, lam_H=1e-3, eta=1e-3, c_md=1.0):
-    config = tmd.nc_configuration(M, lam_W, lam_H, alpha)
-    V, w = tmd.md_law(config, law, eta, c_md)
+    config = tmd.nc_configuration(M, lam_W=lam_W, lam_H=lam_H, alpha=alpha)
+    V, w = tmd.md_law(config, law, eta=eta, c_md=c_md)
     return config, V, w, dict(lam=lam_H, alpha=alpha, eta=eta, c_md=c_md)
 
 
@@ -78,7 +78,7 @@ def test_inner_problem_matches_slsqp(case):
     (up to rounding, 1e-13), below it by at most 1e-10 relative (observed 1e-9 absolute before SLSQP's
     ~1e-10 constraint violation was removed); U to 1e-6 (a point error ~ square root of the value error)."""
     config, V, w, p = _setup(**case)
-    rmax = tmd.r_max(p["eta"], p["c_md"], config.distance)
+    rmax = tmd.r_max(eta=p["eta"], c_md=p["c_md"], distance=config.distance)
     r = np.linspace(0, 1.2 * rmax, 9)
     prof = md_profile(r, config.W, config.H, V, w, **p)
     for i, ri in enumerate(r):
@@ -93,7 +93,7 @@ def test_a_radius_gets_the_same_bits_in_any_batch():
     """md_profile pads its radii to a power of two (at least 16) so that few programs are compiled; each
     radius is computed on its own, so alone, among 9 others or in a grid of 128 it gets the same bits."""
     config, V, w, p = _setup(**CASES[0])
-    r = np.linspace(0.0, 1.2 * tmd.r_max(p["eta"], p["c_md"], config.distance), 128)
+    r = np.linspace(0.0, 1.2 * tmd.r_max(eta=p["eta"], c_md=p["c_md"], distance=config.distance), 128)
     grid = md_profile(r, config.W, config.H, V, w, **p)
     for picked in ([37], [0, 5, 17, 33, 64, 80, 99, 101, 127]):
         few = md_profile(r[picked], config.W, config.H, V, w, **p)
@@ -208,7 +208,7 @@ def test_lemma_c1_and_dimension_invariance():
 def test_remark_1_beyond_r_max():
     """r >= r_max: u_1 = h_1, u_2 = h_2 (the unconstrained minimizer) and G is constant; F keeps growing."""
     config, V, w, p = _setup(M=3, alpha=0.1)
-    rmax = tmd.r_max(p["eta"], p["c_md"], config.distance)
+    rmax = tmd.r_max(eta=p["eta"], c_md=p["c_md"], distance=config.distance)
     prof = md_profile(rmax * np.array([1.0, 1.5, 3.0]), config.W, config.H, V, w, **p)
     for U in prof["U"]:
         np.testing.assert_allclose(U, config.H, rtol=0, atol=1e-12)
@@ -271,10 +271,10 @@ def test_theorem_4_3_on_a_grid_inside_assumption_4_2():
     for lam in (1e-3, 1e-2):
         for alpha0 in (0.05, 0.2):
             for c_md in (0.5, 2.0):
-                bound = tmd.assumption_4_2(lam, lam, alpha0, 1e-9, c_md).eta_bound
+                bound = tmd.assumption_4_2(lam_W=lam, lam_H=lam, alpha0=alpha0, eta=1e-9, c_md=c_md).eta_bound
                 for frac in (0.1, 0.5, 0.9):
                     eta = frac * bound
-                    assert tmd.assumption_4_2(lam, lam, alpha0, eta, c_md).holds
+                    assert tmd.assumption_4_2(lam_W=lam, lam_H=lam, alpha0=alpha0, eta=eta, c_md=c_md).holds
                     dil = {}
                     for alpha in (0.0, alpha0):
                         config, V, w, p = _setup(alpha=alpha, lam_W=lam, lam_H=lam, eta=eta, c_md=c_md)
@@ -294,7 +294,7 @@ def test_cli_default_run_writes_json(tmp_path, capsys):
     assert main(["--json", str(out), "--quiet", "--no-cache"]) == 0
     text = capsys.readouterr().out
     assert "inside the assumptions: True" in text and "holds" in text
-    # every symbol of the report is defined in it (issue 32): N is the number of samples elsewhere, not of classes
+    # every symbol of the report is defined in it: N is the number of samples elsewhere, not of classes
     assert "N = 2 classes" not in text and "2 classes, feature dimension M = 2" in text
     for defined in (
         "C~ = C_MD / (sqrt(2) ||h1 - h2||_CE)",
@@ -362,12 +362,12 @@ def test_cli_refuses_to_overwrite_json(tmp_path, capsys):
     ],
 )
 def test_cli_refuses_sizes_that_do_not_fit_before_allocating(monkeypatch, capsys, argv, needle):
-    # issue 29 item 8: MemoryError tracebacks (71 PiB, 27 GiB, 7.3 TiB), 12 GB grown at M = 40000,
+    # once: MemoryError tracebacks (71 PiB, 27 GiB, 7.3 TiB), 12 GB grown at M = 40000,
     # "Maximum allowed dimension exceeded" without the parameter
-    from theory import validation
+    from theory import _host
     from ufm import _memory
 
-    monkeypatch.setattr(validation, "host_free_bytes", lambda: 2**27)  # 128 MiB: nothing large is allocated
+    monkeypatch.setattr(_host, "free_bytes", lambda: 2**27)  # 128 MiB: nothing large is allocated
     monkeypatch.setattr(_memory, "free_bytes", lambda device=None: 2**27)
     assert main([*argv, "--quiet", "--no-cache"]) == 2
     err = capsys.readouterr().err
@@ -376,7 +376,7 @@ def test_cli_refuses_sizes_that_do_not_fit_before_allocating(monkeypatch, capsys
 
 @pytest.mark.parametrize("argv", [["--eta", "1e300"], ["--c-md", "1e-300"], ["--eta", "1e-300"]])
 def test_cli_underflow_and_overflow_say_undefined_never_nan(tmp_path, capsys, argv):
-    # issue 29 item 8: rows of nan and "Theorem 4.3 ... = nan: FAILS"; "not converged" with "holds"
+    # once: rows of nan and "Theorem 4.3 ... = nan: FAILS"; "not converged" with "holds"
     out = tmp_path / "md.json"
     assert main([*argv, "--json", str(out), "--quiet", "--no-cache"]) == 1
     text = capsys.readouterr().out

@@ -12,12 +12,12 @@ LABELS_2x2 = np.array([0, 0, 1, 1])
 @pytest.mark.parametrize("K,d", [(3, 3), (5, 8), (10, 10)])
 def test_exact_etf_has_zero_metrics(K, d):
     n = 4
-    W, H, _ = theory.global_minimizer(K, n, d, 0.1, 1e-3, 1e-3, seed=2)
+    W, H, _ = theory.global_minimizer(K, n, d, delta=0.1, lam_W=1e-3, lam_H=1e-3, seed=2)
     labels = np.repeat(np.arange(K), n)
     nc = metrics.collapse(W, H, labels, K)
     # exact arithmetic gives 0; float64 rounding of O(1) entries leaves ~1e-15
     assert abs(float(nc.nc1)) <= 1e-20 and float(nc.nc2) <= 1e-13 and float(nc.nc3) <= 1e-13
-    norms = theory.norms(K, n, 0.1, 1e-3, 1e-3)
+    norms = theory.norms(K, n, delta=0.1, lam_W=1e-3, lam_H=1e-3)
     assert float(nc.w_norm) == pytest.approx(norms.w, rel=1e-13)
     assert float(nc.h_norm) == pytest.approx(norms.h, rel=1e-13)
 

@@ -1,4 +1,4 @@
-"""theory.minority_collapse_threshold (closed form of R*, issue 31) against the bisection of
+"""theory.minority_collapse_threshold (the closed form of R*) against the bisection of
 experiments/imbalance.py, run on both numerical paths (the convex reformulation and the reduced L-BFGS)."""
 
 import math
@@ -31,11 +31,11 @@ def test_slope_of_the_minority_loss_is_a_constant_symbolically():
 def test_margin_vanishes_at_the_threshold_and_normalizations_agree():
     for K_A, K_B, lam, delta in ((2, 2, 0.1, 0.0), (3, 2, 0.05, 0.1), (1, 4, 0.02, 0.3)):
         R = theory.minority_collapse_threshold(K_A, K_B, lam, delta=delta)
-        assert abs(mc.collapse_margin(K_A, K_B, R, lam, delta=delta)) <= 1e-13  # root of the quadratic: rounding
+        assert abs(mc.collapse_margin(K_A, K_B, R=R, lam=lam, delta=delta)) <= 1e-13  # root of the quadratic: rounding
         assert (
-            mc.collapse_margin(K_A, K_B, 0.9 * R, lam, delta=delta)
+            mc.collapse_margin(K_A, K_B, R=0.9 * R, lam=lam, delta=delta)
             < 0
-            < mc.collapse_margin(K_A, K_B, 1.1 * R, lam, delta=delta)
+            < mc.collapse_margin(K_A, K_B, R=1.1 * R, lam=lam, delta=delta)
         )
     # n_A samples per majority class with lam_H is the n_A = 1 problem with lam_H n_A (experiments/imbalance.py)
     a = theory.minority_collapse_threshold(2, 3, 0.01, n_A=7.0, lam_W=0.02, lam_H=0.01)
@@ -130,4 +130,4 @@ def test_validation_names_the_parameter():
         with pytest.raises(ValueError, match=name):
             f(**kwargs)
     with pytest.raises(ValueError, match="R"):
-        mc.collapse_margin(2, 2, 0.0, 0.1)
+        mc.collapse_margin(2, 2, R=0.0, lam=0.1)

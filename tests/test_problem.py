@@ -106,7 +106,7 @@ def test_labels_are_class_major_in_jax_default_integers(K, n):
 
 @pytest.mark.parametrize("n", [50_000_000, 25_000_000])
 def test_init_refuses_sizes_that_do_not_fit_naming_them(monkeypatch, n):
-    # issue 29 item 9: (10, 5e7, 10) aborted the process, (10, 2.5e7, 10) raised RESOURCE_EXHAUSTED
+    # once: (10, 5e7, 10) aborted the process, (10, 2.5e7, 10) raised RESOURCE_EXHAUSTED
     monkeypatch.setattr(problem_module._memory, "free_bytes", lambda device=None: 8 * 2**30)
     with pytest.raises(ValueError, match=rf"not enough memory.*K = 10, n = {n}, d = 10"):
         ufm.Problem(K=10, n=n, d=10).init()

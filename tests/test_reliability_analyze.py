@@ -1,4 +1,4 @@
-"""``ufm.analyze`` against hostile files and extreme scales (issue 29 items 5-7, issue 30 item 2).
+"""``ufm.analyze`` against hostile files and extreme scales.
 
 Every file is made here and stays tiny on disk and in memory: headers that declare huge shapes, zip
 members that declare (or inflate to) gigabytes from a few megabytes of deflate stream, sparse files.

@@ -1,4 +1,4 @@
-"""Issue 29, items 1-4: outputs and the file system. Special files (character devices, FIFOs, block
+"""Outputs and the file system. Special files (character devices, FIFOs, block
 devices, sockets, dangling links), names at the file system's length limit, a full disk, a file system
 remounted read-only and a folder replaced by a file while computing, a failing or ASCII-only standard
 output, empty output names, and run_all's interrupt line.

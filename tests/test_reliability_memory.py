@@ -1,4 +1,4 @@
-"""Issue 12 (reliability): sizes that do not fit are refused with an estimate and advice that fits,
+"""Reliability of memory: sizes that do not fit are refused with an estimate and advice that fits,
 never killed by the kernel; the automatic Hessian choice never builds a dense block that does not fit.
 
 The hostile sizes run in ONE subprocess under an address-space limit (``RLIMIT_AS``) so that an

@@ -1,4 +1,4 @@
-"""Issue 12 (reliability): a non-finite start is never "converged", foreseeable overflow is refused
+"""Reliability of the solver: a non-finite start is never "converged", foreseeable overflow is refused
 at the boundary naming the parameter, and every error names its parameter (numpy scalars accepted)."""
 
 import contextlib
@@ -90,7 +90,7 @@ def test_cli_refuses_overflow_naming_the_parameter():
         (lambda: ufm.solve(ufm.Problem(K=3, n=2), tol=np.float32(2.0)), "tol"),
         (lambda: ufm.compare(5), "result"),
         (lambda: theory.a_delta(K=5, n=10**400, delta=0.1, lam_W=1e-3, lam_H=1e-3), "n"),
-        (lambda: theory.predict(5, 20, 5, 5e-4, 5e-4, 5e-4, loss="focal", gamma=1e308), "gamma"),
+        (lambda: theory.predict(5, 20, 5, lam_W=5e-4, lam_H=5e-4, lam_b=5e-4, loss="focal", gamma=1e308), "gamma"),
     ],
 )
 def test_errors_name_their_parameter(call, name):
@@ -104,11 +104,11 @@ def test_numpy_scalars_and_the_largest_seed_are_accepted():
     result = ufm.solve(problem, tol=np.float32(1e-8), max_iters=np.int64(500))
     assert result.converged
     # a tiny lambda (denormal) has a finite prediction instead of "a must be finite"
-    prediction = theory.predict(5, 20, 5, 5e-324, 5e-324, 5e-324)
+    prediction = theory.predict(5, 20, 5, lam_W=5e-324, lam_H=5e-324, lam_b=5e-324)
     assert np.isfinite(prediction.a) and prediction.a > 0
 
 
-# --- divergence, cycles and default steps (issue 12, "Divergence" and "Advice that misleads") ---
+# --- divergence, cycles and default steps (advice that would mislead) ---
 
 
 @pytest.mark.parametrize(
@@ -245,7 +245,7 @@ def test_a_line_search_method_is_not_rerun():
 )
 def test_every_default_converges(changes, nonnegative):
     """Every loss and flag with the default method and step converges (CLI at K = 10, n = 20; the CLI default
-    n = 500 is in the report of issue 12: MSE with H >= 0 diverged at iteration 4 with momentum lr 3).
+    n = 500 once failed this: MSE with H >= 0 diverged at iteration 4 with momentum lr 3).
     Exit 0 (agrees) or 3 (no prediction applies, e.g. label noise): never 1."""
     argv = ["--K", "10", "--n", "20", "--quiet", "--no-hessian"]
     for key, value in changes.items():

@@ -17,7 +17,9 @@ RTOL = 1e-6
 
 
 def _gram_errors(result, problem):
-    W0, H0, _ = theory.global_minimizer(problem.K, problem.n, problem.d, problem.delta, problem.lam_W, problem.lam_H)
+    W0, H0, _ = theory.global_minimizer(
+        problem.K, problem.n, problem.d, delta=problem.delta, lam_W=problem.lam_W, lam_H=problem.lam_H
+    )
     W, H, b = result.W, result.H, result.b
     scale = max(np.linalg.norm(W0.T @ H0), 1e-300)
     return {
@@ -57,7 +59,7 @@ def test_solution_matches_closed_form_up_to_rotation(problem):
     assert result.converged, result.message
     for name, error in _gram_errors(result, problem).items():
         assert error <= RTOL, name
-    norms = theory.norms(problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H)
+    norms = theory.norms(problem.K, problem.n, delta=problem.delta, lam_W=problem.lam_W, lam_H=problem.lam_H)
     nc = ufm.collapse(result.W, result.H, problem.labels(), problem.K)
     assert float(nc.w_norm) == pytest.approx(norms.w, rel=RTOL)
     assert float(nc.h_norm) == pytest.approx(norms.h, rel=RTOL)
@@ -144,7 +146,7 @@ def test_float32_path_reaches_its_documented_accuracy():
     problem = Problem(K=10, n=500, delta=0.1, dtype="float32")
     result = ufm.solve(problem, tol=1e-5, max_iters=2000, history=False)  # the command line's program
     assert result.W.dtype == np.float32
-    norms = theory.norms(10, 500, 0.1, 5e-4, 5e-4)
+    norms = theory.norms(10, 500, delta=0.1, lam_W=5e-4, lam_H=5e-4)
     nc = ufm.collapse(result.W.astype(np.float64), result.H.astype(np.float64), problem.labels(), 10)
     # float32 carries ~6e-8 relative; the documented accuracy of this path is 1e-5 on norms
     assert float(nc.w_norm) == pytest.approx(norms.w, rel=1e-5)

@@ -71,7 +71,7 @@ def test_nonnegative_with_d_equal_K_can_stop_at_a_dead_class():
     problem = Problem(K=4, n=3, d=4, lam_W=1e-2, lam_H=1e-2, lam_b=1e-2, nonnegative=True, seed=0)
     result = ufm.solve(problem, "momentum", lr=1.0, tol=1e-10, max_iters=20_000)
     assert result.converged and not compare(result, spectra=False).ok
-    W, H, b = theory.predict(4, 3, 4, 1e-2, 1e-2, 1e-2, nonnegative=True).minimizer()
+    W, H, b = theory.predict(4, 3, 4, lam_W=1e-2, lam_H=1e-2, lam_b=1e-2, nonnegative=True).minimizer()
     best = float(objective(ufm.Params(*(jnp.asarray(x) for x in (W, H, b))), problem.labels(), problem.weights()))
     assert result.objective > best + 1e-3  # a local, not a global, minimizer
     norms = np.linalg.norm(np.asarray(ufm.class_means(result.H, problem.labels(), 4)), axis=0)
@@ -81,7 +81,7 @@ def test_nonnegative_with_d_equal_K_can_stop_at_a_dead_class():
 def test_nonnegative_past_its_boundary_collapses_although_nguyen_condition_holds():
     # ours: sqrt(K(K-1)n) lam = 1.16 >= (K-1)/K, so a = 0; Nguyen et al.: sqrt((K-1) n) lam = 0.58 < 1
     problem = Problem(K=4, n=5, d=12, lam_W=0.15, lam_H=0.15, lam_b=0.15, nonnegative=True)
-    assert theory.predict(4, 5, 12, 0.15, 0.15, 0.15, nonnegative=True).a == 0.0
+    assert theory.predict(4, 5, 12, lam_W=0.15, lam_H=0.15, lam_b=0.15, nonnegative=True).a == 0.0
     result = ufm.solve(problem, "momentum", lr=1.0, tol=1e-10, max_iters=20_000)
     assert result.converged and np.max(np.abs(result.H)) <= 1e-8 and np.max(np.abs(result.W)) <= 1e-8
     assert compare(result, spectra=False).ok

@@ -32,7 +32,7 @@ def _hessians(W, H, b, labels, weights, regularized):
 
 
 def _dense_blocks(K, n, d, delta, lam_W, lam_H, lam_b, regularized):
-    W, H, b = (jnp.asarray(x) for x in theory.global_minimizer(K, n, d, delta, lam_W, lam_H, seed=7))
+    W, H, b = (jnp.asarray(x) for x in theory.global_minimizer(K, n, d, delta=delta, lam_W=lam_W, lam_H=lam_H, seed=7))
     weights = Weights(*(jnp.float64(x) for x in (delta, lam_W, lam_H, lam_b)))
     hW, hH, hb = _hessians(W, H, b, class_major_labels(K, n), weights, regularized)
     size_W, size_H = d * K, d * n * K
@@ -61,7 +61,7 @@ CASES = [(K, d, delta) for K in (3, 4, 5, 10) for d in (K, K + 3) for delta in (
 def test_loss_hessian_blocks_match_prediction(K, d, delta):
     n, lam_W, lam_H, lam_b = 2, 5e-3, 2e-2, 1e-2
     dense_W, dense_H, dense_b = _dense_blocks(K, n, d, delta, lam_W, lam_H, lam_b, regularized=False)
-    predicted = theory.hessian_spectrum(K, n, d, delta, lam_W, lam_H)
+    predicted = theory.hessian_spectrum(K, n, d, delta=delta, lam_W=lam_W, lam_H=lam_H)
     eig_W = _assert_same_spectrum(dense_W, predicted.W)
     eig_H = _assert_same_spectrum(dense_H, predicted.H)
     _assert_same_spectrum(dense_b, predicted.b)
@@ -78,7 +78,7 @@ def test_loss_hessian_blocks_match_prediction(K, d, delta):
 def test_regularized_hessian_blocks_match_prediction(K, d, delta):
     n, lam_W, lam_H, lam_b = 3, 1e-2, 4e-3, 2e-2
     dense_W, dense_H, dense_b = _dense_blocks(K, n, d, delta, lam_W, lam_H, lam_b, regularized=True)
-    predicted = theory.hessian_spectrum(K, n, d, delta, lam_W, lam_H, lam_b=lam_b, regularized=True)
+    predicted = theory.hessian_spectrum(K, n, d, delta=delta, lam_W=lam_W, lam_H=lam_H, lam_b=lam_b, regularized=True)
     for dense, block in zip((dense_W, dense_H, dense_b), predicted, strict=True):
         _assert_same_spectrum(dense, block)
     # with the regularizer there is no zero eigenvalue and kappa is no longer K p_t
@@ -90,14 +90,14 @@ def test_regularized_hessian_blocks_match_prediction(K, d, delta):
 def test_two_classes_have_one_nonzero_eigenvalue_per_block(d):
     n, delta, lam = 3, 0.1, 1e-2
     dense_W, dense_H, _ = _dense_blocks(2, n, d, delta, lam, lam, lam, regularized=False)
-    predicted = theory.hessian_spectrum(2, n, d, delta, lam, lam)
+    predicted = theory.hessian_spectrum(2, n, d, delta=delta, lam_W=lam, lam_H=lam)
     _assert_same_spectrum(dense_W, predicted.W)
     _assert_same_spectrum(dense_H, predicted.H)
     assert len(predicted.W.nonzero()) == 1 and len(predicted.H.nonzero()) == 1
 
 
 def test_beyond_boundary_blocks_vanish():
-    spectrum = theory.hessian_spectrum(4, 10, 5, 0.95, 1e-2, 1e-2)
+    spectrum = theory.hessian_spectrum(4, 10, 5, delta=0.95, lam_W=1e-2, lam_H=1e-2)
     assert spectrum.W.values.tolist() == [0.0] and spectrum.H.values.tolist() == [0.0]
     with pytest.raises(ValueError, match="no non-zero eigenvalue"):
         spectrum.W.condition_number()
@@ -107,5 +107,5 @@ def test_beyond_boundary_blocks_vanish():
 
 def test_multiplicities_add_up_at_scale():
     K, n, d = 100, 5000, 512
-    spectrum = theory.hessian_spectrum(K, n, d, 0.1, 5e-4, 5e-4)
+    spectrum = theory.hessian_spectrum(K, n, d, delta=0.1, lam_W=5e-4, lam_H=5e-4)
     assert spectrum.W.size == d * K and spectrum.H.size == d * n * K and spectrum.b.size == K

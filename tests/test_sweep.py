@@ -212,7 +212,7 @@ def test_cli_iteration_cap_follows_the_method():
 
 
 def test_grid_advice_is_a_count_the_sweep_accepts(monkeypatch):
-    # issue 29 item 10: the advice counted only the configurations' Python objects ("at most 3
+    # once the advice counted only the configurations' Python objects ("at most 3
     # configurations (about 1.14e-05 GiB)") and the sweep of 3 was then refused as needing 358 GiB
     import re
 

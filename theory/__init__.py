@@ -8,6 +8,12 @@ non-negative features, the 1-D reduction and the prediction built on it
 (:mod:`theory.scalar_reduction`, :mod:`theory.prediction`); the minority-collapse threshold of the
 imbalanced UFM (:mod:`theory.minority_collapse`). numpy, float64. Conventions: ``docs/theory.md``
 (``W: (d, K)``, ``H: (d, N)`` class-major, ``b: (K,)``, loss averaged over N).
+
+One argument order: the sizes ``K, n, d`` (those a function takes) are positional, in this order, after
+the loss name where there is one; ``delta``, ``lam_W``, ``lam_H``, ``lam_b`` and every other real number
+are keyword-only, so a call in another order raises ``TypeError`` instead of meaning another setting
+(``predict(10, 50, 10, delta=0.1, lam_W=5e-4, lam_H=5e-4)``). The one shorthand is the design card's
+``condition_number(K, delta, lam)`` (``lam_W = lam_H = lam``; ``n`` keyword-only, default 1).
 """
 
 from theory.closed_form import Norms as Norms

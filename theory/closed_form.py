@@ -80,7 +80,7 @@ def _regularization_scale(K: int, n: int, lam_W, lam_H):
     return scale
 
 
-def balance(n: int, lam_W, lam_H):
+def balance(n: int, *, lam_W, lam_H):
     """``(n lam_H / lam_W)^{1/4}``, the factor between ||w_k|| and ||hbar_k - h_G|| (eqs. 11-12).
 
     Taken as a product of fourth roots, so it is finite and non-zero for every
@@ -91,7 +91,7 @@ def balance(n: int, lam_W, lam_H):
     )
 
 
-def phase(K, n, delta, lam_W, lam_H) -> Phase:
+def phase(K, n, *, delta=0.0, lam_W, lam_H) -> Phase:
     """Position of a setting relative to the phase boundary ``c = 1``.
 
     Args:
@@ -123,7 +123,7 @@ def _exp_a(K: int, c):
     return 1.0 + K * np.maximum(1.0 - c, 0.0) / c
 
 
-def a_delta(K, n, delta, lam_W, lam_H):
+def a_delta(K, n, *, delta=0.0, lam_W, lam_H):
     """Scale ``a^delta`` of the optimal logit ETF (Theorem 4.1, definition above eq. 11).
 
     ``a^delta = log(K/c - K + 1)`` if ``c = sqrt(K N) lam_Z + delta < 1``, else 0.
@@ -143,14 +143,14 @@ def a_delta(K, n, delta, lam_W, lam_H):
         ValueError: a parameter outside its range (the message names it).
         OverflowError: lam_W * lam_H so small that a^delta is not representable.
     """
-    c = phase(K, n, delta, lam_W, lam_H).c
+    c = phase(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H).c
     K = int(K)
     c_arr = np.asarray(c, dtype=np.float64)
     a = np.log1p(K * np.maximum(1.0 - c_arr, 0.0) / c_arr)  # exactly 0 for c >= 1
     return float(a) if a.ndim == 0 else a
 
 
-def probabilities(K, n, delta, lam_W, lam_H):
+def probabilities(K, n, *, delta=0.0, lam_W, lam_H):
     """Predicted softmax probabilities at the global minimizer (eq. 14).
 
     ``p_t = e^a / (K - 1 + e^a)`` (target class) and ``p_n = 1 / (K - 1 + e^a)``
@@ -159,7 +159,7 @@ def probabilities(K, n, delta, lam_W, lam_H):
     Returns:
         ``(p_t, p_n)``, floats or arrays; ``p_t + (K - 1) p_n = 1``.
     """
-    c = phase(K, n, delta, lam_W, lam_H).c
+    c = phase(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H).c
     K = int(K)
     e_a = _exp_a(K, c)
     p_t = e_a / (K - 1.0 + e_a)
@@ -169,16 +169,16 @@ def probabilities(K, n, delta, lam_W, lam_H):
     return p_t, p_n
 
 
-def norms(K, n, delta, lam_W, lam_H) -> Norms:
+def norms(K, n, *, delta=0.0, lam_W, lam_H) -> Norms:
     """Predicted mean norms of ``w_k`` and of ``hbar_k - h_G`` (Appendix B.6).
 
     ``mean ||w_k|| = sqrt((K-1) a / K) (n lam_H / lam_W)^{1/4}`` and
     ``mean ||hbar_k - h_G|| = sqrt((K-1) a / K) (n lam_H / lam_W)^{-1/4}``.
     At the minimizer every ``w_k`` (and every centred class mean) has this norm.
     """
-    a = np.asarray(a_delta(K, n, delta, lam_W, lam_H))
+    a = np.asarray(a_delta(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H))
     K, n = int(K), int(n)
-    ratio = balance(n, lam_W, lam_H)
+    ratio = balance(n, lam_W=lam_W, lam_H=lam_H)
     base = np.sqrt((K - 1) * a / K)
     w, h = base * ratio, base / ratio
     if w.ndim == 0:
@@ -200,13 +200,13 @@ def label_matrix(K, n) -> np.ndarray:
     return np.repeat(np.eye(K), n, axis=1)
 
 
-def logit_matrix(K, n, delta, lam_W, lam_H) -> np.ndarray:
+def logit_matrix(K, n, *, delta=0.0, lam_W, lam_H) -> np.ndarray:
     """Predicted class-mean logits ``Zbar = W^T Hbar = a^delta M``, shape ``(K, K)``.
 
     Column k holds the logits of every sample of class k (b = 0 at the optimum).
     Scalar inputs only.
     """
-    a = a_delta(K, n, delta, lam_W, lam_H)
+    a = a_delta(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H)
     if np.ndim(a) != 0:
         raise ValueError("logit_matrix takes scalar delta, lam_W, lam_H (got arrays)")
     return a * simplex_projector(K)
@@ -223,7 +223,7 @@ def random_semi_orthogonal(d, K, seed=0) -> np.ndarray:
     return q * np.where(np.diag(r) < 0, -1.0, 1.0)
 
 
-def global_minimizer(K, n, d, delta, lam_W, lam_H, P=None, seed=0):
+def global_minimizer(K, n, d, *, delta=0.0, lam_W, lam_H, P=None, seed=0):
     """A global minimizer ``(W, H, b)`` of the UFM objective (Theorem 4.1, eqs. 11-12).
 
     ``W = (n lam_H / lam_W)^{1/4} sqrt(a) P M``,
@@ -244,14 +244,14 @@ def global_minimizer(K, n, d, delta, lam_W, lam_H, P=None, seed=0):
     """
     K, n = validation.classes_and_samples(K, n)
     d = validation.dimension(d, K)
-    a = a_delta(K, n, delta, lam_W, lam_H)
+    a = a_delta(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H)
     if np.ndim(a) != 0:
         raise ValueError("global_minimizer takes scalar delta, lam_W, lam_H (got arrays)")
     validation.allocation(
         "the global minimizer (W, H)", float(d) * K * (n + 4) + float(K) * K * (n + 1), f"K = {K}, n = {n}, d = {d}"
     )
     P = random_semi_orthogonal(d, K, seed) if P is None else validation.semi_orthogonal(P, d, K)
-    ratio = float(balance(n, lam_W, lam_H))
+    ratio = float(balance(n, lam_W=lam_W, lam_H=lam_H))
     ETF = np.sqrt(a) * (P @ simplex_projector(K))
     W = ratio * ETF
     H = (ETF / ratio) @ label_matrix(K, n)

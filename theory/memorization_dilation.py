@@ -147,11 +147,11 @@ class NCConfiguration:
         return np.array([diff @ self.H[:, 0], -diff @ self.H[:, 1]])
 
 
-def nc_configuration(M, lam_W, lam_H, alpha) -> NCConfiguration:
+def nc_configuration(M, *, lam_W, lam_H, alpha) -> NCConfiguration:
     """The non-negative NC configuration of Assumption 4.2.1 for ``alpha`` (CE: 0), ``d = M``.
 
     ``h_1 = rho e_1``, ``h_2 = rho e_2`` and ``W = (a / rho) [e_1, e_2] (I - 1 1^T / 2)`` (the
-    :meth:`theory.Prediction.minimizer` of ``predict(2, 1, M, lam_W, lam_H, delta=alpha, nonnegative=True)``
+    :meth:`theory.Prediction.minimizer` of ``predict(2, 1, M, delta=alpha, lam_W=lam_W, lam_H=lam_H, nonnegative=True)``
     with the identity's first two columns). Raises ``ValueError`` when that problem's minimizer is
     ``W = H = 0`` (``alpha/2 + sqrt(2 lam_W lam_H) >= 1/2``): the MD model needs ``h_1 != h_2``.
     """
@@ -159,7 +159,7 @@ def nc_configuration(M, lam_W, lam_H, alpha) -> NCConfiguration:
     alpha = check_alpha(alpha)
     lam_W = validation.positive_scalar("lam_W", lam_W)
     lam_H = validation.positive_scalar("lam_H", lam_H)
-    pred = predict(2, 1, M, lam_W, lam_H, loss="ls", delta=alpha, nonnegative=True)
+    pred = predict(2, 1, M, lam_W=lam_W, lam_H=lam_H, loss="ls", delta=alpha, nonnegative=True)
     if pred.collapsed:
         raise ValueError(
             f"alpha = {alpha!r}, lam_W = {lam_W!r}, lam_H = {lam_H!r} give W = H = 0 under H >= 0 "
@@ -184,10 +184,10 @@ def nc_configuration(M, lam_W, lam_H, alpha) -> NCConfiguration:
     )
 
 
-def gamma_ratio(lam_W, lam_H, alpha0) -> float:
+def gamma_ratio(*, lam_W, lam_H, alpha0) -> float:
     """``gamma = ||H^CE|| / ||H^LS||`` (eq. 6) with ``alpha = 0`` and ``alpha = alpha0``: ``sqrt(a^CE / a^LS)``."""
-    ce = nc_configuration(2, lam_W, lam_H, 0.0)
-    ls = nc_configuration(2, lam_W, lam_H, alpha0)
+    ce = nc_configuration(2, lam_W=lam_W, lam_H=lam_H, alpha=0.0)
+    ls = nc_configuration(2, lam_W=lam_W, lam_H=lam_H, alpha=alpha0)
     return ce.H_norm / ls.H_norm
 
 
@@ -283,16 +283,16 @@ def dilation_risk_derivative(r, config: NCConfiguration, lam, dist: Distribution
     return total
 
 
-def r_max(eta, c_md, distance) -> float:
+def r_max(*, eta, c_md, distance) -> float:
     """``r_max = eta ||h_1 - h_2||^2 / C_MD`` (Remark 1): from there on ``u_1 = h_1`` is feasible."""
     return check_eta(eta) * validation.positive_scalar("distance", distance) ** 2 / check_c_md(c_md)
 
 
-def lemma_c6_lower_bound(eta, c_md, distance, A=1.0) -> float:
+def lemma_c6_lower_bound(*, eta, c_md, distance, A=1.0) -> float:
     """Lemma C.6's ``r_max (1 - C' eta^{1/2})``, ``C' = A sqrt(2) ||h_1 - h_2|| / C_MD`` (asymptotic: the
     proof drops ``O(r^3)`` terms, so this is a claim to test, not a guarantee)."""
     c_prime = A * np.sqrt(2.0) * distance / check_c_md(c_md)
-    return r_max(eta, c_md, distance) * (1.0 - c_prime * np.sqrt(eta))
+    return r_max(eta=eta, c_md=c_md, distance=distance) * (1.0 - c_prime * np.sqrt(eta))
 
 
 @dataclass(frozen=True)
@@ -317,14 +317,14 @@ class AssumptionCheck:
         return self.alpha_ok and self.eta_ok
 
 
-def assumption_4_2(lam_W, lam_H, alpha0, eta, c_md) -> AssumptionCheck:
+def assumption_4_2(*, lam_W, lam_H, alpha0, eta, c_md) -> AssumptionCheck:
     """Evaluate Assumption 4.2.3 (``alpha0 > 0`` is LS; CE is ``alpha = 0``)."""
     alpha0 = check_alpha(alpha0)
     if alpha0 == 0.0:
         raise ValueError("alpha0 must be > 0: Theorem 4.3 compares CE (alpha = 0) with LS (alpha = alpha0 > 0)")
     eta, c_md = check_eta(eta), check_c_md(c_md)
-    ce = nc_configuration(2, lam_W, lam_H, 0.0)
-    ls = nc_configuration(2, lam_W, lam_H, alpha0)
+    ce = nc_configuration(2, lam_W=lam_W, lam_H=lam_H, alpha=0.0)
+    ls = nc_configuration(2, lam_W=lam_W, lam_H=lam_H, alpha=alpha0)
     gamma = ce.H_norm / ls.H_norm
     with np.errstate(over="ignore"):  # an overflow is the OverflowError below, not a warning first
         c_tilde = c_md / (np.sqrt(2.0) * ce.distance)
@@ -345,12 +345,12 @@ def assumption_4_2(lam_W, lam_H, alpha0, eta, c_md) -> AssumptionCheck:
     )
 
 
-def md_law(config: NCConfiguration, name, eta, c_md) -> tuple[np.ndarray, np.ndarray]:
+def md_law(config: NCConfiguration, name, *, eta, c_md) -> tuple[np.ndarray, np.ndarray]:
     """The law ``name`` for this configuration on ``r in [0, r_max]``:
     ``(V: (m, d) unit-radius offsets, weights: (m,))``.
 
     Both classes use the same law (mean zero, so Assumption 4.2.2 holds for each).
     """
-    rmax = r_max(eta, c_md, config.distance)
+    rmax = r_max(eta=eta, c_md=c_md, distance=config.distance)
     law = distribution(name, c_max=rmax * config.w_gap, margin=abs(config.a))
     return law.offsets(config.direction(), second_direction(config)), law.weights

@@ -1,6 +1,6 @@
 """The minority-collapse threshold R* of the imbalanced UFM, two groups of classes, in closed form.
 
-Setting (issue 31; ``experiments/imbalance.py``): ``K_A`` majority classes of ``n_A`` samples and ``K_B >= 2``
+Setting (as in ``experiments/imbalance.py``): ``K_A`` majority classes of ``n_A`` samples and ``K_B >= 2``
 minority classes of ``n_B = n_A / R`` samples (``R >= 1``, any real), cross entropy or label smoothing
 ``delta``, ``d >= K = K_A + K_B``, the class-mean objective of ``ufm/solver.py`` (``N = K_A n_A + K_B n_B``)
 
@@ -120,7 +120,7 @@ def minority_collapse_threshold(
     return max(t_plus * t_plus, 1.0)
 
 
-def collapse_margin(K_A, K_B, R, lam, *, n_A=1.0, lam_W=None, lam_H=None, delta=0.0) -> float:
+def collapse_margin(K_A, K_B, *, R, lam, n_A=1.0, lam_W=None, lam_H=None, delta=0.0) -> float:
     """``(K_A sqrt(R) + K_B / sqrt(R)) / kappa - 1`` (module docstring, step 5): >= 0 iff the
     minority classifiers are equal at ratio ``R > 0`` (d >= K). Same parameters as
     :func:`minority_collapse_threshold`."""

@@ -31,6 +31,7 @@ import numpy as np
 from theory import scalar_reduction as sr
 from theory import validation
 from theory.closed_form import label_matrix, random_semi_orthogonal, simplex_projector
+from theory.softmax import softmax
 from theory.spectra import HessianSpectrum, curvature_spectrum
 
 
@@ -110,21 +111,16 @@ class Prediction:
         return W, Hbar @ Y, b
 
 
-def _softmax_column(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max())
-    return e / e.sum()
-
-
 def predict(
     K,
     n,
     d,
+    *,
+    delta=0.0,
     lam_W,
     lam_H,
     lam_b=None,
-    *,
     loss="ls",
-    delta=0.0,
     gamma=0.0,
     mse_kappa=1.0,
     mse_beta=1.0,
@@ -143,7 +139,7 @@ def predict(
     Returns:
         :class:`Prediction`.
     """
-    loss, delta, gamma = sr.loss_parameters(loss, delta, gamma)
+    loss, delta, gamma = sr.loss_parameters(loss, delta=delta, gamma=gamma)
     K, n = validation.classes_and_samples(K, n)
     d = validation.dimension(d, K)
     lam_W = validation.positive_scalar("lam_W", lam_W)
@@ -159,29 +155,36 @@ def predict(
             raise ValueError("nonnegative=True is derived only for the contrastive losses ('ce', 'ls', 'focal')")
         if lam_b is None:
             raise ValueError("lam_b (>= 0) is needed for loss='mse': its optimum depends on the bias")
-        opt = sr.mse_optimum(K, n, lam_W, lam_H, lam_b, mse_kappa=mse_kappa, mse_beta=mse_beta)
+        opt = sr.mse_optimum(K, n, lam_W=lam_W, lam_H=lam_H, lam_b=lam_b, mse_kappa=mse_kappa, mse_beta=mse_beta)
         a, bias, shift = opt.a, opt.s_bias, opt.s_feature
         centred = False
         w_norm = rho * np.sqrt(a * (K - 1) / K + abs(shift))
         class_mean_norm = np.sqrt(a * (K - 1) / K + abs(shift)) / rho
     else:
-        a = sr.optimal_scale(loss, K, n, lam_W, lam_H, delta=delta, gamma=gamma, nonnegative=nonnegative).a
+        a = sr.optimal_scale(loss, K, n, lam_W=lam_W, lam_H=lam_H, delta=delta, gamma=gamma, nonnegative=nonnegative).a
         bias, shift, centred = 0.0, 0.0, True
         if nonnegative:
-            r2 = a * np.sqrt(lam_W * (K - 1) / (lam_H * n * K))
-            w_norm = a / np.sqrt(r2) * np.sqrt((K - 1) / K) if a > 0 else 0.0
-            class_mean_norm = np.sqrt(r2)
+            with np.errstate(over="ignore", invalid="ignore"):  # handled just below
+                r2 = a * np.sqrt(lam_W * (K - 1) / (lam_H * n * K))
+            # ||hbar_k||; when lam_W / lam_H overflows float64 (lam_H = 5e-324), the same in fourth roots
+            fourth_roots = (lam_W**0.25 / lam_H**0.25) * ((K - 1) / (n * K)) ** 0.25
+            r = np.sqrt(r2) if np.isfinite(r2) else np.sqrt(a) * fourth_roots
+            w_norm = a / r * np.sqrt((K - 1) / K) if a > 0 else 0.0
+            class_mean_norm = r
         else:
             w_norm = rho * np.sqrt(a * (K - 1) / K)
             class_mean_norm = np.sqrt(a * (K - 1) / K) / rho
-    h_norm = np.sqrt(class_mean_norm**2 * (K - 1) / K) if nonnegative else np.sqrt(a * (K - 1) / K) / rho
+    with np.errstate(over="ignore"):  # a square beyond float64: the product form below
+        h_norm = np.sqrt(class_mean_norm**2 * (K - 1) / K) if nonnegative else np.sqrt(a * (K - 1) / K) / rho
+    if nonnegative and not np.isfinite(h_norm):
+        h_norm = class_mean_norm * np.sqrt((K - 1) / K)
     zbar = a * M + (shift + bias) * np.ones((K, K))
-    probs = _softmax_column(zbar[:, 0])
+    probs = softmax(zbar[:, 0])
     mu1, mu2 = sr.logit_curvatures(loss, K, a, delta=delta, gamma=gamma, mse_kappa=mse_kappa)
     spectra = None
     kappa_W = kappa_H = float("nan")
     if not nonnegative and shift == 0.0:
-        spectra = curvature_spectrum(K, n, d, a, lam_W, lam_H, mu1, mu2, centred_loss=centred)
+        spectra = curvature_spectrum(K, n, d, a=a, lam_W=lam_W, lam_H=lam_H, mu1=mu1, mu2=mu2, centred_loss=centred)
         if a > 0:
             kappa_W, kappa_H = spectra.W.condition_number(), spectra.H.condition_number()
     return Prediction(
@@ -215,14 +218,14 @@ def predict(
     )
 
 
-def nonnegative_boundary(K, n, lam_W, lam_H) -> dict:
+def nonnegative_boundary(K, n, *, lam_W, lam_H) -> dict:
     """Largest delta with a non-zero LS minimizer under H >= 0 (ours) and Nguyen et al.'s Thm 3.2 condition.
 
     Ours: ``p_t(0) = 1/K < y_t - r`` with ``r = sqrt(K (K-1) n lam_W lam_H)``, i.e.
     ``delta < 1 - K r / (K-1)``. Theirs (mapped, module docstring):
     ``delta < K (1 - sqrt((K-1) n lam_W lam_H)) / (K-1)``.
     """
-    r = sr.regularization_slope(K, n, lam_W, lam_H, nonnegative=True)  # validates K, n, lam_W, lam_H
+    r = sr.regularization_slope(K, n, lam_W=lam_W, lam_H=lam_H, nonnegative=True)  # validates K, n, lam_W, lam_H
     K = int(K)
     ratio = K / (K - 1)  # formed first: K * r alone overflows for huge K (K = 1e150, r ~ 1e158)
     theirs = (1.0 - r / np.sqrt(float(K))) * ratio  # sqrt((K-1) n lam_W lam_H) = r / sqrt(K)

@@ -77,7 +77,7 @@ def _check_loss(loss: str) -> str:
 MAX_GAMMA = 1e150
 
 
-def loss_parameters(loss: str, delta=0.0, gamma=0.0):
+def loss_parameters(loss: str, *, delta=0.0, gamma=0.0):
     """Validate ``(loss, delta, gamma)``: delta only for ``"ls"``, gamma >= 0 only for ``"focal"``."""
     loss = _check_loss(loss)
     delta = validation.delta(delta)
@@ -110,7 +110,7 @@ def loss_derivatives(loss: str, K, a, *, delta=0.0, gamma=0.0):
     Closed forms in the module docstring (LS: Guo et al. eq. 3; FL: Zhou et al. eq. 4).
     ``a >= 0`` scalar or array. Contrastive losses only.
     """
-    loss, delta, gamma = loss_parameters(loss, delta, gamma)
+    loss, delta, gamma = loss_parameters(loss, delta=delta, gamma=gamma)
     if loss == "mse":
         raise ValueError(
             "loss must be a contrastive loss ('ce', 'ls', 'focal') for loss_derivatives, got 'mse'; see mse_optimum"
@@ -152,7 +152,7 @@ def logit_curvatures(loss: str, K, a, *, delta=0.0, gamma=0.0, mse_kappa=1.0):
     return float(mu1), float(mu2)
 
 
-def regularization_slope(K, n, lam_W, lam_H, *, nonnegative=False) -> float:
+def regularization_slope(K, n, *, lam_W, lam_H, nonnegative=False) -> float:
     """``r``: the regularizer at the optimum is ``r a`` (``R (K-1)``, or ``R sqrt(K(K-1))`` for H >= 0)."""
     K, n = validation.classes_and_samples(K, n)
     lam_W = validation.positive("lam_W", lam_W)
@@ -204,7 +204,7 @@ class ScalarOptimum(NamedTuple):
     stationary_points: tuple
 
 
-def optimal_scale(loss: str, K, n, lam_W, lam_H, *, delta=0.0, gamma=0.0, nonnegative=False) -> ScalarOptimum:
+def optimal_scale(loss: str, K, n, *, delta=0.0, lam_W, lam_H, gamma=0.0, nonnegative=False) -> ScalarOptimum:
     """Global minimizer of the 1-D problem ``f(a) = l(a) + r a`` on ``a >= 0`` (docs/theory.md, the scalar reduction).
 
     For LS it reproduces Theorem 4.1's ``a^delta`` (to ~1e-15 relative); for FL it is the
@@ -217,11 +217,11 @@ def optimal_scale(loss: str, K, n, lam_W, lam_H, *, delta=0.0, gamma=0.0, nonneg
         lam_W, lam_H: > 0. delta: LS smoothing in [0, 1). gamma: focal parameter >= 0.
         nonnegative: the slope of the H >= 0 problem (Nguyen et al. Thm 3.2, module docstring).
     """
-    loss, delta, gamma = loss_parameters(loss, delta, gamma)
+    loss, delta, gamma = loss_parameters(loss, delta=delta, gamma=gamma)
     if loss == "mse":
         raise ValueError("optimal_scale is for the contrastive losses; use mse_optimum for loss='mse'")
     K, n = validation.classes_and_samples(K, n)
-    r = regularization_slope(K, n, lam_W, lam_H, nonnegative=nonnegative)
+    r = regularization_slope(K, n, lam_W=lam_W, lam_H=lam_H, nonnegative=nonnegative)
     derivs = lambda x: loss_derivatives(loss, K, x, delta=delta, gamma=gamma)
     f = lambda x: float(derivs(x)[0] + r * x)
     fprime = lambda x: float(derivs(x)[1] + r)
@@ -267,7 +267,7 @@ class MSEOptimum(NamedTuple):
     z_other: float
 
 
-def mse_optimum(K, n, lam_W, lam_H, lam_b, *, mse_kappa=1.0, mse_beta=1.0) -> MSEOptimum:
+def mse_optimum(K, n, *, lam_W, lam_H, lam_b, mse_kappa=1.0, mse_beta=1.0) -> MSEOptimum:
     """Global minimizer of the UFM with the rescaled MSE ``kappa (z_k - beta)^2 + sum_{l!=k} z_l^2``.
 
     Derivation (ours; Zhou et al. eq. 6 for the loss). Minimising over (W, H) at fixed
@@ -292,7 +292,7 @@ def mse_optimum(K, n, lam_W, lam_H, lam_b, *, mse_kappa=1.0, mse_beta=1.0) -> MS
         :class:`MSEOptimum`.
     """
     K, n = validation.classes_and_samples(K, n)
-    R = regularization_slope(K, n, lam_W, lam_H) / (K - 1)
+    R = regularization_slope(K, n, lam_W=lam_W, lam_H=lam_H) / (K - 1)
     kappa = validation.positive_scalar("mse_kappa", mse_kappa)
     beta = validation.positive_scalar("mse_beta", mse_beta)
     lam_b = validation.nonnegative_scalar("lam_b", lam_b)
@@ -324,7 +324,7 @@ def mse_optimum(K, n, lam_W, lam_H, lam_b, *, mse_kappa=1.0, mse_beta=1.0) -> MS
     return optimum
 
 
-def mse_objective(K, n, lam_W, lam_H, lam_b, a, s_feature, s_bias, *, mse_kappa=1.0, mse_beta=1.0) -> float:
+def mse_objective(K, n, a, s_feature, s_bias, *, lam_W, lam_H, lam_b, mse_kappa=1.0, mse_beta=1.0) -> float:
     """The reduced MSE objective ``F(a, s', s_b)`` of :func:`mse_optimum` (for checks)."""
     R = np.sqrt(n * lam_W * lam_H)
     t = s_feature + s_bias

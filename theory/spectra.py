@@ -126,12 +126,12 @@ def curvature_spectrum(
     K: int,
     n: int,
     d: int,
+    *,
     a: float,
     lam_W: float,
     lam_H: float,
     mu1: float,
     mu2: float,
-    *,
     centred_loss: bool = True,
     lam_b=None,
     regularized: bool = False,
@@ -161,7 +161,7 @@ def curvature_spectrum(
         raise ValueError(
             f"the H block would have d N = {d} * {N} rows, too many for 64-bit multiplicities; reduce d or n"
         )
-    ratio = float(balance(n, lam_W, lam_H))  # (n lam_H / lam_W)^{1/4}, never overflows
+    ratio = float(balance(n, lam_W=lam_W, lam_H=lam_H))  # (n lam_H / lam_W)^{1/4}, never overflows
     s_W = (a / ratio) / ratio / K
     s_H = (a * ratio) * ratio / N
     if not (np.isfinite(s_W) and np.isfinite(s_H)):
@@ -189,7 +189,7 @@ def curvature_spectrum(
     return HessianSpectrum(_block(w_pairs, float(lam_W)), _block(h_pairs, float(lam_H)), b_block)
 
 
-def hessian_spectrum(K, n, d, delta, lam_W, lam_H, *, lam_b=None, regularized=False) -> HessianSpectrum:
+def hessian_spectrum(K, n, d, *, delta=0.0, lam_W, lam_H, lam_b=None, regularized=False) -> HessianSpectrum:
     """Full predicted spectra of the W, H and b Hessian blocks at the minimizer (label smoothing / CE).
 
     Theorem 4.2 (eq. 15) states ``kappa(grad^2_W phi) = kappa(grad^2_H phi) = K p_t``
@@ -228,14 +228,23 @@ def hessian_spectrum(K, n, d, delta, lam_W, lam_H, *, lam_b=None, regularized=Fa
     """
     K, n = validation.classes_and_samples(K, n)
     d = validation.dimension(d, K)
-    a = a_delta(K, n, delta, lam_W, lam_H)
+    a = a_delta(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H)
     if np.ndim(a) != 0:
         raise ValueError("hessian_spectrum takes scalar delta, lam_W, lam_H (got arrays)")
     if lam_b is not None:
         lam_b = validation.positive("lam_b", lam_b)
-    p_t, p_n = probabilities(K, n, delta, lam_W, lam_H)
+    p_t, p_n = probabilities(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H)
     return curvature_spectrum(
-        K, n, d, a, float(lam_W), float(lam_H), p_n, K * p_t * p_n, lam_b=lam_b, regularized=regularized
+        K,
+        n,
+        d,
+        a=a,
+        lam_W=float(lam_W),
+        lam_H=float(lam_H),
+        mu1=p_n,
+        mu2=K * p_t * p_n,
+        lam_b=lam_b,
+        regularized=regularized,
     )
 
 
@@ -270,8 +279,8 @@ def condition_number(K, delta, lam, *, n=1, lam_H=None, beyond_boundary="raise")
     if beyond_boundary not in ("raise", "nan"):
         raise ValueError(f"beyond_boundary must be 'raise' or 'nan', got {beyond_boundary!r}")
     lam_H = lam if lam_H is None else lam_H
-    where = phase(K, n, delta, lam, lam_H)
-    p_t, _ = probabilities(K, n, delta, lam, lam_H)
+    where = phase(K, n, delta=delta, lam_W=lam, lam_H=lam_H)
+    p_t, _ = probabilities(K, n, delta=delta, lam_W=lam, lam_H=lam_H)
     kappa = int(K) * np.asarray(p_t) if int(K) >= 3 else np.ones_like(np.asarray(p_t))
     collapsed = np.asarray(where.collapsed)
     if np.any(collapsed):

@@ -9,8 +9,7 @@ and the offending value, so that a bad call fails at the boundary of the library
 deep inside numpy. The argparse types (:func:`number_type`, :func:`integer_type`) are thin
 wrappers: they parse the text and apply the same check, so a CLI says what the library says
 (argparse then prints it as ``<prog>: error: argument --x: <message>`` and exits 2).
-Also the one reader of free host memory (:func:`host_free_bytes`), used by
-:func:`allocation` here and by :mod:`ufm._memory` on CPU.
+The free host memory that :func:`allocation` compares with is read by :mod:`theory._host`.
 """
 
 from __future__ import annotations
@@ -18,9 +17,10 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
-import os
 
 import numpy as np
+
+from theory import _host
 
 
 def describe(value) -> str:
@@ -152,6 +152,49 @@ def real_array(name: str, value, allowed: str) -> np.ndarray:
     return arr
 
 
+def array(name: str, value, ndim: int, *, shape: str | None = None, nonempty: bool = False) -> np.ndarray:
+    """``value`` as a numpy array of real numbers (integer or floating dtype) with ``ndim`` axes, not copied:
+    an array is returned as it is (a memory map stays one, its dtype is kept), anything else through
+    ``np.asarray``. ``shape``: the expected shape as the message writes it (``"(N, K)"``; default
+    ``"<ndim>-D"``); ``nonempty``: refuse an array with an empty axis. Values are not read (see
+    :func:`finite_array`); None, text, objects, booleans and complex numbers are refused naming ``name``."""
+    expected = f"a real array of shape {shape}" if shape else f"a {ndim}-D real array"
+    if value is None or isinstance(value, (str, bytes)):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    try:
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    except (TypeError, ValueError) as error:  # e.g. ragged nested lists
+        raise ValueError(f"{name} must be {expected} ({error})") from None
+    if arr.dtype.kind not in "fiu" or arr.ndim != ndim or (nonempty and not arr.size):
+        raise ValueError(
+            f"{name} must be {expected}{' with no empty axis' if nonempty else ''}, "
+            f"got dtype {arr.dtype} and shape {arr.shape}"
+        )
+    return arr
+
+
+def finite_array(name: str, value) -> np.ndarray:
+    """``value`` (a real array, :func:`array`) as float64 (no copy if it is one), NaN and inf refused with the
+    index of the first."""
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        where = np.argwhere(~np.isfinite(arr))[0].tolist()
+        raise ValueError(f"{name} must be finite, got NaN or inf at index {where}")
+    return arr
+
+
+def class_labels(name: str, labels: np.ndarray, K: int, *, K_is: str = "") -> np.ndarray:
+    """``labels`` (a 1-D real array, :func:`array`) as int64 class indices in ``[0, K)``: integers, or floats
+    with integral values. ``K_is``: what K is, for the message (``"columns of logits"``)."""
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+        raise ValueError(f"{name} must be integers, got non-integer values of dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= K):
+        low, high = int(labels.min()), int(labels.max())
+        what = f" (K = {K_is})" if K_is else ""
+        raise ValueError(f"{name} must be in [0, K) = [0, {K}){what}, got values in [{low}, {high}]")
+    return labels.astype(np.int64)
+
+
 def _scalar_or_array(arr: np.ndarray):
     return float(arr) if arr.ndim == 0 else arr
 
@@ -161,7 +204,7 @@ def delta(value):
     arr = real_array("delta", value, "0 <= delta < 1")
     if np.any(arr < 0.0) or np.any(arr >= 1.0):
         bad = arr[(arr < 0.0) | (arr >= 1.0)].ravel()[0]
-        raise ValueError(f"delta must satisfy 0 <= delta < 1, got {bad!r}")
+        raise ValueError(f"delta must be in [0, 1), got {float(bad)!r}")  # the words of interval()
     return _scalar_or_array(arr)
 
 
@@ -185,24 +228,12 @@ def dimension(d, K: int) -> int:
     return d_int
 
 
-def host_free_bytes() -> int:
-    """Memory the OS can give this process now (MemAvailable on Linux, else free pages)."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
 def allocation(what: str, floats: float, sizes: str) -> None:
     """Refuse, before allocating, a result of ``floats`` float64 numbers larger than free memory.
 
     ``sizes`` names the parameters responsible (e.g. ``"K = 100000, n = 5"``).
     """
-    needed, free = 8.0 * float(floats), host_free_bytes()
+    needed, free = 8.0 * float(floats), _host.free_bytes()
     if needed > free:
         raise ValueError(
             f"{what} for {sizes} needs {needed / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB "

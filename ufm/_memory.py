@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax
 
-from theory import validation
+from theory import _host
 
 
 def free_bytes(device=None) -> int:
@@ -21,7 +21,7 @@ def free_bytes(device=None) -> int:
         stats = device.memory_stats() or {}
         if "bytes_limit" in stats:
             return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-    return validation.host_free_bytes()  # the package's one reader of free host memory
+    return _host.free_bytes()  # the package's one reader of free host memory
 
 
 def fits(needed_bytes: float) -> bool:

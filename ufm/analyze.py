@@ -45,6 +45,7 @@ import numpy as np
 
 from theory import validation
 from ufm import _cache, _cli, _io, _memory, _prog
+from ufm._format import format_number
 from ufm._interrupt import exit_on_interrupt
 from ufm._npy import NPY_MAGIC, ZIP_MAGIC, Declared, InputError, file_header, read_header, sanitised, too_short
 from ufm.generalized import DEFAULT_RESTARTS, MAX_RESTARTS
@@ -328,11 +329,11 @@ def load_inputs(args) -> dict:
 
 
 def _fmt(value) -> str:
-    if value is None:
-        return "-"
+    """A computed number of the report in the one format (:func:`ufm._format.format_number`); a value that
+    does not exist as ``undefined`` (never NaN or inf as a number)."""
     if isinstance(value, float) and not math.isfinite(value):
-        return "undefined"  # never NaN or inf as a number
-    return f"{value:.8g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.4e}"
+        return "undefined"
+    return format_number(value)
 
 
 def _block_line(name: str, info: dict) -> str:
@@ -442,7 +443,7 @@ def report_text(result: Analysis, rtol: float = DEFAULT_RTOL) -> str:
             "training did (see the verdict)"
         )
     lines += _generalized_lines(result)
-    lines += ["", f"{'quantity':14s} {'measured':>14s} {'UFM':>14s} {'error':>14s}  source"]
+    lines += ["", f"{'quantity':14s} {'measured':>16s} {'UFM':>16s} {'error':>14s}  source"]
     for name, value in result.measured.items():
         predicted = result.predicted.get(name)
         error = result.error.get(name)
@@ -450,7 +451,7 @@ def report_text(result: Analysis, rtol: float = DEFAULT_RTOL) -> str:
         shown = "undefined" if value is None else _fmt(value)
         tolerance = f" [tol rtol + spread {result.spread[name]:.1e}]" if name in result.spread else ""
         lines.append(
-            f"{name:14s} {shown:>14s} {_fmt(predicted):>14s} "
+            f"{name:14s} {shown:>16s} {_fmt(predicted):>16s} "
             f"{('-' if error is None else f'{error:.2e}{kind}'):>14s}  {SOURCES.get(name, '')}{tolerance}"
         )
     for name, reason in result.undefined.items():

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from theory import validation
+from theory.softmax import softmax
 
 __all__ = [
     "BinStatistics",
@@ -84,38 +85,16 @@ def default_chunk_size(K: int) -> int:
 # ----------------------------------------------------------------------------- validation
 
 
-def _array(name: str, value, shape: str) -> np.ndarray:
-    """``value`` as a real array with ``shape``'s number of axes, none empty; ``np.asarray`` copies nothing
-    that is an array already (a memory map stays one). None, text and objects have a non-real dtype."""
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as error:  # e.g. ragged nested lists
-        raise ValueError(f"{name} must be a real array of shape {shape} ({error})") from None
-    if array.dtype.kind not in "fiu" or array.ndim != shape.count(",") + (not shape.endswith(",)")) or not array.size:
-        raise ValueError(
-            f"{name} must be a real array of shape {shape} with no empty axis, "
-            f"got dtype {array.dtype} and shape {array.shape}"
-        )
-    return array
-
-
 def _labels(labels, N: int, K: int) -> np.ndarray:
-    array = _array("labels", labels, "(N,)")
+    array = validation.array("labels", labels, 1, shape="(N,)", nonempty=True)
     if array.shape != (N,):
         raise ValueError(f"labels must have shape (N,) = ({N},) (N = rows of logits), got {array.shape}")
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
-        raise ValueError(f"labels must be integers, got non-integer values of dtype {array.dtype}")
-    out = array.astype(np.int64)
-    if out.min() < 0 or out.max() >= K:
-        raise ValueError(
-            f"labels must be in [0, K) = [0, {K}) (K = columns of logits), got values in [{out.min()}, {out.max()}]"
-        )
-    return out
+    return validation.class_labels("labels", array, K, K_is="columns of logits")
 
 
 def _inputs(logits, labels, temperature, chunk_size) -> tuple[np.ndarray, np.ndarray, float, int]:
     """The checked ``(logits, labels, temperature, rows per chunk)``; the chunk's work is checked against memory."""
-    z = _array("logits", logits, "(N, K)")
+    z = validation.array("logits", logits, 2, shape="(N, K)", nonempty=True)
     N, K = z.shape
     y = _labels(labels, N, K)
     T = validation.interval("temperature", temperature, 0.0, low_open=True)
@@ -167,11 +146,8 @@ def _softmax_inplace(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
     rows = np.arange(u.shape[0])
     pred = np.argmax(u, axis=1)
     with np.errstate(over="ignore"):  # a difference beyond float64: an infinite NLL, refused below
-        u -= u[rows, pred][:, None]
-    shift_y = u[rows, y].copy()  # u_y - max u <= 0
-    np.exp(u, out=u)
-    s = u.sum(axis=1)
-    u /= s[:, None]
+        shift_y = u[rows, y] - u[rows, pred]  # u_y - max u <= 0
+    _, s = softmax(u, axis=1, out=u, sums=True)
     nll = np.log(s) - shift_y
     if not np.all(np.isfinite(nll)):
         raise ValueError("logits: a logit difference overflows float64 (the negative log-likelihood is infinite)")
@@ -439,21 +415,19 @@ def logits_from_features(features, weight, bias=None) -> np.ndarray:
     """Logits ``z_i = weight h_i + bias`` in float64: ``features: (N, d)``, ``weight: (K, d)`` (as
     ``torch.nn.Linear`` stores it), ``bias: (K,)`` or None (zeros). Returns ``(N, K)``, the whole
     array (for data larger than memory, compute the logits batch by batch and merge :class:`BinStatistics`)."""
-    H = _array("features", features, "(N, d)")
-    W = _array("weight", weight, "(K, d)")
+    H = validation.array("features", features, 2, shape="(N, d)", nonempty=True)
+    W = validation.array("weight", weight, 2, shape="(K, d)", nonempty=True)
     N, d = H.shape
     if W.shape[1] != d:
         raise ValueError(f"weight must have shape (K, d) with d = {d} (columns of features), got {W.shape}")
     K = W.shape[0]
-    b = np.zeros(K) if bias is None else _array("bias", bias, "(K,)")
+    b = np.zeros(K) if bias is None else validation.array("bias", bias, 1, shape="(K,)", nonempty=True)
     if b.shape != (K,):
         raise ValueError(f"bias must have shape (K,) = ({K},) (K = rows of weight), got {b.shape}")
     validation.allocation("the logits", float(N) * (K + d), f"N = {N}, d = {d}, K = {K} (features, weight)")
-    for name, array in (("features", H), ("weight", W), ("bias", b)):
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"{name} must be finite, got NaN or inf")
+    H, W, b = (validation.finite_array(name, x) for name, x in (("features", H), ("weight", W), ("bias", b)))
     with np.errstate(over="ignore", invalid="ignore"):  # refused just below
-        z = np.asarray(H, dtype=np.float64) @ np.asarray(W, dtype=np.float64).T + np.asarray(b, dtype=np.float64)
+        z = H @ W.T + b
     if not np.all(np.isfinite(z)):
         raise ValueError("features and weight give logits that overflow float64")
     return z

@@ -19,7 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import theory
+from theory import validation
+from theory.softmax import softmax
 from ufm import generalized, hessian, metrics
+from ufm._format import format_input as format_input  # re-exported: the CLI's import
+from ufm._format import format_number
 from ufm.objective import Params, Weights
 from ufm.solver import Result
 
@@ -157,24 +161,6 @@ LEGEND = (
 )
 
 
-def format_number(value) -> str:
-    """One format for every computed number of a report: 10 significant digits, trailing zeros kept
-    (``8.093769410``), an exact zero as ``0`` (``-`` for none, ``nan``/``inf`` as such)."""
-    if value is None:
-        return "-"
-    value = float(value)
-    if value != value or value in (float("inf"), float("-inf")):
-        return str(value)
-    if value == 0:
-        return "0"
-    return f"{value:#.10g}".replace(".e", "e").rstrip(".")
-
-
-def format_input(value) -> str:
-    """A parameter as given (the shortest text that reads back as the same float: ``0.0005``, ``1e-06``)."""
-    return repr(float(value) + 0.0).removesuffix(".0")
-
-
 def _relative(quantity, predicted, measured, rtol, applies, note="", key=""):
     predicted, measured = float(predicted), float(measured)
     error = abs(measured - predicted) / abs(predicted) if predicted != 0 else abs(measured - predicted)
@@ -210,8 +196,7 @@ def measured_probabilities(result: Result) -> tuple[float, float]:
     target = np.empty(problem.N)
     for start in range(0, problem.N, step):
         Z = result.W.T @ result.H[:, start : start + step] + result.b[:, None]
-        shifted = np.exp(Z - Z.max(axis=0, keepdims=True))  # softmax over classes, in numpy (nothing to compile)
-        p = shifted / shifted.sum(axis=0, keepdims=True)
+        p = softmax(Z, axis=0)  # over the classes, in numpy (nothing to compile)
         target[start : start + step] = p[labels[start : start + step], np.arange(Z.shape[1])]
     p_n = (1.0 - target) / (problem.K - 1)  # mean over the K - 1 non-target classes
     return float(np.mean(target)), float(np.mean(p_n))
@@ -225,9 +210,8 @@ def predicted_p_t_kappa(problem) -> tuple[float, float]:
     nan = float("nan")
     if _reasons(problem) or problem.loss not in ("ce", "ls") or problem.nonnegative:
         return nan, nan
-    where = (problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H)
-    p_t = float(theory.probabilities(*where)[0])
-    K, n, delta, lam_W, lam_H = where
+    K, n, delta, lam_W, lam_H = problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H
+    p_t = float(theory.probabilities(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H)[0])
     kappa = float(theory.condition_number(K, delta, lam_W, n=n, lam_H=lam_H, beyond_boundary="nan"))
     return p_t, kappa
 
@@ -238,9 +222,9 @@ def predict(problem) -> theory.Prediction:
         problem.K,
         problem.n,
         max(problem.d, problem.K),
-        problem.lam_W,
-        problem.lam_H,
-        problem.lam_b,
+        lam_W=problem.lam_W,
+        lam_H=problem.lam_H,
+        lam_b=problem.lam_b,
         loss=problem.loss,
         delta=problem.delta,
         gamma=problem.gamma,
@@ -494,12 +478,7 @@ def compare(
         raise ValueError(
             f"result must be a ufm.Result (from ufm.solve, or SweepResult.result(j)), got {type(result).__name__}"
         )
-    if (
-        isinstance(rtol, (bool, np.bool_))
-        or not isinstance(rtol, (int, float, np.integer, np.floating))
-        or not 0.0 < rtol < 1.0
-    ):
-        raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
+    rtol = validation.interval("rtol", rtol, 0.0, 1.0, low_open=True)
     if not np.isfinite(result.objective) or not np.isfinite(result.grad_norm):
         raise ValueError(
             f"result has a non-finite objective or gradient (status {result.status!r}): there is nothing to compare"
@@ -513,7 +492,7 @@ def compare(
     inside = general and not prediction.collapsed
     if general and prediction.collapsed:
         if p.loss in ("ce", "ls") and not p.nonnegative:
-            c = theory.phase(K, n, p.delta, p.lam_W, p.lam_H).c
+            c = theory.phase(K, n, delta=p.delta, lam_W=p.lam_W, lam_H=p.lam_H).c
             reasons.append(f"c = {format_number(c)} >= 1: the minimizer is zero; NC1-NC3 and kappa are undefined there")
         else:
             reasons.append(

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from theory import validation
+from theory.softmax import log_softmax
 
 #: Gap checks without a new smallest gap after which the solver stops as ``"stalled"`` (rounding floor).
 STALL = 50
@@ -125,15 +126,10 @@ def _lambdas(lam_W, lam_H, lam_b) -> tuple[float, float, float]:
     )
 
 
-def _log_softmax(U: np.ndarray) -> np.ndarray:
-    shifted = U - U.max(axis=0)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=0))
-
-
 def _smooth(Y, b, s, N, T, lam_b):
     """f(Y, b), grad_Y f, grad_b f and V = softmax(U) - T (module docstring)."""
     U = Y / s + b[:, None]
-    log_p = _log_softmax(U)
+    log_p = log_softmax(U, axis=0)
     w = s * s / N
     value = float(w @ -np.sum(T * log_p, axis=0)) + 0.5 * lam_b * float(b @ b)
     V = np.exp(log_p) - T

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from theory import validation
+from theory.softmax import softmax
 from ufm import _memory
 from ufm.losses import per_sample_loss
 from ufm.objective import Params, Weights, logits, loss_term, objective
@@ -188,11 +189,6 @@ def _distinct_columns(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _softmax_columns(Z: np.ndarray) -> np.ndarray:
-    E = np.exp(Z - Z.max(axis=0))
-    return E / E.sum(axis=0)
-
-
 def _h_block_counts(W, P, counts, N, chunk=4096) -> tuple[np.ndarray, np.ndarray, int]:
     """H block: per group g, the eigenvalues of ``(1/N) R S_g R^T`` (``W = QR``) or, for d <= K,
     of ``(1/N) W S_g W^T``, each ``counts[g]`` times; plus the number of extra zeros."""
@@ -329,7 +325,7 @@ def _structured(params, labels, weights, block, regularized, cluster_rtol=1e-10)
     W, H, b = (np.asarray(x, np.float64) for x in params)
     N = H.shape[1]
     Hg, counts = _distinct_columns(H)
-    P = _softmax_columns(W.T @ Hg + b[:, None])  # (K, G): S_g = diag(p_g) - p_g p_g^T
+    P = softmax(W.T @ Hg + b[:, None], axis=0)  # (K, G): S_g = diag(p_g) - p_g p_g^T
     if block == "H":
         values, mults, zeros = _h_block_counts(W, P, counts, N)
         bound, shift = 0.0, weights.lam_H
@@ -485,18 +481,7 @@ def extreme_eigenvalues(
 
 def eigenvalue_array(values) -> np.ndarray:
     """``values`` as a 1-D float64 array of finite real numbers, or a ``ValueError`` naming ``values``."""
-    if isinstance(values, (str, bytes)) or values is None:
-        raise ValueError(f"values must be a 1-D array of finite real numbers, got {values!r}")
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"values must be a 1-D array of finite real numbers, got {type(values).__name__}") from None
-    if array.ndim != 1 or not np.all(np.isfinite(array)):
-        raise ValueError(
-            f"values must be a 1-D array of finite real numbers, got shape {array.shape}"
-            + ("" if np.all(np.isfinite(array)) else " with nan/inf")
-        )
-    return array
+    return validation.finite_array("values", validation.array("values", values, 1))
 
 
 def nonzero_condition_number(values: np.ndarray, rtol: float = NONZERO_RTOL) -> float:

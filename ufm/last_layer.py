@@ -145,12 +145,12 @@ from __future__ import annotations
 
 import math
 import mmap
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from theory import validation
+from theory.softmax import log_softmax
 from ufm import _memory, generalized
 
 LOSSES = ("ce", "ls", "focal", "mse")
@@ -346,7 +346,7 @@ class Analysis:
             ``worst``/``worst_error``: the largest error and its name (None without judged ones);
             ``beyond_rtol``: the names whose error exceeds rtol; ``not_judged``: what is not judged, and why.
         """
-        _number("rtol", rtol, 0.0, low_open=True)
+        validation.interval("rtol", rtol, 0.0, low_open=True)
         not_judged = list(self.not_applicable)
         if not self.setup:
             not_judged.append("no training setup given (lam_W and lam_H switch the UFM prediction on)")
@@ -427,27 +427,6 @@ class Analysis:
 # ----------------------------------------------------------------------------- validation
 
 
-def _real_array(name: str, value, ndim: int) -> np.ndarray:
-    if value is None or isinstance(value, (str, bytes)):
-        raise ValueError(f"{name} must be a {ndim}-D array of real numbers, got {value!r}")
-    try:
-        array = value if isinstance(value, np.ndarray) else np.asarray(value)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} must be a {ndim}-D array of real numbers ({error})") from None
-    if array.dtype.kind not in "fiu":
-        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
-    if array.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {array.shape}")
-    return array
-
-
-def _finite(name: str, array: np.ndarray) -> np.ndarray:
-    array = np.asarray(array, dtype=np.float64)
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or inf (first at index {np.argwhere(~np.isfinite(array))[0].tolist()})")
-    return array
-
-
 def class_dtype(K: int) -> np.dtype:
     """The smallest unsigned integer type holding the class indices ``0 .. K-1`` (labels converted from
     floats, the classifier's predictions: N of them are kept, so their width counts)."""
@@ -457,7 +436,7 @@ def class_dtype(K: int) -> np.dtype:
 def _labels(labels, N: int, K: int, name: str = "labels", rows: str = "features") -> np.ndarray:
     """Checked ``(N,)`` class indices, read :data:`LABEL_CHUNK` at a time and never widened: integer labels
     are returned as given (a memory map stays one), float labels converted to :func:`class_dtype`."""
-    array = _real_array(name, labels, 1)
+    array = validation.array(name, labels, 1)
     if array.shape[0] != N:
         raise ValueError(f"{name} must have one entry per row of {rows} (N = {N}), got {array.shape[0]}")
     floating = array.dtype.kind == "f"
@@ -483,17 +462,6 @@ def _labels(labels, N: int, K: int, name: str = "labels", rows: str = "features"
     for lo in range(0, N, LABEL_CHUNK):
         out[lo : lo + LABEL_CHUNK] = array[lo : lo + LABEL_CHUNK]
     return out
-
-
-def _number(name: str, value, low: float, *, low_open: bool) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or (value <= low if low_open else value < low)
-    ):
-        raise ValueError(f"{name} must be a finite number {'>' if low_open else '>='} {low:g}, got {value!r}")
-    return float(value)
 
 
 def default_chunk_size(d: int, K: int) -> int:
@@ -814,12 +782,6 @@ def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
 # ----------------------------------------------------------------------------- held-out set
 
 
-def _log_softmax(Z: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax of logits ``Z: (rows, K)`` (shifted by the row maximum: no overflow)."""
-    shifted = Z - Z.max(axis=1, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
-
-
 def _per_sample_loss(Z, y, loss, delta=0.0, gamma=0.0, mse_kappa=1.0, mse_beta=1.0, log_p=None) -> np.ndarray:
     """Per-sample training loss of logits ``Z: (rows, K)`` (framework layout), numpy float64: the formulas
     of :mod:`ufm.losses` (label smoothing with ``delta``, CE = delta 0, focal with ``gamma``, rescaled MSE),
@@ -828,7 +790,7 @@ def _per_sample_loss(Z, y, loss, delta=0.0, gamma=0.0, mse_kappa=1.0, mse_beta=1
     if loss == "mse":
         z_y = Z[rows, y]
         return mse_kappa * (z_y - mse_beta) ** 2 + np.sum(Z**2, axis=1) - z_y**2
-    log_p = _log_softmax(Z) if log_p is None else log_p
+    log_p = log_softmax(Z, axis=1) if log_p is None else log_p
     target = log_p[rows, y]
     if loss == "focal":
         return -np.power(-np.expm1(target), gamma) * target  # (1 - p_y)^gamma with 0^0 = 1, as ufm.losses.focal
@@ -853,7 +815,7 @@ def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: di
     for _lo, _hi, X, y in _rows(features, chunk, "test_features", labels):
         with np.errstate(over="ignore", invalid="ignore"):
             Z = X @ weight.T + bias
-            log_p = _log_softmax(Z)
+            log_p = log_softmax(Z, axis=1)
             losses = _per_sample_loss(Z, y, log_p=log_p, **loss)
             entropy = -np.sum(np.exp(log_p) * log_p, axis=1)
         if np.all(np.isfinite(Z)):
@@ -1507,7 +1469,7 @@ def _prediction(problem, counts, measured, bias, generalized_plan=None, restarts
             nonzero = {"reason": "class counts differ: Thm 4.2's spectrum is for balanced classes"}
         if pred.collapsed:
             if problem.loss in ("ce", "ls"):
-                c = theory.phase(K, n, problem.delta, problem.lam_W, problem.lam_H).c
+                c = theory.phase(K, n, delta=problem.delta, lam_W=problem.lam_W, lam_H=problem.lam_H).c
                 reasons.append(
                     f"c = K sqrt(n lam_W lam_H) + delta = {c:.6g} >= 1 (beyond the phase boundary): "
                     "the minimizer is W = H = 0; NC1-NC3 and kappa are not predicted"
@@ -1707,9 +1669,9 @@ def analyze(
         :class:`Analysis`. Raises ``ValueError`` naming the argument for bad input (shapes, labels out
         of range or non-integer, NaN/inf features, a class without samples, bad setup numbers).
     """
-    features = _real_array("features", features, 2)
+    features = validation.array("features", features, 2)
     N, d = features.shape
-    weight = _real_array("weight", weight, 2)
+    weight = validation.array("weight", weight, 2)
     K = weight.shape[0]
     if N < 1 or d < 1:
         raise ValueError(f"features must have at least one row and one column, got shape {features.shape}")
@@ -1720,10 +1682,10 @@ def analyze(
     if bias is None:
         bias = np.zeros(K)
     else:
-        bias = _finite("bias", _real_array("bias", bias, 1))
+        bias = validation.finite_array("bias", validation.array("bias", bias, 1))
         if bias.shape != (K,):
             raise ValueError(f"bias must have shape (K,) = ({K},) (K = rows of weight), got {bias.shape}")
-    labels = _real_array("labels", labels, 1)
+    labels = validation.array("labels", labels, 1)
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if spectra not in SPECTRA or isinstance(spectra, (int, float)) and not isinstance(spectra, bool):
@@ -1745,14 +1707,14 @@ def analyze(
         )
     M = 0
     if test_features is not None:
-        test_features = _real_array("test_features", test_features, 2)
+        test_features = validation.array("test_features", test_features, 2)
         M = test_features.shape[0]
         if M < 1 or test_features.shape[1] != d:
             raise ValueError(
                 f"test_features must have shape (M, d) with M >= 1 and d = {d} (columns of features), "
                 f"got {test_features.shape}"
             )
-        test_labels = _real_array("test_labels", test_labels, 1)
+        test_labels = validation.array("test_labels", test_labels, 1)
     # the checks of the setup (delta only with ls, ranges) are Problem's: before streaming
     setup, problem = {}, None
     if lam_W is not None and loss == "mse" and lam_b is None:
@@ -1765,7 +1727,7 @@ def analyze(
             "gamma": problem.gamma,
             "lam_W": problem.lam_W,
             "lam_H": problem.lam_H,
-            "lam_b": lam_b if lam_b is None else _number("lam_b", lam_b, 0.0, low_open=False),
+            "lam_b": lam_b if lam_b is None else validation.interval("lam_b", lam_b, 0.0, low_open=False),
         }
         if loss == "mse":
             setup.update(mse_kappa=problem.mse_kappa, mse_beta=problem.mse_beta)
@@ -1786,7 +1748,7 @@ def analyze(
     )
     spectra_info = _spectra_plan(N, d, K, spectra)
     generalized_plan = _generalized_plan(K, d, loss, restarts) if lam_W is not None and d < K else None
-    weight = _finite("weight", weight)
+    weight = validation.finite_array("weight", weight)
     labels = _labels(labels, N, K)
     if M:
         test_labels = _labels(test_labels, M, K, "test_labels", "test_features")

@@ -60,8 +60,8 @@ import numpy as np
 
 from theory import validation
 from ufm import _cache, _cli, _io, _memory, _prog
+from ufm._format import format_input, format_number
 from ufm._interrupt import exit_on_interrupt
-from ufm.compare import format_input
 
 PROG = "python -m ufm.md"
 _OUTER_HALVINGS = 64  # log-tau bracket <= ~750 wide: 750 / 2^64 ~ 4e-17
@@ -561,22 +561,26 @@ def _report_text(args, check, results, gamma) -> str:
         f"law of the clean features mu_r: {args.distribution}",
         "",
         "Assumption 4.2.3:",
-        f"  alpha0 = {format_input(args.alpha)} > 4 sqrt(lam_W lam_H) = {check.alpha_bound:.6g}: {check.alpha_ok}",
-        f"  gamma = ||H^CE|| / ||H^LS|| = {gamma:.10g}, C~ = C_MD / (sqrt(2) ||h1 - h2||_CE) = {check.c_tilde:.6g}",
-        f"  eta = {format_input(args.eta)} < (C~ (1 - 1/gamma))^2 = {check.eta_bound:.6g}: {check.eta_ok}",
+        f"  alpha0 = {format_input(args.alpha)} > 4 sqrt(lam_W lam_H) = {format_number(check.alpha_bound)}: "
+        f"{check.alpha_ok}",
+        f"  gamma = ||H^CE|| / ||H^LS|| = {format_number(gamma)}, C~ = C_MD / (sqrt(2) ||h1 - h2||_CE) = "
+        f"{format_number(check.c_tilde)}",
+        f"  eta = {format_input(args.eta)} < (C~ (1 - 1/gamma))^2 = {format_number(check.eta_bound)}: {check.eta_ok}",
         f"  inside the assumptions: {check.holds}",
         "",
-        f"{'':4s} {'alpha':>6s} {'r_max':>14s} {'r*':>14s} {'r*/||h1-h2||':>14s} {'memorization':>14s} "
+        f"{'':4s} {'alpha':>6s} {'r_max':>16s} {'r*':>16s} {'r*/||h1-h2||':>16s} {'memorization':>16s} "
         f"{'KKT res.':>9s} {'dR res.':>9s}  status",
     ]
     for name, res in results.items():
         numbers = (res.r_star, res.dilation, res.memorization, res.kkt_residual, res.derivative_residual)
         if not all(math.isfinite(x) for x in numbers):
-            lines.append(f"{name:4s} {format_input(res.alpha):>6s} {res.r_max:14.8g}  undefined: {res.message}")
+            shown = f"{name:4s} {format_input(res.alpha):>6s} {format_number(res.r_max):>16s}"
+            lines.append(f"{shown}  undefined: {res.message}")
             continue
         lines.append(
-            f"{name:4s} {format_input(res.alpha):>6s} {res.r_max:14.8g} {res.r_star:14.8g} {res.dilation:14.8g} "
-            f"{res.memorization:14.8g} {res.kkt_residual:9.1e} {res.derivative_residual:9.1e}  {res.status}"
+            f"{name:4s} {format_input(res.alpha):>6s} "
+            + " ".join(f"{format_number(x):>16s}" for x in (res.r_max, res.r_star, res.dilation, res.memorization))
+            + f" {res.kkt_residual:9.1e} {res.derivative_residual:9.1e}  {res.status}"
         )
     same = all(math.isclose(res.memorization, args.c_md * res.dilation, rel_tol=1e-9) for res in results.values())
     binds = ": it binds here, and with C_MD = 1 the two columns are equal" if args.c_md == 1 else ": it binds here"
@@ -596,8 +600,8 @@ def _report_text(args, check, results, gamma) -> str:
     holds = ce.dilation > ls.dilation
     lines += [
         "",
-        f"Theorem 4.3: r*_CE/||h1-h2||_CE = {ce.dilation:.8g} {'>' if holds else '<='} "
-        f"r*_LS/||h1-h2||_LS = {ls.dilation:.8g}: {'holds' if holds else 'FAILS'}"
+        f"Theorem 4.3: r*_CE/||h1-h2||_CE = {format_number(ce.dilation)} {'>' if holds else '<='} "
+        f"r*_LS/||h1-h2||_LS = {format_number(ls.dilation)}: {'holds' if holds else 'FAILS'}"
         + ("" if check.holds else " (outside Assumption 4.2)"),
     ]
     return "\n".join(lines)
@@ -634,11 +638,14 @@ def _main(argv) -> int:
             f"--M {validation.show(args.M)}",
         )
         configs = {
-            "CE": tmd.nc_configuration(args.M, args.lam_W, args.lam_H, 0.0),
-            "LS": tmd.nc_configuration(args.M, args.lam_W, args.lam_H, args.alpha),
+            "CE": tmd.nc_configuration(args.M, lam_W=args.lam_W, lam_H=args.lam_H, alpha=0.0),
+            "LS": tmd.nc_configuration(args.M, lam_W=args.lam_W, lam_H=args.lam_H, alpha=args.alpha),
         }
-        check = tmd.assumption_4_2(args.lam_W, args.lam_H, args.alpha, args.eta, args.c_md)
-        laws = {name: tmd.md_law(config, args.distribution, args.eta, args.c_md) for name, config in configs.items()}
+        check = tmd.assumption_4_2(lam_W=args.lam_W, lam_H=args.lam_H, alpha0=args.alpha, eta=args.eta, c_md=args.c_md)
+        laws = {
+            name: tmd.md_law(config, args.distribution, eta=args.eta, c_md=args.c_md)
+            for name, config in configs.items()
+        }
     except (ValueError, OverflowError, OSError) as error:
         parser.print_usage(sys.stderr)
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -478,7 +478,11 @@ def _prediction(problem):
 
     pred = predict(problem)
     classic = problem.loss in ("ce", "ls") and not problem.nonnegative
-    where = theory.phase(problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H) if classic else None
+    where = (
+        theory.phase(problem.K, problem.n, delta=problem.delta, lam_W=problem.lam_W, lam_H=problem.lam_H)
+        if classic
+        else None
+    )
     kappa = None if pred.collapsed or math.isnan(pred.kappa_W) else pred.kappa_W
     return {
         "c": where.c if classic else None,

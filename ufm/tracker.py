@@ -92,32 +92,22 @@ def as_numpy(name: str, value) -> np.ndarray:
 
 def checked_batch(features, labels, K: int, d: int | None) -> tuple[np.ndarray, np.ndarray]:
     """``(features as float64 (B, d), labels as int64 (B,))`` after the checks of :meth:`CollapseTracker.update`."""
-    X = as_numpy("features", features)
-    if X.dtype.kind not in "fiu":
-        raise ValueError(f"features must hold real numbers, got dtype {X.dtype}")
-    if X.ndim != 2 or (d is not None and X.shape[1] != d):
-        raise ValueError(f"features must have shape (B, d = {d if d is not None else 'any'}), got {X.shape}")
-    y = as_numpy("labels", labels)
-    if y.dtype.kind not in "fiu":
-        raise ValueError(f"labels must be integers, got dtype {y.dtype}")
+    shape = f"(B, d = {d if d is not None else 'any'})"
+    X = validation.array("features", as_numpy("features", features), 2, shape=shape)
+    if d is not None and X.shape[1] != d:
+        raise ValueError(f"features must have shape {shape}, got {X.shape}")
+    y = validation.array("labels", as_numpy("labels", labels), 1, shape="(B,)")
     if y.shape != (X.shape[0],):
         raise ValueError(f"labels must have shape (B,) = ({X.shape[0]},) (one per row of features), got {y.shape}")
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise ValueError(f"labels must be integers, got non-integer values of dtype {y.dtype}")
-    if y.size and (y.min() < 0 or y.max() >= K):
-        raise ValueError(f"labels must be in [0, K) = [0, {K}), got values in [{y.min()}, {y.max()}]")
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    if not np.all(np.isfinite(X)):
-        row = int(np.flatnonzero(~np.all(np.isfinite(X), axis=1))[0])
-        raise ValueError(f"features contains NaN or inf (first in row {row} of the batch)")
-    return X, y.astype(np.int64)
+    y = validation.class_labels("labels", y, K)
+    X = validation.finite_array("features", np.ascontiguousarray(X, dtype=np.float64))
+    return X, y
 
 
 def add_by_class(out: np.ndarray, X: np.ndarray, y: np.ndarray, present: np.ndarray | None = None) -> None:
     """``out[k] += sum of the rows of X with label k``: a sparse one-hot product over the classes ``present``
-    in ``y`` (sorted, ``np.unique(y)``), O(rows d) whatever K. Measured at 2048 x 512 rows, 2 shared cores:
-    0.5-0.8 ms for K = 10-100, against 1.4-4.4 ms for a dense ``(K x rows)`` one-hot GEMM."""
+    in ``y`` (sorted, ``np.unique(y)``), O(rows d) whatever K; cheaper than a dense ``(K x rows)`` one-hot
+    product (timings: docs/performance.md, the collapse tracker)."""
     import scipy.sparse  # on first use: scipy adds ~0.1 s to every command line's start-up
 
     present = np.unique(y) if present is None else present
@@ -135,8 +125,7 @@ class RowBuffer:
     """Checked float64 rows collected until ``rows`` are held, then handed to ``sink(X, y)`` in one block.
 
     Why: a training loop's batches (128 rows) make small BLAS calls whose fixed cost (threads woken and
-    joined) dominates, badly so on a busy machine: measured on 2 shared cores, 16 ``syrk`` of 128 x 512 rows
-    took 0.50 s and one of 2048 rows 0.11 s; 16 products (128 x 512) @ (512 x 100) 0.27 s, one 0.02 s.
+    joined) dominates, badly so on a busy machine (timings: docs/performance.md, the collapse tracker).
     The sums are the same, only grouped differently. A batch at least ``rows`` long that finds the buffer
     empty goes to ``sink`` directly (no copy).
     """
