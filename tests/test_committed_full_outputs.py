@@ -239,6 +239,13 @@ QUOTES: list[Quote] = [
         "4.2e-5",
         lambda: column(LAND, "first_error", case="mse (kappa=1, beta=1)").max(),
     ),
+    *(
+        Quote(
+            "the full run's 20 starts per γ at scale 0.01", "20", lambda c=case, f=f: f(LAND, case=c, init_scale=0.01)
+        )
+        for case in ("focal (gamma=2)", "focal (gamma=5)")
+        for f in (size, lambda path, **equal: count(path, "reached", **equal))
+    ),
     # 7. label noise
     Quote("gives dilations 0.9974–0.9997", "0.9974", lambda: _noisy_dilations().min()),
     Quote("gives dilations 0.9974–0.9997", "0.9997", lambda: _noisy_dilations().max()),
