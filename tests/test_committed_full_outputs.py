@@ -254,8 +254,11 @@ QUOTES: list[Quote] = [
     Quote("only by 5.0e-6 to 9.2e-5", "9.2e-5", lambda: _ce_minus_ls().max()),
     Quote("or 9.2e-5 (full)", "9.2e-5", lambda: _ce_minus_ls().max()),
     # 8. memorization-dilation model
-    Quote("58/58 map points", "58", lambda: count(MAP, "holds", inside=True)),
-    Quote("58/58 map points", "58", lambda: size(MAP, inside=True)),
+    Quote("58/58 inside map points", "58", lambda: count(MAP, "holds", inside=True)),
+    Quote("58/58 inside map points", "58", lambda: size(MAP, inside=True)),
+    Quote("ratio 1.14 at alpha0 = 0.01 to 1.95", "1.14", lambda: column(MAP, "ratio", inside=True).min()),
+    Quote("ratio 1.14 at alpha0 = 0.01 to 1.95", "1.95", lambda: column(MAP, "ratio", inside=True).max()),
+    Quote("ratio 1.21 at alpha0 = 0.02 to 1.95", "1.95", lambda: column(MD, "ratio", inside=True).max()),
     Quote("53/53 inside points", "53", lambda: count(MD, "holds", inside=True)),
     Quote("ratio 1.21 at alpha0 = 0.02", "1.21", lambda: column(MD, "ratio", inside=True).min()),
     Quote("on 224/230 outside points", "224", lambda: count(MAP, "holds", inside=False)),
