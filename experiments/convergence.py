@@ -128,7 +128,12 @@ def body(args, outputs):
         counts = ", ".join(f"{tol:g}: {e[f'iterations_logit_{tol:g}']}" for tol in LOGIT_TOLERANCES)
         print(
             f"delta={e['delta']:<6g} K p_t={e['K_p_t']:.3f}  iterations to logit error {counts}; "
-            f"training error 0 from iteration {e['iterations_train_error_0']}"
+            + (
+                f"training error 0 from iteration {e['iterations_train_error_0']}"
+                if e["iterations_train_error_0"] is not None
+                else f"training error not 0 within the first {EVERY} iterations, 0 at the recorded iteration "
+                f"{first_below([c for c in curves if c['delta'] == e['delta']], 'train_error', 0.0)}"
+            )
         )
 
 

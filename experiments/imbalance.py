@@ -320,8 +320,11 @@ def body(args, outputs):
         print(
             f"K_A={row['K_A']} K_B={row['K_B']} lam={row['lam']:g} {row['loss']} delta={row['delta']:g}: "
             f"R* = {row['R_star']:.7f} (closed form {row['R_star_closed_form']:.7f}, difference "
-            f"{row['R_star_minus_closed_form']:+.1e}, width {row['R_star_width']:.1e}; extrapolated "
-            f"{row['R_ext']:.5f}), minority w = 0 from R_0 = {row['R_zero']:.4g}"
+            f"{row['R_star_minus_closed_form']:+.1e}, width {row['R_star_width']:.1e}; "
+            + (f"extrapolated {row['R_ext']:.5f}" if np.isfinite(row["R_ext"]) else "no extrapolation")
+            + "), minority w = 0 "
+            + (f"from R_0 = {row['R_zero']:.4g}" if np.isfinite(row["R_zero"]) else "at no R of the grid")
+            + ("" if row["status"] == "converged" else f"; status {row['status']}")
         )
     for row in seli_rows:
         if row["lam"] == min(seli_lams):

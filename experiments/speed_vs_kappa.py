@@ -150,6 +150,17 @@ NAMES = {
 #: a quantity that varies by less than this (max / min - 1) within every lam cannot explain anything at
 #: fixed lam: its fixed-lam fit is not made (a slope over a nearly constant regressor is noise / its range)
 MIN_RANGE = 0.01
+#: a fixed-lam fit whose R^2 is below this explains (almost) none of the variation: its slope's sign is not
+#: read as a direction ("wrong sign"), the summary says there is no relation instead
+MIN_R2 = 0.05
+
+
+def sign_note(f: dict) -> str:
+    """How the fixed-lam slope of fit ``f`` reads: "none" (R^2 below :data:`MIN_R2`), "wrong" (negative: a
+    smaller quantity goes with more iterations) or "right"."""
+    if f["r2_within_lam"] < MIN_R2:
+        return "none"
+    return "wrong" if f["slope_within_lam"] < 0 else "right"
 
 
 def within_range(values, groups) -> float:
@@ -195,7 +206,9 @@ def describe(f: dict) -> str:
             f"(a fit needs {100 * MIN_RANGE:g} %)"
         )
     line += f"slope {f['slope_within_lam']:+.3f}, R^2 {f['r2_within_lam']:.3f}"
-    if f["slope_within_lam"] < 0:
+    if sign_note(f) == "none":
+        line += f" (no relation at fixed lam: R^2 below {MIN_R2:g})"
+    elif sign_note(f) == "wrong":
         line += (
             f" (negative: at fixed lam a smaller {name} goes with more iterations, the opposite of "
             f"'smaller kappa, faster'; over a {100 * f['range_within_lam']:.0f} % range of {name} the iterations "
@@ -250,7 +263,8 @@ def plot(rows, fits, K: int, n: int, deltas, lams):
         else:
             within = (
                 f"at fixed $\\lambda$: {grad['r2_within_lam']:.2f} / {logit['r2_within_lam']:.2f}, "
-                f"slope {grad['slope_within_lam']:+.2f}" + (" (wrong sign)" if grad["slope_within_lam"] < 0 else "")
+                f"slope {grad['slope_within_lam']:+.2f}"
+                + {"none": " (no relation)", "wrong": " (wrong sign)", "right": ""}[sign_note(grad)]
             )
         label = SYMBOLS[q] + (r" $= \kappa_H$" if q == "kappa_W_reg" and same_blocks else "")
         ax.set(
