@@ -61,8 +61,8 @@ def column(path: str, name: str, where: Callable[[dict[str, str]], bool] | None 
     return np.array([float(r[name]) for r in rows(path, where, **equal)])
 
 
-def one(path: str, name: str, **equal) -> float:
-    values = column(path, name, **equal)
+def one(path: str, name: str, where: Callable[[dict[str, str]], bool] | None = None, **equal) -> float:
+    values = column(path, name, where, **equal)
     assert values.size == 1, f"{path}: {values.size} rows with {equal}, expected one"
     return float(values[0])
 
@@ -91,6 +91,7 @@ class Quote(NamedTuple):
 
 
 NVD = "norms_vs_delta_full/norms_vs_delta.csv"
+PHASE = "phase_diagram_full/phase_diagram.csv"
 B6 = "B.6: lam_W=1e-3, lam_H=1e-6, lam_b=1e-2, n=1000"
 CONV = "convergence_full/convergence.csv"
 FIRST = "convergence_full/first_iterations.csv"
@@ -153,6 +154,16 @@ def _seli(name: str, sizes: tuple[str, ...], low: float = 1e-6, high: float = 1e
 IMBALANCED = ("20-20-4-4", "20-20-1-1")
 BALANCED = ("20-20-20-20",)
 SELI_COLUMNS = ("seli_logits", "seli_WW", "seli_HH")
+
+
+def _bisected(r: dict[str, str]) -> bool:
+    """A row whose R* was bisected (width > 0; R* = 1 rows have width 0)."""
+    return float(r["R_star_width"]) > 0
+
+
+def _md_ratio(alpha0: float, eta: float) -> float:
+    """The ratio of md_model.csv's two-point row at ``alpha0`` whose eta is ``eta`` to 2 digits."""
+    return one(MD, "ratio", lambda r: abs(float(r["eta"]) - eta) < 5e-4, alpha0=alpha0, law="two-point")
 
 
 def _r_star(K_A: int, K_B: int, delta: float, lam: float) -> float:
@@ -220,6 +231,16 @@ QUOTES: list[Quote] = [
         "1.1e-8",
         lambda: column("phase_diagram_full/phase_diagram.csv", "error").max(),
     ),
+    Quote(
+        "its four points 1.2e-9 … 1.1e-8; elsewhere ≤ 2.1e-12",
+        "1.2e-9",
+        lambda: column(PHASE, "error", lambda r: abs(float(r["c"]) - 1) < 1e-9).min(),
+    ),
+    Quote(
+        "its four points 1.2e-9 … 1.1e-8; elsewhere ≤ 2.1e-12",
+        "2.1e-12",
+        lambda: column(PHASE, "error", lambda r: abs(float(r["c"]) - 1) >= 1e-9).max(),
+    ),
     # 6. landscape
     Quote("worst relative error 1.2e-9 (CE)", "1.2e-9", lambda: column(LAND, "worst_error", case="ce").max()),
     Quote("1.8e-9 (LS)", "1.8e-9", lambda: column(LAND, "worst_error", case="ls (delta=0.1)").max()),
@@ -270,7 +291,20 @@ QUOTES: list[Quote] = [
     Quote("(all six alpha0; ratio 0.89–0.99)", "0.99", lambda: column(MAP, "ratio", eta=0.9, c_md=1.0).max()),
     Quote("0.21–0.41 for LS", "0.21", lambda: column(MAP, "r_over_rmax_ls", eta=0.9, c_md=1.0).min()),
     Quote("0.21–0.41 for LS", "0.41", lambda: column(MAP, "r_over_rmax_ls", eta=0.9, c_md=1.0).max()),
+    Quote("1.200 → 1.205 at alpha0 = 0.02", "1.200", lambda: _md_ratio(0.02, 0.014)),
+    Quote("1.200 → 1.205 at alpha0 = 0.02", "1.205", lambda: _md_ratio(0.02, 0.021)),
+    Quote("1.327 → 1.331 at 0.05", "1.327", lambda: _md_ratio(0.05, 0.014)),
+    Quote("1.327 → 1.331 at 0.05", "1.331", lambda: _md_ratio(0.05, 0.021)),
+    Quote("all 57 of its points outside the eta bound hold", "57", lambda: count(MD, "holds", inside=False)),
+    Quote("all 57 of its points outside the eta bound hold", "57", lambda: size(MD, inside=False)),
     # 11. imbalance
+    Quote(
+        "at most 0.48 of the width",
+        "0.48",
+        lambda: max(
+            np.abs(column(IMB, "R_star_minus_closed_form", _bisected)) / column(IMB, "R_star_width", _bisected)
+        ),
+    ),
     Quote("|difference| ≤ 4.7e-7", "4.7e-7", lambda: np.abs(column(IMB, "R_star_minus_closed_form")).max()),
     Quote(
         "within 1.3e-4 in the full run",
