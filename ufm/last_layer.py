@@ -957,9 +957,10 @@ class _Pass:
         if self.exponent is None or e > self.exponent:
             self.exponent = e
 
-    def add(self, lo: int, hi: int, X: np.ndarray, y: np.ndarray, owned: bool) -> None:
-        """Rows ``lo:hi`` (``X`` float64, ``owned``: a copy that may be overwritten; labels ``y``); NaN or inf
-        refused naming the row."""
+    def add(self, lo: int, hi: int, X: np.ndarray, y: np.ndarray, source) -> None:
+        """Rows ``lo:hi`` (``X`` float64, labels ``y``) of ``source`` (the features: the classifier's exact
+        decisions read their rows again from it when ``X`` was a copy, scaled in place); NaN or inf refused
+        naming the row."""
         from scipy.linalg.blas import dsyrk  # on first use: scipy adds ~0.1 s to every command line's start-up
 
         K = self.counts.size
@@ -967,6 +968,7 @@ class _Pass:
         chunk_counts = np.bincount(y, minlength=K)
         self.counts += chunk_counts
         exponent = self.exponent or 0
+        owned = not np.may_share_memory(X, source)
         Xs = _times_power(X, -exponent) if owned else _scaled(X, exponent)
         new = np.flatnonzero((chunk_counts > 0) & ~self.seen)
         if new.size:  # reference points: the class's mean in this chunk
@@ -985,8 +987,8 @@ class _Pass:
         row_squares = np.einsum("ij,ij->i", D, D)
         del D
         self.squares += np.bincount(y, weights=row_squares, minlength=K)
-        if self.certificate is None:
-            self.predicted[lo:hi] = self.classifier.argmax(Xs)
+        if self.certificate is None:  # the scores' bias makes the decisions depend on the scale: the rows as given
+            self.predicted[lo:hi] = self.classifier.argmax(np.asarray(source[lo:hi], np.float64) if owned else X)
             return
         radius = np.sqrt(row_squares)
         sure = self.certificate.certified(radius, y)
@@ -994,7 +996,9 @@ class _Pass:
         decided[sure] = y[sure]
         if not sure.all():
             unsure = np.flatnonzero(~sure)
-            decided[unsure] = self.classifier.argmax(Xs[unsure])
+            decided[unsure] = self.classifier.argmax(
+                np.asarray(source[lo + unsure] if owned else X[unsure], np.float64)
+            )
         upper = radius.astype(np.float32)
         low = upper < radius
         upper[low] = np.nextafter(upper[low], np.float32(np.inf))
@@ -1049,7 +1053,7 @@ def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
     pilot = _pilot(features, labels, chunk, PILOT_ROWS_PER_CLASS * K, K) if certify else None
     state = _Pass(N, d, weight, bias, certify, pilot)
     for lo, hi, X, y in _rows(features, chunk, None, labels):  # NaN / inf refused by add
-        state.add(lo, hi, X, y, owned=not np.may_share_memory(X, features))
+        state.add(lo, hi, X, y, features)
     counts, exponent = state.counts, state.exponent or 0
     if np.any(counts == 0):
         raise ValueError(
