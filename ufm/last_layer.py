@@ -695,6 +695,14 @@ def _add_by_class(out: np.ndarray, X: np.ndarray, y: np.ndarray) -> None:
 FEW_ROWS = 16
 
 
+def _add_gram(out: np.ndarray, D: np.ndarray) -> None:
+    """``out += D^T D`` (``D: (rows, d)``). numpy's product of an array with its own transpose is BLAS syrk (half
+    the flops of a product) and releases the GIL, so a signal's watcher thread (:mod:`ufm._interrupt`) acts
+    while it runs; scipy's ``dsyrk`` wrapper holds the GIL for the whole call (a large chunk's product delayed
+    a Ctrl-C by seconds)."""
+    out += D.T @ D
+
+
 class _Scores:
     """``argmax_k (x . a_k + c_k)`` for rows x of a chunk, as float64 arithmetic decides it, at float32
     speed, for finite numbers of any magnitude.
@@ -935,7 +943,8 @@ class _Pass:
         self.exponent: int | None = None
         self.sums = np.zeros((K, d))  # sum of x - c_y
         self.squares = np.zeros(K)  # sum of ||x - c_y||^2
-        self.scatter = np.zeros((d, d), order="F")  # upper triangle of sum (x - c_y)(x - c_y)^T
+        self.scatter = np.zeros((d, d))  # sum (x - c_y)(x - c_y)^T
+        self.buffer = np.empty((0, d))  # a chunk's x - c_y, reused
         self.predicted = np.empty(N, class_dtype(K))
         self.classifier = _Scores(weight, bias)
         self.certificate = _Certified(weight, bias) if certify else None
@@ -961,8 +970,6 @@ class _Pass:
         """Rows ``lo:hi`` (``X`` float64, labels ``y``) of ``source`` (the features: the classifier's exact
         decisions read their rows again from it when ``X`` was a copy, scaled in place); NaN or inf refused
         naming the row."""
-        from scipy.linalg.blas import dsyrk  # on first use: scipy adds ~0.1 s to every command line's start-up
-
         K = self.counts.size
         self._grow(_finite_exponent(X, "features", lo))
         chunk_counts = np.bincount(y, minlength=K)
@@ -980,9 +987,11 @@ class _Pass:
             del part
             if self.certificate is not None:
                 self.certificate.add(new, self.refs[new], exponent)
-        D = self.refs[y]
+        if self.buffer.shape[0] < y.size:
+            self.buffer = np.empty((y.size, Xs.shape[1]))
+        D = np.take(self.refs, y, axis=0, out=self.buffer[: y.size], mode="clip")  # labels checked: no clipping
         np.subtract(Xs, D, out=D)
-        self.scatter = dsyrk(1.0, D.T, beta=1.0, c=self.scatter, trans=0, lower=0, overwrite_c=1)
+        _add_gram(self.scatter, D)
         _add_by_class(self.sums, D, y)
         row_squares = np.einsum("ij,ij->i", D, D)
         del D
@@ -1009,14 +1018,12 @@ class _Pass:
 def _second_pass(features, labels, chunk, means, global_mean, exponent, predicted, rows, nearest_mean, scatter: bool):
     """The pass over the rows again with the final class means: the nearest-mean decisions of the rows selected
     by ``rows`` (a boolean (N,) mask, or None for all; without ``scatter``, only the selected rows are read)
-    and, with ``scatter``, the upper triangle of the within-class scatter and the squared distances about the
+    and, with ``scatter``, the within-class scatter and the squared distances about the
     final means (exact near collapse). Returns ``(scatter, squares, agree, ncc_correct)`` (the first two zero
     without ``scatter``; the counts over the selected rows)."""
-    from scipy.linalg.blas import dsyrk  # on first use: scipy adds ~0.1 s to every command line's start-up
-
     N, d = features.shape
     K = means.shape[0]
-    out, squared = np.zeros((d, d), order="F"), np.zeros(K)  # with scatter
+    out, squared = np.zeros((d, d)), np.zeros(K)  # with scatter
     agree = ncc_correct = 0
     if rows is not None and not scatter:  # only the selected rows are read (a map's pages around them)
         index = np.flatnonzero(rows)
@@ -1035,7 +1042,7 @@ def _second_pass(features, labels, chunk, means, global_mean, exponent, predicte
         if scatter:
             D = means[y]
             np.subtract(Xs, D, out=D)
-            out = dsyrk(1.0, D.T, beta=1.0, c=out, trans=0, lower=0, overwrite_c=1)
+            _add_gram(out, D)
             squared += np.bincount(y, weights=np.einsum("ij,ij->i", D, D), minlength=K)
             del D
         pick = np.arange(hi - lo) if rows is None else np.flatnonzero(rows[lo:hi])
@@ -1130,8 +1137,6 @@ def _per_sample_loss(Z, y, loss, delta=0.0, gamma=0.0, mse_kappa=1.0, mse_beta=1
 
 def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: dict) -> dict:
     """The test set against the training class means and classifier (module docstring), in chunks."""
-    from scipy.linalg.blas import dsyrk as _syrk  # on first use: scipy adds ~0.1 s to every command line's start-up
-
     M, d = features.shape
     K = weight.shape[0]
     basis = _pinv_basis(mo.centred)  # the training class means (scaled, as every number below)
@@ -1159,12 +1164,12 @@ def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: di
             D = Xs - mo.means[y]
         for group, rows in zip(groups, (right, ~right), strict=True):
             if rows.any():
-                scatter[group] = _syrk(1.0, D[rows].T, beta=1.0, c=scatter[group], trans=0, lower=0, overwrite_c=1)
+                _add_gram(scatter[group], D[rows])
                 sums[group] += (rows.sum(), losses[rows].sum(), entropy[rows].sum())
         if (~right).any():  # misclassified samples around the mean of the class they were assigned to
             with np.errstate(over="ignore", invalid="ignore"):
                 E = Xs[~right] - mo.means[predicted[~right]]
-            to_predicted = _syrk(1.0, E.T, beta=1.0, c=to_predicted, trans=0, lower=0, overwrite_c=1)
+            _add_gram(to_predicted, E)
         with np.errstate(over="ignore", invalid="ignore"):
             centred_rows = Xs - mo.global_mean
         if np.all(np.isfinite(centred_rows)):
