@@ -19,11 +19,12 @@
   predictions (added to the extrapolation).
 
 The floor (``--skip-floor`` leaves it out): a plain numpy single pass over the same ImageNet-size file in
-the same kind of child process, right before and after the project's run (the load of a shared machine
-changes between runs; both are printed with the load average): per-class sums by a sparse indicator product,
-the float64 Gram ``X^T X`` of 65,536-row chunks, NC1 from the two (the Gram minus ``n_k m_k m_k^T``, which
-loses digits near collapse; the project centres every row). The ratio project / floor is printed (target
-<= 1.2), and the machine line.
+the same kind of child process, alternating with the project's runs (``--repeats`` project runs, each
+between two floor runs: the load of a shared machine changes between runs; every run is printed with its
+wall and CPU seconds and the load average, and the fastest of each kind are compared): per-class sums by a
+sparse indicator product, the float64 Gram ``X^T X`` of 65,536-row chunks, NC1 from the two (the Gram
+minus ``n_k m_k m_k^T``, which loses digits near collapse; the project centres every row). The ratio project /
+floor is printed (target <= 1.2), and the machine line.
 
 NC1 near collapse: N = 200,000, d = 64, K = 10, features at NC1 ~ 1e-6 (class means offset from the origin,
 as post-ReLU features are), memory-mapped float32 ``.npy`` through the command line, against an in-memory
@@ -118,6 +119,12 @@ def _timed(module, names) -> dict:
     return seconds
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process so far, every thread (BLAS's included), user and system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _cli(argv, out: str) -> tuple[float, dict]:
     """``python -m ufm.analyze argv --json out`` in this process: (seconds, the measured values)."""
     from ufm.analyze import main
@@ -193,11 +200,11 @@ def child(case: str, folder: str, N: int | None = None) -> None:
     N = N or N0
     if case == "floor":  # the file and labels written by the parent
         labels = np.load(os.path.join(folder, "labels.npy"))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         nc1 = floor_pass(os.path.join(folder, "features.npy"), labels, K)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        print(json.dumps({"seconds": seconds, "rss_gib": rss, "nc1": nc1, "load": os.getloadavg()[0]}))
+        print(json.dumps({"seconds": seconds, "cpu": cpu, "rss_gib": rss, "nc1": nc1, "load": os.getloadavg()[0]}))
         return
     if case == "collapse":
         features, labels, weight = _collapse_features()
@@ -246,10 +253,14 @@ def child(case: str, folder: str, N: int | None = None) -> None:
         paths = {key: os.path.join(folder, f"{key}.npy") for key in ("labels", "weight", "bias")}  # the parent's
         out = os.path.join(folder, "imagenet.json")
         argv = ["--features", os.path.join(folder, "features.npy")] + [f"--{k}={path}" for k, path in paths.items()]
+        cpu = _cpu_seconds()
         seconds, measured = _cli(argv, out)
+        cpu = _cpu_seconds() - cpu
         nc1, accuracy = measured["nc1"], measured["accuracy"]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     record = {"seconds": seconds, "rss_gib": rss, "nc1": nc1, "accuracy": accuracy, "load": os.getloadavg()[0]}
+    if case == "imagenet":
+        record["cpu"] = cpu
     print(json.dumps(record))
 
 
@@ -273,6 +284,7 @@ def main() -> None:
     parser.add_argument("--large-k", action="store_true", help="also K = 50,257, d = 768 (float32 and float16 maps)")
     parser.add_argument("--large-k-only", action="store_true", help="only the large-K cases")
     parser.add_argument("--large-k-n", type=int, default=0, help="samples of the large-K cases (default 65,536)")
+    parser.add_argument("--repeats", type=int, default=2, help="project runs, each between two floor runs")
     parser.add_argument("--keep", default=None, help="folder of the ImageNet-size files: reused if there, kept")
     parser.add_argument("--child", choices=tuple(SIZES), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--large-k-shape", type=int, nargs=2, default=None, help=argparse.SUPPRESS)  # d K: smoke test
@@ -336,23 +348,33 @@ def _imagenet(args) -> list:
             size = os.path.getsize(os.path.join(folder, "features.npy")) / 1e9
             print(f"wrote {size:.2f} GB of float32 features in {written:.1f} s")
             del labels, centres
-        runs = [_run_child(case, folder) for case in ("floor", "imagenet", "floor")]
+        cases = ["floor", "imagenet"] * args.repeats + ["floor"]
+        runs = [(case, _run_child(case, folder)) for case in cases]
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-    before, project, after = runs
-    floor = min(before["seconds"], after["seconds"])
-    size = f"{N:,} x {d}, K = {K:,}"
+    for case, run in runs:
+        print(
+            f"  {'project' if case == 'imagenet' else 'floor':7s} {run['seconds']:7.1f} s wall, "
+            f"{run['cpu']:7.1f} s CPU, "
+            f"load {run['load']:.1f}, peak RSS {run['rss_gib']:.2f} GiB, nc1 {run['nc1']!r}"
+        )
+    best = {
+        case: min((run for c, run in runs if c == case), key=lambda run: run["seconds"])
+        for case in ("floor", "imagenet")
+    }
+    floor, project = best["floor"], best["imagenet"]
+    cpu = min(run["cpu"] for c, run in runs if c == "imagenet") / min(run["cpu"] for c, run in runs if c == "floor")
     print(
-        f"ImageNet size: floor {before['seconds']:.1f} s (load {before['load']:.1f}), project "
-        f"{project['seconds']:.1f} s (load {project['load']:.1f}), floor {after['seconds']:.1f} s "
-        f"(load {after['load']:.1f}); project / faster floor = {project['seconds'] / floor:.2f} (target <= 1.2)"
+        f"ImageNet size, the fastest of each: project / floor = {project['seconds'] / floor['seconds']:.2f} wall "
+        f"(target <= 1.2), {cpu:.2f} in CPU seconds (steadier under a shared machine's load)"
     )
+    size = f"{N:,} x {d}, K = {K:,}"
     return [
         ["ImageNet (memory-mapped .npy, CLI)", size, project["seconds"], "< 1.2 floor", project["rss_gib"], "< 2"]
         + [project["nc1"]],
-        ["  numpy floor (single pass, faster run)", size, floor, "-", before["rss_gib"], "-", before["nc1"]],
-        ["  ratio project / floor", "", project["seconds"] / floor, "<= 1.2", "-", "-", "-"],
+        ["  numpy floor (single pass)", size, floor["seconds"], "-", floor["rss_gib"], "-", floor["nc1"]],
+        ["  ratio project / floor", "", project["seconds"] / floor["seconds"], "<= 1.2", "-", "-", "-"],
     ]
 
 
