@@ -15,18 +15,30 @@ package never imports the CLI module (``python -m`` would otherwise run it twice
 module, once imported, replaces the package attribute with itself made callable (as
 :mod:`ufm.solve` does), so ``ufm.analyze(...)`` calls this function either way.
 
-Streaming: two passes over chunks of rows (``chunk_size`` rows at a time, float64 copies of
-one chunk only; float32/float16/integer input is accumulated in float64). Pass 1: exact
-per-class counts and sums, the classifier's predictions, finiteness. Pass 2, with the class
-means known: the within-class scatter ``sum_i (h_i - hbar_y)(h_i - hbar_y)^T`` (centred, so
-no cancellation near collapse), per-class variances and the nearest-class-mean predictions.
-The two K-wide products (logits, nearest-mean scores) run in float32 BLAS and every row whose
-top two scores are within a rounding bound is recomputed in float64 (``_Scores``), so the
-predictions are float64's. A memory-mapped array (``np.load(..., mmap_mode="r")``, C- or Fortran-ordered)
-is read chunk by chunk and each chunk's pages are handed back to the kernel after use, so resident memory
-stays at one chunk. Labels are checked in chunks and never widened (a memory-mapped int8 file stays one).
-The memory all this needs (:func:`memory_bytes`: a chunk, the K x d arrays, the tiles, the N predictions)
-is estimated from the shapes before anything is converted, and refused when it does not fit.
+Streaming: one pass over chunks of rows (``chunk_size`` rows at a time, float64 copies of one chunk only;
+float32/float16/integer input is accumulated in float64), about a reference point per class (the class
+means of a first look at ``PILOT_ROWS_PER_CLASS`` K rows, :func:`_pilot`; a class first seen later: its mean
+in that chunk): exact per-class counts, the sums of ``x - c_y``, of their squares and their outer products
+(the within-class scatter about the references, BLAS syrk), finiteness. The scatter about the class means is
+then that minus ``n_k (hbar_k - c_k)(hbar_k - c_k)^T`` per class: with a reference drawn from the class
+itself the two parts cancel by about one bit, so the result stays exact near collapse; a class whose
+distances cancel by more than :data:`CANCELLATION` has the scatter recomputed about the final means in a
+second pass (the old way). The classifier's decisions (``argmax_k z_ik``) and the nearest-mean decisions
+are certified without the K-wide products for the rows inside a ball around their class's reference that
+lies in the class's decision region (:class:`_Certified`, :func:`_nearest_thresholds`: the distance to the
+nearest tie hyperplane, rounding bounded, a relative slack of :data:`CERTIFY_SLACK`); the other rows take
+the exact products: the classifier's in the pass, the nearest mean's in a second look at those rows only
+(a memory map's pages around them read again). The K-wide products (logits, nearest-mean scores) run in
+float32 BLAS and every row whose top two scores are within a rounding bound is recomputed in float64
+(``_Scores``), so the predictions are float64's. Certificates are used when the classes have
+:data:`CERTIFY_ROWS_PER_CLASS` rows on average; otherwise every decision is a product and the nearest-mean
+ones take a second pass over all rows. The scatter's products release the GIL (numpy, not scipy's wrapper),
+so SIGINT / SIGTERM act within a chunk (:mod:`ufm._interrupt`). A memory-mapped array (``np.load(...,
+mmap_mode="r")``, C- or Fortran-ordered) is read chunk by chunk and each chunk's pages are handed back to
+the kernel after use, so resident memory stays at one chunk. Labels are checked in chunks and never widened
+(a memory-mapped int8 file stays one). The memory all this needs (:func:`memory_bytes`: a chunk, the K x d
+arrays, the tiles, the N predictions and per-row distances) is estimated from the shapes before anything is
+converted, and refused when it does not fit.
 
 Scale: every sum is taken in a scaled form, exactly: the features are divided by their largest
 magnitude's power of two (kept as a running exponent over the chunks), the classifier and each row of a
@@ -684,10 +696,12 @@ def _tiles(count: int, width: int):
 
 
 def _add_by_class(out: np.ndarray, X: np.ndarray, y: np.ndarray) -> None:
-    """``out[k] += sum of the rows of X with label k``: a sparse (K x rows) one-hot product, O(rows d)."""
+    """``out[k] += sum of the rows of X with label k``: a sparse (K x rows) one-hot product, O(rows d). Built in
+    compressed-column form directly (column i holds a 1 in row y_i): no sorting or conversion of coordinates."""
     import scipy.sparse  # on first use: scipy adds ~0.1 s to every command line's start-up
 
-    onehot = scipy.sparse.csr_matrix((np.ones(y.size), (y, np.arange(y.size))), shape=(out.shape[0], y.size))
+    columns = np.arange(y.size + 1)
+    onehot = scipy.sparse.csc_matrix((np.ones(y.size), y, columns), shape=(out.shape[0], y.size))
     out += onehot @ X
 
 
@@ -1227,17 +1241,23 @@ def _pinv_basis(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (``lambda_j = s_j^2 / K``): O(d K min(d, K)) instead of a d x d eigendecomposition. Many classes
     (``K > d``, ``K d > SVD_ENTRIES``): from the SVD of the ``d x d`` triangle R of a QR of ``centred``
     built tile by tile (``Hbar = R^T Q^T``: the same singular values, Hbar's left singular vectors are R's
-    right ones), so no ``d x K`` factor is held."""
+    right ones), so no ``d x K`` factor is held. Between (``d < K``, ``K d <= SVD_ENTRIES``): the eigenpairs of
+    the d x d matrix ``Hbar Hbar^T`` itself, as the pinv does (a tenth of the SVD's time at d = 512, K = 1,000,
+    whose many small BLAS calls took seconds on a loaded 2-core machine; eigenvalues to ``eps`` of the largest,
+    so NC1 to about ``eps`` times Sigma_B's condition number)."""
     K, d = centred.shape
     if K > d and K * d > SVD_ENTRIES:
         R: np.ndarray = np.zeros((0, d))
         for lo, hi in _tiles(K, d):
             R = np.asarray(np.linalg.qr(np.vstack([R, centred[lo:hi]]), mode="r"))
         _, s, Vt = np.linalg.svd(R)
-        U = Vt.T
+        U, squares = Vt.T, s**2
+    elif K > d:
+        squares, U = np.linalg.eigh(centred.T @ centred)
     else:
         U, s, _ = np.linalg.svd(centred.T, full_matrices=False)
-    lam = s**2 / K
+        squares = s**2
+    lam = squares / K
     keep = lam > 10.0 * d * np.finfo(np.float64).eps * lam.max() if lam.size and lam.max() > 0 else lam > 0
     return U[:, keep], lam[keep]
 
