@@ -18,6 +18,20 @@
   them (labelled so in the table); peak RSS does not grow with N beyond the N one-byte-or-two
   predictions (added to the extrapolation).
 
+The floor (``--skip-floor`` leaves it out): a plain numpy single pass over the same ImageNet-size file in
+the same kind of child process, alternating with the project's runs (``--repeats`` project runs, each
+between two floor runs: the load of a shared machine changes between runs; every run is printed with its
+wall and CPU seconds and the load average, and the fastest of each kind are compared): per-class sums by a
+sparse indicator product, the float64 Gram ``X^T X`` of 65,536-row chunks, NC1 from the two (the Gram
+minus ``n_k m_k m_k^T``, which loses digits near collapse; the project centres every row). The ratio project /
+floor is printed (target <= 1.2), and the machine line.
+
+NC1 near collapse: N = 200,000, d = 64, K = 10, features at NC1 ~ 1e-6 (class means offset from the origin,
+as post-ReLU features are), memory-mapped float32 ``.npy`` through the command line, against an in-memory
+float64 two-pass computation (class means, then the centred rows' scatter; the pseudo-inverse with the
+cutoff of :func:`ufm.metrics.nc1`): target relative difference <= 1e-9. The floor's single-pass NC1 of the
+same data is printed beside it.
+
 Each case runs in a child process of its own, so its peak RSS (``ru_maxrss``, JAX and numpy
 included) is its own. Features are synthetic: class means plus Gaussian noise.
 """
@@ -42,7 +56,17 @@ import numpy as np  # noqa: E402
 
 from benchmarks._common import machine, print_table  # noqa: E402
 
-SIZES = {"cifar100": (50_000, 512, 100), "imagenet": (1_281_167, 512, 1_000), "largek": (65_536, 768, 50_257)}
+SIZES = {
+    "cifar100": (50_000, 512, 100),
+    "imagenet": (1_281_167, 512, 1_000),
+    "largek": (65_536, 768, 50_257),
+    "floor": (1_281_167, 512, 1_000),
+    "collapse": (200_000, 64, 10),
+}
+#: rows per chunk of the floor's single pass (as measured in issue 30)
+FLOOR_BLOCK = 65_536
+#: NC1 of the near-collapse case, and the relative agreement with the in-memory float64 value asked of it
+COLLAPSE_NC1, COLLAPSE_RTOL = 1e-6, 1e-9
 LARGE_K_TARGET_N = 10_000_000
 
 
@@ -95,6 +119,12 @@ def _timed(module, names) -> dict:
     return seconds
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process so far, every thread (BLAS's included), user and system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _cli(argv, out: str) -> tuple[float, dict]:
     """``python -m ufm.analyze argv --json out`` in this process: (seconds, the measured values)."""
     from ufm.analyze import main
@@ -108,10 +138,91 @@ def _cli(argv, out: str) -> tuple[float, dict]:
         return seconds, json.load(handle)["measured"]
 
 
+def floor_pass(path: str, labels: np.ndarray, K: int, block: int = FLOOR_BLOCK) -> float:
+    """NC1 of the memory-mapped ``(N, d)`` features at ``path`` by a plain numpy single pass: per-class sums by
+    a sparse indicator product and the float64 Gram of ``block``-row chunks, then ``Sigma_W = (X^T X -
+    sum_k n_k m_k m_k^T) / N`` and ``Sigma_B`` of the centred class means; pinv as :func:`ufm.metrics.nc1`."""
+    import scipy.sparse
+
+    features = np.load(path, mmap_mode="r")
+    N, d = features.shape
+    sums, gram = np.zeros((K, d)), np.zeros((d, d))
+    for lo in range(0, N, block):
+        X = np.asarray(features[lo : lo + block], np.float64)
+        y = labels[lo : lo + block]
+        indicator = scipy.sparse.csr_matrix((np.ones(y.size), (y, np.arange(y.size))), shape=(K, y.size))
+        sums += indicator @ X
+        gram += X.T @ X
+    counts = np.bincount(labels, minlength=K)
+    means = sums / counts[:, None]
+    sigma_w = (gram - (means.T * counts) @ means) / N
+    return _nc1(sigma_w, means - sums.sum(axis=0) / N)
+
+
+def _nc1(sigma_w: np.ndarray, centred: np.ndarray) -> float:
+    """``trace(Sigma_W Sigma_B^+) / K``, ``Sigma_B = centred^T centred / K``, eigenvalues above ``10 d eps`` of the
+    largest kept (the cutoff of :func:`ufm.metrics.nc1`)."""
+    K, d = centred.shape
+    lam, U = np.linalg.eigh(centred.T @ centred / K)
+    keep = lam > 10 * d * np.finfo(np.float64).eps * lam.max()
+    return float(np.sum(np.sum(U[:, keep] * (sigma_w @ U[:, keep]), axis=0) / lam[keep]) / K)
+
+
+def _collapse_features(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The near-collapse case: float32 features at NC1 ~ :data:`COLLAPSE_NC1`, class means offset from 0; the
+    labels; the centred class means (the classifier: self-dual, as at collapse)."""
+    N, d, K = SIZES["collapse"]
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(N) % K)
+    centres = 4.0 + rng.normal(size=(K, d))
+    noise = rng.normal(size=(N, d))
+    # NC1 ~ sigma^2 tr(Sigma_B^+) / K for isotropic noise sigma: sigma chosen for COLLAPSE_NC1
+    centred = centres - centres.mean(axis=0)
+    lam = np.linalg.eigvalsh(centred.T @ centred / K)
+    sigma = np.sqrt(COLLAPSE_NC1 * K / np.sum(1.0 / lam[lam > 1e-9 * lam.max()]))
+    return (centres[labels] + sigma * noise).astype(np.float32), labels, centred
+
+
+def reference_nc1(features: np.ndarray, labels: np.ndarray, K: int) -> float:
+    """NC1 in memory, float64, two passes: the class means, then the scatter of the centred rows."""
+    X = np.asarray(features, np.float64)
+    counts = np.bincount(labels, minlength=K)
+    means = np.zeros((K, X.shape[1]))
+    np.add.at(means, labels, X)
+    means /= counts[:, None]
+    D = X - means[labels]
+    return _nc1(D.T @ D / X.shape[0], means - X.mean(axis=0))
+
+
 def child(case: str, folder: str, N: int | None = None) -> None:
     """One measurement in this process; prints one JSON line."""
     N0, d, K = SIZES[case]
     N = N or N0
+    if case == "floor":  # the file and labels written by the parent
+        labels = np.load(os.path.join(folder, "labels.npy"))
+        start, cpu = time.perf_counter(), _cpu_seconds()
+        nc1 = floor_pass(os.path.join(folder, "features.npy"), labels, K)
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(json.dumps({"seconds": seconds, "cpu": cpu, "rss_gib": rss, "nc1": nc1, "load": os.getloadavg()[0]}))
+        return
+    if case == "collapse":
+        features, labels, weight = _collapse_features()
+        paths = {key: os.path.join(folder, f"{key}.npy") for key in ("features", "labels")}
+        np.save(paths["features"], features)
+        np.save(paths["labels"], labels)
+        np.save(os.path.join(folder, "weight.npy"), weight)
+        reference = reference_nc1(features, labels, K)
+        single = floor_pass(paths["features"], labels, K)
+        del features
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        argv = [f"--{key}={path}" for key, path in paths.items()] + [f"--weight={os.path.join(folder, 'weight.npy')}"]
+        _, measured = _cli(argv, os.path.join(folder, "collapse.json"))
+        record = {"reference": reference, "nc1": measured["nc1"], "floor_nc1": single}
+        print(json.dumps(record))
+        return
     if case == "largek":  # labels, weight, bias were written by the parent
         from ufm import last_layer
 
@@ -125,13 +236,13 @@ def child(case: str, folder: str, N: int | None = None) -> None:
         record.update(streaming=parts["_moments"], pairwise=parts["_metrics"], estimate_gib=estimate)
         print(json.dumps(record))
         return
-    rng, labels, centres, weight, bias = _synthetic(N, d, K)
     import jax
 
     jax.config.update("jax_enable_x64", True)
     import ufm
 
     if case == "cifar100":
+        rng, labels, centres, weight, bias = _synthetic(N, d, K)
         features = centres[labels] + 0.5 * rng.standard_normal((N, d), dtype=np.float32)
         ufm.analyze(features[:1000], labels[:1000] % 2, weight[:2], bias[:2], spectra=False)  # warm-up
         start = time.perf_counter()
@@ -139,16 +250,18 @@ def child(case: str, folder: str, N: int | None = None) -> None:
         seconds = time.perf_counter() - start
         nc1, accuracy = result.measured["nc1"], result.measured["accuracy"]
     else:
-        paths = {key: os.path.join(folder, f"{key}.npy") for key in ("labels", "weight", "bias")}
-        for key, array in zip(paths, (labels, weight, bias), strict=True):
-            np.save(paths[key], array)
+        paths = {key: os.path.join(folder, f"{key}.npy") for key in ("labels", "weight", "bias")}  # the parent's
         out = os.path.join(folder, "imagenet.json")
-        del labels, weight, bias
         argv = ["--features", os.path.join(folder, "features.npy")] + [f"--{k}={path}" for k, path in paths.items()]
+        cpu = _cpu_seconds()
         seconds, measured = _cli(argv, out)
+        cpu = _cpu_seconds() - cpu
         nc1, accuracy = measured["nc1"], measured["accuracy"]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(json.dumps({"seconds": seconds, "rss_gib": rss, "nc1": nc1, "accuracy": accuracy}))
+    record = {"seconds": seconds, "rss_gib": rss, "nc1": nc1, "accuracy": accuracy, "load": os.getloadavg()[0]}
+    if case == "imagenet":
+        record["cpu"] = cpu
+    print(json.dumps(record))
 
 
 def _run_child(case: str, folder: str, N: int = 0) -> dict:
@@ -171,6 +284,8 @@ def main() -> None:
     parser.add_argument("--large-k", action="store_true", help="also K = 50,257, d = 768 (float32 and float16 maps)")
     parser.add_argument("--large-k-only", action="store_true", help="only the large-K cases")
     parser.add_argument("--large-k-n", type=int, default=0, help="samples of the large-K cases (default 65,536)")
+    parser.add_argument("--repeats", type=int, default=2, help="project runs, each between two floor runs")
+    parser.add_argument("--keep", default=None, help="folder of the ImageNet-size files: reused if there, kept")
     parser.add_argument("--child", choices=tuple(SIZES), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--large-k-shape", type=int, nargs=2, default=None, help=argparse.SUPPRESS)  # d K: smoke test
     args = parser.parse_args()
@@ -180,6 +295,7 @@ def main() -> None:
         child(args.child, args.dir, args.large_k_n or None)
         return
     print(machine())
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
     rows = []
     if args.large_k or args.large_k_only:
         rows += _large_k(args.dir, args.large_k_n or SIZES["largek"][0])
@@ -198,32 +314,68 @@ def main() -> None:
             result["nc1"],
         ]
     )
+    collapse_folder = tempfile.mkdtemp(prefix="ufm-analyze-collapse-", dir=args.dir)
+    try:
+        collapse = _run_child("collapse", collapse_folder)
+    finally:
+        shutil.rmtree(collapse_folder, ignore_errors=True)
     if not args.skip_imagenet:
-        folder = tempfile.mkdtemp(prefix="ufm-analyze-bench-", dir=args.dir)
-        try:
-            N, d, K = SIZES["imagenet"]
-            rng, labels, centres, _, _ = _synthetic(N, d, K)
+        rows += _imagenet(args)
+    print_table(["case", "size", "seconds", "target s", "peak RSS GiB", "target GiB", "nc1"], rows)
+    agreement = abs(collapse["nc1"] - collapse["reference"]) / collapse["reference"]
+    floor_error = abs(collapse["floor_nc1"] - collapse["reference"]) / collapse["reference"]
+    N, d, K = SIZES["collapse"]
+    print(
+        f"NC1 near collapse (N = {N:,}, d = {d}, K = {K}, float32 map, CLI): {collapse['nc1']!r} against the in-memory "
+        f"float64 two-pass {collapse['reference']!r}: relative difference {agreement:.2e} "
+        f"({'within' if agreement <= COLLAPSE_RTOL else 'BEYOND'} {COLLAPSE_RTOL:g}); the floor's single pass "
+        f"{collapse['floor_nc1']!r} ({floor_error:.2e})"
+    )
+
+
+def _imagenet(args) -> list:
+    """The ImageNet-size rows: the floor, the project's command line, the floor again, on one file."""
+    N, d, K = SIZES["imagenet"]
+    folder = args.keep or tempfile.mkdtemp(prefix="ufm-analyze-bench-", dir=args.dir)
+    try:
+        if not os.path.exists(os.path.join(folder, "features.npy")):
+            rng, labels, centres, weight, bias = _synthetic(N, d, K)
+            for key, array in (("labels", labels), ("weight", weight), ("bias", bias)):
+                np.save(os.path.join(folder, f"{key}.npy"), array)
             start = time.perf_counter()
             _write_features(os.path.join(folder, "features.npy"), labels, centres, rng)
             written = time.perf_counter() - start
             size = os.path.getsize(os.path.join(folder, "features.npy")) / 1e9
             print(f"wrote {size:.2f} GB of float32 features in {written:.1f} s")
             del labels, centres
-            result = _run_child("imagenet", folder)
-        finally:
+        cases = ["floor", "imagenet"] * args.repeats + ["floor"]
+        runs = [(case, _run_child(case, folder)) for case in cases]
+    finally:
+        if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-        rows.append(
-            [
-                "ImageNet (memory-mapped .npy, CLI)",
-                "1,281,167 x 512, K = 1,000",
-                result["seconds"],
-                "< 120",
-                result["rss_gib"],
-                "< 2",
-                result["nc1"],
-            ]
+    for case, run in runs:
+        print(
+            f"  {'project' if case == 'imagenet' else 'floor':7s} {run['seconds']:7.1f} s wall, "
+            f"{run['cpu']:7.1f} s CPU, "
+            f"load {run['load']:.1f}, peak RSS {run['rss_gib']:.2f} GiB, nc1 {run['nc1']!r}"
         )
-    print_table(["case", "size", "seconds", "target s", "peak RSS GiB", "target GiB", "nc1"], rows)
+    best = {
+        case: min((run for c, run in runs if c == case), key=lambda run: run["seconds"])
+        for case in ("floor", "imagenet")
+    }
+    floor, project = best["floor"], best["imagenet"]
+    cpu = min(run["cpu"] for c, run in runs if c == "imagenet") / min(run["cpu"] for c, run in runs if c == "floor")
+    print(
+        f"ImageNet size, the fastest of each: project / floor = {project['seconds'] / floor['seconds']:.2f} wall "
+        f"(target <= 1.2), {cpu:.2f} in CPU seconds (steadier under a shared machine's load)"
+    )
+    size = f"{N:,} x {d}, K = {K:,}"
+    return [
+        ["ImageNet (memory-mapped .npy, CLI)", size, project["seconds"], "< 1.2 floor", project["rss_gib"], "< 2"]
+        + [project["nc1"]],
+        ["  numpy floor (single pass)", size, floor["seconds"], "-", floor["rss_gib"], "-", floor["nc1"]],
+        ["  ratio project / floor", "", project["seconds"] / floor["seconds"], "<= 1.2", "-", "-", "-"],
+    ]
 
 
 def _large_k(directory, N: int) -> list:

@@ -15,18 +15,30 @@ package never imports the CLI module (``python -m`` would otherwise run it twice
 module, once imported, replaces the package attribute with itself made callable (as
 :mod:`ufm.solve` does), so ``ufm.analyze(...)`` calls this function either way.
 
-Streaming: two passes over chunks of rows (``chunk_size`` rows at a time, float64 copies of
-one chunk only; float32/float16/integer input is accumulated in float64). Pass 1: exact
-per-class counts and sums, the classifier's predictions, finiteness. Pass 2, with the class
-means known: the within-class scatter ``sum_i (h_i - hbar_y)(h_i - hbar_y)^T`` (centred, so
-no cancellation near collapse), per-class variances and the nearest-class-mean predictions.
-The two K-wide products (logits, nearest-mean scores) run in float32 BLAS and every row whose
-top two scores are within a rounding bound is recomputed in float64 (``_Scores``), so the
-predictions are float64's. A memory-mapped array (``np.load(..., mmap_mode="r")``, C- or Fortran-ordered)
-is read chunk by chunk and each chunk's pages are handed back to the kernel after use, so resident memory
-stays at one chunk. Labels are checked in chunks and never widened (a memory-mapped int8 file stays one).
-The memory all this needs (:func:`memory_bytes`: a chunk, the K x d arrays, the tiles, the N predictions)
-is estimated from the shapes before anything is converted, and refused when it does not fit.
+Streaming: one pass over chunks of rows (``chunk_size`` rows at a time, float64 copies of one chunk only;
+float32/float16/integer input is accumulated in float64), about a reference point per class (the class
+means of a first look at ``PILOT_ROWS_PER_CLASS`` K rows, :func:`_pilot`; a class first seen later: its mean
+in that chunk): exact per-class counts, the sums of ``x - c_y``, of their squares and their outer products
+(the within-class scatter about the references, BLAS syrk), finiteness. The scatter about the class means is
+then that minus ``n_k (hbar_k - c_k)(hbar_k - c_k)^T`` per class: with a reference drawn from the class
+itself the two parts cancel by about one bit, so the result stays exact near collapse; a class whose
+distances cancel by more than :data:`CANCELLATION` has the scatter recomputed about the final means in a
+second pass (the old way). The classifier's decisions (``argmax_k z_ik``) and the nearest-mean decisions
+are certified without the K-wide products for the rows inside a ball around their class's reference that
+lies in the class's decision region (:class:`_Certified`, :func:`_nearest_thresholds`: the distance to the
+nearest tie hyperplane, rounding bounded, a relative slack of :data:`CERTIFY_SLACK`); the other rows take
+the exact products: the classifier's in the pass, the nearest mean's in a second look at those rows only
+(a memory map's pages around them read again). The K-wide products (logits, nearest-mean scores) run in
+float32 BLAS and every row whose top two scores are within a rounding bound is recomputed in float64
+(``_Scores``), so the predictions are float64's. Certificates are used when the classes have
+:data:`CERTIFY_ROWS_PER_CLASS` rows on average; otherwise every decision is a product and the nearest-mean
+ones take a second pass over all rows. The scatter's products release the GIL (numpy, not scipy's wrapper),
+so SIGINT / SIGTERM act within a chunk (:mod:`ufm._interrupt`). A memory-mapped array (``np.load(...,
+mmap_mode="r")``, C- or Fortran-ordered) is read chunk by chunk and each chunk's pages are handed back to
+the kernel after use, so resident memory stays at one chunk. Labels are checked in chunks and never widened
+(a memory-mapped int8 file stays one). The memory all this needs (:func:`memory_bytes`: a chunk, the K x d
+arrays, the tiles, the N predictions and per-row distances) is estimated from the shapes before anything is
+converted, and refused when it does not fit.
 
 Scale: every sum is taken in a scaled form, exactly: the features are divided by their largest
 magnitude's power of two (kept as a running exponent over the chunks), the classifier and each row of a
@@ -178,8 +190,9 @@ LABEL_CHUNK = 2**20
 #: memory-mapped chunk are added by :func:`memory_bytes`)
 ROW_BYTES = (48, 10, 160)
 #: float64 K x d arrays held at once: the classifier (float64 and its float32 scores copy), class sums /
-#: means, centred means, the nearest-mean scores' float32 copy, the scaled classifier of the metrics
-CLASS_COPIES = 6
+#: means, centred means, the nearest-mean scores' float32 copy, the scaled classifier of the metrics; the
+#: reference points, the sums about them, their offsets, the certificate's scaled classifier (:class:`_Pass`)
+CLASS_COPIES = 10
 #: K-wide float64 arrays per row of the held-out pass (logits, log-softmax, probabilities, products)
 HELD_OUT_K_COPIES = 6
 #: the UFM prediction (``theory.predict``) builds K x K matrices: computed only for K up to this
@@ -508,6 +521,8 @@ def memory_bytes(
     tiles = TILE_COPIES * min(float(TILE_BYTES), 8.0 * K * K + 8.0 * K * d)
     square = 8.0 * 6 * d * d
     per_sample = float(N) * class_dtype(K).itemsize * (2 if float_labels else 1)
+    if N >= CERTIFY_ROWS_PER_CLASS * K:  # each row's float32 distance to its reference, its undecided flag
+        per_sample += 5.0 * N
     work = max(rows_bytes(chunk), tiles)
     if M:  # the held-out pass: K-wide logits, log-softmax, probabilities; 3 d x d scatters
         test_rows = float(min(chunk, M)) * (ROW_BYTES[0] * d + HELD_OUT_K_COPIES * 8 * K + ROW_BYTES[2])
@@ -578,21 +593,36 @@ def _chunk(features, lo: int, hi: int) -> np.ndarray:
     return np.asarray(features[lo:hi], dtype=np.float64)
 
 
-def _rows(features, chunk: int, name: str | None = None, labels=None):
+def _rows(features, chunk: int, name: str | None = None, labels=None, select: np.ndarray | None = None):
     """``(lo, hi, float64 copy of rows lo:hi, their labels as intp or None)`` chunk by chunk; with ``name``,
-    a chunk holding NaN or inf is refused naming it and the row. Each chunk's pages (features and labels)
-    are handed back after use (:class:`_Pages`)."""
+    a chunk holding NaN or inf is refused naming it and the row; with ``select`` (a boolean (N,) mask), the
+    chunks holding no selected row are skipped unread. Each chunk's pages (features and labels) are handed
+    back after use (:class:`_Pages`)."""
     pages = [_Pages(features)] + ([] if labels is None else [_Pages(labels)])
     N = features.shape[0]
     for lo in range(0, N, chunk):
         hi = min(N, lo + chunk)
+        if select is not None and not select[lo:hi].any():
+            continue
         X = _chunk(features, lo, hi)
-        if name is not None and not np.all(np.isfinite(X)):
-            row = lo + int(np.flatnonzero(~np.all(np.isfinite(X), axis=1))[0])
-            raise ValueError(f"{name} contains NaN or inf (first in row {row})")
+        if name is not None:
+            _finite_exponent(X, name, lo)
         yield lo, hi, X, None if labels is None else np.asarray(labels[lo:hi], np.intp)
         for page in pages:
             page.release(lo, hi)
+
+
+def _finite_exponent(X: np.ndarray, name: str, lo: int) -> int:
+    """:func:`_exponent` of the rows ``X`` (rows ``lo ..`` of ``name``), refusing NaN or inf naming the first row
+    that holds one; NaN and inf propagate to the extremes, so one look at those serves both."""
+    if X.size == 0:
+        return 0
+    high, low = float(np.max(X)), float(np.min(X))
+    if not (math.isfinite(high) and math.isfinite(low)):
+        row = lo + int(np.flatnonzero(~np.all(np.isfinite(X), axis=1))[0])
+        raise ValueError(f"{name} contains NaN or inf (first in row {row})")
+    top = max(high, -low)
+    return int(np.frexp(top)[1]) if top > 0 else 0
 
 
 def _exponent(x) -> int:
@@ -634,11 +664,25 @@ def _tiles(count: int, width: int):
 
 
 def _add_by_class(out: np.ndarray, X: np.ndarray, y: np.ndarray) -> None:
-    """``out[k] += sum of the rows of X with label k``: a sparse (K x rows) one-hot product, O(rows d)."""
+    """``out[k] += sum of the rows of X with label k``: a sparse (K x rows) one-hot product, O(rows d). Built in
+    compressed-column form directly (column i holds a 1 in row y_i): no sorting or conversion of coordinates."""
     import scipy.sparse  # on first use: scipy adds ~0.1 s to every command line's start-up
 
-    onehot = scipy.sparse.csr_matrix((np.ones(y.size), (y, np.arange(y.size))), shape=(out.shape[0], y.size))
+    columns = np.arange(y.size + 1)
+    onehot = scipy.sparse.csc_matrix((np.ones(y.size), y, columns), shape=(out.shape[0], y.size))
     out += onehot @ X
+
+
+#: :class:`_Scores` takes the float64 products directly (no float32 first look) for at most this many rows
+FEW_ROWS = 16
+
+
+def _add_gram(out: np.ndarray, D: np.ndarray) -> None:
+    """``out += D^T D`` (``D: (rows, d)``). numpy's product of an array with its own transpose is BLAS syrk (half
+    the flops of a product) and releases the GIL, so a signal's watcher thread (:mod:`ufm._interrupt`) acts
+    while it runs; scipy's ``dsyrk`` wrapper holds the GIL for the whole call (a large chunk's product delayed
+    a Ctrl-C by seconds)."""
+    out += D.T @ D
 
 
 class _Scores:
@@ -677,6 +721,8 @@ class _Scores:
             g = np.maximum(g, self.ec)
         Xs = np.ldexp(X, (self.ea - g)[:, None])  # x / 2^(g - ea), |.| < 1
         t = np.zeros(rows) if self.ec is None else np.ldexp(1.0, self.ec - g)
+        if rows <= FEW_ROWS:  # a few rows (those a certificate left): float64 directly, without BLAS
+            return np.argmax(self._exact(Xs, t, few=True), axis=1)
         aug = np.empty((rows, d + 1), np.float32)
         aug[:, :d], aug[:, d] = Xs, t
         S = aug @ self.aug.T
@@ -693,11 +739,158 @@ class _Scores:
         bound = (d + 4) * self.u * self.a_max * x_norm + self.u * top + (d + 2) * 2.0**-148
         redo = np.flatnonzero(first - second <= 2.0 * bound)
         if redo.size:
-            exact = np.ldexp(Xs[redo], -self.ea) @ self.A.T  # x / 2^g . a_k: the float64 products, scaled
-            if self.ec is not None:
-                exact += t[redo, None] * self.c
-            best[redo] = np.argmax(exact, axis=1)
+            best[redo] = np.argmax(self._exact(Xs[redo], t[redo], few=redo.size <= FEW_ROWS), axis=1)
         return best
+
+    def _exact(self, Xs: np.ndarray, t: np.ndarray, few: bool) -> np.ndarray:
+        """The float64 scores of scaled rows ``Xs`` (x / 2^(g - ea)) divided by 2^g: ``x / 2^g . a_k`` plus the
+        scaled bias; for ``few`` rows by ``einsum`` (a BLAS call's threads cost more than its work there)."""
+        X = np.ldexp(Xs, -self.ea)
+        exact = np.einsum("ij,kj->ik", X, self.A) if few else X @ self.A.T
+        if self.ec is not None:
+            exact += t[:, None] * self.c
+        return exact
+
+
+#: the certified decisions (:class:`_Certified`) are taken when the classes have at least this many samples on
+#: average (their K x K set-up costs about as much as K rows of the K-wide products they spare)
+CERTIFY_ROWS_PER_CLASS = 16
+#: ... with reference points from the class means of the first this many rows per class (:func:`_pilot`)
+PILOT_ROWS_PER_CLASS = 32
+#: relative slack of a certified decision's test, far above the float64 rounding of the quantities compared
+#: (``(d + 8) eps`` for d up to 2^20): a row this close to a decision boundary takes the exact product instead
+CERTIFY_SLACK = 2.0**-30
+#: absolute slack of the same tests, in the scaled units (|x'| < 1): above any underflow of a sum of d squares
+CERTIFY_TINY = 2.0**-900
+#: the one-pass within-class scatter (about a reference point per class) is recomputed about the final class
+#: means in a second pass when a class's squared distances to its reference cancel by more than this fraction
+#: (10 bits lost; at a reference drawn from the class itself, about 1 bit is lost)
+CANCELLATION = 1.0 - 2.0**-10
+
+
+def _lower_ratio(G: np.ndarray, G_error: np.ndarray, L2: np.ndarray, L2_error: np.ndarray) -> np.ndarray:
+    """Elementwise lower bounds of ``G / sqrt(L2)`` from computed values and bounds of their rounding errors
+    (numerator lowered, denominator raised; NaN where not finite, for the caller to treat as no bound)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return (G - G_error) / np.sqrt(L2 + L2_error)
+
+
+class _Certified:
+    """The classifier's decision ``argmax_k (w_k . x + b_k)`` certified without the K-wide product, for rows
+    close to a reference point of their own class (exact in float64's rounding, else left to :class:`_Scores`).
+
+    For class y with reference point c (in the features' scaled units), every x with
+    ``||x - c|| < rho_y = min_{k != y} ((w_y - w_k) . c + b_y - b_k) / ||w_y - w_k||`` (the distance from c to
+    the nearest of the hyperplanes where class y ties with another) is classified y: the ball lies inside
+    y's decision region. Each ``rho_y`` is a lower bound of that distance with the rounding of its terms
+    bounded (``(d + 8) eps`` of the magnitudes involved), and a row is certified only when its computed
+    distance, raised by :data:`CERTIFY_SLACK` and :data:`CERTIFY_TINY`, is below ``rho_y``, so the
+    decision is the one exact arithmetic and float64 arithmetic (gap far above its rounding) take; no tie
+    is ever certified. Set-up: one K-wide product per class (in tiles, when a class is first seen); a
+    threshold that is not finite (a bias beyond the scaled range) certifies nothing.
+
+    Units: the thresholds are in the features' scale ``2^e`` at the time; :meth:`rescale` follows the
+    running exponent (a power of two: exact).
+    """
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray):
+        K, d = weight.shape
+        self.ea = _exponent(weight)
+        self.W = _scaled(weight, self.ea)  # |.| < 1
+        self.bias = np.asarray(bias, np.float64)
+        squares = np.einsum("ij,ij->i", self.W, self.W)
+        self.squares, self.norms = squares, np.sqrt(squares)
+        self.gamma = 2.0 * (d + 8) * float(np.finfo(np.float64).eps)
+        self.rho = np.full(K, -np.inf)  # -inf: not (yet) certifiable
+
+    def add(self, classes: np.ndarray, refs: np.ndarray, exponent: int) -> None:
+        """Thresholds of ``classes`` from their reference points ``refs`` (rows, features / 2^exponent)."""
+        K = self.W.shape[0]
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            b = np.ldexp(self.bias, -(exponent + self.ea))  # logits / 2^(exponent + ea): b / 2^(exponent + ea)
+        b_abs = np.abs(b)
+        for lo, hi in _tiles(classes.size, 2 * K):  # half tiles: 8 arrays at once
+            y, R = classes[lo:hi], refs[lo:hi]
+            rows = np.arange(y.size)
+            with np.errstate(over="ignore", invalid="ignore"):
+                S = R @ self.W.T + b  # scores of the references
+                r_norm = _norms(R)[:, None]
+                S_error = self.gamma * (r_norm * self.norms[None, :] + b_abs[None, :])
+                G = S[rows, y][:, None] - S
+                G_error = S_error[rows, y][:, None] + S_error + self.gamma * np.abs(G) + CERTIFY_TINY
+                del S, S_error
+                L2 = self.W[y] @ self.W.T
+                L2 *= -2.0
+                L2 += self.squares[y][:, None]
+                L2 += self.squares[None, :]
+                L2_error = self.gamma * 2.0 * (self.squares[y][:, None] + self.squares[None, :]) + CERTIFY_TINY
+                ratio = _lower_ratio(G, G_error, L2, L2_error)
+            del G, G_error, L2, L2_error
+            ratio[rows, y] = np.inf
+            rho = np.min(ratio, axis=1)
+            self.rho[y] = np.where(np.isfinite(rho), rho * (1.0 - CERTIFY_SLACK), -np.inf)
+
+    def rescale(self, change: int) -> None:
+        """The running exponent grew by ``change``: thresholds into the new units."""
+        finite = np.isfinite(self.rho)
+        self.rho[finite] = np.ldexp(self.rho[finite], -change)
+
+    def certified(self, radius: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Which rows (distances ``radius`` to their class's reference, labels ``y``) are certified class y."""
+        return radius * (1.0 + CERTIFY_SLACK) + CERTIFY_TINY < self.rho[y]
+
+
+def _nearest_thresholds(means: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """Per class y, a lower bound of the distance from its reference point c_y to the nearest of the hyperplanes
+    where m_y ties with another class mean, ``min_{k != y} (||m_k - c_y||^2 - ||m_y - c_y||^2) / (2 ||m_k - m_y||)``
+    (scaled units; negative when c_y is nearer to another mean): a point within that distance of c_y is nearer
+    to m_y than to any other class mean. Tiles of K x K products (no K x K matrix); the rounding of each term
+    bounded as in :class:`_Certified`."""
+    K, d = means.shape
+    gamma = 2.0 * (d + 8) * float(np.finfo(np.float64).eps)
+    centre = means.mean(axis=0)
+    M, C = means - centre, refs - centre  # smaller numbers: less rounding
+    squares, m_norms, c_norms = np.einsum("ij,ij->i", M, M), _norms(M), _norms(C)
+    out = np.empty(K)
+    for lo, hi in _tiles(K, 2 * K):  # half tiles: 8 arrays at once
+        rows = np.arange(hi - lo)
+        with np.errstate(over="ignore", invalid="ignore"):
+            P = C[lo:hi] @ M.T  # c_y . m_k
+            # ||m_k - c_y||^2 - ||m_y - c_y||^2 = |m_k|^2 - |m_y|^2 - 2 c_y . (m_k - m_y)
+            A = squares[None, :] - squares[lo:hi, None] - 2.0 * (P - P[rows, rows + lo][:, None])
+            reach = c_norms[lo:hi, None] * (m_norms[None, :] + m_norms[lo:hi, None])
+            A_error = gamma * (squares[None, :] + squares[lo:hi, None] + 2.0 * reach)
+            A_error += gamma * np.abs(A) + CERTIFY_TINY
+            del P
+            L2 = M[lo:hi] @ M.T
+            L2 *= -2.0
+            L2 += squares[lo:hi, None]
+            L2 += squares[None, :]
+            L2_error = gamma * 2.0 * (squares[lo:hi, None] + squares[None, :]) + CERTIFY_TINY
+            ratio = 0.5 * _lower_ratio(A, A_error, L2, L2_error)
+        ratio[rows, rows + lo] = np.inf
+        low = np.min(ratio, axis=1)
+        out[lo:hi] = np.where(np.isfinite(low), low * (1.0 - CERTIFY_SLACK), -np.inf)
+    return out
+
+
+def _pilot(features, labels, chunk: int, rows: int, K: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """Reference points for :class:`_Pass`: the class means of the first ``rows`` rows (a first look at the
+    data, read in chunks), scaled by their largest magnitude's power of two. Returns ``(exponent, refs (K, d),
+    present (K,) bool)``; a class absent there gets its reference where it first appears."""
+    d = features.shape[1]
+    sums, counts = np.zeros((K, d)), np.zeros(K, np.int64)
+    exponent: int | None = None
+    for _lo, _hi, X, y in _rows(features[:rows], chunk, "features", labels[:rows]):
+        counts += np.bincount(y, minlength=K)
+        e = _exponent(X)
+        if exponent is not None and e > exponent:
+            np.ldexp(sums, exponent - e, out=sums)
+        exponent = e if exponent is None else max(exponent, e)
+        _add_by_class(sums, _scaled(X, exponent), y)
+    present = counts > 0
+    sums[present] /= counts[present, None]
+    return exponent or 0, sums, present
 
 
 @dataclass(frozen=True)
@@ -717,65 +910,185 @@ class _Moments:
     ncc_accuracy: float
 
 
+class _Pass:
+    """The one streaming pass of :func:`_moments`: per class a reference point (the mean of the class's rows in
+    the chunk where it first appears), and about it the counts, the sums of ``x - c_y``, of their squares and
+    their outer products (the scatter, BLAS syrk), the classifier's decisions (certified, :class:`_Certified`,
+    else :class:`_Scores`) and each row's distance to its reference (float32 rounded up, for the nearest-mean
+    decisions after the pass). All in the scaled form (``x / 2^exponent``, the exponent running)."""
+
+    def __init__(self, N: int, d: int, weight: np.ndarray, bias: np.ndarray, certify: bool, pilot=None):
+        K = weight.shape[0]
+        self.counts = np.zeros(K, np.int64)
+        self.refs = np.zeros((K, d))
+        self.seen = np.zeros(K, bool)
+        self.exponent: int | None = None
+        self.sums = np.zeros((K, d))  # sum of x - c_y
+        self.squares = np.zeros(K)  # sum of ||x - c_y||^2
+        self.scatter = np.zeros((d, d))  # sum (x - c_y)(x - c_y)^T
+        self.buffer = np.empty((0, d))  # a chunk's x - c_y, reused
+        self.predicted = np.empty(N, class_dtype(K))
+        self.classifier = _Scores(weight, bias)
+        self.certificate = _Certified(weight, bias) if certify else None
+        self.radius = np.empty(N if certify else 0, np.float32)
+        self.chunk_exponents: list[tuple[int, int, int]] = []  # (lo, hi, exponent of the radii of rows lo:hi)
+        if pilot is not None:  # (exponent, refs, present) of :func:`_pilot`
+            self.exponent, self.refs, self.seen = pilot
+            if self.certificate is not None and self.seen.any():
+                present = np.flatnonzero(self.seen)
+                self.certificate.add(present, self.refs[present], self.exponent)
+
+    def _grow(self, e: int) -> None:
+        if self.exponent is not None and e > self.exponent:  # a larger magnitude: everything so far, exactly
+            change = self.exponent - e
+            for array, power in ((self.refs, 1), (self.sums, 1), (self.squares, 2), (self.scatter, 2)):
+                np.ldexp(array, power * change, out=array)
+            if self.certificate is not None:
+                self.certificate.rescale(-change)
+        if self.exponent is None or e > self.exponent:
+            self.exponent = e
+
+    def add(self, lo: int, hi: int, X: np.ndarray, y: np.ndarray, source) -> None:
+        """Rows ``lo:hi`` (``X`` float64, labels ``y``) of ``source`` (the features: the classifier's exact
+        decisions read their rows again from it when ``X`` was a copy, scaled in place); NaN or inf refused
+        naming the row."""
+        K = self.counts.size
+        self._grow(_finite_exponent(X, "features", lo))
+        chunk_counts = np.bincount(y, minlength=K)
+        self.counts += chunk_counts
+        exponent = self.exponent or 0
+        owned = not np.may_share_memory(X, source)
+        Xs = _times_power(X, -exponent) if owned else _scaled(X, exponent)
+        new = np.flatnonzero((chunk_counts > 0) & ~self.seen)
+        if new.size:  # reference points: the class's mean in this chunk
+            rows = np.flatnonzero(~self.seen[y])
+            part = np.zeros((K, Xs.shape[1]))
+            _add_by_class(part, Xs[rows], y[rows])
+            self.refs[new] = part[new] / chunk_counts[new, None]
+            self.seen[new] = True
+            del part
+            if self.certificate is not None:
+                self.certificate.add(new, self.refs[new], exponent)
+        if self.buffer.shape[0] < y.size:
+            self.buffer = np.empty((y.size, Xs.shape[1]))
+        D = np.take(self.refs, y, axis=0, out=self.buffer[: y.size], mode="clip")  # labels checked: no clipping
+        np.subtract(Xs, D, out=D)
+        _add_gram(self.scatter, D)
+        _add_by_class(self.sums, D, y)
+        row_squares = np.einsum("ij,ij->i", D, D)
+        del D
+        self.squares += np.bincount(y, weights=row_squares, minlength=K)
+        if self.certificate is None:  # the scores' bias makes the decisions depend on the scale: the rows as given
+            self.predicted[lo:hi] = self.classifier.argmax(np.asarray(source[lo:hi], np.float64) if owned else X)
+            return
+        radius = np.sqrt(row_squares)
+        sure = self.certificate.certified(radius, y)
+        decided = self.predicted[lo:hi]
+        decided[sure] = y[sure]
+        if not sure.all():
+            unsure = np.flatnonzero(~sure)
+            decided[unsure] = self.classifier.argmax(
+                np.asarray(source[lo + unsure] if owned else X[unsure], np.float64)
+            )
+        upper = radius.astype(np.float32)
+        low = upper < radius
+        upper[low] = np.nextafter(upper[low], np.float32(np.inf))
+        self.radius[lo:hi] = upper
+        self.chunk_exponents.append((lo, hi, exponent))
+
+
+def _second_pass(features, labels, chunk, means, global_mean, exponent, predicted, rows, nearest_mean, scatter: bool):
+    """The pass over the rows again with the final class means: the nearest-mean decisions of the rows selected
+    by ``rows`` (a boolean (N,) mask, or None for all; without ``scatter``, only the selected rows are read)
+    and, with ``scatter``, the within-class scatter and the squared distances about the
+    final means (exact near collapse). Returns ``(scatter, squares, agree, ncc_correct)`` (the first two zero
+    without ``scatter``; the counts over the selected rows)."""
+    N, d = features.shape
+    K = means.shape[0]
+    out, squared = np.zeros((d, d)), np.zeros(K)  # with scatter
+    agree = ncc_correct = 0
+    if rows is not None and not scatter:  # only the selected rows are read (a map's pages around them)
+        index = np.flatnonzero(rows)
+        pages = [_Pages(features), _Pages(labels)]
+        for lo in range(0, index.size, chunk):
+            pick = index[lo : lo + chunk]
+            Xs = _scaled(np.asarray(features[pick], np.float64), exponent)
+            nearest = nearest_mean.argmax(Xs - global_mean)
+            agree += int(np.sum(nearest == predicted[pick]))
+            ncc_correct += int(np.sum(nearest == np.asarray(labels[pick], np.intp)))
+            for page in pages:
+                page.release(int(pick[0]), N if lo + chunk >= index.size else int(pick[-1]) + 1)
+        return out, squared, agree, ncc_correct
+    for lo, hi, X, y in _rows(features, chunk, None, labels):
+        Xs = _scaled(X, exponent)
+        if scatter:
+            D = means[y]
+            np.subtract(Xs, D, out=D)
+            _add_gram(out, D)
+            squared += np.bincount(y, weights=np.einsum("ij,ij->i", D, D), minlength=K)
+            del D
+        pick = np.arange(hi - lo) if rows is None else np.flatnonzero(rows[lo:hi])
+        if pick.size:
+            nearest = nearest_mean.argmax(Xs[pick] - global_mean)
+            agree += int(np.sum(nearest == predicted[lo:hi][pick]))
+            ncc_correct += int(np.sum(nearest == y[pick]))
+    return out, squared, agree, ncc_correct
+
+
 def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
     N, d = features.shape
     K = weight.shape[0]
-    counts = np.zeros(K, np.int64)
-    sums = np.zeros((K, d))
-    exponent: int | None = None
-    predicted = np.empty(N, class_dtype(K))
-    classifier = _Scores(weight, bias)
-    for lo, hi, X, y in _rows(features, chunk, "features", labels):
-        counts += np.bincount(y, minlength=K)
-        e = _exponent(X)
-        if exponent is None or e > exponent:  # a larger magnitude: rescale the sums so far (exactly)
-            if exponent is not None:
-                np.ldexp(sums, exponent - e, out=sums)
-            exponent = e
-        _add_by_class(sums, _scaled(X, exponent), y)
-        predicted[lo:hi] = classifier.argmax(X)
-    del classifier
-    exponent = exponent or 0
+    certify = N >= CERTIFY_ROWS_PER_CLASS * K
+    pilot = _pilot(features, labels, chunk, PILOT_ROWS_PER_CLASS * K, K) if certify else None
+    state = _Pass(N, d, weight, bias, certify, pilot)
+    for lo, hi, X, y in _rows(features, chunk, None, labels):  # NaN / inf refused by add
+        state.add(lo, hi, X, y, features)
+    counts, exponent = state.counts, state.exponent or 0
     if np.any(counts == 0):
         raise ValueError(
             f"labels: class {int(np.flatnonzero(counts == 0)[0])} has no samples "
             f"(every one of the K = {K} rows of weight needs at least one)"
         )
-    global_mean = sums.sum(axis=0) / N
-    means = sums
-    means /= counts[:, None]
-    del sums
+    predicted = state.predicted
+    offsets = state.sums / counts[:, None]  # m_k - c_k
+    means = state.refs + offsets
+    global_mean = (counts @ state.refs + state.sums.sum(axis=0)) / N
+    offset_squares = counts * np.einsum("ij,ij->i", offsets, offsets)
+    redo = bool(np.any(offset_squares > CANCELLATION * state.squares))
+    # the nearest-mean decisions: certified near each class's reference point, the rest with the final means
+    unsure: np.ndarray | None = None
+    agree = ncc_correct = 0
+    if state.certificate is not None and not redo:
+        thresholds = _nearest_thresholds(means, state.refs)
+        unsure = np.zeros(N, bool)
+        for lo, hi, e in state.chunk_exponents:
+            y = np.asarray(labels[lo:hi], np.intp)
+            sure = np.ldexp(state.radius[lo:hi].astype(np.float64), e - exponent) < thresholds[y]
+            unsure[lo:hi] = ~sure
+            agree += int(np.sum(predicted[lo:hi][sure] == y[sure]))
+            ncc_correct += int(np.count_nonzero(sure))
+        del state.radius
     centred = means - global_mean  # nearest-mean scores on centred coordinates (smaller numbers)
     nearest_mean = _Scores(centred, -0.5 * np.einsum("ij,ij->i", centred, centred))  # argmax = nearest mean
-    from scipy.linalg.blas import dsyrk as _syrk  # on first use: scipy adds ~0.1 s to every command line's start-up
-
-    scatter = np.zeros((d, d), order="F")
-    squared = np.zeros(K)
-    agree = correct = ncc_correct = 0
-    for lo, hi, X, y in _rows(features, chunk, None, labels):
-        Xs = _scaled(X, exponent)
-        D = means[y]
-        np.subtract(Xs, D, out=D)
-        # upper triangle of scatter += D^T D (BLAS syrk: half the flops of a product)
-        scatter = _syrk(1.0, D.T, beta=1.0, c=scatter, trans=0, lower=0, overwrite_c=1)
-        squared += np.bincount(y, weights=np.einsum("ij,ij->i", D, D), minlength=K)
-        np.subtract(Xs, global_mean, out=D)
-        nearest = nearest_mean.argmax(D)
-        agree += int(np.sum(nearest == predicted[lo:hi]))
-        ncc_correct += int(np.sum(nearest == y))
-        correct += int(np.sum(predicted[lo:hi] == y))
+    scatter, squares = state.scatter, state.squares  # about the references; about the means if redone
+    if unsure is None or unsure.any():
+        scatter, squares, more_agree, more_correct = _second_pass(
+            features, labels, chunk, means, global_mean, exponent, predicted, unsure, nearest_mean, redo
+        )
+        agree, ncc_correct = agree + more_agree, ncc_correct + more_correct
+    if redo:
+        variances = squares / counts
+    else:
+        scatter = state.scatter
+        variances = (state.squares - offset_squares) / counts
     scatter = np.triu(scatter) + np.triu(scatter, 1).T
+    if not redo:  # about the references: minus n_k (m_k - c_k)(m_k - c_k)^T per class
+        scatter -= (offsets.T * counts) @ offsets
+    correct = 0
+    for lo in range(0, N, LABEL_CHUNK):
+        correct += int(np.count_nonzero(predicted[lo : lo + LABEL_CHUNK] == labels[lo : lo + LABEL_CHUNK]))
     return _Moments(
-        counts,
-        means,
-        global_mean,
-        centred,
-        scatter,
-        squared / counts,
-        exponent,
-        correct / N,
-        agree / N,
-        ncc_correct / N,
+        counts, means, global_mean, centred, scatter, variances, exponent, correct / N, agree / N, ncc_correct / N
     )
 
 
@@ -800,8 +1113,6 @@ def _per_sample_loss(Z, y, loss, delta=0.0, gamma=0.0, mse_kappa=1.0, mse_beta=1
 
 def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: dict) -> dict:
     """The test set against the training class means and classifier (module docstring), in chunks."""
-    from scipy.linalg.blas import dsyrk as _syrk  # on first use: scipy adds ~0.1 s to every command line's start-up
-
     M, d = features.shape
     K = weight.shape[0]
     basis = _pinv_basis(mo.centred)  # the training class means (scaled, as every number below)
@@ -829,12 +1140,12 @@ def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: di
             D = Xs - mo.means[y]
         for group, rows in zip(groups, (right, ~right), strict=True):
             if rows.any():
-                scatter[group] = _syrk(1.0, D[rows].T, beta=1.0, c=scatter[group], trans=0, lower=0, overwrite_c=1)
+                _add_gram(scatter[group], D[rows])
                 sums[group] += (rows.sum(), losses[rows].sum(), entropy[rows].sum())
         if (~right).any():  # misclassified samples around the mean of the class they were assigned to
             with np.errstate(over="ignore", invalid="ignore"):
                 E = Xs[~right] - mo.means[predicted[~right]]
-            to_predicted = _syrk(1.0, E.T, beta=1.0, c=to_predicted, trans=0, lower=0, overwrite_c=1)
+            _add_gram(to_predicted, E)
         with np.errstate(over="ignore", invalid="ignore"):
             centred_rows = Xs - mo.global_mean
         if np.all(np.isfinite(centred_rows)):
@@ -892,17 +1203,23 @@ def _pinv_basis(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (``lambda_j = s_j^2 / K``): O(d K min(d, K)) instead of a d x d eigendecomposition. Many classes
     (``K > d``, ``K d > SVD_ENTRIES``): from the SVD of the ``d x d`` triangle R of a QR of ``centred``
     built tile by tile (``Hbar = R^T Q^T``: the same singular values, Hbar's left singular vectors are R's
-    right ones), so no ``d x K`` factor is held."""
+    right ones), so no ``d x K`` factor is held. Between (``d < K``, ``K d <= SVD_ENTRIES``): the eigenpairs of
+    the d x d matrix ``Hbar Hbar^T`` itself, as the pinv does (a tenth of the SVD's time at d = 512, K = 1,000,
+    whose many small BLAS calls took seconds on a loaded 2-core machine; eigenvalues to ``eps`` of the largest,
+    so NC1 to about ``eps`` times Sigma_B's condition number)."""
     K, d = centred.shape
     if K > d and K * d > SVD_ENTRIES:
         R: np.ndarray = np.zeros((0, d))
         for lo, hi in _tiles(K, d):
             R = np.asarray(np.linalg.qr(np.vstack([R, centred[lo:hi]]), mode="r"))
         _, s, Vt = np.linalg.svd(R)
-        U = Vt.T
+        U, squares = Vt.T, s**2
+    elif K > d:
+        squares, U = np.linalg.eigh(centred.T @ centred)
     else:
         U, s, _ = np.linalg.svd(centred.T, full_matrices=False)
-    lam = s**2 / K
+        squares = s**2
+    lam = squares / K
     keep = lam > 10.0 * d * np.finfo(np.float64).eps * lam.max() if lam.size and lam.max() > 0 else lam > 0
     return U[:, keep], lam[keep]
 
