@@ -14,9 +14,12 @@ this project's command lines at all (the start-up guard of :mod:`ufm._interrupt`
 
 from __future__ import annotations
 
-import argparse
 import ntpath
 import sys
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy and ruff know the name)
+if TYPE_CHECKING:  # argparse is not imported before the start-up guard (ufm._interrupt) is in place
+    import argparse
 
 
 def _program_file(argv: list[str]) -> str:
@@ -69,15 +72,25 @@ def start(parser: argparse.ArgumentParser, argv, *, prog: str | None = None, x64
     warnings naming ``prog``, default ``parser.prog``).
 
     Returns the parsed arguments, or the exit code where argparse stopped (0 after ``--help``, 2 for a bad
-    flag, its message already printed).
+    flag, its message already printed). The ``--help`` text is written like any other output: where the reader
+    of standard output has gone before it was written, BrokenPipeError (exit 141 inside
+    :func:`ufm._interrupt.exit_on_interrupt`), not the silent exit 0 of argparse, which ignores the failed write.
+    A reader that leaves after the text is in the pipe (``--help | (exec true)``, a race) changes nothing: exit 0.
     """
+    import contextlib
+    import io
+
     import jax
 
     from ufm import _cache
 
+    text = io.StringIO()  # argparse swallows a failed write of --help (OSError): the text is written here instead
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stdout(text):
+            args = parser.parse_args(argv)
     except SystemExit as exit_:
+        sys.stdout.write(text.getvalue())
+        sys.stdout.flush()  # a reader that has gone raises here: exit 141 (ufm._interrupt.exit_on_interrupt)
         return int(exit_.code or 0)
     if x64:
         jax.config.update("jax_enable_x64", True)
