@@ -76,7 +76,7 @@ is checked, the ones defined in this module are the cases no other module covere
        :func:`test_sigint_stops_analyze_on_a_40_gb_map_at_once`
     c. ``--help | (exec true)`` -- test_help.py::test_help_to_a_reader_that_has_gone_exits_141_quietly
 
-Counts (2026-12-07, as root on the 2-core machine, load about 11): 44 cases, reproduced by the 40 test functions
+Counts (2026-12-07, as root on the 2-core machine, load about 11): 44 cases, reproduced by the 39 test functions
 named above (76 tests with their parameters; none skipped as root): 43 cases held (74 tests passed), 1 not (10d:
 2 strict xfails).
 """
