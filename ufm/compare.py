@@ -751,9 +751,10 @@ def compare(
     if result.converged and not p.nonnegative and not zero:  # H >= 0: a constrained minimum, grad L need not vanish
         estimate = stationarity(result)
         if not estimate <= rtol:
-            unlocated = (
+            unlocated = (  # a tol too loose for rtol, or a lam so small that the gradient is rounding noise first
                 f"the stopping rule was met, but |grad L| / (min(lam_W, lam_H) |(W, H)|) = {estimate:.2e} > rtol = "
-                f"{rtol:g}: the point is not the minimizer to rtol (lam too small for tol; ufm.compare.stationarity)"
+                f"{rtol:g}: the point is not the minimizer to rtol (a smaller tol where rounding allows, else a "
+                "larger lam; ufm.compare.stationarity)"
             )
     converged = result.converged and not unlocated
     return Comparison(tuple(rows), converged, tuple(reasons), spectra_info, numerical, unlocated)
