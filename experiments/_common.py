@@ -21,7 +21,7 @@ from matplotlib import ticker  # noqa: E402
 
 import theory  # noqa: E402
 import ufm  # noqa: E402
-from ufm import _cache, _io  # noqa: E402
+from ufm import _cache, _io, _prog  # noqa: E402
 from ufm._interrupt import exit_on_interrupt  # noqa: E402
 
 if TYPE_CHECKING:
@@ -130,7 +130,9 @@ def build_parser(name: str, description: str) -> argparse.ArgumentParser:
 
 
 def parse_args(name: str, description: str, argv=None) -> argparse.Namespace:
-    args = build_parser(name, description).parse_args(argv)
+    args = _prog.parse(build_parser(name, description), argv)  # --help to a reader that has gone: exit 141
+    if isinstance(args, int):
+        raise SystemExit(args)
     jax.config.update("jax_enable_x64", True)  # experiments verify: float64
     _cache.configure(args, f"python -m experiments.{name}")
     args.out = Path(args.out)

@@ -30,7 +30,7 @@ from experiments import (
     speed_vs_kappa,
 )
 from experiments._common import add_format_argument, folder_name, plain, preflight
-from ufm import _cache
+from ufm import _cache, _prog
 from ufm._interrupt import exit_on_interrupt
 
 #: every experiment, in the order of experiments/README.md: the UFM claims, the MD model, imbalance, real
@@ -71,10 +71,9 @@ def main(argv=None) -> int:
     prog = PROG
     with exit_on_interrupt(prog):  # SIGINT / SIGTERM between experiments too: one line, 130 / 143
         parser = build_parser()
-        try:
-            args = parser.parse_args(argv)
-        except SystemExit as exit_:
-            return int(exit_.code or 0)
+        args = _prog.parse(parser, argv)  # --help to a reader that has gone: exit 141
+        if isinstance(args, int):
+            return args
         try:  # before any computation: a refusal leaves every folder as it was
             preflight([Path(args.out) / name for name in EXPERIMENTS], args.force)
         except OSError as error:

@@ -102,8 +102,8 @@ def test_solve_with_a_hostile_start(small, init):
 def test_compare(small, rtol, spectra):
     _, result = small
     outcome = check_contract(lambda: ufm.compare(result, rtol=rtol, spectra=spectra), ("rtol",))
-    if isinstance(outcome, ufm.Comparison):
-        assert outcome.converged
+    if isinstance(outcome, ufm.Comparison):  # converged, or the point is not the minimizer to rtol (and says so)
+        assert outcome.converged != bool(outcome.unlocated)
 
 
 @given(

@@ -3,6 +3,10 @@ docstring markup, and states the default of every option that takes a value."""
 
 import argparse
 import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +118,32 @@ def test_help_lists_the_exit_codes(module_name, capsys):
         assert str(code) in listed, (code, listed)
     assert (str(_io.EXIT_NOT_WRITTEN) in listed) == (_io.EXIT_NOT_WRITTEN in EXIT_CODES[module_name])
     assert any(line.startswith("  130 / 143 ") for line in codes)
+
+
+@pytest.mark.parametrize(
+    "module_name", ["ufm.solve", "ufm.analyze", "ufm.md", "experiments.run_all", "experiments.norms_vs_delta"]
+)
+def test_help_to_a_reader_that_has_gone_exits_141_quietly(module_name, tmp_path):
+    """--help is output like any other: a standard output whose reader has gone before it is written ends in
+    exit 141 (128 + SIGPIPE) and no traceback, as ``... | head`` does for a report (argparse itself ignores the
+    failed write and exited 0, the text lost unsaid). A reader that leaves after the text is in the pipe
+    (``--help | (exec true)``, a race) changes nothing: the text was delivered, exit 0."""
+    from ufm._interrupt import BROKEN_PIPE_EXIT_CODE
+
+    root = Path(__file__).resolve().parents[1]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # gone before the first byte
+    try:
+        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(root))
+        done = subprocess.run(
+            [sys.executable, "-m", module_name, "--help"],
+            cwd=tmp_path,
+            env=env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == BROKEN_PIPE_EXIT_CODE and done.stderr == b"", done.stderr
+    done = subprocess.run([sys.executable, "-m", module_name, "--help"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("usage: ") and "--no-cache" in done.stdout  # read: all

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ufm import _prog
-from ufm._interrupt import BROKEN_PIPE_EXIT_CODE, EXIT_CODES, exit_on_interrupt
+from ufm._interrupt import BROKEN_PIPE_EXIT_CODE, EXIT_CODES, _message, exit_on_interrupt
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPILED = "Finished XLA compilation of jit({})"
@@ -292,3 +292,77 @@ def test_a_signal_while_jax_is_imported_ends_in_one_line(tmp_path, module, signu
     code, stderr, elapsed = _signal_at(argv, " jax._src", signum, tmp_path, delay=0.0)
     _check(code, stderr, elapsed, signum, f"python -m {module}")
     assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+# issue 29 item 11: a signal in the first milliseconds. Whether the start-up guard is in place is read from the
+# kernel (SigCgt of /proc/<pid>/status: SIGTERM caught), not guessed from a delay: before it, the interpreter is
+# still starting (its own SIGINT handling, SIGTERM's default) and none of our code can act; from it on, every
+# signal must end in one line and exit 130 / 143
+_SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
+#: delays after exec: the interpreter's start-up takes 30-60 ms on an idle machine and 150-450 ms under load
+_EXEC_DELAYS = [0.0, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15]
+#: delays after the guard is in place (the imports of NumPy and JAX follow for several hundred ms)
+_GUARD_DELAYS = [0.0, 0.002, 0.01, 0.05]
+
+
+def _guarded(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & _SIGTERM_BIT)
+    return False
+
+
+def _start_command(entry: str) -> tuple[list[str], str]:
+    """The command line of ``entry`` with ``--help`` (it imports JAX, then prints and exits), and its name."""
+    if entry == "ufm-solve":
+        script = Path(sys.executable).with_name("ufm-solve")
+        if not script.exists():
+            pytest.skip(f"no console script {script} (the package is not installed in this environment)")
+        return [str(script), "--help"], "ufm-solve"
+    return [sys.executable, "-m", "ufm.solve", "--help"], "python -m ufm.solve"
+
+
+def _send_early(command, signum, delay: float, after_guard: bool):
+    """Start ``command``, send ``signum`` ``delay`` s after exec (or after the guard is in place); returns
+    (exit code, stderr, whether the guard was in place when the signal was sent)."""
+    if signum == signal.SIGINT and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        pytest.skip("SIGINT is ignored in this process (a background job): its children would ignore it too")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        start = time.perf_counter()
+        while after_guard and not _guarded(process.pid):
+            assert process.poll() is None and time.perf_counter() - start < 60, "the guard was never installed"
+            time.sleep(0.0005)
+        time.sleep(delay)
+        guarded = _guarded(process.pid)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    return process.returncode, stderr, guarded
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the signal masks from /proc")
+@pytest.mark.parametrize("entry", ["python -m ufm.solve", "ufm-solve"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_in_the_first_milliseconds_ends_in_one_line_once_our_code_runs(entry, signum):
+    command, prog = _start_command(entry)
+    outcomes = []
+    for after_guard, delays in ((False, _EXEC_DELAYS), (True, _GUARD_DELAYS)):
+        for delay in delays:
+            code, stderr, guarded = _send_early(command, signum, delay, after_guard)
+            outcomes.append((after_guard, delay, guarded, code))
+            clean = code == EXIT_CODES[signum] and stderr.strip().splitlines() == [_message(prog, signum)]
+            if guarded:
+                assert clean, (delay, after_guard, code, stderr[-2000:])
+            else:  # the interpreter was still starting: its outcome (killed by the signal; a KeyboardInterrupt
+                # traceback, then killed by SIGINT; "Fatal Python error: init_import_site"), stopped all the same
+                assert code != 0, (delay, stderr[-2000:])
+                ours = {line.split('"')[1] for line in stderr.splitlines() if line.strip().startswith('File "')}
+                ours = {name for name in ours if str(ROOT) in name}  # frames of this project's files
+                guard = {str(ROOT / "ufm" / name) for name in ("__init__.py", "_interrupt.py", "_prog.py")}
+                assert ours <= guard, stderr[-2000:]  # at most the guard's own import, before it can act
+    assert sum(guarded for *_, guarded, _ in outcomes) >= len(_GUARD_DELAYS), outcomes

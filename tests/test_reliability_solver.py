@@ -253,3 +253,43 @@ def test_every_default_converges(changes, nonnegative):
     code, err, out = _cli(argv + (["--nonnegative"] if nonnegative else []))
     assert code in (0, 3) and "converged:" in out, (code, err, out)
     assert "the default step" not in out, out  # converged at the default itself, not at a rerun's step
+
+
+# issue 29 item 10: a tiny lam. A lam that the solver's dtype cannot hold is refused up front; a lam that it holds
+# but for which the stopping rule |grad L| <= tol |grad L(x0)| is met far from the minimizer is "not converged"
+# (ufm.compare.stationarity), never "converged" with a mismatch or a nan
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", ["lam_W", "lam_H", "lam_b"])
+def test_a_lam_below_the_smallest_normal_number_is_refused_and_the_boundary_is_accepted(dtype, name):
+    tiny = float(np.finfo(dtype).tiny)
+    ufm.Problem(K=3, n=2, dtype=dtype, **{name: tiny})  # the boundary itself: accepted
+    below = float(np.nextafter(np.float64(tiny), 0.0))  # the next float64 below it (a subnormal in float64)
+    with pytest.raises(ValueError, match=rf"{name} = .* below the smallest normal {dtype} number"):
+        ufm.Problem(K=3, n=2, dtype=dtype, **{name: below})
+    if name == "lam_b":
+        ufm.Problem(K=3, n=2, dtype=dtype, lam_b=0.0)  # no bias regularization stays allowed
+
+
+# measured on the default solve (K = 4, n = 5, ce): stationarity 3.5e-7 at lam = 1e-6 (all 13 rows agree),
+# 3.5e-5 at 1e-8 (p_n, NC2, NC3 and kappa off by more than rtol), 1.8e287 at 1e-300
+@pytest.mark.parametrize("lam, located", [(1e-6, True), (1e-8, False), (1e-300, False)])
+def test_a_stopping_rule_met_away_from_the_minimizer_is_not_converged(lam, located):
+    result = ufm.solve(ufm.Problem(K=4, n=5, lam_W=lam, lam_H=lam, lam_b=lam))
+    assert result.converged  # the stopping rule relative to |grad L(x0)| was met either way
+    comparison = ufm.compare(result, spectra=False)
+    assert comparison.converged is located and comparison.ok is located
+    assert (comparison.unlocated == "") is located
+    if not located:
+        assert "rtol = 1e-06" in comparison.unlocated and "stopping rule" in comparison.unlocated
+    for record in comparison.to_records():  # never a nan or inf shown as a measurement
+        assert record["measured"] is None or np.isfinite(record["measured"]), record
+
+
+def test_cli_lam_1e300_says_not_converged_and_shows_no_nan():
+    code, err, out = _cli(["--K", "4", "--n", "5", "--lam", "1e-300", "--no-cache"])
+    assert code == 1, err
+    assert "\n  not converged: " in out and "\n  converged:" not in out
+    assert "did not converge (stopped away from the minimizer" in out
+    assert " nan" not in out and " inf" not in out

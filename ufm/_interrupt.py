@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
-import threading
 from contextlib import contextmanager
 
-from ufm import _io, _prog
+from ufm import _prog  # light on purpose (os, signal, sys, ntpath): the start-up guard runs before any other import
+
+# socket, threading and ufm._io are imported where they are used: until guard_startup() has run, a signal ends the
+# process the interpreter's way (a traceback or a silent SIGTERM), so nothing may be imported before it
 
 #: exit code of each handled signal: 128 + the signal number (the shell's convention)
 EXIT_CODES = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.SIGTERM}
@@ -62,7 +63,7 @@ def guard_startup() -> None:
     job, SIGTERM is still guarded there). :func:`exit_on_interrupt` takes over from here.
     """
     prog = _prog.started_as()
-    if prog is None or threading.current_thread() is not threading.main_thread():
+    if prog is None:
         return
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
@@ -72,7 +73,10 @@ def guard_startup() -> None:
 
     for signum in EXIT_CODES:
         if signal.getsignal(signum) == defaults[signum]:
-            signal.signal(signum, stop)
+            try:
+                signal.signal(signum, stop)
+            except ValueError:  # not the main thread (an embedding program's worker): signals are not ours to set
+                return
 
 
 def _silence_stdout():
@@ -97,6 +101,11 @@ def exit_on_interrupt(prog: str):
     A no-op outside the main thread (where signals cannot be managed). An ignored signal stays ignored
     (SIGINT in a shell's background job: Ctrl-C at the terminal is not meant for it).
     """
+    import socket
+    import threading
+
+    from ufm import _io
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -14,9 +14,12 @@ this project's command lines at all (the start-up guard of :mod:`ufm._interrupt`
 
 from __future__ import annotations
 
-import argparse
 import ntpath
 import sys
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy and ruff know the name)
+if TYPE_CHECKING:  # argparse is not imported before the start-up guard (ufm._interrupt) is in place
+    import argparse
 
 
 def _program_file(argv: list[str]) -> str:
@@ -63,22 +66,42 @@ def started_as(orig_argv: list[str] | None = None, argv: list[str] | None = None
     return script if script in SCRIPTS else None
 
 
+def parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace | int:
+    """``parser.parse_args(argv)``, or the exit code where argparse stopped (0 after ``--help``, 2 for a bad flag,
+    its message already printed).
+
+    The ``--help`` text is written like any other output: where the reader of standard output has gone before it
+    was written, BrokenPipeError (exit 141 inside :func:`ufm._interrupt.exit_on_interrupt`), not the silent exit
+    0 of argparse, which ignores the failed write. A reader that leaves after the text is in the pipe
+    (``--help | (exec true)``, a race) changes nothing: exit 0.
+    """
+    import contextlib
+    import io
+
+    text = io.StringIO()  # argparse swallows a failed write of --help (OSError): the text is written here instead
+    try:
+        with contextlib.redirect_stdout(text):
+            return parser.parse_args(argv)
+    except SystemExit as exit_:
+        sys.stdout.write(text.getvalue())
+        sys.stdout.flush()  # a reader that has gone raises here: exit 141 (ufm._interrupt.exit_on_interrupt)
+        return int(exit_.code or 0)
+
+
 def start(parser: argparse.ArgumentParser, argv, *, prog: str | None = None, x64: bool = True):
     """Parse ``argv`` for a command line and set up its process: 64-bit JAX (``x64``; the command line owns
     its process, library code never does this) and the compilation cache (:func:`ufm._cache.configure`,
     warnings naming ``prog``, default ``parser.prog``).
 
-    Returns the parsed arguments, or the exit code where argparse stopped (0 after ``--help``, 2 for a bad
-    flag, its message already printed).
+    Returns the parsed arguments, or the exit code where argparse stopped (:func:`parse`).
     """
     import jax
 
     from ufm import _cache
 
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    args = parse(parser, argv)
+    if isinstance(args, int):
+        return args
     if x64:
         jax.config.update("jax_enable_x64", True)
     _cache.configure(args, parser.prog if prog is None else prog)

@@ -72,6 +72,9 @@ class Comparison:
     not_applicable: tuple[str, ...] = ()
     spectra: dict = field(default_factory=dict)
     numerical: generalized.GeneralizedPrediction | None = None
+    #: why a run whose stopping rule was met did not locate the minimizer to ``rtol`` ("" when it did or when the
+    #: check does not apply): ``converged`` is then False (:func:`stationarity`)
+    unlocated: str = ""
 
     @property
     def failures(self) -> tuple[Row, ...]:
@@ -159,6 +162,26 @@ LEGEND = (
     "error: rel = |solver - theory| / |theory|, abs = |solver - theory|; "
     "check: ok = error <= tolerance, n/a = prediction does not apply; numbers to 10 significant digits"
 )
+
+
+def stationarity(result: Result) -> float:
+    """``|grad L(x)| / (min(lam_W, lam_H) |(W, H)|)`` at the solver's point x: an estimate of its distance from
+    the minimizer x* relative to |x|.
+
+    At x* the loss gradient balances the regularization (grad loss = -lam x, eq. 10), and along the directions
+    the loss does not see (how the logits factor into W and H) the curvature of L is the lam of that block; so
+    ``|x - x*| ~ |grad L| / lam`` there. The solver's stopping rule ``|grad L| <= tol |grad L(x0)|`` does not
+    involve lam: for a small lam (about 1e-7 and below with the default tol; any lam at 1e-300) it is met far
+    from x*, with a gradient that float64 cannot reduce further. The norms are formed scaled (no underflow of
+    ``lam^2 |x|^2`` at lam = 1e-300). inf when x = 0.
+    """
+    p = result.problem
+    blocks = [np.abs(np.asarray(block, dtype=np.float64)) for block in (result.W, result.H)]
+    largest = max(float(block.max(initial=0.0)) for block in blocks)
+    if largest == 0.0:
+        return float("inf")
+    size = largest * float(np.sqrt(sum(np.sum((block / largest) ** 2) for block in blocks)))
+    return float(result.grad_norm / min(p.lam_W, p.lam_H) / size)
 
 
 def _relative(quantity, predicted, measured, rtol, applies, note="", key=""):
@@ -703,7 +726,17 @@ def compare(
                         )
                     )
             spectra_info[block] = info
-    return Comparison(tuple(rows), result.converged, tuple(reasons), spectra_info, numerical)
+    unlocated = ""
+    if result.converged and not p.nonnegative and not zero:  # H >= 0: a constrained minimum, grad L need not vanish
+        estimate = stationarity(result)
+        if not estimate <= rtol:
+            unlocated = (  # a tol too loose for rtol, or a lam so small that the gradient is rounding noise first
+                f"the stopping rule was met, but |grad L| / (min(lam_W, lam_H) |(W, H)|) = {estimate:.2e} > rtol = "
+                f"{rtol:g}: the point is not the minimizer to rtol (a smaller tol where rounding allows, else a "
+                "larger lam; ufm.compare.stationarity)"
+            )
+    converged = result.converged and not unlocated
+    return Comparison(tuple(rows), converged, tuple(reasons), spectra_info, numerical, unlocated)
 
 
 def spectra_bytes(problem, method: str) -> float:

@@ -117,6 +117,16 @@ class Problem:
             )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        tiny = float(np.finfo(self.dtype).tiny)  # a smaller lam rounds to 0 or a subnormal in the solver's dtype
+        for name in ("lam_W", "lam_H", "lam_b"):
+            if 0.0 < getattr(self, name) < tiny:
+                raise ValueError(
+                    f"{name} = {getattr(self, name)!r} is below the smallest normal {self.dtype} number {tiny:.4g}: "
+                    f"the solver would use 0 or a subnormal for it, another objective than the one asked for (for "
+                    f"lam_W or lam_H one without a minimizer); use {name} >= {tiny:.4g}"
+                    + (" or 0" if name == "lam_b" else "")
+                    + (" or float64" if self.dtype == "float32" else "")
+                )
         _check_start_scale(self)
 
     @property

@@ -359,7 +359,9 @@ def _report_text(problem, prediction, result, comparison, rtol, compiled: str) -
         + (f" (lr = {num(result.lr)})" if result.lr is not None else " (line search)")
         + f", {result.iterations} iterations, {result.seconds:.2f} s (+ {compiled}), "
         f"on {jax.devices()[0].platform}",
-        f"  {result.message}",
+        f"  {result.message}"
+        if not comparison.unlocated  # the stopping rule met far from the minimizer (lam tiny): not "converged"
+        else f"  not converged: {result.message.removeprefix('converged: ')}; {comparison.unlocated}",
         f"  L = {num(result.objective)}",
         "",
         comparison.table(),
@@ -400,7 +402,8 @@ def _report_text(problem, prediction, result, comparison, rtol, compiled: str) -
             + "; ".join(comparison.not_applicable or ["no row could be judged"])
         )
     elif not comparison.converged:
-        lines.append(f"VERDICT: not verified — the solver did not converge ({result.status})")
+        why = "stopped away from the minimizer: see the Solver lines" if comparison.unlocated else result.status
+        lines.append(f"VERDICT: not verified — the solver did not converge ({why})")
     else:
         names = ", ".join(row.quantity for row in comparison.failures)
         lines.append(f"VERDICT: MISMATCH beyond {given(rtol)} in: {names}")
@@ -554,7 +557,7 @@ def _record(problem, prediction, result, comparison, rtol) -> dict:
             "tol": result.tol,
             "iterations": result.iterations,
             "status": result.status,
-            "converged": result.converged,
+            "converged": comparison.converged,  # False where the rule was met away from the minimizer
             "message": result.message,
             "objective": result.objective,
             "grad_norm": result.grad_norm,
