@@ -10,6 +10,7 @@ from ufm import _interrupt
 _interrupt.guard_startup()  # started as python -m ufm.<x>: a signal during the imports below ends in one line
 
 from ufm._cache import enable_compilation_cache as enable_compilation_cache
+from ufm._compile import compiled_programs as compiled_programs
 from ufm.calibration import BinStatistics as BinStatistics
 from ufm.calibration import ECETemperatureFit as ECETemperatureFit
 from ufm.calibration import Reliability as Reliability
@@ -49,6 +50,12 @@ from ufm.hessian import logit_hessians as logit_hessians
 from ufm.hessian import nonzero_condition_number as nonzero_condition_number
 from ufm.last_layer import Analysis as Analysis
 from ufm.last_layer import analyze as analyze
+from ufm.loop import Status as Status
+from ufm.losses import LOSS_SPECS as LOSS_SPECS
+from ufm.losses import Loss as Loss
+from ufm.methods import METHOD_SPECS as METHOD_SPECS
+from ufm.methods import METHODS as METHODS
+from ufm.methods import Method as Method
 from ufm.metrics import Collapse as Collapse
 from ufm.metrics import Dilation as Dilation
 from ufm.metrics import class_means as class_means
@@ -66,8 +73,8 @@ from ufm.objective import loss_term as loss_term
 from ufm.objective import objective as objective
 from ufm.objective import regularization as regularization
 from ufm.problem import Problem as Problem
-from ufm.solver import METHODS as METHODS
-from ufm.solver import Result as Result
+from ufm.results import BatchResult as BatchResult
+from ufm.results import Result as Result
 from ufm.solver import solve as solve
 from ufm.tracker import CollapseResult as CollapseResult
 from ufm.tracker import CollapseTracker as CollapseTracker
@@ -105,6 +112,13 @@ __all__ = [
     "Analysis",
     "analyze",
     "METHODS",
+    "METHOD_SPECS",
+    "Method",
+    "LOSS_SPECS",
+    "Loss",
+    "Status",
+    "BatchResult",
+    "compiled_programs",
     "BlockEigenvalues",
     "Collapse",
     "Comparison",

@@ -13,6 +13,7 @@ import textwrap
 
 from ufm._interrupt import BROKEN_PIPE_EXIT_CODE, EXIT_CODES
 from ufm._io import EXIT_NOT_WRITTEN
+from ufm.methods import MAX_ITERS_FIXED_STEP, METHOD_SPECS, method_spec
 
 #: exit code 2, as every command line uses it (argparse's own refusals included)
 BAD_INPUT = "bad input: one error: line naming the flag; no file written"
@@ -47,19 +48,42 @@ def exit_codes(*own: tuple[int, str], bad_input: str = BAD_INPUT, written: bool 
     return "\n".join(lines)
 
 
-#: iteration cap of a method when ``--max-iters`` is not given (``ufm.solve`` and ``ufm.sweep`` alike)
-MAX_ITERS = {"lbfgs": 2_000, "reduced": 20_000}
-#: the cap of the fixed-step methods (gd, momentum, nesterov)
-MAX_ITERS_FIXED_STEP = 100_000
 MAX_ITERS_HELP = (
-    f"iteration cap (default {MAX_ITERS['lbfgs']} for lbfgs, {MAX_ITERS['reduced']} for reduced, "
-    f"{MAX_ITERS_FIXED_STEP} otherwise)"
+    "iteration cap (default "
+    + ", ".join(
+        f"{s.max_iters} for {s.name}"
+        for s in sorted(METHOD_SPECS.values(), key=lambda s: s.max_iters)
+        if s.max_iters != MAX_ITERS_FIXED_STEP
+    )
+    + f", {MAX_ITERS_FIXED_STEP} otherwise)"
 )
 
 
 def max_iters(method: str, given: int | None = None) -> int:
-    """``given``, or the default cap of ``method`` (:data:`MAX_ITERS`)."""
-    return given if given is not None else MAX_ITERS.get(method, MAX_ITERS_FIXED_STEP)
+    """``given``, or the default cap of ``method`` (:attr:`ufm.methods.Method.max_iters`)."""
+    return given if given is not None else method_spec(method).max_iters
+
+
+def check_method_flags(method: str, *, lr=None, float32: bool = False, shard: bool = False) -> None:
+    """Refuse flags that do not apply to ``method`` (a ``ValueError`` naming the flag, exit 2), with what to use
+    instead: ``--lr`` with a line search, ``--shard`` or ``--float32`` with the class-mean method."""
+    spec = method_spec(method)
+    if lr is not None and spec.line_search:
+        fixed = [name for name, s in METHOD_SPECS.items() if not s.line_search]
+        raise ValueError(
+            f"--lr does not apply to --method {method} (it takes its step from a line search); "
+            f"drop --lr or use --method {', '.join(fixed[:-1])} or {fixed[-1]}"
+        )
+    if shard and spec.class_means:
+        raise ValueError(
+            f"--shard does not apply to --method {method} (it solves the K class means, nothing to "
+            "split over devices); use --method lbfgs with --shard"
+        )
+    if float32 and spec.class_means:
+        raise ValueError(
+            f"--method {method} does not converge with --float32 (its gradient stalls near 2e-5 "
+            "relative error); use --method lbfgs (the float32 default) or drop --float32"
+        )
 
 
 _CACHE_REQUESTS = "/jax/compilation_cache/compile_requests_use_cache"

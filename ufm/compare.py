@@ -20,8 +20,9 @@ import numpy as np
 
 import theory
 from ufm import generalized, hessian, metrics
+from ufm.methods import method_spec
 from ufm.objective import Params, Weights
-from ufm.solver import Result
+from ufm.results import Result
 
 DEFAULT_RTOL = 1e-6
 #: largest Hessian block (rows) that :func:`compare` diagonalises densely; larger ones take the structured path
@@ -223,7 +224,7 @@ def predicted_p_t_kappa(problem) -> tuple[float, float]:
     (d < K, another loss, H >= 0, label noise, unequal classes) and kappa nan past the phase boundary. The
     theory columns of ``ufm.sweep``."""
     nan = float("nan")
-    if _reasons(problem) or problem.loss not in ("ce", "ls") or problem.nonnegative:
+    if _reasons(problem) or problem.loss_spec.closed_form != "guo" or problem.nonnegative:
         return nan, nan
     where = (problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H)
     p_t = float(theory.probabilities(*where)[0])
@@ -246,7 +247,7 @@ def predict(problem) -> theory.Prediction:
         gamma=problem.gamma,
         mse_kappa=problem.mse_kappa,
         mse_beta=problem.mse_beta,
-        nonnegative=problem.nonnegative and problem.loss != "mse",
+        nonnegative=problem.nonnegative and problem.loss_spec.softmax,
     )
 
 
@@ -259,8 +260,8 @@ def _reasons(p) -> list[str]:
         )
     if p.label_noise > 0:
         reasons.append(f"label_noise = {p.label_noise:g}: the theorems assume clean, balanced labels")
-    if p.nonnegative and p.loss == "mse":
-        reasons.append("nonnegative features with loss 'mse': no prediction derived")
+    if p.nonnegative and not p.loss_spec.softmax:
+        reasons.append(f"nonnegative features with loss {p.loss!r}: no prediction derived")
     if not p.balanced:
         reasons.append(
             f"imbalanced classes (class_sizes = {p.class_sizes}): the closed forms assume n samples "
@@ -392,7 +393,7 @@ def _numerical_rows(result: Result, rtol: float) -> list[Row]:
             "NC1 (any class sizes)", 0.0, nc.nc1, rtol, True, "every minimizer is class-collapsed", "nc1_any_sizes"
         )
     ]
-    if result.method != "reduced":
+    if not method_spec(result.method).class_means:
         reference = solve(p, "reduced", tol=1e-12, history=False)
     elif p.d * p.N <= _FULL_REFERENCE_SIZE:
         reference = solve(p, "lbfgs", tol=1e-12, max_iters=20_000, history=False)
@@ -512,7 +513,7 @@ def compare(
     prediction = predict(p)
     inside = general and not prediction.collapsed
     if general and prediction.collapsed:
-        if p.loss in ("ce", "ls") and not p.nonnegative:
+        if p.loss_spec.closed_form == "guo" and not p.nonnegative:
             c = theory.phase(K, n, p.delta, p.lam_W, p.lam_H).c
             reasons.append(f"c = {format_number(c)} >= 1: the minimizer is zero; NC1-NC3 and kappa are undefined there")
         else:
@@ -730,5 +731,5 @@ def compare(
 def spectra_bytes(problem, method: str) -> float:
     """Estimated peak bytes of the spectra of :func:`compare` for a solution of ``problem`` by ``method``
     (``"reduced"`` gives K distinct feature columns, the other methods N), for a check before solving."""
-    groups = problem.K if method == "reduced" else problem.N
+    groups = problem.K if method_spec(method).class_means else problem.N
     return hessian.spectrum_bytes(problem.K, problem.N, problem.d, groups, problem.loss)

@@ -35,8 +35,10 @@ from ufm import _cache, _cli, _io, _prog
 from ufm._interrupt import exit_on_interrupt
 from ufm.compare import LEGEND, format_input, format_number
 from ufm.generalized import DEFAULT_RESTARTS, MAX_RESTARTS
-from ufm.problem import LOSSES, Problem
-from ufm.solver import DEFAULT_LR, METHODS, check_method_fits, default_method
+from ufm.losses import LOSSES
+from ufm.methods import METHODS, method_spec
+from ufm.policy import DEFAULT_LR, check_method_fits, default_method
+from ufm.problem import Problem
 from ufm.solver import solve as _solve
 
 PROG = "python -m ufm.solve"  #: the name as a module; ``ufm-solve`` when started by that script (ufm._prog)
@@ -279,14 +281,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SOURCES = {
-    "ce": "Guo et al. Thm 4.1, eq. 14, Thm 4.2",
-    "ls": "Guo et al. Thm 4.1, eq. 14, Thm 4.2",
-    "focal": "Zhou et al. Thm 1 + 1-D reduction, derived spectra",
-    "mse": "rescaled MSE, derived optimum with bias and spectra",
-}
-
-
 def _kappa_line(problem, prediction) -> str:
     """Theory's condition number of the loss blocks, named for what it is: K·p_t only for CE/LS (Thm 4.2)."""
     kappa_W, kappa_H = prediction["kappa_W"], prediction["kappa_H"]
@@ -294,12 +288,13 @@ def _kappa_line(problem, prediction) -> str:
         return "kappa: undefined (W = H = 0 at the minimizer)"
     if problem.nonnegative or math.isnan(kappa_W):
         return "kappa: no prediction (the loss-block spectra are not derived for this setting)"
-    if problem.loss in ("ce", "ls") and problem.K == 2:
+    guo = problem.loss_spec.closed_form == "guo"
+    if guo and problem.K == 2:
         return (
             f"kappa = {format_number(kappa_W)}: for K = 2 each loss block has one non-zero eigenvalue "
             "(K·p_t needs K >= 3)"
         )
-    if problem.loss in ("ce", "ls"):
+    if guo:
         return (
             f"kappa = K·p_t = {format_number(kappa_W)}: condition number of the W and of the H loss block, "
             "largest / smallest non-zero eigenvalue (Thm 4.2)"
@@ -326,7 +321,7 @@ def _report_text(problem, prediction, result, comparison, rtol, compiled: str) -
         + (", H >= 0" if p.nonnegative else "")
         + (f", label noise {given(p.label_noise)} (seed {p.noise_seed})" if p.label_noise else "")
     )
-    source = "Nguyen et al. Thm 3.2 + 1-D reduction" if p.nonnegative else _SOURCES[p.loss]
+    source = "Nguyen et al. Thm 3.2 + 1-D reduction" if p.nonnegative else p.loss_spec.source
     lines = [
         f"UFM problem: K = {p.K} classes, n = {p.n} samples per class (N = {p.N}), d = {p.d}, loss {loss}{extras}, "
         f"lam_W = {given(p.lam_W)}, lam_H = {given(p.lam_H)}, lam_b = {given(p.lam_b)}, {p.dtype}, seed = {p.seed}",
@@ -345,7 +340,7 @@ def _report_text(problem, prediction, result, comparison, rtol, compiled: str) -
         f"  a = {num(prediction['a'])} (logit scale)   "
         f"p_t = {num(prediction['p_t'])} (probability of the true class)   "
         f"p_n = {num(prediction['p_n'])} (of each other class)"
-        + (f"   b = {num(prediction['bias'])} * 1" if p.loss == "mse" else ""),
+        + (f"   b = {num(prediction['bias'])} * 1" if p.loss_spec.closed_form == "mse" else ""),
         f"  {_kappa_line(p, prediction)}",
         f"  mean ||w_k|| = {num(prediction['w_norm'])}   mean ||hbar_k - h_G|| = {num(prediction['h_norm'])}",
     ]
@@ -477,7 +472,7 @@ def _prediction(problem):
     from ufm.compare import predict
 
     pred = predict(problem)
-    classic = problem.loss in ("ce", "ls") and not problem.nonnegative
+    classic = problem.loss_spec.closed_form == "guo" and not problem.nonnegative
     where = theory.phase(problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H) if classic else None
     kappa = None if pred.collapsed or math.isnan(pred.kappa_W) else pred.kappa_W
     return {
@@ -613,25 +608,6 @@ def _check_generalized_flags(args, problem) -> None:
         args.restarts = DEFAULT_RESTARTS
 
 
-def _check_method_flags(args, method: str) -> None:
-    """Refuse flags that do not apply to ``method`` (exit 2 naming the flag), with what to use instead."""
-    if args.lr is not None and method in ("lbfgs", "reduced"):
-        raise ValueError(
-            f"--lr does not apply to --method {method} (it takes its step from a line search); "
-            "drop --lr or use --method gd, momentum or nesterov"
-        )
-    if args.shard and method == "reduced":
-        raise ValueError(
-            "--shard does not apply to --method reduced (it solves the K class means, nothing to "
-            "split over devices); use --method lbfgs with --shard"
-        )
-    if args.float32 and method == "reduced":
-        raise ValueError(
-            "--method reduced does not converge with --float32 (its gradient stalls near 2e-5 "
-            "relative error); use --method lbfgs (the float32 default) or drop --float32"
-        )
-
-
 def _main(argv) -> int:
     from ufm.compare import compare
 
@@ -665,7 +641,7 @@ def _main(argv) -> int:
         )
         method = default_method(problem) if args.method is None else args.method
         check_method_fits(problem, method)
-        _check_method_flags(args, method)
+        _cli.check_method_flags(method, lr=args.lr, float32=args.float32, shard=args.shard)
         _check_generalized_flags(args, problem)
         if args.json is not None:
             _io.check_writable(args.json, overwrite=args.force, what="--json")
@@ -702,7 +678,7 @@ def _main(argv) -> int:
         return 2
     tol = args.tol if args.tol is not None else (1e-5 if float32 else 1e-10)
     rtol = args.rtol if args.rtol is not None else (1e-3 if float32 else 1e-6)
-    line_search = method in ("lbfgs", "reduced")
+    line_search = method_spec(method).line_search
     max_iters = _cli.max_iters(method, args.max_iters)
     progress_every = 0 if args.quiet else (100 if line_search else 2_000)
     if not args.quiet:
