@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 import theory
 import ufm
-from ufm import hessian, solver
+from ufm import _cli, hessian, solver
 from ufm.problem import Problem
+from ufm.results import Advice, describe
 
 # With |grad L| <= 1e-11 |grad L(x0)| and curvature >= min(lam) >= 1e-3 (the regularizer),
 # the distance to the minimizer manifold is <= ~1e-8 relative; 1e-6 leaves two decades.
@@ -109,7 +110,11 @@ def test_divergence_is_reported_not_raised():
     assert "diverged at iteration" in result.message and "locally stable only for lr <" in result.message
     assert np.all(np.isfinite(result.W)) and np.all(np.isfinite(result.H))
     # the suggested step 1 / lambda_max (joint Hessian at the start and the last finite point) is reported ...
-    assert f"try --lr {result.suggested_lr:.3g}" in result.message
+    assert f"try lr={result.suggested_lr:.3g}" in result.message and result.advice == (
+        Advice("lr", result.suggested_lr),
+    )
+    # ... the command lines name their flag instead of the keyword, the rest of the sentence unchanged
+    assert describe(result, _cli.flag) == result.message.replace("try lr=", "try --lr ")
     # ... and works: the same run with it converges
     retry = ufm.solve(problem, "gd", lr=result.suggested_lr, max_iters=200_000, tol=1e-8, history=False)
     assert retry.converged, retry.message
@@ -118,7 +123,9 @@ def test_divergence_is_reported_not_raised():
 def test_max_iters_is_reported():
     result = ufm.solve(Problem(K=3, n=2), "gd", lr=1.0, max_iters=3)
     assert result.status == "max_iters" and result.iterations == 3
-    assert "max_iters" in result.message and "--max-iters" in result.message
+    assert "stopped at max_iters = 3" in result.message and "raise max_iters or use method='lbfgs'" in result.message
+    assert result.advice == (Advice("max_iters"), Advice("method", "lbfgs"))
+    assert "raise --max-iters or use --method lbfgs" in describe(result, _cli.flag)
 
 
 def test_a_tolerance_below_rounding_stalls_with_advice():
@@ -128,15 +135,15 @@ def test_a_tolerance_below_rounding_stalls_with_advice():
     result = ufm.solve(problem, "reduced", tol=1e-14, max_iters=5000)
     assert result.status == "stalled", result.message  # the premise: this tolerance is below rounding
     assert result.grad_norm > 1e-14 * result.initial_grad_norm
-    assert "raise --tol" in result.message and result.iterations < 5000
+    assert "raise tol" in result.message and result.iterations < 5000 and result.advice == (Advice("tol"),)
     assert np.all(np.isfinite(result.W)) and np.isfinite(result.objective)
 
 
 def test_a_tolerance_at_rounding_level_points_to_tol():
-    # tol 1e-16: |grad| stops falling near 5e-15 |grad_0|; either way the message names --tol
+    # tol 1e-16: |grad| stops falling near 5e-15 |grad_0|; either way the advice names tol
     result = ufm.solve(Problem(K=4, n=5, delta=0.1), "reduced", tol=1e-16, max_iters=400)
     assert result.status in ("max_iters", "stalled"), result.message
-    assert "--tol" in result.message
+    assert Advice("tol") in result.advice and "--tol" in describe(result, _cli.flag)
 
 
 def test_float32_path_reaches_its_documented_accuracy():

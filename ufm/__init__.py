@@ -73,6 +73,7 @@ from ufm.objective import loss_term as loss_term
 from ufm.objective import objective as objective
 from ufm.objective import regularization as regularization
 from ufm.problem import Problem as Problem
+from ufm.results import Advice as Advice
 from ufm.results import BatchResult as BatchResult
 from ufm.results import Result as Result
 from ufm.solver import solve as solve
@@ -118,6 +119,7 @@ __all__ = [
     "Loss",
     "Status",
     "BatchResult",
+    "Advice",
     "compiled_programs",
     "BlockEigenvalues",
     "Collapse",

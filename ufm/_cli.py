@@ -59,6 +59,16 @@ MAX_ITERS_HELP = (
 )
 
 
+def flag(parameter: str, value: float | str | None = None) -> str:
+    """A library parameter as the command lines spell it, with its value: ``max_iters`` -> ``--max-iters``,
+    ``("lr", 0.5)`` -> ``--lr 0.5``, ``("method", "lbfgs")`` -> ``--method lbfgs`` (the spelling
+    :func:`ufm.results.describe` takes to turn a result's :class:`~ufm.results.Advice` into flags)."""
+    name = "--" + parameter.replace("_", "-")
+    if value is None:
+        return name
+    return f"{name} {value}" if isinstance(value, str) else f"{name} {value:.3g}"
+
+
 def max_iters(method: str, given: int | None = None) -> int:
     """``given``, or the default cap of ``method`` (:attr:`ufm.methods.Method.max_iters`)."""
     return given if given is not None else method_spec(method).max_iters

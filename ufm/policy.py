@@ -3,13 +3,10 @@ policy and heuristics, as properties of the :class:`~ufm.losses.Loss` and :class
 specifications (no loss or method is named here except the defaults).
 
 Internal API (:mod:`ufm.solver`, :mod:`ufm.sweep`, the command lines; not exported from :mod:`ufm`): every
-public name here. Advice is structured (:class:`Advice`: a parameter and a value); the command lines turn
-it into flags (:func:`ufm._cli.flag`).
+public name here.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import numpy as np
 
@@ -38,15 +35,6 @@ SAFE_FRACTION = 0.5
 #: Steps up to this multiple of ``STABILITY_LIMIT[method] / lambda_max(x_0)`` converged in every case
 #: measured (:func:`fallback_step`): a default step that ran to max_iters below it is slow, not unstable.
 MEASURED_STABLE_RATIO = 1.25
-
-
-class Advice(NamedTuple):
-    """Something to change: ``parameter`` (a keyword of :func:`ufm.solve` or a field of :class:`Problem`, e.g.
-    ``"lr"``, ``"max_iters"``, ``"method"``, ``"dtype"``, ``"n"``) and ``value``: the value to use (a number, a
-    method name), or ``"raise"`` / ``"reduce"`` / ``"small"`` when only the direction is known."""
-
-    parameter: str
-    value: object
 
 
 def reduction_is_exact(problem: Problem) -> bool:

@@ -1,13 +1,21 @@
 """What a solve reports: :class:`Result` (one configuration), :class:`BatchResult` (many of one shape, as a
-sweep solves them) and the readable sentence of a status (:func:`status_message`).
+sweep solves them), the structured :class:`Advice` of a status and its readable sentence.
 
-``Result`` and ``BatchResult`` are public (``ufm.Result``, ``ufm.BatchResult``); :func:`status_message` is an
-internal API of :mod:`ufm.solver` and :mod:`ufm.sweep`.
+The library speaks Python: a status comes with :class:`Advice` records (a parameter and a value) and a
+sentence that names keywords (``raise max_iters``, ``try lr=0.5``); :func:`describe` writes the same sentence
+with another spelling of the parameters, which the command lines use to name their flags (``raise
+--max-iters``, ``try --lr 0.5``; :func:`ufm._cli.flag`).
+
+``Result``, ``BatchResult`` and ``Advice`` are public (``ufm.Result``, ...); :func:`status_message`,
+:func:`status_advice`, :func:`describe` and :func:`python_spelling` are internal API of :mod:`ufm.solver`,
+:mod:`ufm.sweep` and the command lines.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +24,26 @@ from ufm.loop import DIVERGENCE_FACTOR, HISTORY_FIELDS, NO_PROGRESS_GRADIENT, NO
 from ufm.methods import method_spec
 from ufm.objective import Params
 from ufm.problem import Problem
+
+
+class Advice(NamedTuple):
+    """Something to change after a run that did not converge: ``parameter`` (a keyword of :func:`ufm.solve`:
+    ``"lr"``, ``"max_iters"``, ``"tol"``, ``"method"``) and ``value``, the value to use (a number, a method
+    name), or None when only the direction is known (the sentence says which: raise, reduce, small)."""
+
+    parameter: str
+    value: float | str | None = None
+
+
+#: How a sentence spells a parameter and its value: ``(parameter, value or None) -> text``.
+Spelling = Callable[[str, "float | str | None"], str]
+
+
+def python_spelling(parameter: str, value: float | str | None = None) -> str:
+    """The library's spelling: ``max_iters``, ``lr=0.5``, ``method='lbfgs'``."""
+    if value is None:
+        return parameter
+    return f"{parameter}={value!r}" if isinstance(value, str) else f"{parameter}={value:.3g}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +66,9 @@ class Result:
         suggested_lr: after a divergence or no progress of a fixed step only: the default step unless the
             start's curvature asks for less, always at most lr / 2 (:func:`ufm.policy.suggested_step`; lambda_max
             of the joint Hessian of L, :mod:`ufm.curvature`); GD is locally stable only for ``lr < 2 / lambda_max``.
+        curvature: that lambda_max (None where no step was suggested).
+        advice: what to change, as :class:`Advice` records (empty when converged).
+        note: the sentence that precedes the status's when the default step failed and the run was redone.
     """
 
     problem: Problem
@@ -57,6 +88,9 @@ class Result:
     seconds: float
     compile_seconds: float
     suggested_lr: float | None = None
+    curvature: float | None = None
+    advice: tuple[Advice, ...] = ()
+    note: str = ""
 
     @property
     def converged(self) -> bool:
@@ -124,23 +158,50 @@ class BatchResult:
             iterations=int(self.iterations[j]),
             status=self.status[j],
             message=status_message(self.status[j], int(self.iterations[j]), ratio, self.tol, self.method, self.lr),
+            advice=status_advice(self.status[j], self.method, self.lr),
             history={name: np.zeros(0) for name in HISTORY_FIELDS},
             seconds=self.seconds / len(self),
             compile_seconds=0.0,
         )
 
 
-def status_message(status: str, iterations: int, ratio: float, tol: float, method: str, lr, step=None) -> str:
+def status_advice(status: str, method: str, lr, step=None) -> tuple[Advice, ...]:
+    """What to change after a run that stopped with ``status`` (``step``: ``(lambda_max, suggested lr)`` after a
+    divergence or a cycle, if known): the :class:`Advice` records that :func:`status_message` words."""
+    if status == "stalled":
+        return (Advice("tol"),)
+    if status == "max_iters":
+        return (Advice("max_iters"), Advice("tol") if method_spec(method).line_search else Advice("method", "lbfgs"))
+    if status in ("diverged", "no_progress"):
+        if step is not None and method_spec(method).stability_limit is not None:
+            return (Advice("lr", step[1]),)
+        return (Advice("lr"),) if lr is not None else (Advice("method", "gd"), Advice("lr"))
+    return ()
+
+
+def status_message(
+    status: str,
+    iterations: int,
+    ratio: float,
+    tol: float,
+    method: str,
+    lr,
+    step=None,
+    spell: Spelling = python_spelling,
+) -> str:
     """The readable sentence of :attr:`Result.message` for ``status``; ``step``: ``(lambda_max, suggested lr)``
-    after a divergence or a cycle, if known."""
+    after a divergence or a cycle, if known; ``spell``: how the advice names a parameter (the library's
+    keywords by default; the command lines pass their flags)."""
     spec = method_spec(method)
+    advice = status_advice(status, method, lr, step)
+    say = lambda k: spell(advice[k].parameter, advice[k].value)
     if status == "converged":
         return f"converged: |grad L| / |grad L(x0)| = {ratio:.2e} <= tol = {tol:.1e} after {iterations} iterations"
     if status == "stalled":
         return (
             f"stalled after {iterations} iterations at |grad L| / |grad L(x0)| = {ratio:.2e} > tol = {tol:.1e}: "
             "the line search found no decrease of L even along -grad L, so tol is below what rounding in this "
-            "precision resolves; raise --tol"
+            f"precision resolves; raise {say(0)}"
         )
     if status == "nonfinite":
         return (
@@ -148,25 +209,25 @@ def status_message(status: str, iterations: int, ratio: float, tol: float, metho
             "taken; reduce the lambdas, init_scale or the loss parameters"
         )
     if status == "max_iters":
-        advice = (
-            "raise --max-iters, or --tol if the ratio has stopped falling (rounding)"
+        words = (
+            f"raise {say(0)}, or {say(1)} if the ratio has stopped falling (rounding)"
             if spec.line_search
-            else "raise --max-iters or use --method lbfgs"
+            else f"raise {say(0)} or use {say(1)}"
         )
         return (
             f"stopped at max_iters = {iterations} with |grad L| / |grad L(x0)| = {ratio:.2e} > tol = {tol:.1e}; "
-            + advice
+            + words
         )
     if step is not None and spec.stability_limit is not None:
         top, suggested = step
         limit = spec.stability_limit
-        advice = (
+        words = (
             f"the largest Hessian eigenvalue of L (Lanczos, at the start or the last finite iterate) is "
             f"{top:.4g}: {method} is locally stable only for lr < {limit:.4g} / {top:.4g} = {limit / top:.4g}; "
-            f"try --lr {suggested:.3g}"
+            f"try {say(0)}"
         )
     else:
-        advice = "reduce --lr (e.g. by 10x)" if lr is not None else "try --method gd with a small --lr"
+        words = f"reduce {say(0)} (e.g. by 10x)" if lr is not None else f"try {say(0)} with a small {say(1)}"
     if status == "no_progress":
         return (
             f"no progress: stopped after {iterations} iterations ({method}, lr = {lr}) at |grad L| / |grad L(x0)| "
@@ -174,9 +235,23 @@ def status_message(status: str, iterations: int, ratio: float, tol: float, metho
             f"{NO_PROGRESS_OBJECTIVE:g} (relative) nor |grad L| {100 * NO_PROGRESS_GRADIENT:g}% below its best "
             f"while L rose above its best, "
             f"so the step is too large and the iterates cycle instead of converging (more iterations will not "
-            f"help); {advice}"
+            f"help); {words}"
         )
     return (
         f"diverged at iteration {iterations + 1} ({method}, lr = {lr}): the objective became non-finite or "
-        f"exceeded {DIVERGENCE_FACTOR:g}x its initial value; {advice}"
+        f"exceeded {DIVERGENCE_FACTOR:g}x its initial value; {words}"
     )
+
+
+def describe(result: Result, spell: Spelling = python_spelling) -> str:
+    """:attr:`Result.message` with the parameters spelled by ``spell`` (the command lines: their flags). A
+    ``"nonfinite"`` status names the problem's own fields (no advice to respell): its message as it is."""
+    if result.status == "nonfinite":
+        return result.message
+    g0 = result.initial_grad_norm
+    ratio = result.grad_norm / g0 if g0 > 0 else 0.0
+    step = None if result.curvature is None or result.suggested_lr is None else (result.curvature, result.suggested_lr)
+    sentence = status_message(
+        result.status, result.iterations, ratio, result.tol, result.method, result.lr, step, spell
+    )
+    return result.note + sentence

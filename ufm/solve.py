@@ -39,6 +39,7 @@ from ufm.losses import LOSSES
 from ufm.methods import METHODS, method_spec
 from ufm.policy import DEFAULT_LR, check_method_fits, default_method
 from ufm.problem import Problem
+from ufm.results import describe
 from ufm.solver import solve as _solve
 
 PROG = "python -m ufm.solve"  #: the name as a module; ``ufm-solve`` when started by that script (ufm._prog)
@@ -354,7 +355,7 @@ def _report_text(problem, prediction, result, comparison, rtol, compiled: str) -
         + (f" (lr = {num(result.lr)})" if result.lr is not None else " (line search)")
         + f", {result.iterations} iterations, {result.seconds:.2f} s (+ {compiled}), "
         f"on {jax.devices()[0].platform}",
-        f"  {result.message}",
+        f"  {describe(result, _cli.flag)}",
         f"  L = {num(result.objective)}",
         "",
         comparison.table(),
@@ -546,7 +547,7 @@ def _record(problem, prediction, result, comparison, rtol) -> dict:
             "iterations": result.iterations,
             "status": result.status,
             "converged": result.converged,
-            "message": result.message,
+            "message": describe(result, _cli.flag),
             "objective": result.objective,
             "grad_norm": result.grad_norm,
             "initial_grad_norm": result.initial_grad_norm,

@@ -98,8 +98,11 @@ from ufm.loop import (
     history_rows,
     iterate,
     lbfgs_evaluation,
+    progress_start,
     progress_update,
+    start_status,
     status_word,
+    step_status,
 )
 from ufm.methods import METHODS, method_spec
 from ufm.objective import Params, objective
@@ -117,7 +120,7 @@ from ufm.policy import (
 )
 from ufm.problem import Problem, require_dtype_enabled
 from ufm.reduction import reduced_objective, reduced_params, reduced_point
-from ufm.results import Result, status_message
+from ufm.results import Result, status_advice, status_message
 
 # names other modules and tests read from here (each is defined once, in the module it is imported from)
 __all__ = [
@@ -133,7 +136,10 @@ __all__ = [
     "default_lr",
     "default_method",
     "memory_advice",
+    "progress_start",
     "progress_update",
+    "start_status",
+    "step_status",
     "reduced_loop",
     "reduced_objective",
     "reduced_point",
@@ -550,7 +556,7 @@ def solve(
             out = jax.block_until_ready(compiled(*args))
             seconds = time.perf_counter() - start  # of the run reported (its iterations and history)
     result = _result(problem, method, lr, tol, params0, labels, init is not None, out, seconds, compile_seconds)
-    return dataclasses.replace(result, message=note + result.message) if note else result
+    return dataclasses.replace(result, message=note + result.message, note=note) if note else result
 
 
 def _solve_reduced(problem: Problem, tol: float, params0: Params, given_init: bool, args, statics) -> Result:
@@ -621,4 +627,6 @@ def _result(problem, method, lr, tol, params0, labels, given_init: bool, out, se
         seconds=seconds,
         compile_seconds=compile_seconds,
         suggested_lr=None if step is None else step[1],
+        curvature=None if step is None else step[0],
+        advice=status_advice(status, method, lr, step),
     )
