@@ -35,7 +35,6 @@ from ufm import _cache, _cli, _io, _prog
 from ufm._interrupt import exit_on_interrupt
 from ufm.compare import LEGEND, format_input, format_number
 from ufm.generalized import DEFAULT_RESTARTS, MAX_RESTARTS
-from ufm.losses import LOSSES
 from ufm.methods import METHODS, method_spec
 from ufm.policy import DEFAULT_LR, check_method_fits, default_method
 from ufm.problem import Problem
@@ -122,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_GLOSSARY + EXIT_CODES,
     )
     problem = parser.add_argument_group("problem")
-    problem.add_argument("--K", type=_integer("--K", 2), default=10, help="classes (>= 2; default 10)")
+    _cli.add_problem_flags(problem, "K")
     problem.add_argument(
         "--n",
         type=_integer("--n", 1),
@@ -154,38 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K_B",
         help="number of minority classes for --imbalance, in [1, K - 1] (no default: required with --imbalance)",
     )
-    problem.add_argument("--d", type=_integer("--d", 1), default=None, help="feature dimension (default K)")
-    problem.add_argument(
-        "--loss",
-        choices=LOSSES,
-        default="ls",
-        help="per-sample loss (default ls; ce = ls with delta 0; focal needs --gamma; "
-        "mse uses --mse-kappa, --mse-beta)",
-    )
-    problem.add_argument(
-        "--delta",
-        type=_number("--delta", 0.0, 1.0, low_open=False),
-        default=None,
-        help="label smoothing in [0, 1) (0 = cross entropy; default 0; --loss ls only)",
-    )
-    problem.add_argument(
-        "--gamma",
-        type=_number("--gamma", 0.0, low_open=False),
-        default=None,
-        help="focal-loss parameter in [0, inf) (default 0; --loss focal only)",
-    )
-    problem.add_argument(
-        "--mse-kappa",
-        type=_number("--mse-kappa", 0.0),
-        default=None,
-        help="rescaled MSE: weight of the target logit, > 0 (default 1; --loss mse only)",
-    )
-    problem.add_argument(
-        "--mse-beta",
-        type=_number("--mse-beta", 0.0),
-        default=None,
-        help="rescaled MSE: target value of the target logit, > 0 (default 1; --loss mse only)",
-    )
+    _cli.add_problem_flags(problem, "d", "loss")
     problem.add_argument(
         "--nonnegative",
         action="store_true",
@@ -212,12 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lam-b", type=_number("--lam-b", 0.0, low_open=False), default=None, help="lam_b (>= 0; default --lam)"
     )
     problem.add_argument("--seed", type=_integer("--seed", 0), default=0, help="initialisation seed (default 0)")
-    problem.add_argument(
-        "--float32",
-        action="store_true",
-        help="solve in float32 (faster on accelerators; agreement then ~1e-3, the float32 "
-        "--rtol default; see docs/losses.md)",
-    )
+    _cli.add_problem_flags(problem, "float32")
     solver = parser.add_argument_group("solver")
     solver.add_argument(
         "--method",
@@ -573,21 +536,9 @@ def main(argv=None) -> int:
 
 
 #: loss parameters: flag -> (attribute, default, the loss it belongs to)
-_LOSS_FLAGS = {
-    "--delta": ("delta", 0.0, "ls"),
-    "--gamma": ("gamma", 0.0, "focal"),
-    "--mse-kappa": ("mse_kappa", 1.0, "mse"),
-    "--mse-beta": ("mse_beta", 1.0, "mse"),
-}
-
-
 def _check_loss_flags(args) -> None:
     """Refuse a loss parameter given for another loss (never ignore it silently); fill the defaults."""
-    for flag, (name, default, loss) in _LOSS_FLAGS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, default)
-        elif args.loss != loss:
-            raise ValueError(f"{flag} does not apply to --loss {args.loss} (it is a parameter of --loss {loss})")
+    _cli.resolve_loss_flags(args)
     if args.noise_seed is None:
         args.noise_seed = 0
     elif not args.label_noise:

@@ -520,9 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=EXIT_CODES,
     )
-    parser.add_argument("--K", type=int, default=10, help="classes (>= 2; default 10)")
+    _cli.add_problem_flags(parser, "K")
     parser.add_argument("--n", type=int, default=50, help="samples per class (>= 1; default 50)")
-    parser.add_argument("--d", type=int, default=None, help="feature dimension (default K)")
+    _cli.add_problem_flags(parser, "d")
     parser.add_argument(
         "--delta",
         type=_list("--delta", float),
@@ -541,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[0],
         help="comma-separated seeds or a range LO:HI, HI exclusive (0:3 is 0, 1, 2; default 0)",
     )
-    parser.add_argument("--float32", action="store_true", help="solve in float32")
+    _cli.add_problem_flags(parser, "float32")
     parser.add_argument(
         "--method", choices=METHODS, default=None, help="optimizer (default reduced in float64, lbfgs in float32)"
     )
