@@ -58,13 +58,16 @@ def rescaled_mse(logits, labels, kappa, beta):
     return kappa * (z_k - beta) ** 2 + jnp.sum(logits**2, axis=0) - z_k**2
 
 
-#: The per-sample functions, indexed by :attr:`Loss.branch` (the traced ``Weights.loss_id``): each reads its
-#: parameters from a :class:`ufm.objective.Weights`.
-BRANCHES: tuple[Callable, ...] = (
-    lambda z, labels, w: label_smoothing(z, labels, w.delta),
-    lambda z, labels, w: focal(z, labels, w.gamma),
-    lambda z, labels, w: rescaled_mse(z, labels, w.mse_kappa, w.mse_beta),
-)
+def _smoothed(logits, labels, weights):
+    return label_smoothing(logits, labels, weights.delta)
+
+
+def _focal(logits, labels, weights):
+    return focal(logits, labels, weights.gamma)
+
+
+def _mse(logits, labels, weights):
+    return rescaled_mse(logits, labels, weights.mse_kappa, weights.mse_beta)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,8 @@ class Loss:
 
     Attributes:
         name: the name at the boundary (``Problem.loss``, ``--loss``).
-        branch: index of its per-sample function in :data:`BRANCHES` (``Weights.loss_id``).
+        function: ``(logits (K, N), labels (N,), weights) -> (N,)``, reading its parameters from a
+            :class:`ufm.objective.Weights`; aliases share one (``"ce"`` is ``"ls"``'s at delta 0).
         parameters: the :class:`~ufm.problem.Problem` fields it reads (others must keep their defaults).
         convex_in_logits: convex in the logits, so the class-mean reduction of ``"reduced"`` is exact for free
             features and clean balanced labels (Jensen; :mod:`ufm.solver`), and the convex and d < K paths
@@ -91,7 +95,7 @@ class Loss:
     """
 
     name: str
-    branch: int
+    function: Callable
     parameters: tuple[str, ...]
     convex_in_logits: bool
     softmax: bool
@@ -100,20 +104,26 @@ class Loss:
     source: str = ""
     logit_curvature: Callable[[object], float] = lambda problem: 0.0
 
+    @property
+    def branch(self) -> int:
+        """Index of :attr:`function` in :data:`BRANCHES` (``Weights.loss_id``; a compiled program's static loss)."""
+        return BRANCHES.index(self.function)
+
     def __call__(self, logits, labels, weights):
         """The per-sample losses ``(N,)`` of ``logits (K, N)`` with this loss's parameters from ``weights``."""
-        return BRANCHES[self.branch](logits, labels, weights)
+        return self.function(logits, labels, weights)
 
 
-#: The one registry of losses, by name. ``"ce"`` is label smoothing with delta fixed at 0.
+_GUO = "Guo et al. Thm 4.1, eq. 14, Thm 4.2"
+#: The one registry of losses, by name (adding a loss: its per-sample function and one entry here).
 LOSS_SPECS: dict[str, Loss] = {
     spec.name: spec
     for spec in (
-        Loss("ce", 0, (), True, True, "guo", "softmax", "Guo et al. Thm 4.1, eq. 14, Thm 4.2"),
-        Loss("ls", 0, ("delta",), True, True, "guo", "softmax", "Guo et al. Thm 4.1, eq. 14, Thm 4.2"),
+        Loss("ce", _smoothed, (), True, True, "guo", "softmax", _GUO),  # label smoothing at delta = 0
+        Loss("ls", _smoothed, ("delta",), True, True, "guo", "softmax", _GUO),
         Loss(
             "focal",
-            1,
+            _focal,
             ("gamma",),
             convex_in_logits=False,
             softmax=True,
@@ -123,7 +133,7 @@ LOSS_SPECS: dict[str, Loss] = {
         ),
         Loss(
             "mse",
-            2,
+            _mse,
             ("mse_kappa", "mse_beta"),
             convex_in_logits=True,
             softmax=False,
@@ -135,6 +145,8 @@ LOSS_SPECS: dict[str, Loss] = {
         ),
     )
 }
+#: The distinct per-sample functions of the registry, in its order: ``Weights.loss_id`` indexes them.
+BRANCHES: tuple[Callable, ...] = tuple(dict.fromkeys(spec.function for spec in LOSS_SPECS.values()))
 #: The loss names accepted at the boundary (``Problem.loss``, ``--loss``), in the order the command lines list them.
 LOSSES = tuple(LOSS_SPECS)
 #: Each name's branch index (``Problem.weights().loss_id``), for code that carries the loss as a traced number.
