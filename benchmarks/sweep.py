@@ -1,12 +1,15 @@
 """Batched sweep vs a Python loop over ``ufm.solve`` (1,000 configurations of the sweep CLI's default problem).
 
-``python benchmarks/sweep.py [--methods gd,reduced] [--loop-subset 100] [--lanes 16]``: a grid of 10 deltas x
-10 lambdas x 10 seeds around K = 10, n = 50, d = 10 (the default problem of ``python -m ufm.sweep``; float64,
-tol 1e-10) solved, for each method, by ``ufm.sweep`` in one vmapped, compiled call and by a Python loop over
-``ufm.solve`` on the first ``--loop-subset`` configurations (a deterministic subset spread over the grid),
-whose time is extrapolated linearly to all configurations (each solve is independent, so the loop time is
-additive). Both compiled before timing (compilation reported separately); seconds are wall time of the whole
-call, Python included. Checks that the two agree on the subset (objective and mean ||w_k||, relative).
+``python benchmarks/sweep.py [--methods gd,reduced] [--loop-subset 100] [--lanes 16] [--max-iters 20000]``: a
+grid of 10 deltas x 10 lambdas x 10 seeds around K = 10, n = 50, d = 10 (the default problem of
+``python -m ufm.sweep``; float64, tol 1e-10) solved, for each method, by ``ufm.sweep`` in one vmapped, compiled
+call and by a Python loop over ``ufm.solve`` on the first ``--loop-subset`` configurations (a deterministic
+subset spread over the grid), whose time is extrapolated linearly to all configurations (each solve is
+independent, so the loop time is additive). The sweep's seconds are its compiled calls
+(``SweepResult.seconds``; compilation reported separately), the loop's the wall time of its solves after a
+first solve compiled them (Python included). ``--max-iters`` caps both alike (on a loaded machine a cap keeps
+the gd row short: the cost per iteration is what is compared). Checks that the two agree on the subset
+(objective and mean ||w_k||, relative).
 """
 
 from __future__ import annotations
@@ -30,19 +33,16 @@ from benchmarks._common import machine, peak_rss_gib, print_table  # noqa: E402
 from ufm.sweep import grid, sweep  # noqa: E402
 
 
-def _measure(problems, method: str, loop_subset: int, lanes: int | None) -> tuple[list[list], str]:
+def _measure(problems, method: str, loop_subset: int, lanes: int | None, cap: int) -> tuple[list[list], str]:
     """The table rows (loop, sweep) of one method and a line on convergence and agreement."""
     M = len(problems)
-    swept = sweep(problems, method, batch_size=lanes)  # compiles
-    compile_seconds = swept.compile_seconds
-    start = time.perf_counter()
-    swept = sweep(problems, method, batch_size=lanes)
-    sweep_seconds = time.perf_counter() - start
+    swept = sweep(problems, method, batch_size=lanes, max_iters=cap)
+    compile_seconds, sweep_seconds = swept.compile_seconds, swept.seconds
     subset = problems[:: max(1, M // loop_subset)][:loop_subset]
     index = {id(p): j for j, p in enumerate(problems)}
-    ufm.solve(subset[0], method)  # compiles
+    ufm.solve(subset[0], method, max_iters=cap, history=False)  # compiles
     start = time.perf_counter()
-    singles = [ufm.solve(p, method) for p in subset]
+    singles = [ufm.solve(p, method, max_iters=cap, history=False) for p in subset]
     loop_seconds = (time.perf_counter() - start) * M / len(subset)
     worst = 0.0
     for p, single in zip(subset, singles, strict=True):
@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     parser.add_argument("--loop-subset", type=int, default=100)
     parser.add_argument("--lanes", type=int, default=None, help="batch_size of ufm.sweep (default: its default)")
     parser.add_argument("--configs-per-axis", type=int, default=10)
+    parser.add_argument("--max-iters", type=int, default=20_000, help="iteration cap of both (default 20000)")
     args = parser.parse_args(argv)
     m = args.configs_per_axis
     base = ufm.Problem(K=10, n=50)
@@ -74,10 +75,10 @@ def main(argv=None) -> int:
         base, delta=np.linspace(0.0, 0.3, m).tolist(), lam=np.geomspace(1e-4, 2e-3, m).tolist(), seed=list(range(m))
     )
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the start")
-    print(f"{len(problems)} configurations, K=10 n=50 d=10 float64, tol 1e-10")
+    print(f"{len(problems)} configurations, K=10 n=50 d=10 float64, tol 1e-10, max_iters {args.max_iters}")
     rows, notes = [], []
     for method in args.methods.split(","):
-        method_rows, note = _measure(problems, method, args.loop_subset, args.lanes)
+        method_rows, note = _measure(problems, method, args.loop_subset, args.lanes, args.max_iters)
         rows += method_rows
         notes.append(note)
     header = ["method", "how", "configurations", "seconds", "compile s", "speed-up vs loop"]

@@ -14,8 +14,8 @@ from ufm import sweep as sweep_module
 from ufm.sweep import grid, sweep
 
 BASE = ufm.Problem(K=4, n=5)
-# delta = 0 (CE) and 0.1, a lam beyond nothing and a larger one, four seeds: 16 configurations, one compile
-# (the phase diagram's quick run sweeps 16 configurations of this shape too: the same program)
+# delta = 0 (CE) and 0.1, a lam beyond nothing and a larger one, four seeds: 16 configurations of one small
+# shape, one compile for the tests of this file that use it
 GRID = dict(delta=[0.0, 0.1], lam=[5e-4, 1e-2], seed=[0, 1, 2, 3])
 # both sides stop at |grad| <= TOL |grad_0|: the end points are within ~TOL |grad_0| / lam of the minimizer
 # set, so a tight TOL makes "the same result to 1e-10" a statement about the methods, not the tolerance
@@ -137,8 +137,8 @@ def test_queue_matches_solve_on_random_configurations(configurations, lanes):
 
 
 def test_other_methods_run_as_vmapped_chunks():
-    # lbfgs (optax) on the full problem, chunks of 2 with the last one padded; d = 5 and no history in the
-    # single solves: the program of the landscape experiment's quick run
+    # lbfgs (optax) on the full problem, chunks of 2 with the last one padded; d = 5 > K (a non-square W), and
+    # the single solves without history, as the sweep runs them
     problems = grid(ufm.Problem(K=4, n=5, d=5), delta=[0.0, 0.1], lam=[5e-3], seed=[0, 1])[:3]
     chunked = sweep(problems, "lbfgs", batch_size=2, tol=1e-10)
     assert chunked.method == "lbfgs" and chunked.converged.all()
