@@ -28,7 +28,6 @@ import json
 import jax
 jax.config.update("jax_enable_x64", True)
 import ufm
-from ufm import solver
 
 assert jax.device_count() == 4, jax.devices()
 problem = ufm.Problem(**{PROBLEM!r})
@@ -37,7 +36,7 @@ for method in {METHODS!r}:
     sharded = ufm.solve(problem, method, shard=True, **{SOLVE!r})
     assert sharded.converged, sharded.message
     # the compiled loop really took H split over the 4 devices
-    H_sharding = [s for s in solver._COMPILED.values()][-1][0].input_shardings[0][0].H
+    H_sharding = ufm.compiled_programs()[-1].compiled.input_shardings[0][0].H
     assert len(H_sharding.device_set) == 4 and not H_sharding.is_fully_replicated
     Z = sharded.W.T @ sharded.H + sharded.b[:, None]
     out[method] = dict(objective=float(sharded.objective), Z=Z.tolist())

@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 import theory
 import ufm
-from ufm import hessian, solver
+from ufm import _cli, hessian, solver
 from ufm.problem import Problem
+from ufm.results import Advice, describe
 
 # With |grad L| <= 1e-11 |grad L(x0)| and curvature >= min(lam) >= 1e-3 (the regularizer),
 # the distance to the minimizer manifold is <= ~1e-8 relative; 1e-6 leaves two decades.
@@ -111,7 +112,11 @@ def test_divergence_is_reported_not_raised():
     assert "diverged at iteration" in result.message and "locally stable only for lr <" in result.message
     assert np.all(np.isfinite(result.W)) and np.all(np.isfinite(result.H))
     # the suggested step 1 / lambda_max (joint Hessian at the start and the last finite point) is reported ...
-    assert f"try --lr {result.suggested_lr:.3g}" in result.message
+    assert f"try lr={result.suggested_lr:.3g}" in result.message and result.advice == (
+        Advice("lr", result.suggested_lr),
+    )
+    # ... the command lines name their flag instead of the keyword, the rest of the sentence unchanged
+    assert describe(result, _cli.flag) == result.message.replace("try lr=", "try --lr ")
     # ... and works: the same run with it converges
     retry = ufm.solve(problem, "gd", lr=result.suggested_lr, max_iters=200_000, tol=1e-8, history=False)
     assert retry.converged, retry.message
@@ -120,7 +125,9 @@ def test_divergence_is_reported_not_raised():
 def test_max_iters_is_reported():
     result = ufm.solve(Problem(K=3, n=2), "gd", lr=1.0, max_iters=3)
     assert result.status == "max_iters" and result.iterations == 3
-    assert "max_iters" in result.message and "--max-iters" in result.message
+    assert "stopped at max_iters = 3" in result.message and "raise max_iters or use method='lbfgs'" in result.message
+    assert result.advice == (Advice("max_iters"), Advice("method", "lbfgs"))
+    assert "raise --max-iters or use --method lbfgs" in describe(result, _cli.flag)
 
 
 def test_a_tolerance_below_rounding_stalls_with_advice():
@@ -128,18 +135,17 @@ def test_a_tolerance_below_rounding_stalls_with_advice():
     # (observed: the line search of "reduced" fails twice at iteration 226 and stops)
     problem = Problem(K=10, n=50, lam_W=1e-8, lam_H=1e-8, lam_b=1e-8)
     result = ufm.solve(problem, "reduced", tol=1e-14, max_iters=5000)
-    assert result.status in ("stalled", "converged"), result.message
-    if result.status == "stalled":
-        assert result.grad_norm > 1e-14 * result.initial_grad_norm
-        assert "raise --tol" in result.message and result.iterations < 5000
-        assert np.all(np.isfinite(result.W)) and np.isfinite(result.objective)
+    assert result.status == "stalled", result.message  # the premise: this tolerance is below rounding
+    assert result.grad_norm > 1e-14 * result.initial_grad_norm
+    assert "raise tol" in result.message and result.iterations < 5000 and result.advice == (Advice("tol"),)
+    assert np.all(np.isfinite(result.W)) and np.isfinite(result.objective)
 
 
 def test_a_tolerance_at_rounding_level_points_to_tol():
-    # tol 1e-16: |grad| stops falling near 5e-15 |grad_0|; either way the message names --tol
+    # tol 1e-16: |grad| stops falling near 5e-15 |grad_0|; either way the advice names tol
     result = ufm.solve(Problem(K=4, n=5, delta=0.1), "reduced", tol=1e-16, max_iters=400)
     assert result.status in ("max_iters", "stalled"), result.message
-    assert "--tol" in result.message
+    assert Advice("tol") in result.advice and "--tol" in describe(result, _cli.flag)
 
 
 def test_float32_path_reaches_its_documented_accuracy():
@@ -236,24 +242,33 @@ def test_history_rows_round_up_and_never_hold_too_few(max_iters, record_every, h
     assert rows >= (max_iters // record_every + 2 if history else 1)
 
 
+def _programs(function, **statics):
+    """The compiled programs of ``function`` whose static arguments include ``statics`` (ufm.compiled_programs)."""
+    return [p for p in ufm.compiled_programs(function) if all(p.statics.get(k) == v for k, v in statics.items())]
+
+
 def test_solves_that_differ_only_in_their_caps_share_one_program():
-    problem = ufm.Problem(K=3, n=4, delta=0.1)
+    problem = ufm.Problem(K=3, n=4, d=7, delta=0.1)  # d = 7: no other test compiles this shape with gd
+    shape = lambda: [p for p in _programs(solver.run_loop, method="gd") if p.shapes[0][0] == (7, 3)]
+    existed = len(shape()) > 0
     first = ufm.solve(problem, "gd", lr=1.0, max_iters=20_000, record_every=10, tol=1e-6)
+    assert len(shape()) == 1
+    # compiled here (a positive time) unless this process had compiled it already (then 0.0, a cache hit)
+    assert (first.compile_seconds == 0.0) if existed else (first.compile_seconds > 0.0)
     again = ufm.solve(problem, "gd", lr=1.0, max_iters=300, record_every=7, tol=1e-6)
-    assert first.compile_seconds >= 0.0 and again.compile_seconds == 0.0  # compile_once: 0.0 on a hit
+    assert again.compile_seconds == 0.0 and len(shape()) == 1  # the same program: nothing compiled
     assert again.history["iteration"][-1] == again.iterations <= 300
-
-
-def _loop_programs():
-    return sum(1 for key in solver._COMPILED if key[0] is solver.reduced_loop)
 
 
 @pytest.mark.parametrize("history", [True, False])
 def test_the_reduced_loop_is_one_program_for_every_n(history):
     """solve compiles "reduced" with equal classes as reduced_start (per N) and reduced_loop (per d, K)."""
-    before = _loop_programs()
     results = [ufm.solve(ufm.Problem(K=3, n=n, d=5, delta=0.1), tol=1e-10, history=history) for n in (2, 3, 7)]
-    assert _loop_programs() - before <= 1  # 0 when an earlier test compiled it
+    rows = solver.history_rows(20_000, 10, history)  # solve's default caps
+    loops = _programs(solver.reduced_loop, d=5, K=3, loss_id=0, with_history=history, rows=rows, progress_every=0)
+    assert len(loops) == 1  # one loop program for the three n
+    starts = {p.shapes[1][0] for p in _programs(solver.reduced_start, loss_id=0)}  # H's shape (d, N) of each start
+    assert {(5, 6), (5, 9), (5, 21)} <= starts  # ... and a start program per N
     for result in results:
         assert result.converged and result.H.shape == (5, 3 * result.problem.n)
         # the class-major H is Hbar Y: every sample equals its class mean
@@ -265,7 +280,7 @@ def test_two_programs_agree_with_the_single_compiled_loop(history):
     """The two programs of solve and run_loop in one program (which shard=True compiles) reach the same
     minimizer: the objective to rounding, the logits to ~1e-10 (both stop at |grad| <= 1e-10 |grad_0|, and
     the order of the floating-point operations differs, so the iterates may differ in the last bits)."""
-    problem = ufm.Problem(K=3, n=4, d=5, delta=0.2, seed=3)  # a shape and cap of SHAPES' tests: shared programs
+    problem = ufm.Problem(K=3, n=4, d=5, delta=0.2, seed=3)
     two = ufm.solve(problem, tol=1e-10, max_iters=5000, history=history)
     args = (problem.init(), problem.labels(), problem.weights(), 0.0, 1e-10, 5000, 10)
     one = jax.jit(solver.run_loop, static_argnames=("method", "progress_every", "with_history", "loss_id", "rows"))(
@@ -276,8 +291,15 @@ def test_two_programs_agree_with_the_single_compiled_loop(history):
         loss_id=0,
         rows=solver.history_rows(5000, 10, history),
     )
-    params, value, _, g0, iterations, status, recorded, count = one
-    assert solver.STATUS_NAMES[int(status)] == two.status == "converged"
+    params, value, g0, iterations, status, recorded = (
+        one.params,
+        one.value,
+        one.g0,
+        one.iterations,
+        one.status,
+        one.history,
+    )
+    assert ufm.Status(int(status)).word == two.status == "converged"
     assert float(g0) == pytest.approx(two.initial_grad_norm, rel=1e-14)
     assert float(value) == pytest.approx(two.objective, rel=1e-13)
     logits = lambda W, H, b: np.asarray(W).T @ np.asarray(H) + np.asarray(b)[:, None]

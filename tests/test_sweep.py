@@ -14,8 +14,8 @@ from ufm import sweep as sweep_module
 from ufm.sweep import grid, sweep
 
 BASE = ufm.Problem(K=4, n=5)
-# delta = 0 (CE) and 0.1, a lam beyond nothing and a larger one, four seeds: 16 configurations, one compile
-# (the phase diagram's quick run sweeps 16 configurations of this shape too: the same program)
+# delta = 0 (CE) and 0.1, a lam beyond nothing and a larger one, four seeds: 16 configurations of one small
+# shape, one compile for the tests of this file that use it
 GRID = dict(delta=[0.0, 0.1], lam=[5e-4, 1e-2], seed=[0, 1, 2, 3])
 # both sides stop at |grad| <= TOL |grad_0|: the end points are within ~TOL |grad_0| / lam of the minimizer
 # set, so a tight TOL makes "the same result to 1e-10" a statement about the methods, not the tolerance
@@ -78,8 +78,8 @@ def test_the_number_of_lanes_does_not_change_the_result(lanes):
     queued = sweep(problems, batch_size=lanes, tol=TOL)
     assert len(queued) == 5 and queued.method == "reduced" and together.converged.all()
     if lanes >= len(problems):
-        lane_counts = {dict(key[2])["lanes"] for key in solver._COMPILED if key[0] is sweep_module._reduced_queue}
-        assert str(lanes) not in lane_counts and str(len(problems)) in lane_counts
+        lane_counts = {p.statics["lanes"] for p in ufm.compiled_programs(sweep_module._reduced_queue)}
+        assert lanes not in lane_counts and len(problems) in lane_counts
         for name in ("iterations", "objective", "W", "H", "b"):
             np.testing.assert_array_equal(getattr(queued, name), getattr(together, name))
         return
@@ -92,16 +92,16 @@ def test_the_number_of_lanes_does_not_change_the_result(lanes):
 
 def test_sweeps_that_differ_only_in_n_share_the_queue_program():
     """The seeded starts (per N) are a program of their own; the queue's depends on (d, K, M, lanes) only."""
-    queues = lambda: sum(1 for key in solver._COMPILED if key[0] is sweep_module._reduced_queue)
-    before = queues()
+    queues = lambda: [
+        p for p in ufm.compiled_programs(sweep_module._reduced_queue) if p.statics["K"] == 3 and p.statics["lanes"] == 5
+    ]
     for n in (2, 5):
-        # five configurations: the queue program of the lanes test and the random test below
         problems = [ufm.Problem(K=3, n=n, delta=delta, seed=7) for delta in (0.0, 0.2, 0.1, 0.3, 0.4)]
         swept = sweep(problems, tol=1e-10)
         assert swept.converged.all() and swept.H.shape == (5, 3, 3 * n)
         single = ufm.solve(problems[1], tol=1e-10)
         assert swept.objective[1] == pytest.approx(single.objective, rel=1e-12)  # as in the test below
-    assert queues() - before <= 1  # 0 when an earlier test compiled it
+    assert len(queues()) == 1  # one queue program for both n
 
 
 @example(configurations=[(0.0, 0.0625, 0)] * 4 + [(0.5983960778511229, 0.0947823057969069, 15)], lanes=2)  # c = 1.0002
@@ -137,8 +137,8 @@ def test_queue_matches_solve_on_random_configurations(configurations, lanes):
 
 
 def test_other_methods_run_as_vmapped_chunks():
-    # lbfgs (optax) on the full problem, chunks of 2 with the last one padded; d = 5 and no history in the
-    # single solves: the program of the landscape experiment's quick run
+    # lbfgs (optax) on the full problem, chunks of 2 with the last one padded; d = 5 > K (a non-square W), and
+    # the single solves without history, as the sweep runs them
     problems = grid(ufm.Problem(K=4, n=5, d=5), delta=[0.0, 0.1], lam=[5e-3], seed=[0, 1])[:3]
     chunked = sweep(problems, "lbfgs", batch_size=2, tol=1e-10)
     assert chunked.method == "lbfgs" and chunked.converged.all()

@@ -29,6 +29,7 @@ from ufm.objective import objective as objective
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing before it is needed
 if TYPE_CHECKING:  # the exports that load on first use (_LAZY, __getattr__), for type checkers
     from ufm._cache import enable_compilation_cache as enable_compilation_cache
+    from ufm._compile import compiled_programs as compiled_programs
     from ufm.calibration import BinStatistics as BinStatistics
     from ufm.calibration import ECETemperatureFit as ECETemperatureFit
     from ufm.calibration import Reliability as Reliability
@@ -62,6 +63,12 @@ if TYPE_CHECKING:  # the exports that load on first use (_LAZY, __getattr__), fo
     from ufm.hessian import nonzero_condition_number as nonzero_condition_number
     from ufm.last_layer import Analysis as Analysis
     from ufm.last_layer import analyze as analyze
+    from ufm.loop import Status as Status
+    from ufm.losses import LOSS_SPECS as LOSS_SPECS
+    from ufm.losses import Loss as Loss
+    from ufm.methods import METHOD_SPECS as METHOD_SPECS
+    from ufm.methods import METHODS as METHODS
+    from ufm.methods import Method as Method
     from ufm.metrics import Collapse as Collapse
     from ufm.metrics import Dilation as Dilation
     from ufm.metrics import class_means as class_means
@@ -78,8 +85,9 @@ if TYPE_CHECKING:  # the exports that load on first use (_LAZY, __getattr__), fo
     from ufm.objective import loss_term as loss_term
     from ufm.objective import regularization as regularization
     from ufm.problem import Problem as Problem
-    from ufm.solver import METHODS as METHODS
-    from ufm.solver import Result as Result
+    from ufm.results import Advice as Advice
+    from ufm.results import BatchResult as BatchResult
+    from ufm.results import Result as Result
     from ufm.solver import solve as solve
     from ufm.tracker import CollapseResult as CollapseResult
     from ufm.tracker import CollapseTracker as CollapseTracker
@@ -88,6 +96,7 @@ if TYPE_CHECKING:  # the exports that load on first use (_LAZY, __getattr__), fo
 #: the module of each export that loads on first use (the imports above, for the interpreter)
 _LAZY = {
     "ufm._cache": ("enable_compilation_cache",),
+    "ufm._compile": ("compiled_programs",),
     "ufm.calibration": (
         "BinStatistics",
         "ECETemperatureFit",
@@ -118,10 +127,14 @@ _LAZY = {
         "nonzero_condition_number",
     ),
     "ufm.last_layer": ("Analysis", "analyze"),
+    "ufm.loop": ("Status",),
+    "ufm.losses": ("LOSS_SPECS", "Loss"),
+    "ufm.methods": ("METHOD_SPECS", "METHODS", "Method"),
     "ufm.metrics": ("Collapse", "Dilation", "class_means", "collapse", "dilation", "nc1", "nc1_nguyen", "nc2", "nc3"),
     "ufm.objective": ("Params", "Weights", "class_major_labels", "logits", "loss_term", "regularization"),
     "ufm.problem": ("Problem",),
-    "ufm.solver": ("METHODS", "Result", "solve"),
+    "ufm.results": ("Advice", "BatchResult", "Result"),
+    "ufm.solver": ("solve",),
     "ufm.tracker": ("CollapseResult", "CollapseTracker", "NCCPass"),
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
@@ -158,6 +171,14 @@ __all__ = [
     "Analysis",
     "analyze",
     "METHODS",
+    "METHOD_SPECS",
+    "Method",
+    "LOSS_SPECS",
+    "Loss",
+    "Status",
+    "BatchResult",
+    "Advice",
+    "compiled_programs",
     "BlockEigenvalues",
     "Collapse",
     "Comparison",

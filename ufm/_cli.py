@@ -1,5 +1,6 @@
-"""What the command lines share in their text: the exit codes of ``--help``, the iteration cap per method,
-and the words for the time spent before a compiled program runs.
+"""What the command lines share in their text: the exit codes of ``--help``, the Problem flags (one
+definition, default and help each: :func:`add_problem_flags`, :func:`resolve_loss_flags`), the iteration cap
+per method, advice as flags (:func:`flag`), and the words for the time spent before a compiled program runs.
 
 Internal API (``ufm.solve``, ``ufm.sweep``, ``ufm.md``, ``ufm.analyze``); the one place where the exit codes
 are written down for the user. The codes themselves live where they are produced: 2 is argparse's and each
@@ -8,11 +9,86 @@ command line's ``error:`` path, :data:`ufm._io.EXIT_NOT_WRITTEN` (4), :mod:`ufm.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import textwrap
 
+from theory import validation
 from ufm._interrupt import BROKEN_PIPE_EXIT_CODE, EXIT_CODES
 from ufm._io import EXIT_NOT_WRITTEN
+from ufm.losses import LOSS_SPECS, LOSSES
+from ufm.methods import MAX_ITERS_FIXED_STEP, METHOD_SPECS, method_spec
+
+#: The loss a command line solves when ``--loss`` is not given: label smoothing, which is cross entropy at
+#: its default ``--delta 0`` (so ``--delta 0.1`` alone means LS with delta 0.1 in every command line).
+DEFAULT_LOSS = "ls"
+#: The loss parameters as flags: ``(help, Problem default, upper bound, 0 allowed)`` (each belongs to the loss of
+#: :data:`ufm.losses.LOSS_SPECS` that lists it among its parameters).
+_LOSS_PARAMETERS: dict[str, tuple[str, float, float | None, bool]] = {
+    "delta": ("label smoothing in [0, 1) (0 = cross entropy; default 0; --loss ls only)", 0.0, 1.0, True),
+    "gamma": ("focal-loss parameter in [0, inf) (default 0; --loss focal only)", 0.0, None, True),
+    "mse_kappa": ("rescaled MSE: weight of the target logit, > 0 (default 1; --loss mse only)", 1.0, None, False),
+    "mse_beta": ("rescaled MSE: target value of the target logit, > 0 (default 1; --loss mse only)", 1.0, None, False),
+}
+
+
+def _flag_name(parameter: str) -> str:
+    return "--" + parameter.replace("_", "-")
+
+
+def add_problem_flags(group, *names: str) -> None:
+    """Add the :class:`~ufm.problem.Problem` flags ``names`` to an argparse ``group`` with one type, default and
+    help for every command line: ``"K"``, ``"d"``, ``"float32"``, and ``"loss"`` (``--loss`` and every loss
+    parameter of :data:`ufm.losses.LOSS_SPECS`: ``--delta``, ``--gamma``, ``--mse-kappa``, ``--mse-beta``;
+    after parsing, :func:`resolve_loss_flags` fills their defaults and refuses one given for another loss)."""
+    for name in names:
+        if name == "K":
+            group.add_argument(
+                "--K", type=validation.integer_type("--K", 2), default=10, help="classes (>= 2; default 10)"
+            )
+        elif name == "d":
+            group.add_argument(
+                "--d", type=validation.integer_type("--d", 1), default=None, help="feature dimension (default K)"
+            )
+        elif name == "float32":
+            group.add_argument(
+                "--float32",
+                action="store_true",
+                help="solve in float32 (faster on accelerators; agreement then ~1e-3, the float32 "
+                "--rtol default; see docs/losses.md)",
+            )
+        elif name == "loss":
+            group.add_argument(
+                "--loss",
+                choices=LOSSES,
+                default=None,
+                help=f"per-sample loss (default {DEFAULT_LOSS}; ce = ls with delta 0; focal needs --gamma; "
+                "mse uses --mse-kappa, --mse-beta)",
+            )
+            for parameter, (text, _, high, zero) in _LOSS_PARAMETERS.items():
+                flag = _flag_name(parameter)
+                kind = validation.number_type(flag, 0.0, high, low_open=not zero)
+                group.add_argument(flag, type=kind, default=None, help=text)
+        else:
+            raise ValueError(f"no shared Problem flag named {name!r}")
+
+
+def resolve_loss_flags(args: argparse.Namespace) -> None:
+    """After parsing :func:`add_problem_flags`' ``"loss"``: ``--loss`` defaults to :data:`DEFAULT_LOSS`, each
+    loss parameter not given to its Problem default; a parameter given for a loss that does not have it is
+    refused (``ValueError`` naming the flag and the loss it belongs to), never ignored."""
+    if args.loss is None:
+        args.loss = DEFAULT_LOSS
+    owners = {p: name for name, spec in LOSS_SPECS.items() for p in spec.parameters}
+    for parameter, (_, default, _, _) in _LOSS_PARAMETERS.items():
+        if getattr(args, parameter) is None:
+            setattr(args, parameter, default)
+        elif parameter not in LOSS_SPECS[args.loss].parameters:
+            raise ValueError(
+                f"{_flag_name(parameter)} does not apply to --loss {args.loss} "
+                f"(it is a parameter of --loss {owners[parameter]})"
+            )
+
 
 #: exit code 2, as every command line uses it (argparse's own refusals included)
 BAD_INPUT = "bad input: one error: line naming the flag; no file written"
@@ -47,19 +123,52 @@ def exit_codes(*own: tuple[int, str], bad_input: str = BAD_INPUT, written: bool 
     return "\n".join(lines)
 
 
-#: iteration cap of a method when ``--max-iters`` is not given (``ufm.solve`` and ``ufm.sweep`` alike)
-MAX_ITERS = {"lbfgs": 2_000, "reduced": 20_000}
-#: the cap of the fixed-step methods (gd, momentum, nesterov)
-MAX_ITERS_FIXED_STEP = 100_000
 MAX_ITERS_HELP = (
-    f"iteration cap (default {MAX_ITERS['lbfgs']} for lbfgs, {MAX_ITERS['reduced']} for reduced, "
-    f"{MAX_ITERS_FIXED_STEP} otherwise)"
+    "iteration cap (default "
+    + ", ".join(
+        f"{s.max_iters} for {s.name}"
+        for s in sorted(METHOD_SPECS.values(), key=lambda s: s.max_iters)
+        if s.max_iters != MAX_ITERS_FIXED_STEP
+    )
+    + f", {MAX_ITERS_FIXED_STEP} otherwise)"
 )
 
 
+def flag(parameter: str, value: float | str | None = None) -> str:
+    """A library parameter as the command lines spell it, with its value: ``max_iters`` -> ``--max-iters``,
+    ``("lr", 0.5)`` -> ``--lr 0.5``, ``("method", "lbfgs")`` -> ``--method lbfgs`` (the spelling
+    :func:`ufm.results.describe` takes to turn a result's :class:`~ufm.results.Advice` into flags)."""
+    name = "--" + parameter.replace("_", "-")
+    if value is None:
+        return name
+    return f"{name} {value}" if isinstance(value, str) else f"{name} {value:.3g}"
+
+
 def max_iters(method: str, given: int | None = None) -> int:
-    """``given``, or the default cap of ``method`` (:data:`MAX_ITERS`)."""
-    return given if given is not None else MAX_ITERS.get(method, MAX_ITERS_FIXED_STEP)
+    """``given``, or the default cap of ``method`` (:attr:`ufm.methods.Method.max_iters`)."""
+    return given if given is not None else method_spec(method).max_iters
+
+
+def check_method_flags(method: str, *, lr=None, float32: bool = False, shard: bool = False) -> None:
+    """Refuse flags that do not apply to ``method`` (a ``ValueError`` naming the flag, exit 2), with what to use
+    instead: ``--lr`` with a line search, ``--shard`` or ``--float32`` with the class-mean method."""
+    spec = method_spec(method)
+    if lr is not None and spec.line_search:
+        fixed = [name for name, s in METHOD_SPECS.items() if not s.line_search]
+        raise ValueError(
+            f"--lr does not apply to --method {method} (it takes its step from a line search); "
+            f"drop --lr or use --method {', '.join(fixed[:-1])} or {fixed[-1]}"
+        )
+    if shard and spec.class_means:
+        raise ValueError(
+            f"--shard does not apply to --method {method} (it solves the K class means, nothing to "
+            "split over devices); use --method lbfgs with --shard"
+        )
+    if float32 and spec.class_means:
+        raise ValueError(
+            f"--method {method} does not converge with --float32 (its gradient stalls near 2e-5 "
+            "relative error); use --method lbfgs (the float32 default) or drop --float32"
+        )
 
 
 _CACHE_REQUESTS = "/jax/compilation_cache/compile_requests_use_cache"

@@ -64,19 +64,14 @@ def largest_fitting(low: int, high: int, needed) -> int | None:
     return low
 
 
-#: float-sized arrays of the parameter size P = d(K + N) + K held per method:
-#: parameters, gradient, candidate and its gradient, optimizer state (L-BFGS keeps 10 pairs; "reduced"
-#: holds only x_0, its full gradient and the lifted result at full size).
-#: Calibrated on CPU, K = 10, n = 1e5, d = 10, float64: peak RSS grew by 1.00 GB (gd; estimate
-#: 1.19 GiB), 3.0 GB (lbfgs; estimate 2.98 GiB) and 0.97 GB (reduced; estimate 1.04 GiB).
-_COPIES = {"gd": 8, "momentum": 10, "nesterov": 10, "lbfgs": 32, "reduced": 6}
+def solve_bytes(K: int, N: int, d: int, itemsize: int, method, history_rows: int = 0) -> float:
+    """Estimated peak bytes of ``ufm.solve`` with ``method`` (a name or :class:`ufm.methods.Method`): its
+    :attr:`~ufm.methods.Method.memory_copies` of (W, H, b) plus ~8 K x N logit-sized temporaries and the
+    recorded history (``history_rows`` rows of 8 numbers)."""
+    from ufm.methods import method_spec
 
-
-def solve_bytes(K: int, N: int, d: int, itemsize: int, method: str, history_rows: int = 0) -> float:
-    """Estimated peak bytes of ``ufm.solve``: the copies of (W, H, b) plus ~8 K x N logit-sized temporaries
-    and the recorded history (``history_rows`` rows of 8 numbers)."""
     parameters = float(d) * (K + N) + K
-    return itemsize * (_COPIES.get(method, 32) * parameters + 8.0 * K * N + 8.0 * history_rows)
+    return itemsize * (method_spec(method).memory_copies * parameters + 8.0 * K * N + 8.0 * history_rows)
 
 
 def sweep_bytes(M: int, lanes: int, K: int, N: int, d: int, itemsize: int, method: str) -> float:

@@ -51,7 +51,6 @@ from ufm._npy import NPY_MAGIC, ZIP_MAGIC, Declared, InputError, file_header, re
 from ufm.generalized import DEFAULT_RESTARTS, MAX_RESTARTS
 from ufm.last_layer import (
     DEFAULT_RTOL,
-    LOSSES,
     PREDICTION_NUMERICAL,
     SOURCES,
     Analysis,
@@ -112,28 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "class means and classifier (default: none)",
     )
     setup = parser.add_argument_group("training setup (for the prediction)")
-    setup.add_argument("--loss", choices=LOSSES, default="ce", help="training loss (default ce)")
-    setup.add_argument(
-        "--delta",
-        type=_number("--delta", 0.0, 1.0, low_open=False),
-        default=0.0,
-        help="label smoothing in [0, 1) (--loss ls; default 0)",
-    )
-    setup.add_argument(
-        "--gamma",
-        type=_number("--gamma", 0.0, low_open=False),
-        default=0.0,
-        help="focal-loss parameter >= 0 (--loss focal; default 0)",
-    )
-    setup.add_argument(
-        "--mse-kappa",
-        type=_number("--mse-kappa", 0.0),
-        default=1.0,
-        help="rescaled MSE kappa > 0 (--loss mse; default 1)",
-    )
-    setup.add_argument(
-        "--mse-beta", type=_number("--mse-beta", 0.0), default=1.0, help="rescaled MSE beta > 0 (--loss mse; default 1)"
-    )
+    _cli.add_problem_flags(setup, "loss")
     setup.add_argument(
         "--lam-W",
         type=_number("--lam-W", 0.0),
@@ -494,6 +472,7 @@ def _main(argv) -> int:
     if isinstance(args, int):
         return args
     try:
+        _cli.resolve_loss_flags(args)  # --loss ls by default; a loss parameter of another loss is refused
         if args.json is not None:
             _io.check_writable(args.json, overwrite=args.force, what="--json")
         arrays = load_inputs(args)

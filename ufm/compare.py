@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +25,9 @@ from theory.softmax import softmax
 from ufm import generalized, hessian, metrics
 from ufm._format import format_input as format_input  # re-exported: the CLI's import
 from ufm._format import format_number
+from ufm.methods import method_spec
 from ufm.objective import Params, Weights
-from ufm.solver import Result
+from ufm.results import Result
 
 DEFAULT_RTOL = 1e-6
 #: largest Hessian block (rows) that :func:`compare` diagonalises densely; larger ones take the structured path
@@ -231,7 +233,7 @@ def predicted_p_t_kappa(problem) -> tuple[float, float]:
     (d < K, another loss, H >= 0, label noise, unequal classes) and kappa nan past the phase boundary. The
     theory columns of ``ufm.sweep``."""
     nan = float("nan")
-    if _reasons(problem) or problem.loss not in ("ce", "ls") or problem.nonnegative:
+    if _reasons(problem) or problem.loss_spec.closed_form != "guo" or problem.nonnegative:
         return nan, nan
     K, n, delta, lam_W, lam_H = problem.K, problem.n, problem.delta, problem.lam_W, problem.lam_H
     p_t = float(theory.probabilities(K, n, delta=delta, lam_W=lam_W, lam_H=lam_H)[0])
@@ -253,7 +255,7 @@ def predict(problem) -> theory.Prediction:
         gamma=problem.gamma,
         mse_kappa=problem.mse_kappa,
         mse_beta=problem.mse_beta,
-        nonnegative=problem.nonnegative and problem.loss != "mse",
+        nonnegative=problem.nonnegative and problem.loss_spec.softmax,
     )
 
 
@@ -266,8 +268,8 @@ def _reasons(p) -> list[str]:
         )
     if p.label_noise > 0:
         reasons.append(f"label_noise = {p.label_noise:g}: the theorems assume clean, balanced labels")
-    if p.nonnegative and p.loss == "mse":
-        reasons.append("nonnegative features with loss 'mse': no prediction derived")
+    if p.nonnegative and not p.loss_spec.softmax:
+        reasons.append(f"nonnegative features with loss {p.loss!r}: no prediction derived")
     if not p.balanced:
         reasons.append(
             f"imbalanced classes (class_sizes = {p.class_sizes}): the closed forms assume n samples "
@@ -399,7 +401,7 @@ def _numerical_rows(result: Result, rtol: float) -> list[Row]:
             "NC1 (any class sizes)", 0.0, nc.nc1, rtol, True, "every minimizer is class-collapsed", "nc1_any_sizes"
         )
     ]
-    if result.method != "reduced":
+    if not method_spec(result.method).class_means:
         reference = solve(p, "reduced", tol=1e-12, history=False)
     elif p.d * p.N <= _FULL_REFERENCE_SIZE:
         reference = solve(p, "lbfgs", tol=1e-12, max_iters=20_000, history=False)
@@ -475,6 +477,145 @@ def orthogonal_frame_metrics(H, labels, K: int) -> dict:
     return {"frame_defect": float(defect), "mean_ratio": float(ratio), "min_H": float(np.min(H))}
 
 
+def _frame_rows(result: Result, prediction, means, rtol: float, inside: bool, general: bool) -> list[Row]:
+    """The rows of H >= 0 (Nguyen et al. Thm 3.2): the uncentred class-mean norm, the orthogonal-frame defect,
+    ``||h_G|| / mean ||hbar_k||`` and the feasibility ``min H >= 0``."""
+    K = result.problem.K
+    frame = orthogonal_frame_metrics(result.H, result.problem.labels(), K)
+    return [
+        _relative(
+            "mean ||hbar_k|| (uncentred)",
+            prediction.class_mean_norm,
+            float(np.mean(np.linalg.norm(means, axis=0))),
+            rtol,
+            inside,
+            key="class_mean_norm",
+        ),
+        _absolute(
+            "orthogonal-frame defect",
+            0.0,
+            frame["frame_defect"],
+            rtol,
+            inside,
+            "|| G/||G|| - I/sqrt(K) ||_F, G = Gram of uncentred class means",
+            "frame_defect",
+        ),
+        _relative(
+            "||h_G|| / mean ||hbar_k||",
+            1.0 / np.sqrt(K),
+            frame["mean_ratio"],
+            rtol,
+            inside,
+            "1/sqrt(K) for an orthogonal frame, 0 for an ETF",
+            "mean_ratio",
+        ),
+        # judged where a prediction applies: a feasibility check alone verifies no theory
+        _absolute("min H (>= 0)", 0.0, max(0.0, -frame["min_H"]), 0.0, general, "error = max(0, -min H)", "min_H"),
+    ]
+
+
+class _Judged(NamedTuple):
+    """What :func:`compare` decided before the spectra: theory applies (``general``), the minimizer is inside
+    the phase boundary (``inside``), it is zero (``zero``) and the solver reached that zero (``solver_zero``)."""
+
+    general: bool
+    inside: bool
+    zero: bool
+    solver_zero: bool
+    rtol: float
+
+
+def _spectrum_rows(result: Result, prediction, block: str, judged: _Judged) -> tuple[list[Row], dict]:
+    """The rows (kappa, eigenvalues) and the spectrum record of one loss block (``"W"`` or ``"H"``) of ``result``
+    against ``prediction``."""
+    p, labels, rtol = result.problem, result.problem.labels(), judged.rtol
+    general, inside, zero, solver_zero = judged.general, judged.inside, judged.zero, judged.solver_zero
+    predicted = prediction.spectra if general else None
+    kappas = {"W": prediction.kappa_W, "H": prediction.kappa_H}
+    # Spectra in float64 whenever JAX allows it, also at a float32 solution: the
+    # zero threshold (1e-8 of the largest) needs float64 rounding in the Hessian.
+    # jax.config's flags are dynamic attributes, absent from its type stubs
+    if jax.config.jax_enable_x64:  # type: ignore[attr-defined]
+        point = Params(*(jnp.asarray(x, jnp.float64) for x in (result.W, result.H, result.b)))
+        weights = Weights(*(jnp.asarray(x, jnp.float64) for x in p.weights()))
+    else:
+        point, weights = result.params, p.weights()
+    rows: list[Row] = []
+    # values with multiplicities (never the dN eigenvalues listed one by one); intermediate eigenvalues
+    # within rtol / 10 merged (shift <= error_bound, below rtol): a solution converged to tol = 1e-10
+    # spreads the clusters of Theorem 4.2 by ~1e-8, and unmerged they make the deflated W block rK x rK
+    # (48 GiB at K = 200) instead of <= 2K x 2K; memory checked by block_spectrum
+    # dense only for small blocks (<= COMPARE_DENSE_SIZE rows, cheap); the structured path is exact at
+    # any point as well, and for an H block of dN = 5000 it takes ~0.1 s where jax.hessian takes ~2 s
+    measured = hessian.block_spectrum(
+        point,
+        labels,
+        weights,
+        block,
+        max_dense_entries=COMPARE_DENSE_SIZE**2,
+        cluster_rtol=min(rtol / 10, 1e-6),
+    )
+    kappa_meas: float | None = hessian.nonzero_condition_number(measured.values[measured.counts > 0])
+    if solver_zero:  # a ratio of eigenvalues of a block that is 0 up to the solver's tolerance
+        kappa_meas = None
+    # clusters: eigenvalues closer than rtol x the largest count as one distinct value
+    values, counts = measured.distinct(rtol)
+    name, key, note = (
+        f"kappa_{block} (loss block)",
+        f"kappa_{block}",
+        "non-zero eigenvalues above 1e-8 of the largest",
+    )
+    if zero:
+        rows.append(_at_zero(name, key, kappa_meas, solver_zero, rtol, note))
+    elif not np.isfinite(kappas[block]):  # no spectrum derived for this setting (e.g. H >= 0)
+        rows.append(Row(name, None, kappa_meas, None, True, rtol, False, note, key, "not derived"))
+    else:
+        rows.append(_relative(name, kappas[block], kappa_meas, rtol, inside and predicted is not None, note, key))
+    info = {
+        "method": measured.method,
+        "measured_values": values.tolist(),
+        "measured_multiplicities": counts.tolist(),
+        "condition_number": kappa_meas,
+    }
+    if predicted is not None:
+        block_pred = getattr(predicted, block)
+        info["predicted_values"] = block_pred.values.tolist()
+        info["predicted_multiplicities"] = block_pred.multiplicities.tolist()
+        if inside and len(values) == len(block_pred.values):
+            scale = np.abs(block_pred.values).max()
+            error = float(np.max(np.abs(values - block_pred.values)) / scale)
+            match = counts.tolist() == block_pred.multiplicities.tolist()
+            rows.append(
+                Row(
+                    f"{block}-block eigenvalues (all, with multiplicities; largest shown)",
+                    float(scale),
+                    float(np.abs(values).max()),
+                    error if match else None,
+                    True,
+                    rtol,
+                    True,
+                    "max |measured - predicted| / largest; multiplicities "
+                    + ("match" if match else f"differ: {counts.tolist()}"),
+                    f"{block}_eigenvalues",
+                )
+            )
+        elif inside:
+            rows.append(
+                Row(
+                    f"{block}-block eigenvalues (number of distinct values)",
+                    float(len(block_pred.values)),
+                    float(len(values)),
+                    None,
+                    True,
+                    rtol,
+                    True,
+                    "number of distinct eigenvalues differs (theory vs measured)",
+                    f"{block}_eigenvalues",
+                )
+            )
+    return rows, info
+
+
 def compare(
     result: Result,
     *,
@@ -514,7 +655,7 @@ def compare(
     prediction = predict(p)
     inside = general and not prediction.collapsed
     if general and prediction.collapsed:
-        if p.loss in ("ce", "ls") and not p.nonnegative:
+        if p.loss_spec.closed_form == "guo" and not p.nonnegative:
             c = theory.phase(K, n, delta=p.delta, lam_W=p.lam_W, lam_H=p.lam_H).c
             reasons.append(f"c = {format_number(c)} >= 1: the minimizer is zero; NC1-NC3 and kappa are undefined there")
         else:
@@ -582,37 +723,7 @@ def compare(
         ),
     ]
     if p.nonnegative:
-        frame = orthogonal_frame_metrics(result.H, labels, K)
-        rows += [
-            _relative(
-                "mean ||hbar_k|| (uncentred)",
-                prediction.class_mean_norm,
-                float(np.mean(np.linalg.norm(means, axis=0))),
-                rtol,
-                inside,
-                key="class_mean_norm",
-            ),
-            _absolute(
-                "orthogonal-frame defect",
-                0.0,
-                frame["frame_defect"],
-                rtol,
-                inside,
-                "|| G/||G|| - I/sqrt(K) ||_F, G = Gram of uncentred class means",
-                "frame_defect",
-            ),
-            _relative(
-                "||h_G|| / mean ||hbar_k||",
-                1.0 / np.sqrt(K),
-                frame["mean_ratio"],
-                rtol,
-                inside,
-                "1/sqrt(K) for an orthogonal frame, 0 for an ETF",
-                "mean_ratio",
-            ),
-            # judged where a prediction applies: a feasibility check alone verifies no theory
-            _absolute("min H (>= 0)", 0.0, max(0.0, -frame["min_H"]), 0.0, general, "error = max(0, -min H)", "min_H"),
-        ]
+        rows += _frame_rows(result, prediction, means, rtol, inside, general)
     numerical = None
     if p.d < p.K and generalized_applies(p):
         sizes = p.class_sizes if p.class_sizes is not None else (p.n,) * p.K
@@ -638,94 +749,12 @@ def compare(
     elif not p.balanced:
         rows += _numerical_rows(result, rtol)
 
-    spectra_info = {}
+    spectra_info: dict = {}
     if spectra:
-        predicted = prediction.spectra if general else None
-        kappas = {"W": prediction.kappa_W, "H": prediction.kappa_H}
-        # Spectra in float64 whenever JAX allows it, also at a float32 solution: the
-        # zero threshold (1e-8 of the largest) needs float64 rounding in the Hessian.
-        # jax.config's flags are dynamic attributes, absent from its type stubs
-        if jax.config.jax_enable_x64:  # type: ignore[attr-defined]
-            point = Params(*(jnp.asarray(x, jnp.float64) for x in (result.W, result.H, result.b)))
-            weights = Weights(*(jnp.asarray(x, jnp.float64) for x in p.weights()))
-        else:
-            point, weights = result.params, p.weights()
-        for block in ("W", "H"):
-            # values with multiplicities (never the dN eigenvalues listed one by one); intermediate eigenvalues
-            # within rtol / 10 merged (shift <= error_bound, below rtol): a solution converged to tol = 1e-10
-            # spreads the clusters of Theorem 4.2 by ~1e-8, and unmerged they make the deflated W block rK x rK
-            # (48 GiB at K = 200) instead of <= 2K x 2K; memory checked by block_spectrum
-            # dense only for small blocks (<= COMPARE_DENSE_SIZE rows, cheap); the structured path is exact at
-            # any point as well, and for an H block of dN = 5000 it takes ~0.1 s where jax.hessian takes ~2 s
-            measured = hessian.block_spectrum(
-                point,
-                labels,
-                weights,
-                block,
-                max_dense_entries=COMPARE_DENSE_SIZE**2,
-                cluster_rtol=min(rtol / 10, 1e-6),
-            )
-            kappa_meas: float | None = hessian.nonzero_condition_number(measured.values[measured.counts > 0])
-            if solver_zero:  # a ratio of eigenvalues of a block that is 0 up to the solver's tolerance
-                kappa_meas = None
-            # clusters: eigenvalues closer than rtol x the largest count as one distinct value
-            values, counts = measured.distinct(rtol)
-            name, key, note = (
-                f"kappa_{block} (loss block)",
-                f"kappa_{block}",
-                "non-zero eigenvalues above 1e-8 of the largest",
-            )
-            if zero:
-                rows.append(_at_zero(name, key, kappa_meas, solver_zero, rtol, note))
-            elif not np.isfinite(kappas[block]):  # no spectrum derived for this setting (e.g. H >= 0)
-                rows.append(Row(name, None, kappa_meas, None, True, rtol, False, note, key, "not derived"))
-            else:
-                rows.append(
-                    _relative(name, kappas[block], kappa_meas, rtol, inside and predicted is not None, note, key)
-                )
-            info = {
-                "method": measured.method,
-                "measured_values": values.tolist(),
-                "measured_multiplicities": counts.tolist(),
-                "condition_number": kappa_meas,
-            }
-            if predicted is not None:
-                block_pred = getattr(predicted, block)
-                info["predicted_values"] = block_pred.values.tolist()
-                info["predicted_multiplicities"] = block_pred.multiplicities.tolist()
-                if inside and len(values) == len(block_pred.values):
-                    scale = np.abs(block_pred.values).max()
-                    error = float(np.max(np.abs(values - block_pred.values)) / scale)
-                    match = counts.tolist() == block_pred.multiplicities.tolist()
-                    rows.append(
-                        Row(
-                            f"{block}-block eigenvalues (all, with multiplicities; largest shown)",
-                            float(scale),
-                            float(np.abs(values).max()),
-                            error if match else None,
-                            True,
-                            rtol,
-                            True,
-                            "max |measured - predicted| / largest; multiplicities "
-                            + ("match" if match else f"differ: {counts.tolist()}"),
-                            f"{block}_eigenvalues",
-                        )
-                    )
-                elif inside:
-                    rows.append(
-                        Row(
-                            f"{block}-block eigenvalues (number of distinct values)",
-                            float(len(block_pred.values)),
-                            float(len(values)),
-                            None,
-                            True,
-                            rtol,
-                            True,
-                            "number of distinct eigenvalues differs (theory vs measured)",
-                            f"{block}_eigenvalues",
-                        )
-                    )
-            spectra_info[block] = info
+        judged = _Judged(general, inside, zero, solver_zero, rtol)
+        for name in ("W", "H"):
+            block_rows, spectra_info[name] = _spectrum_rows(result, prediction, name, judged)
+            rows += block_rows
     unlocated = ""
     if result.converged and not p.nonnegative and not zero:  # H >= 0: a constrained minimum, grad L need not vanish
         estimate = stationarity(result)
@@ -742,5 +771,5 @@ def compare(
 def spectra_bytes(problem, method: str) -> float:
     """Estimated peak bytes of the spectra of :func:`compare` for a solution of ``problem`` by ``method``
     (``"reduced"`` gives K distinct feature columns, the other methods N), for a check before solving."""
-    groups = problem.K if method == "reduced" else problem.N
+    groups = problem.K if method_spec(method).class_means else problem.N
     return hessian.spectrum_bytes(problem.K, problem.N, problem.d, groups, problem.loss)

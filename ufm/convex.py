@@ -51,6 +51,7 @@ import numpy as np
 
 from theory import validation
 from theory.softmax import log_softmax
+from ufm.losses import LOSS_SPECS, loss_spec
 
 #: Gap checks without a new smallest gap after which the solver stops as ``"stalled"`` (rounding floor).
 STALL = 50
@@ -108,12 +109,15 @@ def _sizes(sizes) -> np.ndarray:
 
 
 def _targets(K: int, loss: str, delta) -> np.ndarray:
-    if loss not in ("ce", "ls"):
-        raise ValueError(f"loss must be 'ce' or 'ls' (the convex losses with a softmax), got {loss!r}")
+    convex_softmax = [name for name, spec in LOSS_SPECS.items() if spec.convex_in_logits and spec.softmax]
+    if not (isinstance(loss, str) and loss in convex_softmax):
+        raise ValueError(
+            f"loss must be {' or '.join(map(repr, convex_softmax))} (the convex losses with a softmax), got {loss!r}"
+        )
     delta = validation.delta(delta)
     if np.ndim(delta) != 0:
         raise ValueError(f"delta must be a single number in [0, 1), got {validation.describe(delta)}")
-    if loss == "ce" and delta != 0.0:
+    if delta != 0.0 and "delta" not in loss_spec(loss).parameters:
         raise ValueError(f"delta must be 0 for loss 'ce' (use loss='ls'), got {delta!r}")
     return (1.0 - delta) * np.eye(K) + delta / K
 

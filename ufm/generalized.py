@@ -65,6 +65,7 @@ from theory import validation
 from ufm import _memory
 from ufm.collapse_metrics import ClassStatistics, collapse_metrics, shaped_array
 from ufm.convex import Certificate, certificate
+from ufm.losses import LOSS_SPECS, loss_spec
 
 #: Seeded restarts of :func:`generalized_prediction` unless told otherwise.
 DEFAULT_RESTARTS = 4
@@ -268,8 +269,12 @@ def generalized_prediction(
     n = _sizes(sizes)
     K = n.size
     d = validation.integer("d", d, 1)
-    if loss not in ("ce", "ls", "mse"):
-        raise ValueError(f"loss must be 'ce', 'ls' or 'mse' (where the class-mean reduction is exact), got {loss!r}")
+    exact = [name for name, spec in LOSS_SPECS.items() if spec.convex_in_logits]
+    if not (isinstance(loss, str) and loss in exact):
+        raise ValueError(
+            f"loss must be {', '.join(map(repr, exact[:-1]))} or {exact[-1]!r} (where the class-mean reduction is "
+            f"exact), got {loss!r}"
+        )
     lam_W = validation.positive_scalar("lam_W", lam_W)
     lam_H = validation.positive_scalar("lam_H", lam_H)
     lam_b_array = validation.real_array("lam_b", lam_b, "lam_b >= 0")
@@ -290,7 +295,7 @@ def generalized_prediction(
     )
     start = time.perf_counter()
     options = dict(d=d, lam_W=lam_W, lam_H=lam_H, lam_b=lam_b, loss=loss, delta=delta, tol=tol, max_iters=max_iters)
-    if loss == "mse":
+    if "mse_kappa" in loss_spec(loss).parameters:
         options.update(mse_kappa=float(mse_kappa), mse_beta=float(mse_beta))
     runs = [solve_reduced(n, seed=seed + r, **options) for r in range(restarts)]
     objectives = np.array([run.objective for run in runs])
@@ -312,8 +317,8 @@ def generalized_prediction(
     proof, note = None, ""
     if not certify:
         note = "not computed (certify=False)"
-    elif loss == "mse":
-        note = "not available for loss 'mse' (ufm.convex covers the softmax losses ce/ls)"
+    elif not loss_spec(loss).softmax:
+        note = f"not available for loss {loss!r} (ufm.convex covers the softmax losses ce/ls)"
     elif lam_b == 0:
         note = "not available for lam_b = 0 (the convex dual of ufm.convex needs lam_b > 0)"
     else:

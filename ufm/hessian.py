@@ -39,7 +39,7 @@ import numpy as np
 from theory import validation
 from theory.softmax import softmax
 from ufm import _memory
-from ufm.losses import per_sample_loss
+from ufm.losses import branch_spec, loss_spec, per_sample_loss
 from ufm.objective import Params, Weights, logits, loss_term, objective
 
 BLOCKS = ("W", "H", "b")
@@ -278,8 +278,9 @@ def _w_block_counts(Hg, P, counts, N, cluster_rtol) -> tuple[np.ndarray, np.ndar
 
 
 def _softmax_covariance(weights) -> bool:
-    """True when every per-sample logit Hessian is ``diag(p) - p p^T`` (CE / label smoothing, loss_id 0)."""
-    return int(np.asarray(weights.loss_id)) == 0
+    """True when every per-sample logit Hessian is ``diag(p) - p p^T`` (CE / label smoothing: the losses whose
+    :attr:`~ufm.losses.Loss.hessian` path is ``"softmax"``)."""
+    return branch_spec(int(np.asarray(weights.loss_id))).hessian == "softmax"
 
 
 def _structured_per_sample(params, labels, weights, block, regularized) -> EigenvalueCounts:
@@ -519,7 +520,7 @@ def spectrum_bytes(K: int, N: int, d: int, groups: int, loss: str = "ls") -> flo
     solution to tol 1e-10 left T = rK = 40000, not the 2K of an exact collapse).
     Focal and MSE use the per-sample path: ``4 N K^2`` plus ``3 (r K)^2`` for the W block."""
     r, m = min(d, groups), min(d, K)
-    if loss in ("focal", "mse"):
+    if loss_spec(loss).hessian == "per_sample":
         return 8.0 * (4.0 * N * K * K + 3.0 * (r * K) ** 2 + float(d) * N)
     T = r * K  # the deflation may leave up to min(m_j, G) per cluster: measured T = rK at K = 200 (tol 1e-10)
     w_block = 8.0 * (2.0 * K * r * groups + 3.0 * K * r * r + 2.0 * r * groups + 4.0 * T * T)

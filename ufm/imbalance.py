@@ -31,10 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm import _lbfgs
-from ufm.losses import LOSS_IDS
+from ufm.loop import status_word
+from ufm.losses import LOSS_SPECS, loss_spec
 from ufm.objective import Weights
-from ufm.solver import reduced_objective
+from ufm.reduction import reduced_objective, reduced_solve
 
 #: Standard deviation of the seeded random start of :func:`solve_reduced` (as ``Problem.init_scale``).
 INIT_SCALE = 0.1
@@ -44,8 +44,9 @@ INIT_SCALE = 0.1
 class ReducedSolution:
     """Outcome of :func:`solve_reduced`: ``W (d, K)``, class means ``Hbar (d, K)``, ``b (K,)``,
     ``objective`` = L_red, ``grad_ratio`` = ``||grad L_red|| / ||grad L_red(x_0)||`` in the variables
-    ``(W, sqrt(n_k) hbar_k, b)`` (= that of the full L for integer sizes), ``iterations`` and ``status``
-    (``"converged"``, ``"stalled"``: no decrease at this precision, or ``"max_iters"``)."""
+    ``(W, sqrt(n_k) hbar_k, b)`` (= that of the full L for integer sizes), ``iterations`` and ``status``, a word
+    of :class:`ufm.loop.Status` (``"converged"``, ``"stalled"``: no decrease at this precision, ``"max_iters"``,
+    ``"diverged"``, or ``"nonfinite"`` at a start that overflows): the stopping rule of :func:`ufm.solve`."""
 
     sizes: np.ndarray
     W: np.ndarray
@@ -71,20 +72,9 @@ def _loop(sizes, weights, seed, tol, *, d, K, max_iters, loss_id):
     Hbar0 = INIT_SCALE * jax.random.normal(key_H, (d, K), dtype=sizes.dtype)
     x0 = jnp.concatenate([W0.ravel(), (Hbar0 * jnp.sqrt(sizes)).ravel(), jnp.zeros((K,), sizes.dtype)])
     value_and_grad = jax.value_and_grad(lambda x: reduced_objective(x, weights, d, K, sizes))
-    value0, grad0 = value_and_grad(x0)
-    g0 = jnp.linalg.norm(grad0)
-
-    def running(carry):
-        i, state, stalled = carry
-        return (i < max_iters) & (jnp.linalg.norm(state.grad) > tol * g0) & ~stalled
-
-    def body(carry):
-        i, state, _ = carry
-        new, failed = _lbfgs.step(state, value_and_grad)
-        return i + 1, new, failed & ~jnp.any(state.valid)
-
-    i, state, stalled = jax.lax.while_loop(running, body, (0, _lbfgs.init(x0, value0, grad0), False))
-    return state.x, state.value, jnp.linalg.norm(state.grad) / g0, i, stalled
+    g0 = jnp.linalg.norm(value_and_grad(x0)[1])
+    run = reduced_solve(x0, value_and_grad, g0, tol, max_iters)  # the stopping rule of ufm.solve
+    return run.state.x, run.state.value, jnp.linalg.norm(run.state.grad) / g0, run.iteration, run.status
 
 
 _compiled_loop = jax.jit(_loop, static_argnames=("d", "K", "max_iters", "loss_id"))
@@ -109,24 +99,29 @@ def solve_reduced(
     needs ``jax_enable_x64``). ``loss``: ``"ce"``, ``"ls"`` (with ``delta``) or ``"mse"`` (rescaled MSE with
     ``mse_kappa``, ``mse_beta``; default 1, 1: the plain MSE)."""
     sizes = _check_sizes(sizes)
-    if loss not in ("ce", "ls", "mse"):
-        raise ValueError(f"loss must be 'ce', 'ls' or 'mse' (where the class-mean reduction is exact), got {loss!r}")
+    if not (isinstance(loss, str) and loss in LOSS_SPECS and loss_spec(loss).convex_in_logits):
+        exact = [name for name, spec in LOSS_SPECS.items() if spec.convex_in_logits]
+        raise ValueError(
+            f"loss must be {', '.join(map(repr, exact[:-1]))} or {exact[-1]!r} (where the class-mean reduction "
+            f"is exact), got {loss!r}"
+        )
+    branch = loss_spec(loss).branch
     # jax.config's flags are dynamic attributes, absent from its type stubs
     if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         raise ValueError("solve_reduced runs in float64: call jax.config.update('jax_enable_x64', True) first")
     K = sizes.size
     d = K if d is None else int(d)
     weights = Weights(
-        *(jnp.asarray(v, jnp.float64) for v in (delta, lam_W, lam_H, lam_b, LOSS_IDS[loss], 0.0, mse_kappa, mse_beta))
+        *(jnp.asarray(v, jnp.float64) for v in (delta, lam_W, lam_H, lam_b, branch, 0.0, mse_kappa, mse_beta))
     )
-    x, value, ratio, iterations, stalled = _compiled_loop(
-        jnp.asarray(sizes), weights, seed, jnp.asarray(tol), d=d, K=K, max_iters=int(max_iters), loss_id=LOSS_IDS[loss]
+    x, value, ratio, iterations, status = _compiled_loop(
+        jnp.asarray(sizes), weights, seed, jnp.asarray(tol), d=d, K=K, max_iters=int(max_iters), loss_id=branch
     )
     x = np.asarray(x)
     W = x[: d * K].reshape(d, K)
     Hbar = x[d * K : 2 * d * K].reshape(d, K) / np.sqrt(sizes)
     ratio = float(ratio)
-    status = "converged" if ratio <= tol else ("stalled" if bool(stalled) else "max_iters")
+    status = status_word(status)
     return ReducedSolution(sizes, W, Hbar, x[2 * d * K :], float(value), ratio, int(iterations), status)
 
 

@@ -164,8 +164,8 @@ import numpy as np
 from theory import validation
 from theory.softmax import log_softmax
 from ufm import _memory, generalized
+from ufm.losses import LOSSES, loss_spec
 
-LOSSES = ("ce", "ls", "focal", "mse")
 SPECTRA = ("auto", True, False)
 #: bytes of float64 work per chunk targeted by the automatic chunk size
 CHUNK_BYTES = 64 * 2**20
@@ -1537,7 +1537,7 @@ def _numerical_optimum(problem, counts):
     from ufm import _lbfgs, imbalance
 
     K, d = problem.K, problem.d
-    if problem.loss not in ("ce", "ls", "mse"):
+    if not problem.loss_spec.convex_in_logits:
         return None, f"loss {problem.loss!r} has no exact class-mean reduction"
     if d < K:
         return None, f"d = {d} < K = {K}: see the d < K reason"
@@ -1621,7 +1621,7 @@ def _generalized_plan(K: int, d: int, loss: str, restarts: int) -> str | None:
     :func:`ufm.generalized.prediction_bytes`)."""
     import jax
 
-    if loss not in ("ce", "ls", "mse"):
+    if not loss_spec(loss).convex_in_logits:
         return f"loss {loss!r} has no exact class-mean reduction"
     if K * d > NUMERICAL_MAX_KD:
         return f"K d = {K * d} > NUMERICAL_MAX_KD = {NUMERICAL_MAX_KD}"

@@ -13,10 +13,9 @@ import numpy as np
 
 from theory import validation
 from ufm import _memory
-from ufm.losses import LOSS_IDS
+from ufm.losses import Loss, loss_spec
 from ufm.objective import Params, Weights, class_major_labels
 
-LOSSES = ("ce", "ls", "focal", "mse")
 DTYPES = ("float64", "float32")
 
 
@@ -93,18 +92,18 @@ class Problem:
         set_("lam_b", validation.interval("lam_b", self.lam_b, 0.0, None, low_open=False))
         set_("init_scale", validation.interval("init_scale", self.init_scale, 0.0, None, low_open=True))
         set_("seed", validation.integer("seed", self.seed, 0, MAX_SEED))
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        spec = loss_spec(self.loss)  # ValueError naming loss and the choices; a Loss stands for its name
+        set_("loss", spec.name)
         set_("gamma", validation.interval("gamma", self.gamma, 0.0, None, low_open=False))
         set_("mse_kappa", validation.interval("mse_kappa", self.mse_kappa, 0.0, None, low_open=True))
         set_("mse_beta", validation.interval("mse_beta", self.mse_beta, 0.0, None, low_open=True))
         set_("label_noise", validation.interval("label_noise", self.label_noise, 0.0, 1.0, low_open=False))
         set_("noise_seed", validation.integer("noise_seed", self.noise_seed, 0))
-        if self.delta != 0.0 and self.loss != "ls":
+        if self.delta != 0.0 and "delta" not in spec.parameters:
             raise ValueError(
                 f"delta must be 0 for loss={self.loss!r} (label smoothing is loss='ls'), got {self.delta!r}"
             )
-        if self.gamma != 0.0 and self.loss != "focal":
+        if self.gamma != 0.0 and "gamma" not in spec.parameters:
             raise ValueError(
                 f"gamma must be 0 for loss={self.loss!r} (it is the focal-loss parameter), got {self.gamma!r}"
             )
@@ -128,6 +127,11 @@ class Problem:
                     + (" or float64" if self.dtype == "float32" else "")
                 )
         _check_start_scale(self)
+
+    @property
+    def loss_spec(self) -> Loss:
+        """The :class:`~ufm.losses.Loss` specification of ``loss`` (its properties: convexity, closed form, ...)."""
+        return loss_spec(self.loss)
 
     @property
     def N(self) -> int:
@@ -181,7 +185,7 @@ class Problem:
             self.lam_W,
             self.lam_H,
             self.lam_b,
-            LOSS_IDS[self.loss],
+            self.loss_spec.branch,
             self.gamma,
             self.mse_kappa,
             self.mse_beta,
@@ -378,7 +382,7 @@ def _check_start_scale(p: Problem) -> None:
             log_s + (limit - math.log10(p.K) - 2 * log_z) / 4,
         ),
     ]
-    if p.loss == "mse":
+    if "mse_kappa" in p.loss_spec.parameters:
         log_target = math.log10(p.mse_beta + 10.0 ** min(log_z, 300.0))
         log_grad = math.log10(2.0) + _log10(p.mse_kappa) + log_target - 0.5 * math.log10(p.K)
         terms += [

@@ -35,8 +35,10 @@ from ufm import _cache, _cli, _io, _prog
 from ufm._interrupt import exit_on_interrupt
 from ufm.compare import LEGEND, format_input, format_number
 from ufm.generalized import DEFAULT_RESTARTS, MAX_RESTARTS
-from ufm.problem import LOSSES, Problem
-from ufm.solver import DEFAULT_LR, METHODS, check_method_fits, default_method
+from ufm.methods import METHODS, method_spec
+from ufm.policy import DEFAULT_LR, check_method_fits, default_method
+from ufm.problem import Problem
+from ufm.results import describe
 from ufm.solver import solve as _solve
 
 PROG = "python -m ufm.solve"  #: the name as a module; ``ufm-solve`` when started by that script (ufm._prog)
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_GLOSSARY + EXIT_CODES,
     )
     problem = parser.add_argument_group("problem")
-    problem.add_argument("--K", type=_integer("--K", 2), default=10, help="classes (>= 2; default 10)")
+    _cli.add_problem_flags(problem, "K")
     problem.add_argument(
         "--n",
         type=_integer("--n", 1),
@@ -151,38 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K_B",
         help="number of minority classes for --imbalance, in [1, K - 1] (no default: required with --imbalance)",
     )
-    problem.add_argument("--d", type=_integer("--d", 1), default=None, help="feature dimension (default K)")
-    problem.add_argument(
-        "--loss",
-        choices=LOSSES,
-        default="ls",
-        help="per-sample loss (default ls; ce = ls with delta 0; focal needs --gamma; "
-        "mse uses --mse-kappa, --mse-beta)",
-    )
-    problem.add_argument(
-        "--delta",
-        type=_number("--delta", 0.0, 1.0, low_open=False),
-        default=None,
-        help="label smoothing in [0, 1) (0 = cross entropy; default 0; --loss ls only)",
-    )
-    problem.add_argument(
-        "--gamma",
-        type=_number("--gamma", 0.0, low_open=False),
-        default=None,
-        help="focal-loss parameter in [0, inf) (default 0; --loss focal only)",
-    )
-    problem.add_argument(
-        "--mse-kappa",
-        type=_number("--mse-kappa", 0.0),
-        default=None,
-        help="rescaled MSE: weight of the target logit, > 0 (default 1; --loss mse only)",
-    )
-    problem.add_argument(
-        "--mse-beta",
-        type=_number("--mse-beta", 0.0),
-        default=None,
-        help="rescaled MSE: target value of the target logit, > 0 (default 1; --loss mse only)",
-    )
+    _cli.add_problem_flags(problem, "d", "loss")
     problem.add_argument(
         "--nonnegative",
         action="store_true",
@@ -209,12 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lam-b", type=_number("--lam-b", 0.0, low_open=False), default=None, help="lam_b (>= 0; default --lam)"
     )
     problem.add_argument("--seed", type=_integer("--seed", 0), default=0, help="initialisation seed (default 0)")
-    problem.add_argument(
-        "--float32",
-        action="store_true",
-        help="solve in float32 (faster on accelerators; agreement then ~1e-3, the float32 "
-        "--rtol default; see docs/losses.md)",
-    )
+    _cli.add_problem_flags(problem, "float32")
     solver = parser.add_argument_group("solver")
     solver.add_argument(
         "--method",
@@ -279,14 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SOURCES = {
-    "ce": "Guo et al. Thm 4.1, eq. 14, Thm 4.2",
-    "ls": "Guo et al. Thm 4.1, eq. 14, Thm 4.2",
-    "focal": "Zhou et al. Thm 1 + 1-D reduction, derived spectra",
-    "mse": "rescaled MSE, derived optimum with bias and spectra",
-}
-
-
 def _kappa_line(problem, prediction) -> str:
     """Theory's condition number of the loss blocks, named for what it is: K·p_t only for CE/LS (Thm 4.2)."""
     kappa_W, kappa_H = prediction["kappa_W"], prediction["kappa_H"]
@@ -294,12 +252,13 @@ def _kappa_line(problem, prediction) -> str:
         return "kappa: undefined (W = H = 0 at the minimizer)"
     if problem.nonnegative or math.isnan(kappa_W):
         return "kappa: no prediction (the loss-block spectra are not derived for this setting)"
-    if problem.loss in ("ce", "ls") and problem.K == 2:
+    guo = problem.loss_spec.closed_form == "guo"
+    if guo and problem.K == 2:
         return (
             f"kappa = {format_number(kappa_W)}: for K = 2 each loss block has one non-zero eigenvalue "
             "(K·p_t needs K >= 3)"
         )
-    if problem.loss in ("ce", "ls"):
+    if guo:
         return (
             f"kappa = K·p_t = {format_number(kappa_W)}: condition number of the W and of the H loss block, "
             "largest / smallest non-zero eigenvalue (Thm 4.2)"
@@ -326,7 +285,7 @@ def _report_text(problem, prediction, result, comparison, rtol, compiled: str) -
         + (", H >= 0" if p.nonnegative else "")
         + (f", label noise {given(p.label_noise)} (seed {p.noise_seed})" if p.label_noise else "")
     )
-    source = "Nguyen et al. Thm 3.2 + 1-D reduction" if p.nonnegative else _SOURCES[p.loss]
+    source = "Nguyen et al. Thm 3.2 + 1-D reduction" if p.nonnegative else p.loss_spec.source
     lines = [
         f"UFM problem: K = {p.K} classes, n = {p.n} samples per class (N = {p.N}), d = {p.d}, loss {loss}{extras}, "
         f"lam_W = {given(p.lam_W)}, lam_H = {given(p.lam_H)}, lam_b = {given(p.lam_b)}, {p.dtype}, seed = {p.seed}",
@@ -345,7 +304,7 @@ def _report_text(problem, prediction, result, comparison, rtol, compiled: str) -
         f"  a = {num(prediction['a'])} (logit scale)   "
         f"p_t = {num(prediction['p_t'])} (probability of the true class)   "
         f"p_n = {num(prediction['p_n'])} (of each other class)"
-        + (f"   b = {num(prediction['bias'])} * 1" if p.loss == "mse" else ""),
+        + (f"   b = {num(prediction['bias'])} * 1" if p.loss_spec.closed_form == "mse" else ""),
         f"  {_kappa_line(p, prediction)}",
         f"  mean ||w_k|| = {num(prediction['w_norm'])}   mean ||hbar_k - h_G|| = {num(prediction['h_norm'])}",
     ]
@@ -359,9 +318,9 @@ def _report_text(problem, prediction, result, comparison, rtol, compiled: str) -
         + (f" (lr = {num(result.lr)})" if result.lr is not None else " (line search)")
         + f", {result.iterations} iterations, {result.seconds:.2f} s (+ {compiled}), "
         f"on {jax.devices()[0].platform}",
-        f"  {result.message}"
+        f"  {describe(result, _cli.flag)}"
         if not comparison.unlocated  # the stopping rule met far from the minimizer (lam tiny): not "converged"
-        else f"  not converged: {result.message.removeprefix('converged: ')}; {comparison.unlocated}",
+        else f"  not converged: {describe(result, _cli.flag).removeprefix('converged: ')}; {comparison.unlocated}",
         f"  L = {num(result.objective)}",
         "",
         comparison.table(),
@@ -480,7 +439,7 @@ def _prediction(problem):
     from ufm.compare import predict
 
     pred = predict(problem)
-    classic = problem.loss in ("ce", "ls") and not problem.nonnegative
+    classic = problem.loss_spec.closed_form == "guo" and not problem.nonnegative
     where = (
         theory.phase(problem.K, problem.n, delta=problem.delta, lam_W=problem.lam_W, lam_H=problem.lam_H)
         if classic
@@ -558,7 +517,7 @@ def _record(problem, prediction, result, comparison, rtol) -> dict:
             "iterations": result.iterations,
             "status": result.status,
             "converged": comparison.converged,  # False where the rule was met away from the minimizer
-            "message": result.message,
+            "message": describe(result, _cli.flag),
             "objective": result.objective,
             "grad_norm": result.grad_norm,
             "initial_grad_norm": result.initial_grad_norm,
@@ -584,21 +543,9 @@ def main(argv=None) -> int:
 
 
 #: loss parameters: flag -> (attribute, default, the loss it belongs to)
-_LOSS_FLAGS = {
-    "--delta": ("delta", 0.0, "ls"),
-    "--gamma": ("gamma", 0.0, "focal"),
-    "--mse-kappa": ("mse_kappa", 1.0, "mse"),
-    "--mse-beta": ("mse_beta", 1.0, "mse"),
-}
-
-
 def _check_loss_flags(args) -> None:
     """Refuse a loss parameter given for another loss (never ignore it silently); fill the defaults."""
-    for flag, (name, default, loss) in _LOSS_FLAGS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, default)
-        elif args.loss != loss:
-            raise ValueError(f"{flag} does not apply to --loss {args.loss} (it is a parameter of --loss {loss})")
+    _cli.resolve_loss_flags(args)
     if args.noise_seed is None:
         args.noise_seed = 0
     elif not args.label_noise:
@@ -618,25 +565,6 @@ def _check_generalized_flags(args, problem) -> None:
             )
     if args.restarts is None:
         args.restarts = DEFAULT_RESTARTS
-
-
-def _check_method_flags(args, method: str) -> None:
-    """Refuse flags that do not apply to ``method`` (exit 2 naming the flag), with what to use instead."""
-    if args.lr is not None and method in ("lbfgs", "reduced"):
-        raise ValueError(
-            f"--lr does not apply to --method {method} (it takes its step from a line search); "
-            "drop --lr or use --method gd, momentum or nesterov"
-        )
-    if args.shard and method == "reduced":
-        raise ValueError(
-            "--shard does not apply to --method reduced (it solves the K class means, nothing to "
-            "split over devices); use --method lbfgs with --shard"
-        )
-    if args.float32 and method == "reduced":
-        raise ValueError(
-            "--method reduced does not converge with --float32 (its gradient stalls near 2e-5 "
-            "relative error); use --method lbfgs (the float32 default) or drop --float32"
-        )
 
 
 def _main(argv) -> int:
@@ -672,7 +600,7 @@ def _main(argv) -> int:
         )
         method = default_method(problem) if args.method is None else args.method
         check_method_fits(problem, method)
-        _check_method_flags(args, method)
+        _cli.check_method_flags(method, lr=args.lr, float32=args.float32, shard=args.shard)
         _check_generalized_flags(args, problem)
         if args.json is not None:
             _io.check_writable(args.json, overwrite=args.force, what="--json")
@@ -709,7 +637,7 @@ def _main(argv) -> int:
         return 2
     tol = args.tol if args.tol is not None else (1e-5 if float32 else 1e-10)
     rtol = args.rtol if args.rtol is not None else (1e-3 if float32 else 1e-6)
-    line_search = method in ("lbfgs", "reduced")
+    line_search = method_spec(method).line_search
     max_iters = _cli.max_iters(method, args.max_iters)
     progress_every = 0 if args.quiet else (100 if line_search else 2_000)
     if not args.quiet:

@@ -5,8 +5,8 @@ Python call per configuration, with the iteration and stopping rule of :func:`uf
 so each configuration ends at the same point up to rounding of the batched linear algebra.
 
 - ``"reduced"`` (the default where :func:`ufm.solve` uses it): a work queue. ``batch_size``
-  lanes run :func:`ufm._lbfgs.step` under ``jax.vmap``; when a lane's configuration stops,
-  the lane stores its result and loads the next configuration. The work is the sum of the
+  lanes run the reduced driver (:func:`ufm.reduction.reduced_step`) under ``jax.vmap``; when a lane's
+  configuration stops, the lane stores its result and loads the next configuration. The work is the sum of the
   configurations' iterations (a ``vmap`` over all of them would run each one as long as the
   slowest), and a lane's arrays stay small. The seeded starts are a program of their own, the
   only one that depends on N, so sweeps that differ only in n share the queue's program.
@@ -40,21 +40,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm import _cache, _cli, _io, _lbfgs, _memory, _prog, metrics, solver
+from ufm import _cache, _cli, _io, _memory, _prog, metrics, policy, solver
+from ufm._compile import compile_once
 from ufm._interrupt import exit_on_interrupt
-from ufm.losses import LOSS_IDS
+from ufm.loop import RUNNING, status_word
+from ufm.methods import METHODS, method_spec
 from ufm.objective import Weights
+from ufm.policy import check_method_fits, default_method
 from ufm.problem import Problem, initial_params, require_dtype_enabled
-from ufm.solver import (
-    METHODS,
-    STATUS_NAMES,
-    check_method_fits,
-    check_options,
-    default_method,
-    reduced_objective,
-    reduced_params,
-    run_loop,
-)
+from ufm.reduction import ReducedRun, reduced_objective, reduced_params, reduced_run, reduced_step
+from ufm.results import BatchResult
+from ufm.solver import check_options, run_loop
 
 PROG = "python -m ufm.sweep"
 #: Default lanes (configurations in flight) of the ``"reduced"`` work queue; measured in
@@ -67,75 +63,20 @@ _SHAPE_FIELDS = ("K", "n", "d", "loss", "dtype")
 
 
 @dataclass(frozen=True)
-class SweepResult:
-    """Outcome of :func:`sweep`, arrays over the M configurations (numpy).
+class SweepResult(BatchResult):
+    """Outcome of :func:`sweep`: the :class:`ufm.BatchResult` of the M configurations (``result(j)`` is
+    configuration j as a :class:`ufm.Result`) and the collapse measurements at each final iterate.
 
-    Attributes:
-        problems: the M configurations, in order. method, lr, tol, max_iters: what was run.
-        W ``(M, d, K)``, H ``(M, d, N)``, b ``(M, K)``: final iterates.
-        objective, grad_norm, initial_grad_norm: ``(M,)`` each. iterations: ``(M,)`` int.
-        status: tuple of ``"converged"`` / ``"max_iters"`` / ``"diverged"``.
+    Attributes (besides :class:`ufm.BatchResult`'s):
         w_norm, h_norm, nc1, nc2, nc3 ``(M,)``: mean ||w_k||, mean ||hbar_k - h_G|| and NC1-NC3
         at the final iterate (:func:`ufm.metrics.collapse`).
-        seconds: wall time of the compiled calls; compile_seconds: tracing + compilation.
     """
 
-    problems: tuple[Problem, ...]
-    method: str
-    lr: float | None
-    tol: float
-    max_iters: int
-    W: np.ndarray
-    H: np.ndarray
-    b: np.ndarray
-    objective: np.ndarray
-    grad_norm: np.ndarray
-    initial_grad_norm: np.ndarray
-    iterations: np.ndarray
-    status: tuple[str, ...]
     w_norm: np.ndarray
     h_norm: np.ndarray
     nc1: np.ndarray
     nc2: np.ndarray
     nc3: np.ndarray
-    seconds: float
-    compile_seconds: float
-
-    def __len__(self) -> int:
-        return len(self.problems)
-
-    @property
-    def converged(self) -> np.ndarray:
-        """``(M,)`` bool: which configurations met the gradient tolerance."""
-        return np.array([s == "converged" for s in self.status])
-
-    def result(self, j: int) -> solver.Result:
-        """Configuration ``j`` as a :class:`ufm.Result` (for :func:`ufm.compare`): no history, and
-        ``seconds`` an equal share of the sweep's compiled time."""
-        if isinstance(j, bool) or not isinstance(j, (int, np.integer)) or not -len(self) <= j < len(self):
-            raise ValueError(f"j must be an integer index in [-{len(self)}, {len(self)}), got {j!r}")
-        j = int(j) % len(self)
-        ratio = float(self.grad_norm[j]) / float(self.initial_grad_norm[j]) if self.initial_grad_norm[j] > 0 else 0.0
-        return solver.Result(
-            problem=self.problems[j],
-            method=self.method,
-            lr=self.lr,
-            tol=self.tol,
-            W=self.W[j],
-            H=self.H[j],
-            b=self.b[j],
-            objective=float(self.objective[j]),
-            grad_norm=float(self.grad_norm[j]),
-            initial_grad_norm=float(self.initial_grad_norm[j]),
-            iterations=int(self.iterations[j]),
-            status=self.status[j],
-            message=solver.status_message(
-                self.status[j], int(self.iterations[j]), ratio, self.tol, self.method, self.lr
-            ),
-            history={name: np.zeros(0) for name in solver.HISTORY_FIELDS},
-            seconds=self.seconds / len(self),
-            compile_seconds=0.0,
-        )
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per configuration: its scalars (delta, lam_W, lam_H, lam_b, seed) and ``ROW_FIELDS``."""
@@ -196,7 +137,7 @@ def grid(
         """The grid of ``m`` configurations, or the sweep of them with base's default method (whichever
         is larger), so that the advice is a count that :func:`sweep` then accepts too."""
         method = default_method(base)
-        lanes = min(m, REDUCED_LANES) if method == "reduced" else m
+        lanes = min(m, REDUCED_LANES) if method_spec(method).class_means else m
         itemsize = np.dtype(base.dtype).itemsize
         return max(m * per_configuration, _memory.sweep_bytes(m, lanes, base.K, base.N, base.d, itemsize, method))
 
@@ -226,35 +167,42 @@ def grid(
     return problems
 
 
-def _batched_run(seeds, scales, weights, labels, lr, tol, *, d, K, N, dtype, method, max_iters):
+def _batched_run(seeds, scales, weights, labels, lr, tol, *, d, K, N, dtype, method, max_iters, loss_id):
+    """The solver's loop under ``jax.vmap`` over a chunk of configurations, the loss fixed at trace time
+    (``loss_id``: only that loss is traced), then the collapse metrics of each final iterate."""
     params0 = jax.vmap(initial_params, in_axes=(0, 0, None, None, None, None))(seeds, scales, d, K, N, dtype)
     run = partial(
-        run_loop, method=method, max_iters=max_iters, record_every=max_iters, progress_every=0, with_history=False
+        run_loop,
+        method=method,
+        max_iters=max_iters,
+        record_every=max_iters,
+        progress_every=0,
+        with_history=False,
+        loss_id=loss_id,
     )
-    params, value, gnorm, g0, iterations, status, _, _ = jax.vmap(run, in_axes=(0, None, 0, None, None))(
-        params0, labels, weights, lr, tol
-    )
-    collapse = jax.vmap(metrics.collapse, in_axes=(0, 0, None, None))(params.W, params.H, labels, K)
-    return params, value, gnorm, g0, iterations, status, collapse
+    out = jax.vmap(run, in_axes=(0, None, 0, None, None))(params0, labels, weights, lr, tol)
+    collapse = jax.vmap(metrics.collapse, in_axes=(0, 0, None, None))(out.params.W, out.params.H, labels, K)
+    return out.params, out.value, out.grad_norm, out.g0, out.iterations, out.status, collapse
 
 
 class _Lane(NamedTuple):
-    """One lane of the reduced sweep's work queue: the configuration it solves (``M`` when idle)
-    and that configuration's L-BFGS state, weights, ``||grad L(x_0)||``, blow-up level, steps, status."""
+    """One lane of the reduced sweep's work queue: the configuration it solves (``M`` when idle), that
+    configuration's weights and its run of the reduced driver (:class:`ufm.reduction.ReducedRun`)."""
 
     config: jnp.ndarray
-    state: _lbfgs.State
     weights: Weights
-    g0: jnp.ndarray
-    blowup: jnp.ndarray
-    iteration: jnp.ndarray
-    status: jnp.ndarray
+    run: ReducedRun
 
 
 def _without_pairs(lanes: _Lane) -> _Lane:
     # None is an empty pytree: the lanes travel without their (2, m, P) pair buffers, which the State
     # type (an array everywhere else) cannot say
-    return lanes._replace(state=lanes.state._replace(pairs=None))  # type: ignore[arg-type]
+    state = lanes.run.state._replace(pairs=None)  # type: ignore[arg-type]
+    return lanes._replace(run=lanes.run._replace(state=state))
+
+
+def _with_pairs(lanes: _Lane, pairs) -> _Lane:
+    return lanes._replace(run=lanes.run._replace(state=lanes.run.state._replace(pairs=pairs)))
 
 
 def _queue_start(seeds, scales, weights, labels, *, d, K, N, dtype, loss_id):
@@ -274,9 +222,9 @@ def _queue_start(seeds, scales, weights, labels, *, d, K, N, dtype, loss_id):
 def _reduced_queue(x0s, g0s, n, weights, tol, max_iters, *, d, K, dtype, loss_id, lanes):
     """Method ``"reduced"`` for M configurations as a work queue over ``lanes`` vmapped L-BFGS lanes.
 
-    Every iteration advances each busy lane by one step of :func:`ufm._lbfgs.step` (the step of
-    :func:`ufm.solver.reduced_loop`, with the same stopping rule :func:`ufm.solver.step_status`); a lane whose
-    configuration has stopped stores its result and loads the next configuration. So the work is
+    Every iteration advances each busy lane by one evaluation of the reduced driver
+    (:func:`ufm.reduction.reduced_step`: the step and the stopping rule of :func:`ufm.solver.reduced_loop`);
+    a lane whose configuration has stopped stores its result and loads the next configuration. So the work is
     the sum of the configurations' iterations, not M times the slowest one (a plain ``vmap`` of the
     loop), and the lanes' arrays stay small enough for the cache. Starts from :func:`_queue_start`;
     ``n`` (traced, samples per class) and ``max_iters`` (traced) leave one program per (d, K, M, lanes).
@@ -288,31 +236,11 @@ def _reduced_queue(x0s, g0s, n, weights, tol, max_iters, *, d, K, dtype, loss_id
 
     def load(j):
         w = jax.tree_util.tree_map(lambda a: a[j], weights)
-        value, grad = value_and_grad(x0s[j], w)
-        gnorm = jnp.linalg.norm(grad)
-        status = solver.start_status(value, gnorm, g0s[j], tol, max_iters)  # nan / inf: "nonfinite"
-        return _Lane(j, _lbfgs.init(x0s[j], value, grad), w, g0s[j], solver.divergence_level(value), 0, status)
+        run = reduced_run(x0s[j], lambda x: value_and_grad(x, w), g0s[j], tol, max_iters)  # nan / inf: "nonfinite"
+        return _Lane(j, w, run)
 
     def advance(lane):
-        running = lane.status == solver.RUNNING
-        new, completed, failed = _lbfgs.evaluate(lane.state, lambda x: value_and_grad(x, lane.weights), active=running)
-        iteration = lane.iteration + completed
-        status = solver.step_status(
-            iteration,
-            new.value,
-            jnp.linalg.norm(new.grad),
-            lane.g0,
-            tol,
-            lane.blowup,
-            max_iters,
-            failed & ~jnp.any(lane.state.valid),
-            completed,
-        )
-        keep = status == solver.DIVERGED  # keep the last finite iterate (the memory no longer matters)
-        new = new._replace(
-            **{f: jnp.where(keep, getattr(lane.state, f), getattr(new, f)) for f in ("x", "value", "grad")}
-        )
-        return lane._replace(state=new, iteration=iteration, status=jnp.where(running, status, lane.status))
+        return lane._replace(run=reduced_step(lane.run, lambda x: value_and_grad(x, lane.weights), tol, max_iters))
 
     first = jnp.arange(lanes)
     queue = jax.vmap(load)(jnp.minimum(first, M - 1))
@@ -328,12 +256,11 @@ def _reduced_queue(x0s, g0s, n, weights, tol, max_iters, *, d, K, dtype, loss_id
 
     def store_and_refill(queue, finished, next_config, results):
         where = jnp.where(finished, queue.config, M)  # index M: dropped
-        gnorm = jnp.linalg.norm(queue.state.grad, axis=1)
+        run = queue.run
+        gnorm = jnp.linalg.norm(run.state.grad, axis=1)
         results = tuple(
             r.at[where].set(v.astype(r.dtype), mode="drop")
-            for r, v in zip(
-                results, (queue.state.x, queue.state.value, gnorm, queue.iteration, queue.status), strict=True
-            )
+            for r, v in zip(results, (run.state.x, run.state.value, gnorm, run.iteration, run.status), strict=True)
         )
         wanted = next_config + jnp.cumsum(finished) - 1
         take = finished & (wanted < M)
@@ -347,11 +274,11 @@ def _reduced_queue(x0s, g0s, n, weights, tol, max_iters, *, d, K, dtype, loss_id
     def body(loop):
         queue, next_config, results = loop
         queue = jax.vmap(advance)(queue)
-        finished = (queue.config < M) & (queue.status != solver.RUNNING)
+        finished = (queue.config < M) & (queue.run.status != RUNNING)
         # the pair buffers stay out of the cond (passing them through it costs a copy per
         # iteration): a loaded lane keeps the stale pairs of its previous configuration, which
         # its empty memory (valid = False) masks out
-        pairs = queue.state.pairs
+        pairs = queue.run.state.pairs
         light, next_config, results = jax.lax.cond(
             jnp.any(finished),
             store_and_refill,
@@ -361,7 +288,7 @@ def _reduced_queue(x0s, g0s, n, weights, tol, max_iters, *, d, K, dtype, loss_id
             next_config,
             results,
         )
-        return light._replace(state=light.state._replace(pairs=pairs)), next_config, results
+        return _with_pairs(light, pairs), next_config, results
 
     _, _, (x, value, gnorm, iterations, status) = jax.lax.while_loop(
         lambda loop: jnp.any(loop[0].config < M), body, (queue, jnp.minimum(lanes, M), results)
@@ -390,7 +317,7 @@ def sweep(
         problems: M >= 1 :class:`Problem` of one shape; delta, the lambdas, seed and
             init_scale may differ. See :func:`grid`.
         method, lr, tol, max_iters: as in :func:`ufm.solve`; one step for every configuration, by default
-            the smallest :func:`ufm.solver.default_lr` among them (MSE's curvature asks for a smaller
+            the smallest :func:`ufm.policy.default_lr` among them (MSE's curvature asks for a smaller
             step). A failed default step is not rerun as :func:`ufm.solve` reruns it: its row says so.
         batch_size: configurations in flight at once: the lanes of the ``"reduced"`` queue
             (default ``REDUCED_LANES``), or the configurations per compiled call of the other
@@ -424,11 +351,11 @@ def sweep(
     method = default_method(first) if method is None else method
     check_method_fits(first, method)
     if batch_size is None:
-        batch_size = min(M, REDUCED_LANES) if method == "reduced" else M
+        batch_size = min(M, REDUCED_LANES) if method_spec(method).class_means else M
     step_given = lr is not None
     lr = check_options(method, lr, tol, dict(max_iters=(max_iters, 1), batch_size=(batch_size, 1)))
     if not step_given and lr is not None:  # one step for all: every configuration's default must be safe
-        lr = min(float(solver.default_lr(p, method) or lr) for p in problems)
+        lr = min(float(policy.default_lr(p, method) or lr) for p in problems)
     require_dtype_enabled(first.dtype)
     itemsize = np.dtype(first.dtype).itemsize
     lanes = min(batch_size, M)
@@ -443,15 +370,17 @@ def sweep(
     if not jax.config.jax_enable_x64 and any(p.seed >= 2**32 for p in problems):  # type: ignore[attr-defined]
         raise ValueError("seed must be < 2**32 without 64-bit JAX (larger seeds repeat smaller ones)")
     dt = first.jnp_dtype
-    if method == "reduced":
+    if method_spec(method).class_means:
         return _sweep_reduced(problems, tol, max_iters, min(batch_size, M))
-    statics = dict(d=first.d, K=first.K, N=first.N, dtype=dt, method=method, max_iters=max_iters)
+    statics = dict(
+        d=first.d, K=first.K, N=first.N, dtype=dt, method=method, max_iters=max_iters, loss_id=first.loss_spec.branch
+    )
     outs, seconds, compile_seconds = [], 0.0, 0.0
     for lo in range(0, M, batch_size):
         chunk = problems[lo : lo + batch_size]
         pad = chunk + (chunk[-1],) * (batch_size - len(chunk))  # one compiled shape for every chunk
         args = (*_stacked(pad, dt), first.labels(), jnp.asarray(lr or 0.0, dt), jnp.asarray(tol, dt))
-        compiled, compile_time = solver.compile_once(_batched_run, args, statics)
+        compiled, compile_time = compile_once(_batched_run, args, statics)
         compile_seconds += compile_time
         start = time.perf_counter()
         out = jax.block_until_ready(compiled(*args))
@@ -474,7 +403,7 @@ def sweep(
         grad_norm=gnorm,
         initial_grad_norm=g0,
         iterations=iterations.astype(np.int64),
-        status=tuple(STATUS_NAMES[int(s)] for s in status),
+        status=tuple(status_word(s) for s in status),
         w_norm=collapse.w_norm,
         h_norm=collapse.h_norm,
         nc1=collapse.nc1,
@@ -503,18 +432,18 @@ def _stacked(problems, dt):
 def _sweep_reduced(problems, tol, max_iters, lanes) -> SweepResult:
     first = problems[0]
     dt = first.jnp_dtype
-    loss_id = int(LOSS_IDS[first.loss])
+    loss_id = first.loss_spec.branch
     seeds, scales, weights = _stacked(problems, dt)
     start_args = (seeds, scales, weights, first.labels())
     start_statics = dict(d=first.d, K=first.K, N=first.N, dtype=dt, loss_id=loss_id)
-    start_program, start_seconds = solver.compile_once(_queue_start, start_args, start_statics)
+    start_program, start_seconds = compile_once(_queue_start, start_args, start_statics)
     begin = time.perf_counter()
     x0s, g0s = jax.block_until_ready(start_program(*start_args))
     seconds = time.perf_counter() - begin
     # every shape below is N-free: sweeps that differ only in n share the queue's program
     args = (x0s, g0s, jnp.asarray(first.n, dt), weights, jnp.asarray(tol, dt), jnp.asarray(max_iters, jnp.int32))
     statics = dict(d=first.d, K=first.K, dtype=dt, loss_id=loss_id, lanes=lanes)
-    compiled, queue_seconds = solver.compile_once(_reduced_queue, args, statics)
+    compiled, queue_seconds = compile_once(_reduced_queue, args, statics)
     compile_seconds = start_seconds + queue_seconds
     begin = time.perf_counter()
     final, value, gnorm, g0, iterations, status, collapse = jax.block_until_ready(compiled(*args))
@@ -532,7 +461,7 @@ def _sweep_reduced(problems, tol, max_iters, lanes) -> SweepResult:
         grad_norm=np.asarray(gnorm),
         initial_grad_norm=np.asarray(g0),
         iterations=np.asarray(iterations).astype(np.int64),
-        status=tuple(STATUS_NAMES[int(s)] for s in status),
+        status=tuple(status_word(s) for s in status),
         **{name: np.asarray(getattr(collapse, name)) for name in ("w_norm", "h_norm", "nc1", "nc2", "nc3")},
         seconds=seconds,
         compile_seconds=compile_seconds,
@@ -591,9 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=EXIT_CODES,
     )
-    parser.add_argument("--K", type=int, default=10, help="classes (>= 2; default 10)")
+    _cli.add_problem_flags(parser, "K")
     parser.add_argument("--n", type=int, default=50, help="samples per class (>= 1; default 50)")
-    parser.add_argument("--d", type=int, default=None, help="feature dimension (default K)")
+    _cli.add_problem_flags(parser, "d")
     parser.add_argument(
         "--delta",
         type=_list("--delta", float),
@@ -612,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[0],
         help="comma-separated seeds or a range LO:HI, HI exclusive (0:3 is 0, 1, 2; default 0)",
     )
-    parser.add_argument("--float32", action="store_true", help="solve in float32")
+    _cli.add_problem_flags(parser, "float32")
     parser.add_argument(
         "--method", choices=METHODS, default=None, help="optimizer (default reduced in float64, lbfgs in float32)"
     )
@@ -621,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="step size of gd/momentum/nesterov (default: "
-        + ", ".join(f"{m} {v:g}" for m, v in solver.DEFAULT_LR.items() if v)
+        + ", ".join(f"{m} {v:g}" for m, v in policy.DEFAULT_LR.items() if v)
         + "; smaller for mse, from its curvature); refused with lbfgs and reduced (line search)",
     )
     parser.add_argument(
@@ -660,20 +589,6 @@ def _write(path, result: SweepResult, extra: dict, *, overwrite: bool):
     return _io.write_bytes(path, _io.csv_bytes(rows, lineterminator="\n"), overwrite=overwrite, what="--out")
 
 
-def _refuse_inapplicable(args, method: str) -> None:
-    """Flags that mean nothing for the chosen method are refused (exit 2), never silently ignored."""
-    if args.lr is not None and method in ("lbfgs", "reduced"):
-        raise ValueError(
-            f"--lr does not apply to --method {method} (it takes its step from a line search); "
-            "drop --lr or use --method gd, momentum or nesterov"
-        )
-    if method == "reduced" and args.float32:
-        raise ValueError(
-            "--method reduced does not converge with --float32 (its gradient stalls near 2e-5 "
-            "relative error); use --method lbfgs (the float32 default) or drop --float32"
-        )
-
-
 def main(argv=None) -> int:
     """Run the sweep CLI on ``argv`` (default ``sys.argv[1:]``). Exit code 0 when every
     configuration converged, 1 otherwise, 2 for bad arguments (or an existing --out without --force),
@@ -700,7 +615,7 @@ def _main(argv) -> int:
             _io.check_writable(args.out, overwrite=args.force, what="--out")
         base = Problem(K=args.K, n=args.n, d=args.d, dtype=dtype)
         method = default_method(base) if args.method is None else args.method
-        _refuse_inapplicable(args, method)
+        _cli.check_method_flags(method, lr=args.lr, float32=args.float32)
         problems = grid(base, delta=args.delta, lam=args.lam, seed=args.seeds)
         watch = _cli.CompileWatch()
         with watch.watching():
