@@ -35,6 +35,9 @@ lam_H = lam / n_A (lam_W, lam_b unchanged).
     with their counts, so unequal class sizes are exact); the dense ``jax.hessian`` checks it at small
     N. At R = 1 both kappas must equal K p_t (Guo et al., Thm 4.2). Near the threshold, R = R* (1 -+ eps)
     for eps = 1e-1 ... 1e-3 (q = ceil(10^4 / R*), so N ~ 2e4).
+
+A nan in ``spectra.csv``'s ``dense_vs_structured`` column means no dense check ran for that row (the
+dense ``jax.hessian`` is formed only at small N); the structured spectrum of the row stands on its own.
 """
 
 from __future__ import annotations

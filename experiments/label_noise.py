@@ -6,6 +6,9 @@ distance of each corrupted feature from the mean of the clean samples of its tru
 to the mean distance between class means, and NC1 per true class. Nguyen et al.'s Theorem 4.3
 predicts less dilation under LS than CE at low noise in their memorization-dilation (MD) model,
 which *adds* limited expressivity to the UFM; the plain UFM solved here has free features.
+
+A nan in ``label_noise.csv``'s ``dilation`` column means the quantity does not exist: at eta = 0 no sample
+is corrupted (``corrupted`` = 0), so there is no corrupted feature to measure.
 """
 
 from __future__ import annotations

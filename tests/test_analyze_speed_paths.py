@@ -150,7 +150,7 @@ def _two_pass_nc1(features, labels, K):
 
 def test_nc1_near_collapse_equals_the_in_memory_two_pass_value(tmp_path):
     """NC1 ~ 1e-6, float32 features offset from 0, memory-mapped: equal to the in-memory float64 two-pass value
-    to 1e-9 relative (issue 30; the one-pass Gram ``X^T X - sum n m m^T`` loses ~6 digits here)."""
+    to 1e-9 relative (the one-pass Gram ``X^T X - sum n m m^T`` loses ~6 digits here)."""
     features, labels, weight, _ = _layer(10, 16, 2000, 1e-3, seed=11, offset=4.0)
     features = features.astype(np.float32)
     np.save(tmp_path / "f.npy", features)
@@ -161,7 +161,7 @@ def test_nc1_near_collapse_equals_the_in_memory_two_pass_value(tmp_path):
     assert out.measured["nc1"] == pytest.approx(reference, rel=1e-9)
 
 
-# --------------------------------------------------------------------------- interrupts (issue 29, item 11)
+# --------------------------------------------------------------------------- interrupts
 
 #: the interrupt cases: d large and K small, so a chunk's time is its d x d product (rows d^2 multiply-adds)
 #: while the file stays small (float16: 8 MiB a chunk, 16 chunks)

@@ -294,7 +294,7 @@ def test_a_signal_while_jax_is_imported_ends_in_one_line(tmp_path, module, signu
     assert len(stderr.strip().splitlines()) == 1, stderr
 
 
-# issue 29 item 11: a signal in the first milliseconds. Whether the start-up guard is in place is read from the
+# A signal in the first milliseconds. Whether the start-up guard is in place is read from the
 # kernel (SigCgt of /proc/<pid>/status: SIGTERM caught), not guessed from a delay: before it, the interpreter is
 # still starting (its own SIGINT handling, SIGTERM's default) and none of our code can act; from it on, every
 # signal must end in one line and exit 130 / 143

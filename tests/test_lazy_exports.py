@@ -1,4 +1,4 @@
-"""``ufm``'s exports load on first use (issue 30 item 5, start-up): every name of ``ufm.__all__`` is importable
+"""``ufm``'s exports load on first use (start-up): every name of ``ufm.__all__`` is importable
 and is the object of its module, the three listings of ``ufm/__init__.py`` agree, and the solve command line
 imports none of the modules it does not run.
 

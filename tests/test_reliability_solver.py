@@ -255,7 +255,7 @@ def test_every_default_converges(changes, nonnegative):
     assert "the default step" not in out, out  # converged at the default itself, not at a rerun's step
 
 
-# issue 29 item 10: a tiny lam. A lam that the solver's dtype cannot hold is refused up front; a lam that it holds
+# A tiny lam. A lam that the solver's dtype cannot hold is refused up front; a lam that it holds
 # but for which the stopping rule |grad L| <= tol |grad L(x0)| is met far from the minimizer is "not converged"
 # (ufm.compare.stationarity), never "converged" with a mismatch or a nan
 
