@@ -184,6 +184,9 @@ SVD_ENTRIES = 2**22
 FOLIO_BYTES = 2 * 2**20
 #: labels are checked this many at a time (never widened as a whole)
 LABEL_CHUNK = 2**20
+#: bytes of rows ``x - c_y`` gathered for one product of the scatter (a product of 2,773 rows took about twice
+#: the CPU time per row of one of 65,536 rows at d = 512)
+GRAM_BYTES = 64 * 2**20
 #: bytes per row of a chunk, as ``(per feature, per class, fixed)``: the float64 copy, its scaled and
 #: centred copies, the float32 copy of the scores' input, 2 float32 K-wide score arrays, labels, masks
 #: (calibrated with tracemalloc, ``tests/test_reliability_analyze.py``; the resident pages of a
@@ -523,7 +526,7 @@ def memory_bytes(
     per_sample = float(N) * class_dtype(K).itemsize * (2 if float_labels else 1)
     if N >= CERTIFY_ROWS_PER_CLASS * K:  # each row's float32 distance to its reference, its undecided flag
         per_sample += 5.0 * N
-    work = max(rows_bytes(chunk), tiles)
+    work = max(rows_bytes(chunk) + 8.0 * d * min(N, gram_rows(chunk, d)), tiles)  # the scatter's row buffer
     if M:  # the held-out pass: K-wide logits, log-softmax, probabilities; 3 d x d scatters
         test_rows = float(min(chunk, M)) * (ROW_BYTES[0] * d + HELD_OUT_K_COPIES * 8 * K + ROW_BYTES[2])
         work = max(work, test_rows + 8.0 * 3 * d * d)
@@ -675,6 +678,12 @@ def _add_by_class(out: np.ndarray, X: np.ndarray, y: np.ndarray) -> None:
 
 #: :class:`_Scores` takes the float64 products directly (no float32 first look) for at most this many rows
 FEW_ROWS = 16
+
+
+def gram_rows(chunk: int, d: int) -> int:
+    """Rows of ``x - c_y`` the one pass buffers for one product of the scatter: :data:`GRAM_BYTES` of them, at
+    least a chunk."""
+    return max(chunk, GRAM_BYTES // (8 * max(d, 1)))
 
 
 def _add_gram(out: np.ndarray, D: np.ndarray) -> None:
@@ -926,7 +935,8 @@ class _Pass:
         self.sums = np.zeros((K, d))  # sum of x - c_y
         self.squares = np.zeros(K)  # sum of ||x - c_y||^2
         self.scatter = np.zeros((d, d))  # sum (x - c_y)(x - c_y)^T
-        self.buffer = np.empty((0, d))  # a chunk's x - c_y, reused
+        self.buffer = np.empty((0, d))  # rows x - c_y awaiting their product (:data:`GRAM_BYTES`), reused
+        self.filled = 0
         self.predicted = np.empty(N, class_dtype(K))
         self.classifier = _Scores(weight, bias)
         self.certificate = _Certified(weight, bias) if certify else None
@@ -938,8 +948,15 @@ class _Pass:
                 present = np.flatnonzero(self.seen)
                 self.certificate.add(present, self.refs[present], self.exponent)
 
+    def flush(self) -> None:
+        """The scatter's product of the buffered rows (one large product: small ones run BLAS at half speed)."""
+        if self.filled:
+            _add_gram(self.scatter, self.buffer[: self.filled])
+            self.filled = 0
+
     def _grow(self, e: int) -> None:
         if self.exponent is not None and e > self.exponent:  # a larger magnitude: everything so far, exactly
+            self.flush()
             change = self.exponent - e
             for array, power in ((self.refs, 1), (self.sums, 1), (self.squares, 2), (self.scatter, 2)):
                 np.ldexp(array, power * change, out=array)
@@ -969,11 +986,15 @@ class _Pass:
             del part
             if self.certificate is not None:
                 self.certificate.add(new, self.refs[new], exponent)
+        d = Xs.shape[1]
         if self.buffer.shape[0] < y.size:
-            self.buffer = np.empty((y.size, Xs.shape[1]))
-        D = np.take(self.refs, y, axis=0, out=self.buffer[: y.size], mode="clip")  # labels checked: no clipping
+            self.buffer = np.empty((min(self.predicted.size, gram_rows(y.size, d)), d))  # at most N rows
+        if self.filled + y.size > self.buffer.shape[0]:
+            self.flush()
+        D = self.buffer[self.filled : self.filled + y.size]
+        np.take(self.refs, y, axis=0, out=D, mode="clip")  # labels checked: no clipping
         np.subtract(Xs, D, out=D)
-        _add_gram(self.scatter, D)
+        self.filled += y.size
         _add_by_class(self.sums, D, y)
         row_squares = np.einsum("ij,ij->i", D, D)
         del D
@@ -1043,6 +1064,7 @@ def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
     state = _Pass(N, d, weight, bias, certify, pilot)
     for lo, hi, X, y in _rows(features, chunk, None, labels):  # NaN / inf refused by add
         state.add(lo, hi, X, y, features)
+    state.flush()
     counts, exponent = state.counts, state.exponent or 0
     if np.any(counts == 0):
         raise ValueError(
