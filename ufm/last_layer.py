@@ -1527,7 +1527,7 @@ def _problem(K, counts, d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H
     from ufm.problem import Problem
 
     n = max(1, int(round(sum(counts) / K)))
-    dtype = "float64" if jax.config.jax_enable_x64 else "float32"  # the spectra's dtype; metrics stay float64
+    dtype = "float64" if jax.config.jax_enable_x64 else "float32"  # type: ignore[attr-defined]  # the spectra's dtype; metrics stay float64
     return Problem(
         K=K,
         n=n,
@@ -1565,7 +1565,7 @@ def _numerical_optimum(problem, counts):
         return None, f"d = {d} < K = {K}: see the d < K reason"
     if K * d > NUMERICAL_MAX_KD:
         return None, f"K d = {K * d} > NUMERICAL_MAX_KD = {NUMERICAL_MAX_KD}"
-    if not jax.config.jax_enable_x64:
+    if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         return None, "it runs in float64: enable jax_enable_x64 (the CLI does)"
     size = 2 * K * d + K
     _memory.require(
@@ -1926,7 +1926,7 @@ def _spectra(features, labels, weight, bias, weights, mode, p_t, means, nonzero)
 
     N, d = features.shape
     K = weight.shape[0]
-    x64 = bool(jax.config.jax_enable_x64)
+    x64 = bool(jax.config.jax_enable_x64)  # type: ignore[attr-defined]
     dtype = jnp.float64 if x64 else jnp.float32
     W, b = jnp.asarray(weight.T, dtype), jnp.asarray(bias, dtype)
     at_point = Params(W, jnp.asarray(np.asarray(features, np.float64).T, dtype), b)

@@ -305,7 +305,7 @@ def setup_floats(M: int, distribution: str) -> float:
 
 
 def _require_x64():
-    if not jax.config.jax_enable_x64:
+    if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         raise ValueError("ufm.md needs float64: call jax.config.update('jax_enable_x64', True) before solving")
 
 

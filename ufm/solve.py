@@ -447,8 +447,8 @@ def _prediction(problem):
     )
     kappa = None if pred.collapsed or math.isnan(pred.kappa_W) else pred.kappa_W
     return {
-        "c": where.c if classic else None,
-        "delta_star": where.delta_star if classic else None,
+        "c": where.c if where is not None else None,
+        "delta_star": where.delta_star if where is not None else None,
         "collapsed": pred.collapsed,
         "a_delta": pred.a,
         "a": pred.a,

@@ -421,7 +421,7 @@ def _stacked(problems, dt):
     # every field of Weights but loss_id is the Problem attribute of the same name; the loss is shared
     columns = {f: np.array([getattr(p, f) for p in problems]) for f in Weights._fields if f != "loss_id"}
     columns["loss_id"] = np.full(len(problems), int(first.loss_id))
-    seed_dtype = jnp.uint64 if jax.config.jax_enable_x64 else jnp.uint32  # the key of ufm.solve's seed, bit for bit
+    seed_dtype = jnp.uint64 if jax.config.jax_enable_x64 else jnp.uint32  # type: ignore[attr-defined]  # the key of ufm.solve's seed, bit for bit
     return (
         jnp.asarray(np.array([p.seed for p in problems], dtype=np.uint64), dtype=seed_dtype),
         jnp.asarray(np.array([p.init_scale for p in problems]), dtype=dt),
