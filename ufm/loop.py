@@ -168,11 +168,22 @@ class Judged(NamedTuple):
 
 
 def judge(
-    iteration, old, evaluation: Evaluation, g0, tol, blowup, max_iters, tracker=None, watch_progress=False
+    iteration,
+    old,
+    evaluation: Evaluation,
+    g0,
+    tol,
+    blowup,
+    max_iters,
+    tracker=None,
+    watch_progress=False,
+    kept_fields: tuple[str, ...] | None = None,
 ) -> Judged:
     """The one stopping rule, after one evaluation (``old``: ``(state, value, gnorm)`` before it): counts a
     completed iteration, updates the no-progress ``tracker`` (``watch_progress``: the fixed-step methods, whose
-    iterates can cycle), applies :func:`step_status` and keeps ``old`` if the run diverged."""
+    iterates can cycle), applies :func:`step_status` and keeps ``old`` if the run diverged. ``kept_fields``: only
+    these fields of a NamedTuple state go back (the iterate; a stopped run's other fields are never read, and
+    under ``vmap`` restoring them all is a select over the L-BFGS pair buffers at every evaluation)."""
     iteration = iteration + evaluation.completed
     stuck = False
     if watch_progress:
@@ -190,10 +201,13 @@ def judge(
         stuck,
     )
     diverged = status == DIVERGED  # keep the last finite iterate
-    kept = jax.tree_util.tree_map(
-        lambda a, b: jnp.where(diverged, b, a), (evaluation.state, evaluation.value, evaluation.gnorm), old
-    )
-    state, value, gnorm = kept
+    back = lambda new, before: jax.tree_util.tree_map(lambda a, b: jnp.where(diverged, b, a), new, before)
+    if kept_fields is None:
+        state, value, gnorm = back((evaluation.state, evaluation.value, evaluation.gnorm), old)
+    else:
+        fields = {f: back(getattr(evaluation.state, f), getattr(old[0], f)) for f in kept_fields}
+        state = evaluation.state._replace(**fields)
+        value, gnorm = back((evaluation.value, evaluation.gnorm), old[1:])
     return Judged(iteration, state, value, gnorm, status, tracker)
 
 

@@ -86,7 +86,9 @@ def reduced_step(run: ReducedRun, value_and_grad: Callable, tol, max_iters) -> R
     running = run.status == RUNNING
     evaluation = lbfgs_evaluation(run.state, value_and_grad, active=running)
     old = (run.state, run.state.value, jnp.linalg.norm(run.state.grad))
-    judged = judge(run.iteration, old, evaluation, run.g0, tol, run.blowup, max_iters)
+    judged = judge(
+        run.iteration, old, evaluation, run.g0, tol, run.blowup, max_iters, kept_fields=("x", "value", "grad")
+    )
     return run._replace(
         state=judged.state, iteration=judged.iteration, status=jnp.where(running, judged.status, run.status)
     )
