@@ -12,6 +12,9 @@ import theory
 from experiments import imbalance as experiment
 from tests._quick import compare_with_committed, run_quick
 
+#: the experiment whose quick run this file makes and checks (tests/_quick.py, OWN_FILES)
+QUICK_RUN = "imbalance"
+
 
 def test_bisection_brackets_a_known_root():
     low, high, steps = experiment.bisect(lambda x: x >= np.pi, 1.0, 10.0, width=1e-9)
@@ -64,7 +67,7 @@ def test_threshold_at_one_when_equal_from_the_balanced_problem_on():
 
 
 def test_quick_run_tables(tmp_path):
-    table = run_quick(experiment, "imbalance", tmp_path, compare=False)  # and the checks of every quick run
+    table = run_quick(experiment, QUICK_RUN, tmp_path, compare=False)  # and the checks of every quick run
     assert len(table) == 6 and all(r["test"] == "convex" for r in table)  # d = K: bisection on the convex test
     for r in table:  # the closed form lies within the bisection width of the bisected R*, in every row
         assert r["closed_form_within_width"] == "True", r

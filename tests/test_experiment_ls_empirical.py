@@ -17,6 +17,9 @@ from experiments import _cnn as cnn  # noqa: E402
 from experiments import ls_empirical as experiment  # noqa: E402
 from tests._quick import run_quick  # noqa: E402
 
+#: the experiment whose quick run this file makes and checks (tests/_quick.py, OWN_FILES)
+QUICK_RUN = "ls_empirical"
+
 
 @pytest.mark.parametrize("side,channels_in,channels_out", [(28, 1, 8), (14, 8, 16), (8, 1, 8), (4, 8, 16), (7, 3, 2)])
 def test_patch_convolution_equals_xla_convolution(side, channels_in, channels_out):
@@ -196,7 +199,7 @@ def test_quick_run_writes_every_file(tmp_path):
     # (a guess, not a measurement across machines), against 1e-6 for the float64 experiments
     rows = run_quick(
         experiment,
-        "ls_empirical",
+        QUICK_RUN,
         tmp_path,
         figures=figures,
         statuses=("terminal phase", "training error above threshold"),
