@@ -63,6 +63,7 @@ import numpy as np
 
 from theory import validation
 from ufm import _io, _prog
+from ufm._format import format_number
 from ufm._interrupt import exit_on_interrupt
 from ufm._npy import Declared, file_header
 from ufm.calibration import DEFAULT_BINS, BinStatistics, bin_statistics, default_chunk_size
@@ -544,7 +545,7 @@ def report_text(result: ShardedAnalysis, where: str) -> str:
     c = result.collapse
     lines = [f"{result.num_shards} shards, N = {c.num_samples}, d = {c.dim}, K = {c.num_classes}; on {where}", ""]
     for name, value in result.metrics.items():
-        lines.append(f"{name:22s} {value:.8g}" if math.isfinite(value) else f"{name:22s} undefined")
+        lines.append(f"{name:22s} {format_number(value)}" if math.isfinite(value) else f"{name:22s} undefined")
     return "\n".join(lines)
 
 
