@@ -86,6 +86,37 @@ def test_decisions_equal_brute_force_float64(spread):
     assert got == pytest.approx(expected, abs=0.0)  # counts of decisions: exact
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32])
+@pytest.mark.parametrize("exponent", [-1074 + 60, -3, 0, 7, 1023])
+def test_rows_widened_and_scaled_in_one_pass_equal_the_float64_copy(dtype, exponent):
+    """The streaming pass reads each chunk in its stored dtype and widens and scales it in one pass: bit for bit
+    the scaled float64 copy (a power of two: exact), including exponents beyond one multiplication's range."""
+    rng = np.random.default_rng(11)
+    raw = (rng.normal(size=(50, 7)) * 100).astype(dtype)
+    if np.issubdtype(dtype, np.floating) and np.dtype(dtype).itemsize == 8:
+        raw = raw * 2.0 ** min(900, exponent)  # float64 rows near the top of the range as well
+    out = np.empty(raw.shape)
+    got = last_layer._scaled_into(out, raw, exponent)
+    expected = np.ldexp(np.asarray(raw, np.float64), -exponent)
+    assert got is out
+    np.testing.assert_array_equal(got, expected)  # exact: equal bits
+
+
+@pytest.mark.parametrize("sizes", [[40, 40, 40], [40, 13, 40, 1], [1]])
+def test_per_class_sums_reusing_the_indicator_equal_brute_force(sizes):
+    """The one-hot product kept from chunk to chunk (only its row indices rewritten) sums each chunk's rows
+    into their classes as a loop over the rows does (1e-15 relative: another order of the additions)."""
+    rng = np.random.default_rng(2)
+    K, d = 9, 5
+    by_class, out, expected = last_layer._ByClass(K), np.zeros((K, d)), np.zeros((K, d))
+    for rows in sizes:
+        X, y = rng.normal(size=(rows, d)), rng.integers(0, K, size=rows)
+        by_class.add(out, X, y)
+        for row, label in zip(X, y, strict=True):
+            expected[label] += row
+    np.testing.assert_allclose(out, expected, rtol=1e-15, atol=1e-15)
+
+
 def test_certificate_is_sound_and_tight_at_the_nearest_tie():
     """Points on the segment from a class's reference point c to its nearest tie hyperplane: the certificate
     accepts only points the exact argmax gives to the class, and accepts up to within its slack of the

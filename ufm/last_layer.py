@@ -526,7 +526,7 @@ def memory_bytes(
     per_sample = float(N) * class_dtype(K).itemsize * (2 if float_labels else 1)
     if N >= CERTIFY_ROWS_PER_CLASS * K:  # each row's float32 distance to its reference, its undecided flag
         per_sample += 5.0 * N
-    work = max(rows_bytes(chunk) + 8.0 * d * min(N, gram_rows(chunk, d)), tiles)  # the scatter's row buffer
+    work = max(rows_bytes(chunk) + 8.0 * (d + 1) * min(N, gram_rows(chunk, d)), tiles)  # the scatter's row buffer
     if M:  # the held-out pass: K-wide logits, log-softmax, probabilities; 3 d x d scatters
         test_rows = float(min(chunk, M)) * (ROW_BYTES[0] * d + HELD_OUT_K_COPIES * 8 * K + ROW_BYTES[2])
         work = max(work, test_rows + 8.0 * 3 * d * d)
@@ -596,18 +596,18 @@ def _chunk(features, lo: int, hi: int) -> np.ndarray:
     return np.asarray(features[lo:hi], dtype=np.float64)
 
 
-def _rows(features, chunk: int, name: str | None = None, labels=None, select: np.ndarray | None = None):
-    """``(lo, hi, float64 copy of rows lo:hi, their labels as intp or None)`` chunk by chunk; with ``name``,
-    a chunk holding NaN or inf is refused naming it and the row; with ``select`` (a boolean (N,) mask), the
-    chunks holding no selected row are skipped unread. Each chunk's pages (features and labels) are handed
-    back after use (:class:`_Pages`)."""
+def _rows(features, chunk: int, name: str | None = None, labels=None, select: np.ndarray | None = None, convert=True):
+    """``(lo, hi, float64 copy of rows lo:hi, their labels as intp or None)`` chunk by chunk (without
+    ``convert``, the rows as stored: a view in their own dtype); with ``name``, a chunk holding NaN or inf is
+    refused naming it and the row; with ``select`` (a boolean (N,) mask), the chunks holding no selected row
+    are skipped unread. Each chunk's pages (features and labels) are handed back after use (:class:`_Pages`)."""
     pages = [_Pages(features)] + ([] if labels is None else [_Pages(labels)])
     N = features.shape[0]
     for lo in range(0, N, chunk):
         hi = min(N, lo + chunk)
         if select is not None and not select[lo:hi].any():
             continue
-        X = _chunk(features, lo, hi)
+        X = _chunk(features, lo, hi) if convert else features[lo:hi]
         if name is not None:
             _finite_exponent(X, name, lo)
         yield lo, hi, X, None if labels is None else np.asarray(labels[lo:hi], np.intp)
@@ -642,6 +642,15 @@ def _scaled(x: np.ndarray, exponent: int) -> np.ndarray:
     return x if exponent == 0 else _times_power(np.array(x, np.float64), -exponent)
 
 
+def _scaled_into(out: np.ndarray, x: np.ndarray, exponent: int) -> np.ndarray:
+    """``out = x / 2^exponent`` in float64 (``x`` of any real dtype, converted as it is read: one pass), exact
+    as :func:`_scaled` of the float64 copy."""
+    if -1022 <= -exponent <= 1023:
+        return np.multiply(x, 2.0**-exponent, out=out, dtype=np.float64)  # float64 loop: x widened, then exact
+    np.copyto(out, x, casting="unsafe")
+    return np.ldexp(out, -exponent, out=out)
+
+
 def _times_power(x: np.ndarray, exponent: int) -> np.ndarray:
     """``x *= 2^exponent`` in place, correctly rounded (a product by a power of two, as ``np.ldexp``, faster)."""
     if -1022 <= exponent <= 1023:
@@ -667,13 +676,32 @@ def _tiles(count: int, width: int):
 
 
 def _add_by_class(out: np.ndarray, X: np.ndarray, y: np.ndarray) -> None:
-    """``out[k] += sum of the rows of X with label k``: a sparse (K x rows) one-hot product, O(rows d). Built in
-    compressed-column form directly (column i holds a 1 in row y_i): no sorting or conversion of coordinates."""
-    import scipy.sparse  # on first use: scipy adds ~0.1 s to every command line's start-up
+    """``out[k] += sum of the rows of X with label k``: a sparse (K x rows) one-hot product, O(rows d)
+    (:class:`_ByClass`, for one call)."""
+    _ByClass(out.shape[0]).add(out, X, y)
 
-    columns = np.arange(y.size + 1)
-    onehot = scipy.sparse.csc_matrix((np.ones(y.size), y, columns), shape=(out.shape[0], y.size))
-    out += onehot @ X
+
+class _ByClass:
+    """Per-class sums of rows, ``out[k] += sum of the rows of X with label k``, as the product of a sparse
+    (K x rows) one-hot matrix in compressed-column form (column i holds a 1 in row y_i: no sorting or conversion
+    of coordinates). The matrix is kept for the next chunk of the same size, only its row indices rewritten:
+    building it anew (scipy's checks of the format) costs as much as the product at a few thousand rows."""
+
+    def __init__(self, K: int):
+        self.K = K
+        self.onehot = None
+
+    def add(self, out: np.ndarray, X: np.ndarray, y: np.ndarray) -> None:
+        import scipy.sparse  # on first use: scipy adds ~0.1 s to every command line's start-up
+
+        onehot = self.onehot
+        if onehot is None or onehot.shape[1] != y.size:
+            columns = np.arange(y.size + 1)
+            onehot = scipy.sparse.csc_matrix((np.ones(y.size), y, columns), shape=(self.K, y.size))
+            self.onehot = onehot
+        else:  # one entry per column: still sorted, canonical
+            onehot.indices[:] = y
+        out += onehot @ X
 
 
 #: :class:`_Scores` takes the float64 products directly (no float32 first look) for at most this many rows
@@ -936,7 +964,9 @@ class _Pass:
         self.squares = np.zeros(K)  # sum of ||x - c_y||^2
         self.scatter = np.zeros((d, d))  # sum (x - c_y)(x - c_y)^T
         self.buffer = np.empty((0, d))  # rows x - c_y awaiting their product (:data:`GRAM_BYTES`), reused
+        self.buffered_labels = np.empty(0, np.intp)  # their labels, for their per-class sums
         self.filled = 0
+        self.by_class = _ByClass(K)
         self.predicted = np.empty(N, class_dtype(K))
         self.classifier = _Scores(weight, bias)
         self.certificate = _Certified(weight, bias) if certify else None
@@ -949,9 +979,12 @@ class _Pass:
                 self.certificate.add(present, self.refs[present], self.exponent)
 
     def flush(self) -> None:
-        """The scatter's product of the buffered rows (one large product: small ones run BLAS at half speed)."""
+        """The per-class sums and the scatter's product of the buffered rows (one large product each: small ones
+        run BLAS at half speed, and each sparse product pays for a K x d result)."""
         if self.filled:
-            _add_gram(self.scatter, self.buffer[: self.filled])
+            rows = self.buffer[: self.filled]
+            self.by_class.add(self.sums, rows, self.buffered_labels[: self.filled])
+            _add_gram(self.scatter, rows)
             self.filled = 0
 
     def _grow(self, e: int) -> None:
@@ -965,42 +998,41 @@ class _Pass:
         if self.exponent is None or e > self.exponent:
             self.exponent = e
 
-    def add(self, lo: int, hi: int, X: np.ndarray, y: np.ndarray, source) -> None:
-        """Rows ``lo:hi`` (``X`` float64, labels ``y``) of ``source`` (the features: the classifier's exact
-        decisions read their rows again from it when ``X`` was a copy, scaled in place); NaN or inf refused
-        naming the row."""
+    def add(self, lo: int, hi: int, X: np.ndarray, y: np.ndarray) -> None:
+        """Rows ``lo:hi`` of the features (``X`` as stored, any real dtype; labels ``y``); NaN or inf refused
+        naming the row. The rows are widened to float64 and scaled in one pass, into the scatter's buffer; the
+        classifier's exact decisions widen theirs again (the rows as given: the bias makes them depend on the
+        scale)."""
         K = self.counts.size
         self._grow(_finite_exponent(X, "features", lo))
         chunk_counts = np.bincount(y, minlength=K)
         self.counts += chunk_counts
         exponent = self.exponent or 0
-        owned = not np.may_share_memory(X, source)
-        Xs = _times_power(X, -exponent) if owned else _scaled(X, exponent)
+        d = X.shape[1]
+        if self.filled + y.size > self.buffer.shape[0]:
+            self.flush()
+        if self.buffer.shape[0] < y.size:
+            self.buffer = np.empty((min(self.predicted.size, gram_rows(y.size, d)), d))  # at most N rows
+            self.buffered_labels = np.empty(self.buffer.shape[0], np.intp)
+        D = _scaled_into(self.buffer[self.filled : self.filled + y.size], X, exponent)  # x / 2^exponent
         new = np.flatnonzero((chunk_counts > 0) & ~self.seen)
         if new.size:  # reference points: the class's mean in this chunk
             rows = np.flatnonzero(~self.seen[y])
-            part = np.zeros((K, Xs.shape[1]))
-            _add_by_class(part, Xs[rows], y[rows])
+            part = np.zeros((K, d))
+            _add_by_class(part, D[rows], y[rows])
             self.refs[new] = part[new] / chunk_counts[new, None]
             self.seen[new] = True
             del part
             if self.certificate is not None:
                 self.certificate.add(new, self.refs[new], exponent)
-        d = Xs.shape[1]
-        if self.buffer.shape[0] < y.size:
-            self.buffer = np.empty((min(self.predicted.size, gram_rows(y.size, d)), d))  # at most N rows
-        if self.filled + y.size > self.buffer.shape[0]:
-            self.flush()
-        D = self.buffer[self.filled : self.filled + y.size]
-        np.take(self.refs, y, axis=0, out=D, mode="clip")  # labels checked: no clipping
-        np.subtract(Xs, D, out=D)
+        D -= np.take(self.refs, y, axis=0, mode="clip")  # x - c_y (labels checked: no clipping)
+        self.buffered_labels[self.filled : self.filled + y.size] = y
         self.filled += y.size
-        _add_by_class(self.sums, D, y)
         row_squares = np.einsum("ij,ij->i", D, D)
         del D
         self.squares += np.bincount(y, weights=row_squares, minlength=K)
         if self.certificate is None:  # the scores' bias makes the decisions depend on the scale: the rows as given
-            self.predicted[lo:hi] = self.classifier.argmax(np.asarray(source[lo:hi], np.float64) if owned else X)
+            self.predicted[lo:hi] = self.classifier.argmax(np.asarray(X, np.float64))
             return
         radius = np.sqrt(row_squares)
         sure = self.certificate.certified(radius, y)
@@ -1008,9 +1040,7 @@ class _Pass:
         decided[sure] = y[sure]
         if not sure.all():
             unsure = np.flatnonzero(~sure)
-            decided[unsure] = self.classifier.argmax(
-                np.asarray(source[lo + unsure] if owned else X[unsure], np.float64)
-            )
+            decided[unsure] = self.classifier.argmax(np.asarray(X[unsure], np.float64))
         upper = radius.astype(np.float32)
         low = upper < radius
         upper[low] = np.nextafter(upper[low], np.float32(np.inf))
@@ -1062,8 +1092,8 @@ def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
     certify = N >= CERTIFY_ROWS_PER_CLASS * K
     pilot = _pilot(features, labels, chunk, PILOT_ROWS_PER_CLASS * K, K) if certify else None
     state = _Pass(N, d, weight, bias, certify, pilot)
-    for lo, hi, X, y in _rows(features, chunk, None, labels):  # NaN / inf refused by add
-        state.add(lo, hi, X, y, features)
+    for lo, hi, X, y in _rows(features, chunk, None, labels, convert=False):  # NaN / inf refused by add
+        state.add(lo, hi, X, y)
     state.flush()
     counts, exponent = state.counts, state.exponent or 0
     if np.any(counts == 0):
