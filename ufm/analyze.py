@@ -160,9 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"d < K only (with --lam-W/--lam-H, loss {_CONVEX}): seeded restarts of the class-mean solve whose "
         f"best is the numerical prediction (1 to {MAX_RESTARTS}; default {DEFAULT_RESTARTS}, as ufm.solve)",
     )
-    run.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
-    run.add_argument("--force", action="store_true", help="overwrite an existing --json file")
-    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _cli.add_output_flags(run, "json", "force", "quiet")
     _cache.add_argument(parser)
     return parser
 
