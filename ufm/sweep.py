@@ -55,9 +55,9 @@ from ufm.results import BatchResult
 from ufm.solver import check_options, run_loop
 
 PROG = "python -m ufm.sweep"
-#: Default lanes (configurations in flight) of the ``"reduced"`` work queue; measured in
-#: ``benchmarks/sweep.py`` (K = 10, n = 50): fewer lanes pay XLA's per-operation overhead more
-#: often, more lanes spill the L-BFGS buffers out of the cache.
+#: Default lanes (configurations in flight) of the ``"reduced"`` work queue: fewer lanes pay XLA's
+#: per-operation overhead more often, more lanes spill the L-BFGS buffers out of the cache
+#: (docs/performance.md, "Batched sweeps").
 REDUCED_LANES = 16
 #: Per-configuration columns of :meth:`SweepResult.rows` besides the problem's scalars.
 ROW_FIELDS = ("status", "iterations", "objective", "grad_ratio", "w_norm", "h_norm", "nc1", "nc2", "nc3")
@@ -220,8 +220,8 @@ def _queue_start(seeds, scales, weights, labels, *, d, K, N, dtype, loss_id):
         begin = solver.reduced_start(initial_params(seed, scale, d, K, N, dtype), labels, w, loss_id=loss_id)
         return begin.x, begin.g0  # XLA drops the rest (L(x_0) and its history row), which is not used
 
-    # one configuration at a time: a start is one gradient, and this compiles in a third of the time of
-    # a batched map (0.5 against 1.5 s at K = 4, n = 5), whose remainder batch is a second copy of it
+    # one configuration at a time: a start is one gradient, and a batched map compiles several times longer
+    # (its remainder batch is a second copy of the body; docs/performance.md, "Sweep set-up")
     return jax.lax.map(lambda a: start(*a), (seeds, scales, weights))
 
 
@@ -422,7 +422,8 @@ def sweep(
 
 def _stacked(problems, dt):
     """The configurations' seeds ``(M,)``, init scales ``(M,)`` and :class:`Weights` of ``(M,)`` arrays
-    (built in numpy: one ``Problem.weights()`` per configuration would cost ~0.5 ms each)."""
+    (built in numpy: far cheaper than one ``Problem.weights()`` per configuration; docs/performance.md,
+    "Sweep set-up")."""
     first = problems[0].weights()
     # every field of Weights but loss_id is the Problem attribute of the same name; the loss is shared
     columns = {f: np.array([getattr(p, f) for p in problems]) for f in Weights._fields if f != "loss_id"}
