@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from experiments import condition_number, run_all
+from ufm.analyze import main as analyze_main
 from ufm.solve import main as solve_main
 from ufm.sweep import main as sweep_main
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLVE, SWEEP = "python -m ufm.solve", "python -m ufm.sweep"
+SOLVE, SWEEP, ANALYZE = "python -m ufm.solve", "python -m ufm.sweep", "python -m ufm.analyze"
 
 
 def _refused(main, argv, capsys, prog, *needles):
@@ -38,15 +39,60 @@ def _refused(main, argv, capsys, prog, *needles):
     return errors[0]
 
 
+#: a loss parameter given for another loss: refused in the same words by every command line with --loss
+#: (ufm._cli.resolve_loss_flags), before any input is read or anything compiled
+LOSS_REFUSALS = [
+    (["--loss", "ls", "--mse-kappa", "3"], ["--mse-kappa", "--loss ls", "--loss mse"]),
+    (["--loss", "ls", "--mse-beta", "2"], ["--mse-beta", "--loss ls"]),
+    (["--loss", "ls", "--gamma", "1"], ["--gamma", "--loss focal"]),
+    (["--loss", "ce", "--delta", "0.1"], ["--delta", "--loss ce"]),
+    (["--loss", "mse", "--delta", "0"], ["--delta", "--loss mse"]),
+    (["--loss", "focal", "--gamma", "1", "--mse-kappa", "2"], ["--mse-kappa", "--loss focal"]),
+    (["--loss", "focal", "--gamma", "-1"], ["--gamma", "[0, inf)"]),
+    (["--loss", "mse", "--mse-beta", "0"], ["--mse-beta", "(0, inf)"]),
+    (["--loss", "huber"], ["--loss", "invalid choice"]),
+]
+#: (main, program, the argv every row is added to)
+LOSS_CLIS = [
+    (solve_main, SOLVE, ["--K", "3", "--n", "2", "--quiet"]),
+    (sweep_main, SWEEP, ["--K", "3", "--n", "2"]),
+    (analyze_main, ANALYZE, ["--quiet"]),
+]
+
+
+@pytest.mark.parametrize("main,prog,base", LOSS_CLIS, ids=[c[1].split()[-1] for c in LOSS_CLIS])
+@pytest.mark.parametrize("argv,needles", LOSS_REFUSALS)
+def test_loss_flags_that_do_not_apply_are_refused_by_every_command_line(main, prog, base, argv, needles, capsys):
+    _refused(main, base + argv, capsys, prog, *needles)
+
+
 @pytest.mark.parametrize(
     "argv,needles",
     [
-        (["--loss", "ls", "--mse-kappa", "3"], ["--mse-kappa", "--loss ls", "--loss mse"]),
-        (["--loss", "ls", "--mse-beta", "2"], ["--mse-beta", "--loss ls"]),
-        (["--loss", "ls", "--gamma", "1"], ["--gamma", "--loss focal"]),
-        (["--loss", "ce", "--delta", "0.1"], ["--delta", "--loss ce"]),
-        (["--loss", "mse", "--delta", "0"], ["--delta", "--loss mse"]),
-        (["--loss", "focal", "--gamma", "1", "--mse-kappa", "2"], ["--mse-kappa", "--loss focal"]),
+        (["--loss", "ce", "--delta", "0,0.1"], ["--delta", "--loss ce", "--loss ls"]),  # a delta grid, not LS
+        (["--loss", "focal", "--gamma", "1", "--delta", "0.1"], ["--delta", "--loss focal"]),
+        (["--delta", "0,1.5"], ["--delta", "[0, 1)"]),
+        (["--delta", "0,nan"], ["--delta", "[0, 1)"]),
+        (["--lam", "1e-3,0"], ["--lam", "(0, inf)"]),
+        (["--lam", "1e-3,,1"], ["--lam", "empty entry"]),
+        (["--lam", "inf"], ["--lam"]),
+        (["--seeds", "3:1"], ["--seeds", "LO:HI"]),
+        (["--seeds", "-1"], ["--seeds", ">= 0"]),
+        (["--seeds", "0:x"], ["--seeds", "LO:HI"]),
+        (["--n", "0"], ["--n", ">= 1"]),
+        (["--n", "2.5"], ["--n"]),
+        (["--loss", "focal", "--gamma", "1", "--method", "reduced"], ["method 'reduced'", "lbfgs"]),
+    ],
+)
+def test_sweep_grid_flags_that_make_no_sense_are_refused(argv, needles, tmp_path, capsys):
+    out = tmp_path / "s.csv"
+    _refused(sweep_main, ["--K", "3", "--n", "2", *argv, "--out", str(out)], capsys, SWEEP, *needles)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv,needles",
+    [
         (["--noise-seed", "3"], ["--noise-seed", "--label-noise"]),
         (["--shard", "--method", "reduced"], ["--shard", "--method reduced", "--method lbfgs"]),
         (["--method", "reduced", "--float32"], ["--method reduced", "--float32", "--method lbfgs"]),

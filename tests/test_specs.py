@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import theory
 import ufm
 from ufm import _cli, policy
 from ufm.losses import BRANCHES, LOSS_IDS, LOSS_SPECS, loss_spec
@@ -71,6 +72,33 @@ def test_softmax_losses_ignore_a_common_shift_and_have_the_softmax_hessian(name)
     p = np.asarray(jax.nn.softmax(z[:, 0]))
     structured = np.allclose(_logit_hessians(spec, z[:, :1], labels[:1])[0], np.diag(p) - np.outer(p, p), atol=1e-12)
     assert structured == (spec.hessian == "softmax")
+
+
+@pytest.mark.parametrize("name", list(LOSS_SPECS))
+def test_numpy_rows_are_the_jax_loss_in_the_framework_layout(name):
+    """Loss.rows (numpy, Z (rows, K)) against the spec's JAX function on Z^T, float64 both, with the log-softmax
+    computed in numpy and given, and at moderate and large logits (scale 5 and 40: p_y -> 1 for the focal
+    weight's expm1): the same operations but the log-softmax's, so 1e-12 relative (atol 1e-14 for the zeros)."""
+    spec = LOSS_SPECS[name]
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, K, 30)
+    for scale in (5.0, 40.0):
+        Z = scale * rng.normal(size=(30, K))
+        reference = np.asarray(spec(jnp.asarray(Z.T), jnp.asarray(labels), _weights(spec)))
+        ours = spec.rows(Z, labels, **{p: PARAMETERS[p] for p in spec.parameters})
+        np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-14)
+    # parameters of other losses are not read (ce is label smoothing at delta 0 whatever delta says)
+    np.testing.assert_array_equal(spec.rows(Z, labels, **PARAMETERS), ours)
+
+
+@pytest.mark.parametrize("name", list(LOSS_SPECS))
+def test_bias_in_optimum_is_whether_lam_b_moves_the_prediction(name):
+    """bias_in_optimum: theory's W norm at lam_b 1e-3 and 1e-1 differs (by more than 1e-9 relative) exactly
+    for the losses that claim it (the softmax losses' optimal bias is 0 whatever lam_b)."""
+    spec = LOSS_SPECS[name]
+    values = {p: PARAMETERS[p] for p in spec.parameters}
+    norms = [theory.predict(K, 5, K, lam_W=1e-3, lam_H=1e-3, lam_b=b, loss=name, **values).w_norm for b in (1e-3, 1e-1)]
+    assert (abs(norms[0] - norms[1]) > 1e-9 * abs(norms[0])) == spec.bias_in_optimum
 
 
 def test_ce_is_label_smoothing_at_delta_zero():

@@ -238,3 +238,32 @@ def test_cli_refuses_an_empty_delta_entry(capsys, text):
     assert sweep_module.main(["--K", "4", "--n", "5", "--delta", text]) == 2
     err = capsys.readouterr().err
     assert "--delta has an empty entry" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flags,columns",
+    [
+        (["--loss", "ce"], ["loss", "lam_W"]),
+        (["--loss", "mse", "--mse-kappa", "3"], ["loss", "mse_kappa", "mse_beta", "lam_W"]),
+        (["--loss", "focal", "--gamma", "2", "--method", "gd", "--max-iters", "3"], ["loss", "gamma", "lam_W"]),
+    ],
+)
+def test_cli_sweeps_every_loss(flags, columns, tmp_path):
+    """--loss through the shared flags: each row names the loss and its parameters (no delta column outside
+    label smoothing), p_t is nan for MSE (no softmax) and theory's columns nan outside CE/LS. Focal runs 3 gd
+    steps (exit 1, not converged): only the plumbing is checked here, its numbers in test_solver_losses.py."""
+    out = tmp_path / "s.csv"
+    code = sweep_module.main(["--K", "3", "--n", "2", "--lam", "5e-4,1e-2", *flags, "--out", str(out)])
+    assert code == (1 if "gd" in flags else 0)
+    rows = list(csv.DictReader(out.open()))
+    name = flags[1]
+    assert len(rows) == 2 and list(rows[0])[: len(columns)] == columns and "delta" not in rows[0]
+    assert {row["loss"] for row in rows} == {name} and [float(row["lam_W"]) for row in rows] == [5e-4, 1e-2]
+    for flag, value in zip(flags[2::2], flags[3::2], strict=False):
+        if flag in ("--gamma", "--mse-kappa"):
+            assert float(rows[0][flag[2:].replace("-", "_")]) == float(value)
+    assert (rows[0]["p_t"] == "nan") == (name == "mse")
+    if name == "ce":  # CE is LS at delta 0: theory's columns apply (converged to 1e-10: p_t agrees to 1e-8)
+        assert float(rows[0]["p_t"]) == pytest.approx(float(rows[0]["p_t_theory"]), rel=1e-8)
+    else:
+        assert rows[0]["p_t_theory"] == rows[0]["kappa_theory"] == "nan"

@@ -1,5 +1,6 @@
 """What the command lines share in their text: the exit codes of ``--help``, the Problem flags (one
-definition, default and help each: :func:`add_problem_flags`, :func:`resolve_loss_flags`), the iteration cap
+definition, default and help each: :func:`add_problem_flags`, :func:`resolve_loss_flags`), the output flags
+(:func:`add_output_flags`), the iteration cap
 per method, advice as flags (:func:`flag`), and the words for the time spent before a compiled program runs.
 
 Internal API (``ufm.solve``, ``ufm.sweep``, ``ufm.md``, ``ufm.analyze``); the one place where the exit codes
@@ -32,15 +33,48 @@ _LOSS_PARAMETERS: dict[str, tuple[str, float, float | None, bool]] = {
 }
 
 
+#: ``--lam``: one value for the three penalties, as every command line that solves a Problem spells it.
+LAM_HELP = "lam_W = lam_H = lam_b (> 0; default 5e-4)"
+LAM_DEFAULT = 5e-4
+#: The suffix of a flag's help where it takes comma-separated values (:func:`add_problem_flags`' ``grid``).
+GRID_HELP = "; comma-separated values sweep it, one configuration each"
+
+
 def _flag_name(parameter: str) -> str:
     return "--" + parameter.replace("_", "-")
 
 
-def add_problem_flags(group, *names: str) -> None:
+def values_type(flag: str, single):
+    """An argparse type for comma-separated values, each parsed and checked by the one-value type ``single``
+    (so a grid's entry is refused in the same words as the flag's one value); an empty entry is refused."""
+
+    def parse(text: str) -> list:
+        parts = text.split(",")
+        if any(not part.strip() for part in parts):
+            raise argparse.ArgumentTypeError(f"{flag} has an empty entry (comma-separated numbers), got {text!r}")
+        return [single(part) for part in parts]
+
+    return parse
+
+
+def add_problem_flags(group, *names: str, grid: tuple[str, ...] = ()) -> None:
     """Add the :class:`~ufm.problem.Problem` flags ``names`` to an argparse ``group`` with one type, default and
-    help for every command line: ``"K"``, ``"d"``, ``"float32"``, and ``"loss"`` (``--loss`` and every loss
-    parameter of :data:`ufm.losses.LOSS_SPECS`: ``--delta``, ``--gamma``, ``--mse-kappa``, ``--mse-beta``;
-    after parsing, :func:`resolve_loss_flags` fills their defaults and refuses one given for another loss)."""
+    help for every command line: ``"K"``, ``"d"``, ``"float32"``, ``"lam"`` (``--lam``: lam_W = lam_H = lam_b),
+    and ``"loss"`` (``--loss`` and every loss parameter of :data:`ufm.losses.LOSS_SPECS`: ``--delta``,
+    ``--gamma``, ``--mse-kappa``, ``--mse-beta``; after parsing, :func:`resolve_loss_flags` fills their defaults
+    and refuses one given for another loss). ``grid``: the flags among them (``"lam"``, ``"delta"``) that take
+    comma-separated values (a sweep's axes): a list, each value checked as the one value is, the same help
+    with :data:`GRID_HELP` after it (a grid flag's default is the one value's, as a list of one)."""
+
+    def add(flag: str, kind, default, text: str, parameter: str) -> None:
+        if parameter in grid:
+            kind, text = values_type(flag, kind), text + GRID_HELP
+            default = None if default is None else [default]
+        group.add_argument(flag, type=kind, default=default, help=text)
+
+    unknown = set(grid) - {"lam", *_LOSS_PARAMETERS}
+    if unknown:
+        raise ValueError(f"no grid Problem flag named {sorted(unknown)[0]!r}")
     for name in names:
         if name == "K":
             group.add_argument(
@@ -57,6 +91,8 @@ def add_problem_flags(group, *names: str) -> None:
                 help="solve in float32 (faster on accelerators; agreement then ~1e-3, the float32 "
                 "--rtol default; see docs/losses.md)",
             )
+        elif name == "lam":
+            add("--lam", validation.number_type("--lam", 0.0), LAM_DEFAULT, LAM_HELP, "lam")
         elif name == "loss":
             group.add_argument(
                 "--loss",
@@ -67,16 +103,16 @@ def add_problem_flags(group, *names: str) -> None:
             )
             for parameter, (text, _, high, zero) in _LOSS_PARAMETERS.items():
                 flag = _flag_name(parameter)
-                kind = validation.number_type(flag, 0.0, high, low_open=not zero)
-                group.add_argument(flag, type=kind, default=None, help=text)
+                add(flag, validation.number_type(flag, 0.0, high, low_open=not zero), None, text, parameter)
         else:
             raise ValueError(f"no shared Problem flag named {name!r}")
 
 
 def resolve_loss_flags(args: argparse.Namespace) -> None:
     """After parsing :func:`add_problem_flags`' ``"loss"``: ``--loss`` defaults to :data:`DEFAULT_LOSS`, each
-    loss parameter not given to its Problem default; a parameter given for a loss that does not have it is
-    refused (``ValueError`` naming the flag and the loss it belongs to), never ignored."""
+    loss parameter not given to its Problem default (a grid's too: one value, not a list; the caller knows its
+    axes); a parameter given for a loss that does not have it is refused (``ValueError`` naming the flag and the
+    loss it belongs to), never ignored."""
     if args.loss is None:
         args.loss = DEFAULT_LOSS
     owners = {p: name for name, spec in LOSS_SPECS.items() for p in spec.parameters}
@@ -97,6 +133,21 @@ NOT_WRITTEN = (
     "computed, but the output file or the report could not be written: one error: line naming the path, "
     "the reason and where the result was kept"
 )
+
+
+def add_output_flags(group, *names: str, output: str = "--json") -> None:
+    """Add the output flags ``names`` to an argparse ``group``, one help each for every command line:
+    ``"json"`` (``--json PATH``: every number as JSON, atomically), ``"force"`` (overwrite an existing
+    ``output`` file: ``--json``, or the sweep's ``--out``), ``"quiet"`` (no progress lines on stderr)."""
+    for name in names:
+        if name == "json":
+            group.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
+        elif name == "force":
+            group.add_argument("--force", action="store_true", help=f"overwrite an existing {output} file")
+        elif name == "quiet":
+            group.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+        else:
+            raise ValueError(f"no shared output flag named {name!r}")
 
 
 def exit_codes(*own: tuple[int, str], bad_input: str = BAD_INPUT, written: bool = True) -> str:

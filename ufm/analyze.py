@@ -58,9 +58,11 @@ from ufm.last_layer import (
     default_chunk_size,
     memory_bytes,
 )
+from ufm.losses import CONVEX_LOSSES, loss_spec
 
 PROG = "python -m ufm.analyze"  #: the name as a module; ``ufm-analyze`` when started by that script
 KEYS = ("features", "labels", "weight", "bias")
+_CONVEX = "/".join(CONVEX_LOSSES)  #: "ce/ls/mse": the losses of the d < K numerical prediction
 TEST_KEYS = ("features", "labels")
 
 EPILOG = """\
@@ -155,12 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_restarts,
         default=None,
         metavar="R",
-        help="d < K only (with --lam-W/--lam-H, loss ce/ls/mse): seeded restarts of the class-mean solve whose "
+        help=f"d < K only (with --lam-W/--lam-H, loss {_CONVEX}): seeded restarts of the class-mean solve whose "
         f"best is the numerical prediction (1 to {MAX_RESTARTS}; default {DEFAULT_RESTARTS}, as ufm.solve)",
     )
-    run.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
-    run.add_argument("--force", action="store_true", help="overwrite an existing --json file")
-    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _cli.add_output_flags(run, "json", "force", "quiet")
     _cache.add_argument(parser)
     return parser
 
@@ -393,6 +393,12 @@ def _generalized_lines(result: Analysis) -> list[str]:
     return lines
 
 
+def _parameters(setup: dict) -> str:
+    """`` (delta = 0.1)``: the loss's parameters (:attr:`ufm.losses.Loss.parameters`) for the Setup line."""
+    shown = ", ".join(f"{p} = {setup[p]:g}" for p in loss_spec(setup["loss"]).parameters)
+    return f" ({shown})" if shown else ""
+
+
 def report_text(result: Analysis, rtol: float = DEFAULT_RTOL) -> str:
     """The text report: data, table of measured / predicted / error, reasons, Hessian blocks, held-out
     set, verdict (:meth:`~ufm.last_layer.Analysis.verdict` at ``rtol``)."""
@@ -406,8 +412,7 @@ def report_text(result: Analysis, rtol: float = DEFAULT_RTOL) -> str:
         lines.append(
             "Setup: loss "
             + s["loss"]
-            + (f" (delta = {s['delta']:g})" if s["loss"] == "ls" else "")
-            + (f" (gamma = {s['gamma']:g})" if s["loss"] == "focal" else "")
+            + _parameters(s)
             + f", lam_W = {s['lam_W']:g}, lam_H = {s['lam_H']:g}"
             + ("" if s["lam_b"] is None else f", lam_b = {s['lam_b']:g}")
         )
@@ -519,9 +524,9 @@ def _check_restarts(args, arrays: dict) -> None:
     weight: tuple = getattr(arrays["weight"], "shape", ())
     if args.restarts is not None and len(features) == 2 and len(weight) == 2:
         d, K = features[1], weight[0]
-        if not (d < K and args.lam_W is not None and args.loss in ("ce", "ls", "mse")):
+        if not (d < K and args.lam_W is not None and loss_spec(args.loss).convex_in_logits):
             raise InputError(
-                "--restarts applies only for d < K with --lam-W/--lam-H and loss ce/ls/mse (there the numerical "
+                f"--restarts applies only for d < K with --lam-W/--lam-H and loss {_CONVEX} (there the numerical "
                 f"optimum is the prediction); got d = {d}, K = {K}, loss {args.loss}"
                 + ("" if args.lam_W is not None else ", no --lam-W")
             )

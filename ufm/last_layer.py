@@ -164,7 +164,7 @@ import numpy as np
 from theory import validation
 from theory.softmax import log_softmax
 from ufm import _memory, generalized
-from ufm.losses import LOSSES, loss_spec
+from ufm.losses import LOSSES, Loss, loss_spec
 
 SPECTRA = ("auto", True, False)
 #: bytes of float64 work per chunk targeted by the automatic chunk size
@@ -1147,24 +1147,9 @@ def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
 # ----------------------------------------------------------------------------- held-out set
 
 
-def _per_sample_loss(Z, y, loss, delta=0.0, gamma=0.0, mse_kappa=1.0, mse_beta=1.0, log_p=None) -> np.ndarray:
-    """Per-sample training loss of logits ``Z: (rows, K)`` (framework layout), numpy float64: the formulas
-    of :mod:`ufm.losses` (label smoothing with ``delta``, CE = delta 0, focal with ``gamma``, rescaled MSE),
-    tested against them. ``log_p``: the row-wise log-softmax of Z when already computed."""
-    rows = np.arange(y.size)
-    if loss == "mse":
-        z_y = Z[rows, y]
-        return mse_kappa * (z_y - mse_beta) ** 2 + np.sum(Z**2, axis=1) - z_y**2
-    log_p = log_softmax(Z, axis=1) if log_p is None else log_p
-    target = log_p[rows, y]
-    if loss == "focal":
-        return -np.power(-np.expm1(target), gamma) * target  # (1 - p_y)^gamma with 0^0 = 1, as ufm.losses.focal
-    smoothing = delta if loss == "ls" else 0.0
-    return -((1.0 - smoothing) * target + (smoothing / Z.shape[1]) * np.sum(log_p, axis=1))
-
-
-def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: dict) -> dict:
-    """The test set against the training class means and classifier (module docstring), in chunks."""
+def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: Loss, parameters: dict) -> dict:
+    """The test set against the training class means and classifier (module docstring), in chunks; the
+    per-sample loss is ``loss``'s numpy twin (:meth:`ufm.losses.Loss.rows`) with ``parameters``."""
     M, d = features.shape
     K = weight.shape[0]
     basis = _pinv_basis(mo.centred)  # the training class means (scaled, as every number below)
@@ -1179,7 +1164,7 @@ def _held_out(features, labels, weight, bias, mo: _Moments, chunk: int, loss: di
         with np.errstate(over="ignore", invalid="ignore"):
             Z = X @ weight.T + bias
             log_p = log_softmax(Z, axis=1)
-            losses = _per_sample_loss(Z, y, log_p=log_p, **loss)
+            losses = loss.rows(Z, y, log_p=log_p, **parameters)
             entropy = -np.sum(np.exp(log_p) * log_p, axis=1)
         if np.all(np.isfinite(Z)):
             predicted = np.argmax(Z, axis=1)
@@ -1611,7 +1596,7 @@ def _numerical_optimum(problem, counts):
     sizes = np.asarray(counts, np.float64)
     global_mean = s.Hbar @ sizes / sizes.sum()
     geometry, _ = _geometry(s.W.T, s.Hbar.T - global_mean, global_mean, s.b)
-    names = ("nc2", "nc3", "w_norm", "h_norm", "a", "bias") + (("p_t", "p_n") if problem.loss != "mse" else ())
+    names = ("nc2", "nc3", "w_norm", "h_norm", "a", "bias") + (("p_t", "p_n") if problem.loss_spec.softmax else ())
     predicted = {name: geometry[name] for name in names if name in geometry}
     predicted["nc1"] = 0.0  # every minimizer has H = Hbar Y (ufm.solver docstring): no within-class spread
     return predicted, s.b
@@ -1720,7 +1705,7 @@ def _generalized(problem, counts, measured, bias, restarts):
         return None, {**info, "skipped": f"no restart of the d < K optimum converged ({', '.join(pred.statuses)})"}
     global_mean = pred.Hbar @ sizes / sizes.sum()
     geometry, _ = _geometry(pred.W.T, pred.Hbar.T - global_mean, global_mean, pred.b)
-    names = ("w_norm", "h_norm", "a") + (("p_t", "p_n") if problem.loss != "mse" else ())
+    names = ("w_norm", "h_norm", "a") + (("p_t", "p_n") if problem.loss_spec.softmax else ())
     predicted = {name: float(geometry[name]) for name in names if name in geometry}
     vanishing = ("w_norm", "h_norm", "a")  # 0 at the zero minimizer: compared absolutely there, without a spread
     if pred.zero:
@@ -1837,7 +1822,7 @@ def _prediction(problem, counts, measured, bias, generalized_plan=None, restarts
         if imbalanced:
             nonzero = {"reason": "class counts differ: Thm 4.2's spectrum is for balanced classes"}
         if pred.collapsed:
-            if problem.loss in ("ce", "ls"):
+            if problem.loss_spec.closed_form == "guo":  # Thm 4.1's phase: c >= 1
                 c = theory.phase(K, n, delta=problem.delta, lam_W=problem.lam_W, lam_H=problem.lam_H).c
                 reasons.append(
                     f"c = K sqrt(n lam_W lam_H) + delta = {c:.6g} >= 1 (beyond the phase boundary): "
@@ -2086,8 +2071,9 @@ def analyze(
         test_labels = validation.array("test_labels", test_labels, 1)
     # the checks of the setup (delta only with ls, ranges) are Problem's: before streaming
     setup, problem = {}, None
-    if lam_W is not None and loss == "mse" and lam_b is None:
-        raise ValueError("lam_b (>= 0) is needed for loss='mse': its optimum depends on the bias")
+    spec = loss_spec(loss)
+    if lam_W is not None and spec.bias_in_optimum and lam_b is None:
+        raise ValueError(f"lam_b (>= 0) is needed for loss={loss!r}: its optimum depends on the bias")
     if lam_W is not None:
         problem = _problem(K, [N / K], d, loss, delta, gamma, mse_kappa, mse_beta, lam_W, lam_H, lam_b)
         setup = {
@@ -2098,8 +2084,7 @@ def analyze(
             "lam_H": problem.lam_H,
             "lam_b": lam_b if lam_b is None else validation.interval("lam_b", lam_b, 0.0, low_open=False),
         }
-        if loss == "mse":
-            setup.update(mse_kappa=problem.mse_kappa, mse_beta=problem.mse_beta)
+        setup.update({p: getattr(problem, p) for p in problem.loss_spec.parameters if p not in setup})
     else:
         problem = _problem(K, [N / K], d, loss, delta, gamma, mse_kappa, mse_beta, 1.0, 1.0, lam_b)
     # memory, estimated from the shapes before anything is converted, and the slow parts planned up front
@@ -2148,8 +2133,8 @@ def analyze(
 
     held_out = {}
     if M:  # before the Hessian blocks: a bad test file is refused before the slow part
-        settings = dict(loss=loss, delta=delta, gamma=gamma, mse_kappa=mse_kappa, mse_beta=mse_beta)
-        held_out = _held_out(test_features, test_labels, weight, bias, mo, int(min(chunk, M)), settings)
+        settings = dict(delta=delta, gamma=gamma, mse_kappa=mse_kappa, mse_beta=mse_beta)
+        held_out = _held_out(test_features, test_labels, weight, bias, mo, int(min(chunk, M)), spec, settings)
 
     if spectra_info is None:
         with np.errstate(over="ignore"):

@@ -1,7 +1,9 @@
 """Per-sample losses of the logits (Guo et al. eq. 3; Zhou et al. eqs. 3-6) and their one registry.
 
 Every loss takes ``logits: (K, N)`` (column i = logits of sample i), ``labels: (N,)`` integer classes and
-returns the per-sample losses ``(N,)``.
+returns the per-sample losses ``(N,)``. Each also has a numpy twin in the framework layout, ``Z: (rows, K)``
+(row i = logits of sample i), for the float64 measurements of a trained network (:mod:`ufm.last_layer`'s
+held-out set): :meth:`Loss.rows`, the same formulas, tested against these.
 
 A loss is a :class:`Loss`: a small frozen specification that carries what the rest of the package asks of
 it (its parameters, whether it is convex in the logits and so whether the class-mean reduction is exact,
@@ -22,6 +24,9 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from theory.softmax import log_softmax
 
 
 def _target(values, labels):
@@ -58,6 +63,27 @@ def rescaled_mse(logits, labels, kappa, beta):
     return kappa * (z_k - beta) ** 2 + jnp.sum(logits**2, axis=0) - z_k**2
 
 
+def _target_rows(values, labels):
+    return values[np.arange(labels.size), labels]
+
+
+def label_smoothing_rows(Z, labels, log_p, delta=0.0):
+    """numpy twin of :func:`label_smoothing` for ``Z: (rows, K)``; ``log_p`` its row-wise log-softmax."""
+    return -((1.0 - delta) * _target_rows(log_p, labels) + (delta / Z.shape[1]) * np.sum(log_p, axis=1))
+
+
+def focal_rows(Z, labels, log_p, gamma=0.0):
+    """numpy twin of :func:`focal` for ``Z: (rows, K)``: ``(1 - p_y)^gamma`` with ``0^0 = 1`` (numpy's power)."""
+    target = _target_rows(log_p, labels)
+    return -np.power(-np.expm1(target), gamma) * target
+
+
+def rescaled_mse_rows(Z, labels, log_p, mse_kappa=1.0, mse_beta=1.0):
+    """numpy twin of :func:`rescaled_mse` for ``Z: (rows, K)`` (``log_p`` unused: not a softmax loss)."""
+    z_y = _target_rows(Z, labels)
+    return mse_kappa * (z_y - mse_beta) ** 2 + np.sum(Z**2, axis=1) - z_y**2
+
+
 def _smoothed(logits, labels, weights):
     return label_smoothing(logits, labels, weights.delta)
 
@@ -89,6 +115,11 @@ class Loss:
         hessian: the structured Hessian path of :mod:`ufm.hessian`: ``"softmax"`` (analytic S) or
             ``"per_sample"`` (per-sample logit Hessians).
         source: where theory's prediction for it comes from (the report's "Theory" line).
+        numpy_rows: the numpy twin of ``function`` in the framework layout, ``(Z (rows, K), labels (rows,),
+            log_p, **parameters) -> (rows,)`` with ``log_p`` the row-wise log-softmax of Z (read by the softmax
+            losses only) and ``parameters`` keywords named as :attr:`parameters` (see :meth:`rows`).
+        bias_in_optimum: theory's optimum depends on the bias penalty ``lam_b``, so a prediction needs it given
+            (the rescaled MSE's optimum has a bias; the softmax losses' optimal bias is 0 whatever lam_b).
         logit_curvature: a bound on the loss's curvature in the logits that a fixed step must respect all
             along a run, as a function of the problem (MSE: ``2 max(kappa, 1)``, constant; the softmax losses
             are largest at the uniform start and already covered by the default steps: 0).
@@ -101,7 +132,9 @@ class Loss:
     softmax: bool
     closed_form: str
     hessian: str
+    numpy_rows: Callable
     source: str = ""
+    bias_in_optimum: bool = False
     logit_curvature: Callable[[object], float] = lambda problem: 0.0
 
     @property
@@ -113,14 +146,24 @@ class Loss:
         """The per-sample losses ``(N,)`` of ``logits (K, N)`` with this loss's parameters from ``weights``."""
         return self.function(logits, labels, weights)
 
+    def rows(self, Z, labels, *, log_p=None, **parameters) -> np.ndarray:
+        """The per-sample losses ``(rows,)`` of numpy logits ``Z: (rows, K)`` (framework layout), float64 for
+        float64 Z: the formulas of :attr:`function`. ``parameters``: Problem fields (``delta``, ``gamma``, ...);
+        only this loss's :attr:`parameters` are read (``"ce"`` is label smoothing at delta 0 whatever
+        ``delta`` says), the missing ones take their Problem defaults. ``log_p``: Z's row-wise log-softmax
+        when already computed (else computed here for a softmax loss)."""
+        if log_p is None and self.softmax:
+            log_p = log_softmax(Z, axis=1)
+        return self.numpy_rows(Z, labels, log_p, **{p: parameters[p] for p in self.parameters if p in parameters})
+
 
 _GUO = "Guo et al. Thm 4.1, eq. 14, Thm 4.2"
 #: The one registry of losses, by name (adding a loss: its per-sample function and one entry here).
 LOSS_SPECS: dict[str, Loss] = {
     spec.name: spec
     for spec in (
-        Loss("ce", _smoothed, (), True, True, "guo", "softmax", _GUO),  # label smoothing at delta = 0
-        Loss("ls", _smoothed, ("delta",), True, True, "guo", "softmax", _GUO),
+        Loss("ce", _smoothed, (), True, True, "guo", "softmax", label_smoothing_rows, _GUO),  # LS at delta = 0
+        Loss("ls", _smoothed, ("delta",), True, True, "guo", "softmax", label_smoothing_rows, _GUO),
         Loss(
             "focal",
             _focal,
@@ -129,6 +172,7 @@ LOSS_SPECS: dict[str, Loss] = {
             softmax=True,
             closed_form="scalar",
             hessian="per_sample",
+            numpy_rows=focal_rows,
             source="Zhou et al. Thm 1 + 1-D reduction, derived spectra",
         ),
         Loss(
@@ -139,7 +183,9 @@ LOSS_SPECS: dict[str, Loss] = {
             softmax=False,
             closed_form="mse",
             hessian="per_sample",
+            numpy_rows=rescaled_mse_rows,
             source="rescaled MSE, derived optimum with bias and spectra",
+            bias_in_optimum=True,
             # MSE's Hessian in the logits is the constant 2 diag(kappa at the target, 1 elsewhere)
             logit_curvature=lambda problem: 2.0 * max(problem.mse_kappa, 1.0),  # type: ignore[attr-defined]
         ),
@@ -149,6 +195,9 @@ LOSS_SPECS: dict[str, Loss] = {
 BRANCHES: tuple[Callable, ...] = tuple(dict.fromkeys(spec.function for spec in LOSS_SPECS.values()))
 #: The loss names accepted at the boundary (``Problem.loss``, ``--loss``), in the order the command lines list them.
 LOSSES = tuple(LOSS_SPECS)
+#: The losses convex in the logits (:attr:`Loss.convex_in_logits`: the class-mean reduction is exact and the
+#: d < K numerical optimum applies), in registry order.
+CONVEX_LOSSES = tuple(name for name, spec in LOSS_SPECS.items() if spec.convex_in_logits)
 #: Each name's branch index (``Problem.weights().loss_id``), for code that carries the loss as a traced number.
 LOSS_IDS = {name: spec.branch for name, spec in LOSS_SPECS.items()}
 

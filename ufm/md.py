@@ -519,9 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="r-grid points per round (>= 5; default 128)",
     )
     report = parser.add_argument_group("report")
-    report.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
-    report.add_argument("--force", action="store_true", help="overwrite an existing --json file")
-    report.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _cli.add_output_flags(report, "json", "force", "quiet")
     _cache.add_argument(parser)
     return parser
 

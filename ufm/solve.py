@@ -171,9 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seed of the label corruption (default 0; with --label-noise only)",
     )
-    problem.add_argument(
-        "--lam", type=_number("--lam", 0.0), default=5e-4, help="lam_W = lam_H = lam_b (> 0; default 5e-4)"
-    )
+    _cli.add_problem_flags(problem, "lam")
     problem.add_argument("--lam-W", type=_number("--lam-W", 0.0), default=None, help="lam_W (> 0; default --lam)")
     problem.add_argument("--lam-H", type=_number("--lam-H", 0.0), default=None, help="lam_H (> 0; default --lam)")
     problem.add_argument(
@@ -233,9 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="d < K only: skip the certificate gap (the convex lower bound of ufm.convex; one K x K SVD "
         "per iteration, minutes at K = 1000)",
     )
-    report.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
-    report.add_argument("--force", action="store_true", help="overwrite an existing --json file")
-    report.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _cli.add_output_flags(report, "json", "force", "quiet")
     solver.add_argument(
         "--shard",
         action="store_true",

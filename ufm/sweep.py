@@ -40,10 +40,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory import validation
 from ufm import _cache, _cli, _io, _memory, _prog, metrics, policy, solver
 from ufm._compile import compile_once
 from ufm._interrupt import exit_on_interrupt
 from ufm.loop import RUNNING, status_word
+from ufm.losses import loss_spec
 from ufm.methods import METHODS, method_spec
 from ufm.objective import Weights
 from ufm.policy import check_method_fits, default_method
@@ -53,9 +55,9 @@ from ufm.results import BatchResult
 from ufm.solver import check_options, run_loop
 
 PROG = "python -m ufm.sweep"
-#: Default lanes (configurations in flight) of the ``"reduced"`` work queue; measured in
-#: ``benchmarks/sweep.py`` (K = 10, n = 50): fewer lanes pay XLA's per-operation overhead more
-#: often, more lanes spill the L-BFGS buffers out of the cache.
+#: Default lanes (configurations in flight) of the ``"reduced"`` work queue: fewer lanes pay XLA's
+#: per-operation overhead more often, more lanes spill the L-BFGS buffers out of the cache
+#: (docs/performance.md, "Batched sweeps").
 REDUCED_LANES = 16
 #: Per-configuration columns of :meth:`SweepResult.rows` besides the problem's scalars.
 ROW_FIELDS = ("status", "iterations", "objective", "grad_ratio", "w_norm", "h_norm", "nc1", "nc2", "nc3")
@@ -79,7 +81,10 @@ class SweepResult(BatchResult):
     nc3: np.ndarray
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per configuration: its scalars (delta, lam_W, lam_H, lam_b, seed) and ``ROW_FIELDS``."""
+        """One dict per configuration: its scalars and ``ROW_FIELDS``. The scalars: the loss's parameters
+        (:attr:`ufm.losses.Loss.parameters`; delta for the default loss ``"ls"``), lam_W, lam_H, lam_b, seed,
+        after a ``loss`` column where the loss is not Problem's default (a row without one is label smoothing,
+        as every row before the sweep took other losses)."""
         ratio = np.where(
             self.initial_grad_norm > 0,
             self.grad_norm / np.where(self.initial_grad_norm > 0, self.initial_grad_norm, 1),
@@ -87,8 +92,9 @@ class SweepResult(BatchResult):
         )
         out = []
         for j, p in enumerate(self.problems):
-            row = {
-                "delta": p.delta,
+            row: dict[str, Any] = {} if p.loss == Problem.loss else {"loss": p.loss}
+            row.update({name: getattr(p, name) for name in p.loss_spec.parameters})
+            row |= {
                 "lam_W": p.lam_W,
                 "lam_H": p.lam_H,
                 "lam_b": p.lam_b,
@@ -214,8 +220,8 @@ def _queue_start(seeds, scales, weights, labels, *, d, K, N, dtype, loss_id):
         begin = solver.reduced_start(initial_params(seed, scale, d, K, N, dtype), labels, w, loss_id=loss_id)
         return begin.x, begin.g0  # XLA drops the rest (L(x_0) and its history row), which is not used
 
-    # one configuration at a time: a start is one gradient, and this compiles in a third of the time of
-    # a batched map (0.5 against 1.5 s at K = 4, n = 5), whose remainder batch is a second copy of it
+    # one configuration at a time: a start is one gradient, and a batched map compiles several times longer
+    # (its remainder batch is a second copy of the body; docs/performance.md, "Sweep set-up")
     return jax.lax.map(lambda a: start(*a), (seeds, scales, weights))
 
 
@@ -416,7 +422,8 @@ def sweep(
 
 def _stacked(problems, dt):
     """The configurations' seeds ``(M,)``, init scales ``(M,)`` and :class:`Weights` of ``(M,)`` arrays
-    (built in numpy: one ``Problem.weights()`` per configuration would cost ~0.5 ms each)."""
+    (built in numpy: far cheaper than one ``Problem.weights()`` per configuration; docs/performance.md,
+    "Sweep set-up")."""
     first = problems[0].weights()
     # every field of Weights but loss_id is the Problem attribute of the same name; the loss is shared
     columns = {f: np.array([getattr(p, f) for p in problems]) for f in Weights._fields if f != "loss_id"}
@@ -471,27 +478,29 @@ def _sweep_reduced(problems, tol, max_iters, lanes) -> SweepResult:
 # ----------------------------------------------------------------------------------------- CLI
 
 
-def _list(name: str, kind):
-    def parse(text: str):
-        if "," in text and any(not part.strip() for part in text.split(",")):
-            raise argparse.ArgumentTypeError(f"{name} has an empty entry (comma-separated numbers), got {text!r}")
-        try:
-            if kind is int and ":" in text:
-                lo, hi = (int(x) for x in text.split(":"))
-                values: Sequence[Any] = range(lo, hi)  # not listed: grid() checks its size first
-            else:
-                values = [kind(x) + kind(0) for x in text.split(",")]  # + 0: -0.0 is 0.0; "" is refused
-        except ValueError:
-            also = " or a range LO:HI" if kind is int else ""
-            raise argparse.ArgumentTypeError(
-                f"{name} must be a comma-separated list of numbers{also}, got {text!r}"
-            ) from None
-        if not values:
-            raise argparse.ArgumentTypeError(f"{name} must list at least one value, got {text!r}")
-        return values
+def _seeds(text: str) -> Sequence[int]:
+    """``--seeds``: comma-separated seeds (integers >= 0, each checked as ``ufm.solve``'s ``--seed``) or a range
+    ``LO:HI``, HI exclusive, kept a ``range`` (not listed: :func:`grid` checks its size first)."""
+    if ":" not in text:
+        return _cli.values_type("--seeds", validation.integer_type("--seeds", 0))(text)
+    try:
+        lo, hi = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds must be comma-separated integers or a range LO:HI, got {text!r}"
+        ) from None
+    if lo < 0 or hi <= lo:
+        raise argparse.ArgumentTypeError(f"--seeds must be a range LO:HI with 0 <= LO < HI, got {text!r}")
+    return range(lo, hi)
 
-    return parse
 
+#: ``--n``'s default: not ``ufm.solve``'s 500, because a sweep's full-feature methods (``--float32``, ``--method
+#: lbfgs``/``gd``/...) hold and step every configuration's K n samples at once (docs/cli.md, "Sweeps").
+N_DEFAULT = 50
+N_HELP = (
+    f"samples per class (>= 1; default {N_DEFAULT}, not ufm.solve's 500: a sweep's full-feature methods step "
+    "every configuration's K n samples at once, 16 float32 seeds 16x slower at 500; see docs/cli.md)"
+)
 
 #: the columns the command line adds to :meth:`SweepResult.rows`: p_t measured at the solution, and theory's
 #: p_t and kappa = K p_t (Guo et al. Thm 4.2; NaN past the phase boundary or for d < K, 1 for K = 2)
@@ -510,8 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill(
-            "Solve a grid of UFM configurations (delta x lam x seed) of one shape in one vmapped, compiled call "
-            "and write one row per configuration: the configuration, status, iterations, objective, |grad L| / "
+            "Solve a grid of UFM configurations (delta x lam x seed) of one shape and loss in one vmapped, "
+            "compiled call and write one row per configuration: the configuration, status, iterations, objective, "
+            "|grad L| / "
             "|grad L(x0)|, the norms, NC1-NC3, p_t (measured at the solution), p_t_theory and kappa_theory (K p_t, "
             "the condition number of the loss blocks over their non-zero eigenvalues; Guo et al. Thm 4.2; nan past "
             "the phase boundary and for d < K). The measured kappa needs the Hessian: "
@@ -521,23 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
     )
     _cli.add_problem_flags(parser, "K")
-    parser.add_argument("--n", type=int, default=50, help="samples per class (>= 1; default 50)")
-    _cli.add_problem_flags(parser, "d")
-    parser.add_argument(
-        "--delta",
-        type=_list("--delta", float),
-        default=[0.0],
-        help="comma-separated label smoothing values in [0, 1) (default 0)",
-    )
-    parser.add_argument(
-        "--lam",
-        type=_list("--lam", float),
-        default=[5e-4],
-        help="comma-separated lam_W = lam_H = lam_b values (> 0; default 5e-4)",
-    )
+    parser.add_argument("--n", type=validation.integer_type("--n", 1), default=N_DEFAULT, help=N_HELP)
+    _cli.add_problem_flags(parser, "d", "loss", "lam", grid=("delta", "lam"))
     parser.add_argument(
         "--seeds",
-        type=_list("--seeds", int),
+        type=_seeds,
         default=[0],
         help="comma-separated seeds or a range LO:HI, HI exclusive (0:3 is 0, 1, 2; default 0)",
     )
@@ -565,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reduced, all configurations in one call for the other methods)",
     )
     parser.add_argument("--out", metavar="PATH", default=None, help="write the rows to PATH (.csv or .json)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    _cli.add_output_flags(parser, "force", output="--out")
     _cache.add_argument(parser)
     return parser
 
@@ -575,8 +573,9 @@ def _rows(result: SweepResult) -> list[dict[str, Any]]:
     from ufm.compare import measured_probabilities, predicted_p_t_kappa
 
     rows = result.rows()
-    for j, row in enumerate(rows):
-        row["p_t"] = measured_probabilities(result.result(j))[0]
+    for j, row in enumerate(rows):  # p_t: a softmax probability, none for MSE (nan, null in JSON)
+        softmax = result.problems[j].loss_spec.softmax
+        row["p_t"] = measured_probabilities(result.result(j))[0] if softmax else float("nan")
         row["p_t_theory"], row["kappa_theory"] = predicted_p_t_kappa(result.problems[j])
     return rows
 
@@ -609,14 +608,20 @@ def _main(argv) -> int:
         jax.config.update("jax_enable_x64", True)  # the CLI owns its process, as in ufm.solve
     tol = args.tol if args.tol is not None else (1e-5 if args.float32 else 1e-10)
     try:
+        _cli.resolve_loss_flags(args)  # --loss ls by default; a --delta grid with another loss is refused
         if args.out is not None:
             if not str(args.out).endswith((".csv", ".json")):
                 raise ValueError(f"--out must end in .csv or .json, got {args.out!r}")
             _io.check_writable(args.out, overwrite=args.force, what="--out")
-        base = Problem(K=args.K, n=args.n, d=args.d, dtype=dtype)
+        loss = loss_spec(args.loss)
+        scalars = {p: getattr(args, p) for p in loss.parameters if p != "delta"}  # delta: the grid's axis
+        base = Problem(K=args.K, n=args.n, d=args.d, dtype=dtype, loss=args.loss, **scalars)
         method = default_method(base) if args.method is None else args.method
         _cli.check_method_flags(method, lr=args.lr, float32=args.float32)
-        problems = grid(base, delta=args.delta, lam=args.lam, seed=args.seeds)
+        deltas = None  # another loss keeps delta 0
+        if "delta" in loss.parameters:
+            deltas = args.delta if isinstance(args.delta, list) else [args.delta]  # not given: the default
+        problems = grid(base, delta=deltas, lam=args.lam, seed=args.seeds)
         watch = _cli.CompileWatch()
         with watch.watching():
             result = sweep(
