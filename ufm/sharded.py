@@ -62,7 +62,7 @@ from importlib import metadata
 import numpy as np
 
 from theory import validation
-from ufm import _io, _prog
+from ufm import _cli, _io, _prog
 from ufm._format import format_number
 from ufm._interrupt import exit_on_interrupt
 from ufm._npy import Declared, file_header
@@ -522,9 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="worker processes of the local cluster (default: one per core; not with --address)",
     )
-    parser.add_argument("--json", metavar="PATH", default=None, help="also write every number as JSON (atomic)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --json file")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _cli.add_output_flags(parser, "json", "force", "quiet")
     return parser
 
 
