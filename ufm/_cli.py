@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import numbers
 import textwrap
 
 from theory import validation
@@ -147,7 +148,7 @@ def flag(parameter: str, value: float | int | bool | str | None = None) -> str:
         return name
     if value is False:
         return "--no-" + name[2:]
-    if isinstance(value, str) or isinstance(value, int):
+    if isinstance(value, (str, numbers.Integral)):
         return f"{name} {value}"
     return f"{name} {value:.3g}"
 

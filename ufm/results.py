@@ -19,6 +19,7 @@ spellings.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -53,7 +54,7 @@ def python_spelling(parameter: str, value: float | int | bool | str | None = Non
         return parameter
     if isinstance(value, (str, bool)):
         return f"{parameter}={value!r}"
-    return f"{parameter}={value}" if isinstance(value, (int, np.integer)) else f"{parameter}={value:.3g}"
+    return f"{parameter}={value}" if isinstance(value, numbers.Integral) else f"{parameter}={value:.3g}"
 
 
 class Alternative(NamedTuple):
