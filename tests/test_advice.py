@@ -109,6 +109,16 @@ def test_the_command_line_words_the_same_advice_as_flags(four_gib, capsys):
     ), lines[0]
 
 
+def test_the_command_line_offers_to_skip_its_hessian_check_as_a_flag(four_gib, capsys):
+    """K = 200, n = 100: the Hessian check needs ~48 GiB, the solve alone fits (refused before solving)."""
+    from ufm.solve import main
+
+    assert main(["--K", "200", "--n", "100", "--quiet"]) == 2
+    solve = _memory.gib(_memory.solve_bytes(200, 200 * 100, 200, 8, "reduced"))
+    line = [line for line in capsys.readouterr().err.splitlines() if "error:" in line][0]
+    assert line.endswith(f"; instead: --no-hessian (then only the solve runs) (about {solve})"), line
+
+
 def test_the_error_survives_pickling_whole(four_gib):
     """A Dask worker's refusal reaches the client with its fields (the exception pickles by them)."""
     error = _refusal("large n")

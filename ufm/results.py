@@ -35,9 +35,9 @@ from ufm.problem import Problem
 
 class Advice(NamedTuple):
     """Something to change: ``parameter`` (a keyword of :func:`ufm.solve` or a field of :class:`ufm.Problem`:
-    ``"lr"``, ``"max_iters"``, ``"tol"``, ``"method"``, ``"dtype"``, ``"n"``, ``"history"``) and ``value``, the
-    value to use (a number, a name, a flag), or None when only the direction is known (the sentence says which:
-    raise, reduce, small)."""
+    ``"lr"``, ``"max_iters"``, ``"tol"``, ``"method"``, ``"dtype"``, ``"n"``, ``"history"``; or an option of a
+    command line only, ``"hessian"`` for ``--no-hessian``) and ``value``, the value to use (a number, a name, a
+    flag), or None when only the direction is known (the sentence says which: raise, reduce, small)."""
 
     parameter: str
     value: float | int | bool | str | None = None
