@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import ufm
-from ufm import _memory, hessian
+from ufm import _memory, hessian, policy
+from ufm.results import Advice
 
 LIMIT = 8 * 2**30
 
@@ -67,11 +68,13 @@ def test_too_large_is_refused_with_one_line_and_fitting_advice(hostile_runs, nam
 
 def test_gd_is_not_advised_to_use_gd_and_float32_advice_fits():
     problem = ufm.Problem(K=1000, n=500)
-    texts = [text for text, _ in ufm.solver.memory_advice(problem, "gd")]
-    assert not any("--method gd (" in t for t in texts)
-    options = dict(ufm.solver.memory_advice(problem, "reduced"))
+    changes = [alternative.advice for alternative in policy.memory_advice(problem, "gd")]
+    assert (Advice("method", "gd"),) not in changes and changes  # never the method already chosen
+    options = {alternative.advice: alternative.nbytes for alternative in policy.memory_advice(problem, "reduced")}
     # float32 is offered with lbfgs (reduced stalls there) and its estimate is what that run needs
-    assert options["--float32 --method lbfgs"] == _memory.solve_bytes(1000, 500_000, 1000, 4, "lbfgs", 1)
+    float32_lbfgs = (Advice("dtype", "float32"), Advice("method", "lbfgs"))
+    assert options[float32_lbfgs] == _memory.solve_bytes(1000, 500_000, 1000, 4, "lbfgs", 1)
+    assert (Advice("dtype", "float32"), Advice("method", "reduced")) not in options
 
 
 def test_the_small_run_passes_under_the_limit(hostile_runs):

@@ -30,6 +30,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing before it
 if TYPE_CHECKING:  # the exports that load on first use (_LAZY, __getattr__), for type checkers
     from ufm._cache import enable_compilation_cache as enable_compilation_cache
     from ufm._compile import compiled_programs as compiled_programs
+    from ufm._memory import MemoryEstimateError as MemoryEstimateError
     from ufm.calibration import BinStatistics as BinStatistics
     from ufm.calibration import ECETemperatureFit as ECETemperatureFit
     from ufm.calibration import Reliability as Reliability
@@ -97,6 +98,7 @@ if TYPE_CHECKING:  # the exports that load on first use (_LAZY, __getattr__), fo
 _LAZY = {
     "ufm._cache": ("enable_compilation_cache",),
     "ufm._compile": ("compiled_programs",),
+    "ufm._memory": ("MemoryEstimateError",),
     "ufm.calibration": (
         "BinStatistics",
         "ECETemperatureFit",
@@ -179,6 +181,7 @@ __all__ = [
     "BatchResult",
     "Advice",
     "compiled_programs",
+    "MemoryEstimateError",
     "BlockEigenvalues",
     "Collapse",
     "Comparison",

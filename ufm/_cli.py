@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import numbers
 import textwrap
 
 from theory import validation
 from ufm._interrupt import BROKEN_PIPE_EXIT_CODE, EXIT_CODES
 from ufm._io import EXIT_NOT_WRITTEN
+from ufm._memory import MemoryEstimateError
 from ufm.losses import LOSS_SPECS, LOSSES
 from ufm.methods import MAX_ITERS_FIXED_STEP, METHOD_SPECS, method_spec
 
@@ -185,14 +187,28 @@ MAX_ITERS_HELP = (
 )
 
 
-def flag(parameter: str, value: float | str | None = None) -> str:
+def flag(parameter: str, value: float | int | bool | str | None = None) -> str:
     """A library parameter as the command lines spell it, with its value: ``max_iters`` -> ``--max-iters``,
-    ``("lr", 0.5)`` -> ``--lr 0.5``, ``("method", "lbfgs")`` -> ``--method lbfgs`` (the spelling
-    :func:`ufm.results.describe` takes to turn a result's :class:`~ufm.results.Advice` into flags)."""
-    name = "--" + parameter.replace("_", "-")
-    if value is None:
+    ``("lr", 0.5)`` -> ``--lr 0.5``, ``("n", 123)`` -> ``--n 123``, ``("method", "lbfgs")`` -> ``--method
+    lbfgs``, ``("dtype", "float32")`` -> ``--float32``, ``("hessian", False)`` -> ``--no-hessian`` (the spelling
+    :func:`ufm.results.describe` and :func:`error_text` take to turn :class:`~ufm.results.Advice` into flags)."""
+    if parameter == "dtype" and value == "float32":
+        return "--float32"
+    name = _flag_name(parameter)
+    if value is None or value is True:
         return name
-    return f"{name} {value}" if isinstance(value, str) else f"{name} {value:.3g}"
+    if value is False:
+        return "--no-" + name[2:]
+    if isinstance(value, (str, numbers.Integral)):
+        return f"{name} {value}"
+    return f"{name} {value:.3g}"
+
+
+def error_text(error: BaseException) -> str:
+    """An error as a command line's ``error:`` line says it: a :class:`ufm._memory.MemoryEstimateError` with its
+    advice as flags (``--float32 --method lbfgs``, the same advice the library's message words as keywords),
+    any other error as it is."""
+    return error.describe(flag, " ") if isinstance(error, MemoryEstimateError) else str(error)
 
 
 def max_iters(method: str, given: int | None = None) -> int:

@@ -1,16 +1,77 @@
 """Estimate memory before allocating, and fail fast with the estimate and a way out.
 
-A solve or a dense Hessian that does not fit is refused with a ``ValueError``
-(message starting "not enough memory") that names the sizes responsible, the
-estimate, the memory available, and what to do instead, rather than being
-killed by the operating system halfway through.
+A solve or a dense Hessian that does not fit is refused with a :class:`MemoryEstimateError` (a
+``ValueError``, exported as ``ufm.MemoryEstimateError``; message starting "not enough memory") that names the
+sizes responsible, the estimate, the memory available, and what to do instead, rather than being killed by
+the operating system halfway through. What to do instead is structured where the caller knows it
+(:class:`ufm.results.Alternative`: parameters and values with their estimates): the message names them as
+Python keywords, and the command lines word the same error with their flags (:meth:`MemoryEstimateError.describe`
+with :func:`ufm._cli.flag`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
 import jax
 
 from theory import _host
+
+if TYPE_CHECKING:
+    from ufm.results import Alternative, Spelling
+
+
+class MemoryEstimateError(ValueError):
+    """A computation refused before allocating: its estimated peak memory exceeds what is free.
+
+    A ``ValueError`` (``except ValueError`` catches it); its message names Python keywords.
+
+    Attributes:
+        estimate: the estimated peak bytes of what was asked.
+        available: the bytes free on the device when it was refused (:func:`free_bytes`).
+        advice: the :class:`~ufm.results.Alternative` runs that fit (each a tuple of
+            :class:`~ufm.results.Advice`, parameters and values, with its estimated bytes), in the order
+            offered; empty when the caller had none structured (then ``hint`` says what to do).
+        what, sizes: what was refused and the sizes responsible (words of the message).
+        hint: the caller's sentence on what to do instead, when it gave one rather than ``advice``.
+        platform: the device's platform (``"cpu"``, ``"gpu"``).
+    """
+
+    def __init__(
+        self,
+        estimate: float,
+        available: float,
+        what: str,
+        sizes: str,
+        advice: Sequence[Alternative] = (),
+        hint: str = "",
+        platform: str = "cpu",
+    ) -> None:
+        self.estimate, self.available, self.what, self.sizes = float(estimate), available, what, sizes
+        self.advice: tuple[Alternative, ...] = tuple(advice)
+        self.hint, self.platform = hint, platform
+        super().__init__(self.describe())
+
+    def __reduce__(self):  # pickled with its fields (a Dask worker's error reaches the client whole)
+        fields = (self.estimate, self.available, self.what, self.sizes, self.advice, self.hint, self.platform)
+        return type(self), fields
+
+    def describe(self, spell: Spelling | None = None, sep: str = ", ") -> str:
+        """The message with the advice's parameters spelled by ``spell`` and joined by ``sep`` (default: the
+        library's keywords, :func:`ufm.results.python_spelling`; the command lines: :func:`ufm._cli.flag`, " ")."""
+        if self.advice:
+            from ufm.results import python_spelling, word_alternative
+
+            spell = python_spelling if spell is None else spell
+            words = (f"{word_alternative(a, spell, sep)} (about {gib(a.nbytes)})" for a in self.advice)
+            instead = "instead: " + "; or ".join(words)
+        else:
+            instead = self.hint or "reduce the sizes"
+        return (
+            f"not enough memory: {self.what} for {self.sizes} needs about {gib(self.estimate)} "
+            f"but {gib(self.available)} are free on {self.platform}; {instead}"
+        )
 
 
 def free_bytes(device=None) -> int:
@@ -33,24 +94,27 @@ def gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.3g} GiB"
 
 
-def require(needed_bytes: float, what: str, sizes: str, advice) -> None:
-    """Raise ``ValueError`` if ``needed_bytes`` exceeds the free memory of the default device.
+def require(
+    needed_bytes: float,
+    what: str,
+    sizes: str,
+    advice: str | Sequence[Alternative] | Callable[[], str | Sequence[Alternative]],
+) -> None:
+    """Raise :class:`MemoryEstimateError` if ``needed_bytes`` exceeds the free memory of the default device.
 
-    ``advice``: a sentence, or a list (or a function returning it, called only on refusal) of
-    ``(alternative, its estimated bytes)``; then only the alternatives that fit are offered (each with
-    its estimate), and the last entry, which should always fit (e.g. a smaller size computed to fit), stands
-    alone when none of the others does.
+    ``advice``: a sentence, or a sequence (or a function returning either, called only on refusal) of
+    :class:`~ufm.results.Alternative` runs; then only the alternatives that fit are offered (each with its
+    estimate), and the last entry, which should always fit (e.g. a smaller size computed to fit), stands
+    alone when none of the others does ("reduce the sizes" when not even it fits).
     """
     free = free_bytes()
     if needed_bytes > free:
         advice = advice() if callable(advice) else advice
-        if not isinstance(advice, str):
-            fitting = [f"{text} (about {gib(nbytes)})" for text, nbytes in advice if nbytes <= free]
-            advice = ("instead: " + "; or ".join(fitting)) if fitting else "reduce the sizes"
-        raise ValueError(
-            f"not enough memory: {what} for {sizes} needs about {gib(needed_bytes)} "
-            f"but {gib(free)} are free on {jax.devices()[0].platform}; {advice}"
-        )
+        platform = jax.devices()[0].platform
+        if isinstance(advice, str):
+            raise MemoryEstimateError(needed_bytes, free, what, sizes, hint=advice, platform=platform)
+        fitting = tuple(a for a in advice if a.nbytes <= free)
+        raise MemoryEstimateError(needed_bytes, free, what, sizes, fitting, platform=platform)
 
 
 def largest_fitting(low: int, high: int, needed) -> int | None:

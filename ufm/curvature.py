@@ -4,7 +4,8 @@ The blockwise spectra of :mod:`ufm.hessian` are the paper's objects (Theorem 4.2
 how fast, and whether, plain gradient descent converges is set by the joint
 Hessian of L over ``x = (vec W, vec H, b)`` (all ``dK + dN + K`` variables).
 Gradient descent with step ``lr`` is stable near a point only if
-``lr < 2 / lambda_max``; ``1 / lambda_max`` is the textbook safe choice.
+``lr < 2 / lambda_max``; ``1 / lambda_max`` is the textbook safe choice (:func:`safe_step`, through the
+package's one step-size rule :meth:`ufm.methods.Method.safe_step`).
 
 Shapes: ``W: (d, K)``, ``H: (d, N)``, ``b: (K,)``; vectors are flattened in
 that order (``jax.flatten_util.ravel_pytree``).
@@ -22,6 +23,7 @@ from jax.flatten_util import ravel_pytree
 from theory import validation
 from ufm import _memory
 from ufm.hessian import eigenvalue_array
+from ufm.methods import Method, method_spec
 from ufm.objective import Params, objective
 
 VARIABLES = ("W", "H", "b")
@@ -112,12 +114,21 @@ def largest_curvature(params: Params, labels, weights, *, tol: float = 1e-8) -> 
     return float(value)
 
 
-def safe_step(params: Params, labels, weights) -> float:
-    """``1 / lambda_max`` of the joint Hessian of L at ``params``: a stable GD step near that point."""
+def safe_step(params: Params, labels, weights, method: str | Method = "gd") -> float:
+    """The safe step of the fixed-step ``method`` at ``params``: :meth:`ufm.methods.Method.safe_step` of
+    lambda_max, the largest eigenvalue of the joint Hessian of L there (:func:`largest_curvature`): for GD
+    ``1 / lambda_max``, a stable step near that point; momentum and Nesterov take half their own limits.
+
+    Raises:
+        ValueError: ``method`` unknown or a line-search method, or no finite positive curvature at ``params``.
+    """
+    spec = method_spec(method)
+    if spec.stability_limit is None:
+        raise ValueError(f"method must be a fixed-step method (it takes its step from a line search), got {method!r}")
     top = largest_curvature(params, labels, weights)
     if not (np.isfinite(top) and top > 0):
         raise ValueError(f"the largest curvature at this point is {top!r}; no safe step follows from it")
-    return 1.0 / top
+    return spec.safe_step(top)
 
 
 def nonzero_range(values: np.ndarray) -> tuple[float, float, int]:

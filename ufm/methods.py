@@ -10,12 +10,17 @@ entry here (plus its step in the solver's loop when it is not an ``optax`` trans
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 #: Momentum of the heavy-ball and Nesterov methods.
 MOMENTUM = 0.9
+#: The fraction of its stability limit a fixed-step method takes as its safe step (:meth:`Method.safe_step`):
+#: for GD ``0.5 * 2 / lambda_max = 1 / lambda_max``, the textbook choice.
+SAFE_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Method:
             ``"reduced"`` (the L-BFGS of :mod:`ufm._lbfgs` on the class-mean reduction).
         class_means: solves the class-mean reduction (exact only for a loss convex in the logits, free
             features, clean labels; :mod:`ufm.solver`).
+        safe_fraction: the fraction of ``stability_limit`` that :meth:`safe_step` takes (:data:`SAFE_FRACTION`).
     """
 
     name: str
@@ -45,11 +51,30 @@ class Method:
     max_iters: int
     optimizer: Callable[[Any], Any] | None
     class_means: bool = False
+    safe_fraction: float = SAFE_FRACTION
 
     @property
     def line_search(self) -> bool:
         """The step comes from a line search (L-BFGS): no ``lr``, no projection, no no-progress rule."""
         return self.default_lr is None
+
+    def safe_step(self, lambda_max: float, fraction: float | None = None) -> float:
+        """The package's one step-size rule: ``fraction * stability_limit / lambda_max`` for a curvature
+        ``lambda_max`` (the largest Hessian eigenvalue of L; on the quadratic ``lambda/2 |x|^2`` it is
+        ``lambda``), ``fraction`` :attr:`safe_fraction` unless given (1: the stability limit itself). GD:
+        ``0.5 * 2 / lambda_max = 1 / lambda_max`` (to the last bit: ``0.5 * 2`` is exactly 1). Used by
+        :func:`ufm.curvature.safe_step` and :mod:`ufm.policy`.
+
+        Raises:
+            ValueError: a line-search method (no stability limit), or ``lambda_max`` not finite and > 0.
+        """
+        if self.stability_limit is None:
+            raise ValueError(f"method {self.name!r} takes its step from a line search: it has no safe step")
+        real = isinstance(lambda_max, numbers.Real) and not isinstance(lambda_max, bool)
+        value = float(lambda_max) if real else math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"lambda_max must be finite and > 0 for a safe step, got {lambda_max!r}")
+        return (self.safe_fraction if fraction is None else fraction) * self.stability_limit / value
 
 
 def _lbfgs(lr):

@@ -2,6 +2,14 @@
 policy and heuristics, as properties of the :class:`~ufm.losses.Loss` and :class:`~ufm.methods.Method`
 specifications (no loss or method is named here except the defaults).
 
+Every step computed from a curvature goes through the package's one step-size rule,
+:meth:`ufm.methods.Method.safe_step` (``fraction * stability_limit / lambda_max``, the fraction and the limit
+from the method's spec); what this module adds is which curvature, which cap, and the rounding to 3
+significant digits of the steps it prints in its advice (:func:`default_lr`, :func:`fallback_step`,
+:func:`suggested_step`), so the step a message names is the step that is run. Memory advice is structured
+(:class:`ufm.results.Alternative`: parameters and values with their estimates), worded by
+:class:`ufm.MemoryEstimateError` for Python and as flags by the command lines.
+
 Internal API (:mod:`ufm.solver`, :mod:`ufm.sweep`, the command lines; not exported from :mod:`ufm`): every
 public name here.
 """
@@ -15,6 +23,7 @@ from ufm.losses import LOSS_SPECS
 from ufm.methods import METHOD_SPECS, Method, method_spec
 from ufm.objective import Params
 from ufm.problem import Problem
+from ufm.results import Advice, Alternative
 
 DEFAULT_METHOD = "reduced"
 #: The default in float32: ``reduced`` stalls at ~2e-5 relative error there (its K-sample gradient
@@ -29,9 +38,6 @@ DEFAULT_LR = {name: spec.default_lr for name, spec in METHOD_SPECS.items()}
 STABILITY_LIMIT: dict[str, float] = {
     name: spec.stability_limit for name, spec in METHOD_SPECS.items() if spec.stability_limit is not None
 }
-#: The fraction of that limit used by :func:`default_lr` and by the step suggested after a divergence
-#: or a cycle (for GD the textbook ``1 / lambda_max``).
-SAFE_FRACTION = 0.5
 #: Steps up to this multiple of ``STABILITY_LIMIT[method] / lambda_max(x_0)`` converged in every case
 #: measured (:func:`fallback_step`): a default step that ran to max_iters below it is slow, not unstable.
 MEASURED_STABLE_RATIO = 1.25
@@ -78,13 +84,14 @@ def check_method_fits(problem: Problem, method: str | Method) -> None:
 def default_lr(problem: Problem, method: str | Method) -> float | None:
     """The step of ``method`` when ``lr`` is not given (None for the line-search methods).
 
-    ``min(default_lr, SAFE_FRACTION * stability_limit / c)`` with ``c`` an estimate of the largest curvature of
+    ``min(default_lr, safe_step(c))`` (:meth:`~ufm.methods.Method.safe_step`: ``safe_fraction * stability_limit / c``,
+    rounded to 3 significant digits, the step the messages print) with ``c`` an estimate of the largest curvature of
     L along the run: ``max(lam_W, lam_H, lam_b)`` (the regularisation's share) plus the loss's
     :attr:`~ufm.losses.Loss.logit_curvature` (MSE: its constant logit Hessian ``2 diag(kappa at the target, 1
-    elsewhere)``, so L keeps that curvature from x_0 to the optimum; measured, CLI default problem: lambda_max
-    2.00 at x_0 and 2.01 at the optimum; 2.13 and 2.02 with H >= 0). The softmax losses' logit Hessian
-    ``diag(p) - p p^T`` is largest at the uniform start (1/K) and falls as ``p_t -> 1`` (0.10 at x_0, 0.024 at
-    the optimum), and the defaults were measured on them. ``tests/test_reliability_solver.py`` runs every loss
+    elsewhere)``, so L keeps that curvature from x_0 to the optimum; measured, CLI default problem: lambda_max 2.00
+    at x_0 and 2.01 at the optimum; 2.13 and 2.02 with H >= 0). The softmax losses' logit Hessian ``diag(p) - p
+    p^T`` is largest at the uniform start (1/K) and falls as ``p_t -> 1`` (0.10 at x_0, 0.024 at the optimum), and
+    the defaults were measured on them. ``tests/test_reliability_solver.py`` runs every loss
     and flag combination.
     """
     spec = method_spec(method)
@@ -94,7 +101,7 @@ def default_lr(problem: Problem, method: str | Method) -> float | None:
     extra = problem.loss_spec.logit_curvature(problem)
     if extra:
         curvature += extra
-    return min(spec.default_lr, float(f"{SAFE_FRACTION * spec.stability_limit / curvature:.3g}"))
+    return min(spec.default_lr, float(f"{spec.safe_step(curvature):.3g}"))
 
 
 def curvature_at(problem: Problem, point: Params) -> float | None:
@@ -111,8 +118,9 @@ def curvature_at(problem: Problem, point: Params) -> float | None:
 def fallback_step(problem: Problem, method: str, lr: float, params0: Params) -> tuple[float, float] | None:
     """``(lambda_max(x_0), step)`` for a rerun after the *default* step of a fixed-step method failed
     (diverged, cycled, or ran to max_iters from above the stability limit at x_0): ``min(lr / 2,
-    stability_limit / lambda_max(x_0))`` rounded down to 3 digits (Lanczos at the start). None when
-    no finite positive curvature is found.
+    stability_limit / lambda_max(x_0))`` (:meth:`~ufm.methods.Method.safe_step` with fraction 1) rounded down to
+    3 digits (Lanczos at the start; the rerun's message prints that step). None when no finite positive
+    curvature is found.
 
     The default (``DEFAULT_LR``) was measured at K = 10, where the softmax losses' curvature at the default
     start is about 1/K = 0.1 (GD: lr 20 is 2 / lambda_max). Smaller K, a wider start or a larger d raise
@@ -134,7 +142,7 @@ def fallback_step(problem: Problem, method: str, lr: float, params0: Params) -> 
     top = curvature_at(problem, params0)
     if top is None or not (np.isfinite(top) and top > 0):
         return None
-    step = min(lr / 2, STABILITY_LIMIT[method] / top)
+    step = min(lr / 2, method_spec(method).safe_step(top, fraction=1.0))
     digits = 10.0 ** (np.floor(np.log10(step)) - 2)
     return top, float(f"{np.floor(step / digits) * digits:.3g}")
 
@@ -143,31 +151,31 @@ def suggested_step(problem: Problem, method: str, lr, points) -> tuple[float, fl
     """``(lambda_max, suggested lr)`` after a fixed step ``lr`` diverged or cycled; ``points``: (x_0, the
     last finite iterate). None for the line-search methods or when no finite positive curvature is found.
 
-    ``min(default_lr, stability_limit / lambda_max(x_0))`` when that is at most ``lr / 2``: the
-    default (measured to converge) unless it exceeds the stability limit at the start (a wider init, larger
-    lambdas). The full limit there, not a fraction: the softmax losses' curvature is largest at the
-    uniform start and falls on the way (half the limit cost 4x the default's iterations at K = 5).
-    Else the problem is outside what the default covers (a step below it failed),
-    and the suggestion is ``min(SAFE_FRACTION * stability_limit / lambda_max, lr / 2)`` over
-    both points. Not 1 / lambda_max at the last iterate alone: after a blow-up that point's curvature is
-    far above anything on a converging path (GD lr 1e4, K = 10, n = 50: it suggested 0.444, which needs
-    91,556 iterations against 2,023 at the default 20). Rounded to 3 digits (what the message prints).
+    ``min(default_lr, stability_limit / lambda_max(x_0))`` when that is at most ``lr / 2``: the default (measured to
+    converge) unless it exceeds the stability limit at the start (a wider init, larger lambdas). The full limit
+    there, not a fraction: the softmax losses' curvature is largest at the uniform start and falls on the way (half
+    the limit cost 4x the default's iterations at K = 5). Else the problem is outside what the default covers (a
+    step below it failed), and the suggestion is ``min(safe_step(lambda_max), lr / 2)`` over both points
+    (:meth:`~ufm.methods.Method.safe_step`: ``safe_fraction * stability_limit / lambda_max``). Not 1 / lambda_max at
+    the last iterate alone: after a blow-up that point's curvature is far above anything on a converging path (GD lr
+    1e4, K = 10, n = 50: it suggested 0.444, which needs 91,556 iterations against 2,023 at the default 20). Rounded
+    to 3 significant digits (what the message prints, so the step advised is the step named).
     """
     if lr is None:
         return None
     default = default_lr(problem, method)  # not None: STABILITY_LIMIT holds the fixed-step methods only
     if default is None:
         return None
-    limit = SAFE_FRACTION * STABILITY_LIMIT[method]
+    spec = method_spec(method)
     top = curvature_at(problem, points[0])
     if top is None or not (np.isfinite(top) and top > 0):
         return None
-    step = min(default, STABILITY_LIMIT[method] / top)
+    step = min(default, spec.safe_step(top, fraction=1.0))
     if step > lr / 2:
         at_last = curvature_at(problem, points[1])
         if at_last is None or not np.isfinite(top := max(top, at_last)):
             return None
-        step = min(limit / top, lr / 2)
+        step = min(spec.safe_step(top), lr / 2)
     return top, float(f"{step:.3g}")
 
 
@@ -176,27 +184,31 @@ def solve_bytes(problem: Problem, method: str | Method, history_rows: int = 1) -
     return _memory.solve_bytes(problem.K, problem.N, problem.d, np.dtype(problem.dtype).itemsize, method, history_rows)
 
 
-def memory_advice(problem: Problem, method: str, history_rows: int = 1) -> list[tuple[str, float]]:
-    """What else could be run when ``method`` does not fit: ``(option, estimated bytes)``, each a real
-    alternative (never the method already chosen; a class-mean method is not offered in float32, where it
-    stalls), for :func:`ufm._memory.require` to offer only those that fit; the last one is the largest
-    ``n`` that fits with the chosen method."""
+def memory_advice(problem: Problem, method: str, history_rows: int = 1) -> list[Alternative]:
+    """What else could be run when ``method`` does not fit: :class:`~ufm.results.Alternative` runs (the
+    :class:`~ufm.results.Advice` records that make each, its estimated bytes), each a real alternative (never the
+    method already chosen; a class-mean method is not offered in float32, where it stalls), for
+    :func:`ufm._memory.require` to offer only those that fit; the last one is the largest ``n`` that fits with
+    the chosen method."""
     fewest = min((s for s in METHOD_SPECS.values() if not s.class_means), key=lambda s: s.memory_copies).name
     single = lambda m: _memory.solve_bytes(problem.K, problem.N, problem.d, 4, m, history_rows)
+    float32 = lambda m: (Advice("dtype", "float32"), Advice("method", m))
     options = []
     if method != fewest:
-        options.append((f"--method {fewest} (fewest copies)", solve_bytes(problem, fewest, history_rows)))
+        options.append(
+            Alternative((Advice("method", fewest),), solve_bytes(problem, fewest, history_rows), "(fewest copies)")
+        )
     if problem.dtype == "float64":
         float32_method = DEFAULT_METHOD_FLOAT32 if method_spec(method).class_means else method
-        options.append((f"--float32 --method {float32_method}", single(float32_method)))
+        options.append(Alternative(float32(float32_method), single(float32_method)))
         if float32_method != fewest:
-            options.append((f"--float32 --method {fewest}", single(fewest)))
+            options.append(Alternative(float32(fewest), single(fewest)))
     if history_rows > 2:
-        options.append(("fewer history rows (larger record_every)", solve_bytes(problem, method, 1)))
+        options.append(Alternative((Advice("history", False),), solve_bytes(problem, method, 1)))
     needed = lambda n: _memory.solve_bytes(
         problem.K, n * problem.K, problem.d, np.dtype(problem.dtype).itemsize, method, history_rows
     )
     n_max = _memory.largest_fitting(1, problem.n - 1, needed) if problem.n > 1 else None
     if n_max is not None:
-        options.append((f"n <= {n_max} with {method}", needed(n_max)))
+        options.append(Alternative((Advice("n", n_max),), needed(n_max), f"with {method}", at_most=True))
     return options

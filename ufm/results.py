@@ -6,13 +6,20 @@ sentence that names keywords (``raise max_iters``, ``try lr=0.5``); :func:`descr
 with another spelling of the parameters, which the command lines use to name their flags (``raise
 --max-iters``, ``try --lr 0.5``; :func:`ufm._cli.flag`).
 
-``Result``, ``BatchResult`` and ``Advice`` are public (``ufm.Result``, ...); :func:`status_message`,
-:func:`status_advice`, :func:`describe` and :func:`python_spelling` are internal API of :mod:`ufm.solver`,
-:mod:`ufm.sweep` and the command lines.
+A run that does not fit in memory is refused before it allocates (:class:`ufm.MemoryEstimateError`) with
+:class:`Alternative` runs that fit: each the :class:`Advice` records that make it (``method='gd'``,
+``dtype='float32'``, ``n=123``) and its estimated bytes, worded by :func:`word_alternative` with the same
+spellings.
+
+``Result``, ``BatchResult`` and ``Advice`` are public (``ufm.Result``, ...); :class:`Alternative` is what
+``ufm.MemoryEstimateError.advice`` holds; :func:`status_message`, :func:`status_advice`, :func:`describe`,
+:func:`word_alternative` and :func:`python_spelling` are internal API of :mod:`ufm.solver`, :mod:`ufm.sweep`,
+:mod:`ufm.policy`, :mod:`ufm._memory` and the command lines.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -27,23 +34,55 @@ from ufm.problem import Problem
 
 
 class Advice(NamedTuple):
-    """Something to change after a run that did not converge: ``parameter`` (a keyword of :func:`ufm.solve`:
-    ``"lr"``, ``"max_iters"``, ``"tol"``, ``"method"``) and ``value``, the value to use (a number, a method
-    name), or None when only the direction is known (the sentence says which: raise, reduce, small)."""
+    """Something to change: ``parameter`` (a keyword of :func:`ufm.solve` or a field of :class:`ufm.Problem`:
+    ``"lr"``, ``"max_iters"``, ``"tol"``, ``"method"``, ``"dtype"``, ``"n"``, ``"history"``; or an option of a
+    command line only, ``"hessian"`` for ``--no-hessian``) and ``value``, the value to use (a number, a name, a
+    flag), or None when only the direction is known (the sentence says which: raise, reduce, small)."""
 
     parameter: str
-    value: float | str | None = None
+    value: float | int | bool | str | None = None
 
 
 #: How a sentence spells a parameter and its value: ``(parameter, value or None) -> text``.
-Spelling = Callable[[str, "float | str | None"], str]
+Spelling = Callable[[str, "float | int | bool | str | None"], str]
 
 
-def python_spelling(parameter: str, value: float | str | None = None) -> str:
-    """The library's spelling: ``max_iters``, ``lr=0.5``, ``method='lbfgs'``."""
+def python_spelling(parameter: str, value: float | int | bool | str | None = None) -> str:
+    """The library's spelling: ``max_iters``, ``lr=0.5`` (a float to 3 significant digits), ``n=123`` (an
+    integer in full), ``history=False``, ``method='lbfgs'``."""
     if value is None:
         return parameter
-    return f"{parameter}={value!r}" if isinstance(value, str) else f"{parameter}={value:.3g}"
+    if isinstance(value, (str, bool)):
+        return f"{parameter}={value!r}"
+    return f"{parameter}={value}" if isinstance(value, numbers.Integral) else f"{parameter}={value:.3g}"
+
+
+class Alternative(NamedTuple):
+    """A run that fits in memory where the one asked for does not (:class:`ufm.MemoryEstimateError`).
+
+    Attributes:
+        advice: the :class:`Advice` records that make it, each a parameter and its value (``method='gd'``;
+            ``dtype='float32'`` with ``method='lbfgs'``).
+        nbytes: its estimated peak bytes (:mod:`ufm._memory`).
+        note: words after the parameters (``"(fewest copies)"``), the same for every spelling.
+        at_most: the values are the largest that fit (``n <= 37``), the other parameters as asked.
+    """
+
+    advice: tuple[Advice, ...]
+    nbytes: float
+    note: str = ""
+    at_most: bool = False
+
+
+def word_alternative(alternative: Alternative, spell: Spelling = python_spelling, sep: str = ", ") -> str:
+    """An :class:`Alternative` in words: its parameters spelled by ``spell`` and joined by ``sep`` (the library:
+    ``dtype='float32', method='lbfgs'``; the command lines: ``--float32 --method lbfgs``), then its note. A bound
+    (``at_most``) is written ``n <= 37`` in every spelling."""
+    if alternative.at_most:
+        text = sep.join(f"{a.parameter} <= {a.value}" for a in alternative.advice)
+    else:
+        text = sep.join(spell(a.parameter, a.value) for a in alternative.advice)
+    return f"{text} {alternative.note}" if alternative.note else text
 
 
 @dataclass(frozen=True)

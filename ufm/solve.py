@@ -38,7 +38,7 @@ from ufm.generalized import DEFAULT_RESTARTS, MAX_RESTARTS
 from ufm.methods import METHODS, method_spec
 from ufm.policy import DEFAULT_LR, check_method_fits, default_method
 from ufm.problem import Problem
-from ufm.results import describe
+from ufm.results import Advice, Alternative, describe
 from ufm.solver import solve as _solve
 
 PROG = "python -m ufm.solve"  #: the name as a module; ``ufm-solve`` when started by that script (ufm._prog)
@@ -611,9 +611,10 @@ def _main(argv) -> int:
                 "the Hessian check (spectra)",
                 f"K = {problem.K}, n = {problem.n}, d = {problem.d}, {method}",
                 [
-                    (
-                        "--no-hessian (then only the solve runs)",
+                    Alternative(
+                        (Advice("hessian", False),),
                         _memory.solve_bytes(problem.K, problem.N, problem.d, np.dtype(problem.dtype).itemsize, method),
+                        "(then only the solve runs)",
                     )
                 ],
             )
@@ -629,7 +630,7 @@ def _main(argv) -> int:
         prediction = _prediction(problem)  # before solving: a setting the theory cannot represent fails now
     except (ValueError, OverflowError, OSError) as error:
         parser.print_usage(sys.stderr)
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {_cli.error_text(error)}", file=sys.stderr)
         return 2
     tol = args.tol if args.tol is not None else (1e-5 if float32 else 1e-10)
     rtol = args.rtol if args.rtol is not None else (1e-3 if float32 else 1e-6)
@@ -662,7 +663,7 @@ def _main(argv) -> int:
             certify=not args.no_certificate,
         )
     except (ValueError, OverflowError) as error:  # e.g. not enough memory: one readable line, exit 2
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {_cli.error_text(error)}", file=sys.stderr)
         return 2
     record = _record(problem, prediction, result, comparison, rtol)
     return _io.deliver(  # the report, then the JSON file whatever became of the report; exit 4 if one failed
