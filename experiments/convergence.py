@@ -21,6 +21,7 @@ import theory
 import ufm
 from experiments._common import figure, gd_checkpoints, label_log_axes, logit_error, run
 from ufm import curvature
+from ufm.methods import METHOD_SPECS
 
 NAME = "convergence"
 EVERY = 25
@@ -48,7 +49,7 @@ def common_step(problems_) -> float:
         )
         for point in (p.init(), optimum):
             curvatures.append(curvature.largest_curvature(point, p.labels(), p.weights()))
-    return 1.0 / max(curvatures)
+    return METHOD_SPECS["gd"].safe_step(max(curvatures))  # 1 / L: gd's safe fraction 0.5 of its limit 2 / L
 
 
 def trajectory(problem, lr: float, max_iters: int) -> list[dict]:

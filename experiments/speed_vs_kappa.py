@@ -39,6 +39,7 @@ import theory
 import ufm
 from experiments._common import figure, gd_checkpoints, label_log_axes, logit_error, run
 from ufm import curvature
+from ufm.methods import METHOD_SPECS
 
 NAME = "speed_vs_kappa"
 TOL = 1e-8  # relative gradient-norm tolerance of the timed GD runs
@@ -100,7 +101,7 @@ def measure(K: int, n: int, delta: float, lam: float) -> dict:
     top, mu, zeros = curvature.nonzero_range(joint_all)
     top_wh, mu_wh, _ = curvature.nonzero_range(curvature.joint_eigenvalues(optimum, labels, weights, ("W", "H")))
     lipschitz = max(top, curvature.largest_curvature(problem.init(), labels, weights))
-    lr = 1.0 / lipschitz
+    lr = METHOD_SPECS["gd"].safe_step(lipschitz)  # 1 / L (gd's safe fraction 0.5 of its limit 2 / L)
     block = lambda name: ufm.nonzero_condition_number(
         ufm.block_eigenvalues(optimum, labels, weights, name, regularized=True).values
     )
