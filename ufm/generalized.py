@@ -291,7 +291,7 @@ def generalized_prediction(
         prediction_bytes(K, d, restarts),
         f"the d < K prediction ({restarts} restarts of the class-mean solve, certificate, measurements)",
         f"K = {K}, d = {d}",
-        "use fewer --restarts or a smaller K",
+        "use fewer restarts (--restarts) or a smaller K",
     )
     start = time.perf_counter()
     options = dict(d=d, lam_W=lam_W, lam_H=lam_H, lam_b=lam_b, loss=loss, delta=delta, tol=tol, max_iters=max_iters)
