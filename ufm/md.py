@@ -291,7 +291,7 @@ def _require_profile(radii: int, nodes: int, M: int) -> None:
     _memory.require(
         profile_bytes(radii, nodes, M),
         "the MD profile",
-        f"{radii} radii (the grid, --grid) x {nodes} nodes x M = {M}",
+        f"{radii} radii (--grid) x {nodes} nodes x M = {M}",
         "use fewer radii (--grid) or a smaller M",
     )
 
