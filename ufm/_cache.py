@@ -174,9 +174,9 @@ _STORE: dict = {"folder": None, "code": None}
 
 
 def _code_key() -> str:
-    """What the programs are made of, apart from their arguments: a digest of every ``.py`` file of the
-    ``ufm`` and ``theory`` packages, the versions of the libraries that trace and compile them, the devices,
-    JAX's configuration and ``XLA_FLAGS`` (computed once per process)."""
+    """What the programs are made of, apart from their arguments and :func:`_settings`: a digest of every ``.py``
+    file of the ``ufm`` and ``theory`` packages, the versions of the libraries that trace and compile them and
+    the devices (computed once per process)."""
     if _STORE["code"] is None:
         import importlib.util
 
@@ -201,10 +201,16 @@ def _code_key() -> str:
             None if installed is None else (optax.origin, installed.st_size, installed.st_mtime_ns),  # type: ignore[union-attr]
         ]
         devices = [(d.platform, d.device_kind, d.id, d.client.platform_version) for d in jax.devices()]
-        settings = sorted((name, repr(value)) for name, value in jax.config.values.items())
-        digest.update(repr((versions, devices, settings, os.environ.get("XLA_FLAGS", ""))).encode())
+        digest.update(repr((versions, devices)).encode())
         _STORE["code"] = digest.hexdigest()
     return _STORE["code"]
+
+
+def _settings() -> str:
+    """JAX's configuration and ``XLA_FLAGS`` as they are now (a process may change them between two programs)."""
+    import jax
+
+    return repr((sorted((name, repr(value)) for name, value in jax.config.values.items()), os.getenv("XLA_FLAGS")))
 
 
 def _entry(function, args, statics) -> Path | None:
@@ -222,7 +228,15 @@ def _entry(function, args, statics) -> Path | None:
         (x.shape, str(x.dtype), bool(getattr(x, "weak_type", False)), str(getattr(x, "sharding", None))) for x in leaves
     ]
     key = repr(
-        (_code_key(), function.__module__, name, str(tree), shapes, sorted((k, repr(v)) for k, v in statics.items()))
+        (
+            _code_key(),
+            _settings(),
+            function.__module__,
+            name,
+            str(tree),
+            shapes,
+            sorted((k, repr(v)) for k, v in statics.items()),
+        )
     )
     if " at 0x" in key:  # an object shown by its address: a new key in every process, never found again
         return None

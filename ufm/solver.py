@@ -590,9 +590,8 @@ def _solve_reduced(problem: Problem, tol: float, params0: Params, given_init: bo
 def _start_metrics(rows: np.ndarray, params0: Params, labels, K: int) -> np.ndarray:
     """``rows`` with the NC metrics of x_0 filled in where the program left them NaN (without history, and
     on the balanced reduced path): :func:`ufm.metrics.collapse` at ``params0``, a program of its own per
-    shape, which the comparison at the solution (same shapes) shares. Computed inside the programs it
-    made each take 0.2-0.3 s longer to compile (measured at K = 10, n = 500: the GD loop without history
-    0.62 -> 0.44 s, L-BFGS 1.64 -> 1.46 s, the reduced start 0.53 -> 0.23 s).
+    shape, which the comparison at the solution (same shapes) shares; inside the loops' programs it made each
+    slower to compile (docs/performance.md, "Start-up").
     A row whose metrics are NaN because collapse gives NaN at x_0 is computed again to the same NaN."""
     if rows.shape[0] and np.all(np.isnan(rows[0, 3:])):
         rows = rows.copy()
