@@ -24,7 +24,8 @@ _JAX_REQUEST = "/jax/compilation_cache/compile_requests_use_cache"
 class Program(NamedTuple):
     """One compiled program: the ``function`` traced, its ``statics`` (static arguments, by name), the
     argument ``shapes`` (shape, dtype, sharding of every leaf), the ``compiled`` executable (its
-    ``input_shardings`` say where the arguments live) and the ``seconds`` its tracing and compilation took."""
+    ``input_shardings`` say where the arguments live) and the ``seconds`` its tracing and compilation took (or
+    its reading from the program store)."""
 
     function: Any
     statics: dict[str, Any]
@@ -39,7 +40,9 @@ _PROGRAMS: dict[Any, Program] = {}
 def compile_once(function, args, statics) -> tuple[Any, float]:
     """``(compiled, compile seconds)`` of ``jit(function)`` for these argument shapes, dtypes and shardings and
     these static arguments; compiled once per key (seconds 0.0 afterwards), or read from the program store of
-    the persistent cache when it is on (:func:`ufm._cache.load_program`: no tracing, no lowering)."""
+    the persistent cache when it is on (:func:`ufm._cache.load_program`: no tracing, no lowering). A program
+    read from the store is counted as a cache request and hit, as JAX counts its own (:class:`ufm._cli.CompileWatch`
+    names the time by them)."""
     shapes = tuple((x.shape, str(x.dtype), str(getattr(x, "sharding", None))) for x in jax.tree_util.tree_leaves(args))
     key = (function, shapes, tuple(sorted((k, str(v)) for k, v in statics.items())))
     if key not in _PROGRAMS:
@@ -58,9 +61,7 @@ def compile_once(function, args, statics) -> tuple[Any, float]:
 def _compile(function, args, statics):
     """Trace, lower and compile ``jit(function)`` and keep it in the program store (:func:`ufm._cache.store_program`).
     An executable JAX read from its own cache would be stored without its code: such a program is compiled
-    once more without JAX's cache (:func:`ufm._cache.compile_fresh`), unless it cannot be stored at all.
-    A program read from the store is counted as a cache request and hit, as JAX counts its own
-    (:class:`ufm._cli.CompileWatch` names the time by them)."""
+    once more without JAX's cache (:func:`ufm._cache.compile_fresh`), unless it cannot be stored at all."""
     hits = []
     listener = lambda event, **_: hits.append(event) if event == _JAX_HIT else None
     lowered = jax.jit(function, static_argnames=tuple(statics)).lower(*args, **statics)
