@@ -12,8 +12,11 @@ the cache, solving, the comparison with theory and its Hessian spectra, the repo
 Prints the median and the range over ``--repeats`` runs of each, the median CPU time of
 the process (user + system: less disturbed than the wall time by other processes on a
 shared machine, though not free of them), the load average at the start and at the end,
-and the machine line. Targets: warm <= 1.5 s, cold <= 4 s on 2 CPU cores, default faster
-than gd in both; warm <= 1.0 s (the later, tighter goal).
+and the machine line. A last row times the floor of any JAX program in the same conditions,
+``python -c "import jax, jax.numpy as jnp; jnp.zeros(1).block_until_ready()"``: what the
+command line adds is its time above that row. Targets: warm <= 1.5 s, cold <= 4 s on 2 CPU
+cores, default faster than gd in both; warm <= 1.0 s (the later, tighter goal). Results:
+docs/performance.md, "Start-up".
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks._common import machine, print_table  # noqa: E402
 
 MAIN = ["-m", "ufm.solve", "--K", "10", "--n", "500", "--delta", "0.1", "--quiet"]
+#: the floor: importing JAX and running one operation on its CPU backend
+FLOOR = ["-c", "import jax, jax.numpy as jnp; jnp.zeros(1).block_until_ready()"]
 
 
 def _cpu() -> float:
@@ -75,6 +80,11 @@ def main(argv=None) -> int:
             none = [_run(command + ["--no-cache"], None, cpu["--no-cache"]) for _ in range(args.repeats)]
         for mode, times in (("cold cache", cold), ("warm cache", warm), ("--no-cache", none)):
             rows.append([label, mode, statistics.median(times), min(times), max(times), statistics.median(cpu[mode])])
+    floor_cpu: list[float] = []
+    floor = [_run(FLOOR, None, floor_cpu) for _ in range(args.repeats)]
+    rows.append(
+        ["import jax + 1 op", "(floor)", statistics.median(floor), min(floor), max(floor), statistics.median(floor_cpu)]
+    )
     print(f"machine: {machine()}; load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     print(f"command: python {' '.join(MAIN)} [--method gd]")
     print_table(["command", "mode", "median s", "min s", "max s", "cpu s (median)"], rows)

@@ -1,10 +1,19 @@
 """Persistent compilation cache: compile each solver program once per machine, not once per process.
 
-A command such as ``python -m ufm.solve`` spends most of its wall time compiling
-(about 4 s of XLA work for the default problem on 2 CPU cores) and a few
-milliseconds solving. JAX can store every compiled executable on disk, keyed by
+A command line solves the default problem in milliseconds and would spend seconds compiling
+(docs/performance.md, "Start-up"). JAX can store every compiled executable on disk, keyed by
 the program, the JAX/jaxlib versions, the backend and the compile options, and
 load it in the next process instead of compiling again.
+
+JAX must still trace and lower a program to find its key (tens to hundreds of milliseconds for
+each of the solver's loops, even when the executable comes from the cache). So the programs
+compiled through :func:`ufm._compile.compile_once` are also kept in a store of our own, the
+subfolder ``programs/``: keyed without tracing, by what the program is made of (the source of
+the ``ufm`` and ``theory`` packages, the versions of JAX, jaxlib and numpy and optax's installed file, the devices,
+JAX's configuration and ``XLA_FLAGS``, the function's name, the arguments' shapes, dtypes and
+shardings and the static arguments), one file of a pickled serialized executable per program
+(:func:`load_program`, :func:`store_program`). Editing any file of either package makes every
+entry unreachable (they are recompiled), never stale.
 
 What it holds: serialized XLA executables (one file per program and shape, a few
 hundred kB each; no data, no results). Where: ``$JAX_COMPILATION_CACHE_DIR`` when
@@ -19,7 +28,11 @@ JAX's configuration alone); the command lines call :func:`configure` unless give
 ``--no-cache``, and notebooks may call :func:`enable_compilation_cache`.
 
 A folder that cannot be created or written, or a corrupt entry, never breaks a
-run: the cache is skipped (or the entry recompiled) with one warning line.
+run: the cache is skipped (or the entry recompiled) with one warning line. An entry
+holds executable code, like JAX's own entries beside it: the folder must be the user's own.
+
+Internal API (:mod:`ufm._compile`): :func:`load_program`, :func:`store_program`, :func:`serializable`,
+:func:`compile_fresh`.
 """
 
 from __future__ import annotations
@@ -27,7 +40,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import hashlib
 import os
+import pickle
 import re
 import sys
 import tempfile
@@ -69,8 +84,8 @@ def _usable(folder: Path) -> str | None:
 def enable_compilation_cache(path=None, *, warn=None) -> Path | None:
     """Store JAX's compiled programs in ``path`` (default :func:`cache_dir`) and reuse them across processes.
 
-    Every program is cached, however short its compile time or small its entry (the
-    solver's programs compile in 0.1–3 s each). Returns the folder in use, or ``None``
+    Every program is cached, however short its compile time or small its entry (loading even a
+    small one is cheaper than compiling it again). Returns the folder in use, or ``None``
     when it cannot be used: then a single line goes to ``warn`` (default: stderr) and
     JAX compiles as without a cache. Changes JAX's global configuration: call it
     before the first compilation you want cached.
@@ -84,12 +99,14 @@ def enable_compilation_cache(path=None, *, warn=None) -> Path | None:
         jax.config.update("jax_enable_compilation_cache", False)  # JAX would try $JAX_COMPILATION_CACHE_DIR itself
         message = f"warning: compilation cache disabled ({folder}: {problem}); compiling from scratch"
         (warn or (lambda text: print(text, file=sys.stderr, flush=True)))(message)
+        _STORE["folder"] = None
         return None
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     jax_cache.reset_cache()  # a cache JAX already set up (or found disabled) is re-read on next use
     jax_cache.set_cache_dir(str(folder))
+    _STORE["folder"] = folder / _PROGRAMS
     return folder
 
 
@@ -114,6 +131,7 @@ def configure(args: argparse.Namespace, prog: str) -> Path | None:
 
     if getattr(args, "no_cache", False):
         jax.config.update("jax_enable_compilation_cache", False)
+        _STORE["folder"] = None
         return None
     folder = enable_compilation_cache(warn=lambda text: print(f"{prog}: {text}", file=sys.stderr, flush=True))
     if folder is not None:
@@ -147,3 +165,156 @@ def _one_line(message, category, filename, lineno, file=None, line=None):
             flush=True,
         )
     return None
+
+
+#: the subfolder of the cache folder that holds the programs of :func:`store_program`
+_PROGRAMS = "programs"
+#: the store's folder while the cache is on (set by :func:`enable_compilation_cache`), the key of the code
+_STORE: dict = {"folder": None, "code": None}
+
+
+def _code_key() -> str:
+    """What the programs are made of, apart from their arguments and :func:`_settings`: a digest of every ``.py``
+    file of the ``ufm`` and ``theory`` packages, the versions of the libraries that trace and compile them and
+    the devices (computed once per process)."""
+    if _STORE["code"] is None:
+        import importlib.util
+
+        import jax
+        import jaxlib
+        import numpy
+
+        import theory
+
+        digest = hashlib.sha256()
+        for package in (Path(__file__).parent, Path(theory.__file__).parent):
+            for source in sorted(package.glob("*.py")):
+                digest.update(f"{package.name}/{source.name}\0".encode())
+                digest.update(source.read_bytes())
+        # optax (traced by the gd-type methods) is not imported for this: its installed file stands for its version
+        optax = importlib.util.find_spec("optax")
+        installed = os.stat(optax.origin) if optax is not None and optax.origin else None
+        versions = [
+            jax.__version__,
+            jaxlib.__version__,
+            numpy.__version__,
+            None if installed is None else (optax.origin, installed.st_size, installed.st_mtime_ns),  # type: ignore[union-attr]
+        ]
+        devices = [(d.platform, d.device_kind, d.id, d.client.platform_version) for d in jax.devices()]
+        digest.update(repr((versions, devices)).encode())
+        _STORE["code"] = digest.hexdigest()
+    return _STORE["code"]
+
+
+def _settings() -> str:
+    """JAX's configuration and ``XLA_FLAGS`` as they are now (a process may change them between two programs)."""
+    import jax
+
+    return repr((sorted((name, repr(value)) for name, value in jax.config.values.items()), os.getenv("XLA_FLAGS")))
+
+
+def _entry(function, args, statics) -> Path | None:
+    """The store's file for ``jit(function)`` on ``args`` with ``statics``; ``None`` when the store is off or the
+    function has no stable name (a lambda, a closure, a method: its name would not say what it computes)."""
+    folder = _STORE["folder"]
+    name = getattr(function, "__qualname__", "")
+    plain = name.isidentifier() and name == getattr(function, "__name__", None)  # not a lambda, not a method
+    if folder is None or not plain or getattr(function, "__closure__", None):
+        return None
+    import jax
+
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    shapes = [
+        (x.shape, str(x.dtype), bool(getattr(x, "weak_type", False)), str(getattr(x, "sharding", None))) for x in leaves
+    ]
+    key = repr(
+        (
+            _code_key(),
+            _settings(),
+            function.__module__,
+            name,
+            str(tree),
+            shapes,
+            sorted((k, repr(v)) for k, v in statics.items()),
+        )
+    )
+    if " at 0x" in key:  # an object shown by its address: a new key in every process, never found again
+        return None
+    return folder / f"{name}-{hashlib.sha256(key.encode()).hexdigest()}.program"
+
+
+def load_program(function, args, statics):
+    """The compiled ``jit(function)`` for these arguments from the store, or ``None`` (not stored, store off).
+    An entry that cannot be read is removed with one warning (:func:`configure`'s line) and compiled again."""
+    entry = _entry(function, args, statics)
+    if entry is None or not entry.is_file():
+        return None
+    from jax.experimental import serialize_executable
+
+    try:
+        payload, in_tree, out_tree = pickle.loads(entry.read_bytes())
+        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    except Exception as error:  # any damage to the file (truncated, garbage, another version's pickle)
+        with contextlib.suppress(OSError):
+            entry.unlink()
+        warnings.warn(f"Error reading persistent compilation cache program {entry.name}: {error}", stacklevel=2)
+        return None
+
+
+def serializable(compiled) -> bool:
+    """Whether ``compiled`` can be kept in the store at all (not a program with a host callback)."""
+    from jax.experimental import serialize_executable
+
+    try:
+        pickle.dumps(serialize_executable.serialize(compiled))
+    except Exception:  # the loop's progress lines are a Python callback: they do not pickle
+        return False
+    return True
+
+
+#: a compiler option at its default value: a compilation with it is not the one JAX's in-memory cache holds
+_FRESH = {"xla_embed_ir_in_executable": False}
+
+
+def compile_fresh(lowered):
+    """``lowered.compile()`` by XLA itself, neither from JAX's persistent cache nor from its in-memory one (an
+    executable read from the persistent cache serializes without its code). JAX's cache is off during this one
+    compilation and on again after it, in the same folder."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as jax_cache
+
+    folder = jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]
+    jax.config.update("jax_enable_compilation_cache", False)
+    jax_cache.reset_cache()
+    try:
+        return lowered.compile(_FRESH)
+    finally:
+        jax.config.update("jax_enable_compilation_cache", True)
+        jax_cache.reset_cache()
+        jax_cache.set_cache_dir(folder)
+
+
+def store_program(function, args, statics, compiled) -> None:
+    """Keep ``compiled`` (a fresh compilation of ``jit(function)``, not one JAX read from its cache: such an
+    executable serializes without its code) in the store. A program that cannot be serialized (one with a host
+    callback) or a store that cannot be written is left alone: JAX's own cache still holds the program."""
+    entry = _entry(function, args, statics)
+    if entry is None:
+        return
+    from jax.experimental import serialize_executable
+
+    from ufm import _io
+
+    try:
+        data = pickle.dumps(serialize_executable.serialize(compiled))
+    except Exception:  # not serializable (a host callback: the loop's progress lines): left to JAX's cache
+        return
+    try:
+        staged = _io.stage(entry, lambda handle: handle.write(data))  # complete beside its name, umask honoured
+    except OSError:
+        return
+    try:
+        _io.publish(staged, overwrite=True)  # atomic: a reader sees the whole entry or none
+    except OSError:
+        with contextlib.suppress(OSError, TypeError):
+            os.unlink(staged.tmp)  # type: ignore[arg-type]

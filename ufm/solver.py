@@ -83,7 +83,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ufm import _lbfgs, _memory, metrics
 from ufm._compile import compile_once
@@ -303,6 +302,8 @@ def run_loop(
             params = view(state)
             return history_row(i, value, gnorm, params.W, params.H, labels, K)
     else:
+        import optax  # here, not at import: the default method (reduced) never loads it (about 0.1 s)
+
         f = lambda p: objective(p, labels, weights)
         assert spec.optimizer is not None  # every method but the class-mean one is an optax transformation
         opt = spec.optimizer(lr)
@@ -512,10 +513,11 @@ def solve(
         params0,
         labels,
         problem.weights(),
-        jnp.asarray(lr or 0.0, dt),
-        jnp.asarray(tol, dt),
-        jnp.asarray(max_iters, jnp.int32),
-        jnp.asarray(record_every, jnp.int32),
+        # numpy scalars: the compiled programs take them as they are (jnp.asarray compiles a conversion per dtype)
+        np.asarray(lr or 0.0, dt),
+        np.asarray(tol, dt),
+        np.asarray(max_iters, np.int32),
+        np.asarray(record_every, np.int32),
     )
     statics = dict(
         method=method,
@@ -551,7 +553,7 @@ def solve(
                 f"is {top:.4g}, so {method} is locally stable there only for lr < {STABILITY_LIMIT[method]:g} / "
                 f"{top:.4g} = {STABILITY_LIMIT[method] / top:.4g}: rerun with lr = {step:g}. "
             )
-            lr, args = step, (*args[:3], jnp.asarray(step, dt), *args[4:])
+            lr, args = step, (*args[:3], np.asarray(step, dt), *args[4:])
             start = time.perf_counter()
             out = jax.block_until_ready(compiled(*args))
             seconds = time.perf_counter() - start  # of the run reported (its iterations and history)
@@ -588,9 +590,8 @@ def _solve_reduced(problem: Problem, tol: float, params0: Params, given_init: bo
 def _start_metrics(rows: np.ndarray, params0: Params, labels, K: int) -> np.ndarray:
     """``rows`` with the NC metrics of x_0 filled in where the program left them NaN (without history, and
     on the balanced reduced path): :func:`ufm.metrics.collapse` at ``params0``, a program of its own per
-    shape, which the comparison at the solution (same shapes) shares. Computed inside the programs it
-    made each take 0.2-0.3 s longer to compile (measured at K = 10, n = 500: the GD loop without history
-    0.62 -> 0.44 s, L-BFGS 1.64 -> 1.46 s, the reduced start 0.53 -> 0.23 s).
+    shape, which the comparison at the solution (same shapes) shares; inside the loops' programs it made each
+    slower to compile (docs/performance.md, "Start-up").
     A row whose metrics are NaN because collapse gives NaN at x_0 is computed again to the same NaN."""
     if rows.shape[0] and np.all(np.isnan(rows[0, 3:])):
         rows = rows.copy()
