@@ -551,7 +551,7 @@ def solve(
             note = (
                 f"the default step lr = {lr:g} failed ({failed}); the largest Hessian eigenvalue of L at the start "
                 f"is {top:.4g}, so {method} is locally stable there only for lr < {STABILITY_LIMIT[method]:g} / "
-                f"{top:.4g} = {STABILITY_LIMIT[method] / top:.4g}: rerun with lr = {step:g}. "
+                f"{top:.4g} = {method_spec(method).safe_step(top, fraction=1.0):.4g}: rerun with lr = {step:g}. "
             )
             lr, args = step, (*args[:3], np.asarray(step, dt), *args[4:])
             start = time.perf_counter()
