@@ -92,6 +92,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests._signals import sigint_default
 from ufm.md import main as md_main
 from ufm.solve import main as solve_main
 
@@ -134,7 +135,7 @@ def test_sigint_stops_analyze_on_a_40_gb_map_at_once(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     argv = ["--features", str(features), "--labels", str(labels), "--weight", str(tmp_path / "weight.npy")]
     process = subprocess.Popen(
-        [sys.executable, "-m", "ufm.analyze", *argv, "--quiet", "--no-cache"],
+        sigint_default([sys.executable, "-m", "ufm.analyze", *argv, "--quiet", "--no-cache"]),  # SIGINT default
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
