@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._signals import with_sigint
 from ufm import _prog
 from ufm._interrupt import BROKEN_PIPE_EXIT_CODE, EXIT_CODES, _message, exit_on_interrupt
 
@@ -32,15 +33,8 @@ def _signal_at(argv, pattern: str, signum, cwd: Path, delay: float = 0.5, sigint
     shell's background job ignores SIGINT, and its children would too), or ignored (``sigint_ignored``: then
     SIGINT is sent first, and the child must still run that many seconds later)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_LOG_COMPILES="1", PYTHONPATH=str(ROOT))
-    # a small interpreter sets SIGINT and replaces itself by the command (exec keeps an ignored signal
-    # ignored and resets a caught one to its default); not Popen's preexec_fn, which forks this
-    # multithreaded process
-    sigint = "SIG_DFL" if sigint_ignored is None else "SIG_IGN"
-    start = (
-        f"import os, signal, sys; signal.signal(signal.SIGINT, signal.{sigint}); os.execv(sys.argv[1], sys.argv[1:])"
-    )
     process = subprocess.Popen(
-        [sys.executable, "-c", start, sys.executable, *argv],
+        with_sigint([sys.executable, *argv], ignored=sigint_ignored is not None),  # tests/_signals.py
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
