@@ -62,14 +62,16 @@ def test_importing_the_package_leaves_jax_untouched():
 def test_cli_fills_the_cache_and_corrupt_entries_give_one_warning_line_and_are_replaced(tmp_path):
     """--no-cache writes nothing; a run fills the folder; then corrupt entries (garbage, truncated) are
     compiled again with one warning line, the same verdict, and rewritten (one folder throughout: JAX's
-    keys depend on the folder's path, so a copied cache would read as empty). The two smallest entries
-    are corrupted: the solver's loop is read intact, so the third run compiles only those two."""
+    keys depend on the folder's path, so a copied cache would read as empty). The two smallest programs of
+    the store are corrupted (every program of this run is read from there, not from JAX's entries): the
+    solver's loop is read intact, so the third run compiles only those two."""
     cache = tmp_path / "cache"
     assert _cli(SMALL + ["--no-cache"], JAX_COMPILATION_CACHE_DIR=str(cache)).returncode == 0
     assert not cache.exists() or not any(cache.iterdir())
     first = _cli(SMALL, JAX_COMPILATION_CACHE_DIR=str(cache))
     assert first.returncode == 0 and first.stderr == "", first.stderr
-    entries = sorted((path for path in cache.iterdir() if path.name.endswith("-cache")), key=lambda p: p.stat().st_size)
+    programs = cache / "programs"
+    entries = sorted(programs.glob("*.program"), key=lambda p: p.stat().st_size)
     assert len(entries) >= 2
     garbage, truncated = entries[:2]
     garbage.write_bytes(os.urandom(64))
@@ -90,3 +92,52 @@ def test_unusable_cache_folder_falls_back_with_one_line(tmp_path):
     assert done.returncode == 0 and "VERDICT" in done.stdout
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "warning: compilation cache disabled" in lines[0], done.stderr
+
+
+_STORE_SCRIPT = """
+import sys, argparse, jax, numpy as np
+jax.config.update("jax_enable_x64", True)
+from ufm import _cache, metrics
+_cache.configure(argparse.Namespace(no_cache=False), "test")
+rng = np.random.default_rng(0)
+W, H = rng.normal(size=(10, 10)), rng.normal(size=(10, 5000))
+y = jax.device_put(np.repeat(np.arange(10), 500))
+on_device = lambda: metrics.collapse(jax.device_put(W), jax.device_put(H), y, 10)
+from_numpy = lambda: metrics.collapse(W, H, y, 10)
+step = sys.argv[1]
+if step == "jit":  # JAX's own cache only: the plain jit program
+    print(float(metrics.collapse.jitted(jax.device_put(W), jax.device_put(H), y, K=10).nc1))
+elif step == "both":  # the first read by JAX from its cache, the second the same module again (in memory)
+    on_device()
+    print(float(from_numpy().nc1))
+elif step == "device":  # the device call alone: stored by the first process, read by the second
+    print(float(on_device().nc1))
+else:  # a new process runs the stored program of the numpy call
+    print(float(from_numpy().nc1))
+"""
+
+
+def test_stored_programs_carry_their_code_after_jax_cache_hits(tmp_path):
+    """An executable JAX read from its persistent cache, or returned again from its in-memory cache for the same
+    module (here: the same program called on device arrays, then on numpy arrays, two keys of the store), has
+    no code of its own to serialize; stored as it was, the next process to run it failed with
+    ``NOT_FOUND: Function ... not found`` (seen with ufm.metrics.collapse: the CLI's gd run, then any run).
+    Each stored program must run in a fresh process and give the value of the process that stored it."""
+    env = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
+    run = lambda step: _cli(["-c", _STORE_SCRIPT, step], **env)
+    outputs = [run(step) for step in ("jit", "both", "load")]
+    for done in outputs:
+        assert done.returncode == 0, done.stderr[-2000:]
+    values = [float(done.stdout.split()[-1]) for done in outputs]
+    assert values[0] == values[1] == values[2]  # one program, bit for bit
+    assert any(path.name.startswith("collapse-") for path in (tmp_path / "cache" / "programs").iterdir())
+
+
+def test_a_stored_program_that_calls_lapack_runs_as_a_process_first_program(tmp_path):
+    """NC1's pseudo-inverse calls LAPACK through a custom call that JAX registers when it lowers such an operation;
+    a process that only reads the program from the store lowers nothing, and ran it against an empty target
+    (a segmentation fault: the CLI's second run) until the store registered the kernels before reading."""
+    env = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
+    first, second = (_cli(["-c", _STORE_SCRIPT, "device"], **env) for _ in range(2))
+    assert first.returncode == 0 and second.returncode == 0, (second.returncode, second.stderr[-2000:])
+    assert first.stdout == second.stdout != ""

@@ -36,7 +36,8 @@ for method in {METHODS!r}:
     sharded = ufm.solve(problem, method, shard=True, **{SOLVE!r})
     assert sharded.converged, sharded.message
     # the compiled loop really took H split over the 4 devices
-    H_sharding = ufm.compiled_programs()[-1].compiled.input_shardings[0][0].H
+    loop = [p for p in ufm.compiled_programs() if p.function.__name__ in ("run_loop", "reduced_loop")][-1]
+    H_sharding = loop.compiled.input_shardings[0][0].H
     assert len(H_sharding.device_set) == 4 and not H_sharding.is_fully_replicated
     Z = sharded.W.T @ sharded.H + sharded.b[:, None]
     out[method] = dict(objective=float(sharded.objective), Z=Z.tolist())

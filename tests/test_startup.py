@@ -23,9 +23,14 @@ watched = {ufm.solver.reduced_start.__code__: "reduced_start", ufm.solver.reduce
 traced = set()
 sys.setprofile(lambda frame, event, arg: traced.add(watched[frame.f_code]) if event == "call" and frame.f_code in
                watched else None)
+import jax
+jaxprs = []  # every function JAX traced, whatever called it
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: jaxprs.append(kw.get("fun_name", "?")) if event.endswith("jaxpr_trace_duration")
+    else None)
 code = ufm.solve.main(json.loads(sys.argv[1]))
 sys.setprofile(None)
-print(json.dumps({"code": code, "optax": "optax" in sys.modules, "traced": sorted(traced)}))
+print(json.dumps({"code": code, "optax": "optax" in sys.modules, "traced": sorted(traced), "jaxprs": len(jaxprs)}))
 """
 
 
@@ -56,19 +61,21 @@ def test_only_the_optax_methods_import_optax(method, optax):
 
 
 def test_programs_come_back_from_the_store_untraced_and_damaged_ones_are_recompiled(tmp_path):
-    """A cold run traces and stores the reduced programs; a warm run reads them without tracing; a garbage entry
-    gives one warning line, is traced and compiled again, and rewritten (the next run is quiet and untraced)."""
+    """A cold run traces and stores the reduced programs (and the samplers and metrics around them); a warm run
+    reads them all: JAX traces nothing at all; a garbage entry gives one warning line, is traced and compiled
+    again, and rewritten (the next run is quiet and untraced)."""
     cache = tmp_path / "cache"
     cold, cold_err = _probe(SMALL, cache)
-    assert cold["traced"] == ["reduced_loop", "reduced_start"] and cold_err == ""
+    assert cold["traced"] == ["reduced_loop", "reduced_start"] and cold["jaxprs"] > 0 and cold_err == ""
     entries = sorted((cache / "programs").iterdir())
-    assert [entry.name.split("-")[0] for entry in entries] == ["reduced_loop", "reduced_start"]
+    names = {entry.name.split("-")[0] for entry in entries}
+    assert {"reduced_loop", "reduced_start", "_scaled_normals", "collapse"} <= names, names
     assert all(entry.stat().st_mode & 0o777 == 0o666 & ~_umask() for entry in entries)
     warm, warm_err = _probe(SMALL, cache)
-    assert warm == {**cold, "traced": []} and warm_err == ""
-    entries[0].write_bytes(os.urandom(64))
+    assert warm == {**cold, "traced": [], "jaxprs": 0} and warm_err == ""
+    next(entry for entry in entries if entry.name.startswith("reduced_loop-")).write_bytes(os.urandom(64))
     damaged, damaged_err = _probe(SMALL, cache)
-    assert damaged == {**cold, "traced": ["reduced_loop"]}
+    assert damaged["traced"] == ["reduced_loop"] and damaged["code"] == cold["code"]
     lines = damaged_err.splitlines()
     assert len(lines) == 1 and "warning: compilation cache entry skipped" in lines[0], damaged_err
     again, again_err = _probe(SMALL, cache)

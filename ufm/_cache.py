@@ -251,6 +251,8 @@ def load_program(function, args, statics):
         return None
     from jax.experimental import serialize_executable
 
+    if not _lapack_ready():
+        return None
     try:
         payload, in_tree, out_tree = pickle.loads(entry.read_bytes())
         return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
@@ -259,6 +261,20 @@ def load_program(function, args, statics):
             entry.unlink()
         warnings.warn(f"Error reading persistent compilation cache program {entry.name}: {error}", stacklevel=2)
         return None
+
+
+def _lapack_ready() -> bool:
+    """Register the CPU's LAPACK kernels with XLA, as JAX does when it lowers a linear-algebra operation or loads
+    an exported program: an executable read from the store is never lowered in this process, and one that calls
+    LAPACK (an eigendecomposition, a pseudo-inverse) would otherwise call an empty target (a segmentation fault,
+    seen with :func:`ufm.metrics.collapse`). False when this JAX has no such hook: nothing is read from the store."""
+    try:
+        from jax._src.lax import linalg
+
+        linalg.initialize_lapack()
+    except (ImportError, AttributeError):
+        return False
+    return True
 
 
 def serializable(compiled) -> bool:

@@ -23,6 +23,7 @@ import theory
 from theory import validation
 from theory.softmax import softmax
 from ufm import generalized, hessian, metrics
+from ufm._compile import stored_jit
 from ufm._format import format_input as format_input  # re-exported: the CLI's import
 from ufm._format import format_number
 from ufm.methods import method_spec
@@ -206,9 +207,9 @@ def _absolute(quantity, predicted, measured, tol, applies, note="", key=""):
     )
 
 
-#: class means as one compiled program (one compilation or cache read, instead of several small eager
-#: ones; metrics.collapse is compiled itself); K is static
-_class_means = jax.jit(metrics.class_means, static_argnums=2)
+#: class means as one compiled program, kept in the program store (one compilation or store read, instead of
+#: several small eager ones; metrics.collapse is compiled itself); K is static
+_class_means = stored_jit(metrics.class_means, static_argnames="K")
 
 
 def measured_probabilities(result: Result) -> tuple[float, float]:

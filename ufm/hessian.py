@@ -39,6 +39,7 @@ import numpy as np
 from theory import validation
 from theory.softmax import softmax
 from ufm import _memory
+from ufm._compile import stored_jit
 from ufm.losses import branch_spec, loss_spec, per_sample_loss
 from ufm.objective import Params, Weights, logits, loss_term, objective
 
@@ -91,7 +92,7 @@ def _dense(params, labels, weights, block, regularized) -> np.ndarray:
     return np.linalg.eigvalsh(np.asarray(hess).reshape(size, size))
 
 
-@partial(jax.jit, static_argnames=("block", "regularized", "loss_id"))
+@stored_jit(static_argnames=("block", "regularized", "loss_id"))
 def _dense_hessian(params: Params, labels, weights: Weights, block: str, regularized: bool, loss_id: int):
     """``jax.hessian`` of one block. The point is an argument, not a constant of the program, so it is
     compiled once per shape, block and loss (a closure over ``params`` was compiled again at every

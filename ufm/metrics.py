@@ -19,6 +19,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ufm._compile import stored_jit
+
 
 class Collapse(NamedTuple):
     """NC1-NC3 and the mean norms of ``w_k`` and of ``hbar_k - h_G``."""
@@ -67,10 +69,10 @@ def nc3(W, H, labels, K: int):
     return jnp.linalg.norm(_unit(W) - _unit(centred_class_means(H, labels, K)))
 
 
-@partial(jax.jit, static_argnames="K")
+@stored_jit(static_argnames="K")
 def collapse(W, H, labels, K: int) -> Collapse:
     """All metrics at once (the solver records this every ``record_every`` iterations). Compiled: one
-    program per shape and K (called eagerly, each of its operations compiled on its own)."""
+    program per shape and K, kept in the program store when called on arrays (:func:`ufm._compile.stored_jit`)."""
     centred = centred_class_means(H, labels, K)
     return Collapse(
         nc1(H, labels, K),

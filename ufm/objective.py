@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -50,7 +51,7 @@ def class_major_labels(K: int, n: int) -> jnp.ndarray:
 
     Built in numpy and copied over: the same array as ``jnp.repeat(jnp.arange(K), n)`` without compiling
     three small programs for every (K, n) (140 compilations in the test suite)."""
-    return jnp.asarray(np.repeat(np.arange(K), n))
+    return jax.device_put(np.repeat(np.arange(K), n))
 
 
 def logits(params: Params) -> jnp.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 
 from theory import validation
 from ufm import _memory
+from ufm._compile import stored_jit
 from ufm.losses import Loss, loss_spec
 from ufm.objective import Params, Weights, class_major_labels
 
@@ -175,7 +176,7 @@ class Problem:
         # an independent stream for the new classes: 1..K-1 added modulo K, never the true class
         offsets = np.random.default_rng([self.noise_seed, 1]).integers(1, self.K, size=self.N)
         noisy = np.where(mask, (np.asarray(clean) + offsets) % self.K, np.asarray(clean))
-        return jnp.asarray(noisy, dtype=clean.dtype)
+        return jax.device_put(noisy.astype(clean.dtype))
 
     def weights(self) -> Weights:
         """The traced scalars (delta, lambdas, loss id and loss parameters) in the problem's dtype."""
@@ -190,7 +191,7 @@ class Problem:
             self.mse_kappa,
             self.mse_beta,
         )
-        return Weights(*(jnp.asarray(x, dtype=dt) for x in values))
+        return Weights(*(jax.device_put(np.asarray(x, dtype=dt)) for x in values))  # no program per scalar
 
     def init(self) -> Params:
         """Seeded Gaussian initialisation: ``W, H ~ N(0, init_scale^2)``, ``b = 0``
@@ -279,7 +280,7 @@ def _sample_count(entries: int) -> int:
     return -(-entries // step) * step
 
 
-@partial(jax.jit, static_argnums=(3, 4))
+@stored_jit(static_argnames=("count", "dtype"))
 def _scaled_normals(seed, which, scale, count: int, dtype):
     """``scale * normal(split(key(seed))[which], (count,))``: :func:`initial_params`' draw for W
     (``which = 0``) or H (``which = 1``) as a flat batch of ``count`` numbers."""
@@ -297,7 +298,7 @@ def _leading(flat, shape: tuple[int, ...]):
     (a view and one copy, no program compiled per shape), as a small compiled program on an accelerator
     (no round trip to the host)."""
     if all(device.platform == "cpu" for device in flat.devices()):
-        return jnp.asarray(np.asarray(flat)[: math.prod(shape)].reshape(shape))
+        return jax.device_put(np.asarray(flat)[: math.prod(shape)].reshape(shape))  # no program: a copy
     return _leading_compiled(flat, shape)
 
 
@@ -313,7 +314,7 @@ def _initial_params_bucketed(seed, scale, d: int, K: int, N: int, dtype) -> Para
         return _initial_params_compiled(seed, scale, d, K, N, dtype)
     W = _leading(_scaled_normals(seed, 0, scale, _sample_count(d * K), dtype), (d, K))
     H = _leading(_scaled_normals(seed, 1, scale, _sample_count(d * N), dtype), (d, N))
-    return Params(W, H, jnp.asarray(np.zeros(K, dtype=dtype)))  # from numpy: no program per K for the zeros
+    return Params(W, H, jax.device_put(np.zeros(K, dtype=dtype)))  # from numpy: no program per K for the zeros
 
 
 def require_dtype_enabled(dtype: str) -> None:

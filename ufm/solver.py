@@ -581,7 +581,7 @@ def _solve_reduced(problem: Problem, tol: float, params0: Params, given_init: bo
     out = jax.block_until_ready(loop_program(*loop_args))
     seconds = time.perf_counter() - begin
     means = out.params
-    out = out._replace(params=means._replace(H=jnp.asarray(np.repeat(np.asarray(means.H), problem.n, axis=1))))
+    out = out._replace(params=means._replace(H=jax.device_put(np.repeat(np.asarray(means.H), problem.n, axis=1))))
     return _result(
         problem, "reduced", None, tol, params0, labels, given_init, out, seconds, start_compile + loop_compile
     )
