@@ -353,8 +353,12 @@ def test_a_signal_in_the_first_milliseconds_ends_in_one_line_once_our_code_runs(
             if guarded:
                 assert clean, (delay, after_guard, code, stderr[-2000:])
             else:  # the interpreter was still starting: its outcome (killed by the signal; a KeyboardInterrupt
-                # traceback, then killed by SIGINT; "Fatal Python error: init_import_site"), stopped all the same
-                assert code != 0, (delay, stderr[-2000:])
+                # traceback, then killed by SIGINT; "Fatal Python error: init_import_site"), stopped all the same.
+                # One outcome exits 0: CPython's main catches a KeyboardInterrupt while it decides whether argv[0]
+                # goes on sys.path, prints "Failed checking if argv[0] is an import path entry" and its traceback,
+                # and ends without running the module (seen once in a clean-clone run, 35 ms after exec)
+                interpreter_ended = "Failed checking if argv[0] is an import path entry" in stderr
+                assert code != 0 or (interpreter_ended and "KeyboardInterrupt" in stderr), (delay, stderr[-2000:])
                 ours = {line.split('"')[1] for line in stderr.splitlines() if line.strip().startswith('File "')}
                 # frames of this project's packages (not the interpreter's site machinery, such as an editable
                 # install's finder in a virtual environment that may lie inside the checkout, as on CI)
