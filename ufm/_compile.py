@@ -1,7 +1,8 @@
 """The in-process cache of compiled programs: each ``jit`` program is lowered and compiled once per function,
 argument shapes, dtypes and shardings and static arguments, and its compile time is reported once.
 
-Internal API (:mod:`ufm.solver`, :mod:`ufm.sweep`): :func:`compile_once`. :func:`compiled_programs` is the
+Internal API: :func:`compile_once` (:mod:`ufm.solver`, :mod:`ufm.sweep`) and :func:`stored_jit` (:mod:`ufm.problem`,
+:mod:`ufm.metrics`, :mod:`ufm.compare`, :mod:`ufm.hessian`). :func:`compiled_programs` is the
 public introspection (``ufm.compiled_programs()``): what has been compiled in this process, for tests and
 for users who want to know what a call cost, without reading the cache's keys.
 """
