@@ -141,3 +141,30 @@ def test_a_stored_program_that_calls_lapack_runs_as_a_process_first_program(tmp_
     first, second = (_cli(["-c", _STORE_SCRIPT, "device"], **env) for _ in range(2))
     assert first.returncode == 0 and second.returncode == 0, (second.returncode, second.stderr[-2000:])
     assert first.stdout == second.stdout != ""
+
+
+def test_with_the_store_off_a_program_is_compiled_once_and_the_cache_stays_off(monkeypatch):
+    """With the store off (``--no-cache``: JAX's cache off too), a program JAX hands back from its in-memory cache
+    (here the plain ``jit`` of the same function, called first) is used as it is: not compiled again, and JAX's
+    persistent cache is not switched back on behind the user's back (as compiling afresh for the store does)."""
+    import jax
+    import numpy as np
+
+    from ufm import _compile, metrics
+
+    monkeypatch.setitem(_cache._STORE, "folder", None)
+    jax.config.update("jax_enable_compilation_cache", False)  # the suite's fixture turns it on again after
+    rng = np.random.default_rng(1)
+    W, H = jax.device_put(rng.normal(size=(5, 7))), jax.device_put(rng.normal(size=(5, 77)))
+    y = jax.device_put(np.arange(77) % 7)
+    expected = metrics.collapse.jitted(W, H, y, K=7)
+    compiles = []
+    listener = lambda event, duration_secs, **_: compiles.append(event) if event == _compile._XLA_COMPILE else None
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        measured = metrics.collapse(W, H, y, 7)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []  # JAX's in-memory program: no compilation at all
+    assert not jax.config.jax_enable_compilation_cache
+    assert [float(x) for x in measured] == [float(x) for x in expected]  # bit for bit: one program

@@ -213,6 +213,11 @@ def _settings() -> str:
     return repr((sorted((name, repr(value)) for name, value in jax.config.values.items()), os.getenv("XLA_FLAGS")))
 
 
+def storing() -> bool:
+    """Whether the program store is on (the persistent cache enabled through :func:`enable_compilation_cache`)."""
+    return _STORE["folder"] is not None
+
+
 def _entry(function, args, statics) -> Path | None:
     """The store's file for ``jit(function)`` on ``args`` with ``statics``; ``None`` when the store is off or the
     function has no stable name (a lambda, a closure, a method: its name would not say what it computes)."""

@@ -74,6 +74,8 @@ def _compile(function, args, statics):
     compiled earlier in this process, perhaps itself read from the persistent cache; no event says which). Either
     is compiled once more, afresh (:func:`ufm._cache.compile_fresh`), unless it cannot be stored at all. (An
     entry stored without its code fails in the next process that runs it: ``Function ... not found``.)"""
+    if not _cache.storing():  # nothing is kept: JAX's program, wherever it came from
+        return jax.jit(function, static_argnames=tuple(statics)).lower(*args, **statics).compile()
     events: list[str] = []
 
     def hit(event: str, **_: str | int) -> None:
