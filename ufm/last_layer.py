@@ -1016,11 +1016,11 @@ class _Pass:
             self.buffered_labels = np.empty(self.buffer.shape[0], np.intp)
         D = _scaled_into(self.buffer[self.filled : self.filled + y.size], X, exponent)  # x / 2^exponent
         new = np.flatnonzero((chunk_counts > 0) & ~self.seen)
-        if new.size:  # reference points: the class's mean in this chunk
+        if new.size:  # reference points: the class's mean in this chunk (sums over the new classes only, not K x d)
             rows = np.flatnonzero(~self.seen[y])
-            part = np.zeros((K, d))
-            _add_by_class(part, D[rows], y[rows])
-            self.refs[new] = part[new] / chunk_counts[new, None]
+            part = np.zeros((new.size, d))
+            _add_by_class(part, D[rows], np.searchsorted(new, y[rows]))
+            self.refs[new] = part / chunk_counts[new, None]
             self.seen[new] = True
             del part
             if self.certificate is not None:
@@ -1090,7 +1090,11 @@ def _moments(features, labels, weight, bias, chunk: int) -> _Moments:
     N, d = features.shape
     K = weight.shape[0]
     certify = N >= CERTIFY_ROWS_PER_CLASS * K
-    pilot = _pilot(features, labels, chunk, PILOT_ROWS_PER_CLASS * K, K) if certify else None
+    # the pilot reads rows only (no K-wide scores): chunks whose two float64 copies (the rows, scaled) fit in the
+    # bytes of the scatter's buffer, which it precedes; at the scores' chunk (82 rows at K = 50,257) each chunk's
+    # per-class sums paid for a K x d result (about 10 min for the pilot's 1.6 M rows)
+    pilot_chunk = max(chunk, gram_rows(chunk, d) // 2)
+    pilot = _pilot(features, labels, pilot_chunk, PILOT_ROWS_PER_CLASS * K, K) if certify else None
     state = _Pass(N, d, weight, bias, certify, pilot)
     for lo, hi, X, y in _rows(features, chunk, None, labels, convert=False):  # NaN / inf refused by add
         state.add(lo, hi, X, y)
