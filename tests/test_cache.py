@@ -97,30 +97,31 @@ def test_unusable_cache_folder_falls_back_with_one_line(tmp_path):
 _STORE_SCRIPT = """
 import sys, argparse, jax, numpy as np
 jax.config.update("jax_enable_x64", True)
-from ufm import _cache, metrics
+from ufm import _cache, _compile, metrics
 _cache.configure(argparse.Namespace(no_cache=False), "test")
 rng = np.random.default_rng(0)
 W, H = rng.normal(size=(10, 10)), rng.normal(size=(10, 5000))
 y = jax.device_put(np.repeat(np.arange(10), 500))
 on_device = lambda: metrics.collapse(jax.device_put(W), jax.device_put(H), y, 10)
-from_numpy = lambda: metrics.collapse(W, H, y, 10)
+raw = metrics.collapse.__wrapped__  # the function compile_once keeps: two keys below, one lowered module
+run = lambda *args: _compile.compile_once(raw, args, {"K": 10})[0](*args)
 step = sys.argv[1]
 if step == "jit":  # JAX's own cache only: the plain jit program
-    print(float(metrics.collapse.jitted(jax.device_put(W), jax.device_put(H), y, K=10).nc1))
+    print(float(jax.jit(raw, static_argnames="K")(jax.device_put(W), jax.device_put(H), y, K=10).nc1))
 elif step == "both":  # the first read by JAX from its cache, the second the same module again (in memory)
-    on_device()
-    print(float(from_numpy().nc1))
-elif step == "device":  # the device call alone: stored by the first process, read by the second
+    run(jax.device_put(W), jax.device_put(H), y)
+    print(float(run(W, H, y).nc1))
+elif step == "load":  # a new process runs the stored program of the numpy key
+    print(float(run(W, H, y).nc1))
+else:  # the device call alone: stored by the first process, read by the second
     print(float(on_device().nc1))
-else:  # a new process runs the stored program of the numpy call
-    print(float(from_numpy().nc1))
 """
 
 
 def test_stored_programs_carry_their_code_after_jax_cache_hits(tmp_path):
     """An executable JAX read from its persistent cache, or returned again from its in-memory cache for the same
-    module (here: the same program called on device arrays, then on numpy arrays, two keys of the store), has
-    no code of its own to serialize; stored as it was, the next process to run it failed with
+    module (here: one function under two keys of the store, device and numpy arguments, after JAX's cache
+    holds it), has no code of its own to serialize; stored as it was, the next process to run it failed with
     ``NOT_FOUND: Function ... not found`` (seen with ufm.metrics.collapse: the CLI's gd run, then any run).
     Each stored program must run in a fresh process and give the value of the process that stored it."""
     env = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
