@@ -32,7 +32,7 @@ run: the cache is skipped (or the entry recompiled) with one warning line. An en
 holds executable code, like JAX's own entries beside it: the folder must be the user's own.
 
 Internal API (:mod:`ufm._compile`): :func:`load_program`, :func:`store_program`, :func:`serializable`,
-:func:`compile_fresh`.
+:func:`compile_fresh`, :func:`storing`, :func:`argument_shapes`.
 """
 
 from __future__ import annotations
@@ -218,6 +218,14 @@ def storing() -> bool:
     return _STORE["folder"] is not None
 
 
+def argument_shapes(leaves) -> tuple:
+    """What a compiled program depends on in each argument leaf: ``(shape, dtype, weak type, sharding)`` (the
+    in-process key of :func:`ufm._compile.compile_once` and part of the store's key)."""
+    return tuple(
+        (x.shape, str(x.dtype), bool(getattr(x, "weak_type", False)), str(getattr(x, "sharding", None))) for x in leaves
+    )
+
+
 def _entry(function, args, statics) -> Path | None:
     """The store's file for ``jit(function)`` on ``args`` with ``statics``; ``None`` when the store is off or the
     function has no stable name (a lambda, a closure, a method: its name would not say what it computes)."""
@@ -229,9 +237,7 @@ def _entry(function, args, statics) -> Path | None:
     import jax
 
     leaves, tree = jax.tree_util.tree_flatten(args)
-    shapes = [
-        (x.shape, str(x.dtype), bool(getattr(x, "weak_type", False)), str(getattr(x, "sharding", None))) for x in leaves
-    ]
+    shapes = list(argument_shapes(leaves))
     key = repr(
         (
             _code_key(),

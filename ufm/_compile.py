@@ -48,10 +48,7 @@ def compile_once(function, args, statics) -> tuple[Any, float]:
     the persistent cache when it is on (:func:`ufm._cache.load_program`: no tracing, no lowering). A program
     read from the store is counted as a cache request and hit, as JAX counts its own (:class:`ufm._cli.CompileWatch`
     names the time by them)."""
-    shapes = tuple(
-        (x.shape, str(x.dtype), bool(getattr(x, "weak_type", False)), str(getattr(x, "sharding", None)))
-        for x in jax.tree_util.tree_leaves(args)
-    )
+    shapes = _cache.argument_shapes(jax.tree_util.tree_leaves(args))
     key = (function, shapes, tuple(sorted((k, str(v)) for k, v in statics.items())))
     if key not in _PROGRAMS:
         start = time.perf_counter()
@@ -74,8 +71,9 @@ def _compile(function, args, statics):
     compiled earlier in this process, perhaps itself read from the persistent cache; no event says which). Either
     is compiled once more, afresh (:func:`ufm._cache.compile_fresh`), unless it cannot be stored at all. (An
     entry stored without its code fails in the next process that runs it: ``Function ... not found``.)"""
+    lowered = jax.jit(function, static_argnames=tuple(statics)).lower(*args, **statics)
     if not _cache.storing():  # nothing is kept: JAX's program, wherever it came from
-        return jax.jit(function, static_argnames=tuple(statics)).lower(*args, **statics).compile()
+        return lowered.compile()
     events: list[str] = []
 
     def hit(event: str, **_: str | int) -> None:
@@ -86,7 +84,6 @@ def _compile(function, args, statics):
         if event == _XLA_COMPILE:
             events.append(event)
 
-    lowered = jax.jit(function, static_argnames=tuple(statics)).lower(*args, **statics)
     jax.monitoring.register_event_listener(hit)
     jax.monitoring.register_event_duration_secs_listener(compiled_now)
     try:
