@@ -16,6 +16,8 @@ are keyword-only, so a call in another order raises ``TypeError`` instead of mea
 ``condition_number(K, delta, lam)`` (``lam_W = lam_H = lam``; ``n`` keyword-only, default 1).
 """
 
+from typing import TYPE_CHECKING
+
 from theory.closed_form import Norms as Norms
 from theory.closed_form import Phase as Phase
 from theory.closed_form import a_delta as a_delta
@@ -27,12 +29,6 @@ from theory.closed_form import phase as phase
 from theory.closed_form import probabilities as probabilities
 from theory.closed_form import random_semi_orthogonal as random_semi_orthogonal
 from theory.closed_form import simplex_projector as simplex_projector
-from theory.memorization_dilation import AssumptionCheck as AssumptionCheck
-from theory.memorization_dilation import NCConfiguration as NCConfiguration
-from theory.memorization_dilation import assumption_4_2 as assumption_4_2
-from theory.memorization_dilation import md_law as md_law
-from theory.memorization_dilation import nc_configuration as nc_configuration
-from theory.minority_collapse import minority_collapse_threshold as minority_collapse_threshold
 from theory.prediction import Prediction as Prediction
 from theory.prediction import nonnegative_boundary as nonnegative_boundary
 from theory.prediction import predict as predict
@@ -46,6 +42,44 @@ from theory.spectra import HessianSpectrum as HessianSpectrum
 from theory.spectra import condition_number as condition_number
 from theory.spectra import curvature_spectrum as curvature_spectrum
 from theory.spectra import hessian_spectrum as hessian_spectrum
+
+if TYPE_CHECKING:  # the exports that load on first use (_LAZY, __getattr__), for type checkers
+    from theory.memorization_dilation import AssumptionCheck as AssumptionCheck
+    from theory.memorization_dilation import NCConfiguration as NCConfiguration
+    from theory.memorization_dilation import assumption_4_2 as assumption_4_2
+    from theory.memorization_dilation import md_law as md_law
+    from theory.memorization_dilation import nc_configuration as nc_configuration
+    from theory.minority_collapse import minority_collapse_threshold as minority_collapse_threshold
+
+#: exports whose module loads on first use: the memorization-dilation and minority-collapse models are not
+#: needed to compare a solve with Theorems 4.1-4.2, and importing them is part of every command line's start-up
+_LAZY = {
+    "theory.memorization_dilation": (
+        "AssumptionCheck",
+        "NCConfiguration",
+        "assumption_4_2",
+        "md_law",
+        "nc_configuration",
+    ),
+    "theory.minority_collapse": ("minority_collapse_threshold",),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name):
+    """An export of :data:`_LAZY` on first use (then bound here: later uses are plain attribute reads)."""
+    if name in _MODULE_OF:
+        import importlib
+
+        value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'theory' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_MODULE_OF))
+
 
 __all__ = [
     "AssumptionCheck",

@@ -282,10 +282,49 @@ def _lapack_ready() -> bool:
     try:
         from jax._src.lax import linalg
 
+        _load_scipy_lapack_tables()
         linalg.initialize_lapack()
     except (ImportError, AttributeError):
         return False
     return True
+
+
+def _load_scipy_lapack_tables() -> None:
+    """Load ``scipy.linalg.cython_blas`` and ``scipy.linalg.cython_lapack`` from their files, without
+    ``scipy.linalg``'s package body, when no part of ``scipy.linalg`` is imported yet.
+
+    jaxlib registers its CPU LAPACK kernels with the function pointers of those two extension modules, which
+    it imports by name; importing them by name first runs ``scipy/linalg/__init__.py`` (0.13 to 0.19 s on
+    the 2-core machine: it imports scipy's array-API layer, which imports ``numpy.f2py`` and
+    ``numpy.testing``), most of the warm command line's time above JAX's own import (docs/performance.md,
+    "Start-up"). Loaded alone they take about 8 ms. Each is registered in ``sys.modules`` under its own name,
+    where jaxlib's import (and any later ``from scipy.linalg import cython_lapack``) finds it; a later
+    ``import scipy.linalg`` runs the package body as usual. Anything unexpected (another layout of scipy,
+    a failing load) leaves ``sys.modules`` as it was and jaxlib imports the modules its own way."""
+    names = ("scipy.linalg.cython_blas", "scipy.linalg.cython_lapack")  # BLAS first: the LAPACK one imports it
+    if any(name in sys.modules for name in ("scipy.linalg", *names)):
+        return
+    import importlib.machinery
+    import importlib.util
+
+    added = []
+    try:
+        scipy_spec = importlib.util.find_spec("scipy")
+        if scipy_spec is None or not scipy_spec.submodule_search_locations:
+            return
+        for name in names:
+            spec = importlib.machinery.PathFinder.find_spec(
+                name, [os.path.join(folder, "linalg") for folder in scipy_spec.submodule_search_locations]
+            )
+            if spec is None or not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+                raise ImportError(name)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            added.append(name)
+            spec.loader.exec_module(module)
+    except Exception:  # noqa: BLE001 -- any failure: undo, and let jaxlib import scipy.linalg as it would
+        for name in added:
+            sys.modules.pop(name, None)
 
 
 def serializable(compiled) -> bool:
