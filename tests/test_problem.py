@@ -89,6 +89,20 @@ def test_sample_count_covers_the_entries_with_little_waste(entries):
     assert _sample_count(entries + 1) >= count  # monotone
 
 
+@given(st.integers(1, 4096), st.integers(1, 4096), st.integers(1, 2**14))
+def test_small_starts_draw_w_and_h_in_one_batch_size(d, K, n):
+    """One sampler program for both draws while the larger batch is a power of two (<= 2**16 numbers);
+    otherwise each draw has its own batch. Either way each draw covers its array."""
+    N = K * n
+    count_W, count_H = problem_module._draw_counts(d, K, N)
+    assert count_W >= d * K and count_H >= d * N
+    larger = max(_sample_count(d * K), _sample_count(d * N))
+    if larger <= problem_module._POWER_OF_TWO_UP_TO:
+        assert count_W == count_H == larger
+    else:
+        assert (count_W, count_H) == (_sample_count(d * K), _sample_count(d * N))
+
+
 def test_few_batch_sizes_serve_many_shapes():
     """Up to 2**20 entries: 9 powers of two (256 ... 2**16), then 4 sizes per doubling."""
     sizes = {_sample_count(entries) for entries in range(1, 2**20 + 1, 7)} | {_sample_count(2**20)}

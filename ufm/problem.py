@@ -280,6 +280,20 @@ def _sample_count(entries: int) -> int:
     return -(-entries // step) * step
 
 
+def _draw_counts(d: int, K: int, N: int) -> tuple[int, int]:
+    """How many numbers the seeded start draws for W and for H (:func:`_sample_count` of ``d K`` and ``d N``).
+
+    When the larger of the two counts is a power-of-two batch (at most ``2**16`` numbers, about 2 ms to draw
+    on a CPU core), both draws take it: the two draws are then one sampler program (``which`` is an argument),
+    one program fewer to compile on a cold start and to read from the store on a warm one (15 to 30 ms,
+    docs/performance.md, "Start-up"), for the same numbers (a prefix of a longer draw, bit for bit)."""
+    count_W, count_H = _sample_count(d * K), _sample_count(d * N)
+    shared = max(count_W, count_H)
+    if shared <= _POWER_OF_TWO_UP_TO:
+        return shared, shared
+    return count_W, count_H
+
+
 @stored_jit(static_argnames=("count", "dtype"))
 def _scaled_normals(seed, which, scale, count: int, dtype):
     """``scale * normal(split(key(seed))[which], (count,))``: :func:`initial_params`' draw for W
@@ -303,7 +317,7 @@ def _leading(flat, shape: tuple[int, ...]):
 
 
 def _initial_params_bucketed(seed, scale, d: int, K: int, N: int, dtype) -> Params:
-    """:func:`initial_params`, bit for bit, from samplers compiled per :func:`_sample_count`, not per shape.
+    """:func:`initial_params`, bit for bit, from samplers compiled per batch size (:func:`_draw_counts`), not per shape.
 
     With JAX's partitionable threefry (its default since 0.5) the i-th number of
     ``normal(key, shape)`` depends on ``key`` and the row-major index ``i`` alone, so it is the i-th
@@ -312,8 +326,9 @@ def _initial_params_bucketed(seed, scale, d: int, K: int, N: int, dtype) -> Para
     """
     if not jax.config.jax_threefry_partitionable:  # type: ignore[attr-defined]
         return _initial_params_compiled(seed, scale, d, K, N, dtype)
-    W = _leading(_scaled_normals(seed, 0, scale, _sample_count(d * K), dtype), (d, K))
-    H = _leading(_scaled_normals(seed, 1, scale, _sample_count(d * N), dtype), (d, N))
+    count_W, count_H = _draw_counts(d, K, N)
+    W = _leading(_scaled_normals(seed, 0, scale, count_W, dtype), (d, K))
+    H = _leading(_scaled_normals(seed, 1, scale, count_H, dtype), (d, N))
     return Params(W, H, jax.device_put(np.zeros(K, dtype=dtype)))  # from numpy: no program per K for the zeros
 
 
