@@ -217,6 +217,24 @@ def test_lanczos_largest_eigenvalue_matches_exact(monkeypatch):
     assert "skipped" in ufm.analyze(features, labels, weight, bias, spectra=False).spectra
 
 
+def test_a_block_whose_dense_path_does_not_fit_takes_the_structured_one(monkeypatch):
+    """Where jax.hessian's products at once would not fit (here: free memory set between the structured and the
+    dense path's needs), the block takes the structured path, with the dense path's eigenvalues: it was refused
+    on memory and reported skipped (the W block at N = 5,000, K = 100, d = 16: 149 GiB for a 1,600-row block)."""
+    from ufm import _memory
+
+    features, labels, weight, bias = _imbalanced(K=3, d=4, counts=(4, 5, 3))
+    exact = ufm.analyze(features, labels, weight, bias, spectra=True)
+    N, d = features.shape
+    dense_need = _memory.dense_hessian_bytes(d * 3, 3, N, d, batch=d * 3)
+    assert last_layer.spectra_bytes(N, d, 3) < dense_need / 4
+    monkeypatch.setattr(_memory, "free_bytes", lambda device=None: int(dense_need / 2))
+    structured = ufm.analyze(features, labels, weight, bias, spectra=True)
+    assert exact.spectra["W"]["method"] == "dense" and structured.spectra["W"]["method"] == "structured"
+    # two float64 eigensolvers on the same block: the same top eigenvalue to rounding
+    assert structured.spectra["W"]["lambda_max"] == pytest.approx(exact.spectra["W"]["lambda_max"], rel=1e-12)
+
+
 # --------------------------------------------------------------------------- API contracts
 
 

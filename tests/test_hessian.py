@@ -6,6 +6,7 @@ import pytest
 
 import ufm
 from ufm import hessian
+from ufm.losses import LOSS_IDS
 from ufm.objective import Params, Weights, class_major_labels
 
 
@@ -40,6 +41,45 @@ def test_lanczos_largest_eigenvalue_matches_dense(block):
     dense = hessian.block_eigenvalues(params, labels, weights, block, regularized=True, method="dense").values
     top = hessian.extreme_eigenvalues(params, labels, weights, block, regularized=True, k=1)
     assert top[0] == pytest.approx(dense[-1], rel=1e-10)  # eigsh tol 1e-12
+
+
+@pytest.mark.parametrize("loss_id", sorted(set(LOSS_IDS.values())))  # each loss function: ls (ce), focal, mse
+@pytest.mark.parametrize("block", ["W", "H", "b"])
+def test_the_products_compiled_options_change_no_product(loss_id, block):
+    """The Hessian-vector product compiled without XLA's YNNPACK fusion (the option that made it 21x slower) is
+    the dense Hessian times vectors, as the default compilation's is: float64, 1e-12 of the block's scale."""
+    params, labels, _ = _random_point(4, 3, 6, seed=11)
+    weights = Weights(*(jnp.float64(x) for x in (0.15, 2e-3, 3e-3, 1e-2)), loss_id=loss_id)._replace(
+        gamma=jnp.float64(2.0), mse_kappa=jnp.float64(3.0), mse_beta=jnp.float64(2.0)
+    )
+    dense = np.asarray(hessian._dense_hessian(params, labels, weights, block, False, int(weights.loss_id)))
+    size = int(np.sqrt(dense.size))
+    dense = dense.reshape(size, size)
+    vectors = np.random.default_rng(3).standard_normal((3, size))
+    statics = dict(block=block, regularized=False, loss_id=int(weights.loss_id))
+    for v in vectors:
+        tuned = np.asarray(hessian._block_hvp_tuned(params, labels, weights, jnp.asarray(v), **statics))
+        plain = np.asarray(hessian._block_hvp_plain(params, labels, weights, jnp.asarray(v), **statics))
+        scale = np.abs(dense).max() * np.abs(v).max() * size
+        np.testing.assert_allclose(tuned, dense @ v, rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(plain, tuned, rtol=0, atol=1e-12 * scale)
+
+
+def test_a_jaxlib_without_the_products_option_compiles_it_plainly(monkeypatch):
+    """An option this jaxlib does not know is refused when the program compiles; the product then falls back to
+    plain ``jit`` (and stays there), with the same values."""
+    import jax
+
+    params, labels, weights = _random_point(4, 3, 6, seed=2)
+    statics = dict(block="H", regularized=False, loss_id=0)
+    v = jnp.ones(6 * 12)
+    expected = np.asarray(hessian._block_hvp(params, labels, weights, v, **statics))
+    unknown = jax.jit(hessian._block_hvp_of, static_argnames=tuple(statics), compiler_options={"xla_no_such": ""})
+    monkeypatch.setattr(hessian, "_block_hvp_tuned", unknown)
+    monkeypatch.setattr(hessian, "_HVP_OPTIONS_KNOWN", [True])
+    got = np.asarray(hessian._block_hvp(params, labels, weights, v, **statics))
+    assert hessian._HVP_OPTIONS_KNOWN == [False]
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
 
 
 def test_dense_refuses_oversized_blocks():

@@ -82,6 +82,15 @@ def test_loss_flags_that_do_not_apply_are_refused_by_every_command_line(main, pr
         (["--n", "0"], ["--n", ">= 1"]),
         (["--n", "2.5"], ["--n"]),
         (["--loss", "focal", "--gamma", "1", "--method", "reduced"], ["method 'reduced'", "lbfgs"]),
+        # the solver's flags: the solve command line's checks, named by the flag, before any solve
+        (["--method", "gd", "--lr", "nan"], ["argument --lr", "(0, inf)"]),
+        (["--method", "gd", "--lr", "-1"], ["argument --lr", "(0, inf)"]),
+        (["--tol", "2"], ["argument --tol", "(0, 1)"]),
+        (["--tol", "nan"], ["argument --tol", "(0, 1)"]),
+        (["--max-iters", "0"], ["argument --max-iters", "[1, 2147483647]"]),
+        (["--max-iters", "3000000000"], ["argument --max-iters", "[1, 2147483647]"]),
+        (["--batch-size", "0"], ["argument --batch-size", "[1, 2147483647]"]),
+        (["--batch-size", "1.5"], ["argument --batch-size"]),
     ],
 )
 def test_sweep_grid_flags_that_make_no_sense_are_refused(argv, needles, tmp_path, capsys):

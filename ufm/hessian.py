@@ -29,7 +29,6 @@ Three ways to get them:
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -102,10 +101,34 @@ def _dense_hessian(params: Params, labels, weights: Weights, block: str, regular
     return jax.hessian(f)(x)
 
 
-@partial(jax.jit, static_argnames=("block", "regularized", "loss_id"))
-def _block_hvp(params: Params, labels, weights: Weights, v, block: str, regularized: bool, loss_id: int):
+def _block_hvp_of(params: Params, labels, weights: Weights, v, block: str, regularized: bool, loss_id: int):
     f, x = _block_function(params, labels, weights._replace(loss_id=loss_id), block, regularized)
     return jax.jvp(jax.grad(f), (x,), (v.reshape(x.shape),))[1].ravel()
+
+
+#: XLA:CPU's experimental YNNPACK library fusion, on by default in jaxlib 0.10, ran the H block's product 21x
+#: slower at N = 20,000, d = 16, K = 300 (one fused kernel of 1.62 s in a 1.66 s product, against 0.08 s for the
+#: whole product without it; docs/performance.md, "Hessian-vector products"); this program is compiled without
+#: it. An empty value switches the fusion off; the option is ignored by other backends.
+_HVP_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_HVP_STATICS = ("block", "regularized", "loss_id")
+_block_hvp_tuned = jax.jit(_block_hvp_of, static_argnames=_HVP_STATICS, compiler_options=_HVP_COMPILER_OPTIONS)
+_block_hvp_plain = jax.jit(_block_hvp_of, static_argnames=_HVP_STATICS)
+_HVP_OPTIONS_KNOWN = [True]  # False once this jaxlib refused the option (a later one may drop it): plain jit then
+
+
+def _block_hvp(params: Params, labels, weights: Weights, v, block: str, regularized: bool, loss_id: int):
+    """One Hessian-vector product of a block, compiled with :data:`_HVP_COMPILER_OPTIONS` where this jaxlib
+    knows them (else as plain ``jit``: the same product, XLA's default fusions)."""
+    statics = {"block": block, "regularized": regularized, "loss_id": loss_id}
+    if _HVP_OPTIONS_KNOWN[0]:
+        try:
+            return _block_hvp_tuned(params, labels, weights, v, **statics)
+        except jax.errors.JaxRuntimeError as error:
+            if "No such compile option" not in str(error):
+                raise
+            _HVP_OPTIONS_KNOWN[0] = False
+    return _block_hvp_plain(params, labels, weights, v, **statics)
 
 
 def logit_hessians(params: Params, labels, weights: Weights) -> jnp.ndarray:

@@ -1960,11 +1960,12 @@ def _spectra(features, labels, weight, bias, weights, mode, p_t, means, nonzero)
             structured = 8.0 * 3 * K * min(d, N) * N + 8.0 * 3 * (K * min(d, N)) ** 2
         else:
             structured = 8.0 * 4 * N * K * K if softmax_loss else 8.0 * 4 * N * K * K + 8.0 * d * N
+        # dense only where jax.hessian's `size` products at once fit (at N = 5,000, K = 100, d = 16 the 1,600-row W
+        # block needs 149 GiB that way and was skipped, though the structured path takes 0.25 GB)
+        dense = size**2 <= DENSE_ENTRIES and _memory.fits(_memory.dense_hessian_bytes(size, K, N, d, batch=size))
         try:
-            if size**2 <= DENSE_ENTRIES or structured <= STRUCTURED_BYTES:
-                spectrum = hessian.block_spectrum(
-                    params, y, weights, block, method="dense" if size**2 <= DENSE_ENTRIES else "structured"
-                )
+            if dense or structured <= STRUCTURED_BYTES:
+                spectrum = hessian.block_spectrum(params, y, weights, block, method="dense" if dense else "structured")
                 out[name] = _block_info(spectrum, nonzero.get(block), reason)
             else:
                 top = hessian.extreme_eigenvalues(params, y, weights, block, k=1, which="LA", tol=1e-8)

@@ -44,7 +44,7 @@ from theory import validation
 from ufm import _cache, _cli, _io, _memory, _prog, metrics, policy, solver
 from ufm._compile import compile_once
 from ufm._interrupt import exit_on_interrupt
-from ufm.loop import RUNNING, status_word
+from ufm.loop import MAX_ITERS_LIMIT, RUNNING, status_word
 from ufm.losses import loss_spec
 from ufm.methods import METHODS, method_spec
 from ufm.objective import Weights
@@ -545,19 +545,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--lr",
-        type=float,
+        type=validation.number_type("--lr", 0.0),
         default=None,
         help="step size of gd/momentum/nesterov (default: "
         + ", ".join(f"{m} {v:g}" for m, v in policy.DEFAULT_LR.items() if v)
         + "; smaller for mse, from its curvature); refused with lbfgs and reduced (line search)",
     )
     parser.add_argument(
-        "--tol", type=float, default=None, help="relative gradient tolerance (default 1e-10; 1e-5 in float32)"
+        "--tol",
+        type=validation.number_type("--tol", 0.0, 1.0),
+        default=None,
+        help="relative gradient tolerance (default 1e-10; 1e-5 in float32)",
     )
-    parser.add_argument("--max-iters", type=int, default=None, help=_cli.MAX_ITERS_HELP)
+    parser.add_argument(
+        "--max-iters",
+        type=validation.integer_type("--max-iters", 1, MAX_ITERS_LIMIT),
+        default=None,
+        help=_cli.MAX_ITERS_HELP,
+    )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=validation.integer_type("--batch-size", 1, MAX_ITERS_LIMIT),
         default=None,
         help=f"configurations in flight at once (default: {REDUCED_LANES} queue lanes for "
         "reduced, all configurations in one call for the other methods)",
