@@ -172,6 +172,41 @@ print("scipy.linalg" in sys.modules, [float(v) for v in values] == [1.0, 2.0])
 """
 
 
+_THREADS_SCRIPT = """
+import importlib.machinery, sys, threading, time
+import jax, jax.numpy as jnp, numpy as np
+from ufm import _cache
+loader = importlib.machinery.ExtensionFileLoader
+exec_module = loader.exec_module
+loads = []
+def slow(self, module):  # a slow load, so that the threads below overlap inside it
+    loads.append(module.__name__)
+    time.sleep(0.2)
+    return exec_module(self, module)
+loader.exec_module = slow
+start = threading.Barrier(4)
+results = []
+def ready():
+    start.wait()
+    results.append(_cache._lapack_ready())
+threads = [threading.Thread(target=ready) for _ in range(4)]
+[thread.start() for thread in threads]
+[thread.join() for thread in threads]
+loader.exec_module = exec_module
+tables = sorted(name for name in loads if name.startswith("scipy.linalg"))  # each loaded once, and nothing else
+body = "scipy.linalg" in sys.modules
+values = jnp.linalg.eigvalsh(jax.device_put(np.diag([2.0, 1.0])))  # the kernels work
+print(results == [True] * 4, tables, body, [float(v) for v in values])
+"""
+
+
+def test_threads_reading_programs_at_once_load_the_lapack_tables_once():
+    done = _cli(["-c", _THREADS_SCRIPT], JAX_PLATFORMS="cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("[")[0].split() == ["True"], done.stdout
+    assert "['scipy.linalg.cython_blas', 'scipy.linalg.cython_lapack'] False [1.0, 2.0]" in done.stdout, done.stdout
+
+
 def test_a_failed_load_of_the_lapack_tables_leaves_the_imports_as_they_were():
     done = _cli(["-c", _FALLBACK_SCRIPT], JAX_PLATFORMS="cpu")
     assert done.returncode == 0, done.stderr[-2000:]

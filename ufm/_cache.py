@@ -46,6 +46,8 @@ import pickle
 import re
 import sys
 import tempfile
+import threading
+import types
 import warnings
 from pathlib import Path
 
@@ -282,11 +284,17 @@ def _lapack_ready() -> bool:
     try:
         from jax._src.lax import linalg
 
-        _load_scipy_lapack_tables()
-        linalg.initialize_lapack()
+        with _LAPACK_LOCK:  # one thread loads the tables; the others find them in sys.modules
+            _load_scipy_lapack_tables()
+            linalg.initialize_lapack()
     except (ImportError, AttributeError):
         return False
     return True
+
+
+#: :func:`_lapack_ready` across threads (programs read from the store by several threads at once): the tables are
+#: loaded outside Python's import lock, and an extension module loaded twice in one process fails the second time
+_LAPACK_LOCK = threading.Lock()
 
 
 def _load_scipy_lapack_tables() -> None:
@@ -307,7 +315,7 @@ def _load_scipy_lapack_tables() -> None:
     import importlib.machinery
     import importlib.util
 
-    added = []
+    added: list[tuple[str, types.ModuleType]] = []
     try:
         scipy_spec = importlib.util.find_spec("scipy")
         if scipy_spec is None or not scipy_spec.submodule_search_locations:
@@ -320,11 +328,12 @@ def _load_scipy_lapack_tables() -> None:
                 raise ImportError(name)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
-            added.append(name)
+            added.append((name, module))
             spec.loader.exec_module(module)
     except Exception:  # noqa: BLE001 -- any failure: undo, and let jaxlib import scipy.linalg as it would
-        for name in added:
-            sys.modules.pop(name, None)
+        for name, module in added:
+            if sys.modules.get(name) is module:  # only what this call registered
+                del sys.modules[name]
 
 
 def serializable(compiled) -> bool:
