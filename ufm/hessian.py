@@ -409,11 +409,18 @@ def _check_block_and_method(block, method):
         raise ValueError(f"method must be 'auto', 'dense' or 'structured', got {method!r}")
 
 
+def dense_fits(params: Params, block: str, max_dense_entries: int = MAX_DENSE_ENTRIES) -> bool:
+    """Whether the dense path suits this block: at most ``max_dense_entries`` entries, and ``jax.hessian``'s
+    products at once (``size`` of them, :func:`ufm._memory.dense_hessian_bytes`) fit in the free memory now.
+    The rule of ``method="auto"``; internal API (:mod:`ufm.last_layer` chooses its paths by it too)."""
+    return _block_size(params, block) ** 2 <= max_dense_entries and _memory.fits(_dense_bytes(params, block))
+
+
 def _choose(params, block, method, max_dense_entries):
     max_dense_entries = validation.integer("max_dense_entries", max_dense_entries, 1)
     entries = _block_size(params, block) ** 2
-    if method == "auto":  # dense only where it fits in memory (jax.hessian holds `size` products at once)
-        method = "dense" if entries <= max_dense_entries and _memory.fits(_dense_bytes(params, block)) else "structured"
+    if method == "auto":
+        method = "dense" if dense_fits(params, block, max_dense_entries) else "structured"
     if method == "dense" and entries > max_dense_entries:
         raise ValueError(
             f"the dense {block} block would have {entries:.3g} entries > max_dense_entries = "

@@ -1955,14 +1955,13 @@ def _spectra(features, labels, weight, bias, weights, mode, p_t, means, nonzero)
     softmax_loss = int(np.asarray(weights.loss_id)) == 0
     reason = nonzero.get("reason", "")
     for name, block, params in (("W", "W", at_point), ("H", "H", at_point), ("H_class_means", "H", at_means)):
-        size = d * K if block == "W" else d * N
         if block == "W":
             structured = 8.0 * 3 * K * min(d, N) * N + 8.0 * 3 * (K * min(d, N)) ** 2
         else:
             structured = 8.0 * 4 * N * K * K if softmax_loss else 8.0 * 4 * N * K * K + 8.0 * d * N
         # dense only where jax.hessian's `size` products at once fit (at N = 5,000, K = 100, d = 16 the 1,600-row W
         # block needs 149 GiB that way and was skipped, though the structured path takes 0.25 GB)
-        dense = size**2 <= DENSE_ENTRIES and _memory.fits(_memory.dense_hessian_bytes(size, K, N, d, batch=size))
+        dense = hessian.dense_fits(params, block, DENSE_ENTRIES)
         try:
             if dense or structured <= STRUCTURED_BYTES:
                 spectrum = hessian.block_spectrum(params, y, weights, block, method="dense" if dense else "structured")
