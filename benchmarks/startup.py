@@ -20,13 +20,23 @@ moving by up to 50 % between hours on the shared 2-core machine, disturbs least;
 median less the floor's median). Targets: warm <= 1.5 s, cold <= 4 s on 2 CPU
 cores, default faster than gd in both; warm <= 1.0 s (the later, tighter goal). Results:
 docs/performance.md, "Start-up".
+
+Python's bytecode: the package's modules are compiled to bytecode once, before the first run
+(``compileall`` into their ``__pycache__`` folders, as an installation or a first import does), and
+every run reads it, whatever ``PYTHONDONTWRITEBYTECODE`` says in this environment (it only stops the
+writing; JAX's own bytecode was written by its installation). One more row, *warm, sources compiled
+each run*, runs the default command from a copy of the package without ``__pycache__`` and with
+``PYTHONDONTWRITEBYTECODE=1``: what a run costs where bytecode is never kept (the conditions of this
+benchmark's tables before 2026-12-07's last session).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +51,8 @@ from benchmarks._common import machine, print_table  # noqa: E402
 MAIN = ["-m", "ufm.solve", "--K", "10", "--n", "500", "--delta", "0.1", "--quiet"]
 #: the floor: importing JAX and running one operation on its CPU backend
 FLOOR = ["-c", "import jax, jax.numpy as jnp; jnp.zeros(1).block_until_ready()"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("ufm", "theory")
 
 
 def _cpu() -> float:
@@ -49,16 +61,26 @@ def _cpu() -> float:
     return used.ru_utime + used.ru_stime
 
 
-def _run(argv: list[str], cache: str | None, cpu: list[float]) -> float:
-    """Wall seconds of one process; its CPU seconds are appended to ``cpu``."""
+def _run(argv: list[str], cache: str | None, cpu: list[float], *, sources: str | None = None) -> float:
+    """Wall seconds of one process; its CPU seconds are appended to ``cpu``. With ``sources`` (a folder
+    holding a copy of the package without bytecode), the process runs there with
+    ``PYTHONDONTWRITEBYTECODE=1``: every module of the package is compiled from its source."""
     env = dict(os.environ)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if cache is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = cache
+    if sources is not None:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     before = _cpu()
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [sys.executable, *argv],
+        env=env,
+        cwd=sources or ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     seconds = time.perf_counter() - start
     cpu.append(_cpu() - before)
@@ -71,6 +93,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="runs per mode (default 5)")
     args = parser.parse_args(argv)
+    for package in PACKAGES:  # bytecode as an installation leaves it (see the module docstring)
+        compileall.compile_dir(os.path.join(ROOT, package), quiet=1)
     load = os.getloadavg()[0]
     measured = []  # (command, mode, wall seconds, cpu seconds, each run's excess over its floor run or None)
     floor: list[float] = []
@@ -87,11 +111,25 @@ def main(argv=None) -> int:
                 floor.append(_run(FLOOR, None, floor_cpu))
                 above.append(warm[-1] - floor[-1])
             none = [_run(command + ["--no-cache"], None, cpu["--no-cache"]) for _ in range(args.repeats)]
-        measured += [
-            (label, "cold cache", cold, cpu["cold cache"], None),
-            (label, "warm cache", warm, cpu["warm cache"], above),
-            (label, "--no-cache", none, cpu["--no-cache"], None),
-        ]
+            measured += [
+                (label, "cold cache", cold, cpu["cold cache"], None),
+                (label, "warm cache", warm, cpu["warm cache"], above),
+                (label, "--no-cache", none, cpu["--no-cache"], None),
+            ]
+            if not extra:  # the default command once more, its modules compiled from source every run
+                sources = os.path.join(root, "sources")
+                for package in PACKAGES:
+                    shutil.copytree(
+                        os.path.join(ROOT, package),
+                        os.path.join(sources, package),
+                        ignore=shutil.ignore_patterns("__pycache__"),
+                    )
+                cpu["sources"], compiled, above = [], [], []
+                for _ in range(args.repeats):
+                    compiled.append(_run(command, warm_dir, cpu["sources"], sources=sources))
+                    floor.append(_run(FLOOR, None, floor_cpu))
+                    above.append(compiled[-1] - floor[-1])
+                measured.append((label, "warm, sources compiled each run", compiled, cpu["sources"], above))
     measured.append(("import jax + 1 op", "(floor)", floor, floor_cpu, [0.0]))
     floor_median = statistics.median(floor)
     rows = [

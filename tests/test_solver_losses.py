@@ -47,6 +47,28 @@ def test_solver_reaches_the_prediction_for_every_loss(loss, params):
         assert rows[name].applies and rows[name].error <= RTOL, name
 
 
+@pytest.mark.parametrize("loss,params", [("ls", dict(delta=0.2)), ("focal", dict(gamma=2.0))])
+def test_comparison_spectra_are_the_dense_hessians(loss, params):
+    """compare takes the structured path for both blocks; its spectra (and kappas) must be jax.hessian's
+    eigenvalues at the solver's point, not merged: an independent computation of the same matrices."""
+    from ufm import hessian
+
+    problem = Problem(**{**SMALL, **params, "loss": loss, "seed": 3})
+    result = ufm.solve(problem, tol=1e-11, max_iters=5000, history=False)
+    comparison = compare(result, rtol=RTOL)
+    for block in ("W", "H"):
+        info = comparison.spectra[block]
+        dense = hessian.block_eigenvalues(result.params, problem.labels(), problem.weights(), block, method="dense")
+        assert info["method"] == "structured" and dense.method == "dense"
+        scale = np.max(np.abs(dense.values))
+        values, counts = hessian.distinct_eigenvalues(dense.values, RTOL)
+        # distinct values merged at RTOL as compare merges them; float64 eigen-solvers on matrices of norm `scale`
+        assert info["measured_multiplicities"] == counts.tolist(), block
+        np.testing.assert_allclose(info["measured_values"], values, rtol=0, atol=1e-12 * scale)
+        kappa = hessian.nonzero_condition_number(dense.values)
+        assert info["condition_number"] == pytest.approx(kappa, rel=1e-10), block  # ratio of two 1e-12 errors
+
+
 @pytest.mark.parametrize("loss,params", [("ce", {}), ("focal", dict(gamma=2.0)), ("ls", dict(delta=0.3))])
 def test_nonnegative_solver_reaches_the_orthogonal_frame(loss, params):
     # d = 3K: with d close to K projected gradient sometimes stops at a dead-class KKT point
