@@ -26,6 +26,14 @@ sparse indicator product, the float64 Gram ``X^T X`` of 65,536-row chunks, NC1 f
 minus ``n_k m_k m_k^T``, which loses digits near collapse; the project centres every row). The ratio project /
 floor is printed (target <= 1.2), and the machine line.
 
+Sharded on Dask (``--dask-only`` runs only this; left out without the 'dask' extra): CIFAR-100 size split
+into :data:`SHARDS` float32 ``.npy`` shards, analysed by ``ufm.sharded.analyze_shards`` on a local cluster of 2
+worker processes (one thread each), once with the cluster started by the call (``workers=2``) and once on a
+cluster already running (the analysis alone), against the single-process computation in the same child: one
+``CollapseTracker`` fed every shard in order, its NC4 pass, and the calibration of all the logits. Every
+metric is compared: the largest relative difference is printed, with the verdict at :data:`SHARDED_RTOL`
+(the merge tree sums in another order: float64 rounding) and the counts (NCC agreement, accuracies) exact.
+
 NC1 near collapse: N = 200,000, d = 64, K = 10, features at NC1 ~ 1e-6 (class means offset from the origin,
 as post-ReLU features are), memory-mapped float32 ``.npy`` through the command line, against an in-memory
 float64 two-pass computation (class means, then the centred rows' scatter; the pseudo-inverse with the
@@ -62,7 +70,12 @@ SIZES = {
     "largek": (65_536, 768, 50_257),
     "floor": (1_281_167, 512, 1_000),
     "collapse": (200_000, 64, 10),
+    "sharded": (50_000, 512, 100),
 }
+#: shards of the Dask case, and the relative agreement asked of its float64 metrics (tests/test_sharded.py's)
+SHARDS, SHARDED_RTOL = 8, 1e-11
+#: the metrics that are counts (or ratios of counts): equal exactly, whatever the order of the sums
+SHARDED_COUNTS = ("ncc_accuracy", "ncc_agreement", "accuracy")
 #: rows per chunk of the floor's single pass (the fastest measured on the 2-core machine)
 FLOOR_BLOCK = 65_536
 #: NC1 of the near-collapse case, and the relative agreement with the in-memory float64 value asked of it
@@ -223,6 +236,9 @@ def child(case: str, folder: str, N: int | None = None) -> None:
         record = {"reference": reference, "nc1": measured["nc1"], "floor_nc1": single}
         print(json.dumps(record))
         return
+    if case == "sharded":
+        print(json.dumps(_sharded(folder)))
+        return
     if case == "largek":  # labels, weight, bias were written by the parent
         from ufm import last_layer
 
@@ -264,6 +280,96 @@ def child(case: str, folder: str, N: int | None = None) -> None:
     print(json.dumps(record))
 
 
+def _sharded(folder: str) -> dict:
+    """The Dask case (module docstring), in this process: writes the shards into ``folder``; the seconds of each
+    way and every metric's relative difference from the single-process computation."""
+    import distributed
+
+    from ufm.calibration import bin_statistics, logits_from_features
+    from ufm.sharded import analyze_shards
+    from ufm.tracker import CollapseTracker
+
+    N, d, K = SIZES["sharded"]
+    rng, labels, centres, weight, bias = _synthetic(N, d, K)
+    features = centres[labels] + 0.5 * rng.standard_normal((N, d), dtype=np.float32)
+    bounds = np.linspace(0, N, SHARDS + 1).astype(int)
+    parts = [(features[lo:hi], labels[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    for i, (X, y) in enumerate(parts):
+        np.save(os.path.join(folder, f"features-{i}.npy"), X)
+        np.save(os.path.join(folder, f"labels-{i}.npy"), y)
+    patterns = (os.path.join(folder, "features-*.npy"), os.path.join(folder, "labels-*.npy"))
+
+    start = time.perf_counter()
+    tracker = CollapseTracker(K, d)
+    for X, y in parts:
+        tracker.update(X, y)
+    ncc = tracker.ncc_pass(weight, bias)
+    for X, y in parts:
+        ncc.update(X, y)
+    reference = dict(tracker.result(weight, bias, ncc=ncc).metrics)
+    bins = bin_statistics(logits_from_features(np.asarray(features, np.float64), weight, bias), labels)
+    reference |= {"ece": bins.ece, "classwise_ece": bins.classwise_ece, "nll": bins.nll, "brier": bins.brier}
+    single = time.perf_counter() - start
+
+    start = time.perf_counter()
+    started = analyze_shards(patterns, num_classes=K, weight=weight, bias=bias, workers=2)
+    with_start = time.perf_counter() - start
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
+    )
+    try:
+        with distributed.Client(cluster, set_as_default=False) as client:
+            start = time.perf_counter()
+            running = analyze_shards(patterns, num_classes=K, weight=weight, bias=bias, client=client)
+            alone = time.perf_counter() - start
+    finally:
+        cluster.close()
+    record = {"single": single, "with_start": with_start, "alone": alone, "load": os.getloadavg()[0]}
+    for name, result in (("started", started), ("running", running)):
+        metrics = result.metrics
+        if metrics.keys() != reference.keys():
+            raise SystemExit(f"the Dask run's metrics {sorted(metrics)} differ from {sorted(reference)}")
+        record[f"{name}_worst"] = max(
+            abs(metrics[key] - value) / abs(value) for key, value in reference.items() if value and np.isfinite(value)
+        )
+        record[f"{name}_counts_equal"] = all(metrics[key] == reference[key] for key in SHARDED_COUNTS)
+        record[f"{name}_shards"] = result.num_shards
+    record["metrics"] = len(reference)
+    record["nc1"] = reference["nc1"]
+    return record
+
+
+def _sharded_rows(directory) -> list:
+    """The Dask rows (module docstring); none, with a line saying why, without the 'dask' extra."""
+    try:
+        import dask  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError:
+        print("sharded on Dask: skipped, the 'dask' extra is not installed (pip install 'ufm-collapse[dask]')")
+        return []
+    folder = tempfile.mkdtemp(prefix="ufm-analyze-sharded-", dir=directory)
+    try:
+        result = _run_child("sharded", folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    N, d, K = SIZES["sharded"]
+    size = f"{N:,} x {d}, K = {K}, {SHARDS} shards"
+    rows = [["sharded: single process (one tracker)", size, result["single"], "-", "-", "-", result["nc1"]]]
+    for name, label, seconds in (
+        ("started", "sharded: Dask, 2 local workers, cluster started by the call", result["with_start"]),
+        ("running", "sharded: Dask, 2 local workers, cluster already running", result["alone"]),
+    ):
+        worst, counts = result[f"{name}_worst"], result[f"{name}_counts_equal"]
+        equal = worst <= SHARDED_RTOL and counts and result[f"{name}_shards"] == SHARDS
+        rows.append([label, size, seconds, "-", "-", "-", result["nc1"]])
+        print(
+            f"{label}: {result[f'{name}_shards']} shards, {result['metrics']} metrics, largest relative difference "
+            f"from the single process {worst:.1e}, counts {'equal' if counts else 'DIFFERENT'}: "
+            f"{'equal to rounding' if equal else 'NOT EQUAL'} (rtol {SHARDED_RTOL:g}); load {result['load']:.1f}"
+        )
+    return rows
+
+
 def _run_child(case: str, folder: str, N: int = 0) -> dict:
     done = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--child", case, "--dir", folder, "--large-k-n", str(N)]
@@ -291,6 +397,7 @@ def main() -> None:
         default=["float32", "float16"],
         help="the large-K maps to measure (default both; at N = 10^7 float32 is a 31 GB file, float16 15 GB)",
     )
+    parser.add_argument("--dask-only", action="store_true", help="only the sharded case on 2 local Dask workers")
     parser.add_argument("--repeats", type=int, default=2, help="project runs, each between two floor runs")
     parser.add_argument("--keep", default=None, help="folder of the ImageNet-size files: reused if there, kept")
     parser.add_argument("--child", choices=tuple(SIZES), default=None, help=argparse.SUPPRESS)
@@ -306,7 +413,8 @@ def main() -> None:
     rows = []
     if args.large_k or args.large_k_only:
         rows += _large_k(args.dir, args.large_k_n or SIZES["largek"][0], args.large_k_dtypes)
-    if args.large_k_only:
+    if args.large_k_only or args.dask_only:
+        rows += _sharded_rows(args.dir) if args.dask_only else []
         print_table(["case", "size", "seconds", "target s", "peak RSS GiB", "target GiB", "nc1"], rows)
         return
     result = _run_child("cifar100", "")
@@ -326,6 +434,7 @@ def main() -> None:
         collapse = _run_child("collapse", collapse_folder)
     finally:
         shutil.rmtree(collapse_folder, ignore_errors=True)
+    rows += _sharded_rows(args.dir)
     if not args.skip_imagenet:
         rows += _imagenet(args)
     print_table(["case", "size", "seconds", "target s", "peak RSS GiB", "target GiB", "nc1"], rows)
