@@ -24,7 +24,8 @@ docs/performance.md, "Start-up".
 Python's bytecode: the package's modules are compiled to bytecode once, before the first run
 (``compileall`` into their ``__pycache__`` folders, as an installation or a first import does), and
 every run reads it, whatever ``PYTHONDONTWRITEBYTECODE`` says in this environment (it only stops the
-writing; JAX's own bytecode was written by its installation). One more row, *warm, sources compiled
+writing). JAX's own bytecode is assumed written by its installation (pip does; an installer that does not
+leaves the first runs to write it: run the benchmark twice there). One more row, *warm, sources compiled
 each run*, runs the default command from a copy of the package without ``__pycache__`` and with
 ``PYTHONDONTWRITEBYTECODE=1``: what a run costs where bytecode is never kept (the conditions of this
 benchmark's tables before 2026-12-07's last session).
@@ -70,8 +71,9 @@ def _run(argv: list[str], cache: str | None, cpu: list[float], *, sources: str |
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     if cache is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = cache
-    if sources is not None:
+    if sources is not None:  # the copy is found first on sys.path (the working folder), never the installed one
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.pop("PYTHONSAFEPATH", None)
     before = _cpu()
     start = time.perf_counter()
     done = subprocess.run(
@@ -124,6 +126,15 @@ def main(argv=None) -> int:
                         os.path.join(sources, package),
                         ignore=shutil.ignore_patterns("__pycache__"),
                     )
+                where = subprocess.run(
+                    [sys.executable, "-c", "import ufm, theory; print(ufm.__file__, theory.__file__)"],
+                    cwd=sources,
+                    env={k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"},
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()
+                if len(where) != 2 or not all(path.startswith(sources) for path in where):
+                    raise SystemExit(f"the copy in {sources} is not the package imported there: {where}")
                 cpu["sources"], compiled, above = [], [], []
                 for _ in range(args.repeats):
                     compiled.append(_run(command, warm_dir, cpu["sources"], sources=sources))

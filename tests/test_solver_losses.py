@@ -47,15 +47,31 @@ def test_solver_reaches_the_prediction_for_every_loss(loss, params):
         assert rows[name].applies and rows[name].error <= RTOL, name
 
 
-@pytest.mark.parametrize("loss,params", [("ls", dict(delta=0.2)), ("focal", dict(gamma=2.0))])
-def test_comparison_spectra_are_the_dense_hessians(loss, params):
+@pytest.mark.parametrize(
+    "loss,params",
+    [("ls", dict(delta=0.2, K=10, n=50, d=10)), ("focal", dict(gamma=2.0))],  # grouped path; per-sample path
+)
+def test_comparison_spectra_are_the_dense_hessians(loss, params, monkeypatch):
     """compare takes the structured path for both blocks; its spectra (and kappas) must be jax.hessian's
     eigenvalues at the solver's point, not merged: an independent computation of the same matrices."""
+    import importlib
+
     from ufm import hessian
+
+    compare_module = importlib.import_module("ufm.compare")  # ufm.compare is also the function's name
 
     problem = Problem(**{**SMALL, **params, "loss": loss, "seed": 3})
     result = ufm.solve(problem, tol=1e-11, max_iters=5000, history=False)
+    asked = []
+    structured = hessian.block_spectrum
+
+    def spy(*args, **kwargs):
+        asked.append((args[3], kwargs["method"], kwargs["cluster_rtol"]))
+        return structured(*args, **kwargs)
+
+    monkeypatch.setattr(hessian, "block_spectrum", spy)
     comparison = compare(result, rtol=RTOL)
+    assert asked == [("W", "structured", 0.0), ("H", "structured", 0.0)]  # a W block <= 500 rows: unmerged
     for block in ("W", "H"):
         info = comparison.spectra[block]
         dense = hessian.block_eigenvalues(result.params, problem.labels(), problem.weights(), block, method="dense")
@@ -65,8 +81,15 @@ def test_comparison_spectra_are_the_dense_hessians(loss, params):
         # distinct values merged at RTOL as compare merges them; float64 eigen-solvers on matrices of norm `scale`
         assert info["measured_multiplicities"] == counts.tolist(), block
         np.testing.assert_allclose(info["measured_values"], values, rtol=0, atol=1e-12 * scale)
+        # eigh's errors ~1e-15 of the largest eigenvalue, the smallest non-zero one >= 1 / kappa of it (kappa < 10
+        # here): kappa to ~1e-14. Merging (rtol / 10) would move the LS W block's kappa by 6e-11 here (measured)
         kappa = hessian.nonzero_condition_number(dense.values)
-        assert info["condition_number"] == pytest.approx(kappa, rel=1e-10), block  # ratio of two 1e-12 errors
+        assert info["condition_number"] == pytest.approx(kappa, rel=1e-12), block
+    # a W block above the limit is merged within rtol / 10 (its cost: an rK x rK eigendecomposition unmerged)
+    monkeypatch.setattr(compare_module, "COMPARE_UNMERGED_SIZE", result.W.size - 1)
+    asked.clear()
+    compare(result, rtol=RTOL)
+    assert asked == [("W", "structured", RTOL / 10), ("H", "structured", 0.0)]  # H blocks: never merged
 
 
 @pytest.mark.parametrize("loss,params", [("ce", {}), ("focal", dict(gamma=2.0)), ("ls", dict(delta=0.3))])

@@ -31,9 +31,10 @@ from ufm.objective import Params, Weights
 from ufm.results import Result
 
 DEFAULT_RTOL = 1e-6
-#: largest Hessian block (rows) whose eigenvalues :func:`compare` computes without merging nearly equal ones
+#: largest W block (rows, dK) whose eigenvalues :func:`compare` computes without merging nearly equal ones
 #: (``cluster_rtol=0``: exact, an ``rK x rK`` eigendecomposition, r = rank H); larger W blocks merge within
-#: ``rtol / 10`` (the shift stays below the comparison's tolerance, see :func:`ufm.hessian.block_spectrum`)
+#: ``rtol / 10`` (the shift stays below the comparison's tolerance, see :func:`ufm.hessian.block_spectrum`).
+#: H blocks are never merged (their structured path is K x K per distinct column)
 COMPARE_UNMERGED_SIZE = 500
 
 
@@ -549,17 +550,17 @@ def _spectrum_rows(result: Result, prediction, block: str, judged: _Judged) -> t
     # spreads the clusters of Theorem 4.2 by ~1e-8, and unmerged they make the deflated W block rK x rK
     # (48 GiB at K = 200) instead of <= 2K x 2K; memory checked by block_spectrum
     # the structured path for both blocks, at any size: exact at any point (tests/test_hessian.py holds it
-    # against jax.hessian), and cheaper even for small blocks (the README's W block, 100 rows: a few ms where
-    # jax.hessian's 100 products over N = 5000 take 45-65 ms, a fifth of the warm command line above JAX;
-    # for an H block of dN = 5000 about 0.1 s against 2 s)
-    small = getattr(point, block).size <= COMPARE_UNMERGED_SIZE
+    # against jax.hessian); for CE and LS cheaper even for small blocks (the README's W block, 100 rows: a few
+    # ms where jax.hessian's 100 products over N = 5000 take 45-65 ms, a fifth of the warm command line above
+    # JAX; an H block of dN = 5000 about 0.1 s against 2 s); focal and MSE (per-sample path) about as before
+    merged = block == "W" and point.W.size > COMPARE_UNMERGED_SIZE
     measured = hessian.block_spectrum(
         point,
         labels,
         weights,
         block,
         method="structured",
-        cluster_rtol=0.0 if small else min(rtol / 10, 1e-6),
+        cluster_rtol=min(rtol / 10, 1e-6) if merged else 0.0,
     )
     kappa_meas: float | None = hessian.nonzero_condition_number(measured.values[measured.counts > 0])
     if solver_zero:  # a ratio of eigenvalues of a block that is 0 up to the solver's tolerance

@@ -545,9 +545,9 @@ def distinct_eigenvalues(values: np.ndarray, rtol: float = 1e-6) -> tuple[np.nda
 
 
 def spectrum_bytes(K: int, N: int, d: int, groups: int, loss: str = "ls") -> float:
-    """Estimated peak bytes of :func:`block_spectrum` for the W and H blocks of the ``"auto"`` choice
-    (structured; ``groups`` distinct feature columns: K at a ``"reduced"`` solution, N otherwise) at a
-    near-collapsed point, with the deflated W block at its worst case ``T = r K`` (at K = 200 a reduced
+    """Estimated peak bytes of :func:`block_spectrum` for the W and H blocks on the structured path (the one
+    :func:`ufm.compare.compare` takes; ``groups`` distinct feature columns: K at a ``"reduced"`` solution, N
+    otherwise) at a near-collapsed point, with the deflated W block at its worst case ``T = r K`` (at K = 200 a reduced
     solution to tol 1e-10 left T = rK = 40000, not the 2K of an exact collapse).
     Focal and MSE use the per-sample path: ``4 N K^2`` plus ``3 (r K)^2`` for the W block."""
     r, m = min(d, groups), min(d, K)
