@@ -114,6 +114,7 @@ def test_report_explains_itself(tmp_path, capsys):
         (["--lam", "-0.001"], "--lam", "(0, inf)"),
         (["--lam-W", "nan"], "--lam-W", "(0, inf)"),
         (["--tol", "2"], "--tol", "(0, 1)"),
+        (["--max-iters", "3000000000"], "argument --max-iters", "[1, 2147483647]"),  # the loops' int32 counters
         (["--method", "adam"], "--method", "choose from"),
     ],
 )

@@ -187,6 +187,42 @@ MAX_ITERS_HELP = (
 )
 
 
+def add_solver_flags(group, *names: str) -> None:
+    """Add the solver flags ``names`` to an argparse ``group`` with one type and help for every command line
+    that solves: ``"lr"`` (``--lr``, > 0), ``"tol"`` (``--tol``, in (0, 1)), ``"max_iters"`` (``--max-iters``, in
+    [1, 2**31 - 1]: the loops' int32 counters); each refused value is named by its flag. Defaults are None: the
+    method's own (``ufm.solve``'s)."""
+    from ufm.loop import MAX_ITERS_LIMIT  # the loops' module (JAX): only when a parser is built
+
+    for name in names:
+        if name == "lr":
+            group.add_argument(
+                "--lr",
+                type=validation.number_type("--lr", 0.0),
+                default=None,
+                help="step size for gd/momentum/nesterov (default: "
+                + ", ".join(f"{m} {spec.default_lr:g}" for m, spec in METHOD_SPECS.items() if spec.default_lr)
+                + "; smaller for mse, from its curvature: ufm.solver.default_lr); refused with lbfgs "
+                "and reduced (line search)",
+            )
+        elif name == "tol":
+            group.add_argument(
+                "--tol",
+                type=validation.number_type("--tol", 0.0, 1.0),
+                default=None,
+                help="stop when |grad L| <= tol |grad L(x0)| (default 1e-10 in float64, 1e-5 in float32)",
+            )
+        elif name == "max_iters":
+            group.add_argument(
+                "--max-iters",
+                type=validation.integer_type("--max-iters", 1, MAX_ITERS_LIMIT),
+                default=None,
+                help=MAX_ITERS_HELP,
+            )
+        else:
+            raise ValueError(f"no solver flag named {name!r}")
+
+
 def flag(parameter: str, value: float | int | bool | str | None = None) -> str:
     """A library parameter as the command lines spell it, with its value: ``max_iters`` -> ``--max-iters``,
     ``("lr", 0.5)`` -> ``--lr 0.5``, ``("n", 123)`` -> ``--n 123``, ``("method", "lbfgs")`` -> ``--method

@@ -36,7 +36,7 @@ from ufm._interrupt import exit_on_interrupt
 from ufm.compare import LEGEND, format_input, format_number
 from ufm.generalized import DEFAULT_RESTARTS, MAX_RESTARTS
 from ufm.methods import METHODS, method_spec
-from ufm.policy import DEFAULT_LR, check_method_fits, default_method
+from ufm.policy import check_method_fits, default_method
 from ufm.problem import Problem
 from ufm.results import Advice, Alternative, describe
 from ufm.solver import solve as _solve
@@ -188,27 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "loss and with label noise, momentum with --nonnegative; "
         "gd is the papers' plain gradient descent)",
     )
-    solver.add_argument(
-        "--lr",
-        type=_number("--lr", 0.0),
-        default=None,
-        help="step size for gd/momentum/nesterov (default: "
-        + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items() if v)
-        + "; smaller for mse, from its curvature: ufm.solver.default_lr); refused with lbfgs "
-        "and reduced (line search)",
-    )
-    solver.add_argument(
-        "--tol",
-        type=_number("--tol", 0.0, 1.0),
-        default=None,
-        help="stop when |grad L| <= tol |grad L(x0)| (default 1e-10 in float64, 1e-5 in float32)",
-    )
-    solver.add_argument(
-        "--max-iters",
-        type=_integer("--max-iters", 1),
-        default=None,
-        help=_cli.MAX_ITERS_HELP,
-    )
+    _cli.add_solver_flags(solver, "lr", "tol", "max_iters")
     report = parser.add_argument_group("report")
     report.add_argument(
         "--rtol",

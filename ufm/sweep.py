@@ -543,26 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--method", choices=METHODS, default=None, help="optimizer (default reduced in float64, lbfgs in float32)"
     )
-    parser.add_argument(
-        "--lr",
-        type=validation.number_type("--lr", 0.0),
-        default=None,
-        help="step size of gd/momentum/nesterov (default: "
-        + ", ".join(f"{m} {v:g}" for m, v in policy.DEFAULT_LR.items() if v)
-        + "; smaller for mse, from its curvature); refused with lbfgs and reduced (line search)",
-    )
-    parser.add_argument(
-        "--tol",
-        type=validation.number_type("--tol", 0.0, 1.0),
-        default=None,
-        help="relative gradient tolerance (default 1e-10; 1e-5 in float32)",
-    )
-    parser.add_argument(
-        "--max-iters",
-        type=validation.integer_type("--max-iters", 1, MAX_ITERS_LIMIT),
-        default=None,
-        help=_cli.MAX_ITERS_HELP,
-    )
+    _cli.add_solver_flags(parser, "lr", "tol", "max_iters")
     parser.add_argument(
         "--batch-size",
         type=validation.integer_type("--batch-size", 1, MAX_ITERS_LIMIT),
