@@ -91,6 +91,26 @@ def _run(argv: list[str], cache: str | None, cpu: list[float], *, sources: str |
     return seconds
 
 
+def _source_copy(root: str) -> str:
+    """A copy of the package's sources without bytecode under ``root``; checked to be what a process started
+    there imports (the working folder first on ``sys.path``, before the installed package)."""
+    sources = os.path.join(root, "sources")
+    for package in PACKAGES:
+        shutil.copytree(
+            os.path.join(ROOT, package), os.path.join(sources, package), ignore=shutil.ignore_patterns("__pycache__")
+        )
+    where = subprocess.run(
+        [sys.executable, "-c", "import ufm, theory; print(ufm.__file__, theory.__file__)"],
+        cwd=sources,
+        env={**{k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if len(where) != 2 or not all(path.startswith(sources) for path in where):
+        raise SystemExit(f"the copy in {sources} is not the package imported there: {where}")
+    return sources
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="runs per mode (default 5)")
@@ -101,17 +121,23 @@ def main(argv=None) -> int:
     measured = []  # (command, mode, wall seconds, cpu seconds, each run's excess over its floor run or None)
     floor: list[float] = []
     floor_cpu: list[float] = []
+
+    def paired(command: list[str], cache: str, cpu: list[float], sources: str | None = None):
+        """``args.repeats`` warm runs, each followed by a floor run in the same conditions: (times, excesses)."""
+        times, above = [], []
+        for _ in range(args.repeats):
+            times.append(_run(command, cache, cpu, sources=sources))
+            floor.append(_run(FLOOR, None, floor_cpu))
+            above.append(times[-1] - floor[-1])
+        return times, above
+
     for label, extra in (("default (reduced)", []), ("--method gd", ["--method", "gd"])):
         command = MAIN + extra
         with tempfile.TemporaryDirectory() as root:
-            cpu: dict[str, list[float]] = {"cold cache": [], "warm cache": [], "--no-cache": []}
+            cpu: dict[str, list[float]] = {"cold cache": [], "warm cache": [], "--no-cache": [], "sources": []}
             cold = [_run(command, os.path.join(root, f"cold{i}"), cpu["cold cache"]) for i in range(args.repeats)]
             warm_dir = os.path.join(root, "cold0")  # filled by the first cold run
-            warm, above = [], []
-            for _ in range(args.repeats):  # each warm run, then a floor run in the same conditions
-                warm.append(_run(command, warm_dir, cpu["warm cache"]))
-                floor.append(_run(FLOOR, None, floor_cpu))
-                above.append(warm[-1] - floor[-1])
+            warm, above = paired(command, warm_dir, cpu["warm cache"])
             none = [_run(command + ["--no-cache"], None, cpu["--no-cache"]) for _ in range(args.repeats)]
             measured += [
                 (label, "cold cache", cold, cpu["cold cache"], None),
@@ -119,27 +145,7 @@ def main(argv=None) -> int:
                 (label, "--no-cache", none, cpu["--no-cache"], None),
             ]
             if not extra:  # the default command once more, its modules compiled from source every run
-                sources = os.path.join(root, "sources")
-                for package in PACKAGES:
-                    shutil.copytree(
-                        os.path.join(ROOT, package),
-                        os.path.join(sources, package),
-                        ignore=shutil.ignore_patterns("__pycache__"),
-                    )
-                where = subprocess.run(
-                    [sys.executable, "-c", "import ufm, theory; print(ufm.__file__, theory.__file__)"],
-                    cwd=sources,
-                    env={k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"},
-                    capture_output=True,
-                    text=True,
-                ).stdout.split()
-                if len(where) != 2 or not all(path.startswith(sources) for path in where):
-                    raise SystemExit(f"the copy in {sources} is not the package imported there: {where}")
-                cpu["sources"], compiled, above = [], [], []
-                for _ in range(args.repeats):
-                    compiled.append(_run(command, warm_dir, cpu["sources"], sources=sources))
-                    floor.append(_run(FLOOR, None, floor_cpu))
-                    above.append(compiled[-1] - floor[-1])
+                compiled, above = paired(command, warm_dir, cpu["sources"], sources=_source_copy(root))
                 measured.append((label, "warm, sources compiled each run", compiled, cpu["sources"], above))
     measured.append(("import jax + 1 op", "(floor)", floor, floor_cpu, [0.0]))
     floor_median = statistics.median(floor)
